@@ -1,0 +1,317 @@
+//! The node's configuration: one typed [`Config`], resolved from command-line
+//! flags, `DYNOKV_*` environment variables and an optional TOML file
+//! (`--config FILE`), in that order of precedence, over documented defaults.
+//!
+//! [`Settings`] is the raw, all-optional form shared by the flags and the
+//! TOML file (each flag `--foo-bar` is the TOML key `foo_bar`); [`Config`]
+//! is what the node runs with.
+
+use crate::limits::{
+    BULK_BYTES_MAX_DEFAULT, CLIENTS_MAX_DEFAULT, PARTITIONS_DEFAULT, SIBLINGS_MAX_DEFAULT,
+};
+use crate::storage::FsyncPolicy;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Errors resolving the configuration.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid for us.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting is out of range.
+    #[error("invalid {name}: {reason}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// Every setting, optional: what the flags, the environment and the TOML
+/// file may give. Defaults are applied by [`Config::resolve`].
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on for clients and peers [default: 127.0.0.1].
+    #[arg(long, env = "DYNOKV_BIND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Port for RESP clients [default: 6379].
+    #[arg(long, env = "DYNOKV_PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Port for the binary peer protocol [default: client port + 10000].
+    #[arg(long, env = "DYNOKV_PEER_PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_port: Option<u16>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "DYNOKV_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// When acknowledged writes are synced to disk [default: everysec].
+    #[arg(long, env = "DYNOKV_FSYNC", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<FsyncPolicy>,
+    /// Seed of an existing cluster, HOST:PEERPORT (repeatable).
+    #[arg(long, env = "DYNOKV_JOIN", value_delimiter = ',')]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join: Vec<String>,
+    /// This node's name [default: the client address, HOST:PORT].
+    #[arg(long, env = "DYNOKV_NODE_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// Capacity weight: a node of weight 2 holds about twice the data [default: 1.0].
+    #[arg(long, env = "DYNOKV_WEIGHT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// Failure zone; replicas are spread across zones [default: none].
+    #[arg(long, env = "DYNOKV_ZONE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// N, replicas per key [default: 3].
+    #[arg(long, env = "DYNOKV_REPLICAS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<usize>,
+    /// R, replies a read waits for [default: 2].
+    #[arg(long, env = "DYNOKV_READ_QUORUM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_quorum: Option<usize>,
+    /// W, durable acknowledgements a write waits for [default: 2].
+    #[arg(long, env = "DYNOKV_WRITE_QUORUM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_quorum: Option<usize>,
+    /// Name shared by the nodes of one cluster [default: dynokv].
+    #[arg(long, env = "DYNOKV_CLUSTER_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// Secret peers must prove to join [default: none].
+    #[arg(long, env = "DYNOKV_CLUSTER_SECRET")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<String>,
+    /// Password clients must AUTH with [default: none].
+    #[arg(long, env = "DYNOKV_REQUIREPASS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirepass: Option<String>,
+    /// Most concurrent client connections [default: 10000].
+    #[arg(long, env = "DYNOKV_MAXCLIENTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maxclients: Option<usize>,
+    /// Log filter, e.g. info or dynokv=debug [default: info].
+    #[arg(long, env = "DYNOKV_LOG_LEVEL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Q, partitions of a new data directory; a power of two, fixed once
+    /// the directory exists [default: 4096].
+    #[arg(long, env = "DYNOKV_PARTITIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// Live siblings kept per key before the oldest collapse last-writer-wins [default: 64].
+    #[arg(long, env = "DYNOKV_SIBLINGS_MAX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub siblings_max: Option<usize>,
+    /// Largest bulk string a client may send, in bytes [default: 536870912].
+    #[arg(long, env = "DYNOKV_PROTO_MAX_BULK_LEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto_max_bulk_len: Option<usize>,
+}
+
+impl Settings {
+    /// Reads a TOML settings file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
+    }
+
+    /// These settings, with every unset one taken from `fallback`.
+    pub fn or(self, fallback: Settings) -> Settings {
+        macro_rules! pick {
+            ($($field:ident),*) => {
+                Settings {
+                    join: if self.join.is_empty() { fallback.join } else { self.join },
+                    $($field: self.$field.or(fallback.$field),)*
+                }
+            };
+        }
+        pick!(
+            bind, port, peer_port, data_dir, fsync, node_name, weight, zone, replicas,
+            read_quorum, write_quorum, cluster_name, cluster_secret, requirepass, maxclients,
+            log_level, partitions, siblings_max, proto_max_bulk_len
+        )
+    }
+}
+
+/// What the node runs with; every field resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Listen address. Default 127.0.0.1.
+    pub bind: String,
+    /// Client port. Default 6379.
+    pub port: u16,
+    /// Peer port. Default `port + 10000`.
+    pub peer_port: u16,
+    /// Data directory. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Fsync policy. Default everysec.
+    pub fsync: FsyncPolicy,
+    /// Cluster seeds. Default none.
+    pub join: Vec<String>,
+    /// Node name. Default `bind:port`.
+    pub node_name: String,
+    /// Capacity weight. Default 1.0.
+    pub weight: f64,
+    /// Failure zone. Default none.
+    pub zone: Option<String>,
+    /// N. Default 3.
+    pub replicas: usize,
+    /// R. Default 2.
+    pub read_quorum: usize,
+    /// W. Default 2.
+    pub write_quorum: usize,
+    /// Cluster name. Default `dynokv`.
+    pub cluster_name: String,
+    /// Cluster secret. Default none.
+    pub cluster_secret: Option<String>,
+    /// Client password. Default none.
+    pub requirepass: Option<String>,
+    /// Most clients. Default 10000.
+    pub maxclients: usize,
+    /// Log filter. Default `info`.
+    pub log_level: String,
+    /// Q for a new data directory. Default 4096.
+    pub partitions: u32,
+    /// Sibling bound. Default 64.
+    pub siblings_max: usize,
+    /// Largest client bulk string. Default 512 MiB.
+    pub proto_max_bulk_len: usize,
+    /// The TOML file the settings came from, if any (CONFIG REWRITE target).
+    pub config_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Resolving empty settings cannot fail: the defaults are valid.
+        Config::resolve(Settings::default(), None).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+}
+
+impl Config {
+    /// Applies defaults to `settings` and checks ranges.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for out-of-range values.
+    pub fn resolve(settings: Settings, config_file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        let bind = settings.bind.unwrap_or_else(|| "127.0.0.1".to_owned());
+        let port = settings.port.unwrap_or(6379);
+        let peer_port = match settings.peer_port {
+            Some(p) => p,
+            None => port.checked_add(10_000).ok_or(ConfigError::Invalid {
+                name: "peer-port",
+                reason: format!("client port {port} + 10000 is past 65535; set --peer-port"),
+            })?,
+        };
+        let replicas = settings.replicas.unwrap_or(3);
+        let read_quorum = settings.read_quorum.unwrap_or(2);
+        let write_quorum = settings.write_quorum.unwrap_or(2);
+        let invalid = |name, reason: String| Err(ConfigError::Invalid { name, reason });
+        if replicas == 0 {
+            return invalid("replicas", "must be at least 1".into());
+        }
+        for (name, q) in [("read-quorum", read_quorum), ("write-quorum", write_quorum)] {
+            if q == 0 || q > replicas {
+                return invalid(name, format!("{q} is not within 1..={replicas} (replicas)"));
+            }
+        }
+        let partitions = settings.partitions.unwrap_or(PARTITIONS_DEFAULT);
+        if !partitions.is_power_of_two() || partitions > crate::limits::PARTITIONS_MAX {
+            return invalid("partitions", format!("{partitions} is not a power of two up to 65536"));
+        }
+        let weight = settings.weight.unwrap_or(1.0);
+        if !(weight.is_finite() && weight > 0.0) {
+            return invalid("weight", format!("{weight} is not a positive number"));
+        }
+        Ok(Config {
+            node_name: settings.node_name.unwrap_or_else(|| format!("{bind}:{port}")),
+            bind,
+            port,
+            peer_port,
+            data_dir: settings.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            fsync: settings.fsync.unwrap_or_default(),
+            join: settings.join,
+            weight,
+            zone: settings.zone,
+            replicas,
+            read_quorum,
+            write_quorum,
+            cluster_name: settings.cluster_name.unwrap_or_else(|| "dynokv".to_owned()),
+            cluster_secret: settings.cluster_secret,
+            requirepass: settings.requirepass.filter(|p| !p.is_empty()),
+            maxclients: settings.maxclients.unwrap_or(CLIENTS_MAX_DEFAULT).max(1),
+            log_level: settings.log_level.unwrap_or_else(|| "info".to_owned()),
+            partitions,
+            siblings_max: settings.siblings_max.unwrap_or(SIBLINGS_MAX_DEFAULT).max(1),
+            proto_max_bulk_len: settings.proto_max_bulk_len.unwrap_or(BULK_BYTES_MAX_DEFAULT),
+            config_file,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let file: Settings = toml::from_str("port = 7000\nfsync = \"always\"\njoin = [\"a:1\"]")
+            .expect("toml");
+        let cli = Settings {
+            port: Some(7001),
+            ..Settings::default()
+        };
+        let config = Config::resolve(cli.or(file), None).expect("config");
+        assert_eq!(config.port, 7001);
+        assert_eq!(config.peer_port, 17001);
+        assert_eq!(config.fsync, FsyncPolicy::Always);
+        assert_eq!(config.join, vec!["a:1".to_owned()]);
+        assert_eq!(config.bind, "127.0.0.1");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let bad = Settings {
+            read_quorum: Some(4),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(bad, None).is_err());
+        assert!(toml::from_str::<Settings>("no_such_key = 1").is_err());
+        let port = Settings {
+            port: Some(60000),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(port, None).is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! The seam every client data command goes through.
+//!
+//! A [`Coordinator`] turns a client's intent ([`WriteOp`], a read of some
+//! keys, a scan) into versioned reads and writes. This is the only layer
+//! that will know N, R and W; the single-node [`LocalCoordinator`] runs
+//! everything against this node's replica. RESP handlers never touch the
+//! replica or the store directly.
+
+mod local;
+mod ops;
+
+pub use local::LocalCoordinator;
+pub use ops::{Base, Change, Condition, WriteOp};
+
+use crate::replica::Written;
+use crate::storage::StoreError;
+use crate::storage::record::Record;
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use thiserror::Error;
+
+/// A boxed future, so coordinators can sit behind `dyn Coordinator`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a coordinated operation failed.
+#[derive(Debug, Error)]
+pub enum CoordinatorError {
+    /// The local store failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] StoreError),
+    /// Fewer replicas answered than the quorum requires.
+    #[error(
+        "NOQUORUM {operation} needed {required} of {contacted} replicas, {succeeded} succeeded"
+    )]
+    QuorumFailed {
+        /// `read` or `write`.
+        operation: &'static str,
+        /// R or W.
+        required: usize,
+        /// Replicas that answered in time.
+        succeeded: usize,
+        /// Replicas asked.
+        contacted: usize,
+    },
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// Per-request read options (`VGET key R n`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// R for this request; `None` uses the cluster default.
+    pub r: Option<usize>,
+}
+
+/// Per-request write options (`VSET ... W n`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// W for this request; `None` uses the cluster default.
+    pub w: Option<usize>,
+}
+
+/// One page of a keyspace scan.
+#[derive(Debug, Clone, Default)]
+pub struct ScanPage {
+    /// `(user key, record)` in cursor order.
+    pub entries: Vec<(Bytes, Record)>,
+    /// Where the next page starts (a storage key), or `None` at the end.
+    pub next: Option<Vec<u8>>,
+}
+
+/// Counters a coordinator reports in `INFO dynamo`.
+#[derive(Debug, Clone, Default)]
+pub struct CoordinatorInfo {
+    /// `(field, value)` lines.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// What RESP handlers call for data.
+pub trait Coordinator: Send + Sync + 'static {
+    /// Reads the merged records of `keys`, in order (`None` for a key never
+    /// written).
+    fn read(
+        &self,
+        keys: Vec<Bytes>,
+        options: ReadOptions,
+    ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>>;
+
+    /// Applies writes, each planned against its key's current record; all
+    /// or none are applied on this node.
+    fn write(
+        &self,
+        writes: Vec<(Bytes, WriteOp)>,
+        options: WriteOptions,
+    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>>;
+
+    /// Up to `count` records from the storage-key cursor `from` (the empty
+    /// cursor is the start), in partition then key order.
+    fn scan(&self, from: Vec<u8>, count: usize) -> BoxFuture<'_, Result<ScanPage, CoordinatorError>>;
+
+    /// Keys holding a value (DBSIZE).
+    fn key_count(&self) -> BoxFuture<'_, Result<u64, CoordinatorError>>;
+
+    /// Now, in ms since the Unix epoch, by the node's clock.
+    fn now_ms(&self) -> u64;
+
+    /// Lines for `INFO dynamo`.
+    fn info(&self) -> CoordinatorInfo;
+
+    /// Makes every write so far durable (shutdown).
+    fn flush(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;
+}

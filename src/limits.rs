@@ -1,0 +1,59 @@
+//! Every bound the node enforces, in one place, units last.
+//!
+//! A limit that can be changed at run time has its default here and its live
+//! value in [`crate::config::Config`]; the rest are fixed by the code.
+
+/// Default for `--maxclients`: concurrent client connections (Redis's default).
+pub const CLIENTS_MAX_DEFAULT: usize = 10_000;
+
+/// Largest bulk string a client may send (Redis `proto-max-bulk-len`).
+pub const BULK_BYTES_MAX_DEFAULT: usize = 512 * 1024 * 1024;
+
+/// Most elements in one request array (Redis rejects counts past this).
+pub const ARRAY_LEN_MAX: usize = 1024 * 1024;
+
+/// Longest inline command line, and longest `*`/`$` header line
+/// (Redis `PROTO_INLINE_MAX_SIZE`).
+pub const INLINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest key, in bytes. fjall caps keys at 64 KiB and we prefix each key
+/// with its partition id, so stay well inside that.
+pub const KEY_BYTES_MAX: usize = 60 * 1024;
+
+/// Largest value (Redis's string limit).
+pub const VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// Default bound on live siblings per key; past it the oldest collapse
+/// last-writer-wins (design.md §3).
+pub const SIBLINGS_MAX_DEFAULT: usize = 64;
+
+/// Most entries a decoded version vector may carry. A vector has one entry
+/// per node that ever coordinated a write to the key, so this is far above
+/// any real cluster and only guards decoding of hostile input.
+pub const VECTOR_ENTRIES_MAX: usize = 4096;
+
+/// Default number of partitions (Q) for a new data directory; a power of two.
+pub const PARTITIONS_DEFAULT: u32 = 4096;
+
+/// Largest Q: partition ids are stored as two big-endian bytes.
+pub const PARTITIONS_MAX: u32 = 1 << 16;
+
+/// Bytes read from a client socket per read call, at least.
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Replies buffered for one client before they are written even though
+/// more pipelined commands are waiting (keeps memory bounded per client).
+pub const REPLY_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Commands queued between MULTI and EXEC on one connection.
+pub const MULTI_QUEUE_LEN_MAX: usize = 100_000;
+
+/// Per-key lock stripes in the local replica (read-modify-write of a key
+/// holds one stripe).
+pub const KEY_LOCK_STRIPES: usize = 1024;
+
+/// How long a graceful shutdown waits for in-flight commands, in milliseconds.
+pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+
+/// Interval of the background sync under `--fsync everysec`, in milliseconds.
+pub const FSYNC_EVERYSEC_INTERVAL_MS: u64 = 1_000;

@@ -1,0 +1,1 @@
+//! The Redis face of the node.

@@ -1,0 +1,109 @@
+//! The fjall-backed store: one database per data directory with two
+//! keyspaces, `data` (storage key → record) and `meta`.
+
+use super::{BatchOp, Store, StoreError};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::Path;
+
+/// A [`Store`] on fjall.
+pub struct FjallStore {
+    db: Database,
+    data: Keyspace,
+    meta: Keyspace,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore").finish_non_exhaustive()
+    }
+}
+
+fn engine(error: fjall::Error) -> StoreError {
+    StoreError::Engine(error.to_string())
+}
+
+impl FjallStore {
+    /// Opens or creates the store in `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when fjall cannot open the directory (held by
+    /// another process, unreadable, corrupt).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder(dir).open().map_err(engine)?;
+        let data = db
+            .keyspace("data", KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        Ok(Self { db, data, meta })
+    }
+}
+
+impl Store for FjallStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.data.get(key).map_err(engine)?.map(|v| v.to_vec()))
+    }
+
+    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for (key, value) in ops {
+            match value {
+                Some(value) => batch.insert(&self.data, key, value),
+                None => batch.remove(&self.data, key),
+            }
+        }
+        batch.commit().map_err(engine)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.db.persist(PersistMode::SyncAll).map_err(engine)
+    }
+
+    fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.data
+            .range(from..)
+            .take(limit)
+            .map(|guard| {
+                let (k, v) = guard.into_inner().map_err(engine)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(name).map_err(engine)?.map(|v| v.to_vec()))
+    }
+
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(name, value).map_err(engine)?;
+        self.sync()
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = FjallStore::open(dir.path()).expect("open");
+            store
+                .apply(vec![(b"\0\0k".to_vec(), Some(b"v".to_vec()))])
+                .expect("apply");
+            store.sync().expect("sync");
+            store.meta_put("node_id", b"12345678").expect("meta");
+        }
+        let store = FjallStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.get(b"\0\0k").expect("get"), Some(b"v".to_vec()));
+        assert_eq!(store.meta_get("node_id").expect("meta"), Some(b"12345678".to_vec()));
+        let all = store.scan(b"", 10).expect("scan");
+        assert_eq!(all, vec![(b"\0\0k".to_vec(), b"v".to_vec())]);
+    }
+}

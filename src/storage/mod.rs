@@ -1,0 +1,199 @@
+//! This node's durable storage: the [`Store`] trait, its fjall and in-memory
+//! implementations, the record format and the fsync policy.
+//!
+//! Stores are synchronous. Async code reaches them only through
+//! `spawn_blocking` (see [`crate::replica`]), never from a runtime thread.
+//!
+//! A storage key is the partition id (two bytes, big-endian) followed by the
+//! user key, so one partition is one contiguous range. The number of
+//! partitions (Q), the node id and the data format version are fixed when a
+//! data directory is created and kept in the store's meta keyspace.
+
+mod durability;
+mod fjall_store;
+mod memory;
+pub mod record;
+
+pub use durability::{FsyncPolicy, GroupCommit};
+pub use fjall_store::FjallStore;
+pub use memory::MemoryStore;
+
+use crate::limits::PARTITIONS_MAX;
+use crate::version::NodeId;
+use std::hash::{BuildHasher, Hasher};
+use thiserror::Error;
+
+/// The data directory layout this build writes (meta key `format`).
+pub const DATA_FORMAT_V1: u32 = 1;
+
+/// Errors from a store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The storage engine failed; fjall poisons itself after a failed
+    /// journal write, and the node must not go on serving from it.
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// A record on disk did not decode.
+    #[error("corrupt record for storage key {key:?}: {source}")]
+    Corrupt {
+        /// The storage key.
+        key: Vec<u8>,
+        /// What was wrong.
+        source: crate::wire::DecodeError,
+    },
+    /// The data directory was made by a release or with settings we cannot use.
+    #[error("data directory: {0}")]
+    Incompatible(String),
+}
+
+/// One change in a batch: `Some` puts the bytes, `None` deletes the key.
+pub type BatchOp = (Vec<u8>, Option<Vec<u8>>);
+
+/// A key-value store of raw bytes, ordered by key.
+///
+/// Writes become visible when `apply` returns and durable when a later
+/// `sync` returns; the caller decides when to sync ([`GroupCommit`]).
+pub trait Store: Send + Sync + 'static {
+    /// Reads one data key.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Applies all ops atomically (all or none visible after a crash).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StoreError>;
+
+    /// Makes every applied op durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// Up to `limit` data entries with keys at or after `from`, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Reads a meta entry (node id, partition count, format).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes and syncs a meta entry.
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Bytes the store occupies on disk (0 for memory).
+    fn disk_bytes(&self) -> u64;
+}
+
+/// What a data directory was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// This node's id in version vectors.
+    pub node_id: NodeId,
+    /// Q, the number of partitions (a power of two).
+    pub partitions: u32,
+}
+
+/// Reads the meta of a store, or records a new one (random node id,
+/// `partitions`) if the store is new.
+///
+/// # Errors
+/// [`StoreError::Incompatible`] for a directory of another format or with
+/// unreadable meta; engine errors as they come.
+pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, StoreError> {
+    let bad = |what: &str| StoreError::Incompatible(format!("meta entry {what} is malformed"));
+    match store.meta_get("format")? {
+        None => {
+            if !partitions.is_power_of_two() || partitions > PARTITIONS_MAX {
+                return Err(StoreError::Incompatible(format!(
+                    "partitions must be a power of two up to {PARTITIONS_MAX}, got {partitions}"
+                )));
+            }
+            let meta = Meta {
+                node_id: random_node_id(),
+                partitions,
+            };
+            store.meta_put("node_id", &meta.node_id.to_be_bytes())?;
+            store.meta_put("partitions", &meta.partitions.to_be_bytes())?;
+            // Written last: a directory without it is treated as new.
+            store.meta_put("format", &DATA_FORMAT_V1.to_be_bytes())?;
+            Ok(meta)
+        }
+        Some(format) => {
+            let format = u32::from_be_bytes(format.try_into().map_err(|_| bad("format"))?);
+            if format != DATA_FORMAT_V1 {
+                return Err(StoreError::Incompatible(format!(
+                    "format {format} is not readable by this release (reads {DATA_FORMAT_V1})"
+                )));
+            }
+            let node_id = store.meta_get("node_id")?.ok_or_else(|| bad("node_id"))?;
+            let partitions = store.meta_get("partitions")?.ok_or_else(|| bad("partitions"))?;
+            Ok(Meta {
+                node_id: u64::from_be_bytes(node_id.try_into().map_err(|_| bad("node_id"))?),
+                partitions: u32::from_be_bytes(
+                    partitions.try_into().map_err(|_| bad("partitions"))?,
+                ),
+            })
+        }
+    }
+}
+
+fn random_node_id() -> NodeId {
+    // No rand dependency for one number: std's per-process random hasher
+    // keys, mixed with the time and pid, are unpredictable enough for an id
+    // that only has to differ between nodes.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish().max(1)
+}
+
+/// The storage key of `key` in `partition`: partition id big-endian, then
+/// the user key.
+pub fn storage_key(partition: u16, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + key.len());
+    out.extend_from_slice(&partition.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+/// Splits a storage key into partition id and user key.
+pub fn split_storage_key(key: &[u8]) -> Option<(u16, &[u8])> {
+    let (head, user) = key.split_first_chunk::<2>()?;
+    Some((u16::from_be_bytes(*head), user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_is_created_once_and_kept() {
+        let store = MemoryStore::new();
+        let meta = load_or_init_meta(&store, 1024).expect("new meta");
+        assert_eq!(meta.partitions, 1024);
+        // a second open ignores the requested Q: it was fixed at creation
+        assert_eq!(load_or_init_meta(&store, 64).expect("meta"), meta);
+        assert!(load_or_init_meta(&MemoryStore::new(), 1000).is_err());
+    }
+
+    #[test]
+    fn storage_keys_are_partition_prefixed() {
+        let key = storage_key(0x0102, b"k");
+        assert_eq!(key, [1, 2, b'k']);
+        assert_eq!(split_storage_key(&key), Some((0x0102, &b"k"[..])));
+    }
+}

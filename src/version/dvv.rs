@@ -1,0 +1,243 @@
+//! Dots, version vectors and the DVV set algebra.
+
+/// A node's identity inside version vectors: random at data-dir creation,
+/// recorded in the meta keyspace, never reused.
+pub type NodeId = u64;
+
+/// One write event: the `counter`-th write coordinated by `node` for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Dot {
+    /// The replica that minted the dot.
+    pub node: NodeId,
+    /// That replica's write counter for the key, from 1.
+    pub counter: u64,
+}
+
+/// A version vector: for each node, how many of its writes have been seen.
+/// Kept as a list sorted by node id with no zero entries, so that equal
+/// vectors are equal structurally and encode to the same bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct VersionVector {
+    entries: Vec<(NodeId, u64)>,
+}
+
+impl VersionVector {
+    /// The empty vector (nothing seen).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a vector from `(node, counter)` pairs in any order; repeated
+    /// nodes keep their largest counter and zero counters are dropped.
+    pub fn from_entries(pairs: impl IntoIterator<Item = (NodeId, u64)>) -> Self {
+        let mut vector = Self::new();
+        for (node, counter) in pairs {
+            vector.witness(node, counter);
+        }
+        vector
+    }
+
+    /// The `(node, counter)` entries, sorted by node.
+    pub fn entries(&self) -> &[(NodeId, u64)] {
+        &self.entries
+    }
+
+    /// Whether nothing has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes of `node` seen.
+    pub fn get(&self, node: NodeId) -> u64 {
+        match self.entries.binary_search_by_key(&node, |e| e.0) {
+            Ok(i) => self.entries[i].1,
+            Err(_) => 0,
+        }
+    }
+
+    /// Whether the write `dot` has been seen.
+    pub fn covers(&self, dot: Dot) -> bool {
+        dot.counter <= self.get(dot.node)
+    }
+
+    /// Records that the first `counter` writes of `node` have been seen.
+    pub fn witness(&mut self, node: NodeId, counter: u64) {
+        if counter == 0 {
+            return;
+        }
+        match self.entries.binary_search_by_key(&node, |e| e.0) {
+            Ok(i) => self.entries[i].1 = self.entries[i].1.max(counter),
+            Err(i) => self.entries.insert(i, (node, counter)),
+        }
+    }
+
+    /// Pointwise maximum with `other`.
+    pub fn join(&mut self, other: &VersionVector) {
+        for &(node, counter) in &other.entries {
+            self.witness(node, counter);
+        }
+    }
+
+    /// Whether this vector has seen everything `other` has.
+    pub fn descends(&self, other: &VersionVector) -> bool {
+        other
+            .entries
+            .iter()
+            .all(|&(node, counter)| self.get(node) >= counter)
+    }
+}
+
+/// The versioned state of one key: a context and its concurrent siblings.
+///
+/// Invariants (checked in debug builds): siblings are sorted by dot with no
+/// dot twice, and the context covers every sibling's dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DvvSet<T> {
+    context: VersionVector,
+    siblings: Vec<(Dot, T)>,
+}
+
+impl<T> Default for DvvSet<T> {
+    fn default() -> Self {
+        Self {
+            context: VersionVector::new(),
+            siblings: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone> DvvSet<T> {
+    /// The empty set: nothing seen, no siblings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds a set from its parts (used by decoders).
+    ///
+    /// Returns `None` when the parts break the invariants: a sibling the
+    /// context does not cover, or a dot twice.
+    pub fn from_parts(context: VersionVector, mut siblings: Vec<(Dot, T)>) -> Option<Self> {
+        siblings.sort_by_key(|s| s.0);
+        let unique = siblings.windows(2).all(|w| w[0].0 != w[1].0);
+        let covered = siblings.iter().all(|s| context.covers(s.0));
+        (unique && covered).then_some(Self { context, siblings })
+    }
+
+    /// Everything this set has seen: what VGET hands to the client.
+    pub fn context(&self) -> &VersionVector {
+        &self.context
+    }
+
+    /// The live siblings, sorted by dot.
+    pub fn siblings(&self) -> &[(Dot, T)] {
+        &self.siblings
+    }
+
+    /// Whether the set holds no siblings (it may still have a context).
+    pub fn is_empty(&self) -> bool {
+        self.siblings.is_empty()
+    }
+
+    /// A write of `value` coordinated by `node`, by a client that had seen
+    /// `context`: drops every sibling the context covers, mints the next dot
+    /// of `node` and adds the value under it. Siblings the client had not
+    /// seen stay, so two writes from one context leave two siblings.
+    ///
+    /// Only a replica of the key may call this with its own id (dots are
+    /// minted by replicas, design.md §3); `self` must be its local state.
+    pub fn update(&mut self, context: &VersionVector, node: NodeId, value: T) -> Dot {
+        self.discard(context);
+        let counter = self.context.get(node).max(context.get(node)) + 1;
+        let dot = Dot { node, counter };
+        self.context.witness(node, counter);
+        // The new dot is greater than every dot of `node` present, so it
+        // sorts after them; binary search keeps the order for other nodes.
+        let at = self.siblings.partition_point(|s| s.0 < dot);
+        self.siblings.insert(at, (dot, value));
+        self.check();
+        dot
+    }
+
+    /// Drops the siblings `context` covers and joins it into this set's
+    /// context.
+    pub fn discard(&mut self, context: &VersionVector) {
+        self.siblings.retain(|s| !context.covers(s.0));
+        self.context.join(context);
+    }
+
+    /// Merges `other` into this set (DVV sync): a sibling survives if both
+    /// sides hold it or if the side without it has not seen its dot.
+    /// Commutative, associative and idempotent.
+    pub fn sync(&mut self, other: &DvvSet<T>) {
+        let (mine, theirs) = (&self.siblings, &other.siblings);
+        let mut merged = Vec::with_capacity(mine.len() + theirs.len());
+        let (mut i, mut j) = (0, 0);
+        loop {
+            match (mine.get(i), theirs.get(j)) {
+                (None, None) => break,
+                (Some(a), Some(b)) if a.0 == b.0 => {
+                    merged.push(a.clone());
+                    (i, j) = (i + 1, j + 1);
+                }
+                (Some(a), b) if b.is_none_or(|b| a.0 < b.0) => {
+                    if !other.context.covers(a.0) {
+                        merged.push(a.clone());
+                    }
+                    i += 1;
+                }
+                (_, b) => {
+                    // `b` is Some here: the arms above took every case
+                    // where it is None.
+                    if let Some(b) = b.filter(|b| !self.context.covers(b.0)) {
+                        merged.push(b.clone());
+                    }
+                    j += 1;
+                }
+            }
+        }
+        self.siblings = merged;
+        self.context.join(&other.context);
+        self.check();
+    }
+
+    /// Whether this set already holds everything in `other`, so that syncing
+    /// `other` into it would change nothing.
+    pub fn covers_set(&self, other: &DvvSet<T>) -> bool
+    where
+        T: PartialEq,
+    {
+        self.context.descends(&other.context)
+            && self.siblings.iter().all(|s| {
+                !other.context.covers(s.0) || other.siblings.iter().any(|o| o.0 == s.0)
+            })
+    }
+
+    /// Keeps at most `max` siblings (at least one), dropping those that
+    /// sort lowest by `order` — last writer wins among the overflow. The
+    /// context still covers the dropped dots, so replicas that see them
+    /// later drop them too. Returns how many were dropped.
+    pub fn bound<K: Ord>(&mut self, max: usize, order: impl Fn(&Dot, &T) -> K) -> usize {
+        let max = max.max(1);
+        let excess = self.siblings.len().saturating_sub(max);
+        if excess == 0 {
+            return 0;
+        }
+        let mut ranked: Vec<(K, Dot)> = self.siblings.iter().map(|(d, v)| (order(d, v), *d)).collect();
+        ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let dropped: Vec<Dot> = ranked.into_iter().take(excess).map(|r| r.1).collect();
+        self.siblings.retain(|s| !dropped.contains(&s.0));
+        excess
+    }
+
+    /// The sibling that sorts highest by `order`, ties broken by dot.
+    pub fn winner<K: Ord>(&self, order: impl Fn(&Dot, &T) -> K) -> Option<&(Dot, T)> {
+        self.siblings
+            .iter()
+            .max_by(|a, b| order(&a.0, &a.1).cmp(&order(&b.0, &b.1)).then(a.0.cmp(&b.0)))
+    }
+
+    fn check(&self) {
+        debug_assert!(self.siblings.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(self.siblings.iter().all(|s| self.context.covers(s.0)));
+    }
+}
