@@ -158,9 +158,25 @@ impl Settings {
             };
         }
         pick!(
-            bind, port, peer_port, data_dir, fsync, node_name, weight, zone, replicas,
-            read_quorum, write_quorum, cluster_name, cluster_secret, requirepass, maxclients,
-            log_level, partitions, siblings_max, proto_max_bulk_len
+            bind,
+            port,
+            peer_port,
+            data_dir,
+            fsync,
+            node_name,
+            weight,
+            zone,
+            replicas,
+            read_quorum,
+            write_quorum,
+            cluster_name,
+            cluster_secret,
+            requirepass,
+            maxclients,
+            log_level,
+            partitions,
+            siblings_max,
+            proto_max_bulk_len
         )
     }
 }
@@ -248,14 +264,19 @@ impl Config {
         }
         let partitions = settings.partitions.unwrap_or(PARTITIONS_DEFAULT);
         if !partitions.is_power_of_two() || partitions > crate::limits::PARTITIONS_MAX {
-            return invalid("partitions", format!("{partitions} is not a power of two up to 65536"));
+            return invalid(
+                "partitions",
+                format!("{partitions} is not a power of two up to 65536"),
+            );
         }
         let weight = settings.weight.unwrap_or(1.0);
         if !(weight.is_finite() && weight > 0.0) {
             return invalid("weight", format!("{weight} is not a positive number"));
         }
         Ok(Config {
-            node_name: settings.node_name.unwrap_or_else(|| format!("{bind}:{port}")),
+            node_name: settings
+                .node_name
+                .unwrap_or_else(|| format!("{bind}:{port}")),
             bind,
             port,
             peer_port,
@@ -274,7 +295,9 @@ impl Config {
             log_level: settings.log_level.unwrap_or_else(|| "info".to_owned()),
             partitions,
             siblings_max: settings.siblings_max.unwrap_or(SIBLINGS_MAX_DEFAULT).max(1),
-            proto_max_bulk_len: settings.proto_max_bulk_len.unwrap_or(BULK_BYTES_MAX_DEFAULT),
+            proto_max_bulk_len: settings
+                .proto_max_bulk_len
+                .unwrap_or(BULK_BYTES_MAX_DEFAULT),
             config_file,
         })
     }
@@ -286,8 +309,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_and_defaults_fill_the_rest() {
-        let file: Settings = toml::from_str("port = 7000\nfsync = \"always\"\njoin = [\"a:1\"]")
-            .expect("toml");
+        let file: Settings =
+            toml::from_str("port = 7000\nfsync = \"always\"\njoin = [\"a:1\"]").expect("toml");
         let cli = Settings {
             port: Some(7001),
             ..Settings::default()

@@ -56,7 +56,9 @@ pub struct Replica {
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replica").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("Replica")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,7 +227,9 @@ impl Replica {
         let count = batch.len() as u64;
         self.store.apply(batch)?;
         self.stats.writes.fetch_add(count, Ordering::Relaxed);
-        self.stats.live_keys.fetch_add(live_delta, Ordering::Relaxed);
+        self.stats
+            .live_keys
+            .fetch_add(live_delta, Ordering::Relaxed);
         if self.fsync == FsyncPolicy::Always {
             self.group.wait_durable(self.store.as_ref())?;
         }

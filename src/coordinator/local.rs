@@ -67,13 +67,20 @@ impl Coordinator for LocalCoordinator {
         Box::pin(self.blocking(move |replica| replica.update(planned)))
     }
 
-    fn scan(&self, from: Vec<u8>, count: usize) -> BoxFuture<'_, Result<ScanPage, CoordinatorError>> {
+    fn scan(
+        &self,
+        from: Vec<u8>,
+        count: usize,
+    ) -> BoxFuture<'_, Result<ScanPage, CoordinatorError>> {
         Box::pin(self.blocking(move |replica| {
             let rows = replica.scan(&from, count.max(1))?;
             let next = (rows.len() >= count.max(1))
                 .then(|| rows.last().map(|(skey, _, _)| next_key(skey)))
                 .flatten();
-            let entries = rows.into_iter().map(|(_, key, record)| (key, record)).collect();
+            let entries = rows
+                .into_iter()
+                .map(|(_, key, record)| (key, record))
+                .collect();
             Ok(ScanPage { entries, next })
         }))
     }
@@ -107,7 +114,10 @@ impl Coordinator for LocalCoordinator {
                     "siblings_collapsed",
                     stats.siblings_collapsed.load(Ordering::Relaxed).to_string(),
                 ),
-                ("records_written", stats.writes.load(Ordering::Relaxed).to_string()),
+                (
+                    "records_written",
+                    stats.writes.load(Ordering::Relaxed).to_string(),
+                ),
                 ("quorum_failures", "0".to_owned()),
                 ("read_repairs", "0".to_owned()),
             ],

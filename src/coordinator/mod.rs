@@ -10,7 +10,7 @@ mod local;
 mod ops;
 
 pub use local::LocalCoordinator;
-pub use ops::{Base, Change, Condition, WriteOp};
+pub use ops::{Base, Change, Condition, Expiry, WriteOp};
 
 use crate::replica::Written;
 use crate::storage::StoreError;
@@ -98,7 +98,11 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Up to `count` records from the storage-key cursor `from` (the empty
     /// cursor is the start), in partition then key order.
-    fn scan(&self, from: Vec<u8>, count: usize) -> BoxFuture<'_, Result<ScanPage, CoordinatorError>>;
+    fn scan(
+        &self,
+        from: Vec<u8>,
+        count: usize,
+    ) -> BoxFuture<'_, Result<ScanPage, CoordinatorError>>;
 
     /// Keys holding a value (DBSIZE).
     fn key_count(&self) -> BoxFuture<'_, Result<u64, CoordinatorError>>;

@@ -6,7 +6,7 @@
 //! racing `SET NX` through different coordinators may both succeed and
 //! leave two siblings (docs/semantics.md).
 
-use crate::storage::record::{Record, Sibling, is_live};
+use crate::storage::record::{Record, Sibling, is_live, lww_order};
 use crate::version::VersionVector;
 use bytes::Bytes;
 
@@ -31,15 +31,26 @@ pub enum Condition {
     IfPresent,
 }
 
+/// When a written value expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Never.
+    Never,
+    /// At this time, ms since the Unix epoch.
+    At(u64),
+    /// When the value it replaces would have (SET ... KEEPTTL).
+    Keep,
+}
+
 /// What the write stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// A value, with an optional expire-at (ms since the epoch).
+    /// A value.
     Put {
         /// The value.
         value: Bytes,
         /// When it expires.
-        expire_at_ms: Option<u64>,
+        expiry: Expiry,
     },
     /// A tombstone.
     Delete,
@@ -64,7 +75,7 @@ impl WriteOp {
             condition: Condition::Always,
             change: Change::Put {
                 value,
-                expire_at_ms: None,
+                expiry: Expiry::Never,
             },
         }
     }
@@ -95,11 +106,15 @@ impl WriteOp {
             Base::Context(context) => context.clone(),
         };
         let sibling = match &self.change {
-            Change::Put {
-                value,
-                expire_at_ms,
-            } => Sibling {
-                expire_at_ms: *expire_at_ms,
+            Change::Put { value, expiry } => Sibling {
+                expire_at_ms: match expiry {
+                    Expiry::Never => None,
+                    Expiry::At(at) => Some(*at),
+                    Expiry::Keep => current
+                        .and_then(|r| r.winner(lww_order))
+                        .filter(|(_, s)| s.live_value(now_ms).is_some())
+                        .and_then(|(_, s)| s.expire_at_ms),
+                },
                 ..Sibling::value(value.clone(), now_ms)
             },
             Change::Delete => Sibling::tombstone(now_ms),

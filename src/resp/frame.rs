@@ -239,7 +239,9 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
             if in_double {
                 match c {
                     None => return None,
-                    Some(b'\\') if line.get(i + 1) == Some(&b'x') && hex_pair(line, i + 2).is_some() => {
+                    Some(b'\\')
+                        if line.get(i + 1) == Some(&b'x') && hex_pair(line, i + 2).is_some() =>
+                    {
                         arg.push(hex_pair(line, i + 2)?);
                         i += 3;
                     }
@@ -322,7 +324,11 @@ mod tests {
     }
 
     fn cmd(args: &[&str]) -> Parsed {
-        Parsed::Command(args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect())
+        Parsed::Command(
+            args.iter()
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -341,11 +347,15 @@ mod tests {
         assert_eq!(parse_all(b"ECHO \"\"\n"), vec![cmd(&["ECHO", ""])]);
         assert_eq!(
             parse_all(b"SET \"a\"b c\r\n"),
-            vec![Parsed::Error("ERR Protocol error: unbalanced quotes in request".into())]
+            vec![Parsed::Error(
+                "ERR Protocol error: unbalanced quotes in request".into()
+            )]
         );
         assert_eq!(
             parse_all(b"ECHO \"abc\r\n"),
-            vec![Parsed::Error("ERR Protocol error: unbalanced quotes in request".into())]
+            vec![Parsed::Error(
+                "ERR Protocol error: unbalanced quotes in request".into()
+            )]
         );
         assert_eq!(parse_all(b"PING"), vec![]);
     }
@@ -362,8 +372,14 @@ mod tests {
         assert_eq!(parse_all(b"*1\r\n$-1\r\n"), err("invalid bulk length"));
         assert_eq!(parse_all(b"*1\r\n$2000\r\n"), err("invalid bulk length"));
         assert_eq!(parse_all(b"*1\r\n$1\r\nab\r\n"), err("invalid bulk length"));
-        assert_eq!(parse_all(b"*99999999999\r\n"), err("invalid multibulk length"));
-        assert_eq!(parse_all(&[b'*'; 70_000]), err("too big mbulk count string"));
+        assert_eq!(
+            parse_all(b"*99999999999\r\n"),
+            err("invalid multibulk length")
+        );
+        assert_eq!(
+            parse_all(&[b'*'; 70_000]),
+            err("too big mbulk count string")
+        );
     }
 
     #[test]
@@ -397,7 +413,15 @@ mod tests {
     fn integers_like_redis() {
         assert_eq!(parse_i64(b"42"), Some(42));
         assert_eq!(parse_i64(b"-7"), Some(-7));
-        for bad in [&b""[..], b"+1", b"01", b" 1", b"-0", b"1.0", b"99999999999999999999"] {
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"01",
+            b" 1",
+            b"-0",
+            b"1.0",
+            b"99999999999999999999",
+        ] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
         }
     }

@@ -94,7 +94,11 @@ impl Reply {
                 }
             }
             Reply::Set(items) => {
-                line(out, if resp3 { b'~' } else { b'*' }, itoa(items.len() as i64).as_bytes());
+                line(
+                    out,
+                    if resp3 { b'~' } else { b'*' },
+                    itoa(items.len() as i64).as_bytes(),
+                );
                 for item in items {
                     item.encode(protocol, out);
                 }
@@ -172,6 +176,9 @@ mod tests {
         assert_eq!(enc(&Reply::NilArray, Protocol::Resp2), b"*-1\r\n");
         assert_eq!(enc(&Reply::error("ERR x"), Protocol::Resp3), b"-ERR x\r\n");
         assert_eq!(enc(&Reply::Double(1.5), Protocol::Resp3), b",1.5\r\n");
-        assert_eq!(enc(&Reply::Verbatim("hi".into()), Protocol::Resp3), b"=6\r\ntxt:hi\r\n");
+        assert_eq!(
+            enc(&Reply::Verbatim("hi".into()), Protocol::Resp3),
+            b"=6\r\ntxt:hi\r\n"
+        );
     }
 }

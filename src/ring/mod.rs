@@ -21,8 +21,9 @@ mod tests {
         // Changing these moves stored keys: never update them casually.
         assert_eq!(partition_of(b"foo", 4096), (xxh3_64(b"foo") & 4095) as u16);
         assert_eq!(partition_of(b"", 1), 0);
-        let spread: std::collections::HashSet<u16> =
-            (0..10_000u32).map(|i| partition_of(&i.to_be_bytes(), 64)).collect();
+        let spread: std::collections::HashSet<u16> = (0..10_000u32)
+            .map(|i| partition_of(&i.to_be_bytes(), 64))
+            .collect();
         assert_eq!(spread.len(), 64);
     }
 }

@@ -91,6 +91,9 @@ impl GroupCommit {
 
     /// How many syncs group commit has run.
     pub fn syncs(&self) -> u64 {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).syncs
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .syncs
     }
 }

@@ -1,7 +1,7 @@
 //! The fjall-backed store: one database per data directory with two
 //! keyspaces, `data` (storage key → record) and `meta`.
 
-use super::{BatchOp, Store, StoreError};
+use super::{BatchOp, Entries, Store, StoreError};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::Path;
 
@@ -60,7 +60,7 @@ impl Store for FjallStore {
         self.db.persist(PersistMode::SyncAll).map_err(engine)
     }
 
-    fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
         self.data
             .range(from..)
             .take(limit)
@@ -102,7 +102,10 @@ mod tests {
         }
         let store = FjallStore::open(dir.path()).expect("reopen");
         assert_eq!(store.get(b"\0\0k").expect("get"), Some(b"v".to_vec()));
-        assert_eq!(store.meta_get("node_id").expect("meta"), Some(b"12345678".to_vec()));
+        assert_eq!(
+            store.meta_get("node_id").expect("meta"),
+            Some(b"12345678".to_vec())
+        );
         let all = store.scan(b"", 10).expect("scan");
         assert_eq!(all, vec![(b"\0\0k".to_vec(), b"v".to_vec())]);
     }

@@ -2,7 +2,7 @@
 //! what was synced apart from what was only applied, so a simulated crash
 //! ([`MemoryStore::crash`]) loses exactly what a real one could.
 
-use super::{BatchOp, Store, StoreError};
+use super::{BatchOp, Entries, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -70,7 +70,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
         Ok(self
             .lock()
             .data
@@ -101,9 +101,13 @@ mod tests {
     #[test]
     fn crash_keeps_only_synced_writes() {
         let store = MemoryStore::new();
-        store.apply(vec![(b"a".to_vec(), Some(b"1".to_vec()))]).expect("apply");
+        store
+            .apply(vec![(b"a".to_vec(), Some(b"1".to_vec()))])
+            .expect("apply");
         store.sync().expect("sync");
-        store.apply(vec![(b"b".to_vec(), Some(b"2".to_vec()))]).expect("apply");
+        store
+            .apply(vec![(b"b".to_vec(), Some(b"2".to_vec()))])
+            .expect("apply");
         store.crash();
         assert_eq!(store.get(b"a").expect("get"), Some(b"1".to_vec()));
         assert_eq!(store.get(b"b").expect("get"), None);

@@ -49,6 +49,9 @@ pub enum StoreError {
 /// One change in a batch: `Some` puts the bytes, `None` deletes the key.
 pub type BatchOp = (Vec<u8>, Option<Vec<u8>>);
 
+/// Key-value pairs read by a scan, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A key-value store of raw bytes, ordered by key.
 ///
 /// Writes become visible when `apply` returns and durable when a later
@@ -76,7 +79,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Engine`] when the engine fails.
-    fn scan(&self, from: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, from: &[u8], limit: usize) -> Result<Entries, StoreError>;
 
     /// Reads a meta entry (node id, partition count, format).
     ///
@@ -136,7 +139,9 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
                 )));
             }
             let node_id = store.meta_get("node_id")?.ok_or_else(|| bad("node_id"))?;
-            let partitions = store.meta_get("partitions")?.ok_or_else(|| bad("partitions"))?;
+            let partitions = store
+                .meta_get("partitions")?
+                .ok_or_else(|| bad("partitions"))?;
             Ok(Meta {
                 node_id: u64::from_be_bytes(node_id.try_into().map_err(|_| bad("node_id"))?),
                 partitions: u32::from_be_bytes(

@@ -99,7 +99,10 @@ pub fn winner_value(record: &Record, now_ms: u64) -> Option<&Bytes> {
 
 /// Whether any sibling holds a value visible at `now_ms`.
 pub fn is_live(record: &Record, now_ms: u64) -> bool {
-    record.siblings().iter().any(|(_, s)| s.live_value(now_ms).is_some())
+    record
+        .siblings()
+        .iter()
+        .any(|(_, s)| s.live_value(now_ms).is_some())
 }
 
 /// Encodes a record in the current format.
@@ -173,7 +176,9 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
         let timestamp_ms = reader.varint()?;
         let flags = reader.u8()?;
         if flags & !(FLAG_TOMBSTONE | FLAG_EXPIRES) != 0 {
-            return Err(DecodeError::Malformed { what: "sibling flags" });
+            return Err(DecodeError::Malformed {
+                what: "sibling flags",
+            });
         }
         let expire_at_ms = if flags & FLAG_EXPIRES != 0 {
             Some(reader.varint()?)
@@ -241,7 +246,10 @@ mod tests {
         );
         let mut bytes = encode_record(&sample());
         bytes.push(0);
-        assert_eq!(decode_record(&bytes), Err(DecodeError::Trailing { extra: 1 }));
+        assert_eq!(
+            decode_record(&bytes),
+            Err(DecodeError::Trailing { extra: 1 })
+        );
     }
 
     #[test]

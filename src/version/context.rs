@@ -129,7 +129,9 @@ mod tests {
         assert_eq!(decode_context(b"AQIBA6wCAR"), Err(ContextError::NotBase64));
         assert!(matches!(
             decode_context(b"AgA"),
-            Err(ContextError::Decode(DecodeError::UnknownVersion { found: 2 }))
+            Err(ContextError::Decode(DecodeError::UnknownVersion {
+                found: 2
+            }))
         ));
         // counter 0 and unsorted nodes are not canonical
         assert!(decode_context(b"AQEBAA").is_err());

@@ -207,9 +207,10 @@ impl<T: Clone> DvvSet<T> {
         T: PartialEq,
     {
         self.context.descends(&other.context)
-            && self.siblings.iter().all(|s| {
-                !other.context.covers(s.0) || other.siblings.iter().any(|o| o.0 == s.0)
-            })
+            && self
+                .siblings
+                .iter()
+                .all(|s| !other.context.covers(s.0) || other.siblings.iter().any(|o| o.0 == s.0))
     }
 
     /// Keeps at most `max` siblings (at least one), dropping those that
@@ -222,7 +223,11 @@ impl<T: Clone> DvvSet<T> {
         if excess == 0 {
             return 0;
         }
-        let mut ranked: Vec<(K, Dot)> = self.siblings.iter().map(|(d, v)| (order(d, v), *d)).collect();
+        let mut ranked: Vec<(K, Dot)> = self
+            .siblings
+            .iter()
+            .map(|(d, v)| (order(d, v), *d))
+            .collect();
         ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
         let dropped: Vec<Dot> = ranked.into_iter().take(excess).map(|r| r.1).collect();
         self.siblings.retain(|s| !dropped.contains(&s.0));
@@ -231,9 +236,11 @@ impl<T: Clone> DvvSet<T> {
 
     /// The sibling that sorts highest by `order`, ties broken by dot.
     pub fn winner<K: Ord>(&self, order: impl Fn(&Dot, &T) -> K) -> Option<&(Dot, T)> {
-        self.siblings
-            .iter()
-            .max_by(|a, b| order(&a.0, &a.1).cmp(&order(&b.0, &b.1)).then(a.0.cmp(&b.0)))
+        self.siblings.iter().max_by(|a, b| {
+            order(&a.0, &a.1)
+                .cmp(&order(&b.0, &b.1))
+                .then(a.0.cmp(&b.0))
+        })
     }
 
     fn check(&self) {

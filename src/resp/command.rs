@@ -1,0 +1,301 @@
+//! Which commands this node runs, and the path every command takes:
+//! lookup in the one command table, NOAUTH, arity, MULTI queueing, then
+//! the handler. Arity and flags come from [`super::table`], so what
+//! COMMAND reports is what dispatch enforces.
+
+use super::conn::Session;
+use super::handlers;
+use super::reply::Reply;
+use super::server::Shared;
+use super::table::{self, CommandMeta};
+use crate::limits::MULTI_QUEUE_LEN_MAX;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// The commands we implement; each has a handler and a [`CommandMeta`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Cmd {
+    // connection
+    Ping,
+    Echo,
+    Hello,
+    Auth,
+    Select,
+    Quit,
+    Reset,
+    Client,
+    // server
+    Command,
+    Config,
+    Info,
+    Dbsize,
+    Time,
+    // strings and keys
+    Get,
+    Set,
+    Del,
+    Unlink,
+    Exists,
+    Mget,
+    Mset,
+    Type,
+    // transactions
+    Multi,
+    Exec,
+    Discard,
+    // the Dynamo face
+    Vget,
+    Vset,
+    Vdel,
+    Dynamo,
+}
+
+/// Every implemented command by lowercase name.
+const IMPLEMENTED: &[(&str, Cmd)] = &[
+    ("ping", Cmd::Ping),
+    ("echo", Cmd::Echo),
+    ("hello", Cmd::Hello),
+    ("auth", Cmd::Auth),
+    ("select", Cmd::Select),
+    ("quit", Cmd::Quit),
+    ("reset", Cmd::Reset),
+    ("client", Cmd::Client),
+    ("command", Cmd::Command),
+    ("config", Cmd::Config),
+    ("info", Cmd::Info),
+    ("dbsize", Cmd::Dbsize),
+    ("time", Cmd::Time),
+    ("get", Cmd::Get),
+    ("set", Cmd::Set),
+    ("del", Cmd::Del),
+    ("unlink", Cmd::Unlink),
+    ("exists", Cmd::Exists),
+    ("mget", Cmd::Mget),
+    ("mset", Cmd::Mset),
+    ("type", Cmd::Type),
+    ("multi", Cmd::Multi),
+    ("exec", Cmd::Exec),
+    ("discard", Cmd::Discard),
+    ("vget", Cmd::Vget),
+    ("vset", Cmd::Vset),
+    ("vdel", Cmd::Vdel),
+    ("dynamo", Cmd::Dynamo),
+];
+
+/// A runnable command: its handler id and its metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Command {
+    /// Which handler runs it.
+    pub cmd: Cmd,
+    /// Arity, flags, docs.
+    pub meta: &'static CommandMeta,
+}
+
+static DISPATCH: LazyLock<HashMap<&'static str, Command>> = LazyLock::new(|| {
+    IMPLEMENTED
+        .iter()
+        .filter_map(|&(name, cmd)| {
+            let meta = table::lookup(name.as_bytes());
+            debug_assert!(meta.is_some(), "command {name} has no metadata");
+            Some((name, Command { cmd, meta: meta? }))
+        })
+        .collect()
+});
+
+/// Looks up a command by name, case-insensitively.
+pub fn lookup(name: &[u8]) -> Option<Command> {
+    if name.len() > 32 {
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    DISPATCH.get(std::str::from_utf8(&lower).ok()?).copied()
+}
+
+/// Every implemented command, in table order (COMMAND, COMMAND LIST).
+pub fn all() -> Vec<Command> {
+    table::COMMANDS
+        .iter()
+        .filter_map(|meta| lookup(meta.name.as_bytes()))
+        .collect()
+}
+
+/// Whether `argc` arguments (name included) fit `arity`.
+pub fn arity_ok(arity: i32, argc: usize) -> bool {
+    let argc = argc as i64;
+    let arity = i64::from(arity);
+    if arity >= 0 {
+        argc == arity
+    } else {
+        argc >= -arity
+    }
+}
+
+/// Redis's error for an unknown command, args quoted as Redis does.
+pub fn unknown_command(args: &[Bytes]) -> Reply {
+    let mut quoted = String::new();
+    for arg in args.iter().skip(1) {
+        if quoted.len() >= 128 {
+            break;
+        }
+        let room = 128 - quoted.len();
+        let text = String::from_utf8_lossy(&arg[..arg.len().min(room)]);
+        quoted.push_str(&format!("'{text}' "));
+    }
+    let name = String::from_utf8_lossy(&args[0][..args[0].len().min(128)]).into_owned();
+    Reply::error(
+        format!("ERR unknown command '{name}', with args beginning with: {quoted}")
+            .replace(['\r', '\n'], " "),
+    )
+}
+
+/// Redis's arity error for the command (or subcommand) `full_name`.
+pub fn wrong_arity(full_name: &str) -> Reply {
+    Reply::error(format!(
+        "ERR wrong number of arguments for '{full_name}' command"
+    ))
+}
+
+/// Executes one client command, with Redis's checks and MULTI queueing.
+pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -> Reply {
+    let Some(mut command) = lookup(&args[0]) else {
+        session.multi_failed |= session.multi.is_some();
+        return unknown_command(&args);
+    };
+    if !command.meta.subcommands.is_empty() && args.len() >= 2 {
+        match command.meta.subcommand(&args[1]) {
+            Some(sub) => command.meta = sub,
+            None if args[1].eq_ignore_ascii_case(b"help") => return help(command.meta),
+            None => {
+                session.multi_failed |= session.multi.is_some();
+                return Reply::error(format!(
+                    "ERR unknown subcommand '{}'. Try {} HELP.",
+                    String::from_utf8_lossy(&args[1][..args[1].len().min(128)]),
+                    command.meta.name.to_ascii_uppercase()
+                ));
+            }
+        }
+    }
+    if !arity_ok(command.meta.arity, args.len()) {
+        session.multi_failed |= session.multi.is_some();
+        return wrong_arity(command.meta.name);
+    }
+    if !session.authenticated && !command.meta.flags.contains(&"no_auth") {
+        session.multi_failed |= session.multi.is_some();
+        return Reply::error("NOAUTH Authentication required.");
+    }
+    if let Some(queue) = &mut session.multi
+        && !matches!(
+            command.cmd,
+            Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Quit | Cmd::Reset
+        )
+    {
+        if queue.len() >= MULTI_QUEUE_LEN_MAX {
+            session.multi_failed = true;
+            return Reply::error(format!(
+                "ERR too many commands queued in MULTI (at most {MULTI_QUEUE_LEN_MAX})"
+            ));
+        }
+        queue.push(args);
+        let queued = queue.len() as i64;
+        session.info.update(|s| s.multi = queued);
+        return Reply::Simple("QUEUED");
+    }
+    match command.cmd {
+        Cmd::Multi => {
+            if session.multi.is_some() {
+                return Reply::error("ERR MULTI calls can not be nested");
+            }
+            session.multi = Some(Vec::new());
+            session.multi_failed = false;
+            session.info.update(|s| s.multi = 0);
+            Reply::OK
+        }
+        Cmd::Discard => match end_multi(session) {
+            Some(_) => Reply::OK,
+            None => Reply::error("ERR DISCARD without MULTI"),
+        },
+        Cmd::Exec => {
+            let failed = session.multi_failed;
+            let Some(queue) = end_multi(session) else {
+                return Reply::error("ERR EXEC without MULTI");
+            };
+            if failed {
+                return Reply::error("EXECABORT Transaction discarded because of previous errors.");
+            }
+            let mut replies = Vec::with_capacity(queue.len());
+            for queued in queue {
+                // Queued commands passed lookup and arity when queued.
+                if let Some(queued_command) = lookup(&queued[0]) {
+                    replies.push(run(shared, session, queued_command, queued).await);
+                }
+            }
+            Reply::Array(replies)
+        }
+        _ => run(shared, session, command, args).await,
+    }
+}
+
+/// `<CONTAINER> HELP`: the subcommands and their summaries.
+fn help(container: &CommandMeta) -> Reply {
+    let upper = container.name.to_ascii_uppercase();
+    let mut lines = vec![format!(
+        "{upper} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    )];
+    for sub in container.subcommands {
+        let name = sub.name.rsplit('|').next().unwrap_or(sub.name);
+        lines.push(name.to_ascii_uppercase());
+        lines.push(format!("    {}", sub.doc.summary));
+    }
+    lines.push("HELP".to_owned());
+    lines.push("    Print this help.".to_owned());
+    Reply::Array(lines.into_iter().map(Reply::Status).collect())
+}
+
+fn end_multi(session: &mut Session) -> Option<Vec<Vec<Bytes>>> {
+    session.multi_failed = false;
+    session.info.update(|s| s.multi = -1);
+    session.multi.take()
+}
+
+async fn run(shared: &Shared, session: &mut Session, command: Command, args: Vec<Bytes>) -> Reply {
+    shared
+        .stats
+        .commands_processed
+        .fetch_add(1, Ordering::Relaxed);
+    session.info.update(|s| {
+        s.last_active = Instant::now();
+        s.last_command = command.meta.name.to_owned();
+    });
+    let mut ctx = handlers::Ctx { shared, session };
+    handlers::dispatch(&mut ctx, command, &args).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_implemented_command_has_metadata() {
+        for &(name, _) in IMPLEMENTED {
+            assert!(lookup(name.as_bytes()).is_some(), "{name}");
+            assert!(
+                lookup(name.to_ascii_uppercase().as_bytes()).is_some(),
+                "{name}"
+            );
+        }
+        assert_eq!(all().len(), IMPLEMENTED.len());
+    }
+
+    #[test]
+    fn unknown_command_text_matches_redis() {
+        let args: Vec<Bytes> = ["foo", "a", "b"].iter().map(|s| Bytes::from(*s)).collect();
+        assert_eq!(
+            unknown_command(&args),
+            Reply::error("ERR unknown command 'foo', with args beginning with: 'a' 'b' ")
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! One client connection: read what the client sent, execute every complete
+//! command in order, send all the replies with one write.
+
+use super::command::execute;
+use super::frame::{Parsed, RequestParser};
+use super::reply::{Protocol, Reply};
+use super::server::Shared;
+use crate::limits::{READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX};
+use bytes::{Bytes, BytesMut};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// What CLIENT LIST/INFO show of a connection; shared with the registry.
+#[derive(Debug)]
+pub struct ClientInfo {
+    /// Client id (CLIENT ID).
+    pub id: u64,
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Our address it connected to.
+    pub laddr: SocketAddr,
+    /// When it connected.
+    pub created: Instant,
+    /// The parts that change.
+    pub state: Mutex<ClientState>,
+    /// Set by CLIENT KILL; the connection closes at its next chance.
+    pub killed: AtomicBool,
+    /// Wakes the connection when killed.
+    pub wake: Notify,
+}
+
+/// The changing part of [`ClientInfo`].
+#[derive(Debug, Clone)]
+pub struct ClientState {
+    /// CLIENT SETNAME.
+    pub name: Bytes,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: Bytes,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: Bytes,
+    /// Last command's full name (`client|list`).
+    pub last_command: String,
+    /// When it last ran a command.
+    pub last_active: Instant,
+    /// RESP version.
+    pub protocol: Protocol,
+    /// Commands queued in MULTI, or -1.
+    pub multi: i64,
+    /// Bytes waiting in the read buffer.
+    pub query_buffer: usize,
+}
+
+impl ClientInfo {
+    fn new(id: u64, addr: SocketAddr, laddr: SocketAddr) -> Self {
+        let now = Instant::now();
+        Self {
+            id,
+            addr,
+            laddr,
+            created: now,
+            state: Mutex::new(ClientState {
+                name: Bytes::new(),
+                lib_name: Bytes::new(),
+                lib_ver: Bytes::new(),
+                last_command: "NULL".to_owned(),
+                last_active: now,
+                protocol: Protocol::Resp2,
+                multi: -1,
+                query_buffer: 0,
+            }),
+            killed: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    /// A copy of the changing state.
+    pub fn state(&self) -> ClientState {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the state.
+    pub fn update(&self, change: impl FnOnce(&mut ClientState)) {
+        change(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Closes the connection at its next chance (CLIENT KILL).
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// The CLIENT LIST / CLIENT INFO line (without the newline).
+    pub fn describe(&self, now: Instant) -> String {
+        let s = self.state();
+        let flags = if s.multi >= 0 { "x" } else { "N" };
+        let resp = match s.protocol {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        };
+        format!(
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={flags} db=0 sub=0 psub=0 ssub=0 \
+             multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs={READ_BUFFER_BYTES} rbp=0 obl=0 oll=0 omem=0 \
+             tot-mem=0 events=r cmd={} user=default redir=-1 resp={resp} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            String::from_utf8_lossy(&s.name),
+            now.duration_since(self.created).as_secs(),
+            now.duration_since(s.last_active).as_secs(),
+            s.multi,
+            s.query_buffer,
+            s.last_command,
+            String::from_utf8_lossy(&s.lib_name),
+            String::from_utf8_lossy(&s.lib_ver),
+        )
+    }
+}
+
+/// Per-connection state the handlers read and change.
+#[derive(Debug)]
+pub struct Session {
+    /// This client in the registry.
+    pub info: Arc<ClientInfo>,
+    /// The protocol replies are encoded in.
+    pub protocol: Protocol,
+    /// Whether AUTH succeeded (or no password is set).
+    pub authenticated: bool,
+    /// Commands queued since MULTI, or `None` outside a transaction.
+    pub multi: Option<Vec<Vec<Bytes>>>,
+    /// A queued command was rejected: EXEC must abort.
+    pub multi_failed: bool,
+    /// Close after sending the replies so far (QUIT).
+    pub closing: bool,
+}
+
+impl Session {
+    /// A fresh session: RESP2, authenticated unless a password is set.
+    pub fn new(info: Arc<ClientInfo>, password_required: bool) -> Self {
+        Self {
+            info,
+            protocol: Protocol::Resp2,
+            authenticated: !password_required,
+            multi: None,
+            multi_failed: false,
+            closing: false,
+        }
+    }
+}
+
+/// Serves one client until it leaves, breaks the protocol, is killed, or
+/// the node shuts down (after finishing the commands it already sent).
+pub async fn serve_connection(shared: Arc<Shared>, mut socket: TcpStream, addr: SocketAddr) {
+    let _ = socket.set_nodelay(true);
+    let laddr = socket.local_addr().unwrap_or(addr);
+    let info = Arc::new(ClientInfo::new(shared.next_client_id(), addr, laddr));
+    shared
+        .clients
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(info.id, Arc::clone(&info));
+    let config = shared.config();
+    let mut session = Session::new(Arc::clone(&info), config.requirepass.is_some());
+    if let Err(e) = run(
+        &shared,
+        &mut session,
+        &mut socket,
+        config.proto_max_bulk_len,
+    )
+    .await
+    {
+        tracing::debug!(client = info.id, "connection ended: {e}");
+    }
+    shared
+        .clients
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&info.id);
+}
+
+async fn run(
+    shared: &Shared,
+    session: &mut Session,
+    socket: &mut TcpStream,
+    bulk_bytes_max: usize,
+) -> std::io::Result<()> {
+    let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut output = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut parser = RequestParser::new(bulk_bytes_max);
+    let mut shutdown = shared.shutdown();
+    let info = Arc::clone(&session.info);
+    loop {
+        // Execute every complete command already received, in order.
+        loop {
+            match parser.next(&mut input, session.authenticated) {
+                Parsed::Incomplete => break,
+                Parsed::Command(args) => {
+                    let reply = execute(shared, session, args).await;
+                    if reply.is_error() {
+                        shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+                    }
+                    reply.encode(session.protocol, &mut output);
+                    if session.closing {
+                        return send(shared, socket, &mut output).await;
+                    }
+                    if output.len() >= REPLY_BUFFER_BYTES_MAX {
+                        send(shared, socket, &mut output).await?;
+                    }
+                }
+                Parsed::Error(text) => {
+                    shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+                    Reply::Error(text).encode(session.protocol, &mut output);
+                    return send(shared, socket, &mut output).await;
+                }
+            }
+        }
+        send(shared, socket, &mut output).await?;
+        info.update(|s| s.query_buffer = input.len());
+        if *shutdown.borrow() || info.killed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        if input.capacity() - input.len() < READ_BUFFER_BYTES / 4 {
+            input.reserve(READ_BUFFER_BYTES);
+        }
+        tokio::select! {
+            read = socket.read_buf(&mut input) => match read? {
+                0 => return Ok(()),
+                n => {
+                    shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            },
+            () = crate::node::stopped(&mut shutdown) => return Ok(()),
+            () = info.wake.notified() => {}
+        }
+    }
+}
+
+async fn send(
+    shared: &Shared,
+    socket: &mut TcpStream,
+    output: &mut BytesMut,
+) -> std::io::Result<()> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    socket.write_all(output).await?;
+    shared
+        .stats
+        .net_output_bytes
+        .fetch_add(output.len() as u64, Ordering::Relaxed);
+    output.clear();
+    Ok(())
+}

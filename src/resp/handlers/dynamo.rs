@@ -1,0 +1,138 @@
+//! The Dynamo face: VGET, VSET, VDEL (design.md §2) and DYNAMO.
+
+use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
+use crate::coordinator::{Base, Change, Condition, Expiry, ReadOptions, WriteOp, WriteOptions};
+use crate::resp::reply::Reply;
+use crate::version::{decode_context, encode_context};
+use bytes::Bytes;
+
+/// Parses a trailing `[<token> n]` quorum option (R for reads, W for writes).
+fn quorum_option(rest: &[Bytes], token: &[u8]) -> Result<Option<usize>, Reply> {
+    match rest {
+        [] => Ok(None),
+        [name, n] if name.eq_ignore_ascii_case(token) => match int_arg(n)? {
+            n if n >= 1 => Ok(Some(n as usize)),
+            _ => Err(Reply::error(format!(
+                "ERR {} must be a positive integer",
+                String::from_utf8_lossy(token)
+            ))),
+        },
+        _ => Err(syntax_error()),
+    }
+}
+
+pub async fn vget(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let r = match quorum_option(&args[2..], b"R") {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+    if let Err(reply) = check_keys(&args[1..2]) {
+        return reply;
+    }
+    let coordinator = &ctx.shared.coordinator;
+    let now = coordinator.now_ms();
+    match coordinator
+        .read(vec![args[1].clone()], ReadOptions { r })
+        .await
+    {
+        Ok(mut records) => {
+            let record = records.pop().flatten().unwrap_or_default();
+            let values = record
+                .siblings()
+                .iter()
+                .filter_map(|(_, s)| s.live_value(now).cloned())
+                .map(Reply::Bulk)
+                .collect();
+            Reply::Array(vec![
+                Reply::bulk(encode_context(record.context())),
+                Reply::Array(values),
+            ])
+        }
+        Err(e) => coordinator_error(&e),
+    }
+}
+
+/// VSET key context value [W n] and VDEL key context [W n]: a write that
+/// supersedes exactly the client's context; replies with the new context.
+async fn write_with_context(
+    ctx: &Ctx<'_>,
+    args: &[Bytes],
+    change: Change,
+    rest: &[Bytes],
+) -> Reply {
+    let w = match quorum_option(rest, b"W") {
+        Ok(w) => w,
+        Err(reply) => return reply,
+    };
+    if let Err(reply) = check_keys(&args[1..2]) {
+        return reply;
+    }
+    let context = match decode_context(&args[2]) {
+        Ok(context) => context,
+        Err(e) => return Reply::error(format!("ERR invalid causal context: {e}")),
+    };
+    let op = WriteOp {
+        base: Base::Context(context),
+        condition: Condition::Always,
+        change,
+    };
+    match ctx
+        .shared
+        .coordinator
+        .write(vec![(args[1].clone(), op)], WriteOptions { w })
+        .await
+    {
+        Ok(mut written) => match written.pop().and_then(|w| w.current) {
+            Some(record) => Reply::bulk(encode_context(record.context())),
+            None => Reply::error("ERR write returned no outcome"),
+        },
+        Err(e) => coordinator_error(&e),
+    }
+}
+
+pub async fn vset(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let change = Change::Put {
+        value: args[3].clone(),
+        expiry: Expiry::Never,
+    };
+    write_with_context(ctx, args, change, &args[4..]).await
+}
+
+pub async fn vdel(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    write_with_context(ctx, args, Change::Delete, &args[3..]).await
+}
+
+pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let config = ctx.shared.config();
+    match args[1].to_ascii_lowercase().as_slice() {
+        b"status" => Reply::Map(
+            ctx.shared
+                .coordinator
+                .info()
+                .fields
+                .into_iter()
+                .map(|(k, v)| (Reply::bulk(k), Reply::bulk(v)))
+                .collect(),
+        ),
+        b"members" => Reply::Array(vec![Reply::Map(vec![
+            (Reply::bulk("name"), Reply::bulk(&config.node_name)),
+            (
+                Reply::bulk("address"),
+                Reply::bulk(format!("{}:{}", config.bind, ctx.shared.port)),
+            ),
+            (
+                Reply::bulk("weight"),
+                Reply::bulk(config.weight.to_string()),
+            ),
+            (
+                Reply::bulk("zone"),
+                Reply::bulk(config.zone.unwrap_or_default()),
+            ),
+            (Reply::bulk("status"), Reply::bulk("up")),
+        ])]),
+        sub => Reply::error(format!(
+            "ERR DYNAMO {} needs the cluster, which this build does not have yet",
+            String::from_utf8_lossy(sub).to_ascii_uppercase()
+        )),
+    }
+}

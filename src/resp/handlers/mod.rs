@@ -1,0 +1,102 @@
+//! Command handlers, grouped as Redis groups them. Each takes the
+//! connection's context and the full argument list (name first) and
+//! returns a [`Reply`]; arity was checked before.
+
+mod connection;
+mod dynamo;
+mod server;
+mod strings;
+
+use super::command::{Cmd, Command};
+use super::conn::Session;
+use super::frame::parse_i64;
+use super::reply::Reply;
+use super::server::Shared;
+use crate::coordinator::CoordinatorError;
+use crate::limits::KEY_BYTES_MAX;
+use bytes::Bytes;
+
+/// What a handler works with.
+pub struct Ctx<'a> {
+    /// Node-wide state.
+    pub shared: &'a Shared,
+    /// This connection.
+    pub session: &'a mut Session,
+}
+
+/// Runs `command`'s handler.
+pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Reply {
+    match command.cmd {
+        Cmd::Ping => connection::ping(ctx, args),
+        Cmd::Echo => Reply::Bulk(args[1].clone()),
+        Cmd::Hello => connection::hello(ctx, args),
+        Cmd::Auth => connection::auth(ctx, args),
+        Cmd::Select => connection::select(args),
+        Cmd::Quit => {
+            ctx.session.closing = true;
+            Reply::OK
+        }
+        Cmd::Reset => connection::reset(ctx),
+        Cmd::Client => connection::client(ctx, args),
+        Cmd::Command => server::command(args),
+        Cmd::Config => server::config(ctx, args),
+        Cmd::Info => server::info(ctx, args).await,
+        Cmd::Dbsize => match ctx.shared.coordinator.key_count().await {
+            Ok(n) => Reply::Integer(n as i64),
+            Err(e) => coordinator_error(&e),
+        },
+        Cmd::Time => server::time(),
+        Cmd::Get => strings::get(ctx, args).await,
+        Cmd::Set => strings::set(ctx, args).await,
+        Cmd::Del | Cmd::Unlink => strings::del(ctx, args).await,
+        Cmd::Exists => strings::exists(ctx, args).await,
+        Cmd::Mget => strings::mget(ctx, args).await,
+        Cmd::Mset => strings::mset(ctx, args).await,
+        Cmd::Type => strings::key_type(ctx, args).await,
+        Cmd::Vget => dynamo::vget(ctx, args).await,
+        Cmd::Vset => dynamo::vset(ctx, args).await,
+        Cmd::Vdel => dynamo::vdel(ctx, args).await,
+        Cmd::Dynamo => dynamo::dynamo(ctx, args),
+        // Handled in `command::execute` before dispatch.
+        Cmd::Multi | Cmd::Exec | Cmd::Discard => {
+            Reply::error("ERR transaction command reached dispatch")
+        }
+    }
+}
+
+/// `-ERR syntax error`.
+pub fn syntax_error() -> Reply {
+    Reply::error("ERR syntax error")
+}
+
+/// Redis's reply for a bad integer argument.
+pub fn not_an_integer() -> Reply {
+    Reply::error("ERR value is not an integer or out of range")
+}
+
+/// Parses an integer argument as Redis does.
+pub fn int_arg(arg: &[u8]) -> Result<i64, Reply> {
+    parse_i64(arg).ok_or_else(not_an_integer)
+}
+
+/// Rejects keys past [`KEY_BYTES_MAX`].
+pub fn check_keys<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), Reply> {
+    match keys.into_iter().find(|k| k.len() > KEY_BYTES_MAX) {
+        Some(_) => Err(Reply::error(format!(
+            "ERR key is too large (at most {KEY_BYTES_MAX} bytes)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A coordinator failure as a client sees it.
+pub fn coordinator_error(error: &CoordinatorError) -> Reply {
+    match error {
+        CoordinatorError::QuorumFailed { .. } => Reply::error(error.to_string()),
+        CoordinatorError::Storage(e) => {
+            tracing::error!("storage failure: {e}");
+            Reply::error(format!("ERR {error}"))
+        }
+        CoordinatorError::ShuttingDown => Reply::error("ERR node is shutting down"),
+    }
+}

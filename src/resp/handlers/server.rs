@@ -1,0 +1,293 @@
+//! Server commands: COMMAND, CONFIG, INFO, TIME.
+
+use super::{Ctx, syntax_error};
+use crate::resp::command;
+use crate::resp::glob::glob_match;
+use crate::resp::handlers::connection::REDIS_VERSION;
+use crate::resp::reply::Reply;
+use bytes::Bytes;
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+pub fn command(args: &[Bytes]) -> Reply {
+    let Some(sub) = args.get(1) else {
+        return Reply::Array(command::all().iter().map(|c| c.meta.info_reply()).collect());
+    };
+    match sub.to_ascii_lowercase().as_slice() {
+        b"count" => Reply::Integer(command::all().len() as i64),
+        b"list" => {
+            if args.len() > 2 {
+                return syntax_error();
+            }
+            Reply::Array(
+                command::all()
+                    .iter()
+                    .map(|c| Reply::bulk(c.meta.name))
+                    .collect(),
+            )
+        }
+        b"info" => {
+            if args.len() == 2 {
+                return Reply::Array(command::all().iter().map(|c| c.meta.info_reply()).collect());
+            }
+            Reply::Array(
+                args[2..]
+                    .iter()
+                    .map(|name| match command::lookup(name) {
+                        Some(c) => c.meta.info_reply(),
+                        None => Reply::NilArray,
+                    })
+                    .collect(),
+            )
+        }
+        b"docs" => {
+            let commands: Vec<_> = if args.len() == 2 {
+                command::all()
+            } else {
+                args[2..]
+                    .iter()
+                    .filter_map(|n| command::lookup(n))
+                    .collect()
+            };
+            Reply::Map(
+                commands
+                    .iter()
+                    .map(|c| (Reply::bulk(c.meta.name), c.meta.docs_reply()))
+                    .collect(),
+            )
+        }
+        _ => syntax_error(),
+    }
+}
+
+/// CONFIG GET's parameters: Redis's names, our values.
+fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
+    let c = ctx.shared.config();
+    vec![
+        ("bind", c.bind.clone()),
+        ("port", ctx.shared.port.to_string()),
+        ("peer-port", c.peer_port.to_string()),
+        ("dir", c.data_dir.display().to_string()),
+        ("appendonly", "yes".to_owned()),
+        ("appendfsync", c.fsync.as_str().to_owned()),
+        ("fsync", c.fsync.as_str().to_owned()),
+        ("save", String::new()),
+        ("databases", "1".to_owned()),
+        ("maxmemory", "0".to_owned()),
+        ("maxmemory-policy", "noeviction".to_owned()),
+        ("maxclients", c.maxclients.to_string()),
+        ("requirepass", c.requirepass.clone().unwrap_or_default()),
+        ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
+        ("node-name", c.node_name.clone()),
+        ("cluster-name", c.cluster_name.clone()),
+        ("weight", c.weight.to_string()),
+        ("zone", c.zone.clone().unwrap_or_default()),
+        ("replicas", c.replicas.to_string()),
+        ("read-quorum", c.read_quorum.to_string()),
+        ("write-quorum", c.write_quorum.to_string()),
+        ("partitions", c.partitions.to_string()),
+        ("siblings-max", c.siblings_max.to_string()),
+    ]
+}
+
+pub fn config(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    match args[1].to_ascii_lowercase().as_slice() {
+        b"get" => {
+            let all = parameters(ctx);
+            let mut seen = Vec::new();
+            for pattern in &args[2..] {
+                for (name, value) in &all {
+                    if !seen.iter().any(|(n, _)| n == name)
+                        && glob_match(pattern, name.as_bytes(), true)
+                    {
+                        seen.push((*name, value.clone()));
+                    }
+                }
+            }
+            Reply::Map(
+                seen.into_iter()
+                    .map(|(n, v)| (Reply::bulk(n), Reply::bulk(v)))
+                    .collect(),
+            )
+        }
+        b"resetstat" => {
+            ctx.shared.stats.reset();
+            Reply::OK
+        }
+        _ => Reply::error(format!(
+            "ERR CONFIG {} is not supported by dynokv yet",
+            String::from_utf8_lossy(&args[1]).to_ascii_uppercase()
+        )),
+    }
+}
+
+pub fn time() -> Reply {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Reply::Array(vec![
+        Reply::bulk(now.as_secs().to_string()),
+        Reply::bulk(now.subsec_micros().to_string()),
+    ])
+}
+
+/// Resident memory of this process in bytes (Linux; 0 elsewhere).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "K", "M", "G"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.2}{}", UNITS[unit])
+    }
+}
+
+pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let requested: Vec<String> = args[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let everything = requested.is_empty()
+        || requested
+            .iter()
+            .any(|s| matches!(s.as_str(), "all" | "everything" | "default"));
+    let wanted = |section: &str| everything || requested.iter().any(|s| s == section);
+    let shared = ctx.shared;
+    let config = shared.config();
+    let stats = &shared.stats;
+    let uptime = shared.started.elapsed().as_secs();
+    let coordinator = &shared.coordinator;
+    let mut out = String::new();
+    let mut section = |name: &str, fields: Vec<(&str, String)>| {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let _ = write!(out, "# {name}\r\n");
+        for (key, value) in fields {
+            let _ = write!(out, "{key}:{value}\r\n");
+        }
+    };
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed).to_string();
+    if wanted("server") {
+        section(
+            "Server",
+            vec![
+                ("redis_version", REDIS_VERSION.to_owned()),
+                ("dynokv_version", env!("CARGO_PKG_VERSION").to_owned()),
+                ("redis_mode", "standalone".to_owned()),
+                ("os", std::env::consts::OS.to_owned()),
+                ("arch_bits", (usize::BITS).to_string()),
+                ("process_id", std::process::id().to_string()),
+                ("run_id", shared.run_id.clone()),
+                ("tcp_port", shared.port.to_string()),
+                ("uptime_in_seconds", uptime.to_string()),
+                ("uptime_in_days", (uptime / 86_400).to_string()),
+                (
+                    "executable",
+                    std::env::current_exe()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
+                (
+                    "config_file",
+                    config
+                        .config_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                ),
+            ],
+        );
+    }
+    if wanted("clients") {
+        section(
+            "Clients",
+            vec![
+                ("connected_clients", shared.client_count().to_string()),
+                ("maxclients", config.maxclients.to_string()),
+                ("blocked_clients", "0".to_owned()),
+            ],
+        );
+    }
+    if wanted("memory") {
+        let rss = rss_bytes();
+        section(
+            "Memory",
+            vec![
+                ("used_memory", rss.to_string()),
+                ("used_memory_human", human_bytes(rss)),
+                ("used_memory_rss", rss.to_string()),
+                ("maxmemory", "0".to_owned()),
+                ("maxmemory_policy", "noeviction".to_owned()),
+            ],
+        );
+    }
+    if wanted("persistence") {
+        section(
+            "Persistence",
+            vec![
+                ("loading", "0".to_owned()),
+                ("rdb_changes_since_last_save", "0".to_owned()),
+                ("rdb_bgsave_in_progress", "0".to_owned()),
+                ("aof_enabled", "1".to_owned()),
+                ("aof_rewrite_in_progress", "0".to_owned()),
+                ("fsync_policy", config.fsync.as_str().to_owned()),
+            ],
+        );
+    }
+    if wanted("stats") {
+        section(
+            "Stats",
+            vec![
+                (
+                    "total_connections_received",
+                    load(&stats.connections_received),
+                ),
+                ("total_commands_processed", load(&stats.commands_processed)),
+                ("instantaneous_ops_per_sec", stats.ops_per_sec().to_string()),
+                ("total_net_input_bytes", load(&stats.net_input_bytes)),
+                ("total_net_output_bytes", load(&stats.net_output_bytes)),
+                ("rejected_connections", load(&stats.connections_rejected)),
+                ("expired_keys", "0".to_owned()),
+                ("evicted_keys", "0".to_owned()),
+                ("keyspace_hits", load(&stats.keyspace_hits)),
+                ("keyspace_misses", load(&stats.keyspace_misses)),
+                ("total_error_replies", load(&stats.error_replies)),
+            ],
+        );
+    }
+    if wanted("replication") {
+        section(
+            "Replication",
+            vec![
+                ("role", "master".to_owned()),
+                ("connected_slaves", "0".to_owned()),
+            ],
+        );
+    }
+    if wanted("keyspace") {
+        let keys = coordinator.key_count().await.unwrap_or(0);
+        let fields = if keys > 0 {
+            vec![("db0", format!("keys={keys},expires=0,avg_ttl=0"))]
+        } else {
+            Vec::new()
+        };
+        section("Keyspace", fields);
+    }
+    if wanted("dynamo") {
+        section("Dynamo", coordinator.info().fields);
+    }
+    Reply::Verbatim(out)
+}

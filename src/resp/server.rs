@@ -1,0 +1,263 @@
+//! The client listener and what all connections share: config, the
+//! coordinator, the client registry and the server counters.
+
+use super::conn::{ClientInfo, serve_connection};
+use crate::config::Config;
+use crate::coordinator::Coordinator;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// Counters for INFO stats.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections_received: AtomicU64,
+    /// Connections refused at maxclients.
+    pub connections_rejected: AtomicU64,
+    /// Commands executed.
+    pub commands_processed: AtomicU64,
+    /// Reads that found a value.
+    pub keyspace_hits: AtomicU64,
+    /// Reads that found none.
+    pub keyspace_misses: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+    /// Replies that were errors.
+    pub error_replies: AtomicU64,
+    /// Samples for instantaneous_ops_per_sec: (time, commands) pairs.
+    ops_samples: Mutex<Vec<(Instant, u64)>>,
+}
+
+/// Samples kept for instantaneous_ops_per_sec (Redis keeps 16).
+const OPS_SAMPLES: usize = 16;
+
+impl Stats {
+    /// Records a sample of the command counter (called every 100 ms).
+    pub fn sample_ops(&self) {
+        let mut samples = self
+            .ops_samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        samples.push((
+            Instant::now(),
+            self.commands_processed.load(Ordering::Relaxed),
+        ));
+        if samples.len() > OPS_SAMPLES {
+            samples.remove(0);
+        }
+    }
+
+    /// Commands per second over the sampled window.
+    pub fn ops_per_sec(&self) -> u64 {
+        let samples = self
+            .ops_samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match (samples.first(), samples.last()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                ((b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64()).round() as u64
+            }
+            _ => 0,
+        }
+    }
+
+    /// Zeroes the counters CONFIG RESETSTAT resets.
+    pub fn reset(&self) {
+        for counter in [
+            &self.connections_received,
+            &self.connections_rejected,
+            &self.commands_processed,
+            &self.keyspace_hits,
+            &self.keyspace_misses,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+            &self.error_replies,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The configuration (CONFIG SET changes the run-time settable parts).
+    pub config: RwLock<Config>,
+    /// Where data commands go.
+    pub coordinator: Arc<dyn Coordinator>,
+    /// Connected clients by id.
+    pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// Server counters.
+    pub stats: Stats,
+    /// When the server started.
+    pub started: Instant,
+    /// A random id for this run (INFO run_id).
+    pub run_id: String,
+    /// The TCP port actually bound (differs from config when it was 0).
+    pub port: u16,
+    next_client_id: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// A snapshot of the config.
+    pub fn config(&self) -> Config {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A receiver that changes to `true` when the node shuts down.
+    pub fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Allocates the next client id (from 1, as Redis).
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// The RESP listener and its connections.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds the client port.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn bind(
+        config: Config,
+        coordinator: Arc<dyn Coordinator>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind((config.bind.as_str(), config.port)).await?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(Shared {
+            config: RwLock::new(config),
+            coordinator,
+            clients: Mutex::new(BTreeMap::new()),
+            stats: Stats::default(),
+            started: Instant::now(),
+            run_id: run_id(),
+            port,
+            next_client_id: AtomicU64::new(0),
+            shutdown,
+        });
+        Ok(Self { shared, listener })
+    }
+
+    /// The shared state (tests, INFO).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The bound client address.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts clients until shutdown, then lets every connection finish
+    /// the commands it has read (up to `drain`), and returns.
+    pub async fn run(self, drain: Duration) {
+        let Server { shared, listener } = self;
+        let maxclients = shared.config().maxclients;
+        let slots = Arc::new(Semaphore::new(maxclients));
+        let mut connections = JoinSet::new();
+        let mut shutdown = shared.shutdown();
+        let mut sampler = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                () = crate::node::stopped(&mut shutdown) => break,
+                _ = sampler.tick() => shared.stats.sample_ops(),
+                Some(done) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(e) = done && e.is_panic() {
+                        tracing::error!("connection task panicked: {e}");
+                    }
+                }
+                accepted = listener.accept() => {
+                    let (mut socket, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off
+                            // instead of spinning.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    shared.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+                    let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                        shared.stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
+                        connections.spawn(async move {
+                            let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
+                        });
+                        continue;
+                    };
+                    let shared = Arc::clone(&shared);
+                    connections.spawn(async move {
+                        serve_connection(shared, socket, peer).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!(
+            connections = connections.len(),
+            "draining client connections"
+        );
+        if tokio::time::timeout(drain, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            tracing::warn!("drain deadline passed; closing remaining connections");
+            connections.shutdown().await;
+        }
+    }
+}
+
+fn run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut id = String::with_capacity(40);
+    while id.len() < 40 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_usize(id.len());
+        id.push_str(&format!("{:016x}", hasher.finish()));
+    }
+    id.truncate(40);
+    id
+}
