@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Side-by-side redis-benchmark: dynokv vs a real redis-server, same machine,
+# same run, same flags; prints requests/s for each and the ratio.
+#
+#   benches/compare.sh                 # defaults below
+#   REQUESTS=200000 benches/compare.sh # longer run
+#
+# redis-server runs with AOF everysec and dynokv with --fsync everysec, so
+# both acknowledge a write once it is in the OS and sync once a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${REQUESTS:-100000}
+CLIENTS=${CLIENTS:-50}
+SIZE=${SIZE:-100}
+KEYSPACE=${KEYSPACE:-100000}
+TESTS=${TESTS:-set,get}
+PIPELINES=${PIPELINES:-"1 16"}
+
+command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
+    echo "needs redis-server and redis-benchmark (apt-get install redis-server redis-tools)" >&2
+    exit 1
+}
+cargo build --release --quiet
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ping() {
+    for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+    echo "server on $1 did not answer" >&2; exit 1
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --dir "$work" --appendonly yes --appendfsync everysec \
+    --save '' --daemonize no >"$work/redis.log" 2>&1 &
+pids+=($!)
+dyno_port=$(free_port)
+dyno_peer=$(free_port)
+target/release/dynokv serve --port "$dyno_port" --peer-port "$dyno_peer" \
+    --data-dir "$work/dynokv" --fsync everysec --log-level warn 2>"$work/dynokv.log" &
+pids+=($!)
+wait_ping "$redis_port"
+wait_ping "$dyno_port"
+
+# rps PORT PIPELINE TEST -> requests per second (redis-benchmark --csv)
+rps() {
+    redis-benchmark -p "$1" -P "$2" -t "$3" -n "$REQUESTS" -c "$CLIENTS" -d "$SIZE" \
+        -r "$KEYSPACE" --csv 2>/dev/null | awk -F'","' 'NR==2 {print $2}'
+}
+
+printf '%-6s %-4s %14s %14s %7s\n' test P redis dynokv ratio
+for p in $PIPELINES; do
+    for t in ${TESTS//,/ }; do
+        r=$(rps "$redis_port" "$p" "$t")
+        d=$(rps "$dyno_port" "$p" "$t")
+        ratio=$(python3 -c "print(f'{float(\"$d\")/float(\"$r\"):.2f}')")
+        printf '%-6s %-4s %14s %14s %6sx\n' "$t" "$p" "$r" "$d" "$ratio"
+    done
+done
+
+# Latency per request at one client: the cost of a round trip.
+for port in "$redis_port" "$dyno_port"; do
+    name=redis; [ "$port" = "$dyno_port" ] && name=dynokv
+    redis-benchmark -p "$port" -t set,get -n 20000 -c 1 -d "$SIZE" -r "$KEYSPACE" --csv 2>/dev/null \
+        | awk -F'","' -v n="$name" 'NR>1 {gsub(/"/,"",$1); print n, $1, "p50_ms=" $6, "p99_ms=" $8}'
+done
