@@ -57,3 +57,13 @@ pub const SHUTDOWN_DRAIN_MS: u64 = 5_000;
 
 /// Interval of the background sync under `--fsync everysec`, in milliseconds.
 pub const FSYNC_EVERYSEC_INTERVAL_MS: u64 = 1_000;
+
+/// Expired keys the reaper removes per batch (one store batch, one lock set).
+pub const EXPIRE_REAP_BATCH_KEYS: usize = 1000;
+
+/// Batches the reaper may run back to back before it yields until its next
+/// tick; bounds the work one tick does (20k keys).
+pub const EXPIRE_REAP_BATCHES_PER_TICK: usize = 20;
+
+/// How often the expiry reaper wakes, in milliseconds.
+pub const EXPIRE_REAP_INTERVAL_MS: u64 = 100;

@@ -5,7 +5,10 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::coordinator::{Coordinator, LocalCoordinator};
-use crate::limits::{FSYNC_EVERYSEC_INTERVAL_MS, SHUTDOWN_DRAIN_MS};
+use crate::limits::{
+    EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
+    FSYNC_EVERYSEC_INTERVAL_MS, SHUTDOWN_DRAIN_MS,
+};
 use crate::replica::Replica;
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StoreError};
@@ -42,6 +45,7 @@ pub enum NodeError {
 /// A node ready to serve: store open, port bound.
 pub struct Node {
     replica: Arc<Replica>,
+    clock: Arc<dyn Clock>,
     coordinator: Arc<dyn Coordinator>,
     server: Server,
     shutdown: watch::Sender<bool>,
@@ -88,8 +92,10 @@ impl Node {
         .map_err(|e| StoreError::Engine(format!("store open task: {e}")))??;
         let replica = Arc::new(replica);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let coordinator: Arc<dyn Coordinator> =
-            Arc::new(LocalCoordinator::new(Arc::clone(&replica), clock));
+        let coordinator: Arc<dyn Coordinator> = Arc::new(LocalCoordinator::new(
+            Arc::clone(&replica),
+            Arc::clone(&clock),
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let addr = format!("{}:{}", config.bind, config.port);
         let server = Server::bind(config, Arc::clone(&coordinator), shutdown_rx)
@@ -97,6 +103,7 @@ impl Node {
             .map_err(|source| NodeError::Bind { addr, source })?;
         Ok(Self {
             replica,
+            clock,
             coordinator,
             server,
             shutdown,
@@ -124,6 +131,7 @@ impl Node {
     pub async fn run(self) -> Result<(), NodeError> {
         let Node {
             replica,
+            clock,
             coordinator,
             server,
             shutdown,
@@ -132,6 +140,11 @@ impl Node {
         if replica.fsync() == FsyncPolicy::Everysec {
             workers.spawn(everysec_sync(Arc::clone(&replica), shutdown.subscribe()));
         }
+        workers.spawn(reap_expired(
+            Arc::clone(&replica),
+            clock,
+            shutdown.subscribe(),
+        ));
         server.run(Duration::from_millis(SHUTDOWN_DRAIN_MS)).await;
         let _ = shutdown.send(true);
         while workers.join_next().await.is_some() {}
@@ -149,6 +162,37 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send; drop it here, not in a
     // caller's `select!`.
     let _ = shutdown.wait_for(|&s| s).await;
+}
+
+/// Removes expired values from disk in bounded batches: wake every
+/// interval, reap until nothing is due or the per-tick budget is spent.
+async fn reap_expired(
+    replica: Arc<Replica>,
+    clock: Arc<dyn Clock>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(EXPIRE_REAP_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopped(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        for _ in 0..EXPIRE_REAP_BATCHES_PER_TICK {
+            let (replica, now) = (Arc::clone(&replica), clock.now_ms());
+            let reaped = tokio::task::spawn_blocking(move || {
+                replica.reap_expired(now, EXPIRE_REAP_BATCH_KEYS)
+            })
+            .await;
+            match reaped {
+                Ok(Ok(n)) if n == EXPIRE_REAP_BATCH_KEYS => continue,
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => tracing::error!("expiry reaper: {e}"),
+                Err(e) => tracing::error!("expiry reaper task: {e}"),
+            }
+            break;
+        }
+    }
 }
 
 /// `--fsync everysec`: sync the store once a second until shutdown.

@@ -1,5 +1,6 @@
 //! This node's copy of the data: reads and read-modify-writes of records
-//! over a [`Store`], under per-key locks, with the fsync policy applied.
+//! over a [`Store`], under per-key locks, with the fsync policy applied,
+//! the expiry index kept in step, and expired values reaped.
 //!
 //! Everything here is synchronous and may block on disk; async callers use
 //! `spawn_blocking`. The replica mints dots with this node's id, so only a
@@ -8,20 +9,22 @@
 
 use crate::limits::KEY_LOCK_STRIPES;
 use crate::ring::partition_of;
-use crate::storage::record::{Record, Sibling, decode_record, encode_record, is_live, lww_order};
+use crate::storage::record::{Record, Sibling, decode_record, encode_record, lww_order};
 use crate::storage::{
-    BatchOp, FsyncPolicy, GroupCommit, Meta, Store, StoreError, load_or_init_meta,
+    BatchOp, FsyncPolicy, GroupCommit, Meta, Space, Store, StoreError, load_or_init_meta,
     split_storage_key, storage_key,
 };
 use crate::version::VersionVector;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Decides a write from the key's current record: `None` writes nothing,
-/// `Some((context, sibling))` adds `sibling` superseding `context`.
-pub type Planner = Box<dyn FnOnce(Option<&Record>) -> Option<(VersionVector, Sibling)> + Send>;
+/// Decides a write from the key's current record: `Ok(None)` writes
+/// nothing, `Ok(Some((context, sibling)))` adds `sibling` superseding
+/// `context`, `Err` rejects the whole batch.
+pub type Planner<E> =
+    Box<dyn FnOnce(Option<&Record>) -> Result<Option<(VersionVector, Sibling)>, E> + Send>;
 
 /// The outcome of one planned write.
 #[derive(Debug, Clone)]
@@ -32,11 +35,15 @@ pub struct Written {
     pub current: Option<Record>,
 }
 
-/// Counters the replica keeps for INFO.
+/// Counters the replica keeps for INFO and DBSIZE.
 #[derive(Debug, Default)]
 pub struct ReplicaStats {
-    /// Keys with a live value (maintained on every write).
-    pub live_keys: AtomicI64,
+    /// Keys holding a value sibling, expired or not, until reaped.
+    pub value_keys: AtomicI64,
+    /// Keys in the expiry index (every value they hold expires).
+    pub expiring_keys: AtomicI64,
+    /// Keys whose values expired and were reaped from disk.
+    pub expired_keys: AtomicU64,
     /// Siblings collapsed by the sibling bound.
     pub siblings_collapsed: AtomicU64,
     /// Records written.
@@ -46,7 +53,7 @@ pub struct ReplicaStats {
 /// This node's replica of the keyspace.
 pub struct Replica {
     store: Arc<dyn Store>,
-    meta: Meta,
+    meta: RwLock<Meta>,
     fsync: FsyncPolicy,
     group: GroupCommit,
     locks: Box<[Mutex<()>]>,
@@ -57,14 +64,85 @@ pub struct Replica {
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
-            .field("meta", &self.meta)
+            .field("meta", &self.meta())
             .finish_non_exhaustive()
+    }
+}
+
+/// The time until which a record holds a value, if every value it holds
+/// expires: the key of its expiry-index entry.
+fn live_until(record: &Record) -> Option<u64> {
+    let mut until = None;
+    for (_, sibling) in record.siblings() {
+        if sibling.live_value(0).is_none() {
+            continue; // tombstone
+        }
+        until = Some(until.unwrap_or(0).max(sibling.expire_at_ms?));
+    }
+    until
+}
+
+fn has_value(record: &Record) -> bool {
+    record
+        .siblings()
+        .iter()
+        .any(|(_, s)| s.live_value(0).is_some())
+}
+
+fn expiry_key(until: u64, skey: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + skey.len());
+    key.extend_from_slice(&until.to_be_bytes());
+    key.extend_from_slice(skey);
+    key
+}
+
+fn split_expiry_key(key: &[u8]) -> Option<(u64, &[u8])> {
+    let (until, skey) = key.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*until), skey))
+}
+
+/// What changing one record from `previous` to `current` does to the
+/// counters and the expiry index.
+#[derive(Debug, Default)]
+struct Delta {
+    value_keys: i64,
+    expiring_keys: i64,
+    ops: Vec<BatchOp>,
+}
+
+impl Delta {
+    fn record(&mut self, skey: &[u8], previous: Option<&Record>, current: &Record) {
+        self.value_keys +=
+            i64::from(has_value(current)) - i64::from(previous.is_some_and(has_value));
+        let before = previous.and_then(live_until);
+        let after = live_until(current);
+        if before != after {
+            if let Some(until) = before {
+                self.ops
+                    .push(BatchOp::delete(Space::Expiry, expiry_key(until, skey)));
+                self.expiring_keys -= 1;
+            }
+            if let Some(until) = after {
+                self.ops.push(BatchOp::put(
+                    Space::Expiry,
+                    expiry_key(until, skey),
+                    Vec::new(),
+                ));
+                self.expiring_keys += 1;
+            }
+        }
+        self.ops.push(BatchOp::put(
+            Space::Data,
+            skey.to_vec(),
+            encode_record(current),
+        ));
     }
 }
 
 impl Replica {
     /// Opens the replica over `store`, creating its meta with `partitions`
-    /// if the store is new, and counts the keys holding a value (one scan).
+    /// if the store is new, and counts keys (one scan of the data and the
+    /// expiry index).
     ///
     /// # Errors
     /// Store errors, and [`StoreError::Corrupt`] for a record that does
@@ -78,30 +156,38 @@ impl Replica {
         let meta = load_or_init_meta(store.as_ref(), partitions)?;
         let replica = Self {
             store,
-            meta,
+            meta: RwLock::new(meta),
             fsync,
             group: GroupCommit::default(),
             locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             siblings_max: AtomicUsize::new(siblings_max),
             stats: ReplicaStats::default(),
         };
-        let mut live = 0;
         let mut from = Vec::new();
+        let mut value_keys = 0;
         loop {
             let page = replica.scan(&from, 1024)?;
             let Some((last, _, _)) = page.last() else {
                 break;
             };
             from = next_key(last);
-            live += page.iter().filter(|(_, _, r)| is_live(r, 0)).count() as i64;
+            value_keys += page.iter().filter(|(_, _, r)| has_value(r)).count() as i64;
         }
-        replica.stats.live_keys.store(live, Ordering::Relaxed);
+        let expiring = replica.count_expiry_entries(u64::MAX)?;
+        replica
+            .stats
+            .value_keys
+            .store(value_keys, Ordering::Relaxed);
+        replica
+            .stats
+            .expiring_keys
+            .store(expiring as i64, Ordering::Relaxed);
         Ok(replica)
     }
 
     /// This node's id and the data directory's Q.
     pub fn meta(&self) -> Meta {
-        self.meta
+        *self.meta.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The fsync policy in force.
@@ -136,7 +222,7 @@ impl Replica {
 
     /// The storage key of a user key.
     pub fn storage_key(&self, key: &[u8]) -> Vec<u8> {
-        storage_key(partition_of(key, self.meta.partitions), key)
+        storage_key(partition_of(key, self.meta().partitions), key)
     }
 
     /// Reads the record of `key`.
@@ -149,7 +235,7 @@ impl Replica {
 
     fn read_storage_key(&self, skey: &[u8]) -> Result<Option<Record>, StoreError> {
         self.store
-            .get(skey)?
+            .get(Space::Data, skey)?
             .map(|bytes| decode(skey, &bytes))
             .transpose()
     }
@@ -157,44 +243,54 @@ impl Replica {
     /// Runs each planner against its key's current record under the key's
     /// lock, stores every planned write in one atomic batch, and returns
     /// once the batch is as durable as the fsync policy promises. Dots are
-    /// minted with this node's id.
+    /// minted with this node's id. With `all_or_nothing`, one declining
+    /// planner cancels every write (MSETNX).
     ///
     /// # Errors
-    /// Store errors; nothing is written then.
-    pub fn update(&self, writes: Vec<(Bytes, Planner)>) -> Result<Vec<Written>, StoreError> {
-        let node = self.meta.node_id;
-        let _guards = self.lock_keys(writes.iter().map(|(k, _)| k.as_ref()));
-        let siblings_max = self.siblings_max();
+    /// The outer error is the store's, the inner a planner's rejection;
+    /// nothing is written on either.
+    pub fn update<E>(
+        &self,
+        writes: Vec<(Bytes, Planner<E>)>,
+        all_or_nothing: bool,
+    ) -> Result<Result<Vec<Written>, E>, StoreError> {
+        let node = self.meta().node_id;
+        let keys: Vec<Vec<u8>> = writes.iter().map(|(k, _)| self.storage_key(k)).collect();
+        let _guards = self.lock_keys(keys.iter().map(Vec::as_slice));
         let mut outcomes = Vec::with_capacity(writes.len());
-        let mut batch: Vec<BatchOp> = Vec::new();
+        let mut delta = Delta::default();
         // A key may appear twice in one batch (MSET a 1 a 2); later writes
         // must see earlier ones, so keep the batch's own results in view.
-        let mut pending: Vec<(Vec<u8>, Record)> = Vec::new();
-        let mut live_delta = 0i64;
-        for (key, plan) in writes {
-            let skey = self.storage_key(&key);
-            let previous = match pending.iter().rev().find(|(k, _)| *k == skey) {
+        let mut pending: Vec<(&[u8], Record)> = Vec::new();
+        for ((_, plan), skey) in writes.into_iter().zip(&keys) {
+            let previous = match pending.iter().rev().find(|(k, _)| k == skey) {
                 Some((_, record)) => Some(record.clone()),
-                None => self.read_storage_key(&skey)?,
+                None => self.read_storage_key(skey)?,
             };
-            let current = plan(previous.as_ref()).map(|(context, sibling)| {
+            let planned = match plan(previous.as_ref()) {
+                Ok(planned) => planned,
+                Err(rejection) => return Ok(Err(rejection)),
+            };
+            let current = planned.map(|(context, sibling)| {
                 let mut record = previous.clone().unwrap_or_default();
                 record.update(&context, node, sibling);
-                let dropped = record.bound(siblings_max, lww_order);
-                self.stats
-                    .siblings_collapsed
-                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                self.bound(&mut record);
                 record
             });
             if let Some(record) = &current {
-                live_delta += liveness_change(previous.as_ref(), record);
-                batch.push((skey.clone(), Some(encode_record(record))));
+                delta.record(skey, previous.as_ref(), record);
                 pending.push((skey, record.clone()));
+            } else if all_or_nothing {
+                let declined = Written {
+                    previous,
+                    current: None,
+                };
+                return Ok(Ok(vec![declined]));
             }
             outcomes.push(Written { previous, current });
         }
-        self.commit(batch, live_delta)?;
-        Ok(outcomes)
+        self.commit(delta)?;
+        Ok(Ok(outcomes))
     }
 
     /// Merges a record received from another replica into this one's
@@ -203,33 +299,47 @@ impl Replica {
     /// # Errors
     /// Store errors; nothing is written then.
     pub fn merge(&self, key: &[u8], incoming: &Record) -> Result<Record, StoreError> {
-        let _guards = self.lock_keys(std::iter::once(key));
         let skey = self.storage_key(key);
+        let _guards = self.lock_keys(std::iter::once(skey.as_slice()));
         let previous = self.read_storage_key(&skey)?;
         let mut record = previous.clone().unwrap_or_default();
         if previous.as_ref().is_some_and(|p| p.covers_set(incoming)) {
             return Ok(record);
         }
         record.sync(incoming);
+        self.bound(&mut record);
+        let mut delta = Delta::default();
+        delta.record(&skey, previous.as_ref(), &record);
+        self.commit(delta)?;
+        Ok(record)
+    }
+
+    fn bound(&self, record: &mut Record) {
         let dropped = record.bound(self.siblings_max(), lww_order);
         self.stats
             .siblings_collapsed
             .fetch_add(dropped as u64, Ordering::Relaxed);
-        let delta = liveness_change(previous.as_ref(), &record);
-        self.commit(vec![(skey, Some(encode_record(&record)))], delta)?;
-        Ok(record)
     }
 
-    fn commit(&self, batch: Vec<BatchOp>, live_delta: i64) -> Result<(), StoreError> {
-        if batch.is_empty() {
+    fn commit(&self, delta: Delta) -> Result<(), StoreError> {
+        if delta.ops.is_empty() {
             return Ok(());
         }
-        let count = batch.len() as u64;
-        self.store.apply(batch)?;
-        self.stats.writes.fetch_add(count, Ordering::Relaxed);
+        let records = delta
+            .ops
+            .iter()
+            .filter(|op| op.space == Space::Data)
+            .count();
+        self.store.apply(delta.ops)?;
         self.stats
-            .live_keys
-            .fetch_add(live_delta, Ordering::Relaxed);
+            .writes
+            .fetch_add(records as u64, Ordering::Relaxed);
+        self.stats
+            .value_keys
+            .fetch_add(delta.value_keys, Ordering::Relaxed);
+        self.stats
+            .expiring_keys
+            .fetch_add(delta.expiring_keys, Ordering::Relaxed);
         if self.fsync == FsyncPolicy::Always {
             self.group.wait_durable(self.store.as_ref())?;
         }
@@ -249,7 +359,7 @@ impl Replica {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Bytes, Record)>, StoreError> {
         self.store
-            .scan(from, limit)?
+            .scan(Space::Data, from, limit)?
             .into_iter()
             .map(|(skey, bytes)| {
                 let record = decode(&skey, &bytes)?;
@@ -260,6 +370,107 @@ impl Replica {
             .collect()
     }
 
+    /// Keys holding a value at `now_ms`: the value-key count less the keys
+    /// whose values have all expired but are not reaped yet (an index scan
+    /// as long as the reaper's backlog).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn live_keys(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let expired = self.count_expiry_entries(now_ms)?;
+        let values = self.stats.value_keys.load(Ordering::Relaxed);
+        Ok(values.saturating_sub(expired as i64).max(0) as u64)
+    }
+
+    /// Index entries whose live-until is at or before `until`.
+    fn count_expiry_entries(&self, until: u64) -> Result<usize, StoreError> {
+        const PAGE: usize = 4096;
+        let mut from = Vec::new();
+        let mut count = 0;
+        loop {
+            let page = self.store.scan(Space::Expiry, &from, PAGE)?;
+            let mut done = page.len() < PAGE;
+            for (key, _) in &page {
+                match split_expiry_key(key) {
+                    Some((at, _)) if at <= until => count += 1,
+                    _ => done = true,
+                }
+            }
+            match page.last() {
+                Some((last, _)) if !done => from = next_key(last),
+                _ => return Ok(count),
+            }
+        }
+    }
+
+    /// Removes from disk up to `limit` values that expired at or before
+    /// `now_ms`, oldest first, keeping each record's context (dots stay
+    /// covered, so a later write never re-mints one). Returns how many
+    /// keys were reaped; the expiry worker calls this in bounded steps.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn reap_expired(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
+        let due: Vec<(u64, Vec<u8>, Vec<u8>)> = self
+            .store
+            .scan(Space::Expiry, &[], limit)?
+            .into_iter()
+            .filter_map(|(index_key, _)| {
+                let (until, skey) = split_expiry_key(&index_key)?;
+                Some((until, skey.to_vec(), index_key))
+            })
+            .take_while(|(until, _, _)| *until <= now_ms)
+            .collect();
+        let _guards = self.lock_keys(due.iter().map(|(_, skey, _)| skey.as_slice()));
+        let mut delta = Delta::default();
+        let mut reaped = 0;
+        for (until, skey, index_key) in &due {
+            match self.read_storage_key(skey)? {
+                Some(previous) if live_until(&previous) == Some(*until) => {
+                    let mut record = previous.clone();
+                    // Drop expired values; tombstones and live values stay.
+                    record.retain(|s| s.live_value(now_ms).is_some() || s.live_value(0).is_none());
+                    delta.record(skey, Some(&previous), &record);
+                    reaped += 1;
+                }
+                // The index is kept in the same batch as the record, so a
+                // stale entry means a bug or a torn directory: clean it.
+                _ => {
+                    tracing::warn!(key = ?skey, "stale expiry index entry removed");
+                    delta
+                        .ops
+                        .push(BatchOp::delete(Space::Expiry, index_key.clone()));
+                    delta.expiring_keys -= 1;
+                }
+            }
+        }
+        self.commit(delta)?;
+        self.stats
+            .expired_keys
+            .fetch_add(reaped as u64, Ordering::Relaxed);
+        Ok(reaped)
+    }
+
+    /// Removes every key (FLUSHALL) and takes a new node id, so that dots
+    /// minted from now on can never collide with dots of the old data that
+    /// other replicas may still hold in their contexts.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn flush_all(&self) -> Result<(), StoreError> {
+        let _guards: Vec<_> = self
+            .locks
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
+        self.store.clear()?;
+        *meta = crate::storage::renew_node_id(self.store.as_ref(), *meta)?;
+        self.stats.value_keys.store(0, Ordering::Relaxed);
+        self.stats.expiring_keys.store(0, Ordering::Relaxed);
+        self.store.sync()
+    }
+
     /// Makes every write so far durable (shutdown, `everysec`).
     ///
     /// # Errors
@@ -268,8 +479,8 @@ impl Replica {
         self.store.sync()
     }
 
-    /// Locks the stripes of `keys` in stripe order (so two batches never
-    /// deadlock), each stripe once.
+    /// Locks the stripes of storage keys in stripe order (so two batches
+    /// never deadlock), each stripe once.
     fn lock_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Vec<MutexGuard<'_, ()>> {
         let mut stripes: Vec<usize> = keys
             .map(|k| (xxh3_64(k) % self.locks.len() as u64) as usize)
@@ -283,7 +494,7 @@ impl Replica {
     }
 }
 
-/// The smallest storage key after `key`: where the next scan page starts.
+/// The smallest key after `key`: where the next scan page starts.
 pub fn next_key(key: &[u8]) -> Vec<u8> {
     let mut next = key.to_vec();
     next.push(0);
@@ -295,12 +506,4 @@ fn decode(skey: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
         key: skey.to_vec(),
         source,
     })
-}
-
-/// +1 when a write makes a key live, -1 when it makes it dead. Judged
-/// without expiry: keys that expire are counted out when they are reaped.
-fn liveness_change(previous: Option<&Record>, current: &Record) -> i64 {
-    let was = previous.is_some_and(|r| is_live(r, 0));
-    let is = is_live(current, 0);
-    i64::from(is) - i64::from(was)
 }

@@ -148,6 +148,21 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Parses a decimal integer the way Redis's `string2ll` does: optional
+/// minus, digits, no leading `+`, no spaces, no leading zeros.
+pub fn parse_i64(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if digits.is_empty()
+        || digits.len() > 20
+        || (digits.len() > 1 && digits[0] == b'0')
+        || !digits.iter().all(u8::is_ascii_digit)
+        || text == b"-0"
+    {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,8 @@
 //! replica, on the blocking pool.
 
 use super::{
-    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, ReadOptions, ScanPage, WriteOp,
-    WriteOptions,
+    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, OpError, ReadOptions,
+    ScanPage, WriteOp, WriteOptions,
 };
 use crate::clock::Clock;
 use crate::replica::{Planner, Replica, Written, next_key};
@@ -54,17 +54,22 @@ impl Coordinator for LocalCoordinator {
     fn write(
         &self,
         writes: Vec<(Bytes, WriteOp)>,
-        _options: WriteOptions,
+        options: WriteOptions,
     ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
         let now_ms = self.clock.now_ms();
-        let planned: Vec<(Bytes, Planner)> = writes
+        let planned: Vec<(Bytes, Planner<OpError>)> = writes
             .into_iter()
             .map(|(key, op)| {
-                let planner: Planner = Box::new(move |current| op.plan(current, now_ms));
+                let planner: Planner<OpError> = Box::new(move |current| op.plan(current, now_ms));
                 (key, planner)
             })
             .collect();
-        Box::pin(self.blocking(move |replica| replica.update(planned)))
+        Box::pin(async move {
+            let outcome = self
+                .blocking(move |replica| replica.update(planned, options.all_or_nothing))
+                .await?;
+            Ok(outcome?)
+        })
     }
 
     fn scan(
@@ -85,9 +90,23 @@ impl Coordinator for LocalCoordinator {
         }))
     }
 
-    fn key_count(&self) -> BoxFuture<'_, Result<u64, CoordinatorError>> {
-        let live = self.replica.stats().live_keys.load(Ordering::Relaxed);
-        Box::pin(async move { Ok(live.max(0) as u64) })
+    fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>> {
+        let now_ms = self.clock.now_ms();
+        Box::pin(self.blocking(move |replica| {
+            let keys = replica.live_keys(now_ms)?;
+            let expiring = replica.stats().expiring_keys.load(Ordering::Relaxed).max(0) as u64;
+            // Keys past their expiry but not reaped yet are in `expiring`
+            // and not in `keys`; the difference is the live ones with a TTL.
+            let unreaped = replica.stats().value_keys.load(Ordering::Relaxed).max(0) as u64 - keys;
+            Ok(KeyCounts {
+                keys,
+                expires: expiring.saturating_sub(unreaped),
+            })
+        }))
+    }
+
+    fn flush_all(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+        Box::pin(self.blocking(|replica| replica.flush_all()))
     }
 
     fn now_ms(&self) -> u64 {

@@ -10,7 +10,7 @@ mod local;
 mod ops;
 
 pub use local::LocalCoordinator;
-pub use ops::{Base, Change, Condition, Expiry, WriteOp};
+pub use ops::{Base, Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
 
 use crate::replica::Written;
 use crate::storage::StoreError;
@@ -46,6 +46,9 @@ pub enum CoordinatorError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A write could not be applied to the current value.
+    #[error(transparent)]
+    Rejected(#[from] OpError),
 }
 
 /// Per-request read options (`VGET key R n`).
@@ -60,6 +63,18 @@ pub struct ReadOptions {
 pub struct WriteOptions {
     /// W for this request; `None` uses the cluster default.
     pub w: Option<usize>,
+    /// If any write of the batch does not apply, write none (MSETNX).
+    /// Holds on one node; across nodes it is best effort (docs/semantics.md).
+    pub all_or_nothing: bool,
+}
+
+/// Key counts for DBSIZE and INFO keyspace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    /// Keys holding a live value.
+    pub keys: u64,
+    /// Of those, keys with an expiry.
+    pub expires: u64,
 }
 
 /// One page of a keyspace scan.
@@ -104,8 +119,11 @@ pub trait Coordinator: Send + Sync + 'static {
         count: usize,
     ) -> BoxFuture<'_, Result<ScanPage, CoordinatorError>>;
 
-    /// Keys holding a value (DBSIZE).
-    fn key_count(&self) -> BoxFuture<'_, Result<u64, CoordinatorError>>;
+    /// Keys holding a live value, and how many of them expire.
+    fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>>;
+
+    /// Removes every key (FLUSHALL, FLUSHDB).
+    fn flush_all(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;
 
     /// Now, in ms since the Unix epoch, by the node's clock.
     fn now_ms(&self) -> u64;

@@ -1,19 +1,22 @@
 //! What a client write means, as data, and how it is planned against a
 //! key's current record. Pure: the caller supplies the record and the time.
 //!
-//! Conditions (NX/XX) are judged against the coordinator's view of the
-//! key; in a cluster that view is the merge of the replicas it read, so two
-//! racing `SET NX` through different coordinators may both succeed and
-//! leave two siblings (docs/semantics.md).
+//! Read-modify-write changes (APPEND, SETRANGE, INCRBY, EXPIRE, PERSIST,
+//! and the NX/XX conditions) are judged against the coordinator's view of
+//! the key: the value plain GET would return. They version like any write,
+//! so two racing through different coordinators leave two siblings — never
+//! a silent loss (docs/semantics.md).
 
-use crate::storage::record::{Record, Sibling, is_live, lww_order};
+use crate::limits::VALUE_BYTES_MAX;
+use crate::storage::record::{Content, Record, Sibling, is_live, lww_order};
 use crate::version::VersionVector;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
 
 /// Which versions a write supersedes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Base {
-    /// Every version the coordinator knows (plain SET and DEL).
+    /// Every version the coordinator knows (plain Redis commands).
     Known,
     /// Exactly the versions in a client's context (VSET, VDEL).
     Context(VersionVector),
@@ -42,6 +45,21 @@ pub enum Expiry {
     Keep,
 }
 
+/// EXPIRE's NX / XX / GT / LT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpireWhen {
+    /// Always.
+    Always,
+    /// Only if the key has no expiry.
+    Nx,
+    /// Only if the key has an expiry.
+    Xx,
+    /// Only if the new expiry is later (no expiry counts as infinite).
+    Gt,
+    /// Only if the new expiry is earlier.
+    Lt,
+}
+
 /// What the write stores.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -54,6 +72,41 @@ pub enum Change {
     },
     /// A tombstone.
     Delete,
+    /// The current value with bytes appended (an absent key counts as
+    /// empty); keeps the expiry.
+    Append(Bytes),
+    /// The current value overwritten at `offset`, zero-padded; keeps the
+    /// expiry.
+    SetRange {
+        /// Byte offset.
+        offset: usize,
+        /// Bytes to write there.
+        data: Bytes,
+    },
+    /// The current value as an integer, plus `by` (INCR family).
+    IncrBy(i64),
+    /// The current value with a new expiry (`None`: PERSIST). An expiry
+    /// not after the write's time deletes the key, as in Redis.
+    Expire {
+        /// The new expire-at, ms since the epoch.
+        at: Option<u64>,
+        /// NX / XX / GT / LT.
+        when: ExpireWhen,
+    },
+}
+
+/// Why a planned write is refused; nothing is written.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+pub enum OpError {
+    /// The value is not a 64-bit integer (INCR on "abc").
+    #[error("value is not an integer or out of range")]
+    NotAnInteger,
+    /// INCRBY past i64.
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    /// The result would exceed the string size limit.
+    #[error("string exceeds maximum allowed size")]
+    TooLarge,
 }
 
 /// One client write to one key.
@@ -67,31 +120,48 @@ pub struct WriteOp {
     pub change: Change,
 }
 
+/// The live winning sibling of a record: what plain GET sees.
+fn winner(current: Option<&Record>, now_ms: u64) -> Option<(&Bytes, Option<u64>)> {
+    let (_, sibling) = current?.winner(lww_order)?;
+    Some((sibling.live_value(now_ms)?, sibling.expire_at_ms))
+}
+
 impl WriteOp {
-    /// Plain `SET key value`.
-    pub fn set(value: Bytes) -> Self {
+    /// A plain Redis write of `change` (supersedes what the coordinator knows).
+    pub fn known(change: Change) -> Self {
         Self {
             base: Base::Known,
             condition: Condition::Always,
-            change: Change::Put {
-                value,
-                expiry: Expiry::Never,
-            },
+            change,
         }
     }
 
-    /// Plain `DEL key`.
+    /// Plain `SET key value`.
+    pub fn set(value: Bytes) -> Self {
+        Self::known(Change::Put {
+            value,
+            expiry: Expiry::Never,
+        })
+    }
+
+    /// Plain `DEL key`: a tombstone if the key holds a value.
     pub fn delete() -> Self {
         Self {
-            base: Base::Known,
             condition: Condition::IfPresent,
-            change: Change::Delete,
+            ..Self::known(Change::Delete)
         }
     }
 
     /// Decides the write against `current` at `now_ms`: the context it
-    /// supersedes and the sibling it adds, or `None` if it does not apply.
-    pub fn plan(&self, current: Option<&Record>, now_ms: u64) -> Option<(VersionVector, Sibling)> {
+    /// supersedes and the sibling it adds, `None` if it does not apply.
+    ///
+    /// # Errors
+    /// [`OpError`] when the change cannot be made to the current value.
+    pub fn plan(
+        &self,
+        current: Option<&Record>,
+        now_ms: u64,
+    ) -> Result<Option<(VersionVector, Sibling)>, OpError> {
         let live = current.is_some_and(|r| is_live(r, now_ms));
         let applies = match self.condition {
             Condition::Always => true,
@@ -99,33 +169,127 @@ impl WriteOp {
             Condition::IfPresent => live,
         };
         if !applies {
-            return None;
+            return Ok(None);
         }
+        let Some(content) = self.new_content(current, now_ms)? else {
+            return Ok(None);
+        };
         let context = match &self.base {
             Base::Known => current.map(|r| r.context().clone()).unwrap_or_default(),
             Base::Context(context) => context.clone(),
         };
-        let sibling = match &self.change {
-            Change::Put { value, expiry } => Sibling {
-                expire_at_ms: match expiry {
+        let (content, expire_at_ms) = content;
+        Ok(Some((
+            context,
+            Sibling {
+                content,
+                timestamp_ms: now_ms,
+                expire_at_ms,
+            },
+        )))
+    }
+
+    /// The new sibling's content and expiry, or `None` for no write.
+    fn new_content(
+        &self,
+        current: Option<&Record>,
+        now_ms: u64,
+    ) -> Result<Option<(Content, Option<u64>)>, OpError> {
+        let winner = winner(current, now_ms);
+        let value_keeping_ttl = |value: Vec<u8>| {
+            let expiry = winner.and_then(|(_, at)| at);
+            Ok(Some((Content::Value(Bytes::from(value)), expiry)))
+        };
+        match &self.change {
+            Change::Put { value, expiry } => {
+                let at = match expiry {
                     Expiry::Never => None,
                     Expiry::At(at) => Some(*at),
-                    Expiry::Keep => current
-                        .and_then(|r| r.winner(lww_order))
-                        .filter(|(_, s)| s.live_value(now_ms).is_some())
-                        .and_then(|(_, s)| s.expire_at_ms),
-                },
-                ..Sibling::value(value.clone(), now_ms)
-            },
-            Change::Delete => Sibling::tombstone(now_ms),
-        };
-        Some((context, sibling))
+                    Expiry::Keep => winner.and_then(|(_, at)| at),
+                };
+                Ok(Some((Content::Value(value.clone()), at)))
+            }
+            Change::Delete => Ok(Some((Content::Tombstone, None))),
+            Change::Append(data) => {
+                let old = winner.map_or(&[][..], |(v, _)| v);
+                if old.len() + data.len() > VALUE_BYTES_MAX {
+                    return Err(OpError::TooLarge);
+                }
+                let mut value = BytesMut::with_capacity(old.len() + data.len());
+                value.extend_from_slice(old);
+                value.extend_from_slice(data);
+                value_keeping_ttl(value.to_vec())
+            }
+            Change::SetRange { offset, data } => {
+                let old = winner.map_or(&[][..], |(v, _)| v);
+                if data.is_empty() {
+                    return Ok(None); // Redis: nothing to write, nothing created
+                }
+                let end = offset.checked_add(data.len()).ok_or(OpError::TooLarge)?;
+                if end > VALUE_BYTES_MAX {
+                    return Err(OpError::TooLarge);
+                }
+                let mut value = old.to_vec();
+                if value.len() < end {
+                    value.resize(end, 0);
+                }
+                value[*offset..end].copy_from_slice(data);
+                value_keeping_ttl(value)
+            }
+            Change::IncrBy(by) => {
+                let old = match winner {
+                    Some((v, _)) => crate::wire::parse_i64(v).ok_or(OpError::NotAnInteger)?,
+                    None => 0,
+                };
+                let new = old.checked_add(*by).ok_or(OpError::Overflow)?;
+                value_keeping_ttl(new.to_string().into_bytes())
+            }
+            Change::Expire { at, when } => {
+                let Some((value, old)) = winner else {
+                    return Ok(None);
+                };
+                let allowed = match (when, old, at) {
+                    (ExpireWhen::Always, _, _) => true,
+                    (ExpireWhen::Nx, old, _) => old.is_none(),
+                    (ExpireWhen::Xx, old, _) => old.is_some(),
+                    (ExpireWhen::Gt, Some(old), Some(new)) => new > &old,
+                    (ExpireWhen::Gt, _, _) => false,
+                    (ExpireWhen::Lt, None, Some(_)) => true,
+                    (ExpireWhen::Lt, Some(old), Some(new)) => new < &old,
+                    (ExpireWhen::Lt, _, None) => false,
+                };
+                match at {
+                    _ if !allowed => Ok(None),
+                    None if old.is_none() => Ok(None), // PERSIST without a TTL
+                    Some(at) if *at <= now_ms => Ok(Some((Content::Tombstone, None))),
+                    at => Ok(Some((Content::Value(value.clone()), *at))),
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(value: &'static [u8], expire_at_ms: Option<u64>) -> Record {
+        let mut record = Record::new();
+        let sibling = Sibling {
+            expire_at_ms,
+            ..Sibling::value(Bytes::from_static(value), 1)
+        };
+        record.update(&VersionVector::new(), 1, sibling);
+        record
+    }
+
+    fn value_of(planned: Option<(VersionVector, Sibling)>) -> Option<(Vec<u8>, Option<u64>)> {
+        let (_, sibling) = planned?;
+        match sibling.content {
+            Content::Value(v) => Some((v.to_vec(), sibling.expire_at_ms)),
+            Content::Tombstone => None,
+        }
+    }
 
     #[test]
     fn plain_set_supersedes_every_known_version() {
@@ -135,6 +299,7 @@ mod tests {
         record.update(&empty, 2, Sibling::value(Bytes::from_static(b"b"), 2));
         let (context, sibling) = WriteOp::set(Bytes::from_static(b"c"))
             .plan(Some(&record), 3)
+            .expect("plans")
             .expect("applies");
         record.update(&context, 1, sibling);
         assert_eq!(record.siblings().len(), 1);
@@ -146,11 +311,86 @@ mod tests {
             condition: Condition::IfAbsent,
             ..WriteOp::set(Bytes::from_static(b"v"))
         };
-        assert!(nx.plan(None, 0).is_some());
-        assert!(WriteOp::delete().plan(None, 0).is_none());
-        let mut record = Record::new();
-        record.update(&VersionVector::new(), 1, Sibling::tombstone(1));
-        assert!(nx.plan(Some(&record), 2).is_some());
-        assert!(WriteOp::delete().plan(Some(&record), 2).is_none());
+        assert!(nx.plan(None, 0).expect("plans").is_some());
+        assert!(WriteOp::delete().plan(None, 0).expect("plans").is_none());
+        let expired = record(b"v", Some(10));
+        assert!(nx.plan(Some(&expired), 10).expect("plans").is_some());
+        assert!(
+            WriteOp::delete()
+                .plan(Some(&expired), 10)
+                .expect("plans")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn read_modify_write_changes() {
+        let current = record(b"10", Some(500));
+        let plan = |change| WriteOp::known(change).plan(Some(&current), 100);
+        assert_eq!(
+            value_of(plan(Change::Append(Bytes::from_static(b"x"))).expect("ok")),
+            Some((b"10x".to_vec(), Some(500)))
+        );
+        assert_eq!(
+            value_of(plan(Change::IncrBy(-11)).expect("ok")),
+            Some((b"-1".to_vec(), Some(500)))
+        );
+        assert_eq!(plan(Change::IncrBy(i64::MAX)), Err(OpError::Overflow));
+        assert_eq!(
+            value_of(
+                plan(Change::SetRange {
+                    offset: 3,
+                    data: Bytes::from_static(b"ab")
+                })
+                .expect("ok")
+            ),
+            Some((b"10\0ab".to_vec(), Some(500)))
+        );
+        let words = record(b"abc", None);
+        assert_eq!(
+            WriteOp::known(Change::IncrBy(1)).plan(Some(&words), 0),
+            Err(OpError::NotAnInteger)
+        );
+    }
+
+    #[test]
+    fn expire_conditions_as_redis() {
+        let with_ttl = record(b"v", Some(500));
+        let without = record(b"v", None);
+        let expire = |r: &Record, at, when| {
+            value_of(
+                WriteOp::known(Change::Expire { at, when })
+                    .plan(Some(r), 100)
+                    .expect("ok"),
+            )
+        };
+        assert_eq!(
+            expire(&without, Some(900), ExpireWhen::Nx),
+            Some((b"v".to_vec(), Some(900)))
+        );
+        assert_eq!(expire(&with_ttl, Some(900), ExpireWhen::Nx), None);
+        assert_eq!(
+            expire(&with_ttl, Some(900), ExpireWhen::Gt),
+            Some((b"v".to_vec(), Some(900)))
+        );
+        assert_eq!(expire(&without, Some(900), ExpireWhen::Gt), None);
+        assert_eq!(
+            expire(&without, Some(900), ExpireWhen::Lt),
+            Some((b"v".to_vec(), Some(900)))
+        );
+        assert_eq!(
+            expire(&with_ttl, None, ExpireWhen::Always),
+            Some((b"v".to_vec(), None))
+        );
+        assert!(expire(&without, None, ExpireWhen::Always).is_none());
+        // an expiry in the past deletes: the planned sibling is a tombstone
+        let past = WriteOp::known(Change::Expire {
+            at: Some(50),
+            when: ExpireWhen::Always,
+        })
+        .plan(Some(&with_ttl), 100)
+        .expect("ok")
+        .expect("writes");
+        assert_eq!(past.1.content, Content::Tombstone);
     }
 }

@@ -13,6 +13,8 @@ use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::BytesFrame;
 
+pub use crate::wire::parse_i64;
+
 /// Longest bulk an unauthenticated client may send (Redis's rule: only a
 /// small AUTH fits before a password is given).
 const UNAUTHENTICATED_BULK_BYTES_MAX: usize = 16 * 1024;
@@ -58,21 +60,6 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
         .windows(2)
         .position(|w| w == b"\r\n")
         .map(|p| p + from)
-}
-
-/// Parses a decimal integer the way Redis's `string2ll` does: optional
-/// minus, digits, no leading `+`, no spaces, no leading zeros.
-pub fn parse_i64(text: &[u8]) -> Option<i64> {
-    let digits = text.strip_prefix(b"-").unwrap_or(text);
-    if digits.is_empty()
-        || digits.len() > 20
-        || (digits.len() > 1 && digits[0] == b'0')
-        || !digits.iter().all(u8::is_ascii_digit)
-        || text == b"-0"
-    {
-        return None;
-    }
-    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 impl RequestParser {

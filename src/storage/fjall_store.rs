@@ -1,7 +1,8 @@
-//! The fjall-backed store: one database per data directory with two
-//! keyspaces, `data` (storage key → record) and `meta`.
+//! The fjall-backed store: one database per data directory with the
+//! keyspaces `data` (storage key → record), `expiry` (the expiry index)
+//! and `meta`.
 
-use super::{BatchOp, Entries, Store, StoreError};
+use super::{BatchOp, Entries, Space, Store, StoreError};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use std::path::Path;
 pub struct FjallStore {
     db: Database,
     data: Keyspace,
+    expiry: Keyspace,
     meta: Keyspace,
 }
 
@@ -33,35 +35,60 @@ impl FjallStore {
         let data = db
             .keyspace("data", KeyspaceCreateOptions::default)
             .map_err(engine)?;
+        let expiry = db
+            .keyspace("expiry", KeyspaceCreateOptions::default)
+            .map_err(engine)?;
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(engine)?;
-        Ok(Self { db, data, meta })
+        Ok(Self {
+            db,
+            data,
+            expiry,
+            meta,
+        })
+    }
+
+    fn space(&self, space: Space) -> &Keyspace {
+        match space {
+            Space::Data => &self.data,
+            Space::Expiry => &self.expiry,
+        }
     }
 }
 
 impl Store for FjallStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.data.get(key).map_err(engine)?.map(|v| v.to_vec()))
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .space(space)
+            .get(key)
+            .map_err(engine)?
+            .map(|v| v.to_vec()))
     }
 
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
-        for (key, value) in ops {
-            match value {
-                Some(value) => batch.insert(&self.data, key, value),
-                None => batch.remove(&self.data, key),
+        for op in ops {
+            let keyspace = self.space(op.space);
+            match op.value {
+                Some(value) => batch.insert(keyspace, op.key, value),
+                None => batch.remove(keyspace, op.key),
             }
         }
         batch.commit().map_err(engine)
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        self.data.clear().map_err(engine)?;
+        self.expiry.clear().map_err(engine)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
         self.db.persist(PersistMode::SyncAll).map_err(engine)
     }
 
-    fn scan(&self, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
-        self.data
+    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        self.space(space)
             .range(from..)
             .take(limit)
             .map(|guard| {
@@ -95,18 +122,25 @@ mod tests {
         {
             let store = FjallStore::open(dir.path()).expect("open");
             store
-                .apply(vec![(b"\0\0k".to_vec(), Some(b"v".to_vec()))])
+                .apply(vec![BatchOp::put(
+                    Space::Data,
+                    b"\0\0k".to_vec(),
+                    b"v".to_vec(),
+                )])
                 .expect("apply");
             store.sync().expect("sync");
             store.meta_put("node_id", b"12345678").expect("meta");
         }
         let store = FjallStore::open(dir.path()).expect("reopen");
-        assert_eq!(store.get(b"\0\0k").expect("get"), Some(b"v".to_vec()));
+        assert_eq!(
+            store.get(Space::Data, b"\0\0k").expect("get"),
+            Some(b"v".to_vec())
+        );
         assert_eq!(
             store.meta_get("node_id").expect("meta"),
             Some(b"12345678".to_vec())
         );
-        let all = store.scan(b"", 10).expect("scan");
+        let all = store.scan(Space::Data, b"", 10).expect("scan");
         assert_eq!(all, vec![(b"\0\0k".to_vec(), b"v".to_vec())]);
     }
 }

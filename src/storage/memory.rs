@@ -2,8 +2,10 @@
 //! what was synced apart from what was only applied, so a simulated crash
 //! ([`MemoryStore::crash`]) loses exactly what a real one could.
 
-use super::{BatchOp, Entries, Store, StoreError};
+use super::{BatchOp, Entries, Space, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
+
+type Map = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// A [`Store`] in memory.
@@ -14,11 +16,11 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    data: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Ops applied since the last sync, oldest first.
-    unsynced: Vec<BatchOp>,
+    data: Map,
+    /// Ops applied since the last sync, oldest first (`None`: a clear).
+    unsynced: Vec<Option<BatchOp>>,
     /// The data as of the last sync.
-    synced: BTreeMap<Vec<u8>, Vec<u8>>,
+    synced: Map,
     meta: HashMap<String, Vec<u8>>,
 }
 
@@ -40,24 +42,44 @@ impl MemoryStore {
     }
 }
 
-fn apply_to(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, (key, value): BatchOp) {
-    match value {
-        Some(value) => map.insert(key, value),
-        None => map.remove(&key),
-    };
+fn apply_to(map: &mut Map, op: Option<BatchOp>) {
+    match op {
+        Some(BatchOp {
+            space,
+            key,
+            value: Some(value),
+        }) => {
+            map.insert((space, key), value);
+        }
+        Some(BatchOp {
+            space,
+            key,
+            value: None,
+        }) => {
+            map.remove(&(space, key));
+        }
+        None => map.clear(),
+    }
 }
 
 impl Store for MemoryStore {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().data.get(key).cloned())
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().data.get(&(space, key.to_vec())).cloned())
     }
 
     fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for op in ops {
-            apply_to(&mut inner.data, op.clone());
-            inner.unsynced.push(op);
+            apply_to(&mut inner.data, Some(op.clone()));
+            inner.unsynced.push(Some(op));
         }
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.data.clear();
+        inner.unsynced.push(None);
         Ok(())
     }
 
@@ -70,13 +92,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn scan(&self, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
+    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
         Ok(self
             .lock()
             .data
-            .range(from.to_vec()..)
+            .range((space, from.to_vec())..)
+            .take_while(|((s, _), _)| *s == space)
             .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
     }
 

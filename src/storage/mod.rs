@@ -46,8 +46,48 @@ pub enum StoreError {
     Incompatible(String),
 }
 
+/// The keyspaces of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Space {
+    /// Storage key → record.
+    Data,
+    /// Expiry index: live-until (8 bytes, big-endian ms) ‖ storage key →
+    /// empty. One entry per key whose every value expires, kept in the
+    /// same batch as the record, so the reaper finds what expired without
+    /// scanning the data.
+    Expiry,
+}
+
 /// One change in a batch: `Some` puts the bytes, `None` deletes the key.
-pub type BatchOp = (Vec<u8>, Option<Vec<u8>>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOp {
+    /// Which keyspace.
+    pub space: Space,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value, or `None` to delete.
+    pub value: Option<Vec<u8>>,
+}
+
+impl BatchOp {
+    /// Puts `value` at `key` in `space`.
+    pub fn put(space: Space, key: Vec<u8>, value: Vec<u8>) -> Self {
+        Self {
+            space,
+            key,
+            value: Some(value),
+        }
+    }
+
+    /// Deletes `key` from `space`.
+    pub fn delete(space: Space, key: Vec<u8>) -> Self {
+        Self {
+            space,
+            key,
+            value: None,
+        }
+    }
+}
 
 /// Key-value pairs read by a scan, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
@@ -57,11 +97,11 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// Writes become visible when `apply` returns and durable when a later
 /// `sync` returns; the caller decides when to sync ([`GroupCommit`]).
 pub trait Store: Send + Sync + 'static {
-    /// Reads one data key.
+    /// Reads one key.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when the engine fails.
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Applies all ops atomically (all or none visible after a crash).
     ///
@@ -75,11 +115,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Engine`] when the engine fails.
     fn sync(&self) -> Result<(), StoreError>;
 
-    /// Up to `limit` data entries with keys at or after `from`, in key order.
+    /// Up to `limit` entries of `space` with keys at or after `from`, in
+    /// key order.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when the engine fails.
-    fn scan(&self, from: &[u8], limit: usize) -> Result<Entries, StoreError>;
+    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Entries, StoreError>;
+
+    /// Removes every entry of every keyspace but meta (FLUSHALL).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn clear(&self) -> Result<(), StoreError>;
 
     /// Reads a meta entry (node id, partition count, format).
     ///
@@ -150,6 +197,20 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
             })
         }
     }
+}
+
+/// Gives the node a new id (FLUSHALL: dots of the new id cannot collide
+/// with dots of data that was cleared) and records it.
+///
+/// # Errors
+/// The store's.
+pub fn renew_node_id(store: &dyn Store, meta: Meta) -> Result<Meta, StoreError> {
+    let renewed = Meta {
+        node_id: random_node_id(),
+        ..meta
+    };
+    store.meta_put("node_id", &renewed.node_id.to_be_bytes())?;
+    Ok(renewed)
 }
 
 fn random_node_id() -> NodeId {

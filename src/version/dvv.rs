@@ -213,6 +213,12 @@ impl<T: Clone> DvvSet<T> {
                 .all(|s| !other.context.covers(s.0) || other.siblings.iter().any(|o| o.0 == s.0))
     }
 
+    /// Drops the siblings whose value fails `keep`, leaving the context as
+    /// it is: the dropped dots count as seen and superseded (expiry).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.siblings.retain(|(_, value)| keep(value));
+    }
+
     /// Keeps at most `max` siblings (at least one), dropping those that
     /// sort lowest by `order` — last writer wins among the overflow. The
     /// context still covers the dropped dots, so replicas that see them

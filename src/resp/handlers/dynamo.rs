@@ -79,7 +79,13 @@ async fn write_with_context(
     match ctx
         .shared
         .coordinator
-        .write(vec![(args[1].clone(), op)], WriteOptions { w })
+        .write(
+            vec![(args[1].clone(), op)],
+            WriteOptions {
+                w,
+                ..WriteOptions::default()
+            },
+        )
         .await
     {
         Ok(mut written) => match written.pop().and_then(|w| w.current) {

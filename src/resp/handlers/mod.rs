@@ -41,8 +41,8 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
         Cmd::Command => server::command(args),
         Cmd::Config => server::config(ctx, args),
         Cmd::Info => server::info(ctx, args).await,
-        Cmd::Dbsize => match ctx.shared.coordinator.key_count().await {
-            Ok(n) => Reply::Integer(n as i64),
+        Cmd::Dbsize => match ctx.shared.coordinator.key_counts().await {
+            Ok(counts) => Reply::Integer(counts.keys as i64),
             Err(e) => coordinator_error(&e),
         },
         Cmd::Time => server::time(),
@@ -98,5 +98,6 @@ pub fn coordinator_error(error: &CoordinatorError) -> Reply {
             Reply::error(format!("ERR {error}"))
         }
         CoordinatorError::ShuttingDown => Reply::error("ERR node is shutting down"),
+        CoordinatorError::Rejected(e) => Reply::error(format!("ERR {e}")),
     }
 }

@@ -278,9 +278,10 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         );
     }
     if wanted("keyspace") {
-        let keys = coordinator.key_count().await.unwrap_or(0);
-        let fields = if keys > 0 {
-            vec![("db0", format!("keys={keys},expires=0,avg_ttl=0"))]
+        let counts = coordinator.key_counts().await.unwrap_or_default();
+        let fields = if counts.keys > 0 {
+            let (keys, expires) = (counts.keys, counts.expires);
+            vec![("db0", format!("keys={keys},expires={expires},avg_ttl=0"))]
         } else {
             Vec::new()
         };
