@@ -181,6 +181,34 @@ impl Settings {
     }
 }
 
+impl From<&Config> for Settings {
+    /// Every resolved value, explicitly (CONFIG REWRITE writes them all).
+    fn from(c: &Config) -> Self {
+        Settings {
+            bind: Some(c.bind.clone()),
+            port: Some(c.port),
+            peer_port: Some(c.peer_port),
+            data_dir: Some(c.data_dir.clone()),
+            fsync: Some(c.fsync),
+            join: c.join.clone(),
+            node_name: Some(c.node_name.clone()),
+            weight: Some(c.weight),
+            zone: c.zone.clone(),
+            replicas: Some(c.replicas),
+            read_quorum: Some(c.read_quorum),
+            write_quorum: Some(c.write_quorum),
+            cluster_name: Some(c.cluster_name.clone()),
+            cluster_secret: c.cluster_secret.clone(),
+            requirepass: c.requirepass.clone(),
+            maxclients: Some(c.maxclients),
+            log_level: Some(c.log_level.clone()),
+            partitions: Some(c.partitions),
+            siblings_max: Some(c.siblings_max),
+            proto_max_bulk_len: Some(c.proto_max_bulk_len),
+        }
+    }
+}
+
 /// What the node runs with; every field resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -321,6 +349,14 @@ mod tests {
         assert_eq!(config.fsync, FsyncPolicy::Always);
         assert_eq!(config.join, vec!["a:1".to_owned()]);
         assert_eq!(config.bind, "127.0.0.1");
+    }
+
+    #[test]
+    fn rewritten_settings_resolve_to_the_same_config() {
+        let config = Config::default();
+        let text = toml::to_string(&Settings::from(&config)).expect("toml");
+        let back: Settings = toml::from_str(&text).expect("parse");
+        assert_eq!(Config::resolve(back, None).expect("config"), config);
     }
 
     #[test]

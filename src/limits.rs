@@ -67,3 +67,11 @@ pub const EXPIRE_REAP_BATCHES_PER_TICK: usize = 20;
 
 /// How often the expiry reaper wakes, in milliseconds.
 pub const EXPIRE_REAP_INTERVAL_MS: u64 = 100;
+
+/// Records read per step when a command walks a partition (KEYS, SCAN,
+/// RANDOMKEY).
+pub const PARTITION_PAGE_RECORDS: usize = 1024;
+
+/// Most records one SCAN call reads from a single partition before it
+/// returns a cursor inside that partition (only huge partitions need one).
+pub const SCAN_PARTITION_RECORDS_MAX: usize = 10_000;

@@ -244,7 +244,7 @@ impl Replica {
     /// lock, stores every planned write in one atomic batch, and returns
     /// once the batch is as durable as the fsync policy promises. Dots are
     /// minted with this node's id. With `all_or_nothing`, one declining
-    /// planner cancels every write (MSETNX).
+    /// planner cancels every write (MSETNX) and the result is empty.
     ///
     /// # Errors
     /// The outer error is the store's, the inner a planner's rejection;
@@ -281,11 +281,7 @@ impl Replica {
                 delta.record(skey, previous.as_ref(), record);
                 pending.push((skey, record.clone()));
             } else if all_or_nothing {
-                let declined = Written {
-                    previous,
-                    current: None,
-                };
-                return Ok(Ok(vec![declined]));
+                return Ok(Ok(Vec::new()));
             }
             outcomes.push(Written { previous, current });
         }

@@ -3,12 +3,12 @@
 
 use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, OpError, ReadOptions,
-    ScanPage, WriteOp, WriteOptions,
+    WriteOp, WriteOptions,
 };
 use crate::clock::Clock;
 use crate::replica::{Planner, Replica, Written, next_key};
-use crate::storage::StoreError;
 use crate::storage::record::Record;
+use crate::storage::{StoreError, split_storage_key, storage_key};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -72,22 +72,34 @@ impl Coordinator for LocalCoordinator {
         })
     }
 
-    fn scan(
+    fn partitions(&self) -> u32 {
+        self.replica.meta().partitions
+    }
+
+    fn scan_partition(
         &self,
-        from: Vec<u8>,
-        count: usize,
-    ) -> BoxFuture<'_, Result<ScanPage, CoordinatorError>> {
+        partition: u16,
+        after: Option<Bytes>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Bytes, Record)>, CoordinatorError>> {
         Box::pin(self.blocking(move |replica| {
-            let rows = replica.scan(&from, count.max(1))?;
-            let next = (rows.len() >= count.max(1))
-                .then(|| rows.last().map(|(skey, _, _)| next_key(skey)))
-                .flatten();
-            let entries = rows
+            let from = match &after {
+                Some(key) => next_key(&storage_key(partition, key)),
+                None => storage_key(partition, b""),
+            };
+            let rows = replica.scan(&from, limit.max(1))?;
+            Ok(rows
                 .into_iter()
+                .take_while(|(skey, _, _)| {
+                    split_storage_key(skey).is_some_and(|(p, _)| p == partition)
+                })
                 .map(|(_, key, record)| (key, record))
-                .collect();
-            Ok(ScanPage { entries, next })
+                .collect())
         }))
+    }
+
+    fn set_siblings_max(&self, max: usize) {
+        self.replica.set_siblings_max(max);
     }
 
     fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>> {
@@ -101,6 +113,7 @@ impl Coordinator for LocalCoordinator {
             Ok(KeyCounts {
                 keys,
                 expires: expiring.saturating_sub(unreaped),
+                expired: replica.stats().expired_keys.load(Ordering::Relaxed),
             })
         }))
     }

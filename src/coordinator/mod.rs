@@ -75,15 +75,8 @@ pub struct KeyCounts {
     pub keys: u64,
     /// Of those, keys with an expiry.
     pub expires: u64,
-}
-
-/// One page of a keyspace scan.
-#[derive(Debug, Clone, Default)]
-pub struct ScanPage {
-    /// `(user key, record)` in cursor order.
-    pub entries: Vec<(Bytes, Record)>,
-    /// Where the next page starts (a storage key), or `None` at the end.
-    pub next: Option<Vec<u8>>,
+    /// Keys whose values expired and were removed, since start.
+    pub expired: u64,
 }
 
 /// Counters a coordinator reports in `INFO dynamo`.
@@ -111,13 +104,21 @@ pub trait Coordinator: Send + Sync + 'static {
         options: WriteOptions,
     ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>>;
 
-    /// Up to `count` records from the storage-key cursor `from` (the empty
-    /// cursor is the start), in partition then key order.
-    fn scan(
+    /// Q, the number of partitions keys are spread over.
+    fn partitions(&self) -> u32;
+
+    /// Up to `limit` records of `partition` whose keys sort after `after`
+    /// (from the partition's start for `None`), in key order. Deleted and
+    /// expired records are included: callers filter.
+    fn scan_partition(
         &self,
-        from: Vec<u8>,
-        count: usize,
-    ) -> BoxFuture<'_, Result<ScanPage, CoordinatorError>>;
+        partition: u16,
+        after: Option<Bytes>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Bytes, Record)>, CoordinatorError>>;
+
+    /// Sets the sibling bound (CONFIG SET siblings-max).
+    fn set_siblings_max(&self, max: usize);
 
     /// Keys holding a live value, and how many of them expire.
     fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>>;

@@ -45,19 +45,38 @@ pub enum Expiry {
     Keep,
 }
 
-/// EXPIRE's NX / XX / GT / LT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpireWhen {
-    /// Always.
-    Always,
+/// EXPIRE's NX / XX / GT / LT flags, checked as Redis checks them (no
+/// expiry counts as infinite for GT and LT).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpireWhen {
     /// Only if the key has no expiry.
-    Nx,
+    pub nx: bool,
     /// Only if the key has an expiry.
-    Xx,
-    /// Only if the new expiry is later (no expiry counts as infinite).
-    Gt,
-    /// Only if the new expiry is earlier.
-    Lt,
+    pub xx: bool,
+    /// Only if the new expiry is later than the current one.
+    pub gt: bool,
+    /// Only if the new expiry is earlier than the current one.
+    pub lt: bool,
+}
+
+impl ExpireWhen {
+    /// Whether moving the expiry from `old` to `new` is allowed.
+    fn allows(self, old: Option<u64>, new: Option<u64>) -> bool {
+        let later = match (old, new) {
+            (Some(old), Some(new)) => new > old,
+            (None, _) => false,
+            (Some(_), None) => true,
+        };
+        let earlier = match (old, new) {
+            (Some(old), Some(new)) => new < old,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        !(self.nx && old.is_some())
+            && !(self.xx && old.is_none())
+            && !(self.gt && !later)
+            && !(self.lt && !earlier)
+    }
 }
 
 /// What the write stores.
@@ -248,16 +267,7 @@ impl WriteOp {
                 let Some((value, old)) = winner else {
                     return Ok(None);
                 };
-                let allowed = match (when, old, at) {
-                    (ExpireWhen::Always, _, _) => true,
-                    (ExpireWhen::Nx, old, _) => old.is_none(),
-                    (ExpireWhen::Xx, old, _) => old.is_some(),
-                    (ExpireWhen::Gt, Some(old), Some(new)) => new > &old,
-                    (ExpireWhen::Gt, _, _) => false,
-                    (ExpireWhen::Lt, None, Some(_)) => true,
-                    (ExpireWhen::Lt, Some(old), Some(new)) => new < &old,
-                    (ExpireWhen::Lt, _, None) => false,
-                };
+                let allowed = when.allows(old, *at);
                 match at {
                     _ if !allowed => Ok(None),
                     None if old.is_none() => Ok(None), // PERSIST without a TTL
@@ -357,6 +367,25 @@ mod tests {
     fn expire_conditions_as_redis() {
         let with_ttl = record(b"v", Some(500));
         let without = record(b"v", None);
+        let (nx, gt, lt) = (
+            ExpireWhen {
+                nx: true,
+                ..ExpireWhen::default()
+            },
+            ExpireWhen {
+                gt: true,
+                ..ExpireWhen::default()
+            },
+            ExpireWhen {
+                lt: true,
+                ..ExpireWhen::default()
+            },
+        );
+        let xx_lt = ExpireWhen {
+            xx: true,
+            lt: true,
+            ..ExpireWhen::default()
+        };
         let expire = |r: &Record, at, when| {
             value_of(
                 WriteOp::known(Change::Expire { at, when })
@@ -364,29 +393,21 @@ mod tests {
                     .expect("ok"),
             )
         };
-        assert_eq!(
-            expire(&without, Some(900), ExpireWhen::Nx),
-            Some((b"v".to_vec(), Some(900)))
-        );
-        assert_eq!(expire(&with_ttl, Some(900), ExpireWhen::Nx), None);
-        assert_eq!(
-            expire(&with_ttl, Some(900), ExpireWhen::Gt),
-            Some((b"v".to_vec(), Some(900)))
-        );
-        assert_eq!(expire(&without, Some(900), ExpireWhen::Gt), None);
-        assert_eq!(
-            expire(&without, Some(900), ExpireWhen::Lt),
-            Some((b"v".to_vec(), Some(900)))
-        );
-        assert_eq!(
-            expire(&with_ttl, None, ExpireWhen::Always),
-            Some((b"v".to_vec(), None))
-        );
-        assert!(expire(&without, None, ExpireWhen::Always).is_none());
+        let always = ExpireWhen::default();
+        let set_to = |at| Some((b"v".to_vec(), at));
+        assert_eq!(expire(&without, Some(900), nx), set_to(Some(900)));
+        assert_eq!(expire(&with_ttl, Some(900), nx), None);
+        assert_eq!(expire(&with_ttl, Some(900), gt), set_to(Some(900)));
+        assert_eq!(expire(&without, Some(900), gt), None);
+        assert_eq!(expire(&without, Some(900), lt), set_to(Some(900)));
+        assert_eq!(expire(&without, Some(900), xx_lt), None);
+        assert_eq!(expire(&with_ttl, Some(400), xx_lt), set_to(Some(400)));
+        assert_eq!(expire(&with_ttl, None, always), set_to(None));
+        assert!(expire(&without, None, always).is_none());
         // an expiry in the past deletes: the planned sibling is a tombstone
         let past = WriteOp::known(Change::Expire {
             at: Some(50),
-            when: ExpireWhen::Always,
+            when: always,
         })
         .plan(Some(&with_ttl), 100)
         .expect("ok")

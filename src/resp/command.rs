@@ -3,12 +3,14 @@
 //! the handler. Arity and flags come from [`super::table`], so what
 //! COMMAND reports is what dispatch enforces.
 
-use super::conn::Session;
+use super::conn::{Session, Watched};
 use super::handlers;
 use super::reply::Reply;
 use super::server::Shared;
 use super::table::{self, CommandMeta};
+use crate::coordinator::ReadOptions;
 use crate::limits::MULTI_QUEUE_LEN_MAX;
+use crate::storage::record::is_live;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -43,10 +45,45 @@ pub enum Cmd {
     Mget,
     Mset,
     Type,
+    Setnx,
+    Msetnx,
+    Getset,
+    Getdel,
+    Getex,
+    Setex,
+    Psetex,
+    Append,
+    Strlen,
+    Setrange,
+    Getrange,
+    Incr,
+    Decr,
+    Incrby,
+    Decrby,
+    // keyspace and expiry
+    Keys,
+    Scan,
+    Randomkey,
+    Rename,
+    Renamenx,
+    Copy,
+    Touch,
+    Flushall,
+    Expire,
+    Pexpire,
+    Expireat,
+    Pexpireat,
+    Ttl,
+    Pttl,
+    Expiretime,
+    Pexpiretime,
+    Persist,
     // transactions
     Multi,
     Exec,
     Discard,
+    Watch,
+    Unwatch,
     // the Dynamo face
     Vget,
     Vset,
@@ -77,9 +114,45 @@ const IMPLEMENTED: &[(&str, Cmd)] = &[
     ("mget", Cmd::Mget),
     ("mset", Cmd::Mset),
     ("type", Cmd::Type),
+    ("setnx", Cmd::Setnx),
+    ("msetnx", Cmd::Msetnx),
+    ("getset", Cmd::Getset),
+    ("getdel", Cmd::Getdel),
+    ("getex", Cmd::Getex),
+    ("setex", Cmd::Setex),
+    ("psetex", Cmd::Psetex),
+    ("append", Cmd::Append),
+    ("strlen", Cmd::Strlen),
+    ("setrange", Cmd::Setrange),
+    ("getrange", Cmd::Getrange),
+    ("substr", Cmd::Getrange),
+    ("incr", Cmd::Incr),
+    ("decr", Cmd::Decr),
+    ("incrby", Cmd::Incrby),
+    ("decrby", Cmd::Decrby),
+    ("keys", Cmd::Keys),
+    ("scan", Cmd::Scan),
+    ("randomkey", Cmd::Randomkey),
+    ("rename", Cmd::Rename),
+    ("renamenx", Cmd::Renamenx),
+    ("copy", Cmd::Copy),
+    ("touch", Cmd::Touch),
+    ("flushall", Cmd::Flushall),
+    ("flushdb", Cmd::Flushall),
+    ("expire", Cmd::Expire),
+    ("pexpire", Cmd::Pexpire),
+    ("expireat", Cmd::Expireat),
+    ("pexpireat", Cmd::Pexpireat),
+    ("ttl", Cmd::Ttl),
+    ("pttl", Cmd::Pttl),
+    ("expiretime", Cmd::Expiretime),
+    ("pexpiretime", Cmd::Pexpiretime),
+    ("persist", Cmd::Persist),
     ("multi", Cmd::Multi),
     ("exec", Cmd::Exec),
     ("discard", Cmd::Discard),
+    ("watch", Cmd::Watch),
+    ("unwatch", Cmd::Unwatch),
     ("vget", Cmd::Vget),
     ("vset", Cmd::Vset),
     ("vdel", Cmd::Vdel),
@@ -168,7 +241,14 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
     if !command.meta.subcommands.is_empty() && args.len() >= 2 {
         match command.meta.subcommand(&args[1]) {
             Some(sub) => command.meta = sub,
-            None if args[1].eq_ignore_ascii_case(b"help") => return help(command.meta),
+            // `<CONTAINER> HELP` is a subcommand of arity 2 in Redis
+            // (`client|help`): checked, queued in MULTI, answered in `run`.
+            None if args[1].eq_ignore_ascii_case(b"help") => {
+                if args.len() != 2 {
+                    session.multi_failed |= session.multi.is_some();
+                    return wrong_arity(&format!("{}|help", command.meta.name));
+                }
+            }
             None => {
                 session.multi_failed |= session.multi.is_some();
                 return Reply::error(format!(
@@ -180,17 +260,19 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
         }
     }
     if !arity_ok(command.meta.arity, args.len()) {
-        session.multi_failed |= session.multi.is_some();
-        return wrong_arity(command.meta.name);
+        return reject(session, command.cmd, wrong_arity(command.meta.name));
     }
     if !session.authenticated && !command.meta.flags.contains(&"no_auth") {
-        session.multi_failed |= session.multi.is_some();
-        return Reply::error("NOAUTH Authentication required.");
+        return reject(
+            session,
+            command.cmd,
+            Reply::error("NOAUTH Authentication required."),
+        );
     }
     if let Some(queue) = &mut session.multi
         && !matches!(
             command.cmd,
-            Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Quit | Cmd::Reset
+            Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
         )
     {
         if queue.len() >= MULTI_QUEUE_LEN_MAX {
@@ -214,8 +296,25 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             session.info.update(|s| s.multi = 0);
             Reply::OK
         }
+        Cmd::Watch if session.multi.is_some() => {
+            Reply::error("ERR WATCH inside MULTI is not allowed")
+        }
+        Cmd::Watch => match snapshot(shared, &args[1..]).await {
+            Ok(watched) => {
+                session.watched.extend(watched);
+                Reply::OK
+            }
+            Err(reply) => reply,
+        },
+        Cmd::Unwatch => {
+            session.watched.clear();
+            Reply::OK
+        }
         Cmd::Discard => match end_multi(session) {
-            Some(_) => Reply::OK,
+            Some(_) => {
+                session.watched.clear();
+                Reply::OK
+            }
             None => Reply::error("ERR DISCARD without MULTI"),
         },
         Cmd::Exec => {
@@ -251,8 +350,44 @@ fn help(container: &CommandMeta) -> Reply {
         lines.push(format!("    {}", sub.doc.summary));
     }
     lines.push("HELP".to_owned());
-    lines.push("    Print this help.".to_owned());
+    lines.push("    Prints this help.".to_owned());
     Reply::Array(lines.into_iter().map(Reply::Status).collect())
+}
+
+/// Redis's `rejectCommand`: a rejected command fails an open transaction;
+/// a rejected EXEC discards it and says why as EXECABORT.
+fn reject(session: &mut Session, cmd: Cmd, error: Reply) -> Reply {
+    if cmd != Cmd::Exec {
+        session.multi_failed |= session.multi.is_some();
+        return error;
+    }
+    end_multi(session);
+    match error {
+        Reply::Error(text) => Reply::error(format!(
+            "EXECABORT Transaction discarded because of: {}",
+            text.strip_prefix("ERR ").unwrap_or(&text)
+        )),
+        other => other,
+    }
+}
+
+/// What WATCH remembers of `keys`: each key's context and liveness now.
+async fn snapshot(shared: &Shared, keys: &[Bytes]) -> Result<Vec<Watched>, Reply> {
+    let coordinator = &shared.coordinator;
+    let records = coordinator
+        .read(keys.to_vec(), ReadOptions::default())
+        .await
+        .map_err(|e| handlers::coordinator_error(&e))?;
+    let now = coordinator.now_ms();
+    Ok(keys
+        .iter()
+        .zip(records)
+        .map(|(key, record)| Watched {
+            key: key.clone(),
+            live: record.as_ref().is_some_and(|r| is_live(r, now)),
+            context: record.map(|r| r.context().clone()).unwrap_or_default(),
+        })
+        .collect())
 }
 
 fn end_multi(session: &mut Session) -> Option<Vec<Vec<Bytes>>> {
@@ -270,6 +405,12 @@ async fn run(shared: &Shared, session: &mut Session, command: Command, args: Vec
         s.last_active = Instant::now();
         s.last_command = command.meta.name.to_owned();
     });
+    if !command.meta.subcommands.is_empty()
+        && args.len() == 2
+        && args[1].eq_ignore_ascii_case(b"help")
+    {
+        return help(command.meta);
+    }
     let mut ctx = handlers::Ctx { shared, session };
     handlers::dispatch(&mut ctx, command, &args).await
 }

@@ -139,6 +139,19 @@ pub struct Session {
     pub multi_failed: bool,
     /// Close after sending the replies so far (QUIT).
     pub closing: bool,
+    /// WATCHed keys with the context and liveness they had then.
+    pub watched: Vec<Watched>,
+}
+
+/// A WATCHed key as it was when watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watched {
+    /// The key.
+    pub key: Bytes,
+    /// Its context: any write through any coordinator changes it.
+    pub context: crate::version::VersionVector,
+    /// Whether it held a live value (Redis counts expiry as a change).
+    pub live: bool,
 }
 
 impl Session {
@@ -151,6 +164,7 @@ impl Session {
             multi: None,
             multi_failed: false,
             closing: false,
+            watched: Vec::new(),
         }
     }
 }

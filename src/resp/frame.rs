@@ -189,7 +189,14 @@ impl RequestParser {
 
 /// Parses one inline command line (`PING\r\n`, `SET "a b" c\n`).
 fn inline(buf: &mut BytesMut) -> Parsed {
-    let Some(newline) = buf.iter().position(|&b| b == b'\n') else {
+    // Redis finds the line end with strchr, which stops at a NUL byte: a
+    // NUL before the newline leaves the request incomplete until the
+    // buffer passes the inline limit.
+    let Some(newline) = buf
+        .iter()
+        .take_while(|&&b| b != 0)
+        .position(|&b| b == b'\n')
+    else {
         return if buf.len() > INLINE_BYTES_MAX {
             protocol_error("too big inline request")
         } else {
@@ -210,6 +217,9 @@ fn inline(buf: &mut BytesMut) -> Parsed {
 /// 'single quotes' take \'; a closing quote must end the argument.
 /// Returns `None` for unbalanced quotes.
 pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+    // sdssplitargs works on a C string: a NUL ends the line. (Without this
+    // an unquoted NUL would end an empty argument without advancing.)
+    let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
     let mut args = Vec::new();
     let mut i = 0;
     loop {

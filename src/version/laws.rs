@@ -26,10 +26,24 @@ fn causal(_: &Dot, value: &u32) -> u64 {
     u64::from(*value)
 }
 
-/// Timestamps from skewed clocks: unrelated to causality, with many ties
-/// (so the dot tie-break matters).
+/// Timestamps from perfect clocks read in coarse ticks: causal except that
+/// writes in one tick tie and the dot decides, like `lww_order` within a
+/// millisecond.
+fn coarse(_: &Dot, value: &u32) -> u64 {
+    u64::from(*value / 4)
+}
+
+/// Timestamps from skewed clocks: unrelated to causality.
 fn skewed(_: &Dot, value: &u32) -> u64 {
     u64::from(value.wrapping_mul(0x9E37_79B9) >> 29)
+}
+
+fn orders() -> impl Strategy<Value = Order> {
+    prop_oneof![
+        Just(causal as Order),
+        Just(coarse as Order),
+        Just(skewed as Order)
+    ]
 }
 
 fn node(replica: usize) -> NodeId {
@@ -99,7 +113,11 @@ fn run(ops: &[Op], bound: Option<(usize, Order)>) -> Run {
                 };
                 let value = writes.len() as u32 + 1;
                 let dot = replicas[*at].update(&context, node(*at), value);
-                writes.push(Write { dot, value, context });
+                writes.push(Write {
+                    dot,
+                    value,
+                    context,
+                });
                 *at
             }
             Op::Sync { into, from } => {
@@ -210,19 +228,29 @@ proptest! {
 
     // Law 4: a write whose context covers every sibling (the state's own VGET context, or that
     // joined with a context read elsewhere) leaves exactly the new value; checked on every kind
-    // of reachable state, together with the general rule "uncovered siblings stay, plus the new one".
+    // of reachable state, with the general rule "uncovered siblings stay, plus the new one".
     #[test]
-    fn covering_update_leaves_one_sibling(ops in history(), i: Index, extra: Index, join_extra: bool) {
+    fn covering_update_leaves_one_sibling(
+        ops in history(),
+        i: Index,
+        extra: Index,
+        join_extra: bool,
+    ) {
         let h = run(&ops, None);
         let (owner, state) = i.get(&h.snapshots);
         let other = extra.get(&h.contexts);
-        let context = if join_extra { joined(state.context(), other) } else { state.context().clone() };
+        let context = if join_extra {
+            joined(state.context(), other)
+        } else {
+            state.context().clone()
+        };
         let value = h.next_value();
         let mut after = state.clone();
         let dot = after.update(&context, node(*owner), value);
         prop_assert_eq!(after.siblings(), &[(dot, value)][..]);
         prop_assert_eq!(dot.node, node(*owner));
-        prop_assert_eq!(dot.counter, state.context().get(node(*owner)).max(context.get(node(*owner))) + 1);
+        let own = node(*owner);
+        prop_assert_eq!(dot.counter, state.context().get(own).max(context.get(own)) + 1);
         let mut expected_context = joined(state.context(), &context);
         expected_context.witness(dot.node, dot.counter);
         prop_assert_eq!(after.context(), &expected_context);
@@ -230,7 +258,8 @@ proptest! {
         // General rule, with a context that need not cover everything.
         let mut partial = state.clone();
         let dot = partial.update(other, node(*owner), value);
-        let mut expected: Vec<(Dot, u32)> = state.siblings().iter().filter(|s| !other.covers(s.0)).copied().collect();
+        let mut expected: Vec<(Dot, u32)> =
+            state.siblings().iter().filter(|s| !other.covers(s.0)).copied().collect();
         expected.push((dot, value));
         expected.sort();
         prop_assert_eq!(partial.siblings(), &expected[..]);
@@ -238,9 +267,13 @@ proptest! {
 
     // Law 5: two writes from one context that was the state's context leave both values and only
     // them, whether both go through one replica or through two that then sync; and when the context
-    // was only the first replica's, the second keeps exactly its own siblings that context did not cover.
+    // was only the first replica's, the second keeps exactly its own siblings it did not cover.
     #[test]
-    fn two_updates_from_one_context_leave_two_siblings(ops in history(), r in 0..REPLICAS, s in 0..REPLICAS) {
+    fn two_updates_from_one_context_leave_two_siblings(
+        ops in history(),
+        r in 0..REPLICAS,
+        s in 0..REPLICAS,
+    ) {
         let h = run(&ops, None);
         let (v1, v2) = (h.next_value(), h.next_value() + 1);
 
@@ -258,7 +291,7 @@ proptest! {
         };
         prop_assert_eq!(values(&result), BTreeSet::from([v1, v2]));
 
-        // Both clients read r only; the write through s then sits beside s's siblings r had not seen.
+        // Both clients read r only; the write through s sits beside s's siblings r had not seen.
         if r != s {
             let context = h.replicas[r].context().clone();
             let mut at_r = h.replicas[r].clone();
@@ -274,7 +307,7 @@ proptest! {
     }
 
     // Law 6: no lost and no phantom write; the merge of all replicas holds exactly the writes no
-    // later write's context covered, each with its own value, and its context is everything written.
+    // later write's context covered, each with its own value; its context is everything written.
     #[test]
     fn merge_keeps_exactly_the_unsuperseded_writes(ops in history()) {
         let h = run(&ops, None);
@@ -296,14 +329,26 @@ proptest! {
         }
     }
 
-    // Law 7: covers_set(a, b) holds exactly when a.sync(b) == a; checked on random pairs and on
-    // pairs built to be covering (a⊔b over a, b) so both answers are exercised.
+    // Law 7: covers_set(a, b) holds exactly when a.sync(b) == a; checked on random pairs, on pairs
+    // built to be covering (a⊔b over a, b), and on bounded states (the only ones where a context
+    // can cover a dot without holding anything after it, so the sibling check matters).
     #[test]
-    fn covers_set_iff_sync_changes_nothing(ops in history(), i: Index, j: Index) {
+    fn covers_set_iff_sync_changes_nothing(
+        ops in history(),
+        i: Index,
+        j: Index,
+        max in 1..=3usize,
+        order in orders(),
+    ) {
         let h = run(&ops, None);
+        let lossy = run(&ops, Some((max, order)));
         let (a, b) = (h.pick(&i), h.pick(&j));
-        let ab = synced(a, b);
-        for (x, y) in [(a, b), (b, a), (&ab, a), (&ab, b), (a, &ab), (a, a)] {
+        let (la, lb) = (lossy.pick(&i), lossy.pick(&j));
+        let (ab, lab, a_cut) = (synced(a, b), synced(la, lb), bounded(a, max, order));
+        for (x, y) in [
+            (a, b), (b, a), (&ab, a), (&ab, b), (a, &ab), (a, a),
+            (la, lb), (lb, la), (&lab, la), (la, &lab), (a, &a_cut), (&a_cut, a), (a, la), (la, b),
+        ] {
             prop_assert_eq!(x.covers_set(y), &synced(x, y) == x, "x={:?} y={:?}", x, y);
         }
         prop_assert!(ab.covers_set(a) && ab.covers_set(b));
@@ -312,16 +357,21 @@ proptest! {
     // Law 8a: bound keeps min(len, max(max, 1)) siblings, exactly the top ones by (order, dot), a
     // subset of the old ones, leaves the context alone and reports how many it dropped.
     #[test]
-    fn bound_keeps_the_top_siblings(ops in history(), i: Index, max in 0..=4usize, skew: bool) {
+    fn bound_keeps_the_top_siblings(
+        ops in history(),
+        i: Index,
+        max in 0..=4usize,
+        order in orders(),
+    ) {
         let h = run(&ops, None);
-        let order: Order = if skew { skewed } else { causal };
         let before = h.pick(&i);
         let mut after = before.clone();
         let dropped = after.bound(max, order);
         prop_assert_eq!(after.context(), before.context());
         prop_assert_eq!(after.siblings().len(), before.siblings().len().min(max.max(1)));
         prop_assert_eq!(dropped, before.siblings().len() - after.siblings().len());
-        let mut ranked: Vec<(u64, Dot, u32)> = before.siblings().iter().map(|(d, v)| (order(d, v), *d, *v)).collect();
+        let mut ranked: Vec<(u64, Dot, u32)> =
+            before.siblings().iter().map(|(d, v)| (order(d, v), *d, *v)).collect();
         ranked.sort();
         let kept: Vec<(Dot, u32)> = ranked[dropped..].iter().map(|r| (r.1, r.2))
             .collect::<BTreeSet<_>>().into_iter().collect();
@@ -331,11 +381,16 @@ proptest! {
 
     // Law 8b (what survives of "bound commutes with sync", which fails in general, see the
     // counterexamples below): for any order and max, syncing bounded states gives the same context
-    // as syncing the unbounded ones and a subset of its siblings; bounding never invents or revives.
+    // as syncing the unbounded ones and a subset of its siblings: bound never invents or revives.
     #[test]
-    fn syncing_bounded_states_only_loses_siblings(ops in history(), i: Index, j: Index, max in 1..=3usize, skew: bool) {
+    fn syncing_bounded_states_only_loses_siblings(
+        ops in history(),
+        i: Index,
+        j: Index,
+        max in 1..=3usize,
+        order in orders(),
+    ) {
         let h = run(&ops, None);
-        let order: Order = if skew { skewed } else { causal };
         let (a, b) = (h.pick(&i), h.pick(&j));
         let full = synced(a, b);
         let lossy = synced(&bounded(a, max, order), &bounded(b, max, order));
@@ -347,11 +402,17 @@ proptest! {
     // Law 8c: with a causally consistent order (perfect clocks), bounding before the sync keeps
     // the winner of the unbounded sync for any max, and for max = 1 bounding commutes with sync.
     #[test]
-    fn bound_keeps_the_causal_winner_through_sync(ops in history(), i: Index, j: Index, max in 1..=3usize) {
+    fn bound_keeps_the_causal_winner_through_sync(
+        ops in history(),
+        i: Index,
+        j: Index,
+        max in 1..=3usize,
+    ) {
         let h = run(&ops, None);
         let (a, b) = (h.pick(&i), h.pick(&j));
         let full = synced(a, b);
-        let lossy = bounded(&synced(&bounded(a, max, causal), &bounded(b, max, causal)), max, causal);
+        let cut = |x: &State| bounded(x, max, causal);
+        let lossy = cut(&synced(&cut(a), &cut(b)));
         prop_assert_eq!(winner(&lossy, causal), winner(&full, causal));
         if max == 1 {
             prop_assert_eq!(lossy, bounded(&full, 1, causal));
@@ -362,8 +423,11 @@ proptest! {
     // step, the same contexts and dots as the unbounded system and a subset of its siblings (any
     // order); shown by playing one history both ways in lockstep.
     #[test]
-    fn bounded_replicas_shadow_unbounded_ones(ops in history(), max in 1..=3usize, skew: bool) {
-        let order: Order = if skew { skewed } else { causal };
+    fn bounded_replicas_shadow_unbounded_ones(
+        ops in history(),
+        max in 1..=3usize,
+        order in orders(),
+    ) {
         let full = run(&ops, None);
         let lossy = run(&ops, Some((max, order)));
         prop_assert_eq!(
@@ -381,7 +445,12 @@ proptest! {
     // winner (the unbounded winner) from any pair or from all, and for max = 1 on exactly
     // bound(unbounded merge); shown on the lockstep histories of 8d.
     #[test]
-    fn bounded_replicas_converge_on_the_causal_winner(ops in history(), max in 1..=3usize, r in 0..REPLICAS, s in 0..REPLICAS) {
+    fn bounded_replicas_converge_on_the_causal_winner(
+        ops in history(),
+        max in 1..=3usize,
+        r in 0..REPLICAS,
+        s in 0..REPLICAS,
+    ) {
         let full = run(&ops, None);
         let lossy = run(&ops, Some((max, causal)));
         let merged = merge_all(&full.replicas);
@@ -410,7 +479,13 @@ proptest! {
     // Law 9b: descends is a partial order (reflexive, antisymmetric, transitive) whose least upper
     // bound is join, and a descends b exactly when a ⊔ b == a; covers agrees with get.
     #[test]
-    fn descends_is_the_order_of_join(a in vector(), b in vector(), c in vector(), n in 1..=5 as NodeId, k in 1..7u64) {
+    fn descends_is_the_order_of_join(
+        a in vector(),
+        b in vector(),
+        c in vector(),
+        n in 1..=5 as NodeId,
+        k in 1..7u64,
+    ) {
         prop_assert!(a.descends(&a));
         if a.descends(&b) && b.descends(&a) {
             prop_assert_eq!(&a, &b);
@@ -473,23 +548,28 @@ fn design_sibling_example() {
     assert_eq!(other, merged);
 }
 
-// Counterexample to "bound commutes with sync" for max = 2 even with perfect clocks: bounding a
-// state of three concurrent siblings drops x, so x is lost although the merge {x, w} fits the bound.
+// Counterexample to "bound commutes with sync" for max = 2 even with perfect clocks: bounding
+// a state of three concurrent siblings drops x, lost though the merge {x, w} fits the bound.
 #[test]
 fn bound_does_not_commute_with_sync_for_max_2() {
+    let write = |at, ctx| Op::Write { at, ctx };
     let ops = [
-        Op::Write { at: 1, ctx: Ctx::Empty }, // x = 1 at node 2
-        Op::Write { at: 0, ctx: Ctx::Empty }, // z1 = 2 at node 1
-        Op::Write { at: 0, ctx: Ctx::Empty }, // z2 = 3 at node 1, concurrent with z1
-        Op::Sync { into: 1, from: 0 },        // node 2 = {x, z1, z2}
-        Op::Write { at: 0, ctx: Ctx::Current(0) }, // w = 4 at node 1 supersedes z1, z2
+        write(1, Ctx::Empty),          // x = 1 at node 2
+        write(0, Ctx::Empty),          // z1 = 2 at node 1
+        write(0, Ctx::Empty),          // z2 = 3 at node 1, concurrent with z1
+        Op::Sync { into: 1, from: 0 }, // node 2 = {x, z1, z2}
+        write(0, Ctx::Current(0)),     // w = 4 at node 1, supersedes z1 and z2
     ];
     let h = run(&ops, None);
     let (a, b) = (&h.replicas[1], &h.replicas[0]);
     assert_eq!(values(a), BTreeSet::from([1, 2, 3]));
     assert_eq!(values(b), BTreeSet::from([4]));
     let bound_of_merge = bounded(&synced(a, b), 2, causal);
-    let merge_of_bounds = bounded(&synced(&bounded(a, 2, causal), &bounded(b, 2, causal)), 2, causal);
+    let merge_of_bounds = bounded(
+        &synced(&bounded(a, 2, causal), &bounded(b, 2, causal)),
+        2,
+        causal,
+    );
     assert_eq!(values(&bound_of_merge), BTreeSet::from([1, 4]));
     assert_eq!(values(&merge_of_bounds), BTreeSet::from([4]));
     // The same happens in a system that bounds at every step.
@@ -529,4 +609,28 @@ fn bound_with_skewed_clocks_can_converge_to_nothing() {
     assert_eq!(values(&n2), BTreeSet::from([x]));
     assert!(synced(&n1, &n2).is_empty());
     assert!(synced(&n2, &n1).is_empty());
+}
+
+// Counterexample with perfect clocks: three writes in one millisecond, ranked (ms, dot) as
+// lww_order does, and max = 1; the dot tie-break is not causal (w follows z but has the lower
+// dot), so the replicas again converge on no sibling while the unbounded merge is {x, w}.
+#[test]
+fn bound_with_same_millisecond_writes_can_converge_to_nothing() {
+    let same_ms = |dot: &Dot, _: &u32| (1_000u64, *dot);
+    let (z, x, w) = (1, 2, 3);
+    let (mut n1, mut n2, mut n3) = (State::new(), State::new(), State::new());
+    n3.update(&VersionVector::new(), 3, z); // z = (3,1)
+    n2.update(&VersionVector::new(), 2, x); // x = (2,1)
+    let read_z = n3.context().clone();
+    n1.update(&read_z, 1, w); // w = (1,1), written after reading z
+    let full = merge_all(&[n1.clone(), synced(&n1, &n2), synced(&n3, &n2)]);
+    assert_eq!(values(&full), BTreeSet::from([x, w]));
+
+    n1.sync(&n2);
+    n1.bound(1, same_ms); // {x}: (2,1) beats (1,1); covers z and w
+    n3.sync(&n2);
+    n3.bound(1, same_ms); // {z}: (3,1) beats (2,1); covers x
+    assert_eq!(values(&n1), BTreeSet::from([x]));
+    assert_eq!(values(&n3), BTreeSet::from([z]));
+    assert!(synced(&n1, &n3).is_empty());
 }

@@ -10,6 +10,8 @@
 
 mod context;
 mod dvv;
+#[cfg(test)]
+mod laws;
 
 pub use context::{ContextError, decode_context, encode_context};
 pub use dvv::{Dot, DvvSet, NodeId, VersionVector};

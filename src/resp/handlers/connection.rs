@@ -101,7 +101,7 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     }
     if !ctx.session.authenticated {
         return Reply::error(
-            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         );
     }
     if let Some(name) = name {
@@ -141,6 +141,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> Reply {
     let session = &mut *ctx.session;
     session.multi = None;
     session.multi_failed = false;
+    session.watched.clear();
     session.protocol = Protocol::Resp2;
     session.authenticated = ctx.shared.config().requirepass.is_none();
     session.info.update(|s| {
@@ -194,9 +195,10 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
                 ));
             }
             if !valid_name(&value) {
-                let what = if lib_name { "lib-name" } else { "lib-ver" };
+                // Redis 7.2 names the option as the client spelled it.
                 return Reply::error(format!(
-                    "ERR {what} cannot contain spaces, newlines or special characters."
+                    "ERR {} cannot contain spaces, newlines or special characters.",
+                    String::from_utf8_lossy(option)
                 ));
             }
             info.update(|s| {

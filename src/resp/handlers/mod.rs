@@ -4,6 +4,7 @@
 
 mod connection;
 mod dynamo;
+pub mod generic;
 mod server;
 mod strings;
 
@@ -15,6 +16,7 @@ use super::server::Shared;
 use crate::coordinator::CoordinatorError;
 use crate::limits::KEY_BYTES_MAX;
 use bytes::Bytes;
+use generic::{TimeUnit, TtlKind};
 
 /// What a handler works with.
 pub struct Ctx<'a> {
@@ -53,12 +55,46 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
         Cmd::Mget => strings::mget(ctx, args).await,
         Cmd::Mset => strings::mset(ctx, args).await,
         Cmd::Type => strings::key_type(ctx, args).await,
+        Cmd::Setnx => strings::setnx(ctx, args).await,
+        Cmd::Msetnx => strings::msetnx(ctx, args).await,
+        Cmd::Getset => strings::getset(ctx, args).await,
+        Cmd::Getdel => strings::getdel(ctx, args).await,
+        Cmd::Getex => strings::getex(ctx, args).await,
+        Cmd::Setex => strings::setex(ctx, args, TimeUnit::Seconds, "setex").await,
+        Cmd::Psetex => strings::setex(ctx, args, TimeUnit::Millis, "psetex").await,
+        Cmd::Append => strings::append(ctx, args).await,
+        Cmd::Strlen => strings::strlen(ctx, args).await,
+        Cmd::Setrange => strings::setrange(ctx, args).await,
+        Cmd::Getrange => strings::getrange(ctx, args).await,
+        Cmd::Incr => strings::incr_by(ctx, &args[1], 1).await,
+        Cmd::Decr => strings::incr_by(ctx, &args[1], -1).await,
+        Cmd::Incrby | Cmd::Decrby => match strings::amount(&args[2], command.cmd == Cmd::Decrby) {
+            Ok(by) => strings::incr_by(ctx, &args[1], by).await,
+            Err(reply) => reply,
+        },
+        Cmd::Keys => generic::keys(ctx, args).await,
+        Cmd::Scan => generic::scan(ctx, args).await,
+        Cmd::Randomkey => generic::randomkey(ctx).await,
+        Cmd::Rename => generic::rename(ctx, args, false).await,
+        Cmd::Renamenx => generic::rename(ctx, args, true).await,
+        Cmd::Copy => generic::copy(ctx, args).await,
+        Cmd::Touch => generic::touch(ctx, args).await,
+        Cmd::Flushall => generic::flushall(ctx, args).await,
+        Cmd::Expire => generic::expire(ctx, args, TimeUnit::Seconds, "expire").await,
+        Cmd::Pexpire => generic::expire(ctx, args, TimeUnit::Millis, "pexpire").await,
+        Cmd::Expireat => generic::expire(ctx, args, TimeUnit::UnixSeconds, "expireat").await,
+        Cmd::Pexpireat => generic::expire(ctx, args, TimeUnit::UnixMillis, "pexpireat").await,
+        Cmd::Ttl => generic::ttl(ctx, args, TtlKind::Seconds).await,
+        Cmd::Pttl => generic::ttl(ctx, args, TtlKind::Millis).await,
+        Cmd::Expiretime => generic::ttl(ctx, args, TtlKind::AtSeconds).await,
+        Cmd::Pexpiretime => generic::ttl(ctx, args, TtlKind::AtMillis).await,
+        Cmd::Persist => generic::persist(ctx, args).await,
         Cmd::Vget => dynamo::vget(ctx, args).await,
         Cmd::Vset => dynamo::vset(ctx, args).await,
         Cmd::Vdel => dynamo::vdel(ctx, args).await,
         Cmd::Dynamo => dynamo::dynamo(ctx, args),
         // Handled in `command::execute` before dispatch.
-        Cmd::Multi | Cmd::Exec | Cmd::Discard => {
+        Cmd::Multi | Cmd::Exec | Cmd::Discard | Cmd::Watch | Cmd::Unwatch => {
             Reply::error("ERR transaction command reached dispatch")
         }
     }

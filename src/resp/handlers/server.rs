@@ -1,13 +1,27 @@
 //! Server commands: COMMAND, CONFIG, INFO, TIME.
 
 use super::{Ctx, syntax_error};
+use crate::config::Settings;
+use crate::coordinator::KeyCounts;
 use crate::resp::command;
 use crate::resp::glob::glob_match;
 use crate::resp::handlers::connection::REDIS_VERSION;
 use crate::resp::reply::Reply;
+use crate::resp::table::CommandMeta;
 use bytes::Bytes;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
+
+/// A command, or a `container|subcommand`, as Redis's `lookupCommandBySds`
+/// finds it for COMMAND INFO and COMMAND DOCS.
+fn lookup_meta(name: &[u8]) -> Option<&'static CommandMeta> {
+    match name.iter().position(|&b| b == b'|') {
+        None => command::lookup(name).map(|c| c.meta),
+        Some(bar) => command::lookup(&name[..bar])?
+            .meta
+            .subcommand(&name[bar + 1..]),
+    }
+}
 
 pub fn command(args: &[Bytes]) -> Reply {
     let Some(sub) = args.get(1) else {
@@ -33,31 +47,60 @@ pub fn command(args: &[Bytes]) -> Reply {
             Reply::Array(
                 args[2..]
                     .iter()
-                    .map(|name| match command::lookup(name) {
-                        Some(c) => c.meta.info_reply(),
-                        None => Reply::NilArray,
+                    .map(|name| match lookup_meta(name) {
+                        Some(meta) => meta.info_reply(),
+                        // Redis 7 answers an unknown name with a null bulk.
+                        None => Reply::Nil,
                     })
                     .collect(),
             )
         }
+        b"getkeys" => getkeys(&args[2..]),
         b"docs" => {
             let commands: Vec<_> = if args.len() == 2 {
-                command::all()
+                command::all().iter().map(|c| c.meta).collect()
             } else {
-                args[2..]
-                    .iter()
-                    .filter_map(|n| command::lookup(n))
-                    .collect()
+                args[2..].iter().filter_map(|n| lookup_meta(n)).collect()
             };
             Reply::Map(
                 commands
                     .iter()
-                    .map(|c| (Reply::bulk(c.meta.name), c.meta.docs_reply()))
+                    .map(|meta| (Reply::bulk(meta.name), meta.docs_reply()))
                     .collect(),
             )
         }
         _ => syntax_error(),
     }
+}
+
+/// COMMAND GETKEYS: the key positions of the command's table entry.
+fn getkeys(target: &[Bytes]) -> Reply {
+    let Some(found) = target.first().and_then(|name| command::lookup(name)) else {
+        return Reply::error("ERR Invalid command specified");
+    };
+    let meta = match (found.meta.subcommands.is_empty(), target.get(1)) {
+        (false, Some(sub)) => found.meta.subcommand(sub).unwrap_or(found.meta),
+        _ => found.meta,
+    };
+    if !command::arity_ok(meta.arity, target.len()) {
+        return Reply::error("ERR Invalid number of arguments specified for command");
+    }
+    if meta.first_key <= 0 {
+        return Reply::error("ERR The command has no key arguments");
+    }
+    let argc = target.len() as i32;
+    let last = if meta.last_key < 0 {
+        argc + meta.last_key
+    } else {
+        meta.last_key.min(argc - 1)
+    };
+    let step = meta.step.max(1) as usize;
+    let keys = (meta.first_key..=last)
+        .step_by(step)
+        .filter_map(|i| target.get(i as usize).cloned())
+        .map(Reply::Bulk)
+        .collect();
+    Reply::Array(keys)
 }
 
 /// CONFIG GET's parameters: Redis's names, our values.
@@ -114,10 +157,72 @@ pub fn config(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
             ctx.shared.stats.reset();
             Reply::OK
         }
-        _ => Reply::error(format!(
-            "ERR CONFIG {} is not supported by dynokv yet",
-            String::from_utf8_lossy(&args[1]).to_ascii_uppercase()
-        )),
+        b"set" => config_set(ctx, &args[2..]),
+        b"rewrite" => config_rewrite(ctx),
+        _ => syntax_error(),
+    }
+}
+
+/// The parameters CONFIG SET may change while the node runs.
+const SETTABLE: &[&str] = &["requirepass", "siblings-max", "proto-max-bulk-len"];
+
+fn config_set(ctx: &Ctx<'_>, pairs: &[Bytes]) -> Reply {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        return super::super::command::wrong_arity("config|set");
+    }
+    let known = parameters(ctx);
+    let mut config = ctx.shared.config();
+    for pair in pairs.chunks(2) {
+        let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+        let value = String::from_utf8_lossy(&pair[1]).into_owned();
+        let failed = |why: &str| {
+            Reply::error(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+            ))
+        };
+        if !known.iter().any(|(n, _)| *n == name) {
+            return Reply::error(format!(
+                "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+            ));
+        }
+        if !SETTABLE.contains(&name.as_str()) {
+            return failed("can't set immutable config");
+        }
+        let number = || value.parse::<usize>().ok().filter(|n| *n > 0);
+        match name.as_str() {
+            "requirepass" => config.requirepass = Some(value.clone()).filter(|p| !p.is_empty()),
+            "siblings-max" => match number() {
+                Some(n) => config.siblings_max = n,
+                None => return failed("argument couldn't be parsed into an integer"),
+            },
+            _ => match number() {
+                Some(n) => config.proto_max_bulk_len = n,
+                None => return failed("argument couldn't be parsed into an integer"),
+            },
+        }
+    }
+    ctx.shared.coordinator.set_siblings_max(config.siblings_max);
+    *ctx.shared
+        .config
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = config;
+    Reply::OK
+}
+
+fn config_rewrite(ctx: &Ctx<'_>) -> Reply {
+    let config = ctx.shared.config();
+    let Some(path) = config.config_file.clone() else {
+        return Reply::error("ERR The server is running without a config file");
+    };
+    let text = match toml::to_string(&Settings::from(&config)) {
+        Ok(text) => text,
+        Err(e) => return Reply::error(format!("ERR Rewriting config file: {e}")),
+    };
+    // Write then rename, so a crash never leaves a half-written file.
+    let tmp = path.with_extension("toml.tmp");
+    match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+        Ok(()) => Reply::OK,
+        Err(e) => Reply::error(format!("ERR Rewriting config file: {e}")),
     }
 }
 
@@ -247,6 +352,11 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
             ],
         );
     }
+    let counts = if wanted("stats") || wanted("keyspace") {
+        coordinator.key_counts().await.unwrap_or_default()
+    } else {
+        KeyCounts::default()
+    };
     if wanted("stats") {
         section(
             "Stats",
@@ -260,7 +370,7 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 ("total_net_input_bytes", load(&stats.net_input_bytes)),
                 ("total_net_output_bytes", load(&stats.net_output_bytes)),
                 ("rejected_connections", load(&stats.connections_rejected)),
-                ("expired_keys", "0".to_owned()),
+                ("expired_keys", counts.expired.to_string()),
                 ("evicted_keys", "0".to_owned()),
                 ("keyspace_hits", load(&stats.keyspace_hits)),
                 ("keyspace_misses", load(&stats.keyspace_misses)),
@@ -278,7 +388,6 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         );
     }
     if wanted("keyspace") {
-        let counts = coordinator.key_counts().await.unwrap_or_default();
         let fields = if counts.keys > 0 {
             let (keys, expires) = (counts.keys, counts.expires);
             vec![("db0", format!("keys={keys},expires={expires},avg_ttl=0"))]

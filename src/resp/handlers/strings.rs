@@ -2,8 +2,11 @@
 //! Plain commands see one value per key: the last writer among siblings
 //! (design.md §2).
 
+use super::generic::{TimeUnit, expire_at_ms};
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
-use crate::coordinator::{Condition, Expiry, ReadOptions, WriteOp, WriteOptions};
+use crate::coordinator::{
+    Change, Condition, ExpireWhen, Expiry, ReadOptions, WriteOp, WriteOptions,
+};
 use crate::replica::Written;
 use crate::resp::reply::Reply;
 use crate::storage::record::{Record, is_live, winner_value};
@@ -75,37 +78,49 @@ struct SetOptions {
     expiry: Expiry,
 }
 
-/// How an expiry argument is given.
-#[derive(Clone, Copy, PartialEq)]
-enum ExpireUnit {
-    Seconds,
-    Millis,
-    UnixSeconds,
-    UnixMillis,
+/// The unit an expiry option (EX, PX, EXAT, PXAT) gives its time in.
+pub fn expiry_option(option: &[u8]) -> Option<TimeUnit> {
+    match option {
+        b"EX" => Some(TimeUnit::Seconds),
+        b"PX" => Some(TimeUnit::Millis),
+        b"EXAT" => Some(TimeUnit::UnixSeconds),
+        b"PXAT" => Some(TimeUnit::UnixMillis),
+        _ => None,
+    }
+}
+
+/// An expiry for SET, SETEX, GETEX: must be positive (Redis's rule).
+pub fn positive_expire_at(
+    unit: TimeUnit,
+    value: &[u8],
+    now_ms: u64,
+    command: &str,
+) -> Result<u64, Reply> {
+    if int_arg(value)? <= 0 {
+        return Err(Reply::error(format!(
+            "ERR invalid expire time in '{command}' command"
+        )));
+    }
+    expire_at_ms(unit, value, now_ms, command).map(|at| at.max(0) as u64)
 }
 
 fn parse_set_options(args: &[Bytes], now_ms: u64) -> Result<SetOptions, Reply> {
     let mut condition = Condition::Always;
     let mut get = false;
     let mut keep_ttl = false;
-    let mut expire: Option<(ExpireUnit, &Bytes)> = None;
+    let mut expire: Option<(TimeUnit, &Bytes)> = None;
     let mut j = 0;
     while j < args.len() {
         let option = args[j].to_ascii_uppercase();
-        let next = args.get(j + 1);
         let no_expiry = expire.is_none() && !keep_ttl;
-        match (option.as_slice(), next) {
-            (b"NX", _) if condition != Condition::IfPresent => condition = Condition::IfAbsent,
-            (b"XX", _) if condition != Condition::IfAbsent => condition = Condition::IfPresent,
-            (b"GET", _) => get = true,
-            (b"KEEPTTL", _) if no_expiry => keep_ttl = true,
-            (b"EX", Some(v)) if no_expiry => (expire, j) = (Some((ExpireUnit::Seconds, v)), j + 1),
-            (b"PX", Some(v)) if no_expiry => (expire, j) = (Some((ExpireUnit::Millis, v)), j + 1),
-            (b"EXAT", Some(v)) if no_expiry => {
-                (expire, j) = (Some((ExpireUnit::UnixSeconds, v)), j + 1);
-            }
-            (b"PXAT", Some(v)) if no_expiry => {
-                (expire, j) = (Some((ExpireUnit::UnixMillis, v)), j + 1);
+        match (option.as_slice(), expiry_option(&option), args.get(j + 1)) {
+            (b"NX", ..) if condition != Condition::IfPresent => condition = Condition::IfAbsent,
+            (b"XX", ..) if condition != Condition::IfAbsent => condition = Condition::IfPresent,
+            (b"GET", ..) => get = true,
+            (b"KEEPTTL", ..) if no_expiry => keep_ttl = true,
+            (_, Some(unit), Some(value)) if no_expiry => {
+                expire = Some((unit, value));
+                j += 1;
             }
             _ => return Err(syntax_error()),
         }
@@ -114,33 +129,13 @@ fn parse_set_options(args: &[Bytes], now_ms: u64) -> Result<SetOptions, Reply> {
     let expiry = match expire {
         None if keep_ttl => Expiry::Keep,
         None => Expiry::Never,
-        Some((unit, value)) => Expiry::At(expire_at(unit, value, now_ms, "set")?),
+        Some((unit, value)) => Expiry::At(positive_expire_at(unit, value, now_ms, "set")?),
     };
     Ok(SetOptions {
         condition,
         get,
         expiry,
     })
-}
-
-/// The absolute expire time for an expiry argument, with Redis's errors.
-fn expire_at(unit: ExpireUnit, value: &[u8], now_ms: u64, command: &str) -> Result<u64, Reply> {
-    let invalid = || Reply::error(format!("ERR invalid expire time in '{command}' command"));
-    let n = int_arg(value)?;
-    if n <= 0 {
-        return Err(invalid());
-    }
-    let ms = match unit {
-        ExpireUnit::Seconds | ExpireUnit::UnixSeconds => n.checked_mul(1000).ok_or_else(invalid)?,
-        ExpireUnit::Millis | ExpireUnit::UnixMillis => n,
-    };
-    match unit {
-        ExpireUnit::Seconds | ExpireUnit::Millis => ms
-            .checked_add(now_ms as i64)
-            .map(|at| at as u64)
-            .ok_or_else(invalid),
-        ExpireUnit::UnixSeconds | ExpireUnit::UnixMillis => Ok(ms as u64),
-    }
 }
 
 pub async fn set(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
@@ -218,5 +213,265 @@ pub async fn key_type(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         Ok(records) if records.iter().flatten().any(|r| is_live(r, now)) => Reply::Simple("string"),
         Ok(_) => Reply::Simple("none"),
         Err(reply) => reply,
+    }
+}
+
+/// Runs one write and returns its outcome.
+async fn write_one(ctx: &Ctx<'_>, key: &Bytes, op: WriteOp) -> Result<Written, Reply> {
+    write(ctx, vec![(key.clone(), op)])
+        .await?
+        .pop()
+        .ok_or_else(|| Reply::error("ERR write returned no outcome"))
+}
+
+/// The value plain GET saw before a write.
+fn previous_value(written: &Written, now: u64) -> Option<Bytes> {
+    written
+        .previous
+        .as_ref()
+        .and_then(|r| winner_value(r, now))
+        .cloned()
+}
+
+/// The value a write left (what GET would now return).
+fn current_value(written: &Written, now: u64) -> Option<Bytes> {
+    written
+        .current
+        .as_ref()
+        .and_then(|r| winner_value(r, now))
+        .cloned()
+}
+
+pub async fn setnx(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let op = WriteOp {
+        condition: Condition::IfAbsent,
+        ..WriteOp::set(args[2].clone())
+    };
+    match write_one(ctx, &args[1], op).await {
+        Ok(written) => Reply::Integer(i64::from(written.current.is_some())),
+        Err(reply) => reply,
+    }
+}
+
+pub async fn msetnx(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    if args.len().is_multiple_of(2) {
+        return Reply::error("ERR wrong number of arguments for 'msetnx' command");
+    }
+    let writes: Vec<_> = args[1..]
+        .chunks(2)
+        .map(|pair| {
+            let op = WriteOp {
+                condition: Condition::IfAbsent,
+                ..WriteOp::set(pair[1].clone())
+            };
+            (pair[0].clone(), op)
+        })
+        .collect();
+    if let Err(reply) = check_keys(writes.iter().map(|(k, _)| k)) {
+        return reply;
+    }
+    let options = WriteOptions {
+        all_or_nothing: true,
+        ..WriteOptions::default()
+    };
+    match ctx.shared.coordinator.write(writes, options).await {
+        Ok(written) => Reply::Integer(i64::from(!written.is_empty())),
+        Err(e) => coordinator_error(&e),
+    }
+}
+
+pub async fn getset(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    match write_one(ctx, &args[1], WriteOp::set(args[2].clone())).await {
+        Ok(written) => bulk_or_nil(previous_value(&written, now)),
+        Err(reply) => reply,
+    }
+}
+
+pub async fn getdel(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    match write_one(ctx, &args[1], WriteOp::delete()).await {
+        Ok(written) => bulk_or_nil(previous_value(&written, now)),
+        Err(reply) => reply,
+    }
+}
+
+pub async fn getex(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    let mut change: Option<Option<u64>> = None;
+    let mut j = 2;
+    while j < args.len() {
+        let option = args[j].to_ascii_uppercase();
+        match (expiry_option(&option), args.get(j + 1)) {
+            _ if option == b"PERSIST" && change.is_none() => change = Some(None),
+            (Some(unit), Some(value)) if change.is_none() => {
+                match positive_expire_at(unit, value, now, "getex") {
+                    Ok(at) => change = Some(Some(at)),
+                    Err(reply) => return reply,
+                }
+                j += 1;
+            }
+            _ => return syntax_error(),
+        }
+        j += 1;
+    }
+    let Some(at) = change else {
+        return get(ctx, args).await;
+    };
+    let op = WriteOp::known(Change::Expire {
+        at,
+        when: ExpireWhen::default(),
+    });
+    match write_one(ctx, &args[1], op).await {
+        Ok(written) => bulk_or_nil(previous_value(&written, now)),
+        Err(reply) => reply,
+    }
+}
+
+/// SETEX and PSETEX: SET with a relative expiry.
+pub async fn setex(ctx: &Ctx<'_>, args: &[Bytes], unit: TimeUnit, command: &str) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    let at = match positive_expire_at(unit, &args[2], now, command) {
+        Ok(at) => at,
+        Err(reply) => return reply,
+    };
+    let op = WriteOp::known(Change::Put {
+        value: args[3].clone(),
+        expiry: Expiry::At(at),
+    });
+    match write_one(ctx, &args[1], op).await {
+        Ok(_) => Reply::OK,
+        Err(reply) => reply,
+    }
+}
+
+pub async fn append(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    match write_one(
+        ctx,
+        &args[1],
+        WriteOp::known(Change::Append(args[2].clone())),
+    )
+    .await
+    {
+        Ok(written) => Reply::Integer(current_value(&written, now).map_or(0, |v| v.len()) as i64),
+        Err(reply) => reply,
+    }
+}
+
+pub async fn strlen(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    match read(ctx, vec![args[1].clone()]).await {
+        Ok(records) => {
+            let now = ctx.shared.coordinator.now_ms();
+            let len = records[0]
+                .as_ref()
+                .and_then(|r| winner_value(r, now))
+                .map_or(0, |v| v.len());
+            Reply::Integer(len as i64)
+        }
+        Err(reply) => reply,
+    }
+}
+
+pub async fn setrange(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    let offset = match int_arg(&args[2]) {
+        Ok(n) if n >= 0 => n as usize,
+        Ok(_) => return Reply::error("ERR offset is out of range"),
+        Err(reply) => return reply,
+    };
+    let change = Change::SetRange {
+        offset,
+        data: args[3].clone(),
+    };
+    match write_one(ctx, &args[1], WriteOp::known(change)).await {
+        // No write (empty data): the length is the current value's.
+        Ok(written) => {
+            let value = match written.current {
+                Some(_) => current_value(&written, now),
+                None => previous_value(&written, now),
+            };
+            Reply::Integer(value.map_or(0, |v| v.len()) as i64)
+        }
+        Err(reply) => reply,
+    }
+}
+
+pub async fn getrange(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let (start, end) = match (int_arg(&args[2]), int_arg(&args[3])) {
+        (Ok(start), Ok(end)) => (start, end),
+        (Err(reply), _) | (_, Err(reply)) => return reply,
+    };
+    let records = match read(ctx, vec![args[1].clone()]).await {
+        Ok(records) => records,
+        Err(reply) => return reply,
+    };
+    let now = ctx.shared.coordinator.now_ms();
+    let value = records[0]
+        .as_ref()
+        .and_then(|r| winner_value(r, now))
+        .cloned()
+        .unwrap_or_default();
+    Reply::Bulk(string_range(&value, start, end))
+}
+
+/// GETRANGE's index arithmetic, exactly as Redis 7.0's.
+fn string_range(value: &Bytes, start: i64, end: i64) -> Bytes {
+    let len = value.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return Bytes::new();
+    }
+    let start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let end = if end < 0 { (len + end).max(0) } else { end };
+    let end = end.min(len - 1);
+    if start > end || len == 0 {
+        return Bytes::new();
+    }
+    value.slice(start as usize..=end as usize)
+}
+
+pub async fn incr_by(ctx: &Ctx<'_>, key: &Bytes, by: i64) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    match write_one(ctx, key, WriteOp::known(Change::IncrBy(by))).await {
+        Ok(written) => {
+            match current_value(&written, now).and_then(|v| crate::wire::parse_i64(&v)) {
+                Some(n) => Reply::Integer(n),
+                None => Reply::error("ERR write returned no outcome"),
+            }
+        }
+        Err(reply) => reply,
+    }
+}
+
+/// INCRBY / DECRBY's amount argument.
+pub fn amount(arg: &[u8], negate: bool) -> Result<i64, Reply> {
+    let n = int_arg(arg)?;
+    if negate {
+        n.checked_neg()
+            .ok_or_else(|| Reply::error("ERR decrement would overflow"))
+    } else {
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn getrange_indexes_like_redis() {
+        let v = Bytes::from_static(b"This is a string");
+        let r = |s, e| string_range(&v, s, e);
+        assert_eq!(r(0, 3), Bytes::from_static(b"This"));
+        assert_eq!(r(-3, -1), Bytes::from_static(b"ing"));
+        assert_eq!(r(0, -1), v);
+        assert_eq!(r(10, 100), Bytes::from_static(b"string"));
+        assert_eq!(r(-1, -5), Bytes::new());
+        assert_eq!(r(5, 3), Bytes::new());
+        assert_eq!(string_range(&Bytes::new(), 0, -1), Bytes::new());
     }
 }

@@ -1,0 +1,446 @@
+//! Keyspace commands (Redis's "generic" group): KEYS, SCAN, RANDOMKEY,
+//! RENAME, RENAMENX, COPY, TOUCH, FLUSHALL/FLUSHDB, and the expiry
+//! commands EXPIRE*, TTL, PTTL, EXPIRETIME, PEXPIRETIME, PERSIST.
+//!
+//! Keys are walked partition by partition, in partition-id then key
+//! order, through the coordinator: the same walk serves a cluster, where
+//! each partition is read from one live replica.
+
+use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
+use crate::coordinator::{
+    Change, Condition, ExpireWhen, Expiry, ReadOptions, WriteOp, WriteOptions,
+};
+use crate::limits::{PARTITION_PAGE_RECORDS, SCAN_PARTITION_RECORDS_MAX};
+use crate::resp::glob::glob_match;
+use crate::resp::reply::Reply;
+use crate::storage::record::{Record, is_live, lww_order, winner_value};
+use bytes::Bytes;
+
+/// Reads `[first, first + limit)` records of a partition in key order,
+/// paging through the coordinator; returns them and whether the partition
+/// has more.
+async fn partition_slice(
+    ctx: &Ctx<'_>,
+    partition: u16,
+    first: usize,
+    limit: usize,
+) -> Result<(Vec<(Bytes, Record)>, bool), Reply> {
+    let coordinator = &ctx.shared.coordinator;
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    let mut after: Option<Bytes> = None;
+    loop {
+        let page = coordinator
+            .scan_partition(partition, after.clone(), PARTITION_PAGE_RECORDS)
+            .await
+            .map_err(|e| coordinator_error(&e))?;
+        let full = page.len() >= PARTITION_PAGE_RECORDS;
+        after = page.last().map(|(k, _)| k.clone());
+        for entry in page {
+            if seen >= first + limit {
+                return Ok((out, true));
+            }
+            if seen >= first {
+                out.push(entry);
+            }
+            seen += 1;
+        }
+        if !full {
+            return Ok((out, false));
+        }
+    }
+}
+
+fn live_keys(records: Vec<(Bytes, Record)>, now: u64) -> impl Iterator<Item = (Bytes, Record)> {
+    records.into_iter().filter(move |(_, r)| is_live(r, now))
+}
+
+pub async fn keys(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let pattern = &args[1];
+    let now = ctx.shared.coordinator.now_ms();
+    let mut out = Vec::new();
+    for partition in 0..ctx.shared.coordinator.partitions() {
+        let records = match partition_slice(ctx, partition as u16, 0, usize::MAX / 2).await {
+            Ok((records, _)) => records,
+            Err(reply) => return reply,
+        };
+        out.extend(
+            live_keys(records, now)
+                .filter(|(k, _)| glob_match(pattern, k, false))
+                .map(|(k, _)| Reply::Bulk(k)),
+        );
+    }
+    Reply::Array(out)
+}
+
+/// SCAN's cursor: the partition to read next and how many of its records
+/// earlier calls already returned (non-zero only inside huge partitions).
+/// Cursor 0 is the start and the end, as in Redis.
+fn decode_cursor(cursor: u64, partitions: u32) -> Option<(u32, usize)> {
+    let partition = (cursor % u64::from(partitions)) as u32;
+    let skip = usize::try_from(cursor / u64::from(partitions)).ok()?;
+    Some((partition, skip))
+}
+
+fn encode_cursor(partition: u32, skip: usize, partitions: u32) -> u64 {
+    if partition >= partitions {
+        return 0;
+    }
+    skip as u64 * u64::from(partitions) + u64::from(partition)
+}
+
+pub async fn scan(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let partitions = ctx.shared.coordinator.partitions();
+    let cursor = std::str::from_utf8(&args[1])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
+    let Some((mut partition, mut skip)) = cursor.and_then(|c| decode_cursor(c, partitions)) else {
+        return Reply::error("ERR invalid cursor");
+    };
+    let (mut pattern, mut count, mut kind) = (None, 10usize, None);
+    let mut j = 2;
+    while j < args.len() {
+        let option = args[j].to_ascii_uppercase();
+        let Some(value) = args.get(j + 1) else {
+            return syntax_error();
+        };
+        match option.as_slice() {
+            b"MATCH" => pattern = Some(value.clone()),
+            b"COUNT" => match int_arg(value) {
+                Ok(n) if n >= 1 => count = n as usize,
+                Ok(_) => return syntax_error(),
+                Err(reply) => return reply,
+            },
+            b"TYPE" => kind = Some(value.to_ascii_lowercase()),
+            _ => return syntax_error(),
+        }
+        j += 2;
+    }
+    let now = ctx.shared.coordinator.now_ms();
+    let mut keys = Vec::new();
+    let mut examined = 0;
+    // Whole partitions until COUNT records were examined; a partition is
+    // split only when it alone exceeds the per-call bound.
+    while partition < partitions && examined < count {
+        let (records, more) =
+            match partition_slice(ctx, partition as u16, skip, SCAN_PARTITION_RECORDS_MAX).await {
+                Ok(slice) => slice,
+                Err(reply) => return reply,
+            };
+        examined += records.len();
+        keys.extend(live_keys(records, now).map(|(k, _)| k));
+        if more {
+            skip += SCAN_PARTITION_RECORDS_MAX;
+            break;
+        }
+        partition += 1;
+        skip = 0;
+    }
+    let keys = keys
+        .into_iter()
+        .filter(|k| pattern.as_ref().is_none_or(|p| glob_match(p, k, false)))
+        .filter(|_| kind.as_ref().is_none_or(|t| t.as_slice() == b"string"))
+        .map(Reply::Bulk)
+        .collect();
+    Reply::Array(vec![
+        Reply::bulk(encode_cursor(partition, skip, partitions).to_string()),
+        Reply::Array(keys),
+    ])
+}
+
+/// A number from std's per-process random hasher keys: enough to pick a
+/// random partition without a dependency.
+fn random_u64(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(salt);
+    hasher.finish()
+}
+
+pub async fn randomkey(ctx: &Ctx<'_>) -> Reply {
+    let partitions = ctx.shared.coordinator.partitions();
+    let now = ctx.shared.coordinator.now_ms();
+    let start = (random_u64(now) % u64::from(partitions)) as u32;
+    for step in 0..partitions {
+        let partition = ((start + step) % partitions) as u16;
+        let records = match partition_slice(ctx, partition, 0, SCAN_PARTITION_RECORDS_MAX).await {
+            Ok((records, _)) => records,
+            Err(reply) => return reply,
+        };
+        let live: Vec<Bytes> = live_keys(records, now).map(|(k, _)| k).collect();
+        if !live.is_empty() {
+            let pick = (random_u64(u64::from(step)) % live.len() as u64) as usize;
+            return Reply::Bulk(live[pick].clone());
+        }
+    }
+    Reply::Nil
+}
+
+async fn read(ctx: &Ctx<'_>, keys: &[Bytes]) -> Result<Vec<Option<Record>>, Reply> {
+    check_keys(keys)?;
+    ctx.shared
+        .coordinator
+        .read(keys.to_vec(), ReadOptions::default())
+        .await
+        .map_err(|e| coordinator_error(&e))
+}
+
+async fn write(
+    ctx: &Ctx<'_>,
+    writes: Vec<(Bytes, WriteOp)>,
+    all_or_nothing: bool,
+) -> Result<Vec<crate::replica::Written>, Reply> {
+    check_keys(writes.iter().map(|(k, _)| k))?;
+    let options = WriteOptions {
+        all_or_nothing,
+        ..WriteOptions::default()
+    };
+    ctx.shared
+        .coordinator
+        .write(writes, options)
+        .await
+        .map_err(|e| coordinator_error(&e))
+}
+
+/// The live winning value of a record and its expire-at.
+fn winner(record: Option<&Record>, now: u64) -> Option<(Bytes, Option<u64>)> {
+    let record = record?;
+    let value = winner_value(record, now)?.clone();
+    let (_, sibling) = record.winner(lww_order)?;
+    Some((value, sibling.expire_at_ms))
+}
+
+/// RENAME, RENAMENX and COPY: write the source's value (and expiry) to
+/// the destination. Read-modify-write at the coordinator: a write to the
+/// source between the read and the copy is not carried over.
+async fn copy_value(
+    ctx: &Ctx<'_>,
+    src: &Bytes,
+    dst: &Bytes,
+    replace: bool,
+    delete_src: bool,
+) -> Result<bool, Reply> {
+    let now = ctx.shared.coordinator.now_ms();
+    let records = read(ctx, &[src.clone()]).await?;
+    let Some((value, expire_at)) = winner(records[0].as_ref(), now) else {
+        return Err(Reply::error("ERR no such key"));
+    };
+    let mut put = WriteOp::known(Change::Put {
+        value,
+        expiry: expire_at.map_or(Expiry::Never, Expiry::At),
+    });
+    if !replace {
+        put.condition = Condition::IfAbsent;
+    }
+    let mut writes = vec![(dst.clone(), put)];
+    if delete_src && src != dst {
+        writes.push((src.clone(), WriteOp::delete()));
+    }
+    // All or nothing: RENAMENX onto an existing key must keep the source.
+    let written = write(ctx, writes, true).await?;
+    Ok(!written.is_empty())
+}
+
+pub async fn rename(ctx: &Ctx<'_>, args: &[Bytes], nx: bool) -> Reply {
+    let (src, dst) = (&args[1], &args[2]);
+    if nx && src == dst {
+        // Redis: RENAMENX k k answers 0 if k exists.
+        return match read(ctx, &[src.clone()]).await {
+            Ok(r)
+                if r[0]
+                    .as_ref()
+                    .is_some_and(|r| is_live(r, ctx.shared.coordinator.now_ms())) =>
+            {
+                Reply::Integer(0)
+            }
+            Ok(_) => Reply::error("ERR no such key"),
+            Err(reply) => reply,
+        };
+    }
+    match copy_value(ctx, src, dst, !nx, true).await {
+        Ok(done) if nx => Reply::Integer(i64::from(done)),
+        Ok(_) => Reply::OK,
+        Err(reply) => reply,
+    }
+}
+
+pub async fn copy(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let (src, dst) = (&args[1], &args[2]);
+    let mut replace = false;
+    let mut j = 3;
+    while j < args.len() {
+        let option = args[j].to_ascii_uppercase();
+        match (option.as_slice(), args.get(j + 1)) {
+            (b"REPLACE", _) => replace = true,
+            (b"DB", Some(db)) => {
+                match int_arg(db) {
+                    Ok(0) => {}
+                    Ok(_) => return Reply::error("ERR DB index is out of range"),
+                    Err(reply) => return reply,
+                }
+                j += 1;
+            }
+            _ => return syntax_error(),
+        }
+        j += 1;
+    }
+    if src == dst {
+        return Reply::error("ERR source and destination objects are the same");
+    }
+    match copy_value(ctx, src, dst, replace, false).await {
+        Ok(done) => Reply::Integer(i64::from(done)),
+        Err(Reply::Error(e)) if e == "ERR no such key" => Reply::Integer(0),
+        Err(reply) => reply,
+    }
+}
+
+pub async fn touch(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    match read(ctx, &args[1..]).await {
+        Ok(records) => {
+            Reply::Integer(records.iter().flatten().filter(|r| is_live(r, now)).count() as i64)
+        }
+        Err(reply) => reply,
+    }
+}
+
+pub async fn flushall(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    match args.get(1).map(|a| a.to_ascii_uppercase()) {
+        None => {}
+        Some(mode) if args.len() == 2 && (mode == b"SYNC" || mode == b"ASYNC") => {}
+        Some(_) => return syntax_error(),
+    }
+    match ctx.shared.coordinator.flush_all().await {
+        Ok(()) => Reply::OK,
+        Err(e) => coordinator_error(&e),
+    }
+}
+
+/// How EXPIRE-family arguments are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// Relative seconds (EXPIRE, SETEX, EX).
+    Seconds,
+    /// Relative milliseconds (PEXPIRE, PSETEX, PX).
+    Millis,
+    /// Unix time in seconds (EXPIREAT, EXAT).
+    UnixSeconds,
+    /// Unix time in milliseconds (PEXPIREAT, PXAT).
+    UnixMillis,
+}
+
+/// The absolute expire-at (ms, may be in the past) for an expiry argument,
+/// with Redis's overflow errors.
+pub fn expire_at_ms(
+    unit: TimeUnit,
+    value: &[u8],
+    now_ms: u64,
+    command: &str,
+) -> Result<i64, Reply> {
+    let invalid = || Reply::error(format!("ERR invalid expire time in '{command}' command"));
+    let n = int_arg(value)?;
+    let ms = match unit {
+        TimeUnit::Seconds | TimeUnit::UnixSeconds => n.checked_mul(1000).ok_or_else(invalid)?,
+        TimeUnit::Millis | TimeUnit::UnixMillis => n,
+    };
+    match unit {
+        TimeUnit::Seconds | TimeUnit::Millis => ms.checked_add(now_ms as i64).ok_or_else(invalid),
+        TimeUnit::UnixSeconds | TimeUnit::UnixMillis => Ok(ms),
+    }
+}
+
+pub async fn expire(ctx: &Ctx<'_>, args: &[Bytes], unit: TimeUnit, command: &str) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    let at = match expire_at_ms(unit, &args[2], now, command) {
+        Ok(at) => at,
+        Err(reply) => return reply,
+    };
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for option in &args[3..] {
+        match option.to_ascii_uppercase().as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GT" => gt = true,
+            b"LT" => lt = true,
+            _ => {
+                return Reply::error(format!(
+                    "ERR Unsupported option {}",
+                    String::from_utf8_lossy(option)
+                ));
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Reply::error("ERR NX and XX, GT or LT options at the same time are not compatible");
+    }
+    if gt && lt {
+        return Reply::error("ERR GT and LT options at the same time are not compatible");
+    }
+    let when = ExpireWhen { nx, xx, gt, lt };
+    let op = WriteOp::known(Change::Expire {
+        at: Some(at.max(0) as u64),
+        when,
+    });
+    match write(ctx, vec![(args[1].clone(), op)], false).await {
+        Ok(written) => Reply::Integer(i64::from(written.iter().any(|w| w.current.is_some()))),
+        Err(reply) => reply,
+    }
+}
+
+pub async fn persist(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let op = WriteOp::known(Change::Expire {
+        at: None,
+        when: ExpireWhen::default(),
+    });
+    match write(ctx, vec![(args[1].clone(), op)], false).await {
+        Ok(written) => Reply::Integer(i64::from(written.iter().any(|w| w.current.is_some()))),
+        Err(reply) => reply,
+    }
+}
+
+/// What TTL-family commands report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TtlKind {
+    /// TTL: seconds left, rounded.
+    Seconds,
+    /// PTTL: milliseconds left.
+    Millis,
+    /// EXPIRETIME: the Unix time in seconds.
+    AtSeconds,
+    /// PEXPIRETIME: the Unix time in milliseconds.
+    AtMillis,
+}
+
+pub async fn ttl(ctx: &Ctx<'_>, args: &[Bytes], kind: TtlKind) -> Reply {
+    let now = ctx.shared.coordinator.now_ms();
+    let records = match read(ctx, &[args[1].clone()]).await {
+        Ok(records) => records,
+        Err(reply) => return reply,
+    };
+    let Some((_, expire_at)) = winner(records[0].as_ref(), now) else {
+        return Reply::Integer(-2);
+    };
+    let Some(at) = expire_at else {
+        return Reply::Integer(-1);
+    };
+    let left = at.saturating_sub(now) as i64;
+    Reply::Integer(match kind {
+        TtlKind::Seconds => (left + 500) / 1000,
+        TtlKind::Millis => left,
+        TtlKind::AtSeconds => (at / 1000) as i64,
+        TtlKind::AtMillis => at as i64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        assert_eq!(decode_cursor(0, 4096), Some((0, 0)));
+        assert_eq!(encode_cursor(4096, 0, 4096), 0);
+        let cursor = encode_cursor(7, 20_000, 4096);
+        assert_eq!(decode_cursor(cursor, 4096), Some((7, 20_000)));
+    }
+}
