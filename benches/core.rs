@@ -11,7 +11,11 @@ use std::hint::black_box;
 fn record_with(siblings: u64) -> Record {
     let mut record = Record::new();
     for node in 1..=siblings {
-        record.update(&VersionVector::new(), node, Sibling::value(Bytes::from(vec![b'x'; 100]), node));
+        record.update(
+            &VersionVector::new(),
+            node,
+            Sibling::value(Bytes::from(vec![b'x'; 100]), node),
+        );
     }
     record
 }
@@ -19,8 +23,12 @@ fn record_with(siblings: u64) -> Record {
 fn records(c: &mut Criterion) {
     let one = record_with(1);
     let bytes = encode_record(&one);
-    c.bench_function("record encode (1 sibling, 100 B)", |b| b.iter(|| encode_record(black_box(&one))));
-    c.bench_function("record decode (1 sibling, 100 B)", |b| b.iter(|| decode_record(black_box(&bytes))));
+    c.bench_function("record encode (1 sibling, 100 B)", |b| {
+        b.iter(|| encode_record(black_box(&one)))
+    });
+    c.bench_function("record decode (1 sibling, 100 B)", |b| {
+        b.iter(|| decode_record(black_box(&bytes)))
+    });
     let three = record_with(3);
     c.bench_function("dvv sync (3 siblings each side)", |b| {
         b.iter(|| {

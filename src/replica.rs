@@ -14,7 +14,7 @@ use crate::storage::{
     BatchOp, FsyncPolicy, GroupCommit, Meta, Space, Store, StoreError, load_or_init_meta,
     split_storage_key, storage_key,
 };
-use crate::version::VersionVector;
+use crate::version::{Dot, VersionVector};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -273,8 +273,8 @@ impl Replica {
             };
             let current = planned.map(|(context, sibling)| {
                 let mut record = previous.clone().unwrap_or_default();
-                record.update(&context, node, sibling);
-                self.bound(&mut record);
+                let written = record.update(&context, node, sibling);
+                self.bound(&mut record, written);
                 record
             });
             if let Some(record) = &current {
@@ -302,16 +302,26 @@ impl Replica {
         if previous.as_ref().is_some_and(|p| p.covers_set(incoming)) {
             return Ok(record);
         }
+        // No bound here: only the write's coordinator collapses siblings
+        // (see `bound`), so replicas never drop different ones.
         record.sync(incoming);
-        self.bound(&mut record);
         let mut delta = Delta::default();
         delta.record(&skey, previous.as_ref(), &record);
         self.commit(delta)?;
         Ok(record)
     }
 
-    fn bound(&self, record: &mut Record) {
-        let dropped = record.bound(self.siblings_max(), lww_order);
+    /// The sibling bound, applied by the coordinator of a write only, and
+    /// never to the sibling it just wrote: the collapse is part of that
+    /// write (its context covers the dropped dots, so every replica drops
+    /// them on merge), and the new dot, which no other replica has seen,
+    /// survives every merge. Bounding on merge instead can make two
+    /// replicas drop different siblings and converge to none
+    /// (`version::laws`).
+    fn bound(&self, record: &mut Record, written: Dot) {
+        let dropped = record.bound(self.siblings_max(), |dot, sibling| {
+            (*dot == written, lww_order(dot, sibling))
+        });
         self.stats
             .siblings_collapsed
             .fetch_add(dropped as u64, Ordering::Relaxed);

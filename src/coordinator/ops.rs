@@ -72,10 +72,11 @@ impl ExpireWhen {
             (None, Some(_)) => true,
             (_, None) => false,
         };
-        !(self.nx && old.is_some())
-            && !(self.xx && old.is_none())
-            && !(self.gt && !later)
-            && !(self.lt && !earlier)
+        let refused = (self.nx && old.is_some())
+            || (self.xx && old.is_none())
+            || (self.gt && !later)
+            || (self.lt && !earlier);
+        !refused
     }
 }
 
@@ -123,8 +124,8 @@ pub enum OpError {
     /// INCRBY past i64.
     #[error("increment or decrement would overflow")]
     Overflow,
-    /// The result would exceed the string size limit.
-    #[error("string exceeds maximum allowed size")]
+    /// The result would exceed the string size limit (Redis's text).
+    #[error("string exceeds maximum allowed size (proto-max-bulk-len)")]
     TooLarge,
 }
 

@@ -209,20 +209,22 @@ pub fn arity_ok(arity: i32, argc: usize) -> bool {
 
 /// Redis's error for an unknown command, args quoted as Redis does.
 pub fn unknown_command(args: &[Bytes]) -> Reply {
-    let mut quoted = String::new();
+    // Byte for byte as Redis's "'%.128s'" and "'%.*s' " (a NUL ends a piece).
+    let mut quoted = Vec::new();
     for arg in args.iter().skip(1) {
         if quoted.len() >= 128 {
             break;
         }
         let room = 128 - quoted.len();
-        let text = String::from_utf8_lossy(&arg[..arg.len().min(room)]);
-        quoted.push_str(&format!("'{text}' "));
+        quoted.push(b'\'');
+        quoted.extend_from_slice(handlers::c_str(arg, room));
+        quoted.extend_from_slice(b"' ");
     }
-    let name = String::from_utf8_lossy(&args[0][..args[0].len().min(128)]).into_owned();
-    Reply::error(
-        format!("ERR unknown command '{name}', with args beginning with: {quoted}")
-            .replace(['\r', '\n'], " "),
-    )
+    let mut text = b"ERR unknown command '".to_vec();
+    text.extend_from_slice(handlers::c_str(&args[0], 128));
+    text.extend_from_slice(b"', with args beginning with: ");
+    text.extend_from_slice(&quoted);
+    handlers::error_from_bytes(text)
 }
 
 /// Redis's arity error for the command (or subcommand) `full_name`.
@@ -322,8 +324,15 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             let Some(queue) = end_multi(session) else {
                 return Reply::error("ERR EXEC without MULTI");
             };
+            // Redis unwatches at every EXEC of a transaction, whatever its outcome.
+            let watched = std::mem::take(&mut session.watched);
             if failed {
                 return Reply::error("EXECABORT Transaction discarded because of previous errors.");
+            }
+            match watch_broken(shared, &watched).await {
+                Ok(false) => {}
+                Ok(true) => return Reply::NilArray,
+                Err(reply) => return reply,
             }
             let mut replies = Vec::with_capacity(queue.len());
             for queued in queue {
@@ -362,6 +371,7 @@ fn reject(session: &mut Session, cmd: Cmd, error: Reply) -> Reply {
         return error;
     }
     end_multi(session);
+    session.watched.clear(); // Redis's execCommandAbort discards and unwatches
     match error {
         Reply::Error(text) => Reply::error(format!(
             "EXECABORT Transaction discarded because of: {}",
@@ -388,6 +398,21 @@ async fn snapshot(shared: &Shared, keys: &[Bytes]) -> Result<Vec<Watched>, Reply
             context: record.map(|r| r.context().clone()).unwrap_or_default(),
         })
         .collect())
+}
+
+/// Whether a WATCHed key changed since WATCH, as Redis judges it: any
+/// write to it (even of the same value), or its value expiring. A key that
+/// held no value then and has no record now (FLUSHALL) did not change.
+async fn watch_broken(shared: &Shared, watched: &[Watched]) -> Result<bool, Reply> {
+    if watched.is_empty() {
+        return Ok(false);
+    }
+    let keys: Vec<Bytes> = watched.iter().map(|w| w.key.clone()).collect();
+    let now = snapshot(shared, &keys).await?;
+    Ok(watched.iter().zip(&now).any(|(then, now)| {
+        let flushed = !then.live && !now.live && now.context == Default::default();
+        !flushed && (then.live != now.live || then.context != now.context)
+    }))
 }
 
 fn end_multi(session: &mut Session) -> Option<Vec<Vec<Bytes>>> {

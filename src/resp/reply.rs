@@ -59,7 +59,11 @@ impl Reply {
 
     /// Whether this reply is an error.
     pub fn is_error(&self) -> bool {
-        matches!(self, Reply::Error(_))
+        match self {
+            Reply::Error(_) => true,
+            Reply::Raw(raw) => raw.first() == Some(&b'-'),
+            _ => false,
+        }
     }
 
     /// Appends the encoding of this reply under `protocol` to `out`.

@@ -124,15 +124,19 @@ mod tests {
     #[test]
     fn crash_keeps_only_synced_writes() {
         let store = MemoryStore::new();
-        store
-            .apply(vec![(b"a".to_vec(), Some(b"1".to_vec()))])
-            .expect("apply");
+        let put = |k: &[u8], v: &[u8]| BatchOp::put(Space::Data, k.to_vec(), v.to_vec());
+        store.apply(vec![put(b"a", b"1")]).expect("apply");
         store.sync().expect("sync");
-        store
-            .apply(vec![(b"b".to_vec(), Some(b"2".to_vec()))])
-            .expect("apply");
+        store.apply(vec![put(b"b", b"2")]).expect("apply");
         store.crash();
-        assert_eq!(store.get(b"a").expect("get"), Some(b"1".to_vec()));
-        assert_eq!(store.get(b"b").expect("get"), None);
+        assert_eq!(
+            store.get(Space::Data, b"a").expect("get"),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(store.get(Space::Data, b"b").expect("get"), None);
+        store.clear().expect("clear");
+        store.sync().expect("sync");
+        store.crash();
+        assert_eq!(store.scan(Space::Data, b"", 10).expect("scan"), vec![]);
     }
 }

@@ -243,8 +243,9 @@ fn client_list(ctx: &Ctx<'_>, filters: &[Bytes]) -> Reply {
                 let mut ids = Vec::new();
                 for arg in &filters[i + 1..] {
                     match super::int_arg(arg) {
-                        Ok(id) if id > 0 => ids.push(id as u64),
-                        _ => return Reply::error("ERR Invalid client ID"),
+                        // Redis accepts any integer; ids below 1 match no one.
+                        Ok(id) => ids.extend(u64::try_from(id).ok().filter(|&id| id > 0)),
+                        Err(_) => return Reply::error("ERR Invalid client ID"),
                     }
                 }
                 wanted_ids = Some(ids);

@@ -221,7 +221,7 @@ async fn copy_value(
     delete_src: bool,
 ) -> Result<bool, Reply> {
     let now = ctx.shared.coordinator.now_ms();
-    let records = read(ctx, &[src.clone()]).await?;
+    let records = read(ctx, std::slice::from_ref(src)).await?;
     let Some((value, expire_at)) = winner(records[0].as_ref(), now) else {
         return Err(Reply::error("ERR no such key"));
     };
@@ -245,7 +245,7 @@ pub async fn rename(ctx: &Ctx<'_>, args: &[Bytes], nx: bool) -> Reply {
     let (src, dst) = (&args[1], &args[2]);
     if nx && src == dst {
         // Redis: RENAMENX k k answers 0 if k exists.
-        return match read(ctx, &[src.clone()]).await {
+        return match read(ctx, std::slice::from_ref(src)).await {
             Ok(r)
                 if r[0]
                     .as_ref()
@@ -350,11 +350,7 @@ pub fn expire_at_ms(
 }
 
 pub async fn expire(ctx: &Ctx<'_>, args: &[Bytes], unit: TimeUnit, command: &str) -> Reply {
-    let now = ctx.shared.coordinator.now_ms();
-    let at = match expire_at_ms(unit, &args[2], now, command) {
-        Ok(at) => at,
-        Err(reply) => return reply,
-    };
+    // Redis checks the options before the time.
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for option in &args[3..] {
         match option.to_ascii_uppercase().as_slice() {
@@ -363,10 +359,9 @@ pub async fn expire(ctx: &Ctx<'_>, args: &[Bytes], unit: TimeUnit, command: &str
             b"GT" => gt = true,
             b"LT" => lt = true,
             _ => {
-                return Reply::error(format!(
-                    "ERR Unsupported option {}",
-                    String::from_utf8_lossy(option)
-                ));
+                let mut text = b"ERR Unsupported option ".to_vec();
+                text.extend_from_slice(super::c_str(option, usize::MAX));
+                return super::error_from_bytes(text);
             }
         }
     }
@@ -376,6 +371,11 @@ pub async fn expire(ctx: &Ctx<'_>, args: &[Bytes], unit: TimeUnit, command: &str
     if gt && lt {
         return Reply::error("ERR GT and LT options at the same time are not compatible");
     }
+    let now = ctx.shared.coordinator.now_ms();
+    let at = match expire_at_ms(unit, &args[2], now, command) {
+        Ok(at) => at,
+        Err(reply) => return reply,
+    };
     let when = ExpireWhen { nx, xx, gt, lt };
     let op = WriteOp::known(Change::Expire {
         at: Some(at.max(0) as u64),
@@ -427,7 +427,8 @@ pub async fn ttl(ctx: &Ctx<'_>, args: &[Bytes], kind: TtlKind) -> Reply {
     Reply::Integer(match kind {
         TtlKind::Seconds => (left + 500) / 1000,
         TtlKind::Millis => left,
-        TtlKind::AtSeconds => (at / 1000) as i64,
+        // Rounded, as Redis's ttlGenericCommand: (ms + 500) / 1000.
+        TtlKind::AtSeconds => (at.saturating_add(500) / 1000) as i64,
         TtlKind::AtMillis => at as i64,
     })
 }

@@ -139,17 +139,25 @@ pub fn config(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
             let all = parameters(ctx);
             let mut seen = Vec::new();
             for pattern in &args[2..] {
+                // Redis answers a name without glob characters with the
+                // name as the client spelled it (`CONFIG GET MAXCLIENTS`).
+                let exact = !pattern.iter().any(|b| matches!(b, b'[' | b'*' | b'?'));
                 for (name, value) in &all {
-                    if !seen.iter().any(|(n, _)| n == name)
+                    if !seen.iter().any(|(n, _, _)| n == name)
                         && glob_match(pattern, name.as_bytes(), true)
                     {
-                        seen.push((*name, value.clone()));
+                        let shown = if exact {
+                            pattern.clone()
+                        } else {
+                            Bytes::from_static(name.as_bytes())
+                        };
+                        seen.push((*name, shown, value.clone()));
                     }
                 }
             }
             Reply::Map(
                 seen.into_iter()
-                    .map(|(n, v)| (Reply::bulk(n), Reply::bulk(v)))
+                    .map(|(_, n, v)| (Reply::Bulk(n), Reply::bulk(v)))
                     .collect(),
             )
         }

@@ -112,13 +112,17 @@ fn parse_set_options(args: &[Bytes], now_ms: u64) -> Result<SetOptions, Reply> {
     let mut j = 0;
     while j < args.len() {
         let option = args[j].to_ascii_uppercase();
+        // As Redis: an expiry option may repeat (the last one counts) but
+        // not mix with another expiry option or KEEPTTL.
         let no_expiry = expire.is_none() && !keep_ttl;
         match (option.as_slice(), expiry_option(&option), args.get(j + 1)) {
             (b"NX", ..) if condition != Condition::IfPresent => condition = Condition::IfAbsent,
             (b"XX", ..) if condition != Condition::IfAbsent => condition = Condition::IfPresent,
             (b"GET", ..) => get = true,
             (b"KEEPTTL", ..) if no_expiry => keep_ttl = true,
-            (_, Some(unit), Some(value)) if no_expiry => {
+            (_, Some(unit), Some(value))
+                if !keep_ttl && expire.is_none_or(|(seen, _)| seen == unit) =>
+            {
                 expire = Some((unit, value));
                 j += 1;
             }
@@ -298,23 +302,39 @@ pub async fn getdel(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
 
 pub async fn getex(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     let now = ctx.shared.coordinator.now_ms();
-    let mut change: Option<Option<u64>> = None;
+    // As Redis: an option may repeat (the last one counts) but not mix
+    // with another.
+    let mut persist = false;
+    let mut expire: Option<(TimeUnit, &Bytes)> = None;
     let mut j = 2;
     while j < args.len() {
         let option = args[j].to_ascii_uppercase();
         match (expiry_option(&option), args.get(j + 1)) {
-            _ if option == b"PERSIST" && change.is_none() => change = Some(None),
-            (Some(unit), Some(value)) if change.is_none() => {
-                match positive_expire_at(unit, value, now, "getex") {
-                    Ok(at) => change = Some(Some(at)),
-                    Err(reply) => return reply,
-                }
+            _ if option == b"PERSIST" && expire.is_none() => persist = true,
+            (Some(unit), Some(value))
+                if !persist && expire.is_none_or(|(seen, _)| seen == unit) =>
+            {
+                expire = Some((unit, value));
                 j += 1;
             }
             _ => return syntax_error(),
         }
         j += 1;
     }
+    let change: Option<Option<u64>> = match expire {
+        None => persist.then_some(None),
+        Some((unit, value)) => match positive_expire_at(unit, value, now, "getex") {
+            Ok(at) => Some(Some(at)),
+            // Redis looks the key up before it checks the time: nil for a
+            // missing key, whatever the time.
+            Err(reply) => {
+                return match get(ctx, args).await {
+                    Reply::Bulk(_) => reply,
+                    other => other,
+                };
+            }
+        },
+    };
     let Some(at) = change else {
         return get(ctx, args).await;
     };
