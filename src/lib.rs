@@ -23,6 +23,7 @@ pub mod config;
 pub mod coordinator;
 pub mod limits;
 pub mod node;
+pub mod peer;
 pub mod replica;
 pub mod resp;
 pub mod ring;

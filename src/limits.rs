@@ -38,6 +38,10 @@ pub const PARTITIONS_DEFAULT: u32 = 4096;
 /// Largest Q: partition ids are stored as two big-endian bytes.
 pub const PARTITIONS_MAX: u32 = 1 << 16;
 
+/// Most bytes reserved at once for a bulk string still arriving; the
+/// buffer grows in such steps as the bytes come.
+pub const BULK_RESERVE_STEP_BYTES: usize = 1024 * 1024;
+
 /// Bytes read from a client socket per read call, at least.
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 

@@ -254,7 +254,7 @@ impl Replica {
         writes: Vec<(Bytes, Planner<E>)>,
         all_or_nothing: bool,
     ) -> Result<Result<Vec<Written>, E>, StoreError> {
-        let node = self.meta().node_id;
+        let node = self.meta().dot_id;
         let keys: Vec<Vec<u8>> = writes.iter().map(|(k, _)| self.storage_key(k)).collect();
         let _guards = self.lock_keys(keys.iter().map(Vec::as_slice));
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -457,7 +457,7 @@ impl Replica {
         Ok(reaped)
     }
 
-    /// Removes every key (FLUSHALL) and takes a new node id, so that dots
+    /// Removes every key (FLUSHALL) and takes a new dot id, so that dots
     /// minted from now on can never collide with dots of the old data that
     /// other replicas may still hold in their contexts.
     ///
@@ -471,7 +471,7 @@ impl Replica {
             .collect();
         let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
         self.store.clear()?;
-        *meta = crate::storage::renew_node_id(self.store.as_ref(), *meta)?;
+        *meta = crate::storage::renew_dot_id(self.store.as_ref(), *meta)?;
         self.stats.value_keys.store(0, Ordering::Relaxed);
         self.stats.expiring_keys.store(0, Ordering::Relaxed);
         self.store.sync()

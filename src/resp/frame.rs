@@ -8,7 +8,7 @@
 //! far it got, so a large request arriving in pieces is scanned once.
 //! Only a complete, checked request reaches redis-protocol.
 
-use crate::limits::{ARRAY_LEN_MAX, INLINE_BYTES_MAX};
+use crate::limits::{ARRAY_LEN_MAX, BULK_RESERVE_STEP_BYTES, INLINE_BYTES_MAX};
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::types::BytesFrame;
@@ -147,8 +147,10 @@ impl RequestParser {
             };
             let body_end = end + 2 + len;
             if buf.len() < body_end + 2 {
-                // Make room once for a large bulk instead of growing in steps.
-                buf.reserve(body_end + 2 - buf.len());
+                // Grow toward a large bulk in bounded steps as it arrives,
+                // not on the announcement alone: a client that announces
+                // 512 MiB and sends nothing must not cost 512 MiB.
+                buf.reserve((body_end + 2 - buf.len()).min(BULK_RESERVE_STEP_BYTES));
                 self.partial = Some(state);
                 return Parsed::Incomplete;
             }

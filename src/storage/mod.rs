@@ -147,8 +147,12 @@ pub trait Store: Send + Sync + 'static {
 /// What a data directory was created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {
-    /// This node's id in version vectors.
+    /// This node's identity in the cluster (placement, membership); fixed
+    /// for the life of the data directory.
     pub node_id: NodeId,
+    /// The id this node mints dots with: the node id until FLUSHALL gives
+    /// it a fresh one (see [`renew_dot_id`]).
+    pub dot_id: NodeId,
     /// Q, the number of partitions (a power of two).
     pub partitions: u32,
 }
@@ -168,11 +172,14 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
                     "partitions must be a power of two up to {PARTITIONS_MAX}, got {partitions}"
                 )));
             }
+            let node_id = random_node_id();
             let meta = Meta {
-                node_id: random_node_id(),
+                node_id,
+                dot_id: node_id,
                 partitions,
             };
             store.meta_put("node_id", &meta.node_id.to_be_bytes())?;
+            store.meta_put("dot_id", &meta.dot_id.to_be_bytes())?;
             store.meta_put("partitions", &meta.partitions.to_be_bytes())?;
             // Written last: a directory without it is treated as new.
             store.meta_put("format", &DATA_FORMAT_V1.to_be_bytes())?;
@@ -185,12 +192,16 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
                     "format {format} is not readable by this release (reads {DATA_FORMAT_V1})"
                 )));
             }
-            let node_id = store.meta_get("node_id")?.ok_or_else(|| bad("node_id"))?;
+            let read_u64 = |name: &'static str| -> Result<u64, StoreError> {
+                let bytes = store.meta_get(name)?.ok_or_else(|| bad(name))?;
+                Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| bad(name))?))
+            };
             let partitions = store
                 .meta_get("partitions")?
                 .ok_or_else(|| bad("partitions"))?;
             Ok(Meta {
-                node_id: u64::from_be_bytes(node_id.try_into().map_err(|_| bad("node_id"))?),
+                node_id: read_u64("node_id")?,
+                dot_id: read_u64("dot_id")?,
                 partitions: u32::from_be_bytes(
                     partitions.try_into().map_err(|_| bad("partitions"))?,
                 ),
@@ -199,17 +210,19 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
     }
 }
 
-/// Gives the node a new id (FLUSHALL: dots of the new id cannot collide
-/// with dots of data that was cleared) and records it.
+/// Gives the node a new dot id and records it. After FLUSHALL the node's
+/// write counters restart, so dots minted under the old id could collide
+/// with dots of the cleared data that other replicas still hold in their
+/// contexts; under a new id they cannot.
 ///
 /// # Errors
 /// The store's.
-pub fn renew_node_id(store: &dyn Store, meta: Meta) -> Result<Meta, StoreError> {
+pub fn renew_dot_id(store: &dyn Store, meta: Meta) -> Result<Meta, StoreError> {
     let renewed = Meta {
-        node_id: random_node_id(),
+        dot_id: random_node_id(),
         ..meta
     };
-    store.meta_put("node_id", &renewed.node_id.to_be_bytes())?;
+    store.meta_put("dot_id", &renewed.dot_id.to_be_bytes())?;
     Ok(renewed)
 }
 

@@ -1,0 +1,171 @@
+//! The messages nodes exchange. Bytes on the wire: see `codec`.
+
+use crate::coordinator::WriteOp;
+use crate::storage::record::Record;
+use crate::version::NodeId;
+use bytes::Bytes;
+
+/// The peer protocol version this build speaks (in the handshake).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The first bytes of every handshake.
+pub const MAGIC: [u8; 4] = *b"DYKV";
+
+/// What a node tells others about itself (and relays about others).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberInfo {
+    /// Node id (random per data directory).
+    pub id: NodeId,
+    /// Human name (`--node-name`).
+    pub name: String,
+    /// Client (RESP) address, `host:port`.
+    pub client_addr: String,
+    /// Peer address, `host:port` (what others dial).
+    pub peer_addr: String,
+    /// Capacity weight.
+    pub weight: f64,
+    /// Failure zone.
+    pub zone: Option<String>,
+}
+
+/// The first frame each side sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hello {
+    /// Must be [`PROTOCOL_VERSION`].
+    pub version: u16,
+    /// Must match the receiver's cluster name.
+    pub cluster: String,
+    /// The sender.
+    pub member: MemberInfo,
+    /// A fresh random challenge the other side must answer.
+    pub nonce: [u8; 16],
+    /// The answer to the other side's challenge, when it was received
+    /// first (the acceptor's Hello carries it); HMAC-SHA256 of the cluster
+    /// secret over the other's nonce and this node's id. Empty without a
+    /// secret.
+    pub proof: Vec<u8>,
+}
+
+/// A request from one node to another.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Liveness and latency probe.
+    Ping,
+    /// Read this node's record of a key.
+    Read {
+        /// The key.
+        key: Bytes,
+    },
+    /// Merge a record into this node's replica (replication, read repair,
+    /// hinted handoff); answered once durable per the receiver's fsync.
+    Replicate {
+        /// The key.
+        key: Bytes,
+        /// The record to merge.
+        record: Record,
+    },
+    /// Coordinate a write as a replica of the key (a non-replica forwards
+    /// writes so that dots are always minted by replicas).
+    Coordinate {
+        /// The key.
+        key: Bytes,
+        /// The write.
+        op: WriteOp,
+        /// W for this write; 0 means the cluster default.
+        w: u8,
+    },
+    /// Up to `limit` records of a partition after a key.
+    Scan {
+        /// The partition.
+        partition: u16,
+        /// Start after this key (`None`: at the partition's start).
+        after: Option<Bytes>,
+        /// Most records to return.
+        limit: u32,
+    },
+    /// Remove every key on this node (FLUSHALL).
+    FlushAll,
+    /// Exchange membership views: the sender's members; the reply is the
+    /// receiver's.
+    Members {
+        /// Members the sender knows.
+        members: Vec<MemberInfo>,
+    },
+}
+
+/// A reply to a [`Request`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// To Ping.
+    Pong,
+    /// To Read.
+    Record {
+        /// The record, if the node has one.
+        record: Option<Record>,
+    },
+    /// To Replicate and FlushAll: done.
+    Ack,
+    /// To Coordinate: the records before and after, as the coordinating
+    /// replica saw them; `current` is `None` when the write did not apply.
+    Written {
+        /// Before.
+        previous: Option<Record>,
+        /// After.
+        current: Option<Record>,
+    },
+    /// To Scan.
+    Entries {
+        /// `(key, record)` in key order.
+        entries: Vec<(Bytes, Record)>,
+    },
+    /// To Members.
+    Members {
+        /// Members the receiver knows.
+        members: Vec<MemberInfo>,
+    },
+    /// The request failed on the receiver.
+    Error {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// For logs and clients.
+        message: String,
+    },
+}
+
+/// Why a request failed on the receiving node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Its store failed.
+    Storage = 1,
+    /// Not enough replicas answered the forwarded write.
+    Quorum = 2,
+    /// It is shutting down.
+    ShuttingDown = 3,
+    /// The request made no sense to it.
+    BadRequest = 4,
+    /// The write was refused: the value is not an integer.
+    NotAnInteger = 5,
+    /// The write was refused: the increment would overflow.
+    Overflow = 6,
+    /// The write was refused: the string would be too large.
+    TooLarge = 7,
+}
+
+/// One frame after the handshake.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A request, with the sender's id for it.
+    Request {
+        /// Request id, unique per connection direction.
+        id: u64,
+        /// The request.
+        request: Request,
+    },
+    /// The response to the request with this id.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The response.
+        response: Response,
+    },
+}

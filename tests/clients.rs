@@ -1,0 +1,509 @@
+//! A real client library (the `redis` crate, async, multiplexed) against a
+//! real `dynokv` process: RESP2 and RESP3, pipelines, MGET/MSET, the
+//! sibling commands VGET/VSET, and MULTI/EXEC.
+
+// `allow-expect-in-tests` covers `#[test]` bodies only, not the helpers
+// here or `#[tokio::test]` bodies; in a test, a failed expect is the
+// failure report we want.
+#![expect(
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
+mod common;
+
+use common::{TestNode, connect};
+use redis::aio::MultiplexedConnection;
+use redis::{ErrorKind, ServerErrorKind, Value};
+use std::future::Future;
+use std::time::Duration;
+
+/// Upper bound on any one test's client work.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `work`, failing the test if it takes longer than [`TEST_TIMEOUT`].
+async fn within<T>(work: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(TEST_TIMEOUT, work).await {
+        Ok(value) => value,
+        Err(_) => panic!("client work did not finish within {TEST_TIMEOUT:?}"),
+    }
+}
+
+/// Runs one command and returns the raw reply.
+async fn raw(con: &mut MultiplexedConnection, args: &[&[u8]]) -> Value {
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).expect("command name is UTF-8"));
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(con)
+        .await
+        .unwrap_or_else(|e| panic!("{:?} failed: {e}", String::from_utf8_lossy(args[0])))
+}
+
+fn bulk(bytes: &[u8]) -> Value {
+    Value::BulkString(bytes.to_vec())
+}
+
+/// The `resp=` field of CLIENT INFO: which protocol the server thinks
+/// this connection speaks.
+async fn server_side_protocol(con: &mut MultiplexedConnection) -> String {
+    let info: String = redis::cmd("CLIENT")
+        .arg("INFO")
+        .query_async(con)
+        .await
+        .expect("CLIENT INFO");
+    info.split_whitespace()
+        .find_map(|field| field.strip_prefix("resp="))
+        .unwrap_or_else(|| panic!("no resp= in CLIENT INFO: {info}"))
+        .to_owned()
+}
+
+/// GET/SET/DEL/EXISTS/TYPE and nil replies, the same in either protocol.
+async fn string_basics(con: &mut MultiplexedConnection) {
+    // Nil before anything is written: typed and raw.
+    let missing: Option<String> = redis::cmd("GET")
+        .arg("k1")
+        .query_async(con)
+        .await
+        .expect("GET");
+    assert_eq!(missing, None);
+    assert_eq!(raw(con, &[b"GET", b"k1"]).await, Value::Nil);
+    assert_eq!(raw(con, &[b"EXISTS", b"k1"]).await, Value::Int(0));
+    assert_eq!(
+        raw(con, &[b"TYPE", b"k1"]).await,
+        Value::SimpleString("none".into())
+    );
+
+    assert_eq!(raw(con, &[b"SET", b"k1", b"v1"]).await, Value::Okay);
+    assert_eq!(raw(con, &[b"GET", b"k1"]).await, bulk(b"v1"));
+    // Binary-safe values, including CR LF and NUL.
+    let binary: &[u8] = b"a\r\nb\0c\xff";
+    assert_eq!(raw(con, &[b"SET", b"k2", binary]).await, Value::Okay);
+    assert_eq!(raw(con, &[b"GET", b"k2"]).await, bulk(binary));
+    // The empty string is a value, not nil.
+    assert_eq!(raw(con, &[b"SET", b"empty", b""]).await, Value::Okay);
+    assert_eq!(raw(con, &[b"GET", b"empty"]).await, bulk(b""));
+    // Overwrite.
+    assert_eq!(raw(con, &[b"SET", b"k1", b"v1b"]).await, Value::Okay);
+    assert_eq!(raw(con, &[b"GET", b"k1"]).await, bulk(b"v1b"));
+
+    assert_eq!(
+        raw(con, &[b"EXISTS", b"k1", b"k2", b"nope", b"k1"]).await,
+        Value::Int(3)
+    );
+    assert_eq!(
+        raw(con, &[b"TYPE", b"k1"]).await,
+        Value::SimpleString("string".into())
+    );
+    assert_eq!(
+        raw(con, &[b"DEL", b"k1", b"nope", b"k2"]).await,
+        Value::Int(2)
+    );
+    assert_eq!(raw(con, &[b"DEL", b"k1"]).await, Value::Int(0));
+    assert_eq!(raw(con, &[b"GET", b"k1"]).await, Value::Nil);
+    assert_eq!(raw(con, &[b"EXISTS", b"k1", b"k2"]).await, Value::Int(0));
+    assert_eq!(
+        raw(con, &[b"TYPE", b"k2"]).await,
+        Value::SimpleString("none".into())
+    );
+    // A deleted key can be written again.
+    assert_eq!(raw(con, &[b"SET", b"k1", b"again"]).await, Value::Okay);
+    assert_eq!(raw(con, &[b"GET", b"k1"]).await, bulk(b"again"));
+
+    // Errors come back as server errors, and the connection stays usable.
+    let err = redis::cmd("GET")
+        .query_async::<Value>(con)
+        .await
+        .expect_err("GET without a key must fail");
+    assert!(
+        err.to_string()
+            .contains("wrong number of arguments for 'get' command"),
+        "{err}"
+    );
+    assert_eq!(
+        raw(con, &[b"PING"]).await,
+        Value::SimpleString("PONG".into())
+    );
+}
+
+#[tokio::test]
+async fn resp2_basics() {
+    // Proves plain string commands and nil replies work for a RESP2 client: the redis crate's default connection against a fresh node.
+    let node = TestNode::start(&[]);
+    within(async {
+        let mut con = connect(&node.url()).await;
+        assert_eq!(server_side_protocol(&mut con).await, "2");
+        string_basics(&mut con).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resp3_basics() {
+    // Proves the same commands work after the client negotiates RESP3 (HELLO 3), with RESP3 nulls and maps.
+    let node = TestNode::start(&[]);
+    within(async {
+        let mut con = connect(&node.url_resp3()).await;
+        assert_eq!(server_side_protocol(&mut con).await, "3");
+        string_basics(&mut con).await;
+        // HELLO answers with a RESP3 map naming the protocol.
+        let hello = raw(&mut con, &[b"HELLO", b"3"]).await;
+        let Value::Map(fields) = hello else {
+            panic!("HELLO 3 did not reply with a map: {hello:?}");
+        };
+        assert!(
+            fields
+                .iter()
+                .any(|(k, v)| *k == bulk(b"proto") && *v == Value::Int(3)),
+            "{fields:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pipeline_of_1000_commands() {
+    // Proves 1,000 pipelined commands (500 SET then 500 GET, one flush) come back complete and in order, in RESP2 and RESP3.
+    let node = TestNode::start(&[]);
+    within(async {
+        for (url, tag) in [(node.url(), "r2"), (node.url_resp3(), "r3")] {
+            let mut con = connect(&url).await;
+            let mut pipe = redis::pipe();
+            for i in 0..500 {
+                pipe.cmd("SET")
+                    .arg(format!("{tag}:key:{i}"))
+                    .arg(format!("value-{i}"));
+            }
+            for i in 0..500 {
+                pipe.cmd("GET").arg(format!("{tag}:key:{i}"));
+            }
+            let replies: Vec<Value> = pipe.query_async(&mut con).await.expect("pipeline");
+            assert_eq!(replies.len(), 1000);
+            for (i, reply) in replies[..500].iter().enumerate() {
+                assert_eq!(*reply, Value::Okay, "SET #{i}");
+            }
+            for (i, reply) in replies[500..].iter().enumerate() {
+                assert_eq!(
+                    *reply,
+                    bulk(format!("value-{i}").as_bytes()),
+                    "GET #{i} ({tag})"
+                );
+            }
+            // And a pipeline of reads of keys that do not exist: 1,000 nils.
+            let mut pipe = redis::pipe();
+            for i in 0..1000 {
+                pipe.cmd("GET").arg(format!("{tag}:absent:{i}"));
+            }
+            let nils: Vec<Option<String>> = pipe.query_async(&mut con).await.expect("pipeline");
+            assert_eq!(nils.len(), 1000);
+            assert!(nils.iter().all(Option::is_none));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mget_and_mset() {
+    // Proves MSET writes every pair (a repeated key keeps its last value) and MGET answers in key order with nil for missing keys.
+    let node = TestNode::start(&[]);
+    within(async {
+        let mut con = connect(&node.url()).await;
+        assert_eq!(
+            raw(
+                &mut con,
+                &[b"MSET", b"a", b"1", b"b", b"2", b"c", b"3", b"a", b"4"]
+            )
+            .await,
+            Value::Okay
+        );
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&["a", "missing", "b", "c", "a"])
+            .query_async(&mut con)
+            .await
+            .expect("MGET");
+        assert_eq!(
+            values,
+            vec![
+                Some("4".to_owned()),
+                None,
+                Some("2".to_owned()),
+                Some("3".to_owned()),
+                Some("4".to_owned())
+            ]
+        );
+        // An odd number of arguments is an arity error, and writes nothing.
+        let err = redis::cmd("MSET")
+            .arg(&["x", "1", "y"])
+            .query_async::<Value>(&mut con)
+            .await
+            .expect_err("MSET with an odd argument count");
+        assert!(
+            err.to_string()
+                .contains("wrong number of arguments for 'mset' command"),
+            "{err}"
+        );
+        assert_eq!(raw(&mut con, &[b"EXISTS", b"x"]).await, Value::Int(0));
+        // MGET through RESP3 too.
+        let mut con3 = connect(&node.url_resp3()).await;
+        assert_eq!(
+            raw(&mut con3, &[b"MGET", b"b", b"zz"]).await,
+            Value::Array(vec![bulk(b"2"), Value::Nil])
+        );
+    })
+    .await;
+}
+
+/// VGET's reply: (context, sibling values sorted).
+async fn vget(con: &mut MultiplexedConnection, key: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let reply = raw(con, &[b"VGET", key]).await;
+    let Value::Array(parts) = reply else {
+        panic!("VGET did not reply with an array: {reply:?}");
+    };
+    let [Value::BulkString(context), Value::Array(values)] = parts.as_slice() else {
+        panic!("VGET reply is not [context, [values]]: {parts:?}");
+    };
+    let mut values: Vec<Vec<u8>> = values
+        .iter()
+        .map(|v| match v {
+            Value::BulkString(bytes) => bytes.clone(),
+            other => panic!("a sibling is not a bulk string: {other:?}"),
+        })
+        .collect();
+    values.sort();
+    (context.clone(), values)
+}
+
+/// VSET's reply: the new context.
+async fn vset(
+    con: &mut MultiplexedConnection,
+    key: &[u8],
+    context: &[u8],
+    value: &[u8],
+) -> Vec<u8> {
+    match raw(con, &[b"VSET", key, context, value]).await {
+        Value::BulkString(context) => context,
+        other => panic!("VSET did not reply with a context: {other:?}"),
+    }
+}
+
+async fn sibling_lifecycle(con: &mut MultiplexedConnection, key: &[u8]) {
+    // A key never written: the empty context and no values.
+    let (empty_context, values) = vget(con, key).await;
+    assert!(values.is_empty(), "{values:?}");
+    assert_eq!(
+        empty_context, b"",
+        "a key never written has the empty context"
+    );
+
+    // Two writers that both read "nothing" write concurrently.
+    let first_context = vset(con, key, &empty_context, b"first").await;
+    // Distinct millisecond timestamps, so the later write is the LWW winner.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let _second_context = vset(con, key, &empty_context, b"second").await;
+    let (merged, values) = vget(con, key).await;
+    assert_eq!(values, vec![b"first".to_vec(), b"second".to_vec()]);
+
+    // Plain GET picks one sibling: the one with the greatest timestamp.
+    let winner = raw(con, &[b"GET", key]).await;
+    let Value::BulkString(winner) = winner else {
+        panic!("GET with siblings did not return a value: {winner:?}");
+    };
+    assert!(values.contains(&winner), "GET returned a non-sibling");
+    assert_eq!(winner, b"second", "GET must return the later write");
+    // Reading did not resolve anything: both siblings are still there.
+    assert_eq!(vget(con, key).await.1.len(), 2);
+    assert_eq!(raw(con, &[b"EXISTS", key]).await, Value::Int(1));
+
+    // A context that covers only the first write supersedes only it.
+    let _ = vset(con, key, &first_context, b"third").await;
+    let (merged_again, values) = vget(con, key).await;
+    assert_eq!(values, vec![b"second".to_vec(), b"third".to_vec()]);
+    // The stale merged context does not cover "third": it stays.
+    let _ = merged;
+
+    // Writing with the context that has seen every sibling resolves them.
+    let resolved_context = vset(con, key, &merged_again, b"resolved").await;
+    let (context, values) = vget(con, key).await;
+    assert_eq!(values, vec![b"resolved".to_vec()]);
+    assert_eq!(
+        context, resolved_context,
+        "VSET replies with the new context"
+    );
+    assert_eq!(raw(con, &[b"GET", key]).await, bulk(b"resolved"));
+
+    // VDEL with the full context leaves no value, and GET sees nil.
+    let reply = raw(con, &[b"VDEL", key, &context]).await;
+    assert!(matches!(reply, Value::BulkString(_)), "{reply:?}");
+    let (_, values) = vget(con, key).await;
+    assert!(values.is_empty(), "{values:?}");
+    assert_eq!(raw(con, &[b"GET", key]).await, Value::Nil);
+
+    // A context that is not one of ours is refused, and nothing is written.
+    let err = redis::cmd("VSET")
+        .arg(key)
+        .arg(b"\xffnot a context")
+        .arg("x")
+        .query_async::<Value>(con)
+        .await
+        .expect_err("VSET with a garbage context");
+    assert!(err.to_string().contains("invalid causal context"), "{err}");
+    assert!(vget(con, key).await.1.is_empty());
+
+    // Per-request quorums are accepted (capped at the member count) ...
+    let (context, _) = vget(con, key).await;
+    let reply = raw(con, &[b"VSET", key, &context, b"quorum", b"W", b"3"]).await;
+    assert!(matches!(reply, Value::BulkString(_)), "{reply:?}");
+    let reply = raw(con, &[b"VGET", key, b"R", b"2"]).await;
+    assert!(
+        matches!(&reply, Value::Array(parts) if parts.get(1) == Some(&Value::Array(vec![bulk(b"quorum")]))),
+        "{reply:?}"
+    );
+    // ... and malformed ones are not.
+    let err = redis::cmd("VGET")
+        .arg(key)
+        .arg("R")
+        .arg("0")
+        .query_async::<Value>(con)
+        .await
+        .expect_err("R 0");
+    assert!(
+        err.to_string().contains("R must be a positive integer"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn vset_siblings_resp2() {
+    // Proves two VSETs with the same old context make two siblings that GET resolves last-writer-wins, and the merged context collapses them, over RESP2.
+    let node = TestNode::start(&[]);
+    within(async {
+        let mut con = connect(&node.url()).await;
+        sibling_lifecycle(&mut con, b"vkey").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn vset_siblings_resp3() {
+    // Proves the same sibling lifecycle over RESP3, with the two writers on two separate connections.
+    let node = TestNode::start(&[]);
+    within(async {
+        let mut a = connect(&node.url_resp3()).await;
+        let mut b = connect(&node.url_resp3()).await;
+        sibling_lifecycle(&mut a, b"vkey3").await;
+
+        // Two clients on two connections, both starting from the same read.
+        let (context, _) = vget(&mut a, b"shared").await;
+        vset(&mut a, b"shared", &context, b"from-a").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        vset(&mut b, b"shared", &context, b"from-b").await;
+        let (merged, values) = vget(&mut b, b"shared").await;
+        assert_eq!(values, vec![b"from-a".to_vec(), b"from-b".to_vec()]);
+        assert_eq!(raw(&mut a, &[b"GET", b"shared"]).await, bulk(b"from-b"));
+        vset(&mut a, b"shared", &merged, b"merged").await;
+        assert_eq!(vget(&mut b, b"shared").await.1, vec![b"merged".to_vec()]);
+        // A plain SET supersedes every sibling it knows, too.
+        vset(&mut a, b"plain", b"", b"x").await;
+        vset(&mut b, b"plain", b"", b"y").await;
+        assert_eq!(vget(&mut a, b"plain").await.1.len(), 2);
+        assert_eq!(raw(&mut a, &[b"SET", b"plain", b"z"]).await, Value::Okay);
+        assert_eq!(vget(&mut b, b"plain").await.1, vec![b"z".to_vec()]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn vdel_concurrent_with_vset() {
+    // Proves a delete concurrent with a write keeps the written value as a sibling (VGET lists it) while GET follows the later of the two, as docs/semantics.md says.
+    let node = TestNode::start(&[]);
+    within(async {
+        let mut con = connect(&node.url()).await;
+        for (key, delete_last) in [(&b"del-last"[..], true), (&b"set-last"[..], false)] {
+            let base = vset(&mut con, key, b"", b"base").await;
+            let reply = if delete_last {
+                vset(&mut con, key, &base, b"kept").await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                raw(&mut con, &[b"VDEL", key, &base]).await
+            } else {
+                let reply = raw(&mut con, &[b"VDEL", key, &base]).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                vset(&mut con, key, &base, b"kept").await;
+                reply
+            };
+            assert!(matches!(reply, Value::BulkString(_)), "{reply:?}");
+            // The concurrent value is never lost to the delete.
+            let (merged, values) = vget(&mut con, key).await;
+            assert_eq!(values, vec![b"kept".to_vec()]);
+            let expected = if delete_last {
+                Value::Nil
+            } else {
+                bulk(b"kept")
+            };
+            assert_eq!(raw(&mut con, &[b"GET", key]).await, expected);
+            // Still there after the read; a write with the merged context resolves it.
+            assert_eq!(vget(&mut con, key).await.1, vec![b"kept".to_vec()]);
+            vset(&mut con, key, &merged, b"final").await;
+            assert_eq!(raw(&mut con, &[b"GET", key]).await, bulk(b"final"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn multi_exec_through_atomic_pipeline() {
+    // Proves MULTI/EXEC via redis::pipe().atomic(): queued commands run in order and reply as one array; a queue-time error aborts the whole transaction.
+    let node = TestNode::start(&[]);
+    within(async {
+        for url in [node.url(), node.url_resp3()] {
+            let mut con = connect(&url).await;
+            let _: Value = redis::cmd("DEL")
+                .arg(&["t1", "t2"])
+                .query_async(&mut con)
+                .await
+                .expect("DEL");
+            let (set, got, exists, deleted, gone): (String, String, i64, i64, Option<String>) =
+                redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg("t1")
+                    .arg("one")
+                    .cmd("GET")
+                    .arg("t1")
+                    .cmd("EXISTS")
+                    .arg("t1")
+                    .cmd("DEL")
+                    .arg("t1")
+                    .cmd("GET")
+                    .arg("t1")
+                    .query_async(&mut con)
+                    .await
+                    .expect("MULTI/EXEC");
+            assert_eq!(
+                (set.as_str(), got.as_str(), exists, deleted, gone),
+                ("OK", "one", 1, 1, None)
+            );
+
+            // A transaction with an arity error at queue time: EXECABORT,
+            // and the well-formed command queued before it did not run.
+            let err = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg("t2")
+                .arg("never")
+                .cmd("GET")
+                .query_async::<Value>(&mut con)
+                .await
+                .expect_err("EXEC after a queueing error must fail");
+            assert!(
+                matches!(err.kind(), ErrorKind::Server(ServerErrorKind::ExecAbort))
+                    || err.to_string().contains("EXECABORT"),
+                "{err:?}"
+            );
+            assert_eq!(raw(&mut con, &[b"GET", b"t2"]).await, Value::Nil);
+            // The connection is out of MULTI and usable.
+            assert_eq!(raw(&mut con, &[b"SET", b"t2", b"now"]).await, Value::Okay);
+            assert_eq!(raw(&mut con, &[b"GET", b"t2"]).await, bulk(b"now"));
+        }
+    })
+    .await;
+}
