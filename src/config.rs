@@ -60,6 +60,10 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_PEER_PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_port: Option<u16>,
+    /// Peer address other nodes dial, HOST:PORT [default: bind address and peer port].
+    #[arg(long, env = "DYNOKV_PEER_ADVERTISE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_advertise: Option<String>,
     /// Data directory [default: ./data].
     #[arg(long, env = "DYNOKV_DATA_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +165,7 @@ impl Settings {
             bind,
             port,
             peer_port,
+            peer_advertise,
             data_dir,
             fsync,
             node_name,
@@ -188,6 +193,7 @@ impl From<&Config> for Settings {
             bind: Some(c.bind.clone()),
             port: Some(c.port),
             peer_port: Some(c.peer_port),
+            peer_advertise: c.peer_advertise.clone(),
             data_dir: Some(c.data_dir.clone()),
             fsync: Some(c.fsync),
             join: c.join.clone(),
@@ -218,6 +224,9 @@ pub struct Config {
     pub port: u16,
     /// Peer port. Default `port + 10000`.
     pub peer_port: u16,
+    /// Peer address advertised to other nodes. Default `bind:peer_port`
+    /// (with the port actually bound).
+    pub peer_advertise: Option<String>,
     /// Data directory. Default `./data`.
     pub data_dir: PathBuf,
     /// Fsync policy. Default everysec.
@@ -308,6 +317,7 @@ impl Config {
             bind,
             port,
             peer_port,
+            peer_advertise: settings.peer_advertise,
             data_dir: settings.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
             fsync: settings.fsync.unwrap_or_default(),
             join: settings.join,

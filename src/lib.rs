@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod limits;
+pub mod membership;
 pub mod node;
 pub mod peer;
 pub mod replica;

@@ -79,3 +79,47 @@ pub const PARTITION_PAGE_RECORDS: usize = 1024;
 /// Most records one SCAN call reads from a single partition before it
 /// returns a cursor inside that partition (only huge partitions need one).
 pub const SCAN_PARTITION_RECORDS_MAX: usize = 10_000;
+
+/// Default time a peer request may take before it counts as failed, in ms.
+pub const PEER_REQUEST_TIMEOUT_MS: u64 = 2_000;
+
+/// Requests one node may have in flight to one peer; past it new requests
+/// wait (backpressure) rather than queue without bound.
+pub const PEER_INFLIGHT_MAX: usize = 1024;
+
+/// Frames queued for one peer connection's writer.
+pub const PEER_QUEUE_FRAMES: usize = 4096;
+
+/// Most bytes the writer coalesces into one socket write.
+pub const PEER_WRITE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Requests from one peer served at once on this node.
+pub const PEER_SERVE_CONCURRENCY: usize = 256;
+
+/// First and longest wait between reconnect attempts to a peer, in ms.
+pub const PEER_BACKOFF_MIN_MS: u64 = 50;
+/// See [`PEER_BACKOFF_MIN_MS`].
+pub const PEER_BACKOFF_MAX_MS: u64 = 2_000;
+
+/// How long a handshake may take, in ms.
+pub const PEER_HANDSHAKE_TIMEOUT_MS: u64 = 3_000;
+
+/// Membership exchange period, in ms (each tick: one random peer).
+pub const MEMBERSHIP_EXCHANGE_MS: u64 = 500;
+
+/// Read repairs waiting to be sent; past it repairs are dropped and
+/// counted (anti-entropy catches what they would have fixed).
+pub const READ_REPAIR_QUEUE_LEN: usize = 4096;
+
+/// Largest peer frame, in bytes, after its 4-byte length prefix: one
+/// record can hold a 512 MiB value plus its versions, so leave headroom
+/// over [`VALUE_BYTES_MAX`]. A longer length is refused before buffering.
+pub const PEER_FRAME_BYTES_MAX: usize = 600 * 1024 * 1024;
+
+/// Largest handshake (Hello) frame, in bytes, after its length prefix: a
+/// peer that has not yet proved itself may not make us buffer more.
+pub const PEER_HELLO_BYTES_MAX: usize = 64 * 1024;
+
+/// Most elements in one list of a peer message (scan entries, members);
+/// decoding a longer count is refused before allocating.
+pub const PEER_LIST_LEN_MAX: usize = 1 << 20;

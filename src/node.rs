@@ -4,17 +4,22 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::coordinator::{Coordinator, LocalCoordinator};
+use crate::coordinator::{ClusterCoordinator, Coordinator, LocalCoordinator, QuorumPolicy, Repair};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
-    FSYNC_EVERYSEC_INTERVAL_MS, SHUTDOWN_DRAIN_MS,
+    FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS,
 };
+use crate::membership::Membership;
+use crate::peer::message::MemberInfo;
+use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::Replica;
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -42,11 +47,16 @@ pub enum NodeError {
     },
 }
 
-/// A node ready to serve: store open, port bound.
+/// A node ready to serve: store open, ports bound.
 pub struct Node {
     replica: Arc<Replica>,
     clock: Arc<dyn Clock>,
-    coordinator: Arc<dyn Coordinator>,
+    coordinator: ClusterCoordinator,
+    repairs: mpsc::Receiver<Repair>,
+    transport: Arc<Transport>,
+    membership: Arc<Membership>,
+    peer_listener: TcpListener,
+    seeds: Vec<String>,
     server: Server,
     shutdown: watch::Sender<bool>,
 }
@@ -70,8 +80,17 @@ impl ShutdownHandle {
     }
 }
 
+async fn bind(host: &str, port: u16) -> Result<TcpListener, NodeError> {
+    TcpListener::bind((host, port))
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: format!("{host}:{port}"),
+            source,
+        })
+}
+
 impl Node {
-    /// Opens the data directory and binds the client port.
+    /// Opens the data directory and binds the client and peer ports.
     ///
     /// # Errors
     /// [`NodeError`] for an unusable data directory or port.
@@ -91,20 +110,72 @@ impl Node {
         .await
         .map_err(|e| StoreError::Engine(format!("store open task: {e}")))??;
         let replica = Arc::new(replica);
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let coordinator: Arc<dyn Coordinator> = Arc::new(LocalCoordinator::new(
-            Arc::clone(&replica),
-            Arc::clone(&clock),
-        ));
+        let meta = replica.meta();
+        let client_listener = bind(&config.bind, config.port).await?;
+        let peer_listener = bind(&config.bind, config.peer_port).await?;
+        let port_of = |l: &TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (port, peer_port) = (port_of(&client_listener), port_of(&peer_listener));
+        let me = MemberInfo {
+            id: meta.node_id,
+            name: if config.port == 0 {
+                format!("{}:{port}", config.bind)
+            } else {
+                config.node_name.clone()
+            },
+            client_addr: format!("{}:{port}", config.bind),
+            peer_addr: config
+                .peer_advertise
+                .clone()
+                .unwrap_or_else(|| format!("{}:{peer_port}", config.bind)),
+            weight: config.weight,
+            zone: config.zone.clone(),
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let addr = format!("{}:{}", config.bind, config.port);
-        let server = Server::bind(config, Arc::clone(&coordinator), shutdown_rx)
-            .await
-            .map_err(|source| NodeError::Bind { addr, source })?;
+        let transport = Transport::new(
+            TransportConfig {
+                cluster: config.cluster_name.clone(),
+                secret: config.cluster_secret.clone(),
+                me: me.clone(),
+                partitions: meta.partitions,
+                request_timeout: Duration::from_millis(PEER_REQUEST_TIMEOUT_MS),
+            },
+            shutdown_rx.clone(),
+        );
+        let membership = Membership::new(me);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let local = LocalCoordinator::new(Arc::clone(&replica), Arc::clone(&clock));
+        let policy = QuorumPolicy {
+            n: config.replicas,
+            r: config.read_quorum,
+            w: config.write_quorum,
+        };
+        let (coordinator, repairs) = ClusterCoordinator::new(
+            local,
+            Arc::clone(&transport),
+            Arc::clone(&membership),
+            policy,
+        );
+        transport.set_handler(Arc::new(coordinator.clone()));
+        let seeds = config.join.clone();
+        let server = Server::new(
+            client_listener,
+            config,
+            Arc::new(coordinator.clone()),
+            shutdown_rx,
+        )
+        .map_err(|source| NodeError::Bind {
+            addr: "client listener".into(),
+            source,
+        })?;
         Ok(Self {
             replica,
             clock,
             coordinator,
+            repairs,
+            transport,
+            membership,
+            peer_listener,
+            seeds,
             server,
             shutdown,
         })
@@ -118,13 +189,21 @@ impl Node {
         self.server.local_addr()
     }
 
+    /// The bound peer address.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.peer_listener.local_addr()
+    }
+
     /// A handle that stops the node.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.clone())
     }
 
-    /// Serves until shut down, then drains clients (bounded) and flushes
-    /// the store.
+    /// Serves until shut down, then drains clients (bounded), stops the
+    /// workers and peer connections, and flushes the store.
     ///
     /// # Errors
     /// The final flush's error.
@@ -133,6 +212,11 @@ impl Node {
             replica,
             clock,
             coordinator,
+            repairs,
+            transport,
+            membership,
+            peer_listener,
+            seeds,
             server,
             shutdown,
         } = self;
@@ -145,9 +229,22 @@ impl Node {
             clock,
             shutdown.subscribe(),
         ));
+        workers.spawn(
+            coordinator
+                .clone()
+                .run_repairs(repairs, shutdown.subscribe()),
+        );
+        workers.spawn(crate::membership::run(
+            membership,
+            Arc::clone(&transport),
+            seeds,
+            shutdown.subscribe(),
+        ));
+        transport.serve(peer_listener);
         server.run(Duration::from_millis(SHUTDOWN_DRAIN_MS)).await;
         let _ = shutdown.send(true);
         while workers.join_next().await.is_some() {}
+        transport.join().await;
         coordinator
             .flush()
             .await

@@ -44,6 +44,24 @@ pub enum DecodeError {
         /// How many bytes were left.
         extra: usize,
     },
+    /// The bytes do not start with our protocol's magic: the other end
+    /// speaks another protocol.
+    #[error("bad magic: not the dynokv peer protocol")]
+    BadMagic,
+    /// A handshake in a peer protocol version this build does not speak.
+    #[error("unsupported peer protocol version {found}")]
+    UnsupportedProtocol {
+        /// The version the other end speaks.
+        found: u16,
+    },
+    /// A tag byte that names no variant.
+    #[error("unknown {what} tag {found}")]
+    UnknownTag {
+        /// Which tag.
+        what: &'static str,
+        /// The byte found.
+        found: u8,
+    },
 }
 
 /// Appends `value` as an unsigned LEB128 varint (1 to 10 bytes).

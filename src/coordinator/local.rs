@@ -42,6 +42,59 @@ impl LocalCoordinator {
     }
 }
 
+impl LocalCoordinator {
+    /// The local replica (INFO, the expiry worker).
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// Merges a record from another replica into this one.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn merge(&self, key: Bytes, record: Record) -> Result<Record, CoordinatorError> {
+        self.blocking(move |replica| replica.merge(&key, &record))
+            .await
+    }
+
+    /// Keys holding a live value, and how many of them expire, within
+    /// `partitions` of this replica (a scan of those partitions).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn count(&self, partitions: Vec<u16>) -> Result<KeyCounts, CoordinatorError> {
+        let now = self.clock.now_ms();
+        self.blocking(move |replica| {
+            let mut counts = KeyCounts::default();
+            for partition in partitions {
+                let mut from = storage_key(partition, b"");
+                loop {
+                    let rows = replica.scan(&from, 1024)?;
+                    let mut done = rows.len() < 1024;
+                    for (skey, _, record) in &rows {
+                        if split_storage_key(skey).is_none_or(|(p, _)| p != partition) {
+                            done = true;
+                            break;
+                        }
+                        if let Some((_, winner)) = record.winner(crate::storage::record::lww_order)
+                            && crate::storage::record::is_live(record, now)
+                        {
+                            counts.keys += 1;
+                            counts.expires += u64::from(winner.expire_at_ms.is_some());
+                        }
+                    }
+                    match rows.last() {
+                        Some((last, _, _)) if !done => from = next_key(last),
+                        _ => break,
+                    }
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+}
+
 impl Coordinator for LocalCoordinator {
     fn read(
         &self,

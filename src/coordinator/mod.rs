@@ -6,9 +6,11 @@
 //! everything against this node's replica. RESP handlers never touch the
 //! replica or the store directly.
 
+mod cluster;
 mod local;
 mod ops;
 
+pub use cluster::{ClusterCoordinator, QuorumPolicy, Repair};
 pub use local::LocalCoordinator;
 pub use ops::{Base, Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
 
@@ -46,6 +48,9 @@ pub enum CoordinatorError {
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// Another node failed the request.
+    #[error("peer error: {0}")]
+    Remote(String),
     /// A write could not be applied to the current value.
     #[error(transparent)]
     Rejected(#[from] OpError),

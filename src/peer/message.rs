@@ -37,6 +37,8 @@ pub struct Hello {
     pub cluster: String,
     /// The sender.
     pub member: MemberInfo,
+    /// The sender's Q: nodes of one cluster must agree on it.
+    pub partitions: u32,
     /// A fresh random challenge the other side must answer.
     pub nonce: [u8; 16],
     /// The answer to the other side's challenge, when it was received
@@ -85,6 +87,12 @@ pub enum Request {
     },
     /// Remove every key on this node (FLUSHALL).
     FlushAll,
+    /// Count the live keys this node holds in these partitions (DBSIZE,
+    /// INFO keyspace: each partition is counted on one replica).
+    Count {
+        /// The partitions.
+        partitions: Vec<u16>,
+    },
     /// Exchange membership views: the sender's members; the reply is the
     /// receiver's.
     Members {
@@ -117,6 +125,13 @@ pub enum Response {
     Entries {
         /// `(key, record)` in key order.
         entries: Vec<(Bytes, Record)>,
+    },
+    /// To Count.
+    Count {
+        /// Live keys.
+        keys: u64,
+        /// Of those, keys with an expiry.
+        expires: u64,
     },
     /// To Members.
     Members {

@@ -2,5 +2,7 @@
 //! documented there), the handshake's proof of the cluster secret, and
 //! the transport (one multiplexed connection per peer pair).
 
+pub mod auth;
 pub mod codec;
 pub mod message;
+pub mod transport;

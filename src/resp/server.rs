@@ -150,16 +150,16 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the client port.
+    /// Serves clients on `listener`.
     ///
     /// # Errors
-    /// The bind error.
-    pub async fn bind(
+    /// The listener's address cannot be read.
+    pub fn new(
+        listener: TcpListener,
         config: Config,
         coordinator: Arc<dyn Coordinator>,
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind((config.bind.as_str(), config.port)).await?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
             config: RwLock::new(config),

@@ -167,6 +167,7 @@ pub fn coordinator_error(error: &CoordinatorError) -> Reply {
             Reply::error(format!("ERR {error}"))
         }
         CoordinatorError::ShuttingDown => Reply::error("ERR node is shutting down"),
+        CoordinatorError::Remote(e) => Reply::error(format!("ERR {e}")),
         CoordinatorError::Rejected(e) => Reply::error(format!("ERR {e}")),
     }
 }

@@ -261,9 +261,14 @@ pub async fn msetnx(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     if args.len().is_multiple_of(2) {
         return Reply::error("ERR wrong number of arguments for 'msetnx' command");
     }
-    let writes: Vec<_> = args[1..]
-        .chunks(2)
-        .map(|pair| {
+    // Redis checks every key, then sets them in order: a key given twice
+    // gets its last value (judged against the state before the command).
+    let pairs: Vec<_> = args[1..].chunks(2).collect();
+    let writes: Vec<_> = pairs
+        .iter()
+        .enumerate()
+        .filter(|(i, pair)| !pairs[i + 1..].iter().any(|later| later[0] == pair[0]))
+        .map(|(_, pair)| {
             let op = WriteOp {
                 condition: Condition::IfAbsent,
                 ..WriteOp::set(pair[1].clone())

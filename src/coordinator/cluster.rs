@@ -1,0 +1,735 @@
+//! The quorum coordinator: N replicas per key, reads complete at R, writes
+//! at W, concurrent writes become siblings, stale replicas are repaired on
+//! read. With one member it is the single-node store.
+//!
+//! The contract (what "done" means):
+//! - **write**: a replica of the key coordinates it (a non-replica forwards
+//!   to the first connected replica in preference order, so dots are
+//!   minted by replicas). The coordinator applies the write to its own
+//!   replica, sends the resulting record to the other N−1 replicas, and
+//!   replies once W replicas (itself included) hold it durably. The
+//!   requests to the rest are already sent and complete on their own.
+//!   Fewer than W acknowledgements within the request timeout is a
+//!   `NOQUORUM` error — the write may still survive on the replicas that
+//!   took it, as in Dynamo and Riak.
+//! - **read**: all N replicas are asked; the reply is the merge of the
+//!   first R answers. Every answering replica whose record lacks part of
+//!   the merge is queued for read repair (bounded; a full queue drops and
+//!   counts the repair).
+//! - N, R and W are the cluster settings, overridable per request, and
+//!   capped at the member count.
+//! - Read-modify-write commands (NX/XX, INCR, APPEND, EXPIRE...) are
+//!   planned against the coordinating replica's own record.
+
+use super::local::LocalCoordinator;
+use super::{
+    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, OpError, ReadOptions,
+    WriteOp, WriteOptions,
+};
+use crate::limits::READ_REPAIR_QUEUE_LEN;
+use crate::membership::{Membership, View};
+use crate::node::stopped;
+use crate::peer::message::{ErrorCode, Request, Response};
+use crate::peer::transport::{Handler, PeerError, Transport};
+use crate::replica::Written;
+use crate::ring::{Ring, partition_of};
+use crate::storage::record::{Record, is_live};
+use crate::version::NodeId;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// The cluster's N, R, W.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuorumPolicy {
+    /// Replicas per key.
+    pub n: usize,
+    /// Replies a read waits for.
+    pub r: usize,
+    /// Durable acknowledgements a write waits for.
+    pub w: usize,
+}
+
+/// A repair: bring `node`'s record of `key` up to `record`.
+#[derive(Debug)]
+pub struct Repair {
+    node: NodeId,
+    key: Bytes,
+    record: Record,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    quorum_failures: AtomicU64,
+    read_repairs: AtomicU64,
+    read_repairs_dropped: AtomicU64,
+    forwarded: AtomicU64,
+}
+
+struct Inner {
+    local: LocalCoordinator,
+    transport: Arc<Transport>,
+    membership: Arc<Membership>,
+    policy: QuorumPolicy,
+    ring: Mutex<(Arc<View>, Arc<Ring>)>,
+    repairs: mpsc::Sender<Repair>,
+    stats: Stats,
+}
+
+/// The quorum coordinator, and the handler of peer requests.
+#[derive(Clone)]
+pub struct ClusterCoordinator {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ClusterCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCoordinator")
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn quorum_failed(
+    operation: &'static str,
+    required: usize,
+    succeeded: usize,
+    contacted: usize,
+) -> CoordinatorError {
+    CoordinatorError::QuorumFailed {
+        operation,
+        required,
+        succeeded,
+        contacted,
+    }
+}
+
+fn peer_error(code: ErrorCode, message: String) -> CoordinatorError {
+    match code {
+        ErrorCode::NotAnInteger => OpError::NotAnInteger.into(),
+        ErrorCode::Overflow => OpError::Overflow.into(),
+        ErrorCode::TooLarge => OpError::TooLarge.into(),
+        ErrorCode::ShuttingDown => CoordinatorError::ShuttingDown,
+        ErrorCode::Quorum | ErrorCode::Storage | ErrorCode::BadRequest => {
+            CoordinatorError::Remote(message)
+        }
+    }
+}
+
+fn error_response(error: &CoordinatorError) -> Response {
+    let code = match error {
+        CoordinatorError::Storage(_) | CoordinatorError::Remote(_) => ErrorCode::Storage,
+        CoordinatorError::QuorumFailed { .. } => ErrorCode::Quorum,
+        CoordinatorError::ShuttingDown => ErrorCode::ShuttingDown,
+        CoordinatorError::Rejected(OpError::NotAnInteger) => ErrorCode::NotAnInteger,
+        CoordinatorError::Rejected(OpError::Overflow) => ErrorCode::Overflow,
+        CoordinatorError::Rejected(OpError::TooLarge) => ErrorCode::TooLarge,
+    };
+    Response::Error {
+        code,
+        message: error.to_string(),
+    }
+}
+
+fn unexpected(response: Response) -> CoordinatorError {
+    match response {
+        Response::Error { code, message } => peer_error(code, message),
+        other => CoordinatorError::Remote(format!("unexpected peer response {other:?}")),
+    }
+}
+
+impl ClusterCoordinator {
+    /// A coordinator over `local`, reaching peers through `transport`;
+    /// returns it and the receiving end of its read-repair queue, which
+    /// [`ClusterCoordinator::run_repairs`] drains.
+    pub fn new(
+        local: LocalCoordinator,
+        transport: Arc<Transport>,
+        membership: Arc<Membership>,
+        policy: QuorumPolicy,
+    ) -> (Self, mpsc::Receiver<Repair>) {
+        let view = membership.view();
+        let ring = Arc::new(Ring::new(view.placed(), local.partitions(), policy.n));
+        let (repairs, queue) = mpsc::channel(READ_REPAIR_QUEUE_LEN);
+        let inner = Inner {
+            local,
+            transport,
+            membership,
+            policy,
+            ring: Mutex::new((view, ring)),
+            repairs,
+            stats: Stats::default(),
+        };
+        (
+            Self {
+                inner: Arc::new(inner),
+            },
+            queue,
+        )
+    }
+
+    /// Sends queued read repairs until shutdown.
+    pub async fn run_repairs(
+        self,
+        mut queue: mpsc::Receiver<Repair>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let repair = tokio::select! {
+                () = stopped(&mut shutdown) => return,
+                repair = queue.recv() => match repair {
+                    Some(repair) => repair,
+                    None => return,
+                },
+            };
+            let inner = &self.inner;
+            let result = if repair.node == inner.me() {
+                inner
+                    .local
+                    .merge(repair.key, repair.record)
+                    .await
+                    .map(|_| ())
+            } else {
+                match inner
+                    .transport
+                    .request(
+                        repair.node,
+                        Request::Replicate {
+                            key: repair.key,
+                            record: repair.record,
+                        },
+                    )
+                    .await
+                {
+                    Ok(Response::Ack) => Ok(()),
+                    Ok(other) => Err(unexpected(other)),
+                    Err(e) => Err(CoordinatorError::Remote(e.to_string())),
+                }
+            };
+            match result {
+                Ok(()) => {
+                    inner.stats.read_repairs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!("read repair failed: {e}"),
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn me(&self) -> NodeId {
+        self.membership.me().id
+    }
+
+    /// The ring for the current view (rebuilt when the view changes).
+    fn ring(&self) -> Arc<Ring> {
+        let view = self.membership.view();
+        let mut cached = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        if !Arc::ptr_eq(&cached.0, &view) {
+            let ring = Arc::new(Ring::new(
+                view.placed(),
+                self.local.partitions(),
+                self.policy.n,
+            ));
+            *cached = (view, ring);
+        }
+        Arc::clone(&cached.1)
+    }
+
+    fn replicas(&self, key: &[u8]) -> Vec<NodeId> {
+        let ring = self.ring();
+        ring.replicas_of(partition_of(key, ring.partitions()))
+            .to_vec()
+    }
+
+    /// R or W for a request: the override or the default, capped at N.
+    fn quorum(&self, requested: Option<usize>, default: usize, n: usize) -> usize {
+        requested.unwrap_or(default).clamp(1, n.max(1))
+    }
+
+    async fn read_one(
+        self: Arc<Self>,
+        key: Bytes,
+        r: Option<usize>,
+    ) -> Result<Option<Record>, CoordinatorError> {
+        let replicas = self.replicas(&key);
+        let required = self.quorum(r, self.policy.r, replicas.len());
+        let mut answers: JoinSet<(NodeId, Result<Option<Record>, CoordinatorError>)> =
+            JoinSet::new();
+        for &node in &replicas {
+            if node == self.me() {
+                let local = self.local.clone();
+                let key = key.clone();
+                answers.spawn(async move {
+                    let read = local.read(vec![key], ReadOptions::default()).await;
+                    (node, read.map(|mut r| r.pop().flatten()))
+                });
+                continue;
+            }
+            match self
+                .transport
+                .send(node, Request::Read { key: key.clone() })
+                .await
+            {
+                Ok(pending) => {
+                    answers.spawn(async move {
+                        let answer = match pending.wait().await {
+                            Ok(Response::Record { record }) => Ok(record),
+                            Ok(other) => Err(unexpected(other)),
+                            Err(e) => Err(CoordinatorError::Remote(e.to_string())),
+                        };
+                        (node, answer)
+                    });
+                }
+                Err(e) => tracing::debug!("read of a replica skipped: {e}"),
+            }
+        }
+        let mut got: Vec<(NodeId, Option<Record>)> = Vec::new();
+        while let Some(joined) = answers.join_next().await {
+            if let Ok((node, Ok(record))) = joined {
+                got.push((node, record));
+                if got.len() >= required {
+                    break;
+                }
+            }
+        }
+        if got.len() < required {
+            self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(quorum_failed("read", required, got.len(), replicas.len()));
+        }
+        let mut merged: Option<Record> = None;
+        for (_, record) in &got {
+            if let Some(record) = record {
+                merged.get_or_insert_with(Record::new).sync(record);
+            }
+        }
+        if let Some(merged) = &merged {
+            for (node, record) in got {
+                if record.is_none_or(|r| !r.covers_set(merged)) {
+                    let repair = Repair {
+                        node,
+                        key: key.clone(),
+                        record: merged.clone(),
+                    };
+                    if self.repairs.try_send(repair).is_err() {
+                        self.stats
+                            .read_repairs_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(merged)
+    }
+
+    /// Coordinates one write as a replica of its key.
+    async fn coordinate(
+        self: Arc<Self>,
+        key: Bytes,
+        op: WriteOp,
+        w: Option<usize>,
+    ) -> Result<Written, CoordinatorError> {
+        let replicas = self.replicas(&key);
+        let required = self.quorum(w, self.policy.w, replicas.len());
+        let mut written = self
+            .local
+            .write(vec![(key.clone(), op)], WriteOptions::default())
+            .await?;
+        let Some(written) = written.pop() else {
+            return Err(CoordinatorError::Remote(
+                "local write returned nothing".into(),
+            ));
+        };
+        let Some(record) = written.current.clone() else {
+            return Ok(written); // the write did not apply: nothing to replicate
+        };
+        let mut acks = 1;
+        let mut waiting = JoinSet::new();
+        for &node in replicas.iter().filter(|&&n| n != self.me()) {
+            let request = Request::Replicate {
+                key: key.clone(),
+                record: record.clone(),
+            };
+            if let Ok(pending) = self.transport.send(node, request).await {
+                waiting.spawn(async move { matches!(pending.wait().await, Ok(Response::Ack)) });
+            }
+        }
+        while acks < required {
+            match waiting.join_next().await {
+                Some(Ok(true)) => acks += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        // The replicas not waited for got their request already; dropping
+        // the waits only forgets their answers.
+        if acks < required {
+            self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(quorum_failed("write", required, acks, replicas.len()));
+        }
+        Ok(written)
+    }
+
+    /// A write from a client: coordinated here if this node is a replica
+    /// of the key, else forwarded to the first connected replica.
+    async fn write_one(
+        self: Arc<Self>,
+        key: Bytes,
+        op: WriteOp,
+        w: Option<usize>,
+    ) -> Result<Written, CoordinatorError> {
+        let replicas = self.replicas(&key);
+        if replicas.contains(&self.me()) {
+            return self.coordinate(key, op, w).await;
+        }
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        let w_byte = w.map_or(0, |w| w.min(255) as u8);
+        let mut last: Option<CoordinatorError> = None;
+        for &node in &replicas {
+            let request = Request::Coordinate {
+                key: key.clone(),
+                op: op.clone(),
+                w: w_byte,
+            };
+            match self.transport.request(node, request).await {
+                Ok(Response::Written { previous, current }) => {
+                    return Ok(Written { previous, current });
+                }
+                Ok(other) => return Err(unexpected(other)),
+                // Not reached at all: the next replica may coordinate.
+                Err(PeerError::NotConnected(_)) => continue,
+                // Sent but unanswered: it may have applied the write, so
+                // asking another replica could apply it twice.
+                Err(e) => {
+                    last = Some(CoordinatorError::Remote(e.to_string()));
+                    break;
+                }
+            }
+        }
+        self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+        Err(last.unwrap_or_else(|| {
+            quorum_failed(
+                "write",
+                self.quorum(w, self.policy.w, replicas.len()),
+                0,
+                replicas.len(),
+            )
+        }))
+    }
+
+    /// Partitions grouped by the node that will count them: the first
+    /// connected replica of each.
+    fn counting_plan(&self) -> BTreeMap<NodeId, Vec<u16>> {
+        let ring = self.ring();
+        let mut plan: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+        for partition in 0..ring.partitions() {
+            let partition = partition as u16;
+            if let Some(&node) = ring
+                .replicas_of(partition)
+                .iter()
+                .find(|&&n| self.transport.connected(n))
+            {
+                plan.entry(node).or_default().push(partition);
+            }
+        }
+        plan
+    }
+}
+
+impl Coordinator for ClusterCoordinator {
+    fn read(
+        &self,
+        keys: Vec<Bytes>,
+        options: ReadOptions,
+    ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            if let [key] = keys.as_slice() {
+                return Ok(vec![inner.read_one(key.clone(), options.r).await?]);
+            }
+            let mut reads = JoinSet::new();
+            for (i, key) in keys.into_iter().enumerate() {
+                let inner = Arc::clone(&inner);
+                reads.spawn(async move { (i, inner.read_one(key, options.r).await) });
+            }
+            collect(reads).await
+        })
+    }
+
+    fn write(
+        &self,
+        writes: Vec<(Bytes, WriteOp)>,
+        options: WriteOptions,
+    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            if options.all_or_nothing && writes.len() > 1 {
+                // Across nodes this is a check then a write, not atomic
+                // (docs/semantics.md): plan every write against a quorum
+                // read first and give up if any would not apply.
+                let keys = writes.iter().map(|(k, _)| k.clone()).collect();
+                let now = inner.local.now_ms();
+                let current = ClusterCoordinator {
+                    inner: Arc::clone(&inner),
+                }
+                .read(keys, ReadOptions::default())
+                .await?;
+                for ((_, op), record) in writes.iter().zip(&current) {
+                    if op.plan(record.as_ref(), now)?.is_none() {
+                        return Ok(Vec::new());
+                    }
+                }
+            }
+            if let [(key, op)] = writes.as_slice() {
+                return Ok(vec![
+                    inner.write_one(key.clone(), op.clone(), options.w).await?,
+                ]);
+            }
+            let mut jobs = JoinSet::new();
+            for (i, (key, op)) in writes.into_iter().enumerate() {
+                let inner = Arc::clone(&inner);
+                jobs.spawn(async move { (i, inner.write_one(key, op, options.w).await) });
+            }
+            collect(jobs).await
+        })
+    }
+
+    fn partitions(&self) -> u32 {
+        self.inner.local.partitions()
+    }
+
+    fn scan_partition(
+        &self,
+        partition: u16,
+        after: Option<Bytes>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(Bytes, Record)>, CoordinatorError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let ring = inner.ring();
+            let replicas = ring.replicas_of(partition).to_vec();
+            if replicas.contains(&inner.me()) {
+                return inner.local.scan_partition(partition, after, limit).await;
+            }
+            for node in replicas {
+                let request = Request::Scan {
+                    partition,
+                    after: after.clone(),
+                    limit: limit.min(u32::MAX as usize) as u32,
+                };
+                match inner.transport.request(node, request).await {
+                    Ok(Response::Entries { entries }) => return Ok(entries),
+                    Ok(other) => return Err(unexpected(other)),
+                    Err(_) => continue,
+                }
+            }
+            Err(quorum_failed("scan", 1, 0, ring.replicas()))
+        })
+    }
+
+    fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            if inner.membership.view().members.len() == 1 {
+                return inner.local.key_counts().await;
+            }
+            let mut total = KeyCounts::default();
+            for (node, partitions) in inner.counting_plan() {
+                let counts = if node == inner.me() {
+                    inner.local.count(partitions).await?
+                } else {
+                    match inner
+                        .transport
+                        .request(node, Request::Count { partitions })
+                        .await
+                    {
+                        Ok(Response::Count { keys, expires }) => KeyCounts {
+                            keys,
+                            expires,
+                            expired: 0,
+                        },
+                        Ok(other) => return Err(unexpected(other)),
+                        Err(e) => return Err(CoordinatorError::Remote(e.to_string())),
+                    }
+                };
+                total.keys += counts.keys;
+                total.expires += counts.expires;
+            }
+            total.expired = inner.local.key_counts().await?.expired;
+            Ok(total)
+        })
+    }
+
+    fn flush_all(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let members = inner.membership.members();
+            let mut failed = 0;
+            for member in &members {
+                if member.id == inner.me() {
+                    inner.local.flush_all().await?;
+                } else if !matches!(
+                    inner.transport.request(member.id, Request::FlushAll).await,
+                    Ok(Response::Ack)
+                ) {
+                    failed += 1;
+                }
+            }
+            if failed > 0 {
+                return Err(CoordinatorError::Remote(format!(
+                    "FLUSHALL reached {} of {} nodes",
+                    members.len() - failed,
+                    members.len()
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn set_siblings_max(&self, max: usize) {
+        self.inner.local.set_siblings_max(max);
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.local.now_ms()
+    }
+
+    fn info(&self) -> CoordinatorInfo {
+        let inner = &self.inner;
+        let ring = inner.ring();
+        let view = inner.membership.view();
+        let up = view
+            .members
+            .keys()
+            .filter(|&&id| inner.transport.connected(id))
+            .count();
+        let (primary, replica) = ring.owned(inner.me());
+        let n = ring.replicas();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        let mut fields = inner.local.info().fields;
+        fields.retain(|(k, _)| {
+            !matches!(
+                *k,
+                "members"
+                    | "members_up"
+                    | "replicas_effective"
+                    | "read_quorum_effective"
+                    | "write_quorum_effective"
+                    | "quorum_failures"
+                    | "read_repairs"
+            )
+        });
+        fields.extend([
+            ("members", view.members.len().to_string()),
+            ("members_up", up.to_string()),
+            ("members_down", (view.members.len() - up).to_string()),
+            ("partitions_primary", primary.to_string()),
+            ("partitions_replica", replica.to_string()),
+            ("replicas_effective", n.to_string()),
+            (
+                "read_quorum_effective",
+                inner.quorum(None, inner.policy.r, n).to_string(),
+            ),
+            (
+                "write_quorum_effective",
+                inner.quorum(None, inner.policy.w, n).to_string(),
+            ),
+            ("quorum_failures", load(&inner.stats.quorum_failures)),
+            ("read_repairs", load(&inner.stats.read_repairs)),
+            (
+                "read_repairs_dropped",
+                load(&inner.stats.read_repairs_dropped),
+            ),
+            ("writes_forwarded", load(&inner.stats.forwarded)),
+        ]);
+        for (node, micros) in inner.transport.latencies() {
+            let name = view
+                .get(node)
+                .map_or_else(|| format!("{node:016x}"), |m| m.name.clone());
+            fields.push(("peer_latency_us", format!("{name}={micros:.0}")));
+        }
+        CoordinatorInfo { fields }
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+        self.inner.local.flush()
+    }
+}
+
+/// Results of indexed jobs, in index order; the first error wins.
+async fn collect<T: Send + 'static>(
+    mut jobs: JoinSet<(usize, Result<T, CoordinatorError>)>,
+) -> Result<Vec<T>, CoordinatorError> {
+    let mut out: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
+    while let Some(joined) = jobs.join_next().await {
+        let (i, result) = joined.map_err(|e| CoordinatorError::Remote(format!("task: {e}")))?;
+        out[i] = Some(result?);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+impl Handler for ClusterCoordinator {
+    fn handle(&self, _from: NodeId, request: Request) -> BoxFuture<'_, Response> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let result = match request {
+                Request::Ping => Ok(Response::Pong),
+                Request::Read { key } => inner
+                    .local
+                    .read(vec![key], ReadOptions::default())
+                    .await
+                    .map(|mut r| Response::Record {
+                        record: r.pop().flatten(),
+                    }),
+                Request::Replicate { key, record } => {
+                    inner.local.merge(key, record).await.map(|_| Response::Ack)
+                }
+                Request::Coordinate { key, op, w } => {
+                    let w = (w > 0).then_some(usize::from(w));
+                    Arc::clone(&inner)
+                        .coordinate(key, op, w)
+                        .await
+                        .map(|written| Response::Written {
+                            previous: written.previous,
+                            current: written.current,
+                        })
+                }
+                Request::Scan {
+                    partition,
+                    after,
+                    limit,
+                } => inner
+                    .local
+                    .scan_partition(partition, after, limit as usize)
+                    .await
+                    .map(|entries| Response::Entries { entries }),
+                Request::FlushAll => inner.local.flush_all().await.map(|()| Response::Ack),
+                Request::Count { partitions } => {
+                    inner
+                        .local
+                        .count(partitions)
+                        .await
+                        .map(|c| Response::Count {
+                            keys: c.keys,
+                            expires: c.expires,
+                        })
+                }
+                Request::Members { members } => {
+                    inner.membership.merge(&members);
+                    Ok(Response::Members {
+                        members: inner.membership.members(),
+                    })
+                }
+            };
+            result.unwrap_or_else(|e| error_response(&e))
+        })
+    }
+}
+
+#[allow(dead_code)]
+fn _live(record: &Record, now: u64) -> bool {
+    is_live(record, now)
+}

@@ -1,0 +1,651 @@
+//! Connections between nodes: one multiplexed TCP connection per peer
+//! pair, request ids, coalesced writes, per-request timeouts, bounded
+//! in-flight requests, reconnect with backoff, and the handshake.
+//!
+//! Which side dials: the node with the smaller id dials the larger, so a
+//! pair never races to open two connections; the larger waits to be
+//! dialed (and until then reports the peer as not connected). A joining
+//! node reaches its seeds with one-shot connections that only exchange
+//! membership ([`Transport::exchange`]).
+//!
+//! Handshake (each message a Hello frame, see `codec`):
+//! 1. dialer → acceptor: version, cluster, member info, nonce D;
+//! 2. acceptor → dialer: the same, nonce A, proof over D;
+//! 3. dialer → acceptor: its Hello again with a proof over A.
+//!
+//! A proof is HMAC-SHA256 of the cluster secret over the challenger's
+//! nonce and the prover's id (`auth`); without a secret proofs are empty
+//! and a peer that sends one is refused, as is a peer that does not when
+//! a secret is set. Either side refuses another protocol version or
+//! cluster name, and logs why.
+
+use super::auth;
+use super::codec::{decode_frame, decode_hello, encode_frame, encode_hello, split_frame};
+use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Request, Response};
+use crate::coordinator::BoxFuture;
+use crate::limits::{
+    PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_INFLIGHT_MAX,
+    PEER_QUEUE_FRAMES, PEER_SERVE_CONCURRENCY, PEER_WRITE_BYTES_MAX,
+};
+use crate::node::stopped;
+use crate::version::NodeId;
+use crate::wire::DecodeError;
+use bytes::{Bytes, BytesMut};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// Why a peer request failed.
+#[derive(Debug, Error)]
+pub enum PeerError {
+    /// No live connection to the peer.
+    #[error("node {0:016x} is not connected")]
+    NotConnected(NodeId),
+    /// No reply in time.
+    #[error("request to node {node:016x} timed out after {ms} ms")]
+    Timeout {
+        /// The peer.
+        node: NodeId,
+        /// The timeout.
+        ms: u64,
+    },
+    /// The connection closed before the reply.
+    #[error("connection to node {0:016x} closed")]
+    Closed(NodeId),
+    /// A socket error.
+    #[error("peer i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Bytes that are not our protocol.
+    #[error("peer protocol: {0}")]
+    Protocol(#[from] DecodeError),
+    /// The handshake failed.
+    #[error("handshake refused: {0}")]
+    Refused(String),
+}
+
+/// Serves requests from peers.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request from `from`.
+    fn handle(&self, from: NodeId, request: Request) -> BoxFuture<'_, Response>;
+}
+
+/// What the transport needs to know.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Cluster name peers must share.
+    pub cluster: String,
+    /// Cluster secret peers must prove, if any.
+    pub secret: Option<String>,
+    /// This node.
+    pub me: MemberInfo,
+    /// Q: peers must have the same.
+    pub partitions: u32,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+struct Conn {
+    peer: MemberInfo,
+    outgoing: mpsc::Sender<Frame>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    next_id: AtomicU64,
+    inflight: Arc<Semaphore>,
+}
+
+impl Conn {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Response>>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A request sent and not yet answered. Dropping it forgets the reply
+/// (the peer still does the work).
+pub struct Pending {
+    conn: Arc<Conn>,
+    id: u64,
+    reply: Option<oneshot::Receiver<Response>>,
+    sent: Instant,
+    timeout: Duration,
+    transport: Arc<Transport>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Pending {
+    /// Waits for the reply, up to the request timeout.
+    ///
+    /// # Errors
+    /// [`PeerError::Timeout`] or [`PeerError::Closed`].
+    pub async fn wait(mut self) -> Result<Response, PeerError> {
+        let node = self.conn.peer.id;
+        let Some(reply) = self.reply.take() else {
+            return Err(PeerError::Closed(node));
+        };
+        match tokio::time::timeout(self.timeout, reply).await {
+            Ok(Ok(response)) => {
+                self.transport.record_latency(node, self.sent.elapsed());
+                Ok(response)
+            }
+            Ok(Err(_)) => Err(PeerError::Closed(node)),
+            Err(_) => Err(PeerError::Timeout {
+                node,
+                ms: self.timeout.as_millis() as u64,
+            }),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.conn.pending().remove(&self.id);
+    }
+}
+
+/// This node's side of the peer protocol.
+pub struct Transport {
+    config: TransportConfig,
+    conns: RwLock<HashMap<NodeId, Arc<Conn>>>,
+    handler: OnceLock<Arc<dyn Handler>>,
+    tasks: Mutex<JoinSet<()>>,
+    dialing: Mutex<HashSet<NodeId>>,
+    latency_us: Mutex<HashMap<NodeId, f64>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("me", &self.config.me.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// A transport for `config`; serve nothing until [`Transport::set_handler`].
+    pub fn new(config: TransportConfig, shutdown: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            conns: RwLock::new(HashMap::new()),
+            handler: OnceLock::new(),
+            tasks: Mutex::new(JoinSet::new()),
+            dialing: Mutex::new(HashSet::new()),
+            latency_us: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Sets who serves peer requests (once).
+    pub fn set_handler(&self, handler: Arc<dyn Handler>) {
+        let _ = self.handler.set(handler);
+    }
+
+    /// This node's member info.
+    pub fn me(&self) -> &MemberInfo {
+        &self.config.me
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        // Reap finished tasks so the set does not grow with reconnects.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+
+    /// Waits for every connection and dialer task after shutdown.
+    pub async fn join(&self) {
+        let mut tasks =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Accepts peers on `listener` until shutdown.
+    pub fn serve(self: &Arc<Self>, listener: TcpListener) {
+        let transport = Arc::clone(self);
+        self.spawn(async move {
+            let mut shutdown = transport.shutdown.clone();
+            loop {
+                tokio::select! {
+                    () = stopped(&mut shutdown) => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, addr)) => {
+                            let transport2 = Arc::clone(&transport);
+                            transport.spawn(async move {
+                                if let Err(e) = transport2.accept(stream).await {
+                                    tracing::warn!(%addr, "peer connection refused or failed: {e}");
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!("peer accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Keeps a connection to `member` if this node is the one that dials
+    /// it (smaller id), reconnecting with backoff until shutdown.
+    pub fn maintain(self: &Arc<Self>, member: MemberInfo) {
+        if member.id <= self.config.me.id {
+            return;
+        }
+        if !self
+            .dialing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(member.id)
+        {
+            return;
+        }
+        let transport = Arc::clone(self);
+        self.spawn(async move {
+            let mut shutdown = transport.shutdown.clone();
+            let mut backoff = Duration::from_millis(PEER_BACKOFF_MIN_MS);
+            loop {
+                let attempt = async {
+                    let (stream, peer) = transport.dial(&member.peer_addr).await?;
+                    if peer.id != member.id {
+                        return Err(PeerError::Refused(format!(
+                            "{} answered as node {:016x}, expected {:016x}",
+                            member.peer_addr, peer.id, member.id
+                        )));
+                    }
+                    Ok((stream, peer))
+                };
+                let connected = tokio::select! {
+                    () = stopped(&mut shutdown) => return,
+                    result = attempt => result,
+                };
+                match connected {
+                    Ok((stream, peer)) => {
+                        backoff = Duration::from_millis(PEER_BACKOFF_MIN_MS);
+                        Arc::clone(&transport)
+                            .run_conn(stream, peer, BytesMut::new(), true)
+                            .await;
+                    }
+                    Err(e) => tracing::debug!(peer = %member.name, "connect failed: {e}"),
+                }
+                tokio::select! {
+                    () = stopped(&mut shutdown) => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(PEER_BACKOFF_MAX_MS));
+            }
+        });
+    }
+
+    /// One-shot membership exchange with a node at `addr` (a seed):
+    /// returns the members it knows.
+    ///
+    /// # Errors
+    /// Connection, handshake or protocol errors.
+    pub async fn exchange(
+        &self,
+        addr: &str,
+        members: Vec<MemberInfo>,
+    ) -> Result<Vec<MemberInfo>, PeerError> {
+        let (mut stream, _) = self.dial(addr).await?;
+        let mut out = BytesMut::new();
+        encode_frame(
+            &Frame::Request {
+                id: 1,
+                request: Request::Members { members },
+            },
+            &mut out,
+        );
+        stream.write_all(&out).await?;
+        let mut buf = BytesMut::new();
+        let body = read_frame(&mut stream, &mut buf, self.config.request_timeout).await?;
+        match decode_frame(&body)? {
+            Frame::Response {
+                response: Response::Members { members },
+                ..
+            } => Ok(members),
+            other => Err(PeerError::Refused(format!(
+                "unexpected reply to a membership exchange: {other:?}"
+            ))),
+        }
+    }
+
+    /// Whether a live connection to `node` exists (always true for self).
+    pub fn connected(&self, node: NodeId) -> bool {
+        node == self.config.me.id
+            || self
+                .conns
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&node)
+    }
+
+    /// Average request latency to each connected peer, in microseconds.
+    pub fn latencies(&self) -> Vec<(NodeId, f64)> {
+        let mut all: Vec<_> = self
+            .latency_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        all.sort_by_key(|e| e.0);
+        all
+    }
+
+    fn record_latency(&self, node: NodeId, elapsed: Duration) {
+        let sample = elapsed.as_secs_f64() * 1e6;
+        let mut all = self
+            .latency_us
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let avg = all.entry(node).or_insert(sample);
+        *avg = 0.9 * *avg + 0.1 * sample;
+    }
+
+    /// Sends `request` to `node` and returns a handle to await the reply.
+    /// The request is on its way when this returns.
+    ///
+    /// # Errors
+    /// [`PeerError::NotConnected`] at once when there is no connection;
+    /// [`PeerError::Closed`] if it closes meanwhile.
+    pub async fn send(
+        self: &Arc<Self>,
+        node: NodeId,
+        request: Request,
+    ) -> Result<Pending, PeerError> {
+        let conn = self
+            .conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .cloned()
+            .ok_or(PeerError::NotConnected(node))?;
+        let permit = Arc::clone(&conn.inflight)
+            .acquire_owned()
+            .await
+            .map_err(|_| PeerError::Closed(node))?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending().insert(id, tx);
+        let pending = Pending {
+            conn: Arc::clone(&conn),
+            id,
+            reply: Some(rx),
+            sent: Instant::now(),
+            timeout: self.config.request_timeout,
+            transport: Arc::clone(self),
+            _permit: permit,
+        };
+        conn.outgoing
+            .send(Frame::Request { id, request })
+            .await
+            .map_err(|_| PeerError::Closed(node))?;
+        Ok(pending)
+    }
+
+    /// Sends and waits.
+    ///
+    /// # Errors
+    /// As [`Transport::send`] and [`Pending::wait`].
+    pub async fn request(
+        self: &Arc<Self>,
+        node: NodeId,
+        request: Request,
+    ) -> Result<Response, PeerError> {
+        self.send(node, request).await?.wait().await
+    }
+
+    fn hello(&self, nonce: [u8; 16], proof: Vec<u8>) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            cluster: self.config.cluster.clone(),
+            member: self.config.me.clone(),
+            partitions: self.config.partitions,
+            nonce,
+            proof,
+        }
+    }
+
+    fn make_proof(&self, nonce: &[u8; 16]) -> Vec<u8> {
+        match &self.config.secret {
+            Some(secret) => auth::proof(secret.as_bytes(), nonce, self.config.me.id).to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Refuses a peer of another protocol version or cluster.
+    fn check_identity(&self, hello: &Hello) -> Result<(), PeerError> {
+        if hello.version != PROTOCOL_VERSION {
+            return Err(PeerError::Refused(format!(
+                "node {} speaks protocol version {}, this node {}",
+                hello.member.name, hello.version, PROTOCOL_VERSION
+            )));
+        }
+        if hello.cluster != self.config.cluster {
+            return Err(PeerError::Refused(format!(
+                "node {} belongs to cluster {:?}, this node to {:?}",
+                hello.member.name, hello.cluster, self.config.cluster
+            )));
+        }
+        if hello.partitions != self.config.partitions {
+            return Err(PeerError::Refused(format!(
+                "node {} has {} partitions, this node {}",
+                hello.member.name, hello.partitions, self.config.partitions
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a peer whose proof over our `nonce` is wrong or missing.
+    fn check_proof(&self, hello: &Hello, nonce: &[u8; 16]) -> Result<(), PeerError> {
+        let proven = match &self.config.secret {
+            Some(secret) => auth::verify(secret.as_bytes(), nonce, hello.member.id, &hello.proof),
+            None => hello.proof.is_empty(),
+        };
+        if proven {
+            Ok(())
+        } else {
+            Err(PeerError::Refused(format!(
+                "node {} ({}) failed the cluster secret check",
+                hello.member.name, hello.member.peer_addr
+            )))
+        }
+    }
+
+    async fn dial(&self, addr: &str) -> Result<(TcpStream, MemberInfo), PeerError> {
+        let timeout = Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS);
+        let handshake = async {
+            let mut stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let mut buf = BytesMut::new();
+            let nonce = auth::nonce();
+            send_hello(&mut stream, &self.hello(nonce, Vec::new())).await?;
+            let theirs = decode_hello(&read_frame(&mut stream, &mut buf, timeout).await?)?;
+            self.check_identity(&theirs)?;
+            self.check_proof(&theirs, &nonce)?;
+            send_hello(
+                &mut stream,
+                &self.hello(nonce, self.make_proof(&theirs.nonce)),
+            )
+            .await?;
+            Ok::<_, PeerError>((stream, theirs.member))
+        };
+        tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| PeerError::Refused(format!("handshake with {addr} timed out")))?
+    }
+
+    async fn accept(self: Arc<Self>, mut stream: TcpStream) -> Result<(), PeerError> {
+        stream.set_nodelay(true)?;
+        let timeout = Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS);
+        let handshake = async {
+            let mut buf = BytesMut::new();
+            let first = decode_hello(&read_frame(&mut stream, &mut buf, timeout).await?)?;
+            self.check_identity(&first)?;
+            let nonce = auth::nonce();
+            send_hello(
+                &mut stream,
+                &self.hello(nonce, self.make_proof(&first.nonce)),
+            )
+            .await?;
+            let second = decode_hello(&read_frame(&mut stream, &mut buf, timeout).await?)?;
+            if second.member.id != first.member.id {
+                return Err(PeerError::Refused(
+                    "peer changed identity mid-handshake".into(),
+                ));
+            }
+            self.check_proof(&second, &nonce)?;
+            Ok::<_, PeerError>((second.member, buf))
+        };
+        let (peer, leftover) = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| PeerError::Refused("handshake timed out".into()))??;
+        self.run_conn(stream, peer, leftover, false).await;
+        Ok(())
+    }
+
+    /// Serves one established connection until it closes or shutdown.
+    /// `dialed`: this node opened it.
+    async fn run_conn(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: MemberInfo,
+        mut buf: BytesMut,
+        dialed: bool,
+    ) {
+        let (reader, writer) = stream.into_split();
+        let (outgoing, frames) = mpsc::channel(PEER_QUEUE_FRAMES);
+        let conn = Arc::new(Conn {
+            peer: peer.clone(),
+            outgoing,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            inflight: Arc::new(Semaphore::new(PEER_INFLIGHT_MAX)),
+        });
+        // Only the pair's connection (dialed by the smaller id) carries our
+        // requests; a seed exchange from a larger id is served, not kept.
+        let canonical = dialed == (self.config.me.id < peer.id);
+        if peer.id != self.config.me.id && canonical {
+            let previous = self
+                .conns
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(peer.id, Arc::clone(&conn));
+            if previous.is_none() {
+                tracing::info!(peer = %peer.name, addr = %peer.peer_addr, "peer connected");
+            }
+        }
+        let mut tasks = JoinSet::new();
+        tasks.spawn(write_loop(writer, frames));
+        let served = Arc::new(Semaphore::new(PEER_SERVE_CONCURRENCY));
+        let mut shutdown = self.shutdown.clone();
+        let result = tokio::select! {
+            () = stopped(&mut shutdown) => Ok(()),
+            r = self.read_loop(reader, &mut buf, &conn, &served, &mut tasks) => r,
+        };
+        if let Err(e) = result {
+            tracing::debug!(peer = %peer.name, "peer connection ended: {e}");
+        }
+        {
+            let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
+            if conns.get(&peer.id).is_some_and(|c| Arc::ptr_eq(c, &conn)) {
+                conns.remove(&peer.id);
+                tracing::info!(peer = %peer.name, "peer disconnected");
+            }
+        }
+        conn.pending().clear();
+        tasks.shutdown().await;
+    }
+
+    async fn read_loop(
+        &self,
+        mut reader: OwnedReadHalf,
+        buf: &mut BytesMut,
+        conn: &Arc<Conn>,
+        served: &Arc<Semaphore>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), PeerError> {
+        loop {
+            while let Some(body) = split_frame(buf)? {
+                match decode_frame(&body)? {
+                    Frame::Response { id, response } => {
+                        if let Some(waiter) = conn.pending().remove(&id) {
+                            let _ = waiter.send(response);
+                        }
+                    }
+                    Frame::Request { id, request } => {
+                        let Some(handler) = self.handler.get().cloned() else {
+                            continue;
+                        };
+                        let permit = Arc::clone(served)
+                            .acquire_owned()
+                            .await
+                            .map_err(|_| PeerError::Closed(conn.peer.id))?;
+                        let outgoing = conn.outgoing.clone();
+                        let from = conn.peer.id;
+                        while tasks.try_join_next().is_some() {}
+                        tasks.spawn(async move {
+                            let response = handler.handle(from, request).await;
+                            let _ = outgoing.send(Frame::Response { id, response }).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+            if reader.read_buf(buf).await? == 0 {
+                return Err(PeerError::Closed(conn.peer.id));
+            }
+        }
+    }
+}
+
+/// Drains queued frames into as few socket writes as it can.
+async fn write_loop(mut writer: OwnedWriteHalf, mut frames: mpsc::Receiver<Frame>) {
+    let mut out = BytesMut::new();
+    while let Some(frame) = frames.recv().await {
+        encode_frame(&frame, &mut out);
+        while out.len() < PEER_WRITE_BYTES_MAX {
+            match frames.try_recv() {
+                Ok(frame) => encode_frame(&frame, &mut out),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+}
+
+async fn send_hello(stream: &mut TcpStream, hello: &Hello) -> Result<(), PeerError> {
+    let mut out = BytesMut::new();
+    encode_hello(hello, &mut out);
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+async fn read_frame(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<Bytes, PeerError> {
+    let read = async {
+        loop {
+            if let Some(body) = split_frame(buf)? {
+                return Ok(body);
+            }
+            if stream.read_buf(buf).await? == 0 {
+                return Err(PeerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| PeerError::Refused("peer sent nothing in time".into()))?
+}
