@@ -22,6 +22,48 @@ struct Cli {
 enum Command {
     /// Run one node (the default).
     Serve(ServeArgs),
+    /// Run a local cluster of K node processes; Ctrl-C stops them all.
+    Dev(DevArgs),
+    /// Show the cluster as a node sees it (DYNAMO commands over RESP).
+    Admin(AdminArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Client port of the first node; node i listens on port + i - 1.
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
+    /// Data directory; node i keeps its data in DIR/node-i.
+    #[arg(long, default_value = "./data/dev")]
+    data_dir: PathBuf,
+    /// More flags for every node (e.g. --fsync always), after `--`.
+    #[arg(last = true)]
+    extra: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// Host of any node.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Its client port.
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
+    /// What to show.
+    #[arg(value_enum, default_value = "status")]
+    what: AdminView,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AdminView {
+    Status,
+    Members,
+    Ring,
+    Hints,
+    Aae,
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -38,6 +80,8 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
         None => ServeArgs::default(),
+        Some(Command::Dev(args)) => return dev(args),
+        Some(Command::Admin(args)) => return admin(&args),
     };
     let file = match &args.config {
         Some(path) => Settings::from_file(path)?,
@@ -89,4 +133,162 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// `dynokv dev`: K `dynokv serve` processes on consecutive ports, the
+/// first a seed for the others.
+fn dev(args: DevArgs) -> anyhow::Result<()> {
+    use std::process::{Command, Stdio};
+    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
+    let last = u32::from(args.port) + u32::from(args.nodes) - 1;
+    anyhow::ensure!(
+        last + 10_000 <= 65_535,
+        "ports up to {last} + 10000 do not fit"
+    );
+    let exe = std::env::current_exe().context("cannot find the dynokv executable")?;
+    let seed = format!("127.0.0.1:{}", u32::from(args.port) + 10_000);
+    let mut children = Vec::new();
+    for i in 0..args.nodes {
+        let port = args.port + i;
+        let dir = args.data_dir.join(format!("node-{}", i + 1));
+        let mut command = Command::new(&exe);
+        command
+            .arg("serve")
+            .args(["--port", &port.to_string()])
+            .args(["--peer-port", &(port + 10_000).to_string()])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--node-name", &format!("node-{}", i + 1)])
+            .stdin(Stdio::null());
+        if i > 0 {
+            command.args(["--join", &seed]);
+        }
+        command.args(&args.extra);
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start node {}", i + 1))?;
+        println!(
+            "node-{} pid {} client 127.0.0.1:{port} peer 127.0.0.1:{} data {}",
+            i + 1,
+            child.id(),
+            port + 10_000,
+            dir.display()
+        );
+        children.push(child);
+    }
+    println!(
+        "{} nodes running; redis-cli -p {} reaches the cluster. Ctrl-C stops them.",
+        args.nodes, args.port
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(wait_for_signal());
+    for child in &children {
+        // SIGTERM: each node drains its clients and flushes its store.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    for mut child in children {
+        let _ = child.wait();
+    }
+    Ok(())
+}
+
+/// `dynokv admin`: one DYNAMO command, printed for people.
+fn admin(args: &AdminArgs) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let sub = match args.what {
+        AdminView::Status => "STATUS",
+        AdminView::Members => "MEMBERS",
+        AdminView::Ring => "RING",
+        AdminView::Hints => "HINTS",
+        AdminView::Aae => "AAE",
+    };
+    let mut stream = std::net::TcpStream::connect((args.host.as_str(), args.port))
+        .with_context(|| format!("cannot connect to {}:{}", args.host, args.port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(stream, "*2\r\n$6\r\nDYNAMO\r\n${}\r\n{sub}\r\n", sub.len())?;
+    let mut buf = Vec::new();
+    let frame = loop {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = stream.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "the node closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((frame, _)) = redis_protocol::resp2::decode::decode(&buf)? {
+            break frame;
+        }
+    };
+    use redis_protocol::resp2::types::OwnedFrame;
+    let text = |f: &OwnedFrame| match f {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            String::from_utf8_lossy(b).into_owned()
+        }
+        OwnedFrame::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
+    };
+    let pairs = |f: &OwnedFrame| -> Vec<(String, String)> {
+        match f {
+            OwnedFrame::Array(items) => items
+                .chunks(2)
+                .filter(|c| c.len() == 2)
+                .map(|c| (text(&c[0]), text(&c[1])))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    match (&frame, args.what) {
+        (OwnedFrame::Error(e), _) => anyhow::bail!("{e}"),
+        (_, AdminView::Status) => {
+            for (k, v) in pairs(&frame) {
+                println!("{k:<24} {v}");
+            }
+        }
+        (OwnedFrame::Array(members), AdminView::Members) => {
+            println!(
+                "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<5} {:>8} {:>8}",
+                "id", "name", "client", "peer", "weight", "zone", "state", "primary", "replica"
+            );
+            for member in members {
+                let m: std::collections::HashMap<String, String> =
+                    pairs(member).into_iter().collect();
+                let get = |k: &str| m.get(k).cloned().unwrap_or_default();
+                println!(
+                    "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<5} {:>8} {:>8}",
+                    get("id"),
+                    get("name"),
+                    get("client_addr"),
+                    get("peer_addr"),
+                    get("weight"),
+                    get("zone"),
+                    get("status"),
+                    get("partitions_primary"),
+                    get("partitions_replica")
+                );
+            }
+        }
+        (OwnedFrame::Array(rows), AdminView::Ring) => {
+            let mut per_member: std::collections::BTreeMap<String, (usize, usize)> =
+                Default::default();
+            for row in rows {
+                if let OwnedFrame::Array(cells) = row {
+                    for (i, cell) in cells.iter().skip(1).enumerate() {
+                        let entry = per_member.entry(text(cell)).or_default();
+                        entry.1 += 1;
+                        if i == 0 {
+                            entry.0 += 1;
+                        }
+                    }
+                }
+            }
+            println!("{} partitions", rows.len());
+            println!("{:<24} {:>8} {:>8}", "member", "primary", "replica");
+            for (name, (primary, replica)) in per_member {
+                println!("{name:<24} {primary:>8} {replica:>8}");
+            }
+        }
+        (other, _) => println!("{}", text(other)),
+    }
+    Ok(())
 }

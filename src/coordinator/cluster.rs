@@ -23,8 +23,8 @@
 
 use super::local::LocalCoordinator;
 use super::{
-    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, OpError, ReadOptions,
-    WriteOp, WriteOptions,
+    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus, OpError,
+    ReadOptions, WriteOp, WriteOptions,
 };
 use crate::limits::READ_REPAIR_QUEUE_LEN;
 use crate::membership::{Membership, View};
@@ -33,7 +33,7 @@ use crate::peer::message::{ErrorCode, Request, Response};
 use crate::peer::transport::{Handler, PeerError, Transport};
 use crate::replica::Written;
 use crate::ring::{Ring, partition_of};
-use crate::storage::record::{Record, is_live};
+use crate::storage::record::Record;
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -657,6 +657,39 @@ impl Coordinator for ClusterCoordinator {
     fn flush(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
         self.inner.local.flush()
     }
+
+    fn members(&self) -> Vec<MemberStatus> {
+        let inner = &self.inner;
+        let ring = inner.ring();
+        inner
+            .membership
+            .members()
+            .into_iter()
+            .map(|info| {
+                let (primary, replica) = ring.owned(info.id);
+                let up = inner.transport.connected(info.id);
+                MemberStatus {
+                    info,
+                    up,
+                    primary,
+                    replica,
+                }
+            })
+            .collect()
+    }
+
+    fn ring(&self) -> Vec<Vec<String>> {
+        let inner = &self.inner;
+        let ring = inner.ring();
+        let view = inner.membership.view();
+        let name = |id: &NodeId| {
+            view.get(*id)
+                .map_or_else(|| format!("{id:016x}"), |m| m.name.clone())
+        };
+        (0..ring.partitions())
+            .map(|p| ring.replicas_of(p as u16).iter().map(name).collect())
+            .collect()
+    }
 }
 
 /// Results of indexed jobs, in index order; the first error wins.
@@ -727,9 +760,4 @@ impl Handler for ClusterCoordinator {
             result.unwrap_or_else(|e| error_response(&e))
         })
     }
-}
-
-#[allow(dead_code)]
-fn _live(record: &Record, now: u64) -> bool {
-    is_live(record, now)
 }

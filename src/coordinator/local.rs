@@ -96,6 +96,16 @@ impl LocalCoordinator {
 }
 
 impl Coordinator for LocalCoordinator {
+    fn members(&self) -> Vec<super::MemberStatus> {
+        // A lone replica knows no member info; the cluster coordinator
+        // wraps it and answers for the cluster.
+        Vec::new()
+    }
+
+    fn ring(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
+
     fn read(
         &self,
         keys: Vec<Bytes>,

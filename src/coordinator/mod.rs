@@ -84,6 +84,19 @@ pub struct KeyCounts {
     pub expired: u64,
 }
 
+/// A member as `DYNAMO MEMBERS` shows it.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    /// Who.
+    pub info: crate::peer::message::MemberInfo,
+    /// Reachable from this node now.
+    pub up: bool,
+    /// Partitions it holds as first replica.
+    pub primary: usize,
+    /// Partitions it holds as any replica.
+    pub replica: usize,
+}
+
 /// Counters a coordinator reports in `INFO dynamo`.
 #[derive(Debug, Clone, Default)]
 pub struct CoordinatorInfo {
@@ -136,6 +149,13 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Lines for `INFO dynamo`.
     fn info(&self) -> CoordinatorInfo;
+
+    /// The members this node knows, with whether each is reachable and
+    /// how many partitions it holds as first replica and as any replica.
+    fn members(&self) -> Vec<MemberStatus>;
+
+    /// Every partition's preference list (replicas first), by member name.
+    fn ring(&self) -> Vec<Vec<String>>;
 
     /// Makes every write so far durable (shutdown).
     fn flush(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;

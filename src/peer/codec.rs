@@ -1021,7 +1021,7 @@ mod tests {
                 assert_eq!(refused, Err(DecodeError::BadMagic));
             }
         }
-        let mut long = BytesMut::from(&[0, 1, 0, 0, 1, b'D', b'Y', b'K', b'V'][..]);
+        let mut long = BytesMut::from(&[0, 1, 0, 1, 1, b'D', b'Y', b'K', b'V'][..]);
         assert!(matches!(
             split_hello(&mut long),
             Err(DecodeError::TooMany { .. })

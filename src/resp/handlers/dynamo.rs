@@ -109,35 +109,50 @@ pub async fn vdel(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
 }
 
 pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
-    let config = ctx.shared.config();
-    match args[1].to_ascii_lowercase().as_slice() {
-        b"status" => Reply::Map(
-            ctx.shared
-                .coordinator
-                .info()
-                .fields
+    let coordinator = &ctx.shared.coordinator;
+    let pairs = |fields: Vec<(&str, String)>| {
+        Reply::Map(
+            fields
                 .into_iter()
                 .map(|(k, v)| (Reply::bulk(k), Reply::bulk(v)))
                 .collect(),
+        )
+    };
+    match args[1].to_ascii_lowercase().as_slice() {
+        b"status" => pairs(coordinator.info().fields),
+        b"members" => Reply::Array(
+            coordinator
+                .members()
+                .into_iter()
+                .map(|m| {
+                    pairs(vec![
+                        ("id", format!("{:016x}", m.info.id)),
+                        ("name", m.info.name),
+                        ("client_addr", m.info.client_addr),
+                        ("peer_addr", m.info.peer_addr),
+                        ("weight", m.info.weight.to_string()),
+                        ("zone", m.info.zone.unwrap_or_default()),
+                        ("status", if m.up { "up" } else { "down" }.to_owned()),
+                        ("partitions_primary", m.primary.to_string()),
+                        ("partitions_replica", m.replica.to_string()),
+                    ])
+                })
+                .collect(),
         ),
-        b"members" => Reply::Array(vec![Reply::Map(vec![
-            (Reply::bulk("name"), Reply::bulk(&config.node_name)),
-            (
-                Reply::bulk("address"),
-                Reply::bulk(format!("{}:{}", config.bind, ctx.shared.port)),
-            ),
-            (
-                Reply::bulk("weight"),
-                Reply::bulk(config.weight.to_string()),
-            ),
-            (
-                Reply::bulk("zone"),
-                Reply::bulk(config.zone.unwrap_or_default()),
-            ),
-            (Reply::bulk("status"), Reply::bulk("up")),
-        ])]),
+        b"ring" => Reply::Array(
+            coordinator
+                .ring()
+                .into_iter()
+                .enumerate()
+                .map(|(partition, replicas)| {
+                    let mut row = vec![Reply::Integer(partition as i64)];
+                    row.extend(replicas.into_iter().map(Reply::bulk));
+                    Reply::Array(row)
+                })
+                .collect(),
+        ),
         sub => Reply::error(format!(
-            "ERR DYNAMO {} needs the cluster, which this build does not have yet",
+            "ERR DYNAMO {} is not available: hinted handoff and anti-entropy are not built yet",
             String::from_utf8_lossy(sub).to_ascii_uppercase()
         )),
     }

@@ -238,7 +238,9 @@ async fn copy_value(
     }
     // All or nothing: RENAMENX onto an existing key must keep the source.
     let written = write(ctx, writes, true).await?;
-    Ok(!written.is_empty())
+    // Empty when a declining write cancelled the batch; a lone write that
+    // declined comes back with no current record.
+    Ok(!written.is_empty() && written.iter().all(|w| w.current.is_some()))
 }
 
 pub async fn rename(ctx: &Ctx<'_>, args: &[Bytes], nx: bool) -> Reply {

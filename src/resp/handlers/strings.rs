@@ -191,9 +191,14 @@ pub async fn mset(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     if args.len().is_multiple_of(2) {
         return Reply::error("ERR wrong number of arguments for 'mset' command");
     }
-    let writes = args[1..]
-        .chunks(2)
-        .map(|pair| (pair[0].clone(), WriteOp::set(pair[1].clone())))
+    // A key given twice gets its last value, as in Redis: write it once,
+    // since the writes of one batch may run concurrently.
+    let pairs: Vec<_> = args[1..].chunks(2).collect();
+    let writes = pairs
+        .iter()
+        .enumerate()
+        .filter(|(i, pair)| !pairs[i + 1..].iter().any(|later| later[0] == pair[0]))
+        .map(|(_, pair)| (pair[0].clone(), WriteOp::set(pair[1].clone())))
         .collect();
     match write(ctx, writes).await {
         Ok(_) => Reply::OK,
@@ -284,7 +289,11 @@ pub async fn msetnx(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         ..WriteOptions::default()
     };
     match ctx.shared.coordinator.write(writes, options).await {
-        Ok(written) => Reply::Integer(i64::from(!written.is_empty())),
+        // Empty when a declining write cancelled the batch; a lone write
+        // that declined comes back with no current record.
+        Ok(written) => Reply::Integer(i64::from(
+            !written.is_empty() && written.iter().all(|w| w.current.is_some()),
+        )),
         Err(e) => coordinator_error(&e),
     }
 }
