@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster of K node processes; Ctrl-C stops them all.
     Dev(DevArgs),
     /// Show the cluster as a node sees it (DYNAMO commands over RESP).
@@ -78,7 +78,7 @@ struct ServeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         None => ServeArgs::default(),
         Some(Command::Dev(args)) => return dev(args),
         Some(Command::Admin(args)) => return admin(&args),
