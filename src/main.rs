@@ -106,7 +106,8 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let node = Node::start(config.clone()).await?;
     let addr = node.local_addr()?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), fsync = config.fsync.as_str(), "dynokv ready");
+    let peer_addr = node.peer_addr()?;
+    tracing::info!(%addr, peer = %peer_addr, data_dir = %config.data_dir.display(), fsync = config.fsync.as_str(), "dynokv ready");
     let stop = node.shutdown_handle();
     let signals = tokio::spawn(async move {
         wait_for_signal().await;

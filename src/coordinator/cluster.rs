@@ -26,7 +26,7 @@ use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus, OpError,
     ReadOptions, WriteOp, WriteOptions,
 };
-use crate::limits::READ_REPAIR_QUEUE_LEN;
+use crate::limits::{PEER_LIST_LEN_MAX, READ_REPAIR_QUEUE_LEN};
 use crate::membership::{Membership, View};
 use crate::node::stopped;
 use crate::peer::message::{ErrorCode, Request, Response};
@@ -736,7 +736,7 @@ impl Handler for ClusterCoordinator {
                     limit,
                 } => inner
                     .local
-                    .scan_partition(partition, after, limit as usize)
+                    .scan_partition(partition, after, (limit as usize).min(PEER_LIST_LEN_MAX))
                     .await
                     .map(|entries| Response::Entries { entries }),
                 Request::FlushAll => inner.local.flush_all().await.map(|()| Response::Ack),

@@ -84,6 +84,10 @@ impl Membership {
         self.view.send_if_modified(|view| {
             let mut changed = false;
             for member in members {
+                if !(member.weight.is_finite() && member.weight > 0.0) {
+                    tracing::warn!(member = %member.name, weight = member.weight, "member with an invalid weight ignored");
+                    continue;
+                }
                 if view.members.get(&member.id) != Some(member) {
                     let mut next = (**view).clone();
                     next.members.insert(member.id, member.clone());

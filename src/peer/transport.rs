@@ -20,7 +20,9 @@
 //! cluster name, and logs why.
 
 use super::auth;
-use super::codec::{decode_frame, decode_hello, encode_frame, encode_hello, split_frame};
+use super::codec::{
+    decode_frame, decode_hello, encode_frame, encode_hello, split_frame, split_hello,
+};
 use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Request, Response};
 use crate::coordinator::BoxFuture;
 use crate::limits::{
@@ -466,7 +468,7 @@ impl Transport {
             let mut buf = BytesMut::new();
             let nonce = auth::nonce();
             send_hello(&mut stream, &self.hello(nonce, Vec::new())).await?;
-            let theirs = decode_hello(&read_frame(&mut stream, &mut buf, timeout).await?)?;
+            let theirs = decode_hello(&read_hello(&mut stream, &mut buf, timeout).await?)?;
             self.check_identity(&theirs)?;
             self.check_proof(&theirs, &nonce)?;
             send_hello(
@@ -486,7 +488,7 @@ impl Transport {
         let timeout = Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS);
         let handshake = async {
             let mut buf = BytesMut::new();
-            let first = decode_hello(&read_frame(&mut stream, &mut buf, timeout).await?)?;
+            let first = decode_hello(&read_hello(&mut stream, &mut buf, timeout).await?)?;
             self.check_identity(&first)?;
             let nonce = auth::nonce();
             send_hello(
@@ -494,7 +496,7 @@ impl Transport {
                 &self.hello(nonce, self.make_proof(&first.nonce)),
             )
             .await?;
-            let second = decode_hello(&read_frame(&mut stream, &mut buf, timeout).await?)?;
+            let second = decode_hello(&read_hello(&mut stream, &mut buf, timeout).await?)?;
             if second.member.id != first.member.id {
                 return Err(PeerError::Refused(
                     "peer changed identity mid-handshake".into(),
@@ -630,14 +632,33 @@ async fn send_hello(stream: &mut TcpStream, hello: &Hello) -> Result<(), PeerErr
     Ok(())
 }
 
+/// Reads a handshake frame: foreign bytes are refused as soon as the magic
+/// is wrong, and a hello is capped far below a data frame.
+async fn read_hello(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<Bytes, PeerError> {
+    read_with(stream, buf, timeout, split_hello).await
+}
+
 async fn read_frame(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     timeout: Duration,
 ) -> Result<Bytes, PeerError> {
+    read_with(stream, buf, timeout, split_frame).await
+}
+
+async fn read_with(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timeout: Duration,
+    split: fn(&mut BytesMut) -> Result<Option<Bytes>, DecodeError>,
+) -> Result<Bytes, PeerError> {
     let read = async {
         loop {
-            if let Some(body) = split_frame(buf)? {
+            if let Some(body) = split(buf)? {
                 return Ok(body);
             }
             if stream.read_buf(buf).await? == 0 {
