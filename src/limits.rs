@@ -49,6 +49,10 @@ pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// more pipelined commands are waiting (keeps memory bounded per client).
 pub const REPLY_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Pipelined commands taken from a client's buffer per round; replies to
+/// a round are sent together.
+pub const PIPELINE_BATCH_COMMANDS_MAX: usize = 1024;
+
 /// Commands queued between MULTI and EXEC on one connection.
 pub const MULTI_QUEUE_LEN_MAX: usize = 100_000;
 

@@ -308,21 +308,41 @@ impl Inner {
         }
         if let Some(merged) = &merged {
             for (node, record) in got {
-                if record.is_none_or(|r| !r.covers_set(merged)) {
-                    let repair = Repair {
-                        node,
-                        key: key.clone(),
-                        record: merged.clone(),
-                    };
-                    if self.repairs.try_send(repair).is_err() {
-                        self.stats
-                            .read_repairs_dropped
-                            .fetch_add(1, Ordering::Relaxed);
+                self.repair_if_stale(node, &key, record.as_ref(), merged);
+            }
+            // Replicas slower than the first R are repaired too: without
+            // this, a stale replica that always answers last (one that
+            // just came back) would never be repaired by reads.
+            if !answers.is_empty() {
+                let (inner, key, merged) = (Arc::clone(&self), key.clone(), merged.clone());
+                tokio::spawn(async move {
+                    while let Some(joined) = answers.join_next().await {
+                        if let Ok((node, Ok(record))) = joined {
+                            inner.repair_if_stale(node, &key, record.as_ref(), &merged);
+                        }
                     }
-                }
+                });
             }
         }
         Ok(merged)
+    }
+
+    /// Queues a read repair of `node`'s copy of `key` if `record` (what it
+    /// answered) lacks part of `merged`.
+    fn repair_if_stale(&self, node: NodeId, key: &Bytes, record: Option<&Record>, merged: &Record) {
+        if record.is_some_and(|r| r.covers_set(merged)) {
+            return;
+        }
+        let repair = Repair {
+            node,
+            key: key.clone(),
+            record: merged.clone(),
+        };
+        if self.repairs.try_send(repair).is_err() {
+            self.stats
+                .read_repairs_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Coordinates one write as a replica of its key.

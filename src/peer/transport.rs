@@ -496,7 +496,19 @@ impl Transport {
                 &self.hello(nonce, self.make_proof(&first.nonce)),
             )
             .await?;
-            let second = decode_hello(&read_hello(&mut stream, &mut buf, timeout).await?)?;
+            // The dialer checks our proof first; one that hangs up here
+            // refused it (its log says why), so say so here too.
+            let second = match read_hello(&mut stream, &mut buf, timeout).await {
+                Ok(frame) => decode_hello(&frame)?,
+                Err(PeerError::Io(e)) if is_hang_up(&e) => {
+                    return Err(PeerError::Refused(format!(
+                        "node {} ({}) hung up after checking our proof: \
+                         probably another cluster secret (or none)",
+                        first.member.name, first.member.peer_addr
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
             if second.member.id != first.member.id {
                 return Err(PeerError::Refused(
                     "peer changed identity mid-handshake".into(),
@@ -623,6 +635,16 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut frames: mpsc::Receiver<Frame
         }
         out.clear();
     }
+}
+
+/// Whether `e` is the other side closing the connection.
+fn is_hang_up(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+    )
 }
 
 async fn send_hello(stream: &mut TcpStream, hello: &Hello) -> Result<(), PeerError> {

@@ -8,11 +8,14 @@ use super::handlers;
 use super::reply::Reply;
 use super::server::Shared;
 use super::table::{self, CommandMeta};
-use crate::coordinator::ReadOptions;
+use crate::coordinator::{ReadOptions, WriteOp, WriteOptions};
+use crate::limits::KEY_BYTES_MAX;
 use crate::limits::MULTI_QUEUE_LEN_MAX;
 use crate::storage::record::is_live;
+use crate::storage::record::winner_value;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -232,6 +235,104 @@ pub fn wrong_arity(full_name: &str) -> Reply {
     Reply::error(format!(
         "ERR wrong number of arguments for '{full_name}' command"
     ))
+}
+
+/// The plain commands a pipeline may run as one batch: `GET key` and
+/// `SET key value` (no options). Runs of them with distinct keys go to
+/// the coordinator in one call, which is what makes pipelining pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plain {
+    Get,
+    Set,
+}
+
+fn plain(session: &Session, args: &[Bytes]) -> Option<Plain> {
+    if session.multi.is_some() || !session.authenticated || args.get(1)?.len() > KEY_BYTES_MAX {
+        return None;
+    }
+    match args.len() {
+        2 if args[0].eq_ignore_ascii_case(b"get") => Some(Plain::Get),
+        3 if args[0].eq_ignore_ascii_case(b"set") => Some(Plain::Set),
+        _ => None,
+    }
+}
+
+/// Executes the next command of a pipeline — or, for a run of plain GETs
+/// or plain SETs on distinct keys, the whole run at once — and returns
+/// the replies in order.
+pub async fn execute_next(
+    shared: &Shared,
+    session: &mut Session,
+    commands: &mut VecDeque<Vec<Bytes>>,
+) -> Vec<Reply> {
+    let Some(first) = commands.front() else {
+        return Vec::new();
+    };
+    let Some(kind) = plain(session, first) else {
+        let args = commands.pop_front().unwrap_or_default();
+        return vec![execute(shared, session, args).await];
+    };
+    let mut run: Vec<Vec<Bytes>> = Vec::new();
+    while let Some(next) = commands.front() {
+        let distinct = !run.iter().any(|r| r[1] == next[1]);
+        if plain(session, next) != Some(kind) || !distinct {
+            break;
+        }
+        run.extend(commands.pop_front());
+    }
+    if run.len() == 1 {
+        let args = run.pop().unwrap_or_default();
+        return vec![execute(shared, session, args).await];
+    }
+    shared
+        .stats
+        .commands_processed
+        .fetch_add(run.len() as u64, Ordering::Relaxed);
+    let name = if kind == Plain::Get { "get" } else { "set" };
+    session.info.update(|s| {
+        s.last_active = Instant::now();
+        s.last_command = name.to_owned();
+    });
+    let coordinator = &shared.coordinator;
+    let count = run.len();
+    let outcome = match kind {
+        Plain::Get => {
+            let keys = run.into_iter().map(|mut a| a.swap_remove(1)).collect();
+            coordinator
+                .read(keys, ReadOptions::default())
+                .await
+                .map(|records| {
+                    let now = coordinator.now_ms();
+                    records
+                        .iter()
+                        .map(|r| {
+                            let value = r.as_ref().and_then(|r| winner_value(r, now)).cloned();
+                            let stat = if value.is_some() {
+                                &shared.stats.keyspace_hits
+                            } else {
+                                &shared.stats.keyspace_misses
+                            };
+                            stat.fetch_add(1, Ordering::Relaxed);
+                            value.map_or(Reply::Nil, Reply::Bulk)
+                        })
+                        .collect()
+                })
+        }
+        Plain::Set => {
+            let writes = run
+                .into_iter()
+                .map(|mut a| {
+                    let value = a.swap_remove(2);
+                    (a.swap_remove(1), WriteOp::set(value))
+                })
+                .collect();
+            coordinator
+                .write(writes, WriteOptions::default())
+                .await
+                .map(|written| written.iter().map(|_| Reply::OK).collect())
+        }
+    };
+    outcome.unwrap_or_else(|e| vec![handlers::coordinator_error(&e); count])
 }
 
 /// Executes one client command, with Redis's checks and MULTI queueing.

@@ -1,12 +1,13 @@
 //! One client connection: read what the client sent, execute every complete
 //! command in order, send all the replies with one write.
 
-use super::command::execute;
+use super::command::execute_next;
 use super::frame::{Parsed, RequestParser};
 use super::reply::{Protocol, Reply};
 use super::server::Shared;
-use crate::limits::{READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX};
+use crate::limits::{PIPELINE_BATCH_COMMANDS_MAX, READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX};
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -212,28 +213,48 @@ async fn run(
     let info = Arc::clone(&session.info);
     loop {
         // Execute every complete command already received, in order.
-        loop {
+        let mut broken = None;
+        let mut commands = VecDeque::new();
+        while commands.len() < PIPELINE_BATCH_COMMANDS_MAX {
             match parser.next(&mut input, session.authenticated) {
                 Parsed::Incomplete => break,
-                Parsed::Command(args) => {
-                    let reply = execute(shared, session, args).await;
-                    if reply.is_error() {
-                        shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
-                    }
-                    reply.encode(session.protocol, &mut output);
-                    if session.closing {
-                        return send(shared, socket, &mut output).await;
-                    }
-                    if output.len() >= REPLY_BUFFER_BYTES_MAX {
-                        send(shared, socket, &mut output).await?;
-                    }
-                }
+                Parsed::Command(args) => commands.push_back(args),
                 Parsed::Error(text) => {
-                    shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
-                    Reply::Error(text).encode(session.protocol, &mut output);
-                    return send(shared, socket, &mut output).await;
+                    broken = Some(text);
+                    break;
                 }
             }
+            // Before AUTH the parser applies tighter limits; parse the
+            // next request only once this one ran.
+            if !session.authenticated {
+                break;
+            }
+        }
+        // A full batch (or one cut short before AUTH) may leave complete
+        // commands in the buffer.
+        let more = commands.len() >= PIPELINE_BATCH_COMMANDS_MAX
+            || (!commands.is_empty() && broken.is_none() && !session.authenticated);
+        while !commands.is_empty() {
+            for reply in execute_next(shared, session, &mut commands).await {
+                if reply.is_error() {
+                    shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+                }
+                reply.encode(session.protocol, &mut output);
+            }
+            if session.closing {
+                return send(shared, socket, &mut output).await;
+            }
+            if output.len() >= REPLY_BUFFER_BYTES_MAX {
+                send(shared, socket, &mut output).await?;
+            }
+        }
+        if let Some(text) = broken {
+            shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+            Reply::Error(text).encode(session.protocol, &mut output);
+            return send(shared, socket, &mut output).await;
+        }
+        if more {
+            continue;
         }
         send(shared, socket, &mut output).await?;
         info.update(|s| s.query_buffer = input.len());
