@@ -282,6 +282,8 @@ impl Config {
         let port = settings.port.unwrap_or(6379);
         let peer_port = match settings.peer_port {
             Some(p) => p,
+            // A free client port gets a free peer port too.
+            None if port == 0 => 0,
             None => port.checked_add(10_000).ok_or(ConfigError::Invalid {
                 name: "peer-port",
                 reason: format!("client port {port} + 10000 is past 65535; set --peer-port"),

@@ -127,3 +127,7 @@ pub const PEER_HELLO_BYTES_MAX: usize = 64 * 1024;
 /// Most elements in one list of a peer message (scan entries, members);
 /// decoding a longer count is refused before allocating.
 pub const PEER_LIST_LEN_MAX: usize = 1 << 20;
+
+/// Reads whose slower replicas are still being listened to for read
+/// repair after the client got its answer; past it those are dropped.
+pub const READ_TAILS_MAX: usize = 1024;

@@ -9,7 +9,8 @@ use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
     FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS,
 };
-use crate::membership::Membership;
+use crate::membership::{Membership, SaveMembers};
+use crate::peer::codec::{decode_members, encode_members};
 use crate::peer::message::MemberInfo;
 use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::Replica;
@@ -69,6 +70,9 @@ impl std::fmt::Debug for Node {
     }
 }
 
+/// The meta entry holding the member list.
+const MEMBERS_META: &str = "members";
+
 /// Signals a running node to stop.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle(watch::Sender<bool>);
@@ -115,18 +119,25 @@ impl Node {
         let peer_listener = bind(&config.bind, config.peer_port).await?;
         let port_of = |l: &TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
         let (port, peer_port) = (port_of(&client_listener), port_of(&peer_listener));
+        // A wildcard bind is no address to reach: advertise the host name.
+        let host = match config.bind.as_str() {
+            "0.0.0.0" | "::" | "[::]" => hostname().unwrap_or_else(|| config.bind.clone()),
+            bind => bind.to_owned(),
+        };
+        // The default name is the client address, with the port bound.
+        let default_name = format!("{}:{}", config.bind, config.port);
         let me = MemberInfo {
             id: meta.node_id,
-            name: if config.port == 0 {
-                format!("{}:{port}", config.bind)
+            name: if config.node_name == default_name {
+                format!("{host}:{port}")
             } else {
                 config.node_name.clone()
             },
-            client_addr: format!("{}:{port}", config.bind),
+            client_addr: format!("{host}:{port}"),
             peer_addr: config
                 .peer_advertise
                 .clone()
-                .unwrap_or_else(|| format!("{}:{peer_port}", config.bind)),
+                .unwrap_or_else(|| format!("{host}:{peer_port}")),
             weight: config.weight,
             zone: config.zone.clone(),
         };
@@ -142,6 +153,21 @@ impl Node {
             shutdown_rx.clone(),
         );
         let membership = Membership::new(me);
+        // Members saved by an earlier run: a restarted node knows its
+        // cluster before any peer answers.
+        let saved = {
+            let replica = Arc::clone(&replica);
+            tokio::task::spawn_blocking(move || replica.meta_entry(MEMBERS_META))
+                .await
+                .map_err(|e| StoreError::Engine(format!("meta read task: {e}")))??
+        };
+        match saved.as_deref().map(decode_members) {
+            Some(Ok(members)) => {
+                membership.merge(&members);
+            }
+            Some(Err(e)) => tracing::warn!("saved member list unreadable, ignored: {e}"),
+            None => {}
+        }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let local = LocalCoordinator::new(Arc::clone(&replica), Arc::clone(&clock));
         let policy = QuorumPolicy {
@@ -234,13 +260,26 @@ impl Node {
                 .clone()
                 .run_repairs(repairs, shutdown.subscribe()),
         );
+        let saver = Arc::clone(&replica);
+        let save: SaveMembers = Arc::new(move |members| {
+            if let Err(e) = saver.set_meta_entry(MEMBERS_META, &encode_members(&members)) {
+                tracing::error!("cannot save the member list: {e}");
+            }
+        });
         workers.spawn(crate::membership::run(
-            membership,
+            Arc::clone(&membership),
             Arc::clone(&transport),
-            seeds,
+            seeds.clone(),
+            save,
             shutdown.subscribe(),
         ));
         transport.serve(peer_listener);
+        if !seeds.is_empty() && membership.view().members.len() == 1 {
+            // A node joining a cluster must not serve alone, placing every
+            // key on itself: clients wait until a seed answered.
+            tracing::info!(?seeds, "waiting for a seed before serving clients");
+            membership.joined(&mut shutdown.subscribe()).await;
+        }
         server.run(Duration::from_millis(SHUTDOWN_DRAIN_MS)).await;
         let _ = shutdown.send(true);
         while workers.join_next().await.is_some() {}
@@ -252,6 +291,12 @@ impl Node {
         tracing::info!("store flushed; node stopped");
         Ok(())
     }
+}
+
+/// This machine's host name (containers: the name peers resolve).
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_owned()).filter(|n| !n.is_empty())
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).

@@ -477,6 +477,23 @@ impl Replica {
         self.store.sync()
     }
 
+    /// A named entry of the store's meta keyspace (e.g. the saved member
+    /// list).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn meta_entry(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.meta_get(name)
+    }
+
+    /// Writes and syncs a named meta entry.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn set_meta_entry(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.store.meta_put(name, value)
+    }
+
     /// Makes every write so far durable (shutdown, `everysec`).
     ///
     /// # Errors

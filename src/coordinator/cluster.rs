@@ -18,15 +18,16 @@
 //!   counts the repair).
 //! - N, R and W are the cluster settings, overridable per request, and
 //!   capped at the member count.
-//! - Read-modify-write commands (NX/XX, INCR, APPEND, EXPIRE...) are
-//!   planned against the coordinating replica's own record.
+//! - Writes whose outcome depends on the current value (NX/XX, DEL,
+//!   INCR, APPEND, EXPIRE, KEEPTTL...) first read a quorum and merge it
+//!   into the coordinating replica, then plan against that.
 
 use super::local::LocalCoordinator;
 use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus, OpError,
     ReadOptions, WriteOp, WriteOptions,
 };
-use crate::limits::{PEER_LIST_LEN_MAX, READ_REPAIR_QUEUE_LEN};
+use crate::limits::{PEER_LIST_LEN_MAX, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
 use crate::membership::{Membership, View};
 use crate::node::stopped;
 use crate::peer::message::{ErrorCode, Request, Response};
@@ -76,7 +77,20 @@ struct Inner {
     policy: QuorumPolicy,
     ring: Mutex<(Arc<View>, Arc<Ring>)>,
     repairs: mpsc::Sender<Repair>,
+    tails: Mutex<JoinSet<()>>,
     stats: Stats,
+}
+
+/// Answers of replicas to one read.
+type Answers = JoinSet<(NodeId, Result<Option<Record>, CoordinatorError>)>;
+
+/// One key's read in flight.
+struct ReadPlan {
+    contacted: usize,
+    required: usize,
+    answers: Answers,
+    /// This node's own answer, when it is a replica and read it.
+    local: Option<Option<Record>>,
 }
 
 /// The quorum coordinator, and the handler of peer requests.
@@ -161,6 +175,7 @@ impl ClusterCoordinator {
             policy,
             ring: Mutex::new((view, ring)),
             repairs,
+            tails: Mutex::new(JoinSet::new()),
             stats: Stats::default(),
         };
         (
@@ -250,81 +265,122 @@ impl Inner {
         requested.unwrap_or(default).clamp(1, n.max(1))
     }
 
-    async fn read_one(
+    /// Reads `keys` at quorum. Requests to other replicas go out first;
+    /// the keys this node holds are read in one local batch meanwhile.
+    async fn read_many(
         self: Arc<Self>,
-        key: Bytes,
+        keys: Vec<Bytes>,
         r: Option<usize>,
-    ) -> Result<Option<Record>, CoordinatorError> {
-        let replicas = self.replicas(&key);
-        let required = self.quorum(r, self.policy.r, replicas.len());
-        let mut answers: JoinSet<(NodeId, Result<Option<Record>, CoordinatorError>)> =
-            JoinSet::new();
-        for &node in &replicas {
-            if node == self.me() {
-                let local = self.local.clone();
-                let key = key.clone();
-                answers.spawn(async move {
-                    let read = local.read(vec![key], ReadOptions::default()).await;
-                    (node, read.map(|mut r| r.pop().flatten()))
-                });
-                continue;
-            }
-            match self
-                .transport
-                .send(node, Request::Read { key: key.clone() })
-                .await
-            {
-                Ok(pending) => {
-                    answers.spawn(async move {
-                        let answer = match pending.wait().await {
-                            Ok(Response::Record { record }) => Ok(record),
-                            Ok(other) => Err(unexpected(other)),
-                            Err(e) => Err(CoordinatorError::Remote(e.to_string())),
-                        };
-                        (node, answer)
-                    });
+    ) -> Result<Vec<Option<Record>>, CoordinatorError> {
+        let me = self.me();
+        let mut plans = Vec::with_capacity(keys.len());
+        let (mut local_keys, mut local_index) = (Vec::new(), Vec::new());
+        for (i, key) in keys.iter().enumerate() {
+            let replicas = self.replicas(key);
+            let required = self.quorum(r, self.policy.r, replicas.len());
+            let mut answers: Answers = JoinSet::new();
+            for &node in &replicas {
+                if node == me {
+                    local_keys.push(key.clone());
+                    local_index.push(i);
+                    continue;
                 }
-                Err(e) => tracing::debug!("read of a replica skipped: {e}"),
-            }
-        }
-        let mut got: Vec<(NodeId, Option<Record>)> = Vec::new();
-        while let Some(joined) = answers.join_next().await {
-            if let Ok((node, Ok(record))) = joined {
-                got.push((node, record));
-                if got.len() >= required {
-                    break;
+                match self
+                    .transport
+                    .send(node, Request::Read { key: key.clone() })
+                    .await
+                {
+                    Ok(pending) => {
+                        answers.spawn(async move {
+                            let answer = match pending.wait().await {
+                                Ok(Response::Record { record }) => Ok(record),
+                                Ok(other) => Err(unexpected(other)),
+                                Err(e) => Err(CoordinatorError::Remote(e.to_string())),
+                            };
+                            (node, answer)
+                        });
+                    }
+                    Err(e) => tracing::debug!("read of a replica skipped: {e}"),
                 }
             }
+            plans.push(ReadPlan {
+                contacted: replicas.len(),
+                required,
+                answers,
+                local: None,
+            });
         }
-        if got.len() < required {
-            self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(quorum_failed("read", required, got.len(), replicas.len()));
+        if !local_keys.is_empty() {
+            match self.local.read(local_keys, ReadOptions::default()).await {
+                Ok(records) => {
+                    for (i, record) in local_index.into_iter().zip(records) {
+                        plans[i].local = Some(record);
+                    }
+                }
+                Err(e) => tracing::warn!("local read failed: {e}"),
+            }
         }
-        let mut merged: Option<Record> = None;
-        for (_, record) in &got {
-            if let Some(record) = record {
+        let mut out = Vec::with_capacity(keys.len());
+        for (plan, key) in plans.into_iter().zip(keys) {
+            let ReadPlan {
+                contacted,
+                required,
+                mut answers,
+                local,
+            } = plan;
+            let mut got: Vec<(NodeId, Option<Record>)> =
+                local.map(|r| vec![(me, r)]).unwrap_or_default();
+            while got.len() < required {
+                match answers.join_next().await {
+                    Some(Ok((node, Ok(record)))) => got.push((node, record)),
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if got.len() < required {
+                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(quorum_failed("read", required, got.len(), contacted));
+            }
+            let mut merged: Option<Record> = None;
+            for (_, record) in got.iter().filter_map(|(n, r)| Some((n, r.as_ref()?))) {
                 merged.get_or_insert_with(Record::new).sync(record);
             }
-        }
-        if let Some(merged) = &merged {
-            for (node, record) in got {
-                self.repair_if_stale(node, &key, record.as_ref(), merged);
+            if let Some(merged) = &merged {
+                for (node, record) in &got {
+                    self.repair_if_stale(*node, &key, record.as_ref(), merged);
+                }
+                self.tail(key, merged.clone(), answers);
             }
-            // Replicas slower than the first R are repaired too: without
-            // this, a stale replica that always answers last (one that
-            // just came back) would never be repaired by reads.
-            if !answers.is_empty() {
-                let (inner, key, merged) = (Arc::clone(&self), key.clone(), merged.clone());
-                tokio::spawn(async move {
-                    while let Some(joined) = answers.join_next().await {
-                        if let Ok((node, Ok(record))) = joined {
-                            inner.repair_if_stale(node, &key, record.as_ref(), &merged);
-                        }
-                    }
-                });
-            }
+            out.push(merged);
         }
-        Ok(merged)
+        Ok(out)
+    }
+
+    /// Keeps listening to the replicas slower than the first R, and
+    /// repairs those that answer stale: without this, a replica that just
+    /// came back, and so always answers last, would never be repaired by
+    /// reads. The tails are owned here and bounded; past the bound they
+    /// are dropped (anti-entropy catches up).
+    fn tail(self: &Arc<Self>, key: Bytes, merged: Record, mut answers: Answers) {
+        if answers.is_empty() {
+            return;
+        }
+        let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+        while tails.try_join_next().is_some() {}
+        if tails.len() >= READ_TAILS_MAX {
+            self.stats
+                .read_repairs_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let inner = Arc::clone(self);
+        tails.spawn(async move {
+            while let Some(joined) = answers.join_next().await {
+                if let Ok((node, Ok(record))) = joined {
+                    inner.repair_if_stale(node, &key, record.as_ref(), &merged);
+                }
+            }
+        });
     }
 
     /// Queues a read repair of `node`'s copy of `key` if `record` (what it
@@ -345,66 +401,134 @@ impl Inner {
         }
     }
 
-    /// Coordinates one write as a replica of its key.
+    /// Coordinates writes as a replica of their keys: one local batch,
+    /// then each resulting record to the key's other replicas; done when
+    /// every key has W acknowledgements.
     async fn coordinate(
         self: Arc<Self>,
-        key: Bytes,
-        op: WriteOp,
+        writes: Vec<(Bytes, WriteOp)>,
         w: Option<usize>,
-    ) -> Result<Written, CoordinatorError> {
-        let replicas = self.replicas(&key);
-        let required = self.quorum(w, self.policy.w, replicas.len());
-        let mut written = self
-            .local
-            .write(vec![(key.clone(), op)], WriteOptions::default())
-            .await?;
-        let Some(written) = written.pop() else {
-            return Err(CoordinatorError::Remote(
-                "local write returned nothing".into(),
-            ));
-        };
-        let Some(record) = written.current.clone() else {
-            return Ok(written); // the write did not apply: nothing to replicate
-        };
-        let mut acks = 1;
-        let mut waiting = JoinSet::new();
-        for &node in replicas.iter().filter(|&&n| n != self.me()) {
-            let request = Request::Replicate {
-                key: key.clone(),
-                record: record.clone(),
+    ) -> Result<Vec<Written>, CoordinatorError> {
+        let keys: Vec<Bytes> = writes.iter().map(|(k, _)| k.clone()).collect();
+        // Writes that depend on the current value are planned against a
+        // quorum's view: merge it into this replica first.
+        let dependent: Vec<Bytes> = writes
+            .iter()
+            .filter(|(_, op)| op.reads_current())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !dependent.is_empty() && self.membership.view().members.len() > 1 {
+            let current = Arc::clone(&self).read_many(dependent.clone(), None).await?;
+            for (key, record) in dependent.into_iter().zip(current) {
+                if let Some(record) = record {
+                    self.local.merge(key, record).await?;
+                }
+            }
+        }
+        let written = self.local.write(writes, WriteOptions::default()).await?;
+        let mut quorums = Vec::with_capacity(written.len());
+        for (key, outcome) in keys.into_iter().zip(&written) {
+            let replicas = self.replicas(&key);
+            let required = self.quorum(w, self.policy.w, replicas.len());
+            let mut waiting = JoinSet::new();
+            // A write that did not apply has nothing to replicate.
+            if let Some(record) = &outcome.current {
+                for &node in replicas.iter().filter(|&&n| n != self.me()) {
+                    let request = Request::Replicate {
+                        key: key.clone(),
+                        record: record.clone(),
+                    };
+                    if let Ok(pending) = self.transport.send(node, request).await {
+                        waiting.spawn(
+                            async move { matches!(pending.wait().await, Ok(Response::Ack)) },
+                        );
+                    }
+                }
+            }
+            let required = if outcome.current.is_some() {
+                required
+            } else {
+                1
             };
-            if let Ok(pending) = self.transport.send(node, request).await {
-                waiting.spawn(async move { matches!(pending.wait().await, Ok(Response::Ack)) });
-            }
+            quorums.push((required, replicas.len(), waiting));
         }
-        while acks < required {
-            match waiting.join_next().await {
-                Some(Ok(true)) => acks += 1,
-                Some(_) => {}
-                None => break,
+        for (required, contacted, mut waiting) in quorums {
+            let mut acks = 1;
+            while acks < required {
+                match waiting.join_next().await {
+                    Some(Ok(true)) => acks += 1,
+                    Some(_) => {}
+                    None => break,
+                }
             }
-        }
-        // The replicas not waited for got their request already; dropping
-        // the waits only forgets their answers.
-        if acks < required {
-            self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(quorum_failed("write", required, acks, replicas.len()));
+            // The replicas not waited for got their request already;
+            // dropping the waits only forgets their answers.
+            if acks < required {
+                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(quorum_failed("write", required, acks, contacted));
+            }
         }
         Ok(written)
     }
 
-    /// A write from a client: coordinated here if this node is a replica
-    /// of the key, else forwarded to the first connected replica.
-    async fn write_one(
+    /// Writes from a client: those whose key this node replicates are
+    /// coordinated here as one batch; the others are forwarded.
+    async fn write_many(
+        self: Arc<Self>,
+        writes: Vec<(Bytes, WriteOp)>,
+        w: Option<usize>,
+    ) -> Result<Vec<Written>, CoordinatorError> {
+        let me = self.me();
+        let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
+        for (i, write) in writes.into_iter().enumerate() {
+            if self.replicas(&write.0).contains(&me) {
+                here.push((i, write));
+            } else {
+                elsewhere.push((i, write));
+            }
+        }
+        let total = here.len() + elsewhere.len();
+        let mut out: Vec<Option<Written>> = (0..total).map(|_| None).collect();
+        // Forwarded writes run in parallel unless a key repeats, when
+        // order matters and they go one by one.
+        let mut forwarded = JoinSet::new();
+        let repeats = elsewhere
+            .iter()
+            .enumerate()
+            .any(|(a, (_, x))| elsewhere[..a].iter().any(|(_, y)| x.0 == y.0));
+        let mut sequential = Vec::new();
+        for (i, (key, op)) in elsewhere {
+            if repeats {
+                sequential.push((i, key, op));
+            } else {
+                let inner = Arc::clone(&self);
+                forwarded.spawn(async move { (i, inner.forward(key, op, w).await) });
+            }
+        }
+        if !here.is_empty() {
+            let (index, batch): (Vec<usize>, Vec<_>) = here.into_iter().unzip();
+            let written = Arc::clone(&self).coordinate(batch, w).await?;
+            for (i, outcome) in index.into_iter().zip(written) {
+                out[i] = Some(outcome);
+            }
+        }
+        for (i, key, op) in sequential {
+            out[i] = Some(Arc::clone(&self).forward(key, op, w).await?);
+        }
+        for (i, outcome) in collect(forwarded).await? {
+            out[i] = Some(outcome);
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Forwards a write to the first connected replica of its key.
+    async fn forward(
         self: Arc<Self>,
         key: Bytes,
         op: WriteOp,
         w: Option<usize>,
     ) -> Result<Written, CoordinatorError> {
         let replicas = self.replicas(&key);
-        if replicas.contains(&self.me()) {
-            return self.coordinate(key, op, w).await;
-        }
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         let w_byte = w.map_or(0, |w| w.min(255) as u8);
         let mut last: Option<CoordinatorError> = None;
@@ -466,17 +590,7 @@ impl Coordinator for ClusterCoordinator {
         options: ReadOptions,
     ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>> {
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move {
-            if let [key] = keys.as_slice() {
-                return Ok(vec![inner.read_one(key.clone(), options.r).await?]);
-            }
-            let mut reads = JoinSet::new();
-            for (i, key) in keys.into_iter().enumerate() {
-                let inner = Arc::clone(&inner);
-                reads.spawn(async move { (i, inner.read_one(key, options.r).await) });
-            }
-            collect(reads).await
-        })
+        Box::pin(async move { inner.read_many(keys, options.r).await })
     }
 
     fn write(
@@ -503,17 +617,7 @@ impl Coordinator for ClusterCoordinator {
                     }
                 }
             }
-            if let [(key, op)] = writes.as_slice() {
-                return Ok(vec![
-                    inner.write_one(key.clone(), op.clone(), options.w).await?,
-                ]);
-            }
-            let mut jobs = JoinSet::new();
-            for (i, (key, op)) in writes.into_iter().enumerate() {
-                let inner = Arc::clone(&inner);
-                jobs.spawn(async move { (i, inner.write_one(key, op, options.w).await) });
-            }
-            collect(jobs).await
+            inner.write_many(writes, options.w).await
         })
     }
 
@@ -712,16 +816,16 @@ impl Coordinator for ClusterCoordinator {
     }
 }
 
-/// Results of indexed jobs, in index order; the first error wins.
+/// Results of indexed jobs as they finish; the first error wins.
 async fn collect<T: Send + 'static>(
     mut jobs: JoinSet<(usize, Result<T, CoordinatorError>)>,
-) -> Result<Vec<T>, CoordinatorError> {
-    let mut out: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
+) -> Result<Vec<(usize, T)>, CoordinatorError> {
+    let mut out = Vec::with_capacity(jobs.len());
     while let Some(joined) = jobs.join_next().await {
         let (i, result) = joined.map_err(|e| CoordinatorError::Remote(format!("task: {e}")))?;
-        out[i] = Some(result?);
+        out.push((i, result?));
     }
-    Ok(out.into_iter().flatten().collect())
+    Ok(out)
 }
 
 impl Handler for ClusterCoordinator {
@@ -743,8 +847,13 @@ impl Handler for ClusterCoordinator {
                 Request::Coordinate { key, op, w } => {
                     let w = (w > 0).then_some(usize::from(w));
                     Arc::clone(&inner)
-                        .coordinate(key, op, w)
+                        .coordinate(vec![(key, op)], w)
                         .await
+                        .and_then(|mut written| {
+                            written
+                                .pop()
+                                .ok_or_else(|| CoordinatorError::Remote("no outcome".into()))
+                        })
                         .map(|written| Response::Written {
                             previous: written.previous,
                             current: written.current,

@@ -172,6 +172,21 @@ impl WriteOp {
         }
     }
 
+    /// Whether the outcome depends on the key's current value (conditions,
+    /// read-modify-write changes, KEEPTTL): the coordinator then reads a
+    /// quorum first, so a replica that missed writes does not decide
+    /// from its stale copy.
+    pub fn reads_current(&self) -> bool {
+        self.condition != Condition::Always
+            || !matches!(
+                self.change,
+                Change::Put {
+                    expiry: Expiry::Never | Expiry::At(_),
+                    ..
+                } | Change::Delete
+            )
+    }
+
     /// Decides the write against `current` at `now_ms`: the context it
     /// supersedes and the sibling it adds, `None` if it does not apply.
     ///

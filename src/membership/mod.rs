@@ -84,6 +84,10 @@ impl Membership {
         self.view.send_if_modified(|view| {
             let mut changed = false;
             for member in members {
+                // This node's own entry is its own to say.
+                if member.id == self.me.id {
+                    continue;
+                }
                 if !(member.weight.is_finite() && member.weight > 0.0) {
                     tracing::warn!(member = %member.name, weight = member.weight, "member with an invalid weight ignored");
                     continue;
@@ -100,30 +104,55 @@ impl Membership {
         })
     }
 
+    /// Resolves once the view holds another member than this node (a
+    /// joining node must not serve alone), or at shutdown.
+    pub async fn joined(&self, shutdown: &mut watch::Receiver<bool>) {
+        let mut views = self.subscribe();
+        tokio::select! {
+            () = stopped(shutdown) => {}
+            () = async {
+                let _ = views.wait_for(|v| v.members.len() > 1).await;
+            } => {}
+        }
+    }
+
     /// Every member, this node included.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.view().members.values().cloned().collect()
     }
 }
 
+/// Saves the member list where a restart finds it (blocking: run off the
+/// async runtime).
+pub type SaveMembers = Arc<dyn Fn(Vec<MemberInfo>) + Send + Sync>;
+
 /// Fills the view from `seeds`, then keeps it converging: every period,
-/// trade views with one member; keep a connection to every member.
+/// trade views with one member; keep a connection to every member; save
+/// every new view with `save`.
 pub async fn run(
     membership: Arc<Membership>,
     transport: Arc<Transport>,
     seeds: Vec<String>,
+    save: SaveMembers,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut views = membership.subscribe();
     let mut tick = tokio::time::interval(Duration::from_millis(MEMBERSHIP_EXCHANGE_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
-    let mut seeded = seeds.is_empty();
+    // A node that knows members already (saved from an earlier run) needs
+    // no seed to find its cluster.
+    let mut seeded = seeds.is_empty() || membership.view().members.len() > 1;
     loop {
-        for member in views.borrow_and_update().members.values() {
+        let view = Arc::clone(&views.borrow_and_update());
+        for member in view.members.values() {
             if member.id != membership.me().id {
                 transport.maintain(member.clone());
             }
+        }
+        let (save, members) = (Arc::clone(&save), view.members.values().cloned().collect());
+        if let Err(e) = tokio::task::spawn_blocking(move || save(members)).await {
+            tracing::error!("saving the member list failed: {e}");
         }
         tokio::select! {
             () = stopped(&mut shutdown) => return,

@@ -453,6 +453,33 @@ fn put_response(out: &mut BytesMut, response: &Response) {
 
 // ---------------------------------------------------------------- framing
 
+/// The member list as kept in a data directory (meta `members`): the
+/// format byte 1, then `list<member>`. Lets a restarted node know its
+/// cluster before any peer answers.
+pub fn encode_members(members: &[MemberInfo]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_u8(MEMBERS_FORMAT_V1);
+    put_list(&mut out, members, put_member);
+    out.to_vec()
+}
+
+/// Reads what [`encode_members`] wrote.
+///
+/// # Errors
+/// [`DecodeError`] for bytes it did not write.
+pub fn decode_members(bytes: &[u8]) -> Result<Vec<MemberInfo>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    match r.u8()? {
+        MEMBERS_FORMAT_V1 => {}
+        found => return Err(DecodeError::UnknownVersion { found }),
+    }
+    let members = get_list(&mut r, "member", get_member)?;
+    r.finish()?;
+    Ok(members)
+}
+
+const MEMBERS_FORMAT_V1: u8 = 1;
+
 /// Takes one whole length-prefixed frame body off the front of `buf` (kind
 /// byte first): `Ok(None)` until it has fully arrived.
 ///
@@ -827,6 +854,20 @@ mod tests {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, // nonce
         0,                              // proof: empty
     ];
+
+    #[test]
+    fn member_lists_round_trip() {
+        let members = vec![MemberInfo {
+            id: 7,
+            name: "n".into(),
+            client_addr: "127.0.0.1:1".into(),
+            peer_addr: "127.0.0.1:2".into(),
+            weight: 2.0,
+            zone: Some("z".into()),
+        }];
+        assert_eq!(decode_members(&encode_members(&members)), Ok(members));
+        assert!(decode_members(&[2]).is_err());
+    }
 
     #[test]
     fn golden_hello() {

@@ -7,6 +7,10 @@
 //! (the last lines are kept and printed when a test fails). Every wait is
 //! bounded; dropping a node kills its process, so a panicking test leaks
 //! nothing.
+//!
+//! A [`TestCluster`] is K such nodes joined into one cluster: node 1 is the
+//! seed, the others `--join` its peer address. Its nodes keep their ports
+//! across restarts (other members know them by their peer address).
 
 #![allow(
     dead_code,
@@ -38,6 +42,8 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// The marker of the ready line: `dynokv ready addr=127.0.0.1:PORT ...`.
 const READY_MARKER: &str = "dynokv ready addr=";
+/// The ready line's peer address field: `peer=127.0.0.1:PORT`.
+const PEER_MARKER: &str = "peer=";
 
 /// The last lines a node wrote to stderr, shared with its drain thread.
 type Log = Arc<Mutex<VecDeque<String>>>;
@@ -48,6 +54,10 @@ pub struct TestNode {
     child: Option<Child>,
     drain: Option<JoinHandle<()>>,
     addr: SocketAddr,
+    /// The peer port's address, from the ready line.
+    peer_addr: Option<SocketAddr>,
+    /// Client and peer ports every new process binds; `None`: free ports.
+    fixed_ports: Option<(u16, u16)>,
     data_dir: tempfile::TempDir,
     extra_args: Vec<String>,
     log: Log,
@@ -82,6 +92,8 @@ impl TestNode {
             child: None,
             drain: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_addr: None,
+            fixed_ports: None,
             data_dir,
             extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
             log: Arc::new(Mutex::new(VecDeque::new())),
@@ -99,6 +111,30 @@ impl TestNode {
     /// The node's client port.
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The node's peer address (what `--join` takes).
+    ///
+    /// # Panics
+    /// If the ready line did not carry it.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+            .unwrap_or_else(|| panic!("node {} logged no peer= address", self.addr))
+    }
+
+    /// Makes every later process of this node bind the ports the current
+    /// one bound, so peers that know its address find it after a restart.
+    pub fn keep_ports(&mut self) {
+        self.fixed_ports = Some((self.addr.port(), self.peer_addr().port()));
+    }
+
+    /// Whether any log line (of any of its processes) contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|line| line.contains(needle))
     }
 
     /// A `redis://` URL for RESP2 clients.
@@ -208,9 +244,11 @@ impl TestNode {
                 command.env_remove(name);
             }
         }
+        let (port, peer_port) = self.fixed_ports.unwrap_or((0, 0));
         command
             .arg("serve")
-            .args(["--port", "0", "--peer-port", "0"])
+            .args(["--port", &port.to_string()])
+            .args(["--peer-port", &peer_port.to_string()])
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .args(&self.extra_args)
@@ -242,7 +280,10 @@ impl TestNode {
         self.child = Some(child);
         self.drain = Some(drain);
         match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => self.addr = addr,
+            Ok((addr, peer_addr)) => {
+                self.addr = addr;
+                self.peer_addr = peer_addr;
+            }
             Err(e) => {
                 // Stop it before reporting, so Drop has nothing left to do.
                 let status = self.child.take().map(|mut child| {
@@ -329,7 +370,7 @@ fn drain_stderr(
     stderr: ChildStderr,
     log: &Log,
     generation: u32,
-    ready: &mpsc::SyncSender<SocketAddr>,
+    ready: &mpsc::SyncSender<(SocketAddr, Option<SocketAddr>)>,
 ) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::new();
@@ -364,11 +405,16 @@ fn drain_stderr(
     }
 }
 
-/// The address in a ready line, if `line` is one.
-fn ready_addr(line: &str) -> Option<SocketAddr> {
+/// The client address in a ready line, if `line` is one, and the peer
+/// address (its `peer=` field) if it has one.
+fn ready_addr(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     let rest = &line[line.find(READY_MARKER)? + READY_MARKER.len()..];
-    let addr = rest.split_whitespace().next()?;
-    addr.parse().ok()
+    let mut fields = rest.split_whitespace();
+    let addr = fields.next()?.parse().ok()?;
+    let peer = fields
+        .find_map(|field| field.strip_prefix(PEER_MARKER))
+        .and_then(|a| a.parse().ok());
+    Some((addr, peer))
 }
 
 /// Runs `attempt` until it returns `Some` or `timeout` passes, pausing
@@ -408,4 +454,245 @@ pub async fn connect(url: &str) -> redis::aio::MultiplexedConnection {
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+/// A blocking `redis` connection to `addr` with [`CLIENT_TIMEOUT`]s (for
+/// connecting and for every reply).
+///
+/// # Panics
+/// If the connection fails.
+pub fn connect_sync(addr: SocketAddr) -> redis::Connection {
+    try_connect_sync(addr).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
+}
+
+/// As [`connect_sync`], returning the error.
+///
+/// # Errors
+/// The client's error.
+pub fn try_connect_sync(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let con = client.get_connection_with_timeout(CLIENT_TIMEOUT)?;
+    con.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    con.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    Ok(con)
+}
+
+/// One member row of `DYNAMO MEMBERS`: field name → value (`id`, `name`,
+/// `client_addr`, `peer_addr`, `status`, `partitions_primary`, ...).
+pub type MemberRow = std::collections::BTreeMap<String, String>;
+
+/// The text of a string-like reply.
+fn value_text(value: &redis::Value) -> Option<String> {
+    match value {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        redis::Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// `DYNAMO MEMBERS` as the node at `addr` sees it.
+///
+/// # Errors
+/// A connection or command error, or a reply of another shape.
+pub fn dynamo_members(addr: SocketAddr) -> Result<Vec<MemberRow>, String> {
+    let mut con = try_connect_sync(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let reply: redis::Value = redis::cmd("DYNAMO")
+        .arg("MEMBERS")
+        .query(&mut con)
+        .map_err(|e| format!("DYNAMO MEMBERS on {addr}: {e}"))?;
+    let redis::Value::Array(rows) = reply else {
+        return Err(format!("DYNAMO MEMBERS on {addr} replied {reply:?}"));
+    };
+    rows.iter()
+        .map(|row| {
+            let pairs: Vec<(&redis::Value, &redis::Value)> = match row {
+                redis::Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+                redis::Value::Array(flat) if flat.len() % 2 == 0 => {
+                    flat.chunks(2).map(|c| (&c[0], &c[1])).collect()
+                }
+                other => return Err(format!("member row {other:?}")),
+            };
+            pairs
+                .into_iter()
+                .map(|(k, v)| match (value_text(k), value_text(v)) {
+                    (Some(k), Some(v)) => Ok((k, v)),
+                    _ => Err(format!("member field {k:?} = {v:?}")),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// One field of `INFO dynamo` on the node at `addr`.
+///
+/// # Errors
+/// A connection or command error, or no such field.
+pub fn info_dynamo_field(addr: SocketAddr, field: &str) -> Result<String, String> {
+    let mut con = try_connect_sync(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let info: String = redis::cmd("INFO")
+        .arg("dynamo")
+        .query(&mut con)
+        .map_err(|e| format!("INFO dynamo on {addr}: {e}"))?;
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| format!("no {field} in INFO dynamo of {addr}:\n{info}"))
+}
+
+/// How long a cluster may take to agree on its members, all up.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a cluster's views are polled while waiting.
+const CONVERGE_POLL: Duration = Duration::from_millis(100);
+
+/// K `dynokv serve` processes joined into one cluster on loopback. Node
+/// `0` is the seed; nodes `1..K` `--join` its peer address. Every node
+/// keeps its ports and data directory across [`TestCluster::kill9`] and
+/// [`TestCluster::restart`]; dropping the cluster kills every process.
+#[derive(Debug)]
+pub struct TestCluster {
+    nodes: Vec<TestNode>,
+}
+
+impl TestCluster {
+    /// Starts `k` nodes, each with `extra_args` (N/R/W, cluster name, ...),
+    /// and waits (at most [`CONVERGE_TIMEOUT`]) until every node lists all
+    /// `k` members as up.
+    ///
+    /// # Panics
+    /// If a node does not start or the cluster does not converge in time.
+    pub fn start(k: usize, extra_args: &[&str]) -> TestCluster {
+        assert!(k >= 1, "a cluster needs a node");
+        let mut cluster = TestCluster { nodes: Vec::new() };
+        cluster.nodes.push(TestNode::start(extra_args));
+        cluster.nodes[0].keep_ports();
+        let seed = cluster.nodes[0].peer_addr();
+        for _ in 1..k {
+            cluster.add(seed, extra_args);
+        }
+        cluster.wait_converged(k);
+        cluster
+    }
+
+    /// Starts one more node with `extra_args` that `--join`s `seed`, keeps
+    /// its ports, and returns its index. Does not wait for convergence.
+    ///
+    /// # Panics
+    /// As [`TestNode::start`].
+    pub fn add(&mut self, seed: SocketAddr, extra_args: &[&str]) -> usize {
+        let seed = seed.to_string();
+        let mut args: Vec<&str> = extra_args.to_vec();
+        args.extend(["--join", &seed]);
+        let mut node = TestNode::start(&args);
+        node.keep_ports();
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Nodes in the cluster (running or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `i` (0-based; 0 is the seed).
+    pub fn node(&self, i: usize) -> &TestNode {
+        &self.nodes[i]
+    }
+
+    /// Node `i`, mutably.
+    pub fn node_mut(&mut self, i: usize) -> &mut TestNode {
+        &mut self.nodes[i]
+    }
+
+    /// Client addresses of the running nodes, by index.
+    pub fn running(&mut self) -> Vec<(usize, SocketAddr)> {
+        self.nodes
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, n)| n.is_running().then(|| (i, n.addr())))
+            .collect()
+    }
+
+    /// SIGKILLs node `i` (a crash: nothing flushed).
+    ///
+    /// # Panics
+    /// As [`TestNode::kill9`].
+    pub fn kill9(&mut self, i: usize) {
+        self.nodes[i].kill9();
+    }
+
+    /// Starts node `i` again on its data directory and ports (SIGKILLing
+    /// it first if it runs), and waits until it is ready (not until it has
+    /// rejoined: see [`TestCluster::wait_converged`]).
+    ///
+    /// # Panics
+    /// As [`TestNode::restart`].
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].restart();
+    }
+
+    /// Waits (at most [`CONVERGE_TIMEOUT`]) until every running node lists
+    /// exactly `members` members and sees every running node up and every
+    /// stopped node down.
+    ///
+    /// # Panics
+    /// If that does not happen in time; the message has each view.
+    pub fn wait_converged(&mut self, members: usize) {
+        let running: Vec<(usize, SocketAddr)> = self.running();
+        let up_peers: std::collections::BTreeSet<String> = running
+            .iter()
+            .map(|&(i, _)| self.nodes[i].peer_addr().to_string())
+            .collect();
+        let mut last = String::new();
+        let started = Instant::now();
+        let done = eventually(CONVERGE_TIMEOUT, CONVERGE_POLL, || {
+            let mut report = String::new();
+            let mut ok = true;
+            for &(i, addr) in &running {
+                match dynamo_members(addr) {
+                    Ok(rows) => {
+                        let agrees = rows.len() == members
+                            && rows.iter().all(|row| {
+                                let peer = row.get("peer_addr").map_or("", String::as_str);
+                                let expected = if up_peers.contains(peer) {
+                                    "up"
+                                } else {
+                                    "down"
+                                };
+                                row.get("status").map(String::as_str) == Some(expected)
+                            });
+                        ok &= agrees;
+                        let view: Vec<String> = rows
+                            .iter()
+                            .map(|r| {
+                                format!(
+                                    "{}={}",
+                                    r.get("peer_addr").map_or("?", String::as_str),
+                                    r.get("status").map_or("?", String::as_str)
+                                )
+                            })
+                            .collect();
+                        report.push_str(&format!("node {i} ({addr}): {}\n", view.join(" ")));
+                    }
+                    Err(e) => {
+                        ok = false;
+                        report.push_str(&format!("node {i} ({addr}): {e}\n"));
+                    }
+                }
+            }
+            last = report;
+            ok.then_some(())
+        });
+        assert!(
+            done.is_some(),
+            "the cluster did not converge to {members} members ({} running: up {up_peers:?}) \
+             within {CONVERGE_TIMEOUT:?}; last views:\n{last}",
+            running.len()
+        );
+        eprintln!(
+            "cluster of {members} ({} running) converged in {:?}",
+            running.len(),
+            started.elapsed()
+        );
+    }
 }
