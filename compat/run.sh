@@ -46,10 +46,12 @@ fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/dynokv-compat.XXXXXX")"
 TMUX_SOCKET="dynokv-compat-$$"
 NODE_PID=""
+DEV_PID=""
 
 cleanup() {
     local status=$?
     tmux -L "$TMUX_SOCKET" kill-server 2>/dev/null || true
+    if [[ -n "$DEV_PID" ]]; then kill -TERM "$DEV_PID" 2>/dev/null || true; wait "$DEV_PID" 2>/dev/null || true; fi
     if [[ -n "$NODE_PID" ]] && kill -0 "$NODE_PID" 2>/dev/null; then
         kill -TERM "$NODE_PID" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$NODE_PID" 2>/dev/null || break; sleep 0.1; done
@@ -267,6 +269,64 @@ done
 bad="$(grep -iE 'error|ERR |WARN|timeout|reset by peer' "$WORK/bench.txt" || true)"
 if [[ -z "$bad" ]]; then pass "redis-benchmark: no error or warning lines"
 else fail "redis-benchmark: error or warning lines" "$bad"; fi
+
+# -- f. the same clients against a 3-node cluster (dynokv dev)
+echo "== f. a 3-node cluster (dynokv dev --nodes 3)"
+# Three consecutive free client ports whose peer ports (+10000) are free too.
+DEV_PORT="$(python3 - <<'PY'
+import socket
+for base in range(21000, 40000, 7):
+    ports = [base + i for i in range(3)] + [base + 10000 + i for i in range(3)]
+    try:
+        socks = []
+        for p in ports:
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        for s in socks: s.close()
+        print(base); break
+    except OSError:
+        for s in socks: s.close()
+PY
+)"
+"$BIN" dev --nodes 3 --port "$DEV_PORT" --data-dir "$WORK/dev" </dev/null >"$WORK/dev.out" 2>"$WORK/dev.log" &
+DEV_PID=$!
+dev_up=0
+for _ in $(seq 200); do   # up to 20 s: every node answers and sees 3 members
+    up=0
+    for i in 0 1 2; do
+        members="$(timeout 5 redis-cli -p $((DEV_PORT + i)) INFO dynamo </dev/null 2>/dev/null | tr -d '\r' | sed -n 's/^members_up://p')"
+        [[ "$members" == "3" ]] && up=$((up + 1))
+    done
+    [[ $up -eq 3 ]] && { dev_up=1; break; }
+    sleep 0.1
+done
+if [[ $dev_up -eq 1 ]]; then
+    pass "cluster: 3 nodes up, each sees 3 members"
+    if [[ "$(timeout 10 redis-cli -p "$DEV_PORT" SET compat:cluster across </dev/null)" == "OK" \
+        && "$(timeout 10 redis-cli -p $((DEV_PORT + 2)) GET compat:cluster </dev/null)" == "across" ]]; then
+        pass "cluster: SET through node 1, GET through node 3"
+    else
+        fail "cluster: SET through node 1, GET through node 3"
+    fi
+    for i in 0 2; do
+        py_out="$(timeout --foreground 90 python3 "$COMPAT/redis_py_check.py" --port $((DEV_PORT + i)) </dev/null 2>&1)" && py_rc=0 || py_rc=$?
+        if [[ $py_rc -eq 0 ]]; then pass "cluster: redis-py against node $((i + 1))"
+        else fail "cluster: redis-py against node $((i + 1))" "$(grep '^FAIL' <<<"$py_out")"; fi
+    done
+    bench_rc=0
+    timeout --foreground 90 redis-benchmark -p $((DEV_PORT + 1)) -t set,get,mset -n 5000 -c 20 -q \
+        </dev/null >"$WORK/dev-bench.out" 2>&1 || bench_rc=$?
+    if [[ $bench_rc -eq 0 ]] && ! tr '\r' '\n' <"$WORK/dev-bench.out" | grep -qiE 'error|ERR '; then
+        pass "cluster: redis-benchmark set,get,mset through node 2"
+    else
+        fail "cluster: redis-benchmark through node 2" "$(tail -n 5 "$WORK/dev-bench.out")"
+    fi
+else
+    fail "cluster: 3 nodes did not come up within 20 s" "$(tail -n 20 "$WORK/dev.log")"
+fi
+kill -TERM "$DEV_PID" 2>/dev/null || true
+for _ in $(seq 100); do kill -0 "$DEV_PID" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$DEV_PID" 2>/dev/null || true
+wait "$DEV_PID" 2>/dev/null || true
 
 # The node must still be up and answering after all of the above.
 if kill -0 "$NODE_PID" 2>/dev/null && [[ "$(cli PING)" == "PONG" ]]; then pass "dynokv still up after the run"

@@ -285,7 +285,7 @@ impl Node {
         while workers.join_next().await.is_some() {}
         transport.join().await;
         coordinator
-            .flush()
+            .close()
             .await
             .map_err(|e| StoreError::Engine(e.to_string()))?;
         tracing::info!("store flushed; node stopped");

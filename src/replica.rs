@@ -96,6 +96,9 @@ fn expiry_key(until: u64, skey: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Meta entry: key counts saved by a clean shutdown.
+const CLEAN_COUNTS_META: &str = "clean_counts";
+
 fn split_expiry_key(key: &[u8]) -> Option<(u64, &[u8])> {
     let (until, skey) = key.split_first_chunk::<8>()?;
     Some((u64::from_be_bytes(*until), skey))
@@ -163,17 +166,10 @@ impl Replica {
             siblings_max: AtomicUsize::new(siblings_max),
             stats: ReplicaStats::default(),
         };
-        let mut from = Vec::new();
-        let mut value_keys = 0;
-        loop {
-            let page = replica.scan(&from, 1024)?;
-            let Some((last, _, _)) = page.last() else {
-                break;
-            };
-            from = next_key(last);
-            value_keys += page.iter().filter(|(_, _, r)| has_value(r)).count() as i64;
-        }
-        let expiring = replica.count_expiry_entries(u64::MAX)?;
+        let (value_keys, expiring) = match replica.take_clean_counts()? {
+            Some(counts) => counts,
+            None => replica.count_keys()?,
+        };
         replica
             .stats
             .value_keys
@@ -181,7 +177,7 @@ impl Replica {
         replica
             .stats
             .expiring_keys
-            .store(expiring as i64, Ordering::Relaxed);
+            .store(expiring, Ordering::Relaxed);
         Ok(replica)
     }
 
@@ -386,6 +382,66 @@ impl Replica {
         let expired = self.count_expiry_entries(now_ms)?;
         let values = self.stats.value_keys.load(Ordering::Relaxed);
         Ok(values.saturating_sub(expired as i64).max(0) as u64)
+    }
+
+    /// Counts keys with a value and expiry-index entries: one scan of the
+    /// data, for an open after a crash.
+    fn count_keys(&self) -> Result<(i64, i64), StoreError> {
+        let mut from = Vec::new();
+        let mut value_keys = 0;
+        loop {
+            let page = self.scan(&from, 1024)?;
+            let Some((last, _, _)) = page.last() else {
+                break;
+            };
+            from = next_key(last);
+            value_keys += page.iter().filter(|(_, _, r)| has_value(r)).count() as i64;
+        }
+        Ok((value_keys, self.count_expiry_entries(u64::MAX)? as i64))
+    }
+
+    /// The counts a clean shutdown saved, removed as they are read: after
+    /// a crash they are absent and the next open counts by scanning.
+    fn take_clean_counts(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let Some(bytes) = self.store.meta_get(CLEAN_COUNTS_META)? else {
+            return Ok(None);
+        };
+        self.store.meta_put(CLEAN_COUNTS_META, &[])?;
+        let Ok(raw) = <[u8; 16]>::try_from(bytes.as_slice()) else {
+            return Ok(None); // emptied by an earlier open: not clean
+        };
+        let (values, expiring) = raw.split_at(8);
+        let read = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or_default());
+        Ok(Some((read(values), read(expiring))))
+    }
+
+    /// Shuts the replica down cleanly: flushes the in-memory tables (so
+    /// the next open replays a short journal) and saves the key counts (so
+    /// it need not scan).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let _guards: Vec<_> = self
+            .locks
+            .iter()
+            .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
+            .collect();
+        self.store.checkpoint()?;
+        let mut counts = self
+            .stats
+            .value_keys
+            .load(Ordering::Relaxed)
+            .to_be_bytes()
+            .to_vec();
+        counts.extend_from_slice(
+            &self
+                .stats
+                .expiring_keys
+                .load(Ordering::Relaxed)
+                .to_be_bytes(),
+        );
+        self.store.meta_put(CLEAN_COUNTS_META, &counts)
     }
 
     /// Index entries whose live-until is at or before `until`.

@@ -778,8 +778,8 @@ impl Coordinator for ClusterCoordinator {
         CoordinatorInfo { fields }
     }
 
-    fn flush(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
-        self.inner.local.flush()
+    fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+        self.inner.local.close()
     }
 
     fn members(&self) -> Vec<MemberStatus> {

@@ -219,7 +219,7 @@ impl Coordinator for LocalCoordinator {
         }
     }
 
-    fn flush(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
-        Box::pin(self.blocking(|replica| replica.sync()))
+    fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+        Box::pin(self.blocking(|replica| replica.close()))
     }
 }

@@ -157,6 +157,7 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Every partition's preference list (replicas first), by member name.
     fn ring(&self) -> Vec<Vec<String>>;
 
-    /// Makes every write so far durable (shutdown).
-    fn flush(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;
+    /// Shuts this node's store down cleanly (node shutdown): every write
+    /// durable, and cheap to reopen.
+    fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;
 }

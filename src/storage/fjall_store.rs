@@ -78,6 +78,15 @@ impl Store for FjallStore {
         batch.commit().map_err(engine)
     }
 
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        // Write the memtables out as tables, so reopening does not replay
+        // the whole journal into memory.
+        for keyspace in [&self.data, &self.expiry, &self.meta] {
+            keyspace.rotate_memtable_and_wait().map_err(engine)?;
+        }
+        self.sync()
+    }
+
     fn clear(&self) -> Result<(), StoreError> {
         self.data.clear().map_err(engine)?;
         self.expiry.clear().map_err(engine)

@@ -140,6 +140,14 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Engine`] when the engine fails.
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
 
+    /// Makes everything durable and cheap to reopen (clean shutdown).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.sync()
+    }
+
     /// Bytes the store occupies on disk (0 for memory).
     fn disk_bytes(&self) -> u64;
 }
