@@ -277,13 +277,14 @@ DEV_PORT="$(python3 - <<'PY'
 import socket
 for base in range(21000, 40000, 7):
     ports = [base + i for i in range(3)] + [base + 10000 + i for i in range(3)]
+    socks = []
     try:
-        socks = []
         for p in ports:
             s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        for s in socks: s.close()
         print(base); break
     except OSError:
+        pass
+    finally:
         for s in socks: s.close()
 PY
 )"
@@ -293,7 +294,7 @@ dev_up=0
 for _ in $(seq 200); do   # up to 20 s: every node answers and sees 3 members
     up=0
     for i in 0 1 2; do
-        members="$(timeout 5 redis-cli -p $((DEV_PORT + i)) INFO dynamo </dev/null 2>/dev/null | tr -d '\r' | sed -n 's/^members_up://p')"
+        members="$(timeout 5 redis-cli -p $((DEV_PORT + i)) INFO dynamo </dev/null 2>/dev/null | tr -d '\r' | sed -n 's/^members_up://p' || true)"
         [[ "$members" == "3" ]] && up=$((up + 1))
     done
     [[ $up -eq 3 ]] && { dev_up=1; break; }
@@ -308,7 +309,8 @@ if [[ $dev_up -eq 1 ]]; then
         fail "cluster: SET through node 1, GET through node 3"
     fi
     for i in 0 2; do
-        py_out="$(timeout --foreground 90 python3 "$COMPAT/redis_py_check.py" --port $((DEV_PORT + i)) </dev/null 2>&1)" && py_rc=0 || py_rc=$?
+        py_rc=0
+        py_out="$(timeout --foreground 90 python3 "$COMPAT/redis_py_check.py" --port $((DEV_PORT + i)) </dev/null 2>&1)" || py_rc=$?
         if [[ $py_rc -eq 0 ]]; then pass "cluster: redis-py against node $((i + 1))"
         else fail "cluster: redis-py against node $((i + 1))" "$(grep '^FAIL' <<<"$py_out")"; fi
     done
