@@ -2,7 +2,8 @@
 # Side-by-side redis-benchmark: dynokv vs a real redis-server, same machine,
 # same run, same flags; prints requests/s for each and the ratio.
 #
-#   benches/compare.sh                 # defaults below
+#   benches/compare.sh                 # defaults below: one dynokv node
+#   NODES=3 benches/compare.sh         # a 3-node cluster (N=3, R=2, W=2), clients on node 1
 #   REQUESTS=200000 benches/compare.sh # longer run
 #
 # redis-server runs with AOF everysec and dynokv with --fsync everysec, so
@@ -41,13 +42,45 @@ redis_port=$(free_port)
 redis-server --port "$redis_port" --dir "$work" --appendonly yes --appendfsync everysec \
     --save '' --daemonize no >"$work/redis.log" 2>&1 &
 pids+=($!)
-dyno_port=$(free_port)
-dyno_peer=$(free_port)
-target/release/dynokv serve --port "$dyno_port" --peer-port "$dyno_peer" \
-    --data-dir "$work/dynokv" --fsync everysec --log-level warn 2>"$work/dynokv.log" &
-pids+=($!)
+NODES=${NODES:-1}
+if [ "$NODES" -eq 1 ]; then
+    dyno_port=$(free_port)
+    dyno_peer=$(free_port)
+    target/release/dynokv serve --port "$dyno_port" --peer-port "$dyno_peer" \
+        --data-dir "$work/dynokv" --fsync everysec --log-level warn 2>"$work/dynokv.log" &
+    pids+=($!)
+else
+    # NODES consecutive free client ports whose peer ports (+10000) are free.
+    dyno_port=$(python3 - "$NODES" <<'PY'
+import socket, sys
+n = int(sys.argv[1])
+for base in range(22000, 40000, 11):
+    socks = []
+    try:
+        for p in [base + i for i in range(n)] + [base + 10000 + i for i in range(n)]:
+            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in socks: s.close()
+PY
+)
+    target/release/dynokv dev --nodes "$NODES" --port "$dyno_port" --data-dir "$work/dev" \
+        -- --fsync everysec --replicas 3 --read-quorum 2 --write-quorum 2 --log-level warn \
+        >"$work/dev.out" 2>"$work/dynokv.log" &
+    pids+=($!)
+    for i in $(seq 0 $((NODES - 1))); do wait_ping $((dyno_port + i)); done
+    # every node must see every member before measuring
+    for _ in $(seq 100); do
+        up=$(redis-cli -p "$dyno_port" info dynamo | tr -d '\r' | sed -n 's/^members_up://p')
+        [ "$up" = "$NODES" ] && break
+        sleep 0.1
+    done
+fi
 wait_ping "$redis_port"
 wait_ping "$dyno_port"
+echo "redis-server (AOF everysec) vs dynokv ($NODES node(s), fsync everysec); -n $REQUESTS -c $CLIENTS -d $SIZE -r $KEYSPACE"
 
 # rps PORT PIPELINE TEST -> requests per second (redis-benchmark --csv)
 rps() {

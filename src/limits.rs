@@ -131,3 +131,13 @@ pub const PEER_LIST_LEN_MAX: usize = 1 << 20;
 /// Reads whose slower replicas are still being listened to for read
 /// repair after the client got its answer; past it those are dropped.
 pub const READ_TAILS_MAX: usize = 1024;
+
+/// Storage threads (they run fjall work for async code).
+pub const STORAGE_THREADS: usize = 4;
+
+/// Storage threads under `--fsync always`, where each write waits for a
+/// sync: more threads let more writers share one (group commit).
+pub const STORAGE_THREADS_FSYNC_ALWAYS: usize = 32;
+
+/// Storage jobs queued at once; past it callers wait for room.
+pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;

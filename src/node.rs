@@ -7,7 +7,8 @@ use crate::config::Config;
 use crate::coordinator::{ClusterCoordinator, Coordinator, LocalCoordinator, QuorumPolicy, Repair};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
-    FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS,
+    FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS, STORAGE_QUEUE_JOBS_MAX,
+    STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
 };
 use crate::membership::{Membership, SaveMembers};
 use crate::peer::codec::{decode_members, encode_members};
@@ -15,7 +16,7 @@ use crate::peer::message::MemberInfo;
 use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::Replica;
 use crate::resp::Server;
-use crate::storage::{FjallStore, FsyncPolicy, StoreError};
+use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -169,7 +170,12 @@ impl Node {
             None => {}
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let local = LocalCoordinator::new(Arc::clone(&replica), Arc::clone(&clock));
+        let threads = match replica.fsync() {
+            FsyncPolicy::Always => STORAGE_THREADS_FSYNC_ALWAYS,
+            _ => STORAGE_THREADS,
+        };
+        let executor = Arc::new(StorageExecutor::new(threads, STORAGE_QUEUE_JOBS_MAX));
+        let local = LocalCoordinator::new(Arc::clone(&replica), Arc::clone(&clock), executor);
         let policy = QuorumPolicy {
             n: config.replicas,
             r: config.read_quorum,

@@ -8,7 +8,7 @@ use super::{
 use crate::clock::Clock;
 use crate::replica::{Planner, Replica, Written, next_key};
 use crate::storage::record::Record;
-use crate::storage::{StoreError, split_storage_key, storage_key};
+use crate::storage::{JobLost, StorageExecutor, StoreError, split_storage_key, storage_key};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,26 +18,33 @@ use std::sync::atomic::Ordering;
 pub struct LocalCoordinator {
     replica: Arc<Replica>,
     clock: Arc<dyn Clock>,
+    executor: Arc<StorageExecutor>,
 }
 
 impl LocalCoordinator {
-    /// Coordinates over `replica`, timing writes with `clock`.
-    pub fn new(replica: Arc<Replica>, clock: Arc<dyn Clock>) -> Self {
-        Self { replica, clock }
+    /// Coordinates over `replica`, timing writes with `clock`, running
+    /// store work on `executor`.
+    pub fn new(
+        replica: Arc<Replica>,
+        clock: Arc<dyn Clock>,
+        executor: Arc<StorageExecutor>,
+    ) -> Self {
+        Self {
+            replica,
+            clock,
+            executor,
+        }
     }
 
-    /// Runs `work` on the blocking pool: the replica may block on disk.
+    /// Runs `work` on a storage thread: the replica may block on disk.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Replica) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, CoordinatorError> {
         let replica = Arc::clone(&self.replica);
-        match tokio::task::spawn_blocking(move || work(&replica)).await {
+        match self.executor.run(move || work(&replica)).await {
             Ok(result) => Ok(result?),
-            // The runtime only drops blocking tasks when shutting down; a
-            // panic inside the replica is a bug and must surface as one.
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(CoordinatorError::ShuttingDown),
+            Err(JobLost) => Err(CoordinatorError::ShuttingDown),
         }
     }
 }

@@ -10,11 +10,13 @@
 //! data directory is created and kept in the store's meta keyspace.
 
 mod durability;
+mod executor;
 mod fjall_store;
 mod memory;
 pub mod record;
 
 pub use durability::{FsyncPolicy, GroupCommit};
+pub use executor::{JobLost, StorageExecutor};
 pub use fjall_store::FjallStore;
 pub use memory::MemoryStore;
 

@@ -89,11 +89,28 @@ fn encode_cursor(partition: u32, skip: usize, partitions: u32) -> u64 {
     skip as u64 * u64::from(partitions) + u64::from(partition)
 }
 
+/// A SCAN cursor as Redis reads it (`strtoul`, then no leading space and
+/// nothing left over): an optional sign, decimal digits, `""` is 0, a minus
+/// wraps around; anything else, or overflow, is invalid.
+fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    let (negative, digits) = match arg.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, arg),
+    };
+    if digits.is_empty() {
+        return arg.is_empty().then_some(0);
+    }
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(if negative { n.wrapping_neg() } else { n })
+}
+
 pub async fn scan(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     let partitions = ctx.shared.coordinator.partitions();
-    let cursor = std::str::from_utf8(&args[1])
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok());
+    let cursor = parse_cursor(&args[1]);
     let Some((mut partition, mut skip)) = cursor.and_then(|c| decode_cursor(c, partitions)) else {
         return Reply::error("ERR invalid cursor");
     };

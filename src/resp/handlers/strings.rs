@@ -112,14 +112,13 @@ fn parse_set_options(args: &[Bytes], now_ms: u64) -> Result<SetOptions, Reply> {
     let mut j = 0;
     while j < args.len() {
         let option = args[j].to_ascii_uppercase();
-        // As Redis: an expiry option may repeat (the last one counts) but
-        // not mix with another expiry option or KEEPTTL.
-        let no_expiry = expire.is_none() && !keep_ttl;
+        // As Redis: an expiry option (or KEEPTTL) may repeat, the last one
+        // counting, but not mix with another expiry option or KEEPTTL.
         match (option.as_slice(), expiry_option(&option), args.get(j + 1)) {
             (b"NX", ..) if condition != Condition::IfPresent => condition = Condition::IfAbsent,
             (b"XX", ..) if condition != Condition::IfAbsent => condition = Condition::IfPresent,
             (b"GET", ..) => get = true,
-            (b"KEEPTTL", ..) if no_expiry => keep_ttl = true,
+            (b"KEEPTTL", ..) if expire.is_none() => keep_ttl = true,
             (_, Some(unit), Some(value))
                 if !keep_ttl && expire.is_none_or(|(seen, _)| seen == unit) =>
             {

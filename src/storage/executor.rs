@@ -1,0 +1,168 @@
+//! The threads that touch the store. fjall is synchronous and may block on
+//! disk, so async code never calls it directly: it hands a job to these
+//! threads and awaits the result.
+//!
+//! Why not `spawn_blocking`: under many concurrent clients tokio's pool
+//! grows a thread per waiting job and wakes one per job, and the context
+//! switches cost more than the store work. A few dedicated threads that
+//! drain the whole queue before sleeping wake once per burst instead.
+//! The queue is bounded (callers wait for room), and every job's result
+//! travels back on a oneshot channel.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use tokio::sync::{Semaphore, oneshot};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Condvar,
+}
+
+/// A small pool of storage threads with a bounded job queue.
+pub struct StorageExecutor {
+    shared: Arc<Shared>,
+    room: Semaphore,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for StorageExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageExecutor")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The job was dropped without a result: its thread panicked (a bug, and
+/// logged) or the executor shut down.
+#[derive(Debug, thiserror::Error)]
+#[error("storage job did not complete")]
+pub struct JobLost;
+
+impl StorageExecutor {
+    /// Starts `threads` storage threads with room for `queue_max` jobs.
+    ///
+    /// # Panics
+    /// If the OS refuses to start a thread.
+    pub fn new(threads: usize, queue_max: usize) -> Self {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+        });
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let shared = Arc::clone(&shared);
+                #[expect(clippy::expect_used, reason = "no storage thread means no node")]
+                std::thread::Builder::new()
+                    .name(format!("dynokv-storage-{i}"))
+                    .spawn(move || work(&shared))
+                    .expect("cannot start a storage thread")
+            })
+            .collect();
+        Self {
+            shared,
+            room: Semaphore::new(queue_max.max(1)),
+            threads,
+        }
+    }
+
+    /// Runs `job` on a storage thread and returns its result.
+    ///
+    /// # Errors
+    /// [`JobLost`] if the job panicked or the executor is shutting down.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, JobLost> {
+        let permit = self.room.acquire().await.map_err(|_| JobLost)?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut queue = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if queue.closed {
+                return Err(JobLost);
+            }
+            queue.jobs.push_back(Box::new(move || {
+                let _ = tx.send(job());
+            }));
+        }
+        self.shared.ready.notify_one();
+        let result = rx.await.map_err(|_| JobLost);
+        drop(permit);
+        result
+    }
+}
+
+/// A storage thread: take every queued job, run them, sleep when none.
+fn work(shared: &Shared) {
+    loop {
+        let batch: Vec<Job> = {
+            let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            while queue.jobs.is_empty() && !queue.closed {
+                queue = shared
+                    .ready
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            if queue.jobs.is_empty() {
+                return; // closed and drained
+            }
+            // Take a share, leaving the rest to the other threads.
+            let take = queue.jobs.len().div_ceil(2).max(1);
+            queue.jobs.drain(..take).collect()
+        };
+        for job in batch {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                tracing::error!("a storage job panicked; its caller gets an error");
+            }
+        }
+    }
+}
+
+impl Drop for StorageExecutor {
+    fn drop(&mut self) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.shared.ready.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_jobs_and_survives_a_panic() {
+        let executor = StorageExecutor::new(2, 8);
+        assert_eq!(executor.run(|| 2 + 2).await.ok(), Some(4));
+        assert!(executor.run(|| panic!("planted")).await.is_err());
+        let results = futures_join(&executor).await;
+        assert_eq!(results, (0..32).collect::<Vec<_>>());
+    }
+
+    async fn futures_join(executor: &StorageExecutor) -> Vec<usize> {
+        let mut out = Vec::new();
+        for i in 0..32 {
+            out.push(executor.run(move || i).await.unwrap_or(usize::MAX));
+        }
+        out
+    }
+}
