@@ -828,65 +828,120 @@ async fn collect<T: Send + 'static>(
     Ok(out)
 }
 
+impl Inner {
+    /// Serves one peer request.
+    async fn serve(self: Arc<Self>, request: Request) -> Response {
+        let inner = self;
+        let result = match request {
+            Request::Ping => Ok(Response::Pong),
+            Request::Read { key } => inner
+                .local
+                .read(vec![key], ReadOptions::default())
+                .await
+                .map(|mut r| Response::Record {
+                    record: r.pop().flatten(),
+                }),
+            Request::Replicate { key, record } => {
+                inner.local.merge(key, record).await.map(|_| Response::Ack)
+            }
+            Request::Coordinate { key, op, w } => {
+                let w = (w > 0).then_some(usize::from(w));
+                Arc::clone(&inner)
+                    .coordinate(vec![(key, op)], w)
+                    .await
+                    .and_then(|mut written| {
+                        written
+                            .pop()
+                            .ok_or_else(|| CoordinatorError::Remote("no outcome".into()))
+                    })
+                    .map(|written| Response::Written {
+                        previous: written.previous,
+                        current: written.current,
+                    })
+            }
+            Request::Scan {
+                partition,
+                after,
+                limit,
+            } => inner
+                .local
+                .scan_partition(partition, after, (limit as usize).min(PEER_LIST_LEN_MAX))
+                .await
+                .map(|entries| Response::Entries { entries }),
+            Request::FlushAll => inner.local.flush_all().await.map(|()| Response::Ack),
+            Request::Count { partitions } => {
+                inner
+                    .local
+                    .count(partitions)
+                    .await
+                    .map(|c| Response::Count {
+                        keys: c.keys,
+                        expires: c.expires,
+                    })
+            }
+            Request::Members { members } => {
+                inner.membership.merge(&members);
+                Ok(Response::Members {
+                    members: inner.membership.members(),
+                })
+            }
+        };
+        result.unwrap_or_else(|e| error_response(&e))
+    }
+}
+
 impl Handler for ClusterCoordinator {
-    fn handle(&self, _from: NodeId, request: Request) -> BoxFuture<'_, Response> {
+    fn handle(&self, _from: NodeId, requests: Vec<Request>) -> BoxFuture<'_, Vec<Response>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
-            let result = match request {
-                Request::Ping => Ok(Response::Pong),
-                Request::Read { key } => inner
-                    .local
-                    .read(vec![key], ReadOptions::default())
-                    .await
-                    .map(|mut r| Response::Record {
-                        record: r.pop().flatten(),
-                    }),
-                Request::Replicate { key, record } => {
-                    inner.local.merge(key, record).await.map(|_| Response::Ack)
+            let mut responses: Vec<Option<Response>> = (0..requests.len()).map(|_| None).collect();
+            // Reads and replications are batched into one store job each;
+            // the rest run concurrently.
+            let (mut reads, mut merges) = (Vec::new(), Vec::new());
+            let mut others = JoinSet::new();
+            for (i, request) in requests.into_iter().enumerate() {
+                match request {
+                    Request::Read { key } => reads.push((i, key)),
+                    Request::Replicate { key, record } => merges.push((i, key, record)),
+                    other => {
+                        let inner = Arc::clone(&inner);
+                        others.spawn(async move { (i, inner.serve(other).await) });
+                    }
                 }
-                Request::Coordinate { key, op, w } => {
-                    let w = (w > 0).then_some(usize::from(w));
-                    Arc::clone(&inner)
-                        .coordinate(vec![(key, op)], w)
-                        .await
-                        .and_then(|mut written| {
-                            written
-                                .pop()
-                                .ok_or_else(|| CoordinatorError::Remote("no outcome".into()))
-                        })
-                        .map(|written| Response::Written {
-                            previous: written.previous,
-                            current: written.current,
-                        })
+            }
+            if !reads.is_empty() {
+                let (index, keys): (Vec<usize>, Vec<Bytes>) = reads.into_iter().unzip();
+                match inner.local.read(keys, ReadOptions::default()).await {
+                    Ok(records) => {
+                        for (i, record) in index.into_iter().zip(records) {
+                            responses[i] = Some(Response::Record { record });
+                        }
+                    }
+                    Err(e) => index
+                        .into_iter()
+                        .for_each(|i| responses[i] = Some(error_response(&e))),
                 }
-                Request::Scan {
-                    partition,
-                    after,
-                    limit,
-                } => inner
-                    .local
-                    .scan_partition(partition, after, (limit as usize).min(PEER_LIST_LEN_MAX))
-                    .await
-                    .map(|entries| Response::Entries { entries }),
-                Request::FlushAll => inner.local.flush_all().await.map(|()| Response::Ack),
-                Request::Count { partitions } => {
-                    inner
-                        .local
-                        .count(partitions)
-                        .await
-                        .map(|c| Response::Count {
-                            keys: c.keys,
-                            expires: c.expires,
-                        })
+            }
+            if !merges.is_empty() {
+                let index: Vec<usize> = merges.iter().map(|m| m.0).collect();
+                let batch = merges.into_iter().map(|(_, k, r)| (k, r)).collect();
+                let response = match inner.local.merge_many(batch).await {
+                    Ok(()) => Response::Ack,
+                    Err(e) => error_response(&e),
+                };
+                index
+                    .into_iter()
+                    .for_each(|i| responses[i] = Some(response.clone()));
+            }
+            while let Some(joined) = others.join_next().await {
+                if let Ok((i, response)) = joined {
+                    responses[i] = Some(response);
                 }
-                Request::Members { members } => {
-                    inner.membership.merge(&members);
-                    Ok(Response::Members {
-                        members: inner.membership.members(),
-                    })
-                }
-            };
-            result.unwrap_or_else(|e| error_response(&e))
+            }
+            responses
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| error_response(&CoordinatorError::ShuttingDown)))
+                .collect()
         })
     }
 }

@@ -64,6 +64,19 @@ impl LocalCoordinator {
             .await
     }
 
+    /// Merges records from other replicas into this one, in one store job.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn merge_many(&self, records: Vec<(Bytes, Record)>) -> Result<(), CoordinatorError> {
+        self.blocking(move |replica| {
+            records
+                .iter()
+                .try_for_each(|(key, record)| replica.merge(key, record).map(|_| ()))
+        })
+        .await
+    }
+
     /// Keys holding a live value, and how many of them expire, within
     /// `partitions` of this replica (a scan of those partitions).
     ///

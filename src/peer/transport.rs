@@ -74,8 +74,9 @@ pub enum PeerError {
 
 /// Serves requests from peers.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request from `from`.
-    fn handle(&self, from: NodeId, request: Request) -> BoxFuture<'_, Response>;
+    /// Answers requests from `from` that arrived together, one response
+    /// per request, in order.
+    fn handle(&self, from: NodeId, requests: Vec<Request>) -> BoxFuture<'_, Vec<Response>>;
 }
 
 /// What the transport needs to know.
@@ -586,6 +587,9 @@ impl Transport {
         tasks: &mut JoinSet<()>,
     ) -> Result<(), PeerError> {
         loop {
+            // Requests that arrived together are served together: the
+            // handler can batch their store work.
+            let mut requests = Vec::new();
             while let Some(body) = split_frame(buf)? {
                 match decode_frame(&body)? {
                     Frame::Response { id, response } => {
@@ -593,24 +597,27 @@ impl Transport {
                             let _ = waiter.send(response);
                         }
                     }
-                    Frame::Request { id, request } => {
-                        let Some(handler) = self.handler.get().cloned() else {
-                            continue;
-                        };
-                        let permit = Arc::clone(served)
-                            .acquire_owned()
-                            .await
-                            .map_err(|_| PeerError::Closed(conn.peer.id))?;
-                        let outgoing = conn.outgoing.clone();
-                        let from = conn.peer.id;
-                        while tasks.try_join_next().is_some() {}
-                        tasks.spawn(async move {
-                            let response = handler.handle(from, request).await;
-                            let _ = outgoing.send(Frame::Response { id, response }).await;
-                            drop(permit);
-                        });
-                    }
+                    Frame::Request { id, request } => requests.push((id, request)),
                 }
+            }
+            if let Some(handler) = self.handler.get().cloned()
+                && !requests.is_empty()
+            {
+                let permit = Arc::clone(served)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| PeerError::Closed(conn.peer.id))?;
+                let outgoing = conn.outgoing.clone();
+                let from = conn.peer.id;
+                while tasks.try_join_next().is_some() {}
+                tasks.spawn(async move {
+                    let (ids, requests): (Vec<u64>, Vec<Request>) = requests.into_iter().unzip();
+                    let responses = handler.handle(from, requests).await;
+                    for (id, response) in ids.into_iter().zip(responses) {
+                        let _ = outgoing.send(Frame::Response { id, response }).await;
+                    }
+                    drop(permit);
+                });
             }
             if reader.read_buf(buf).await? == 0 {
                 return Err(PeerError::Closed(conn.peer.id));
