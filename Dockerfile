@@ -6,10 +6,8 @@
 #
 # Any `dynokv serve` flag (or DYNOKV_* variable) can be given; arguments
 # replace the whole CMD, so repeat --bind and --data-dir. Bound to 0.0.0.0,
-# a node cannot guess the address other nodes reach it at: in a cluster give
-# each node --node-name and --peer-advertise HOST:16379, e.g.
-#   docker run ... dynokv serve --bind 0.0.0.0 --data-dir /data \
-#       --node-name n1 --peer-advertise n1:16379 --join n2:16379
+# a node advertises its host name to its peers (override with
+# --peer-advertise HOST:PORT); docker-compose.yml starts a 3-node cluster.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src

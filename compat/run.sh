@@ -6,7 +6,10 @@
 # Builds the release binary if needed (set DYNOKV_BIN to use another binary),
 # starts one node on a free loopback port with a throwaway data directory,
 # and runs redis-cli (one-shot, --pipe, interactive hints under tmux),
-# redis-py (compat/redis_py_check.py) and redis-benchmark against it.
+# redis-py (compat/redis_py_check.py) and redis-benchmark against it; then
+# compat/differential.py replays random commands into a node of its own and
+# a real redis-server and compares every reply (needs redis-server; a longer
+# run on demand: python3 compat/differential.py --seeds 1-200 --ops 5000).
 # Prints PASS/FAIL per check and a final "N passed, M failed" line; exits
 # non-zero if anything failed. Needs: cargo, redis-cli, redis-benchmark,
 # tmux, python3 with redis-py. The node and the tmux server are always
@@ -329,6 +332,28 @@ kill -TERM "$DEV_PID" 2>/dev/null || true
 for _ in $(seq 100); do kill -0 "$DEV_PID" 2>/dev/null || break; sleep 0.1; done
 kill -KILL "$DEV_PID" 2>/dev/null || true
 wait "$DEV_PID" 2>/dev/null || true
+
+# -- g. differential: the same random commands to dynokv and redis-server
+# (compat/differential.py starts its own node from $BIN and its own
+# redis-server, and stops both). Longer, on demand:
+#   python3 compat/differential.py --seeds 1-200 --ops 5000
+DIFF_SEEDS="1,2,3,4,5"
+DIFF_OPS=1000
+echo "== g. differential against redis-server (--seeds $DIFF_SEEDS --ops $DIFF_OPS)"
+if command -v redis-server >/dev/null; then
+    diff_rc=0
+    diff_out="$(timeout --foreground 120 python3 "$COMPAT/differential.py" --dynokv-bin "$BIN" \
+        --seeds "$DIFF_SEEDS" --ops "$DIFF_OPS" </dev/null 2>&1)" || diff_rc=$?
+    printf '%s\n' "$diff_out" | grep -E '^seed=[0-9]+ ops=' | sed 's/^/    /' || true
+    if [[ $diff_rc -eq 0 ]]; then
+        pass "differential: $(tail -n 1 <<<"$diff_out") (every reply byte for byte as Redis)"
+    else
+        fail "differential: exit $diff_rc, $(tail -n 1 <<<"$diff_out")" \
+            "$(grep -vE '^(seed=[0-9]+|== )' <<<"$diff_out" | head -n 40)"
+    fi
+else
+    fail "differential: redis-server is not installed"
+fi
 
 # The node must still be up and answering after all of the above.
 if kill -0 "$NODE_PID" 2>/dev/null && [[ "$(cli PING)" == "PONG" ]]; then pass "dynokv still up after the run"

@@ -11,6 +11,14 @@
 //! A [`TestCluster`] is K such nodes joined into one cluster: node 1 is the
 //! seed, the others `--join` its peer address. Its nodes keep their ports
 //! across restarts (other members know them by their peer address).
+//!
+//! Faults: [`TestNode::kill9`] and [`TestNode::restart`] (a crash and
+//! recovery), [`TestNode::pause`] and [`TestNode::resume`] (SIGSTOP and
+//! SIGCONT: the process is frozen, its sockets stay open), and, for a
+//! cluster started with [`TestCluster::start_proxied`], link faults
+//! between chosen nodes through the test-owned proxies of [`proxy::Net`]
+//! (cut both ways or one way, heal, isolate, partition, delay, flap).
+//! [`history`] records what clients did and checks it after the faults.
 
 #![allow(
     dead_code,
@@ -25,6 +33,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub mod history;
+pub mod proxy;
 
 /// How long a node may take to log that it is ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -63,6 +74,8 @@ pub struct TestNode {
     log: Log,
     /// Processes started for this node so far (1 after `start`).
     generation: u32,
+    /// The process is stopped with SIGSTOP.
+    paused: bool,
 }
 
 impl std::fmt::Debug for TestNode {
@@ -98,6 +111,7 @@ impl TestNode {
             extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
             log: Arc::new(Mutex::new(VecDeque::new())),
             generation: 0,
+            paused: false,
         };
         node.spawn();
         node
@@ -185,9 +199,55 @@ impl TestNode {
             .child
             .take()
             .unwrap_or_else(|| panic!("kill9: node {} is not running", self.addr));
-        // SIGKILL; an error means it has already exited, which wait shows.
+        // SIGKILL (it ends a stopped process too); an error means it has
+        // already exited, which wait shows.
         let _ = child.kill();
+        self.paused = false;
         self.reap(child, KILL_TIMEOUT, "SIGKILL");
+    }
+
+    /// Freezes the process with SIGSTOP: it runs no code, its sockets stay
+    /// open (peers and clients see silence, not a closed connection).
+    ///
+    /// # Panics
+    /// If no process runs, it is paused already, or `kill` fails.
+    pub fn pause(&mut self) {
+        assert!(!self.paused, "pause: node {} is paused already", self.addr);
+        self.signal("-STOP");
+        self.paused = true;
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    ///
+    /// # Panics
+    /// If no process runs, it is not paused, or `kill` fails.
+    pub fn resume(&mut self) {
+        assert!(self.paused, "resume: node {} is not paused", self.addr);
+        self.signal("-CONT");
+        self.paused = false;
+    }
+
+    /// Whether the process is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Sends `signal` (`-STOP`, `-CONT`, ...) to the process with `kill`.
+    fn signal(&mut self, signal: &str) {
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("kill {signal}: node {} is not running", self.addr))
+            .to_string();
+        let sent = Command::new("kill")
+            .args([signal, &pid])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match sent {
+            Ok(status) if status.success() => {}
+            other => panic!("`kill {signal} {pid}` failed: {other:?}"),
+        }
     }
 
     /// Sends SIGTERM and waits (bounded) for the node to drain, flush and
@@ -197,6 +257,9 @@ impl TestNode {
     /// If no process runs, `kill` cannot be run, or the node does not exit
     /// in [`TERMINATE_TIMEOUT`] (it is then killed).
     pub fn terminate(&mut self) -> ExitStatus {
+        if self.paused {
+            self.resume();
+        }
         let child = self
             .child
             .take()
@@ -337,6 +400,7 @@ impl TestNode {
 impl Drop for TestNode {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SIGKILL ends a SIGSTOPped process as well.
             let _ = child.kill();
             let _ = wait_bounded(&mut child, KILL_TIMEOUT);
             self.join_drain();
@@ -549,9 +613,16 @@ const CONVERGE_POLL: Duration = Duration::from_millis(100);
 /// `0` is the seed; nodes `1..K` `--join` its peer address. Every node
 /// keeps its ports and data directory across [`TestCluster::kill9`] and
 /// [`TestCluster::restart`]; dropping the cluster kills every process.
+///
+/// A cluster from [`TestCluster::start_proxied`] puts a test-owned proxy
+/// in front of every node's peer port ([`proxy::Net`]): node `i`
+/// advertises its proxy's address, so all peer traffic to it crosses the
+/// proxy, and [`TestCluster::net`] cuts, heals and delays links.
 #[derive(Debug)]
 pub struct TestCluster {
     nodes: Vec<TestNode>,
+    /// The proxies, for a proxied cluster. Dropped after the nodes.
+    net: Option<proxy::Net>,
 }
 
 impl TestCluster {
@@ -562,11 +633,27 @@ impl TestCluster {
     /// # Panics
     /// If a node does not start or the cluster does not converge in time.
     pub fn start(k: usize, extra_args: &[&str]) -> TestCluster {
+        Self::start_with(k, extra_args, None)
+    }
+
+    /// As [`TestCluster::start`], with a proxy in front of every node's
+    /// peer port (see [`proxy`]), so [`TestCluster::net`] can cut, heal and
+    /// delay the links between nodes.
+    ///
+    /// # Panics
+    /// As [`TestCluster::start`], or if a proxy cannot bind.
+    pub fn start_proxied(k: usize, extra_args: &[&str]) -> TestCluster {
+        Self::start_with(k, extra_args, Some(proxy::Net::new()))
+    }
+
+    fn start_with(k: usize, extra_args: &[&str], net: Option<proxy::Net>) -> TestCluster {
         assert!(k >= 1, "a cluster needs a node");
-        let mut cluster = TestCluster { nodes: Vec::new() };
-        cluster.nodes.push(TestNode::start(extra_args));
-        cluster.nodes[0].keep_ports();
-        let seed = cluster.nodes[0].peer_addr();
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            net,
+        };
+        cluster.spawn_node(extra_args);
+        let seed = cluster.member_addr(0);
         for _ in 1..k {
             cluster.add(seed, extra_args);
         }
@@ -575,7 +662,9 @@ impl TestCluster {
     }
 
     /// Starts one more node with `extra_args` that `--join`s `seed`, keeps
-    /// its ports, and returns its index. Does not wait for convergence.
+    /// its ports, and returns its index. Does not wait for convergence. In
+    /// a proxied cluster the new node gets a proxy too, and `seed` should
+    /// be a [`TestCluster::member_addr`].
     ///
     /// # Panics
     /// As [`TestNode::start`].
@@ -583,10 +672,74 @@ impl TestCluster {
         let seed = seed.to_string();
         let mut args: Vec<&str> = extra_args.to_vec();
         args.extend(["--join", &seed]);
-        let mut node = TestNode::start(&args);
+        self.spawn_node(&args)
+    }
+
+    /// Starts a node (behind a new proxy in a proxied cluster), keeps its
+    /// ports, and returns its index.
+    fn spawn_node(&mut self, args: &[&str]) -> usize {
+        let mut node = match &self.net {
+            Some(net) => {
+                let i = net.add_node();
+                assert_eq!(i, self.nodes.len(), "proxy and node indexes disagree");
+                let advertise = net.proxy_addr(i).to_string();
+                let mut args = args.to_vec();
+                args.extend(["--peer-advertise", &advertise]);
+                let node = TestNode::start(&args);
+                net.set_upstream(i, node.peer_addr());
+                node
+            }
+            None => TestNode::start(args),
+        };
         node.keep_ports();
         self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// The network of a proxied cluster: cut, heal, delay links.
+    ///
+    /// # Panics
+    /// If the cluster was not started with [`TestCluster::start_proxied`].
+    pub fn net(&self) -> &proxy::Net {
+        self.net
+            .as_ref()
+            .unwrap_or_else(|| panic!("net: the cluster was not started with start_proxied"))
+    }
+
+    /// The network, if the cluster is proxied.
+    pub fn try_net(&self) -> Option<&proxy::Net> {
+        self.net.as_ref()
+    }
+
+    /// The peer address members know node `i` by (what `DYNAMO MEMBERS`
+    /// lists and `--join` takes): its proxy in a proxied cluster, else its
+    /// peer port.
+    pub fn member_addr(&self, i: usize) -> SocketAddr {
+        match &self.net {
+            Some(net) => net.proxy_addr(i),
+            None => self.nodes[i].peer_addr(),
+        }
+    }
+
+    /// Client addresses of every node, by index (they keep their ports).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(TestNode::addr).collect()
+    }
+
+    /// Freezes node `i` (SIGSTOP).
+    ///
+    /// # Panics
+    /// As [`TestNode::pause`].
+    pub fn pause(&mut self, i: usize) {
+        self.nodes[i].pause();
+    }
+
+    /// Lets node `i` run again (SIGCONT).
+    ///
+    /// # Panics
+    /// As [`TestNode::resume`].
+    pub fn resume(&mut self, i: usize) {
+        self.nodes[i].resume();
     }
 
     /// Nodes in the cluster (running or not).
@@ -638,14 +791,31 @@ impl TestCluster {
     /// # Panics
     /// If that does not happen in time; the message has each view.
     pub fn wait_converged(&mut self, members: usize) {
+        let running = self.running().len();
+        match self.try_wait_converged(members, CONVERGE_TIMEOUT) {
+            Ok(took) => eprintln!("cluster of {members} ({running} running) converged in {took:?}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// As [`TestCluster::wait_converged`], bounded by `timeout`; returns
+    /// how long it took, or the last views.
+    ///
+    /// # Errors
+    /// The views, when they did not converge in time.
+    pub fn try_wait_converged(
+        &mut self,
+        members: usize,
+        timeout: Duration,
+    ) -> Result<Duration, String> {
         let running: Vec<(usize, SocketAddr)> = self.running();
         let up_peers: std::collections::BTreeSet<String> = running
             .iter()
-            .map(|&(i, _)| self.nodes[i].peer_addr().to_string())
+            .map(|&(i, _)| self.member_addr(i).to_string())
             .collect();
         let mut last = String::new();
         let started = Instant::now();
-        let done = eventually(CONVERGE_TIMEOUT, CONVERGE_POLL, || {
+        let done = eventually(timeout, CONVERGE_POLL, || {
             let mut report = String::new();
             let mut ok = true;
             for &(i, addr) in &running {
@@ -683,16 +853,30 @@ impl TestCluster {
             last = report;
             ok.then_some(())
         });
-        assert!(
-            done.is_some(),
-            "the cluster did not converge to {members} members ({} running: up {up_peers:?}) \
-             within {CONVERGE_TIMEOUT:?}; last views:\n{last}",
-            running.len()
-        );
-        eprintln!(
-            "cluster of {members} ({} running) converged in {:?}",
-            running.len(),
-            started.elapsed()
-        );
+        match done {
+            Some(()) => Ok(started.elapsed()),
+            None => Err(format!(
+                "the cluster did not converge to {members} members ({} running: up {up_peers:?}) \
+                 within {timeout:?}; last views:\n{last}",
+                running.len()
+            )),
+        }
+    }
+
+    /// Which nodes node `i` lists as up, by index (members this cluster
+    /// does not know are left out).
+    ///
+    /// # Errors
+    /// As [`dynamo_members`].
+    pub fn up_view(&self, i: usize) -> Result<std::collections::BTreeSet<usize>, String> {
+        let rows = dynamo_members(self.nodes[i].addr())?;
+        let by_addr: std::collections::BTreeMap<String, usize> = (0..self.nodes.len())
+            .map(|j| (self.member_addr(j).to_string(), j))
+            .collect();
+        Ok(rows
+            .iter()
+            .filter(|row| row.get("status").map(String::as_str) == Some("up"))
+            .filter_map(|row| by_addr.get(row.get("peer_addr")?).copied())
+            .collect())
     }
 }
