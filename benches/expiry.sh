@@ -30,14 +30,13 @@ wait_ping() {
     for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
     echo "server on $1 did not answer" >&2; exit 1
 }
-start_dynokv() { # name -> port
-    local port peer
+start_dynokv() { # name -> sets $port (not a subshell: the pid must reach cleanup)
+    local peer
     port=$(free_port); peer=$(free_port)
     target/release/dynokv serve --port "$port" --peer-port "$peer" --data-dir "$work/$1" \
-        --fsync everysec --log-level warn 2>"$work/$1.log" &
+        --fsync everysec --log-level warn >"$work/$1.out" 2>"$work/$1.log" &
     pids+=($!)
     wait_ping "$port"
-    echo "$port"
 }
 rps() { # port test args... -> requests per second
     local port=$1; shift
@@ -66,14 +65,14 @@ redis-server --port "$redis_port" --dir "$work" --appendonly yes --appendfsync e
     --save '' --daemonize no >"$work/redis.log" 2>&1 &
 pids+=($!)
 wait_ping "$redis_port"
-dyno=$(start_dynokv setex)
+start_dynokv setex; dyno=$port
 r=$(rps "$redis_port" SET "key:__rand_int__" val EX 100)
 d=$(rps "$dyno" SET "key:__rand_int__" val EX 100)
 python3 -c "print(f'redis {float(\"$r\"):.0f}/s  dynokv {float(\"$d\"):.0f}/s  ratio {float(\"$d\")/float(\"$r\"):.2f}x')"
 
 echo "# 2. GET with half the keyspace expired ($KEYSPACE keys)"
-live=$(start_dynokv live)
-half=$(start_dynokv half)
+start_dynokv live; live=$port
+start_dynokv half; half=$port
 load "$live" "$KEYSPACE" 0 1
 load "$half" "$KEYSPACE" 1 1
 sleep 3 # every PX 1 key is expired, most reaped
@@ -83,7 +82,7 @@ b=$(rps "$half" -t get)
 python3 -c "print(f'all live {float(\"$a\"):.0f}/s  half expired {float(\"$b\"):.0f}/s  ratio {float(\"$b\")/float(\"$a\"):.2f}x')"
 
 echo "# 3. reclaiming $KEYS_RECLAIM expired keys"
-reclaim=$(start_dynokv reclaim)
+start_dynokv reclaim; reclaim=$port
 load "$reclaim" "$KEYS_RECLAIM" 1 5000 # every other key expires after 5 s
 target=$((KEYS_RECLAIM / 2))
 du_before=$(du -sk "$work/reclaim" | cut -f1)

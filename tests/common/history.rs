@@ -1,0 +1,739 @@
+//! The history checker: what clients did while faults were injected, and
+//! whether the cluster kept every acknowledged write.
+//!
+//! # Recording
+//!
+//! Clients ([`Client`]) run `VGET`, `VSET` and `VDEL` and record each
+//! operation in a shared [`History`]: who ran it, through which node, on
+//! which key, what it sent (the value, the context, and the values the
+//! context was read with) and how it ended:
+//!
+//! - **ok**: a reply (a read's context and values, or a write's context);
+//! - **failed**: an error reply (`NOQUORUM`, ...) — a failed write may still
+//!   have been applied by the replicas that took it — or no connection at
+//!   all (`sent: false`: certainly not applied);
+//! - **unknown**: no reply (timeout, connection lost): applied or not.
+//!
+//! Every value written is unique (it names its key, client and sequence
+//! number), so a value identifies the one write that made it.
+//!
+//! # What is checked
+//!
+//! After the faults heal and the cluster quiesces, [`read_final`] reads
+//! every key through every node with `VGET key R <N>` (a full merge, which
+//! also queues read repair) until each node's own replica (`VGET key R 1`)
+//! agrees with the merged state, and [`check`] then judges the history
+//! against those final states:
+//!
+//! - **lost**: an acknowledged `VSET` whose value is missing on some node
+//!   although no write superseded it. A write *supersedes* value `v` when
+//!   its context came from a `VGET` that listed `v` (the first write that
+//!   removes `v` from any replica must have been planned from a state that
+//!   held `v`, so this is the only way `v` can go legitimately). A
+//!   superseding write may be acknowledged, failed or unknown (a failed
+//!   write may have been applied), with one sharpening: a failed or
+//!   unknown `VSET` whose own value was never observed by any read was
+//!   never applied, so it supersedes nothing; failed `VDEL`s cannot be
+//!   observed and are given the benefit of the doubt (counted as
+//!   `excused_by_unacked_del`).
+//! - **phantoms**: a value read (during the run or at the end) that no
+//!   `VSET` of that key ever sent.
+//! - **resurrected**: a value on some node at the end although an
+//!   acknowledged write (a `VSET`, or a `VDEL`: "a delete stays deleted
+//!   unless rewritten") superseded it.
+//! - **converged**: every node returned the same context and sibling set
+//!   for every key, and every node's own replica holds exactly that.
+//!
+//! [`Report`] prints as one line: `ops=… acknowledged=… failed=… unknown=…
+//! lost=… phantoms=… max_siblings=… converge_ms=…` and a few more fields.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// What a client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `VGET key [R r]`.
+    Get {
+        /// The read quorum override.
+        r: Option<usize>,
+    },
+    /// `VSET key context value [W w]`.
+    Set {
+        /// The context sent.
+        context: Vec<u8>,
+        /// The values the `VGET` that returned `context` listed.
+        covers: Vec<String>,
+        /// The value written (unique in the history).
+        value: String,
+        /// The write quorum override.
+        w: Option<usize>,
+    },
+    /// `VDEL key context [W w]`.
+    Del {
+        /// The context sent.
+        context: Vec<u8>,
+        /// The values the `VGET` that returned `context` listed.
+        covers: Vec<String>,
+        /// The write quorum override.
+        w: Option<usize>,
+    },
+}
+
+impl Call {
+    /// The values this call's context covers (none for a read).
+    pub fn covers(&self) -> &[String] {
+        match self {
+            Call::Get { .. } => &[],
+            Call::Set { covers, .. } | Call::Del { covers, .. } => covers,
+        }
+    }
+
+    /// Whether it writes.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Call::Get { .. })
+    }
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A read's reply: the context and the sibling values.
+    Read {
+        /// The context returned.
+        context: Vec<u8>,
+        /// The live values, as returned.
+        values: Vec<String>,
+    },
+    /// A write's acknowledgement, with the new context.
+    Written {
+        /// The context returned.
+        context: Vec<u8>,
+    },
+    /// An error reply (`sent`), or no connection to send it on.
+    Failed {
+        /// The error.
+        error: String,
+        /// Whether the request reached the node (if so, a write may still
+        /// have been applied).
+        sent: bool,
+    },
+    /// No reply: it may or may not have been applied.
+    Unknown(String),
+}
+
+impl Outcome {
+    /// Whether the node acknowledged it.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Read { .. } | Outcome::Written { .. })
+    }
+}
+
+/// One operation: invocation and outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    /// The client that ran it.
+    pub client: usize,
+    /// The node it was sent to (index in the cluster).
+    pub node: usize,
+    /// The key.
+    pub key: String,
+    /// What was asked.
+    pub call: Call,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it was invoked, since the history began.
+    pub invoked: Duration,
+    /// When its outcome was known, since the history began.
+    pub completed: Duration,
+}
+
+/// The operations of one run, shared by its clients.
+#[derive(Debug)]
+pub struct History {
+    started: Instant,
+    ops: Mutex<Vec<Op>>,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl History {
+    /// An empty history starting now.
+    pub fn new() -> History {
+        History {
+            started: Instant::now(),
+            ops: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Time since the history began.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Appends an operation.
+    pub fn record(&self, op: Op) {
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(op);
+    }
+
+    /// A copy of every operation so far.
+    pub fn ops(&self) -> Vec<Op> {
+        self.ops
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A blocking client that records every operation it runs in a
+/// [`History`]. After a request without a reply it drops its connection
+/// (a late reply must not be taken for the next one's).
+pub struct Client {
+    history: Arc<History>,
+    id: usize,
+    node: usize,
+    addr: SocketAddr,
+    timeout: Duration,
+    con: Option<redis::Connection>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("node", &self.node)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A read's context and values.
+pub type Read = (Vec<u8>, Vec<String>);
+
+impl Client {
+    /// Client `id` of `history`, talking to node `node` at `addr`; each
+    /// connect and each reply waits at most `timeout`.
+    pub fn new(
+        history: Arc<History>,
+        id: usize,
+        node: usize,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Client {
+        Client {
+            history,
+            id,
+            node,
+            addr,
+            timeout,
+            con: None,
+        }
+    }
+
+    /// The node this client talks to.
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// `VGET key [R r]`, recorded; the reply when there was one.
+    pub fn vget(&mut self, key: &str, r: Option<usize>) -> Option<Read> {
+        let mut cmd = redis::cmd("VGET");
+        cmd.arg(key);
+        if let Some(r) = r {
+            cmd.arg("R").arg(r);
+        }
+        self.run(key, Call::Get { r }, &cmd, parse_read)
+            .map(|outcome| match outcome {
+                Outcome::Read { context, values } => (context, values),
+                _ => unreachable!("parse_read returns reads"),
+            })
+    }
+
+    /// `VSET key context value [W w]`, recorded; whether it was
+    /// acknowledged. `covers`: the values the read of `context` listed.
+    pub fn vset(
+        &mut self,
+        key: &str,
+        (context, covers): (&[u8], &[String]),
+        value: &str,
+        w: Option<usize>,
+    ) -> bool {
+        let mut cmd = redis::cmd("VSET");
+        cmd.arg(key).arg(context).arg(value);
+        if let Some(w) = w {
+            cmd.arg("W").arg(w);
+        }
+        let call = Call::Set {
+            context: context.to_vec(),
+            covers: covers.to_vec(),
+            value: value.to_owned(),
+            w,
+        };
+        self.run(key, call, &cmd, parse_written).is_some()
+    }
+
+    /// `VDEL key context [W w]`, recorded; whether it was acknowledged.
+    pub fn vdel(
+        &mut self,
+        key: &str,
+        (context, covers): (&[u8], &[String]),
+        w: Option<usize>,
+    ) -> bool {
+        let mut cmd = redis::cmd("VDEL");
+        cmd.arg(key).arg(context);
+        if let Some(w) = w {
+            cmd.arg("W").arg(w);
+        }
+        let call = Call::Del {
+            context: context.to_vec(),
+            covers: covers.to_vec(),
+            w,
+        };
+        self.run(key, call, &cmd, parse_written).is_some()
+    }
+
+    /// Runs `cmd`, records it, and returns the parsed reply if it was ok.
+    fn run(
+        &mut self,
+        key: &str,
+        call: Call,
+        cmd: &redis::Cmd,
+        parse: fn(redis::Value) -> Result<Outcome, String>,
+    ) -> Option<Outcome> {
+        let invoked = self.history.now();
+        let outcome = match self.connection() {
+            Err(error) => Outcome::Failed { error, sent: false },
+            Ok(con) => match cmd.query::<redis::Value>(con) {
+                Ok(reply) => match parse(reply) {
+                    Ok(outcome) => outcome,
+                    Err(error) => Outcome::Failed { error, sent: true },
+                },
+                Err(e) if e.code().is_some() => Outcome::Failed {
+                    error: e.to_string(),
+                    sent: true,
+                },
+                Err(e) => {
+                    self.con = None;
+                    Outcome::Unknown(e.to_string())
+                }
+            },
+        };
+        let completed = self.history.now();
+        let ok = outcome.is_ok().then(|| outcome.clone());
+        self.history.record(Op {
+            client: self.id,
+            node: self.node,
+            key: key.to_owned(),
+            call,
+            outcome,
+            invoked,
+            completed,
+        });
+        ok
+    }
+
+    fn connection(&mut self) -> Result<&mut redis::Connection, String> {
+        if self.con.is_none() {
+            let client = redis::Client::open(format!("redis://{}/", self.addr))
+                .map_err(|e| format!("client for {}: {e}", self.addr))?;
+            let con = client
+                .get_connection_with_timeout(self.timeout)
+                .map_err(|e| format!("connect {}: {e}", self.addr))?;
+            con.set_read_timeout(Some(self.timeout))
+                .and_then(|()| con.set_write_timeout(Some(self.timeout)))
+                .map_err(|e| format!("timeouts on {}: {e}", self.addr))?;
+            self.con = Some(con);
+        }
+        self.con.as_mut().ok_or_else(|| "no connection".to_owned())
+    }
+}
+
+/// The text of a bulk string.
+fn text(value: &redis::Value) -> Option<String> {
+    match value {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// Marks replies of an unexpected shape (a bug, counted apart).
+const BAD_REPLY: &str = "unexpected reply";
+
+fn parse_read(reply: redis::Value) -> Result<Outcome, String> {
+    if let redis::Value::Array(parts) = &reply
+        && let [
+            redis::Value::BulkString(context),
+            redis::Value::Array(values),
+        ] = parts.as_slice()
+    {
+        let values: Option<Vec<String>> = values.iter().map(text).collect();
+        if let Some(values) = values {
+            return Ok(Outcome::Read {
+                context: context.clone(),
+                values,
+            });
+        }
+    }
+    Err(format!("{BAD_REPLY} to VGET: {reply:?}"))
+}
+
+fn parse_written(reply: redis::Value) -> Result<Outcome, String> {
+    match reply {
+        redis::Value::BulkString(context) => Ok(Outcome::Written { context }),
+        other => Err(format!("{BAD_REPLY} to a write: {other:?}")),
+    }
+}
+
+/// One key's state as a node returned it: context and sorted values.
+pub type KeyState = (Vec<u8>, Vec<String>);
+
+/// The states read after the faults healed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Final {
+    /// Node → key → the merged state it returned (`VGET key R N`);
+    /// a key missing: that read never succeeded.
+    pub states: BTreeMap<usize, BTreeMap<String, KeyState>>,
+    /// Every node returned the same state for every key, and every node's
+    /// own replica (`VGET key R 1`) held it.
+    pub converged: bool,
+    /// Time from the heal until that was seen (or until giving up).
+    pub converge_ms: u64,
+    /// Why it did not converge, when it did not.
+    pub divergence: Option<String>,
+}
+
+/// Reads every key of `keys` through every node of `addrs` (index =
+/// node) until the nodes agree and every node's replica holds the merged
+/// state, at most `timeout`; `healed` is when the faults ended (the
+/// convergence time counts from it). `n`: the replica count for `R n`.
+pub fn read_final(
+    addrs: &[SocketAddr],
+    keys: &[String],
+    n: usize,
+    healed: Instant,
+    timeout: Duration,
+) -> Final {
+    let deadline = Instant::now() + timeout;
+    let client_timeout = Duration::from_secs(5);
+    let scratch = Arc::new(History::new());
+    let mut clients: Vec<Client> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, &addr)| Client::new(Arc::clone(&scratch), usize::MAX, i, addr, client_timeout))
+        .collect();
+    loop {
+        let mut states: BTreeMap<usize, BTreeMap<String, KeyState>> = BTreeMap::new();
+        let mut divergence = None;
+        for key in keys {
+            let mut merged_states: Vec<Option<KeyState>> = Vec::new();
+            for (i, client) in clients.iter_mut().enumerate() {
+                let state = client.vget(key, Some(n)).map(|(c, mut v)| {
+                    v.sort();
+                    (c, v)
+                });
+                if let Some(state) = &state {
+                    states
+                        .entry(i)
+                        .or_default()
+                        .insert(key.clone(), state.clone());
+                }
+                merged_states.push(state);
+            }
+            if divergence.is_some() {
+                continue;
+            }
+            if merged_states.iter().any(Option::is_none) {
+                divergence = Some(format!("{key}: a VGET R {n} failed"));
+            } else if merged_states.windows(2).any(|w| w[0] != w[1]) {
+                divergence = Some(format!("{key}: nodes disagree: {merged_states:?}"));
+            }
+        }
+        if divergence.is_none() {
+            // Read repair is asynchronous: each node's own copy next.
+            'keys: for key in keys {
+                for (i, client) in clients.iter_mut().enumerate() {
+                    let own = client.vget(key, Some(1)).map(|(c, mut v)| {
+                        v.sort();
+                        (c, v)
+                    });
+                    let merged = states.get(&i).and_then(|s| s.get(key));
+                    if own.as_ref() != merged {
+                        divergence = Some(format!(
+                            "{key}: node {i} holds {own:?}, the merge is {merged:?}"
+                        ));
+                        break 'keys;
+                    }
+                }
+            }
+        }
+        let converged = divergence.is_none();
+        if converged || Instant::now() >= deadline {
+            return Final {
+                states,
+                converged,
+                converge_ms: healed.elapsed().as_millis() as u64,
+                divergence,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the checker found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Operations recorded.
+    pub ops: usize,
+    /// Operations acknowledged (reads and writes).
+    pub acknowledged: usize,
+    /// Operations that failed (error reply or no connection).
+    pub failed: usize,
+    /// Operations without a reply.
+    pub unknown: usize,
+    /// Writes recorded, and of them acknowledged.
+    pub writes: usize,
+    /// Writes acknowledged.
+    pub writes_acknowledged: usize,
+    /// Acknowledged values missing on some node and not superseded.
+    pub lost: usize,
+    /// Values read that no VSET of that key sent.
+    pub phantoms: usize,
+    /// Values present at the end although an acknowledged write
+    /// superseded them.
+    pub resurrected: usize,
+    /// Replies of an unexpected shape.
+    pub bad_replies: usize,
+    /// Acknowledged values that are gone only because an unacknowledged
+    /// VDEL (which may or may not have applied) covered them.
+    pub excused_by_unacked_del: usize,
+    /// Acknowledged values superseded by a later write.
+    pub superseded: usize,
+    /// Most sibling values any read returned.
+    pub max_siblings: usize,
+    /// Most sibling values in a final state.
+    pub final_max_siblings: usize,
+    /// Whether the nodes converged.
+    pub converged: bool,
+    /// Time to converge after the heal.
+    pub converge_ms: u64,
+    /// One line per problem found (capped).
+    pub problems: Vec<String>,
+}
+
+/// Problems listed in a report at most.
+const PROBLEMS_LISTED: usize = 20;
+
+impl Report {
+    /// The share of operations acknowledged, in percent.
+    pub fn availability(&self) -> f64 {
+        if self.ops == 0 {
+            100.0
+        } else {
+            100.0 * self.acknowledged as f64 / self.ops as f64
+        }
+    }
+
+    /// The share of writes acknowledged, in percent.
+    pub fn write_availability(&self) -> f64 {
+        if self.writes == 0 {
+            100.0
+        } else {
+            100.0 * self.writes_acknowledged as f64 / self.writes as f64
+        }
+    }
+
+    /// Whether nothing was lost, invented or resurrected, and the nodes
+    /// converged.
+    pub fn is_clean(&self) -> bool {
+        self.lost == 0
+            && self.phantoms == 0
+            && self.resurrected == 0
+            && self.bad_replies == 0
+            && self.converged
+    }
+
+    fn problem(&mut self, text: String) {
+        if self.problems.len() < PROBLEMS_LISTED {
+            self.problems.push(text);
+        }
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ops={} acknowledged={} failed={} unknown={} lost={} (must be 0) phantoms={} \
+             max_siblings={} converge_ms={} resurrected={} converged={} writes_acked={}/{} \
+             superseded={} excused_by_unacked_del={}",
+            self.ops,
+            self.acknowledged,
+            self.failed,
+            self.unknown,
+            self.lost,
+            self.phantoms,
+            self.max_siblings,
+            self.converge_ms,
+            self.resurrected,
+            self.converged,
+            self.writes_acknowledged,
+            self.writes,
+            self.superseded,
+            self.excused_by_unacked_del,
+        )
+    }
+}
+
+/// Judges `ops` against the final states (see the module docs).
+pub fn check(ops: &[Op], fin: &Final) -> Report {
+    let mut report = Report {
+        ops: ops.len(),
+        converged: fin.converged,
+        converge_ms: fin.converge_ms,
+        ..Report::default()
+    };
+    if let Some(why) = &fin.divergence {
+        report.problem(format!("not converged: {why}"));
+    }
+    // Value → (key, index of the op that wrote it).
+    let mut written: HashMap<&str, (&str, usize)> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        match &op.outcome {
+            Outcome::Read { .. } | Outcome::Written { .. } => report.acknowledged += 1,
+            Outcome::Failed { error, .. } => {
+                report.failed += 1;
+                if error.starts_with(BAD_REPLY) {
+                    report.bad_replies += 1;
+                    report.problem(format!("bad reply: {op:?}"));
+                }
+            }
+            Outcome::Unknown(_) => report.unknown += 1,
+        }
+        if op.call.is_write() {
+            report.writes += 1;
+            if op.outcome.is_ok() {
+                report.writes_acknowledged += 1;
+            }
+        }
+        if let Call::Set { value, .. } = &op.call {
+            written.insert(value, (&op.key, i));
+        }
+    }
+    // Every value observed, by key: reads during the run and at the end.
+    let mut observed: HashSet<(&str, &str)> = HashSet::new();
+    let mut phantoms: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for op in ops {
+        if let Outcome::Read { values, .. } = &op.outcome {
+            report.max_siblings = report.max_siblings.max(values.len());
+            for v in values {
+                observed.insert((&op.key, v));
+            }
+        }
+    }
+    for states in fin.states.values() {
+        for (key, (_, values)) in states {
+            report.max_siblings = report.max_siblings.max(values.len());
+            report.final_max_siblings = report.final_max_siblings.max(values.len());
+            for v in values {
+                observed.insert((key, v));
+            }
+        }
+    }
+    for &(key, value) in &observed {
+        if written.get(value).is_none_or(|&(k, _)| k != key) {
+            phantoms.insert((key, value));
+        }
+    }
+    report.phantoms = phantoms.len();
+    for (key, value) in &phantoms {
+        report.problem(format!(
+            "phantom: {key} read {value:?}, which no VSET of {key} sent"
+        ));
+    }
+    // Who supersedes each value: writes whose context's read listed it.
+    // A failed or unknown VSET whose value nobody ever saw was not applied.
+    let mut by_acked: HashSet<&str> = HashSet::new();
+    let mut by_applied: HashSet<&str> = HashSet::new();
+    let mut by_unacked_del: HashSet<&str> = HashSet::new();
+    for op in ops {
+        let acked = op.outcome.is_ok();
+        let sent = !matches!(op.outcome, Outcome::Failed { sent: false, .. });
+        let applied = match &op.call {
+            Call::Get { .. } => false,
+            Call::Set { value, .. } => {
+                acked || (sent && observed.contains(&(op.key.as_str(), value.as_str())))
+            }
+            Call::Del { .. } => sent,
+        };
+        for v in op.call.covers() {
+            if acked {
+                by_acked.insert(v);
+            }
+            if applied {
+                by_applied.insert(v);
+                if !acked && matches!(op.call, Call::Del { .. }) {
+                    by_unacked_del.insert(v);
+                }
+            }
+        }
+    }
+    let keys: BTreeSet<&str> = ops.iter().map(|op| op.key.as_str()).collect();
+    // Lost: acknowledged, missing somewhere, superseded by nothing applied.
+    for op in ops {
+        let (Call::Set { value, .. }, true) = (&op.call, op.outcome.is_ok()) else {
+            continue;
+        };
+        let missing: Vec<usize> = fin
+            .states
+            .iter()
+            .filter(|(_, states)| {
+                states
+                    .get(&op.key)
+                    .is_none_or(|(_, values)| !values.contains(value))
+            })
+            .map(|(&node, _)| node)
+            .collect();
+        let everywhere_missing = fin.states.is_empty();
+        if missing.is_empty() && !everywhere_missing {
+            continue;
+        }
+        if by_applied.contains(value.as_str()) {
+            report.superseded += 1;
+            if !by_acked.contains(value.as_str()) && by_unacked_del.contains(value.as_str()) {
+                report.excused_by_unacked_del += 1;
+            }
+            continue;
+        }
+        report.lost += 1;
+        report.problem(format!(
+            "lost: {} = {value:?} (acknowledged by node {} at {:?}) is missing on nodes \
+             {missing:?} and no write superseded it",
+            op.key, op.node, op.completed
+        ));
+    }
+    // Resurrected: superseded by an acknowledged write, yet present.
+    for (node, states) in &fin.states {
+        for key in &keys {
+            let Some((_, values)) = states.get(*key) else {
+                continue;
+            };
+            for v in values.iter().filter(|v| by_acked.contains(v.as_str())) {
+                report.resurrected += 1;
+                report.problem(format!(
+                    "resurrected: {key} = {v:?} on node {node}, though an acknowledged write \
+                     superseded it"
+                ));
+            }
+        }
+    }
+    report
+}
