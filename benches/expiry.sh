@@ -43,15 +43,16 @@ rps() { # port test args... -> requests per second
     redis-benchmark -p "$port" -n "$REQUESTS" -c "$CLIENTS" -r "$KEYSPACE" --csv "$@" 2>/dev/null |
         awk -F'","' 'NR==2 {print $2}'
 }
-# load PORT COUNT EXPIRE_EVERY_OTHER(0|1) PX: SETs key:%012d through redis-cli --pipe
+# load PORT COUNT WHICH(none|half|all) PX: SETs key:%012d through redis-cli
+# --pipe; WHICH keys get PX.
 load() {
     python3 - "$2" "$3" "$4" <<'PY' | redis-cli -p "$1" --pipe >/dev/null
 import sys
-n, half, px = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
+n, which, px = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 out = sys.stdout.buffer
 for i in range(n):
     key = b"key:%012d" % i
-    if half and i % 2 == 0:
+    if which == "all" or (which == "half" and i % 2 == 0):
         out.write(b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$3\r\nval\r\n$2\r\nPX\r\n$%d\r\n%s\r\n" % (len(key), key, len(px), px.encode()))
     else:
         out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$3\r\nval\r\n" % (len(key), key))
@@ -73,8 +74,8 @@ python3 -c "print(f'redis {float(\"$r\"):.0f}/s  dynokv {float(\"$d\"):.0f}/s  r
 echo "# 2. GET with half the keyspace expired ($KEYSPACE keys)"
 start_dynokv live; live=$port
 start_dynokv half; half=$port
-load "$live" "$KEYSPACE" 0 1
-load "$half" "$KEYSPACE" 1 1
+load "$live" "$KEYSPACE" none 1
+load "$half" "$KEYSPACE" half 1
 sleep 3 # every PX 1 key is expired, most reaped
 echo "expired_keys reaped on the half-expired node: $(info_field "$half" expired_keys)"
 a=$(rps "$live" -t get)
@@ -83,8 +84,8 @@ python3 -c "print(f'all live {float(\"$a\"):.0f}/s  half expired {float(\"$b\"):
 
 echo "# 3. reclaiming $KEYS_RECLAIM expired keys"
 start_dynokv reclaim; reclaim=$port
-load "$reclaim" "$KEYS_RECLAIM" 1 5000 # every other key expires after 5 s
-target=$((KEYS_RECLAIM / 2))
+load "$reclaim" "$KEYS_RECLAIM" all 5000 # every key expires after 5 s
+target=$KEYS_RECLAIM
 du_before=$(du -sk "$work/reclaim" | cut -f1)
 sleep 5 # now every PX 5000 key has expired; time what is left to reap
 start=$(date +%s.%N)
