@@ -6,11 +6,14 @@ Usage:
     python3 compat/differential.py --seed 7 --ops 500   # replay one seed
     python3 compat/differential.py --seeds 1,2,3,4,5 --ops 1000   # compat/run.sh
     python3 compat/differential.py --seeds 1-200 --ops 5000       # long, on demand
+        # (~7 min with DYNOKV_BIN=target/release/dynokv)
+    python3 compat/differential.py --seeds 1-20 --partitions 0    # dynokv's default Q
     python3 compat/differential.py --dynokv-port 6380 --redis-port 6379 ...
 
 Starts a dynokv node (DYNOKV_BIN or --dynokv-bin, default target/debug/dynokv,
 built with `cargo build` if missing; `serve --port 0 --peer-port 0` in a
-throwaway data directory) and a redis-server (7.0.15 is the reference) on a
+throwaway data directory, --partitions 64 unless told otherwise: KEYS and
+SCAN walk every partition) and a redis-server (7.0.15 is the reference) on a
 free loopback port with `--save '' --appendonly no`, unless --dynokv-port /
 --redis-port name running servers. BOTH ARE FLUSHALLed before every seed.
 Both servers we started are always stopped on exit, even on failure.
@@ -59,6 +62,10 @@ or races between two clocks):
     context, which the flush removes, so a key that was absent at WATCH,
     then written, then flushed does not fail the EXEC (seed 168 before
     this skip).
+
+After the last command of a seed, KEYS * and every key's GET and PTTL are
+compared too (the final state). --stats prints how often each command got
+each kind of reply (to see what the mix really covers).
 
 Output: `seed=N ...` when a seed starts, one summary line per seed, and a
 final `N passed, M failed` line. On a mismatch: the seed, command index,
