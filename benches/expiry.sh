@@ -15,21 +15,7 @@ CLIENTS=${CLIENTS:-50}
 KEYSPACE=${KEYSPACE:-100000}
 KEYS_RECLAIM=${KEYS_RECLAIM:-1000000}
 
-cargo build --release --quiet
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ping() {
-    for _ in $(seq 100); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "server on $1 did not answer" >&2; exit 1
-}
+. benches/lib.sh
 start_dynokv() { # name -> sets $port (not a subshell: the pid must reach cleanup)
     local peer
     port=$(free_port); peer=$(free_port)

@@ -900,12 +900,7 @@ mod tests {
 
     /// The record of `storage::record`'s golden test: two siblings.
     fn two_siblings() -> Record {
-        let mut record = Record::new();
-        let mut first = Sibling::value(Bytes::from_static(b"hi"), 1000);
-        first.expire_at_ms = Some(5000);
-        record.update(&VersionVector::new(), 7, first);
-        record.update(&VersionVector::new(), 9, Sibling::tombstone(1001));
-        record
+        crate::storage::record::sample()
     }
 
     #[test]

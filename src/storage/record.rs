@@ -205,18 +205,22 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
     DvvSet::from_parts(context, siblings).ok_or(DecodeError::Malformed { what: "record" })
 }
 
+/// The record the golden tests pin (here and in the peer codec): two
+/// siblings, one expiring value and one tombstone.
+#[cfg(test)]
+pub(crate) fn sample() -> Record {
+    let mut record = Record::new();
+    let mut first = Sibling::value(Bytes::from_static(b"hi"), 1000);
+    first.expire_at_ms = Some(5000);
+    record.update(&VersionVector::new(), 7, first);
+    record.update(&VersionVector::new(), 9, Sibling::tombstone(1001));
+    record
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample() -> Record {
-        let mut record = Record::new();
-        let mut first = Sibling::value(Bytes::from_static(b"hi"), 1000);
-        first.expire_at_ms = Some(5000);
-        record.update(&VersionVector::new(), 7, first);
-        record.update(&VersionVector::new(), 9, Sibling::tombstone(1001));
-        record
-    }
 
     #[test]
     fn golden_record_bytes() {
