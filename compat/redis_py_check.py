@@ -11,6 +11,7 @@ so the script can run against a node that already holds data.
 """
 
 import argparse
+import time
 import sys
 import traceback
 import uuid
@@ -259,6 +260,25 @@ def check_decoded(port, host, protocol):
         r.close()
 
 
+def check_expiry_and_scan(r, pfx, protocol):
+    k = f"{pfx}:exp"
+    assert r.set(k, "v", ex=100, nx=True) is True, "set(ex=, nx=True) on a new key"
+    assert r.set(k, "w", ex=100, nx=True) is None, "set(nx=True) on an existing key"
+    assert 95 <= r.ttl(k) <= 100, f"ttl after ex=100: {r.ttl(k)}"
+    assert r.getex(k, px=50000) in (b"v", "v"), "getex returns the value"
+    assert 45000 <= r.pttl(k) <= 50000, f"pttl after getex(px=50000): {r.pttl(k)}"
+    assert r.expire(k, 200) is True, "expire on an existing key"
+    assert r.expire(f"{pfx}:missing", 200) is False, "expire on a missing key"
+    assert r.persist(k) is True and r.ttl(k) == -1, "persist"
+    r.set(f"{pfx}:gone", "x", px=1)
+    time.sleep(0.05)
+    assert r.get(f"{pfx}:gone") is None and r.exists(f"{pfx}:gone") == 0, "an expired key reads as absent"
+    wanted = {f"{pfx}:scan:{i}" for i in range(250)}
+    r.mset({key: "1" for key in wanted})
+    found = {x.decode() if isinstance(x, bytes) else x for x in r.scan_iter(match=f"{pfx}:scan:*", count=50)}
+    assert found == wanted, f"scan_iter found {len(found)} of {len(wanted)} keys"
+
+
 GROUPS = [
     ("connection", check_connection),
     ("strings", check_strings),
@@ -267,6 +287,7 @@ GROUPS = [
     ("pipeline (transaction=False)", check_pipeline_plain),
     ("VSET/VGET siblings", check_siblings),
     ("DYNAMO", check_dynamo),
+    ("expiry and scan_iter", check_expiry_and_scan),
 ]
 
 

@@ -193,6 +193,20 @@ else
 fi
 expect "GET of the last piped key" "\"value-$((PIPE_COMMANDS - 1))\"" GET "pipe:key:$((PIPE_COMMANDS - 1))"
 
+# -- redis-cli's keyspace tools: --scan, --bigkeys, --stat
+echo "== redis-cli --scan, --bigkeys, --stat"
+scanned="$(cli --scan --pattern 'pipe:*' | wc -l)"
+if [[ "$scanned" -eq "$PIPE_COMMANDS" ]]; then pass "redis-cli --scan --pattern 'pipe:*': $scanned keys"
+else fail "redis-cli --scan --pattern 'pipe:*'" "found $scanned keys, expected $PIPE_COMMANDS"; fi
+bigkeys="$(timeout --foreground 60 redis-cli -p "$PORT" --bigkeys </dev/null 2>&1 || true)"
+if grep -q "Biggest string found" <<<"$bigkeys" && grep -qE "[0-9]+ keys sampled" <<<"$bigkeys"; then
+    pass "redis-cli --bigkeys: $(grep -oE '[0-9]+ keys sampled' <<<"$bigkeys")"
+else fail "redis-cli --bigkeys" "$(tail -n 5 <<<"$bigkeys")"; fi
+stat="$(timeout 3 redis-cli -p "$PORT" --stat -i 0.5 </dev/null 2>&1 || true)"
+if grep -qE "^-+ data -+" <<<"$stat" && grep -qE "^[0-9]+ +[0-9.]+[KMGB]" <<<"$stat"; then
+    pass "redis-cli --stat prints keys, memory and clients"
+else fail "redis-cli --stat" "$(head -n 5 <<<"$stat")"; fi
+
 # -- c. interactive hints under tmux
 echo "== c. redis-cli interactive hints (tmux)"
 tmx() { tmux -L "$TMUX_SOCKET" "$@"; }

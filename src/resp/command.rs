@@ -274,8 +274,8 @@ pub async fn execute_next(
     };
     let mut run: Vec<Vec<Bytes>> = Vec::new();
     while let Some(next) = commands.front() {
-        let distinct = !run.iter().any(|r| r[1] == next[1]);
-        if plain(session, next) != Some(kind) || !distinct {
+        // `plain` first: only a plain command is sure to have a key.
+        if plain(session, next) != Some(kind) || run.iter().any(|r| r[1] == next[1]) {
             break;
         }
         run.extend(commands.pop_front());

@@ -221,7 +221,6 @@ pub(crate) fn sample() -> Record {
 mod tests {
     use super::*;
 
-
     #[test]
     fn golden_record_bytes() {
         let bytes = encode_record(&sample());
