@@ -2,6 +2,9 @@
 //! pipeline of 100,000 commands, QUIT in the middle of a pipeline, a
 //! large argument, empty arguments, binary-safe keys and values.
 
+// Test helpers outside #[test] functions fail loudly by design.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use common::TestNode;
