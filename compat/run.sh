@@ -199,10 +199,11 @@ scanned="$(cli --scan --pattern 'pipe:*' | wc -l)"
 if [[ "$scanned" -eq "$PIPE_COMMANDS" ]]; then pass "redis-cli --scan --pattern 'pipe:*': $scanned keys"
 else fail "redis-cli --scan --pattern 'pipe:*'" "found $scanned keys, expected $PIPE_COMMANDS"; fi
 bigkeys="$(timeout --foreground 60 redis-cli -p "$PORT" --bigkeys </dev/null 2>&1 || true)"
-if grep -q "Biggest string found" <<<"$bigkeys" && grep -qE "[0-9]+ keys sampled" <<<"$bigkeys"; then
-    pass "redis-cli --bigkeys: $(grep -oE '[0-9]+ keys sampled' <<<"$bigkeys")"
+if grep -q "Biggest string found" <<<"$bigkeys" && grep -qE "Sampled [0-9]+ keys" <<<"$bigkeys"; then
+    pass "redis-cli --bigkeys: $(grep -oE 'Sampled [0-9]+ keys' <<<"$bigkeys")"
 else fail "redis-cli --bigkeys" "$(tail -n 5 <<<"$bigkeys")"; fi
-stat="$(timeout 3 redis-cli -p "$PORT" --stat -i 0.5 </dev/null 2>&1 || true)"
+# --stat never ends and buffers its output when not on a terminal.
+stat="$(timeout 3 stdbuf -oL redis-cli -p "$PORT" --stat -i 0.5 </dev/null 2>&1 || true)"
 if grep -qE "^-+ data -+" <<<"$stat" && grep -qE "^[0-9]+ +[0-9.]+[KMGB]" <<<"$stat"; then
     pass "redis-cli --stat prints keys, memory and clients"
 else fail "redis-cli --stat" "$(head -n 5 <<<"$stat")"; fi
