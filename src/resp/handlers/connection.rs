@@ -10,14 +10,11 @@ use std::time::Instant;
 /// The Redis version we answer as: the reference for every reply byte.
 pub const REDIS_VERSION: &str = "7.0.15";
 
-pub fn ping(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+pub fn ping(args: &[Bytes]) -> Reply {
     match args.len() {
         1 => Reply::Simple("PONG"),
         2 => Reply::Bulk(args[1].clone()),
-        _ => {
-            let _ = ctx;
-            Reply::error("ERR wrong number of arguments for 'ping' command")
-        }
+        _ => super::super::command::wrong_arity("ping"),
     }
 }
 

@@ -29,7 +29,7 @@ pub struct Ctx<'a> {
 /// Runs `command`'s handler.
 pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Reply {
     match command.cmd {
-        Cmd::Ping => connection::ping(ctx, args),
+        Cmd::Ping => connection::ping(args),
         Cmd::Echo => Reply::Bulk(args[1].clone()),
         Cmd::Hello => connection::hello(ctx, args),
         Cmd::Auth => connection::auth(ctx, args),
