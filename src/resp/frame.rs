@@ -155,8 +155,10 @@ impl RequestParser {
                 return Parsed::Incomplete;
             }
             if &buf[body_end..body_end + 2] != b"\r\n" {
-                // Redis reads exactly len bytes then requires CRLF; a
-                // client that lied about the length is out of sync.
+                // Redis skips the two bytes after a bulk unchecked; we
+                // refuse instead (stricter, deliberate): a client whose
+                // bulk is not followed by CRLF lied about its length and
+                // is out of sync.
                 return protocol_error("invalid bulk length");
             }
             state.done += 1;
