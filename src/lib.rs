@@ -7,16 +7,22 @@
 //! |---|---|---|
 //! | [`config`] | the one typed config: flags, `DYNOKV_*` env, TOML | anything at run time |
 //! | [`limits`] | every bound, named, units last | — |
+//! | [`clock`] | wall-clock time as a value (tests control it) | — |
+//! | [`random`] | random ids and nonces without a dependency | — |
 //! | [`wire`] | varints and a bounds-checked reader for our binary formats; pure | I/O |
 //! | [`version`] | dots, version vectors, DVV sets, the VGET context; pure | I/O, clocks, storage |
-//! | [`storage`] | the `Store` trait, fjall and memory stores, the record format, fsync policy | RESP, quorums |
-//! | [`replica`] | this node's copy of the data: read-modify-write of DVV sets under per-key locks | RESP, N/R/W |
-//! | [`coordinator`] | the seam every client data command goes through; the only place that will know N/R/W | RESP |
-//! | [`resp`] | RESP2/RESP3 framing, connections, the command table and handlers | fjall, DVV internals |
-//! | [`node`] | wires the parts, owns the listener, background workers and shutdown | — |
+//! | [`ring`] | key → partition → preference list (weighted HRW, zones); pure | I/O, membership internals |
+//! | [`storage`] | the `Store` trait, fjall and memory stores, the record format, fsync policy, the storage threads | RESP, quorums |
+//! | [`replica`] | this node's copy of the data: read-modify-write of DVV sets under per-key locks, the expiry index and reaper | RESP, N/R/W |
+//! | [`peer`] | the node-to-node protocol: messages, codec (layout documented), handshake proof, transport | storage, RESP |
+//! | [`membership`] | the membership view and the exchange that converges it | placement math |
+//! | [`coordinator`] | the seam every client data command goes through; the only place that knows N/R/W | RESP, fjall |
+//! | [`resp`] | RESP2/RESP3 framing, connections, the command table and handlers | fjall, DVV internals, peers |
+//! | [`node`] | wires the parts, owns the listeners, background workers and shutdown | — |
 //!
-//! Data flows `resp` → `coordinator` → `replica` → `storage`; `version` is
-//! the algebra all of them share.
+//! Data flows `resp` → `coordinator` → `replica` → `storage`, and between
+//! nodes `coordinator` → `peer` → the other node's `coordinator`; `version`
+//! is the algebra all of them share.
 
 pub mod clock;
 pub mod config;
@@ -25,6 +31,7 @@ pub mod limits;
 pub mod membership;
 pub mod node;
 pub mod peer;
+pub mod random;
 pub mod replica;
 pub mod resp;
 pub mod ring;

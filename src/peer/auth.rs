@@ -10,8 +10,6 @@
 use crate::version::NodeId;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -42,25 +40,11 @@ pub fn verify(secret: &[u8], nonce: &[u8; 16], prover: NodeId, proof: &[u8]) -> 
 
 /// A fresh challenge for a handshake.
 ///
-/// No rand dependency for 16 bytes: std's `RandomState` keys come from the
-/// OS's randomness once per thread (then step per instance), so SipHash
-/// under them of the time, the pid and a process-wide counter is
-/// unpredictable to a peer and never repeats within a process.
+/// A fresh challenge for the handshake (see `crate::random`).
 pub fn nonce() -> [u8; 16] {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
     let mut out = [0; 16];
-    for (half, chunk) in out.chunks_exact_mut(8).enumerate() {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(now);
-        hasher.write_u64(count);
-        hasher.write_u32(std::process::id());
-        hasher.write_usize(half);
-        chunk.copy_from_slice(&hasher.finish().to_be_bytes());
-    }
+    out[..8].copy_from_slice(&crate::random::random_u64().to_be_bytes());
+    out[8..].copy_from_slice(&crate::random::random_u64().to_be_bytes());
     out
 }
 

@@ -251,13 +251,12 @@ impl Server {
 }
 
 fn run_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut id = String::with_capacity(40);
-    while id.len() < 40 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_usize(id.len());
-        id.push_str(&format!("{:016x}", hasher.finish()));
-    }
+    let (a, b, c) = (
+        crate::random::random_u64(),
+        crate::random::random_u64(),
+        crate::random::random_u64(),
+    );
+    let mut id = format!("{a:016x}{b:016x}{c:016x}");
     id.truncate(40);
     id
 }

@@ -22,7 +22,6 @@ pub use memory::MemoryStore;
 
 use crate::limits::PARTITIONS_MAX;
 use crate::version::NodeId;
-use std::hash::{BuildHasher, Hasher};
 use thiserror::Error;
 
 /// The data directory layout this build writes (meta key `format`).
@@ -237,17 +236,7 @@ pub fn renew_dot_id(store: &dyn Store, meta: Meta) -> Result<Meta, StoreError> {
 }
 
 fn random_node_id() -> NodeId {
-    // No rand dependency for one number: std's per-process random hasher
-    // keys, mixed with the time and pid, are unpredictable enough for an id
-    // that only has to differ between nodes.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish().max(1)
+    crate::random::random_u64().max(1)
 }
 
 /// The storage key of `key` in `partition`: partition id big-endian, then

@@ -165,19 +165,10 @@ pub async fn scan(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     ])
 }
 
-/// A number from std's per-process random hasher keys: enough to pick a
-/// random partition without a dependency.
-fn random_u64(salt: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(salt);
-    hasher.finish()
-}
-
 pub async fn randomkey(ctx: &Ctx<'_>) -> Reply {
     let partitions = ctx.shared.coordinator.partitions();
     let now = ctx.shared.coordinator.now_ms();
-    let start = (random_u64(now) % u64::from(partitions)) as u32;
+    let start = (crate::random::random_u64() % u64::from(partitions)) as u32;
     for step in 0..partitions {
         let partition = ((start + step) % partitions) as u16;
         let records = match partition_slice(ctx, partition, 0, SCAN_PARTITION_RECORDS_MAX).await {
@@ -186,7 +177,7 @@ pub async fn randomkey(ctx: &Ctx<'_>) -> Reply {
         };
         let live: Vec<Bytes> = live_keys(records, now).map(|(k, _)| k).collect();
         if !live.is_empty() {
-            let pick = (random_u64(u64::from(step)) % live.len() as u64) as usize;
+            let pick = (crate::random::random_u64() % live.len() as u64) as usize;
             return Reply::Bulk(live[pick].clone());
         }
     }
