@@ -733,19 +733,8 @@ impl Coordinator for ClusterCoordinator {
         let (primary, replica) = ring.owned(inner.me());
         let n = ring.replicas();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
+        // The local replica's own lines, then the cluster's.
         let mut fields = inner.local.info().fields;
-        fields.retain(|(k, _)| {
-            !matches!(
-                *k,
-                "members"
-                    | "members_up"
-                    | "replicas_effective"
-                    | "read_quorum_effective"
-                    | "write_quorum_effective"
-                    | "quorum_failures"
-                    | "read_repairs"
-            )
-        });
         fields.extend([
             ("members", view.members.len().to_string()),
             ("members_up", up.to_string()),

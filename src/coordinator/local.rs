@@ -216,12 +216,7 @@ impl Coordinator for LocalCoordinator {
         CoordinatorInfo {
             fields: vec![
                 ("node_id", format!("{:016x}", meta.node_id)),
-                ("members", "1".to_owned()),
-                ("members_up", "1".to_owned()),
                 ("partitions", meta.partitions.to_string()),
-                ("replicas_effective", "1".to_owned()),
-                ("read_quorum_effective", "1".to_owned()),
-                ("write_quorum_effective", "1".to_owned()),
                 ("fsync", replica.fsync().as_str().to_owned()),
                 ("fsync_group_syncs", replica.group_syncs().to_string()),
                 ("siblings_max", replica.siblings_max().to_string()),
@@ -233,8 +228,7 @@ impl Coordinator for LocalCoordinator {
                     "records_written",
                     stats.writes.load(Ordering::Relaxed).to_string(),
                 ),
-                ("quorum_failures", "0".to_owned()),
-                ("read_repairs", "0".to_owned()),
+                ("disk_bytes", replica.disk_bytes().to_string()),
             ],
         }
     }
