@@ -14,11 +14,12 @@
 //! | [`ring`] | key → partition → preference list (weighted HRW, zones); pure | I/O, membership internals |
 //! | [`storage`] | the `Store` trait, fjall and memory stores, the record format, fsync policy, the storage threads | RESP, quorums |
 //! | [`replica`] | this node's copy of the data: read-modify-write of DVV sets under per-key locks, the expiry index and reaper | RESP, N/R/W |
+//! | [`net`] | the network as a value: listeners and split connections, real TCP or simulated | what flows over it |
 //! | [`peer`] | the node-to-node protocol: messages, codec (layout documented), handshake proof, transport | storage, RESP |
 //! | [`membership`] | the membership view and the exchange that converges it | placement math |
 //! | [`coordinator`] | the seam every client data command goes through; the only place that knows N/R/W | RESP, fjall |
 //! | [`resp`] | RESP2/RESP3 framing, connections, the command table and handlers | fjall, DVV internals, peers |
-//! | [`node`] | wires the parts, owns the listeners, background workers and shutdown | — |
+//! | [`node`] | wires the parts on an `Environment` (store, network, clock, storage threads), owns the listeners, background workers and shutdown | — |
 //!
 //! Data flows `resp` → `coordinator` → `replica` → `storage`, and between
 //! nodes `coordinator` → `peer` → the other node's `coordinator`; `version`
@@ -29,6 +30,7 @@ pub mod config;
 pub mod coordinator;
 pub mod limits;
 pub mod membership;
+pub mod net;
 pub mod node;
 pub mod peer;
 pub mod random;

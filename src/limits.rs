@@ -107,6 +107,13 @@ pub const PEER_BACKOFF_MAX_MS: u64 = 2_000;
 
 /// How long a handshake may take, in ms.
 pub const PEER_HANDSHAKE_TIMEOUT_MS: u64 = 3_000;
+/// A peer connection with nothing received for this long gets a ping.
+pub const PEER_PING_AFTER_MS: u64 = 1_000;
+/// A peer connection with nothing received for this long (pings
+/// unanswered) is taken for dead and reopened: a connection can stall
+/// without closing (a peer frozen, a flow dropped along the way), and
+/// reopening is the only way to find out.
+pub const PEER_SILENCE_MAX_MS: u64 = 5_000;
 
 /// Membership exchange period, in ms (each tick: one random peer).
 pub const MEMBERSHIP_EXCHANGE_MS: u64 = 500;

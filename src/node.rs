@@ -1,6 +1,11 @@
 //! Wires the parts into a running node and owns its lifecycle: open the
 //! store, build the coordinator, serve clients, run the background
 //! workers, and on shutdown drain clients and flush the store.
+//!
+//! What a node runs on — store, network, clock, storage threads — is an
+//! [`Environment`] it is given: [`Node::start`] uses the machine's, the
+//! deterministic simulation (`tests/sim.rs`) simulated ones, and the code
+//! in between is the same.
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -11,16 +16,16 @@ use crate::limits::{
     STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
 };
 use crate::membership::{Membership, SaveMembers};
+use crate::net::{Listener, Network, Tcp};
 use crate::peer::codec::{decode_members, encode_members};
 use crate::peer::message::MemberInfo;
 use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::Replica;
 use crate::resp::Server;
-use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, StoreError};
+use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -49,15 +54,38 @@ pub enum NodeError {
     },
 }
 
+/// What a node runs on.
+#[derive(Clone)]
+pub struct Environment {
+    /// The store its replica lives in.
+    pub store: Arc<dyn Store>,
+    /// Where its listeners and peer connections come from.
+    pub network: Arc<dyn Network>,
+    /// Wall-clock time (expiry).
+    pub clock: Arc<dyn Clock>,
+    /// Where store work runs.
+    pub executor: Arc<StorageExecutor>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environment")
+            .field("network", &self.network)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A node ready to serve: store open, ports bound.
 pub struct Node {
     replica: Arc<Replica>,
     clock: Arc<dyn Clock>,
+    executor: Arc<StorageExecutor>,
     coordinator: ClusterCoordinator,
     repairs: mpsc::Receiver<Repair>,
     transport: Arc<Transport>,
     membership: Arc<Membership>,
-    peer_listener: TcpListener,
+    peer_listener: Box<dyn Listener>,
     seeds: Vec<String>,
     server: Server,
     shutdown: watch::Sender<bool>,
@@ -85,8 +113,13 @@ impl ShutdownHandle {
     }
 }
 
-async fn bind(host: &str, port: u16) -> Result<TcpListener, NodeError> {
-    TcpListener::bind((host, port))
+async fn bind(
+    network: &dyn Network,
+    host: &str,
+    port: u16,
+) -> Result<Box<dyn Listener>, NodeError> {
+    network
+        .bind(host, port)
         .await
         .map_err(|source| NodeError::Bind {
             addr: format!("{host}:{port}"),
@@ -95,7 +128,8 @@ async fn bind(host: &str, port: u16) -> Result<TcpListener, NodeError> {
 }
 
 impl Node {
-    /// Opens the data directory and binds the client and peer ports.
+    /// Opens the data directory (fjall) and binds the client and peer
+    /// ports (TCP).
     ///
     /// # Errors
     /// [`NodeError`] for an unusable data directory or port.
@@ -105,21 +139,51 @@ impl Node {
             path: dir.clone(),
             source,
         })?;
+        // Opening recovers the journal: blocking work.
+        let store = tokio::task::spawn_blocking(move || FjallStore::open(&dir))
+            .await
+            .map_err(|e| StoreError::Engine(format!("store open task: {e}")))??;
+        let threads = match config.fsync {
+            FsyncPolicy::Always => STORAGE_THREADS_FSYNC_ALWAYS,
+            _ => STORAGE_THREADS,
+        };
+        let environment = Environment {
+            store: Arc::new(store),
+            network: Arc::new(Tcp),
+            clock: Arc::new(SystemClock),
+            executor: Arc::new(StorageExecutor::new(threads, STORAGE_QUEUE_JOBS_MAX)),
+        };
+        Self::start_in(config, environment).await
+    }
+
+    /// Starts a node on `environment`: opens its replica in the store and
+    /// binds the client and peer ports on its network.
+    ///
+    /// # Errors
+    /// [`NodeError`] for an unusable store or port.
+    pub async fn start_in(config: Config, environment: Environment) -> Result<Self, NodeError> {
+        let Environment {
+            store,
+            network,
+            clock,
+            executor,
+        } = environment;
         let (partitions, fsync, siblings_max) =
             (config.partitions, config.fsync, config.siblings_max);
-        // Opening recovers the journal and scans the keys: blocking work.
-        let replica = tokio::task::spawn_blocking(move || {
-            let store = Arc::new(FjallStore::open(&dir)?);
-            Replica::open(store, partitions, fsync, siblings_max)
-        })
-        .await
-        .map_err(|e| StoreError::Engine(format!("store open task: {e}")))??;
+        // Opening scans the keys: store work.
+        let replica = executor
+            .run(move || Replica::open(store, partitions, fsync, siblings_max))
+            .await
+            .map_err(|e| StoreError::Engine(format!("store open: {e}")))??;
         let replica = Arc::new(replica);
         let meta = replica.meta();
-        let client_listener = bind(&config.bind, config.port).await?;
-        let peer_listener = bind(&config.bind, config.peer_port).await?;
-        let port_of = |l: &TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
-        let (port, peer_port) = (port_of(&client_listener), port_of(&peer_listener));
+        let client_listener = bind(network.as_ref(), &config.bind, config.port).await?;
+        let peer_listener = bind(network.as_ref(), &config.bind, config.peer_port).await?;
+        let port_of = |l: &dyn Listener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (port, peer_port) = (
+            port_of(client_listener.as_ref()),
+            port_of(peer_listener.as_ref()),
+        );
         // A wildcard bind is no address to reach: advertise the host name.
         let host = match config.bind.as_str() {
             "0.0.0.0" | "::" | "[::]" => hostname().unwrap_or_else(|| config.bind.clone()),
@@ -145,6 +209,7 @@ impl Node {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let transport = Transport::new(
             TransportConfig {
+                network,
                 cluster: config.cluster_name.clone(),
                 secret: config.cluster_secret.clone(),
                 me: me.clone(),
@@ -158,9 +223,10 @@ impl Node {
         // cluster before any peer answers.
         let saved = {
             let replica = Arc::clone(&replica);
-            tokio::task::spawn_blocking(move || replica.meta_entry(MEMBERS_META))
+            executor
+                .run(move || replica.meta_entry(MEMBERS_META))
                 .await
-                .map_err(|e| StoreError::Engine(format!("meta read task: {e}")))??
+                .map_err(|e| StoreError::Engine(format!("meta read: {e}")))??
         };
         match saved.as_deref().map(decode_members) {
             Some(Ok(members)) => {
@@ -169,13 +235,11 @@ impl Node {
             Some(Err(e)) => tracing::warn!("saved member list unreadable, ignored: {e}"),
             None => {}
         }
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let threads = match replica.fsync() {
-            FsyncPolicy::Always => STORAGE_THREADS_FSYNC_ALWAYS,
-            _ => STORAGE_THREADS,
-        };
-        let executor = Arc::new(StorageExecutor::new(threads, STORAGE_QUEUE_JOBS_MAX));
-        let local = LocalCoordinator::new(Arc::clone(&replica), Arc::clone(&clock), executor);
+        let local = LocalCoordinator::new(
+            Arc::clone(&replica),
+            Arc::clone(&clock),
+            Arc::clone(&executor),
+        );
         let policy = QuorumPolicy {
             n: config.replicas,
             r: config.read_quorum,
@@ -202,6 +266,7 @@ impl Node {
         Ok(Self {
             replica,
             clock,
+            executor,
             coordinator,
             repairs,
             transport,
@@ -243,6 +308,7 @@ impl Node {
         let Node {
             replica,
             clock,
+            executor,
             coordinator,
             repairs,
             transport,
@@ -254,10 +320,15 @@ impl Node {
         } = self;
         let mut workers = JoinSet::new();
         if replica.fsync() == FsyncPolicy::Everysec {
-            workers.spawn(everysec_sync(Arc::clone(&replica), shutdown.subscribe()));
+            workers.spawn(everysec_sync(
+                Arc::clone(&replica),
+                Arc::clone(&executor),
+                shutdown.subscribe(),
+            ));
         }
         workers.spawn(reap_expired(
             Arc::clone(&replica),
+            Arc::clone(&executor),
             clock,
             shutdown.subscribe(),
         ));
@@ -266,11 +337,20 @@ impl Node {
                 .clone()
                 .run_repairs(repairs, shutdown.subscribe()),
         );
-        let saver = Arc::clone(&replica);
+        let (saver, save_executor) = (Arc::clone(&replica), Arc::clone(&executor));
         let save: SaveMembers = Arc::new(move |members| {
-            if let Err(e) = saver.set_meta_entry(MEMBERS_META, &encode_members(&members)) {
-                tracing::error!("cannot save the member list: {e}");
-            }
+            let (replica, executor) = (Arc::clone(&saver), Arc::clone(&save_executor));
+            Box::pin(async move {
+                let bytes = encode_members(&members);
+                match executor
+                    .run(move || replica.set_meta_entry(MEMBERS_META, &bytes))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!("cannot save the member list: {e}"),
+                    Err(e) => tracing::error!("cannot save the member list: {e}"),
+                }
+            })
         });
         workers.spawn(crate::membership::run(
             Arc::clone(&membership),
@@ -316,6 +396,7 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// interval, reap until nothing is due or the per-tick budget is spent.
 async fn reap_expired(
     replica: Arc<Replica>,
+    executor: Arc<StorageExecutor>,
     clock: Arc<dyn Clock>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -323,15 +404,15 @@ async fn reap_expired(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             () = stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
         for _ in 0..EXPIRE_REAP_BATCHES_PER_TICK {
             let (replica, now) = (Arc::clone(&replica), clock.now_ms());
-            let reaped = tokio::task::spawn_blocking(move || {
-                replica.reap_expired(now, EXPIRE_REAP_BATCH_KEYS)
-            })
-            .await;
+            let reaped = executor
+                .run(move || replica.reap_expired(now, EXPIRE_REAP_BATCH_KEYS))
+                .await;
             match reaped {
                 Ok(Ok(n)) if n == EXPIRE_REAP_BATCH_KEYS => continue,
                 Ok(Ok(_)) => break,
@@ -344,15 +425,20 @@ async fn reap_expired(
 }
 
 /// `--fsync everysec`: sync the store once a second until shutdown.
-async fn everysec_sync(replica: Arc<Replica>, mut shutdown: watch::Receiver<bool>) {
+async fn everysec_sync(
+    replica: Arc<Replica>,
+    executor: Arc<StorageExecutor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(FSYNC_EVERYSEC_INTERVAL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            biased;
             () = crate::node::stopped(&mut shutdown) => return,
             _ = tick.tick() => {
                 let replica = Arc::clone(&replica);
-                match tokio::task::spawn_blocking(move || replica.sync()).await {
+                match executor.run(move || replica.sync()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::error!("background sync failed: {e}"),
                     Err(e) => tracing::error!("background sync task failed: {e}"),

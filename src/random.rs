@@ -5,12 +5,36 @@
 //! process-wide counter is unpredictable to a peer and never repeats
 //! within a process. Enough for node ids, handshake nonces, run ids and
 //! RANDOMKEY; not a general cryptographic generator.
+//!
+//! The deterministic simulation runs every simulated node on one thread
+//! and calls [`seed_thread`] first: from then on that thread's numbers
+//! come from a seeded generator, so one seed replays a run exactly.
 
+use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+thread_local! {
+    /// The seeded generator's state on this thread, when seeded.
+    static SEEDED: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Makes this thread's numbers a function of `seed` (simulation).
+pub fn seed_thread(seed: u64) {
+    SEEDED.with(|s| s.set(Some(seed)));
+}
+
 /// A fresh random 64-bit number.
 pub fn random_u64() -> u64 {
+    if let Some(state) = SEEDED.with(Cell::get) {
+        // splitmix64: a full-period step and a strong mix.
+        let state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        SEEDED.with(|s| s.set(Some(state)));
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        return z ^ (z >> 31);
+    }
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
@@ -25,9 +49,30 @@ pub fn random_u64() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn numbers_differ() {
-        let all: std::collections::HashSet<u64> = (0..1000).map(|_| super::random_u64()).collect();
+        let all: std::collections::HashSet<u64> = (0..1000).map(|_| random_u64()).collect();
         assert_eq!(all.len(), 1000);
+    }
+
+    #[test]
+    fn a_seeded_thread_repeats_itself() {
+        let run = |seed| {
+            std::thread::spawn(move || {
+                seed_thread(seed);
+                (0..100).map(|_| random_u64()).collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap_or_default()
+        };
+        let (a, b, c) = (run(7), run(7), run(8));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            a.iter().collect::<std::collections::HashSet<_>>().len(),
+            100
+        );
     }
 }

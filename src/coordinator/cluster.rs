@@ -194,6 +194,7 @@ impl ClusterCoordinator {
     ) {
         loop {
             let repair = tokio::select! {
+                biased;
                 () = stopped(&mut shutdown) => return,
                 repair = queue.recv() => match repair {
                     Some(repair) => repair,

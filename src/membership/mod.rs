@@ -10,6 +10,7 @@
 //! detection and LEAVE replace the internals in a later release; a
 //! transient failure never changes the view, so it never moves data.)
 
+use crate::coordinator::BoxFuture;
 use crate::limits::MEMBERSHIP_EXCHANGE_MS;
 use crate::node::stopped;
 use crate::peer::message::{MemberInfo, Request, Response};
@@ -109,6 +110,7 @@ impl Membership {
     pub async fn joined(&self, shutdown: &mut watch::Receiver<bool>) {
         let mut views = self.subscribe();
         tokio::select! {
+            biased;
             () = stopped(shutdown) => {}
             () = async {
                 let _ = views.wait_for(|v| v.members.len() > 1).await;
@@ -122,9 +124,8 @@ impl Membership {
     }
 }
 
-/// Saves the member list where a restart finds it (blocking: run off the
-/// async runtime).
-pub type SaveMembers = Arc<dyn Fn(Vec<MemberInfo>) + Send + Sync>;
+/// Saves the member list where a restart finds it.
+pub type SaveMembers = Arc<dyn Fn(Vec<MemberInfo>) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Fills the view from `seeds`, then keeps it converging: every period,
 /// trade views with one member; keep a connection to every member; save
@@ -150,11 +151,9 @@ pub async fn run(
                 transport.maintain(member.clone());
             }
         }
-        let (save, members) = (Arc::clone(&save), view.members.values().cloned().collect());
-        if let Err(e) = tokio::task::spawn_blocking(move || save(members)).await {
-            tracing::error!("saving the member list failed: {e}");
-        }
+        save(view.members.values().cloned().collect()).await;
         tokio::select! {
+            biased;
             () = stopped(&mut shutdown) => return,
             _ = views.changed() => continue,
             _ = tick.tick() => {}

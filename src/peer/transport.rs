@@ -27,20 +27,21 @@ use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Request, Respon
 use crate::coordinator::BoxFuture;
 use crate::limits::{
     PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_INFLIGHT_MAX,
-    PEER_QUEUE_FRAMES, PEER_SERVE_CONCURRENCY, PEER_WRITE_BYTES_MAX,
+    PEER_PING_AFTER_MS, PEER_QUEUE_FRAMES, PEER_SERVE_CONCURRENCY, PEER_SILENCE_MAX_MS,
+    PEER_WRITE_BYTES_MAX,
 };
+use crate::net::{Connection, Listener, Network, ReadHalf, WriteHalf};
 use crate::node::stopped;
 use crate::version::NodeId;
 use crate::wire::DecodeError;
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
@@ -82,6 +83,8 @@ pub trait Handler: Send + Sync + 'static {
 /// What the transport needs to know.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
+    /// Where connections come from.
+    pub network: Arc<dyn Network>,
     /// Cluster name peers must share.
     pub cluster: String,
     /// Cluster secret peers must prove, if any.
@@ -94,16 +97,23 @@ pub struct TransportConfig {
     pub request_timeout: Duration,
 }
 
+/// Waiting requests by id. A fixed hasher: when a connection ends the
+/// waiters are dropped in map order, and the simulation needs that order
+/// to be the same in every run.
+type Waiters = HashMap<u64, oneshot::Sender<Response>, BuildHasherDefault<DefaultHasher>>;
+
 struct Conn {
     peer: MemberInfo,
     outgoing: mpsc::Sender<Frame>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
+    pending: Mutex<Waiters>,
     next_id: AtomicU64,
     inflight: Arc<Semaphore>,
+    /// When bytes last arrived (see [`PEER_SILENCE_MAX_MS`]).
+    heard: Mutex<tokio::time::Instant>,
 }
 
 impl Conn {
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Response>>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Waiters> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -208,18 +218,20 @@ impl Transport {
     }
 
     /// Accepts peers on `listener` until shutdown.
-    pub fn serve(self: &Arc<Self>, listener: TcpListener) {
+    pub fn serve(self: &Arc<Self>, listener: Box<dyn Listener>) {
         let transport = Arc::clone(self);
         self.spawn(async move {
             let mut shutdown = transport.shutdown.clone();
             loop {
                 tokio::select! {
+                    biased;
                     () = stopped(&mut shutdown) => return,
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, addr)) => {
+                        Ok(connection) => {
                             let transport2 = Arc::clone(&transport);
+                            let addr = connection.remote;
                             transport.spawn(async move {
-                                if let Err(e) = transport2.accept(stream).await {
+                                if let Err(e) = transport2.accept(connection).await {
                                     tracing::warn!(%addr, "peer connection refused or failed: {e}");
                                 }
                             });
@@ -254,29 +266,31 @@ impl Transport {
             let mut backoff = Duration::from_millis(PEER_BACKOFF_MIN_MS);
             loop {
                 let attempt = async {
-                    let (stream, peer) = transport.dial(&member.peer_addr).await?;
+                    let (connection, peer) = transport.dial(&member.peer_addr).await?;
                     if peer.id != member.id {
                         return Err(PeerError::Refused(format!(
                             "{} answered as node {:016x}, expected {:016x}",
                             member.peer_addr, peer.id, member.id
                         )));
                     }
-                    Ok((stream, peer))
+                    Ok((connection, peer))
                 };
                 let connected = tokio::select! {
+                    biased;
                     () = stopped(&mut shutdown) => return,
                     result = attempt => result,
                 };
                 match connected {
-                    Ok((stream, peer)) => {
+                    Ok((connection, peer)) => {
                         backoff = Duration::from_millis(PEER_BACKOFF_MIN_MS);
                         Arc::clone(&transport)
-                            .run_conn(stream, peer, BytesMut::new(), true)
+                            .run_conn(connection, peer, BytesMut::new(), true)
                             .await;
                     }
                     Err(e) => tracing::debug!(peer = %member.name, "connect failed: {e}"),
                 }
                 tokio::select! {
+                    biased;
                     () = stopped(&mut shutdown) => return,
                     () = tokio::time::sleep(backoff) => {}
                 }
@@ -295,7 +309,7 @@ impl Transport {
         addr: &str,
         members: Vec<MemberInfo>,
     ) -> Result<Vec<MemberInfo>, PeerError> {
-        let (mut stream, _) = self.dial(addr).await?;
+        let (mut connection, _) = self.dial(addr).await?;
         let mut out = BytesMut::new();
         encode_frame(
             &Frame::Request {
@@ -304,9 +318,14 @@ impl Transport {
             },
             &mut out,
         );
-        stream.write_all(&out).await?;
+        connection.writer.write_all(&out).await?;
         let mut buf = BytesMut::new();
-        let body = read_frame(&mut stream, &mut buf, self.config.request_timeout).await?;
+        let body = read_frame(
+            &mut connection.reader,
+            &mut buf,
+            self.config.request_timeout,
+        )
+        .await?;
         match decode_frame(&body)? {
             Frame::Response {
                 response: Response::Members { members },
@@ -461,45 +480,37 @@ impl Transport {
         }
     }
 
-    async fn dial(&self, addr: &str) -> Result<(TcpStream, MemberInfo), PeerError> {
+    async fn dial(&self, addr: &str) -> Result<(Connection, MemberInfo), PeerError> {
         let timeout = Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS);
         let handshake = async {
-            let mut stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
+            let mut connection = self.config.network.connect(addr).await?;
+            let (reader, writer) = (&mut connection.reader, &mut connection.writer);
             let mut buf = BytesMut::new();
             let nonce = auth::nonce();
-            send_hello(&mut stream, &self.hello(nonce, Vec::new())).await?;
-            let theirs = decode_hello(&read_hello(&mut stream, &mut buf, timeout).await?)?;
+            send_hello(writer, &self.hello(nonce, Vec::new())).await?;
+            let theirs = decode_hello(&read_hello(reader, &mut buf, timeout).await?)?;
             self.check_identity(&theirs)?;
             self.check_proof(&theirs, &nonce)?;
-            send_hello(
-                &mut stream,
-                &self.hello(nonce, self.make_proof(&theirs.nonce)),
-            )
-            .await?;
-            Ok::<_, PeerError>((stream, theirs.member))
+            send_hello(writer, &self.hello(nonce, self.make_proof(&theirs.nonce))).await?;
+            Ok::<_, PeerError>((connection, theirs.member))
         };
         tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| PeerError::Refused(format!("handshake with {addr} timed out")))?
     }
 
-    async fn accept(self: Arc<Self>, mut stream: TcpStream) -> Result<(), PeerError> {
-        stream.set_nodelay(true)?;
+    async fn accept(self: Arc<Self>, mut connection: Connection) -> Result<(), PeerError> {
         let timeout = Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS);
         let handshake = async {
+            let (reader, writer) = (&mut connection.reader, &mut connection.writer);
             let mut buf = BytesMut::new();
-            let first = decode_hello(&read_hello(&mut stream, &mut buf, timeout).await?)?;
+            let first = decode_hello(&read_hello(reader, &mut buf, timeout).await?)?;
             self.check_identity(&first)?;
             let nonce = auth::nonce();
-            send_hello(
-                &mut stream,
-                &self.hello(nonce, self.make_proof(&first.nonce)),
-            )
-            .await?;
+            send_hello(writer, &self.hello(nonce, self.make_proof(&first.nonce))).await?;
             // The dialer checks our proof first; one that hangs up here
             // refused it (its log says why), so say so here too.
-            let second = match read_hello(&mut stream, &mut buf, timeout).await {
+            let second = match read_hello(reader, &mut buf, timeout).await {
                 Ok(frame) => decode_hello(&frame)?,
                 Err(PeerError::Io(e)) if is_hang_up(&e) => {
                     return Err(PeerError::Refused(format!(
@@ -521,7 +532,7 @@ impl Transport {
         let (peer, leftover) = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| PeerError::Refused("handshake timed out".into()))??;
-        self.run_conn(stream, peer, leftover, false).await;
+        self.run_conn(connection, peer, leftover, false).await;
         Ok(())
     }
 
@@ -529,19 +540,20 @@ impl Transport {
     /// `dialed`: this node opened it.
     async fn run_conn(
         self: Arc<Self>,
-        stream: TcpStream,
+        connection: Connection,
         peer: MemberInfo,
         mut buf: BytesMut,
         dialed: bool,
     ) {
-        let (reader, writer) = stream.into_split();
+        let Connection { reader, writer, .. } = connection;
         let (outgoing, frames) = mpsc::channel(PEER_QUEUE_FRAMES);
         let conn = Arc::new(Conn {
             peer: peer.clone(),
             outgoing,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Waiters::default()),
             next_id: AtomicU64::new(1),
             inflight: Arc::new(Semaphore::new(PEER_INFLIGHT_MAX)),
+            heard: Mutex::new(tokio::time::Instant::now()),
         });
         // Only the pair's connection (dialed by the smaller id) carries our
         // requests; a seed exchange from a larger id is served, not kept.
@@ -561,7 +573,12 @@ impl Transport {
         let served = Arc::new(Semaphore::new(PEER_SERVE_CONCURRENCY));
         let mut shutdown = self.shutdown.clone();
         let result = tokio::select! {
+            biased;
             () = stopped(&mut shutdown) => Ok(()),
+            () = keepalive(&conn) => Err(PeerError::Timeout {
+                node: peer.id,
+                ms: PEER_SILENCE_MAX_MS,
+            }),
             r = self.read_loop(reader, &mut buf, &conn, &served, &mut tasks) => r,
         };
         if let Err(e) = result {
@@ -580,7 +597,7 @@ impl Transport {
 
     async fn read_loop(
         &self,
-        mut reader: OwnedReadHalf,
+        mut reader: ReadHalf,
         buf: &mut BytesMut,
         conn: &Arc<Conn>,
         served: &Arc<Semaphore>,
@@ -622,12 +639,42 @@ impl Transport {
             if reader.read_buf(buf).await? == 0 {
                 return Err(PeerError::Closed(conn.peer.id));
             }
+            *conn.heard.lock().unwrap_or_else(PoisonError::into_inner) =
+                tokio::time::Instant::now();
+        }
+    }
+}
+
+/// Pings a quiet peer and returns once it has been silent too long: both
+/// sides run this, so a stalled connection is noticed even by the side
+/// that has nothing to send. The ping's id (0) is never a pending
+/// request's, so its answer only counts as something heard.
+async fn keepalive(conn: &Conn) {
+    let ping_after = Duration::from_millis(PEER_PING_AFTER_MS);
+    let mut tick = tokio::time::interval(ping_after);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let silent = conn
+            .heard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed();
+        if silent >= Duration::from_millis(PEER_SILENCE_MAX_MS) {
+            return;
+        }
+        if silent >= ping_after {
+            let ping = Frame::Request {
+                id: 0,
+                request: Request::Ping,
+            };
+            let _ = conn.outgoing.try_send(ping);
         }
     }
 }
 
 /// Drains queued frames into as few socket writes as it can.
-async fn write_loop(mut writer: OwnedWriteHalf, mut frames: mpsc::Receiver<Frame>) {
+async fn write_loop(mut writer: WriteHalf, mut frames: mpsc::Receiver<Frame>) {
     let mut out = BytesMut::new();
     while let Some(frame) = frames.recv().await {
         encode_frame(&frame, &mut out);
@@ -654,33 +701,33 @@ fn is_hang_up(e: &std::io::Error) -> bool {
     )
 }
 
-async fn send_hello(stream: &mut TcpStream, hello: &Hello) -> Result<(), PeerError> {
+async fn send_hello(writer: &mut WriteHalf, hello: &Hello) -> Result<(), PeerError> {
     let mut out = BytesMut::new();
     encode_hello(hello, &mut out);
-    stream.write_all(&out).await?;
+    writer.write_all(&out).await?;
     Ok(())
 }
 
 /// Reads a handshake frame: foreign bytes are refused as soon as the magic
 /// is wrong, and a hello is capped far below a data frame.
 async fn read_hello(
-    stream: &mut TcpStream,
+    reader: &mut ReadHalf,
     buf: &mut BytesMut,
     timeout: Duration,
 ) -> Result<Bytes, PeerError> {
-    read_with(stream, buf, timeout, split_hello).await
+    read_with(reader, buf, timeout, split_hello).await
 }
 
 async fn read_frame(
-    stream: &mut TcpStream,
+    reader: &mut ReadHalf,
     buf: &mut BytesMut,
     timeout: Duration,
 ) -> Result<Bytes, PeerError> {
-    read_with(stream, buf, timeout, split_frame).await
+    read_with(reader, buf, timeout, split_frame).await
 }
 
 async fn read_with(
-    stream: &mut TcpStream,
+    reader: &mut ReadHalf,
     buf: &mut BytesMut,
     timeout: Duration,
     split: fn(&mut BytesMut) -> Result<Option<Bytes>, DecodeError>,
@@ -690,7 +737,7 @@ async fn read_with(
             if let Some(body) = split(buf)? {
                 return Ok(body);
             }
-            if stream.read_buf(buf).await? == 0 {
+            if reader.read_buf(buf).await? == 0 {
                 return Err(PeerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         }

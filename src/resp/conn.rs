@@ -6,6 +6,7 @@ use super::frame::{Parsed, RequestParser};
 use super::reply::{Protocol, Reply};
 use super::server::Shared;
 use crate::limits::{PIPELINE_BATCH_COMMANDS_MAX, READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX};
+use crate::net::{Connection, ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 /// What CLIENT LIST/INFO show of a connection; shared with the registry.
@@ -172,10 +172,14 @@ impl Session {
 
 /// Serves one client until it leaves, breaks the protocol, is killed, or
 /// the node shuts down (after finishing the commands it already sent).
-pub async fn serve_connection(shared: Arc<Shared>, mut socket: TcpStream, addr: SocketAddr) {
-    let _ = socket.set_nodelay(true);
-    let laddr = socket.local_addr().unwrap_or(addr);
-    let info = Arc::new(ClientInfo::new(shared.next_client_id(), addr, laddr));
+pub async fn serve_connection(shared: Arc<Shared>, connection: Connection) {
+    let Connection {
+        mut reader,
+        mut writer,
+        local,
+        remote,
+    } = connection;
+    let info = Arc::new(ClientInfo::new(shared.next_client_id(), remote, local));
     shared
         .clients
         .lock()
@@ -186,7 +190,7 @@ pub async fn serve_connection(shared: Arc<Shared>, mut socket: TcpStream, addr: 
     if let Err(e) = run(
         &shared,
         &mut session,
-        &mut socket,
+        (&mut reader, &mut writer),
         config.proto_max_bulk_len,
     )
     .await
@@ -203,7 +207,7 @@ pub async fn serve_connection(shared: Arc<Shared>, mut socket: TcpStream, addr: 
 async fn run(
     shared: &Shared,
     session: &mut Session,
-    socket: &mut TcpStream,
+    (reader, writer): (&mut ReadHalf, &mut WriteHalf),
     bulk_bytes_max: usize,
 ) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(READ_BUFFER_BYTES);
@@ -242,21 +246,21 @@ async fn run(
                 reply.encode(session.protocol, &mut output);
             }
             if session.closing {
-                return send(shared, socket, &mut output).await;
+                return send(shared, writer, &mut output).await;
             }
             if output.len() >= REPLY_BUFFER_BYTES_MAX {
-                send(shared, socket, &mut output).await?;
+                send(shared, writer, &mut output).await?;
             }
         }
         if let Some(text) = broken {
             shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
             Reply::Error(text).encode(session.protocol, &mut output);
-            return send(shared, socket, &mut output).await;
+            return send(shared, writer, &mut output).await;
         }
         if more {
             continue;
         }
-        send(shared, socket, &mut output).await?;
+        send(shared, writer, &mut output).await?;
         info.update(|s| s.query_buffer = input.len());
         if *shutdown.borrow() || info.killed.load(Ordering::SeqCst) {
             return Ok(());
@@ -265,7 +269,8 @@ async fn run(
             input.reserve(READ_BUFFER_BYTES);
         }
         tokio::select! {
-            read = socket.read_buf(&mut input) => match read? {
+            biased;
+            read = reader.read_buf(&mut input) => match read? {
                 0 => return Ok(()),
                 n => {
                     shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
@@ -279,13 +284,13 @@ async fn run(
 
 async fn send(
     shared: &Shared,
-    socket: &mut TcpStream,
+    writer: &mut WriteHalf,
     output: &mut BytesMut,
 ) -> std::io::Result<()> {
     if output.is_empty() {
         return Ok(());
     }
-    socket.write_all(output).await?;
+    writer.write_all(output).await?;
     shared
         .stats
         .net_output_bytes

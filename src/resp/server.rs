@@ -4,12 +4,12 @@
 use super::conn::{ClientInfo, serve_connection};
 use crate::config::Config;
 use crate::coordinator::Coordinator;
+use crate::net::Listener;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -146,7 +146,7 @@ impl Shared {
 #[derive(Debug)]
 pub struct Server {
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: Box<dyn Listener>,
 }
 
 impl Server {
@@ -155,7 +155,7 @@ impl Server {
     /// # Errors
     /// The listener's address cannot be read.
     pub fn new(
-        listener: TcpListener,
+        listener: Box<dyn Listener>,
         config: Config,
         coordinator: Arc<dyn Coordinator>,
         shutdown: watch::Receiver<bool>,
@@ -199,6 +199,7 @@ impl Server {
         let mut sampler = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
+                biased;
                 () = crate::node::stopped(&mut shutdown) => break,
                 _ = sampler.tick() => shared.stats.sample_ops(),
                 Some(done) = connections.join_next(), if !connections.is_empty() => {
@@ -207,8 +208,8 @@ impl Server {
                     }
                 }
                 accepted = listener.accept() => {
-                    let (mut socket, peer) = match accepted {
-                        Ok(pair) => pair,
+                    let mut connection = match accepted {
+                        Ok(connection) => connection,
                         Err(e) => {
                             // Out of file descriptors and the like: back off
                             // instead of spinning.
@@ -221,13 +222,13 @@ impl Server {
                     let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                         shared.stats.connections_rejected.fetch_add(1, Ordering::Relaxed);
                         connections.spawn(async move {
-                            let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
+                            let _ = connection.writer.write_all(b"-ERR max number of clients reached\r\n").await;
                         });
                         continue;
                     };
                     let shared = Arc::clone(&shared);
                     connections.spawn(async move {
-                        serve_connection(shared, socket, peer).await;
+                        serve_connection(shared, connection).await;
                         drop(permit);
                     });
                 }

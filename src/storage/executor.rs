@@ -8,6 +8,11 @@
 //! drain the whole queue before sleeping wake once per burst instead.
 //! The queue is bounded (callers wait for room), and every job's result
 //! travels back on a oneshot channel.
+//!
+//! [`StorageExecutor::inline`] runs each job at once on the caller's
+//! thread instead: for the in-memory store, whose jobs never block, and
+//! in the deterministic simulation, where a job finishing on another
+//! thread at a time of the OS's choosing would make runs diverge.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -75,7 +80,20 @@ impl StorageExecutor {
         }
     }
 
-    /// Runs `job` on a storage thread and returns its result.
+    /// An executor without threads: every job runs inside [`Self::run`].
+    pub fn inline() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                ready: Condvar::new(),
+            }),
+            room: Semaphore::new(1),
+            threads: Vec::new(),
+        }
+    }
+
+    /// Runs `job` on a storage thread (or, inline, right here) and
+    /// returns its result.
     ///
     /// # Errors
     /// [`JobLost`] if the job panicked or the executor is shutting down.
@@ -83,6 +101,12 @@ impl StorageExecutor {
         &self,
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, JobLost> {
+        if self.threads.is_empty() {
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).map_err(|_| {
+                tracing::error!("a storage job panicked; its caller gets an error");
+                JobLost
+            });
+        }
         let permit = self.room.acquire().await.map_err(|_| JobLost)?;
         let (tx, rx) = oneshot::channel();
         {
@@ -156,6 +180,16 @@ mod tests {
         assert!(executor.run(|| panic!("planted")).await.is_err());
         let results = futures_join(&executor).await;
         assert_eq!(results, (0..32).collect::<Vec<_>>());
+        let inline = StorageExecutor::inline();
+        let caller = std::thread::current().id();
+        assert_eq!(
+            inline
+                .run(move || std::thread::current().id() == caller)
+                .await
+                .ok(),
+            Some(true)
+        );
+        assert!(inline.run(|| panic!("planted")).await.is_err());
     }
 
     async fn futures_join(executor: &StorageExecutor) -> Vec<usize> {

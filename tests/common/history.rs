@@ -368,7 +368,7 @@ fn text(value: &redis::Value) -> Option<String> {
 /// Marks replies of an unexpected shape (a bug, counted apart).
 const BAD_REPLY: &str = "unexpected reply";
 
-fn parse_read(reply: redis::Value) -> Result<Outcome, String> {
+pub fn parse_read(reply: redis::Value) -> Result<Outcome, String> {
     if let redis::Value::Array(parts) = &reply
         && let [
             redis::Value::BulkString(context),
@@ -386,7 +386,7 @@ fn parse_read(reply: redis::Value) -> Result<Outcome, String> {
     Err(format!("{BAD_REPLY} to VGET: {reply:?}"))
 }
 
-fn parse_written(reply: redis::Value) -> Result<Outcome, String> {
+pub fn parse_written(reply: redis::Value) -> Result<Outcome, String> {
     match reply {
         redis::Value::BulkString(context) => Ok(Outcome::Written { context }),
         other => Err(format!("{BAD_REPLY} to a write: {other:?}")),
@@ -431,50 +431,9 @@ pub fn read_final(
         .map(|(i, &addr)| Client::new(Arc::clone(&scratch), usize::MAX, i, addr, client_timeout))
         .collect();
     loop {
-        let mut states: BTreeMap<usize, BTreeMap<String, KeyState>> = BTreeMap::new();
-        let mut divergence = None;
-        for key in keys {
-            let mut merged_states: Vec<Option<KeyState>> = Vec::new();
-            for (i, client) in clients.iter_mut().enumerate() {
-                let state = client.vget(key, Some(n)).map(|(c, mut v)| {
-                    v.sort();
-                    (c, v)
-                });
-                if let Some(state) = &state {
-                    states
-                        .entry(i)
-                        .or_default()
-                        .insert(key.clone(), state.clone());
-                }
-                merged_states.push(state);
-            }
-            if divergence.is_some() {
-                continue;
-            }
-            if merged_states.iter().any(Option::is_none) {
-                divergence = Some(format!("{key}: a VGET R {n} failed"));
-            } else if merged_states.windows(2).any(|w| w[0] != w[1]) {
-                divergence = Some(format!("{key}: nodes disagree: {merged_states:?}"));
-            }
-        }
-        if divergence.is_none() {
-            // Read repair is asynchronous: each node's own copy next.
-            'keys: for key in keys {
-                for (i, client) in clients.iter_mut().enumerate() {
-                    let own = client.vget(key, Some(1)).map(|(c, mut v)| {
-                        v.sort();
-                        (c, v)
-                    });
-                    let merged = states.get(&i).and_then(|s| s.get(key));
-                    if own.as_ref() != merged {
-                        divergence = Some(format!(
-                            "{key}: node {i} holds {own:?}, the merge is {merged:?}"
-                        ));
-                        break 'keys;
-                    }
-                }
-            }
-        }
+        let (states, divergence) = judge_round(keys, addrs.len(), n, |node, key, r| {
+            clients[node].vget(key, Some(r))
+        });
         let converged = divergence.is_none();
         if converged || Instant::now() >= deadline {
             return Final {
@@ -486,6 +445,68 @@ pub fn read_final(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Node → key → the state that node returned.
+pub type States = BTreeMap<usize, BTreeMap<String, KeyState>>;
+
+/// One round of final reads: every key through every node of `nodes`
+/// with `VGET key R n` (the merge), then, if they all agree, with
+/// `VGET key R 1` (the copy a node reaches first: its own when it is a
+/// replica) — read repair is asynchronous, so the merge agreeing is not
+/// yet the copies agreeing. `vget(node, key, r)` runs one read. Returns
+/// the merged states and why the round does not show convergence (`None`:
+/// it does).
+pub fn judge_round(
+    keys: &[String],
+    nodes: usize,
+    n: usize,
+    mut vget: impl FnMut(usize, &str, usize) -> Option<Read>,
+) -> (States, Option<String>) {
+    let mut read = |node: usize, key: &str, r: usize| {
+        vget(node, key, r).map(|(c, mut v)| {
+            v.sort();
+            (c, v)
+        })
+    };
+    let mut states = States::new();
+    let mut divergence = None;
+    for key in keys {
+        let mut merged_states: Vec<Option<KeyState>> = Vec::new();
+        for node in 0..nodes {
+            let state = read(node, key, n);
+            if let Some(state) = &state {
+                states
+                    .entry(node)
+                    .or_default()
+                    .insert(key.clone(), state.clone());
+            }
+            merged_states.push(state);
+        }
+        if divergence.is_some() {
+            continue;
+        }
+        if merged_states.iter().any(Option::is_none) {
+            divergence = Some(format!("{key}: a VGET R {n} failed"));
+        } else if merged_states.windows(2).any(|w| w[0] != w[1]) {
+            divergence = Some(format!("{key}: nodes disagree: {merged_states:?}"));
+        }
+    }
+    if divergence.is_none() {
+        'keys: for key in keys {
+            for node in 0..nodes {
+                let own = read(node, key, 1);
+                let merged = states.get(&node).and_then(|s| s.get(key));
+                if own.as_ref() != merged {
+                    divergence = Some(format!(
+                        "{key}: node {node} holds {own:?}, the merge is {merged:?}"
+                    ));
+                    break 'keys;
+                }
+            }
+        }
+    }
+    (states, divergence)
 }
 
 /// What the checker found.

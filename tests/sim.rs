@@ -1,0 +1,874 @@
+//! Deterministic simulation: a cluster of dynokv nodes, clients and faults
+//! on one thread under turmoil, all driven from one seed.
+//!
+//! Every run starts [`NODES`] nodes with `Node::start_in` — the code
+//! `dynokv serve` runs — on an in-memory store (`MemoryStore`: a crash
+//! keeps only what was synced), turmoil's simulated TCP and time, and
+//! inline storage work (`StorageExecutor::inline`): nothing runs on
+//! another thread, so the seed fixes everything — node ids, message
+//! delays and losses, the fault schedule, the clients' choices. Nodes run
+//! `--fsync always` with N = 3, R = W = 2.
+//!
+//! [`CLIENTS`] clients speak RESP to the nodes: `VGET`, then `VSET` or
+//! `VDEL` with the context read, on a few keys, through changing nodes,
+//! and record every operation in a `common::history::History`. Meanwhile
+//! the fault driver partitions the nodes (minority and majority sides),
+//! crashes and restarts them, holds links (delay) and makes links drop
+//! messages. Then everything heals, a checker client reads every key
+//! through every node until they agree, and `common::history::check`
+//! judges the history: nothing acknowledged lost, no phantom values,
+//! nothing resurrected, replicas converged.
+//!
+//! `cargo test --test sim` runs [`SEEDS`] seeds on a few test threads. A
+//! failing run prints its seed and the command that replays it exactly:
+//! `DYNOKV_SIM_SEED=<seed> cargo test --test sim replay -- --nocapture`.
+//! Soak: `DYNOKV_SIM_RUNS=<k> cargo test --release --test sim soak --
+//! --nocapture` runs k seeds from `DYNOKV_SIM_FIRST` (default 0).
+
+mod common;
+
+use common::history::{self, Call, Final, History, Op, Outcome, Read, Report};
+use dynokv::clock::Clock;
+use dynokv::config::{Config, Settings};
+use dynokv::coordinator::BoxFuture;
+use dynokv::net::{Connection, Listener, Network};
+use dynokv::node::{Environment, Node};
+use dynokv::storage::{FsyncPolicy, MemoryStore, StorageExecutor};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Nodes per simulated cluster.
+const NODES: usize = 5;
+/// Replicas per key.
+const N: usize = 3;
+/// Clients per run.
+const CLIENTS: usize = 4;
+/// Keys the clients share.
+const KEYS: usize = 6;
+/// Read-then-write rounds per client.
+const ROUNDS: usize = 30;
+/// Seeds `cargo test` runs, split over [`SHARDS`] tests.
+const SEEDS: u64 = 100;
+/// Tests the seeds are split over (they run in parallel).
+const SHARDS: u64 = 4;
+/// Client port and peer port of every node.
+const PORT: u16 = 6379;
+/// See [`PORT`].
+const PEER_PORT: u16 = 7379;
+/// Simulated time for the membership to form before clients start.
+const WARMUP: Duration = Duration::from_secs(2);
+/// How long faults are injected (the clients run meanwhile).
+const CHAOS: Duration = Duration::from_secs(5);
+/// A client waits this long for a reply before it counts as unknown.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the heal, how long the nodes get to converge.
+const CONVERGE_MAX: Duration = Duration::from_secs(60);
+/// Simulated time per step: each step polls every host once, so this
+/// sets the cost of a simulated second (message delays are whole ticks).
+const TICK: Duration = Duration::from_millis(4);
+/// Sim time per run at most (turmoil fails the run past it).
+const RUN_MAX: Duration = Duration::from_secs(300);
+
+/// splitmix64: the test's own deterministic choices.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo))
+    }
+}
+
+// ---------------------------------------------------------------------
+// The simulated environment: turmoil's TCP as a `Network`, its time as a
+// `Clock`.
+
+#[derive(Debug)]
+struct SimNet;
+
+struct SimListener(turmoil::net::TcpListener);
+
+impl std::fmt::Debug for SimListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SimListener")
+            .field(&self.0.local_addr())
+            .finish()
+    }
+}
+
+fn sim_connection(stream: turmoil::net::TcpStream) -> io::Result<Connection> {
+    let (local, remote) = (stream.local_addr()?, stream.peer_addr()?);
+    let (reader, writer) = stream.into_split();
+    Ok(Connection {
+        reader: Box::new(reader),
+        writer: Box::new(writer),
+        local,
+        remote,
+    })
+}
+
+impl Listener for SimListener {
+    fn accept(&self) -> BoxFuture<'_, io::Result<Connection>> {
+        Box::pin(async move { sim_connection(self.0.accept().await?.0) })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+impl Network for SimNet {
+    fn bind<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Box<dyn Listener>>> {
+        Box::pin(async move {
+            let listener = turmoil::net::TcpListener::bind((host, port)).await?;
+            Ok(Box::new(SimListener(listener)) as Box<dyn Listener>)
+        })
+    }
+
+    fn connect<'a>(&'a self, addr: &'a str) -> BoxFuture<'a, io::Result<Connection>> {
+        Box::pin(async move { sim_connection(turmoil::net::TcpStream::connect(addr).await?) })
+    }
+}
+
+/// Wall-clock time in the simulation: a fixed epoch plus simulated time.
+#[derive(Debug)]
+struct SimClock;
+
+/// The simulation's epoch (2026-01-01), fixed so runs repeat.
+const EPOCH_MS: u64 = 1_767_225_600_000;
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        EPOCH_MS + turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
+    }
+}
+
+fn node_name(i: usize) -> String {
+    format!("n{i}")
+}
+
+fn node_config(i: usize) -> Config {
+    // Every node has a seed, so none serves alone before it has a cluster.
+    let seed = if i == 0 { 1 } else { 0 };
+    let settings = Settings {
+        bind: Some("0.0.0.0".into()),
+        port: Some(PORT),
+        peer_port: Some(PEER_PORT),
+        peer_advertise: Some(format!("{}:{PEER_PORT}", node_name(i))),
+        node_name: Some(node_name(i)),
+        join: vec![format!("{}:{PEER_PORT}", node_name(seed))],
+        fsync: Some(FsyncPolicy::Always),
+        replicas: Some(N),
+        read_quorum: Some(2),
+        write_quorum: Some(2),
+        partitions: Some(256),
+        ..Settings::default()
+    };
+    Config::resolve(settings, None).unwrap_or_else(|e| panic!("sim config: {e}"))
+}
+
+/// Registers node `i`: each (re)start first drops what the store had not
+/// synced, as a crash would, then runs the node on it.
+fn add_node(sim: &mut turmoil::Sim<'_>, i: usize, store: Arc<MemoryStore>) {
+    sim.host(node_name(i), move || {
+        let store = Arc::clone(&store);
+        async move {
+            store.crash();
+            let environment = Environment {
+                store,
+                network: Arc::new(SimNet),
+                clock: Arc::new(SimClock),
+                executor: Arc::new(StorageExecutor::inline()),
+            };
+            let node = Node::start_in(node_config(i), environment).await?;
+            node.run().await?;
+            Ok(())
+        }
+    });
+}
+
+// ---------------------------------------------------------------------
+// A RESP client over simulated TCP that records into the history.
+
+/// A reply: a value, or the error text of an error reply.
+type Reply = Result<redis::Value, String>;
+
+/// Parses one RESP2 reply from the front of `buf`, if complete.
+fn parse_reply(buf: &[u8]) -> Option<(Reply, usize)> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[1..end]).ok()?;
+    let rest = end + 2;
+    match buf.first()? {
+        b'+' => Some((Ok(redis::Value::SimpleString(line.into())), rest)),
+        b'-' => Some((Err(line.into()), rest)),
+        b':' => Some((Ok(redis::Value::Int(line.parse().ok()?)), rest)),
+        b'$' => {
+            let len: i64 = line.parse().ok()?;
+            if len < 0 {
+                return Some((Ok(redis::Value::Nil), rest));
+            }
+            let stop = rest + len as usize;
+            (buf.len() >= stop + 2).then(|| {
+                (
+                    Ok(redis::Value::BulkString(buf[rest..stop].to_vec())),
+                    stop + 2,
+                )
+            })
+        }
+        b'*' => {
+            let len: i64 = line.parse().ok()?;
+            let mut at = rest;
+            let mut items = Vec::new();
+            for _ in 0..len.max(0) {
+                let (item, used) = parse_reply(&buf[at..])?;
+                items.push(item.ok()?);
+                at += used;
+            }
+            Some((Ok(redis::Value::Array(items)), at))
+        }
+        _ => Some((Err(format!("unparsable reply {buf:?}")), buf.len())),
+    }
+}
+
+struct SimClient {
+    id: usize,
+    node: usize,
+    history: Arc<History>,
+    started: tokio::time::Instant,
+    con: Option<(turmoil::net::TcpStream, Vec<u8>)>,
+}
+
+enum Exchange {
+    /// No connection: certainly not applied.
+    NotSent(String),
+    /// No reply in time or the connection broke.
+    NoReply(String),
+    Replied(Reply),
+}
+
+impl SimClient {
+    fn new(id: usize, node: usize, history: Arc<History>) -> Self {
+        Self {
+            id,
+            node,
+            history,
+            started: tokio::time::Instant::now(),
+            con: None,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    async fn send(&mut self, args: &[&[u8]]) -> Exchange {
+        if self.con.is_none() {
+            let addr = (node_name(self.node), PORT);
+            match tokio::time::timeout(CLIENT_TIMEOUT, turmoil::net::TcpStream::connect(addr)).await
+            {
+                Ok(Ok(stream)) => self.con = Some((stream, Vec::new())),
+                Ok(Err(e)) => return Exchange::NotSent(format!("connect: {e}")),
+                Err(_) => return Exchange::NotSent("connect timed out".into()),
+            }
+        }
+        let Some((stream, buf)) = self.con.as_mut() else {
+            return Exchange::NotSent("no connection".into());
+        };
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        let exchange = async {
+            stream.write_all(&out).await?;
+            loop {
+                if let Some((reply, used)) = parse_reply(buf) {
+                    buf.drain(..used);
+                    return Ok(reply);
+                }
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        };
+        match tokio::time::timeout(CLIENT_TIMEOUT, exchange).await {
+            Ok(Ok(reply)) => Exchange::Replied(reply),
+            Ok(Err(e)) => {
+                self.con = None;
+                Exchange::NoReply(e.to_string())
+            }
+            Err(_) => {
+                self.con = None;
+                Exchange::NoReply("timed out".into())
+            }
+        }
+    }
+
+    /// Runs one command and records it; the outcome.
+    async fn run(
+        &mut self,
+        key: &str,
+        call: Call,
+        args: &[&[u8]],
+        parse: fn(redis::Value) -> Result<Outcome, String>,
+    ) -> Outcome {
+        let invoked = self.now();
+        let outcome = match self.send(args).await {
+            Exchange::NotSent(error) => Outcome::Failed { error, sent: false },
+            Exchange::NoReply(e) => Outcome::Unknown(e),
+            Exchange::Replied(Err(error)) => Outcome::Failed { error, sent: true },
+            Exchange::Replied(Ok(value)) => {
+                parse(value).unwrap_or_else(|error| Outcome::Failed { error, sent: true })
+            }
+        };
+        self.history.record(Op {
+            client: self.id,
+            node: self.node,
+            key: key.to_owned(),
+            call,
+            outcome: outcome.clone(),
+            invoked,
+            completed: self.now(),
+        });
+        outcome
+    }
+
+    async fn vget(&mut self, key: &str, r: Option<usize>) -> Option<Read> {
+        let r_text = r.map(|r| r.to_string());
+        let mut args: Vec<&[u8]> = vec![b"VGET", key.as_bytes()];
+        if let Some(r) = &r_text {
+            args.extend([b"R".as_slice(), r.as_bytes()]);
+        }
+        match self
+            .run(key, Call::Get { r }, &args, history::parse_read)
+            .await
+        {
+            Outcome::Read { context, values } => Some((context, values)),
+            _ => None,
+        }
+    }
+
+    async fn vset(&mut self, key: &str, (context, covers): &Read, value: String) -> Outcome {
+        let args: Vec<&[u8]> = vec![b"VSET", key.as_bytes(), context, value.as_bytes()];
+        let call = Call::Set {
+            context: context.clone(),
+            covers: covers.clone(),
+            value: value.clone(),
+            w: None,
+        };
+        self.run(key, call, &args, history::parse_written).await
+    }
+
+    async fn vdel(&mut self, key: &str, (context, covers): &Read) -> Outcome {
+        let args: Vec<&[u8]> = vec![b"VDEL", key.as_bytes(), context];
+        let call = Call::Del {
+            context: context.clone(),
+            covers: covers.clone(),
+            w: None,
+        };
+        self.run(key, call, &args, history::parse_written).await
+    }
+
+    /// Talks to another node from the next command on.
+    fn switch(&mut self, node: usize) {
+        if node != self.node {
+            self.node = node;
+            self.con = None;
+        }
+    }
+}
+
+fn key(i: usize) -> String {
+    format!("key{i}")
+}
+
+/// One client's workload: read a key, then write or delete it with the
+/// context read; on a failure, try another node.
+async fn workload(id: usize, seed: u64, history: Arc<History>) {
+    let mut rng = Rng(seed ^ (id as u64).wrapping_mul(0x51_7cc1_b727_220a));
+    let mut client = SimClient::new(id, id % NODES, history);
+    for round in 0..ROUNDS {
+        tokio::time::sleep(rng.millis(0, 100)).await;
+        let key = key(rng.below(KEYS as u64) as usize);
+        let Some(read) = client.vget(&key, None).await else {
+            client.switch(rng.below(NODES as u64) as usize);
+            continue;
+        };
+        let outcome = if rng.chance(15) {
+            client.vdel(&key, &read).await
+        } else {
+            client
+                .vset(&key, &read, format!("{key}-c{id}-{round}"))
+                .await
+        };
+        if !outcome.is_ok() || rng.chance(10) {
+            client.switch(rng.below(NODES as u64) as usize);
+        }
+    }
+}
+
+/// After the heal: reads every key through every node until the nodes
+/// agree (see `history::judge_round`), at most [`CONVERGE_MAX`].
+async fn final_reads(history: Arc<History>) -> Final {
+    let healed = tokio::time::Instant::now();
+    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    let mut clients: Vec<SimClient> = (0..NODES)
+        .map(|node| SimClient::new(usize::MAX, node, Arc::clone(&history)))
+        .collect();
+    loop {
+        let mut reads: HashMap<(usize, String, usize), Option<Read>> = HashMap::new();
+        for (node, client) in clients.iter_mut().enumerate() {
+            for key in &keys {
+                for r in [N, 1] {
+                    reads.insert((node, key.clone(), r), client.vget(key, Some(r)).await);
+                }
+            }
+        }
+        let (states, divergence) = history::judge_round(&keys, NODES, N, |node, key, r| {
+            reads.remove(&(node, key.to_owned(), r)).flatten()
+        });
+        let converged = divergence.is_none();
+        if converged || healed.elapsed() >= CONVERGE_MAX {
+            return Final {
+                states,
+                converged,
+                converge_ms: healed.elapsed().as_millis() as u64,
+                divergence,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+// ---------------------------------------------------------------------
+// The fault driver.
+
+/// A fault in force, and how to undo it.
+#[derive(Debug, Clone)]
+enum Fault {
+    /// Links between the two sides cut.
+    Partition(Vec<usize>, Vec<usize>),
+    /// A node's software stopped; restarted on heal.
+    Crash(usize),
+    /// Messages on a link held back, delivered on heal (a long delay).
+    Hold(usize, usize),
+    /// A link that drops messages at random.
+    Lossy(usize, usize),
+}
+
+fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+    match fault {
+        Fault::Partition(a, b) => {
+            for &x in a {
+                for &y in b {
+                    sim.partition(node_name(x), node_name(y));
+                }
+            }
+        }
+        Fault::Crash(i) => sim.crash(node_name(*i)),
+        Fault::Hold(a, b) => sim.hold(node_name(*a), node_name(*b)),
+        Fault::Lossy(a, b) => sim.set_link_fail_rate(node_name(*a), node_name(*b), 0.05),
+    }
+}
+
+fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+    match fault {
+        Fault::Partition(a, b) => {
+            for &x in a {
+                for &y in b {
+                    sim.repair(node_name(x), node_name(y));
+                }
+            }
+        }
+        Fault::Crash(i) => sim.bounce(node_name(*i)),
+        Fault::Hold(a, b) => sim.release(node_name(*a), node_name(*b)),
+        Fault::Lossy(a, b) => {
+            sim.set_link_fail_rate(node_name(*a), node_name(*b), 0.0);
+            sim.repair(node_name(*a), node_name(*b));
+        }
+    }
+}
+
+fn pick_fault(rng: &mut Rng, crashed: usize) -> Fault {
+    let node = |rng: &mut Rng| rng.below(NODES as u64) as usize;
+    let pair = |rng: &mut Rng| {
+        let a = node(rng);
+        (a, (a + 1 + rng.below(NODES as u64 - 1) as usize) % NODES)
+    };
+    match rng.below(4) {
+        0 => {
+            // A minority of 1 or 2 against the rest.
+            let mut all: Vec<usize> = (0..NODES).collect();
+            let mut side = Vec::new();
+            for _ in 0..=rng.below(2) {
+                side.push(all.remove(rng.below(all.len() as u64) as usize));
+            }
+            Fault::Partition(side, all)
+        }
+        1 if crashed < 2 => Fault::Crash(node(rng)),
+        2 => {
+            let (a, b) = pair(rng);
+            Fault::Hold(a, b)
+        }
+        _ => {
+            let (a, b) = pair(rng);
+            Fault::Lossy(a, b)
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug)]
+struct Run {
+    ops: Vec<Op>,
+    report: Report,
+    faults: usize,
+    sim_ms: u64,
+}
+
+/// Runs the simulation for `seed`.
+fn run(seed: u64) -> Run {
+    dynokv::random::seed_thread(seed);
+    let mut rng = Rng(seed);
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
+        .simulation_duration(RUN_MAX)
+        .tick_duration(TICK)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(10))
+        .tcp_capacity(1 << 16)
+        .build();
+    for i in 0..NODES {
+        add_node(&mut sim, i, Arc::new(MemoryStore::new()));
+    }
+    let history = Arc::new(History::new());
+    let done = Rc::new(std::cell::Cell::new(0usize));
+    for id in 0..CLIENTS {
+        let (history, done) = (Arc::clone(&history), Rc::clone(&done));
+        sim.client(format!("client{id}"), async move {
+            tokio::time::sleep(WARMUP).await;
+            workload(id, seed, history).await;
+            done.set(done.get() + 1);
+            Ok(())
+        });
+    }
+    let step = |sim: &mut turmoil::Sim<'_>| {
+        if let Err(e) = sim.step() {
+            panic!("seed {seed}: simulation failed: {e}");
+        }
+    };
+    // Faults while the clients run.
+    let mut active: Vec<(Fault, Duration)> = Vec::new();
+    let mut next_fault = WARMUP + rng.millis(200, 800);
+    let mut faults = 0;
+    while sim.elapsed() < WARMUP + CHAOS {
+        let now = sim.elapsed();
+        let (due, kept): (Vec<_>, Vec<_>) =
+            active.into_iter().partition(|(_, until)| *until <= now);
+        active = kept;
+        for (fault, _) in &due {
+            heal(&mut sim, fault);
+        }
+        if now >= next_fault {
+            let crashed = active
+                .iter()
+                .filter(|(f, _)| matches!(f, Fault::Crash(_)))
+                .count();
+            let fault = pick_fault(&mut rng, crashed);
+            let busy = active.iter().any(|(f, _)| match (f, &fault) {
+                (Fault::Crash(a), Fault::Crash(b)) => a == b,
+                _ => false,
+            });
+            if !busy {
+                inject(&mut sim, &fault);
+                active.push((fault, now + rng.millis(300, 2500)));
+                faults += 1;
+            }
+            next_fault = now + rng.millis(200, 800);
+        }
+        step(&mut sim);
+    }
+    for (fault, _) in &active {
+        heal(&mut sim, fault);
+    }
+    // The clients finish their rounds on a healed cluster.
+    while done.get() < CLIENTS {
+        step(&mut sim);
+    }
+    let final_state: Rc<std::cell::RefCell<Option<Final>>> = Rc::default();
+    {
+        let (history, slot) = (Arc::new(History::new()), Rc::clone(&final_state));
+        sim.client("checker", async move {
+            let fin = final_reads(history).await;
+            *slot.borrow_mut() = Some(fin);
+            Ok(())
+        });
+    }
+    while final_state.borrow().is_none() {
+        step(&mut sim);
+    }
+    let fin = final_state.take().unwrap_or_default();
+    let ops = history.ops();
+    let report = history::check(&ops, &fin);
+    Run {
+        ops,
+        report,
+        faults,
+        sim_ms: sim.elapsed().as_millis() as u64,
+    }
+}
+
+/// The command that replays `seed`.
+fn replay_command(seed: u64) -> String {
+    format!("DYNOKV_SIM_SEED={seed} cargo test --test sim replay -- --exact --nocapture")
+}
+
+/// `DYNOKV_SIM_SEED=<seed>`: runs that one seed in this process, prints
+/// every operation and the checker's line, fails if the checker does.
+/// The other tests run each seed through this, in a process of its own:
+/// tokio numbers tasks process-wide and a crashed host's tasks are dropped
+/// in an order that depends on those numbers, so two simulations sharing
+/// a process could disturb each other's replay.
+#[test]
+fn replay() {
+    let Some(seed) = env_u64("DYNOKV_SIM_SEED") else {
+        return;
+    };
+    let run = run(seed);
+    for op in &run.ops {
+        println!("{op:?}");
+    }
+    println!(
+        "sim seed={seed} faults={} sim_ms={} {}",
+        run.faults, run.sim_ms, run.report
+    );
+    for problem in &run.report.problems {
+        println!("  {problem}");
+    }
+    assert!(
+        run.report.is_clean(),
+        "seed {seed} failed: {}\nreplay: {}",
+        run.report,
+        replay_command(seed)
+    );
+}
+
+/// A seed run in its own process (see [`replay`]).
+struct Child {
+    seed: u64,
+    passed: bool,
+    /// Every operation, as printed.
+    ops: Vec<String>,
+    /// The checker's line.
+    line: String,
+    output: String,
+}
+
+impl Child {
+    /// A number from the checker's line (`name=<n>`).
+    fn field(&self, name: &str) -> u64 {
+        self.line
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A seed's process may run this long (debug build, loaded machine).
+const CHILD_MAX: Duration = Duration::from_secs(300);
+
+fn run_child(seed: u64) -> Child {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("own test binary: {e}"));
+    let mut child = std::process::Command::new(exe)
+        .args(["replay", "--exact", "--nocapture", "--test-threads=1"])
+        .env("DYNOKV_SIM_SEED", seed.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start seed {seed}: {e}"));
+    // Drain both pipes on threads so a chatty child never blocks.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + CHILD_MAX;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let (stdout, stderr) = (
+        stdout.join().unwrap_or_default(),
+        stderr.join().unwrap_or_default(),
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("sim seed="))
+        .unwrap_or("")
+        .to_owned();
+    Child {
+        seed,
+        passed: status.is_some_and(|s| s.success()) && !line.is_empty(),
+        ops: stdout
+            .lines()
+            .filter(|l| l.starts_with("Op {"))
+            .map(str::to_owned)
+            .collect(),
+        line,
+        output: format!("{stdout}\n{stderr}"),
+    }
+}
+
+/// Runs `seeds`, each in its own process, printing one line each and a
+/// summary; fails listing every seed that failed and how to replay it.
+fn run_seeds(seeds: impl Iterator<Item = u64>) {
+    let started = Instant::now();
+    let (mut runs, mut ops, mut acked, mut sim_ms) = (0u64, 0u64, 0u64, 0u64);
+    let mut failed = Vec::new();
+    for seed in seeds {
+        let child = run_child(seed);
+        if child.passed {
+            println!("{}", child.line);
+        } else {
+            let tail: Vec<&str> = child.output.lines().rev().take(40).collect();
+            eprintln!("seed {seed} FAILED:");
+            for line in tail.iter().rev() {
+                eprintln!("  {line}");
+            }
+            failed.push(child.seed);
+        }
+        runs += 1;
+        ops += child.field("ops");
+        acked += child.field("acknowledged");
+        sim_ms += child.field("sim_ms");
+    }
+    let wall = started.elapsed().as_secs_f64();
+    println!(
+        "sim summary: seeds={runs} nodes={NODES} clients={CLIENTS} ops={ops} \
+         acknowledged={acked} ({:.1}%) simulated={:.0}s wall={wall:.1}s seeds/min={:.1} \
+         simulated-nodes*seeds/min={:.0} client-ops/s={:.0}",
+        100.0 * acked as f64 / ops.max(1) as f64,
+        sim_ms as f64 / 1000.0,
+        runs as f64 * 60.0 / wall,
+        (runs * NODES as u64) as f64 * 60.0 / wall,
+        ops as f64 / wall,
+    );
+    let replays: Vec<String> = failed.iter().map(|&s| replay_command(s)).collect();
+    assert!(
+        failed.is_empty(),
+        "seeds failed: {failed:?}\n{}",
+        replays.join("\n")
+    );
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+fn shard(k: u64) {
+    if env_u64("DYNOKV_SIM_SEED").is_some() {
+        return; // this process is one seed's run
+    }
+    run_seeds((0..SEEDS).filter(|s| s % SHARDS == k));
+}
+
+#[test]
+fn seeds_shard_0() {
+    shard(0);
+}
+
+#[test]
+fn seeds_shard_1() {
+    shard(1);
+}
+
+#[test]
+fn seeds_shard_2() {
+    shard(2);
+}
+
+#[test]
+fn seeds_shard_3() {
+    shard(3);
+}
+
+/// `DYNOKV_SIM_RUNS=<k>`: k seeds from `DYNOKV_SIM_FIRST` (soak).
+#[test]
+fn soak() {
+    let (Some(runs), None) = (env_u64("DYNOKV_SIM_RUNS"), env_u64("DYNOKV_SIM_SEED")) else {
+        return;
+    };
+    let first = env_u64("DYNOKV_SIM_FIRST").unwrap_or(0);
+    run_seeds(first..first + runs);
+}
+
+/// The same seed twice gives the same run, operation for operation; another
+/// seed another run.
+#[test]
+fn a_seed_replays_exactly() {
+    if env_u64("DYNOKV_SIM_SEED").is_some() {
+        return;
+    }
+    let (a, b, c) = (run_child(7), run_child(7), run_child(8));
+    assert!(a.passed && b.passed && c.passed, "{}", a.output);
+    assert!(
+        a.ops.len() > 50,
+        "too few operations to compare: {}",
+        a.ops.len()
+    );
+    if let Some(i) = (0..a.ops.len().min(b.ops.len())).find(|&i| a.ops[i] != b.ops[i]) {
+        panic!(
+            "seed 7 ran differently twice, first at op {i}:\n{}\n{}",
+            a.ops[i], b.ops[i]
+        );
+    }
+    assert_eq!(a.ops.len(), b.ops.len(), "seed 7 ran differently twice");
+    assert_eq!(a.line, b.line);
+    assert_ne!(a.ops, c.ops, "seeds 7 and 8 ran the same");
+}
