@@ -33,7 +33,9 @@ use dynokv::config::{Config, Settings};
 use dynokv::coordinator::BoxFuture;
 use dynokv::net::{Connection, Listener, Network};
 use dynokv::node::{Environment, Node};
-use dynokv::storage::{FsyncPolicy, MemoryStore, StorageExecutor};
+use dynokv::ring::partition_of;
+use dynokv::storage::record::{Record, decode_record};
+use dynokv::storage::{FsyncPolicy, MemoryStore, Space, StorageExecutor, Store, storage_key};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -54,8 +56,12 @@ const KEYS: usize = 6;
 const ROUNDS: usize = 30;
 /// Seeds `cargo test` runs, split over [`SHARDS`] tests.
 const SEEDS: u64 = 100;
+/// Seeds run under `--fsync no`, where loss is expected.
+const NO_SYNC_SEEDS: u64 = 12;
 /// Tests the seeds are split over (they run in parallel).
 const SHARDS: u64 = 4;
+/// Q: small, so a node starts fast.
+const PARTITIONS: u32 = 256;
 /// Client port and peer port of every node.
 const PORT: u16 = 6379;
 /// See [`PORT`].
@@ -172,7 +178,7 @@ fn node_name(i: usize) -> String {
     format!("n{i}")
 }
 
-fn node_config(i: usize) -> Config {
+fn node_config(i: usize, fsync: FsyncPolicy) -> Config {
     // Every node has a seed, so none serves alone before it has a cluster.
     let seed = if i == 0 { 1 } else { 0 };
     let settings = Settings {
@@ -182,11 +188,11 @@ fn node_config(i: usize) -> Config {
         peer_advertise: Some(format!("{}:{PEER_PORT}", node_name(i))),
         node_name: Some(node_name(i)),
         join: vec![format!("{}:{PEER_PORT}", node_name(seed))],
-        fsync: Some(FsyncPolicy::Always),
+        fsync: Some(fsync),
         replicas: Some(N),
         read_quorum: Some(2),
         write_quorum: Some(2),
-        partitions: Some(256),
+        partitions: Some(PARTITIONS),
         ..Settings::default()
     };
     Config::resolve(settings, None).unwrap_or_else(|e| panic!("sim config: {e}"))
@@ -194,7 +200,7 @@ fn node_config(i: usize) -> Config {
 
 /// Registers node `i`: each (re)start first drops what the store had not
 /// synced, as a crash would, then runs the node on it.
-fn add_node(sim: &mut turmoil::Sim<'_>, i: usize, store: Arc<MemoryStore>) {
+fn add_node(sim: &mut turmoil::Sim<'_>, i: usize, store: Arc<MemoryStore>, fsync: FsyncPolicy) {
     sim.host(node_name(i), move || {
         let store = Arc::clone(&store);
         async move {
@@ -205,7 +211,7 @@ fn add_node(sim: &mut turmoil::Sim<'_>, i: usize, store: Arc<MemoryStore>) {
                 clock: Arc::new(SimClock),
                 executor: Arc::new(StorageExecutor::inline()),
             };
-            let node = Node::start_in(node_config(i), environment).await?;
+            let node = Node::start_in(node_config(i, fsync), environment).await?;
             node.run().await?;
             Ok(())
         }
@@ -436,9 +442,35 @@ async fn workload(id: usize, seed: u64, history: Arc<History>) {
     }
 }
 
+/// Why the replicas (read straight from each node's store) do not hold
+/// the same record of some key, if they do not: every key is on no node
+/// or on exactly N, all with the same DVV set.
+fn replicas_differ(stores: &[Arc<MemoryStore>], keys: &[String]) -> Option<String> {
+    for key in keys {
+        let skey = storage_key(partition_of(key.as_bytes(), PARTITIONS), key.as_bytes());
+        let held: Vec<(usize, Record)> = stores
+            .iter()
+            .enumerate()
+            .filter_map(|(node, store)| {
+                let bytes = store.get(Space::Data, &skey).ok().flatten()?;
+                Some((node, decode_record(&bytes).ok()?))
+            })
+            .collect();
+        let nodes: Vec<usize> = held.iter().map(|(node, _)| *node).collect();
+        if !held.is_empty() && held.len() != N {
+            return Some(format!("{key} is stored on nodes {nodes:?}, not on {N}"));
+        }
+        if held.windows(2).any(|w| w[0].1 != w[1].1) {
+            return Some(format!("{key}: the replicas on nodes {nodes:?} differ"));
+        }
+    }
+    None
+}
+
 /// After the heal: reads every key through every node until the nodes
-/// agree (see `history::judge_round`), at most [`CONVERGE_MAX`].
-async fn final_reads(history: Arc<History>) -> Final {
+/// agree (see `history::judge_round`) and so do the replicas' stores
+/// ([`replicas_differ`]), at most [`CONVERGE_MAX`].
+async fn final_reads(history: Arc<History>, stores: Vec<Arc<MemoryStore>>) -> Final {
     let healed = tokio::time::Instant::now();
     let keys: Vec<String> = (0..KEYS).map(key).collect();
     let mut clients: Vec<SimClient> = (0..NODES)
@@ -453,9 +485,12 @@ async fn final_reads(history: Arc<History>) -> Final {
                 }
             }
         }
-        let (states, divergence) = history::judge_round(&keys, NODES, N, |node, key, r| {
+        let (states, mut divergence) = history::judge_round(&keys, NODES, N, |node, key, r| {
             reads.remove(&(node, key.to_owned(), r)).flatten()
         });
+        if divergence.is_none() {
+            divergence = replicas_differ(&stores, &keys);
+        }
         let converged = divergence.is_none();
         if converged || healed.elapsed() >= CONVERGE_MAX {
             return Final {
@@ -555,8 +590,8 @@ struct Run {
     sim_ms: u64,
 }
 
-/// Runs the simulation for `seed`.
-fn run(seed: u64) -> Run {
+/// Runs the simulation for `seed`, the nodes syncing as `fsync` says.
+fn run(seed: u64, fsync: FsyncPolicy) -> Run {
     dynokv::random::seed_thread(seed);
     let mut rng = Rng(seed);
     let mut sim = turmoil::Builder::new()
@@ -568,8 +603,9 @@ fn run(seed: u64) -> Run {
         .max_message_latency(Duration::from_millis(10))
         .tcp_capacity(1 << 16)
         .build();
-    for i in 0..NODES {
-        add_node(&mut sim, i, Arc::new(MemoryStore::new()));
+    let stores: Vec<Arc<MemoryStore>> = (0..NODES).map(|_| Arc::default()).collect();
+    for (i, store) in stores.iter().enumerate() {
+        add_node(&mut sim, i, Arc::clone(store), fsync);
     }
     let history = Arc::new(History::new());
     let done = Rc::new(std::cell::Cell::new(0usize));
@@ -629,7 +665,7 @@ fn run(seed: u64) -> Run {
     {
         let (history, slot) = (Arc::new(History::new()), Rc::clone(&final_state));
         sim.client("checker", async move {
-            let fin = final_reads(history).await;
+            let fin = final_reads(history, stores).await;
             *slot.borrow_mut() = Some(fin);
             Ok(())
         });
@@ -664,7 +700,13 @@ fn replay() {
     let Some(seed) = env_u64("DYNOKV_SIM_SEED") else {
         return;
     };
-    let run = run(seed);
+    // Only `fsync_no_loses_writes_and_the_checker_sees_it` asks for
+    // another policy than the nodes' promise of durable acknowledgements.
+    let fsync = match std::env::var("DYNOKV_SIM_FSYNC").as_deref() {
+        Ok("no") => FsyncPolicy::No,
+        _ => FsyncPolicy::Always,
+    };
+    let run = run(seed, fsync);
     for op in &run.ops {
         println!("{op:?}");
     }
@@ -709,10 +751,15 @@ impl Child {
 const CHILD_MAX: Duration = Duration::from_secs(300);
 
 fn run_child(seed: u64) -> Child {
+    run_child_with(seed, FsyncPolicy::Always)
+}
+
+fn run_child_with(seed: u64, fsync: FsyncPolicy) -> Child {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("own test binary: {e}"));
     let mut child = std::process::Command::new(exe)
         .args(["replay", "--exact", "--nocapture", "--test-threads=1"])
         .env("DYNOKV_SIM_SEED", seed.to_string())
+        .env("DYNOKV_SIM_FSYNC", fsync.as_str())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -871,4 +918,33 @@ fn a_seed_replays_exactly() {
     assert_eq!(a.ops.len(), b.ops.len(), "seed 7 ran differently twice");
     assert_eq!(a.line, b.line);
     assert_ne!(a.ops, c.ops, "seeds 7 and 8 ran the same");
+}
+
+/// The bed can fail: with `--fsync no` a crash loses what a node
+/// acknowledged (the memory store keeps only what was synced), and over
+/// a few seeds the checker must report lost writes. With `--fsync always`
+/// the same seeds lose nothing (`seeds_shard_*`).
+#[test]
+fn fsync_no_loses_writes_and_the_checker_sees_it() {
+    if env_u64("DYNOKV_SIM_SEED").is_some() {
+        return;
+    }
+    let children: Vec<Child> = (0..NO_SYNC_SEEDS)
+        .map(|seed| run_child_with(seed, FsyncPolicy::No))
+        .collect();
+    let lost: u64 = children.iter().map(|c| c.field("lost")).sum();
+    let failed: Vec<u64> = children
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.seed)
+        .collect();
+    println!("fsync no: {NO_SYNC_SEEDS} seeds, lost={lost}, failed seeds {failed:?}");
+    assert!(
+        lost > 0,
+        "no seed lost a write under --fsync no: the bed cannot see loss"
+    );
+    assert!(
+        children.iter().all(|c| c.passed == (c.field("lost") == 0)),
+        "a seed failed without reporting a lost write"
+    );
 }
