@@ -817,6 +817,7 @@ fn run_child_with(seed: u64, fsync: FsyncPolicy) -> Child {
 fn run_seeds(seeds: impl Iterator<Item = u64>) {
     let started = Instant::now();
     let (mut runs, mut ops, mut acked, mut sim_ms) = (0u64, 0u64, 0u64, 0u64);
+    let (mut converge_ms, mut siblings, mut faults) = (Vec::new(), 0u64, 0u64);
     let mut failed = Vec::new();
     for seed in seeds {
         let child = run_child(seed);
@@ -834,13 +835,20 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) {
         ops += child.field("ops");
         acked += child.field("acknowledged");
         sim_ms += child.field("sim_ms");
+        converge_ms.push(child.field("converge_ms"));
+        siblings = siblings.max(child.field("max_siblings"));
+        faults += child.field("faults");
     }
+    converge_ms.sort_unstable();
     let wall = started.elapsed().as_secs_f64();
     println!(
-        "sim summary: seeds={runs} nodes={NODES} clients={CLIENTS} ops={ops} \
-         acknowledged={acked} ({:.1}%) simulated={:.0}s wall={wall:.1}s seeds/min={:.1} \
-         simulated-nodes*seeds/min={:.0} client-ops/s={:.0}",
+        "sim summary: seeds={runs} nodes={NODES} clients={CLIENTS} faults={faults} ops={ops} \
+         acknowledged={acked} ({:.1}%) converge_ms(median/max)={}/{} max_siblings={siblings} \
+         simulated={:.0}s wall={wall:.1}s seeds/min={:.1} simulated-nodes*seeds/min={:.0} \
+         client-ops/s={:.0}",
         100.0 * acked as f64 / ops.max(1) as f64,
+        converge_ms.get(converge_ms.len() / 2).copied().unwrap_or(0),
+        converge_ms.last().copied().unwrap_or(0),
         sim_ms as f64 / 1000.0,
         runs as f64 * 60.0 / wall,
         (runs * NODES as u64) as f64 * 60.0 / wall,
