@@ -812,34 +812,61 @@ fn run_child_with(seed: u64, fsync: FsyncPolicy) -> Child {
     }
 }
 
-/// Runs `seeds`, each in its own process, printing one line each and a
-/// summary; fails listing every seed that failed and how to replay it.
-fn run_seeds(seeds: impl Iterator<Item = u64>) {
+/// Runs `seeds`, each in its own process, `workers` at a time, printing
+/// one line each and a summary; fails listing every seed that failed and
+/// how to replay it.
+fn run_seeds(seeds: Vec<u64>, workers: usize) {
     let started = Instant::now();
-    let (mut runs, mut ops, mut acked, mut sim_ms) = (0u64, 0u64, 0u64, 0u64);
-    let (mut converge_ms, mut siblings, mut faults) = (Vec::new(), 0u64, 0u64);
-    let mut failed = Vec::new();
-    for seed in seeds {
-        let child = run_child(seed);
-        if child.passed {
-            println!("{}", child.line);
-        } else {
-            let tail: Vec<&str> = child.output.lines().rev().take(40).collect();
-            eprintln!("seed {seed} FAILED:");
-            for line in tail.iter().rev() {
-                eprintln!("  {line}");
-            }
-            failed.push(child.seed);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let children = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1) {
+            scope.spawn(|| {
+                while let Some(&seed) =
+                    seeds.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    let child = run_child(seed);
+                    if child.passed {
+                        println!("{}", child.line);
+                    } else {
+                        let tail: Vec<&str> = child.output.lines().rev().take(40).collect();
+                        eprintln!("seed {seed} FAILED:");
+                        for line in tail.iter().rev() {
+                            eprintln!("  {line}");
+                        }
+                    }
+                    children
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(child);
+                }
+            });
         }
-        runs += 1;
-        ops += child.field("ops");
-        acked += child.field("acknowledged");
-        sim_ms += child.field("sim_ms");
-        converge_ms.push(child.field("converge_ms"));
-        siblings = siblings.max(child.field("max_siblings"));
-        faults += child.field("faults");
-    }
+    });
+    let children = children
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let sum = |name: &str| children.iter().map(|c| c.field(name)).sum::<u64>();
+    let (runs, ops, acked, sim_ms, faults) = (
+        children.len() as u64,
+        sum("ops"),
+        sum("acknowledged"),
+        sum("sim_ms"),
+        sum("faults"),
+    );
+    let siblings = children
+        .iter()
+        .map(|c| c.field("max_siblings"))
+        .max()
+        .unwrap_or(0);
+    let mut converge_ms: Vec<u64> = children.iter().map(|c| c.field("converge_ms")).collect();
     converge_ms.sort_unstable();
+    let mut failed: Vec<u64> = children
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.seed)
+        .collect();
+    failed.sort_unstable();
     let wall = started.elapsed().as_secs_f64();
     println!(
         "sim summary: seeds={runs} nodes={NODES} clients={CLIENTS} faults={faults} ops={ops} \
@@ -870,7 +897,7 @@ fn shard(k: u64) {
     if env_u64("DYNOKV_SIM_SEED").is_some() {
         return; // this process is one seed's run
     }
-    run_seeds((0..SEEDS).filter(|s| s % SHARDS == k));
+    run_seeds((0..SEEDS).filter(|s| s % SHARDS == k).collect(), 1);
 }
 
 #[test]
@@ -900,7 +927,8 @@ fn soak() {
         return;
     };
     let first = env_u64("DYNOKV_SIM_FIRST").unwrap_or(0);
-    run_seeds(first..first + runs);
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    run_seeds((first..first + runs).collect(), workers);
 }
 
 /// The same seed twice gives the same run, operation for operation; another
