@@ -14,26 +14,44 @@ use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// splitmix64: a small seeded generator with a full period and a strong
+/// mix; for reproducible choices (simulation, fault schedules), never for
+/// secrets.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator whose numbers are a function of `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
 thread_local! {
-    /// The seeded generator's state on this thread, when seeded.
-    static SEEDED: Cell<Option<u64>> = const { Cell::new(None) };
+    /// This thread's seeded generator, when seeded.
+    static SEEDED: Cell<Option<SplitMix64>> = const { Cell::new(None) };
 }
 
 /// Makes this thread's numbers a function of `seed` (simulation).
 pub fn seed_thread(seed: u64) {
-    SEEDED.with(|s| s.set(Some(seed)));
+    SEEDED.with(|s| s.set(Some(SplitMix64::new(seed))));
 }
 
 /// A fresh random 64-bit number.
 pub fn random_u64() -> u64 {
-    if let Some(state) = SEEDED.with(Cell::get) {
-        // splitmix64: a full-period step and a strong mix.
-        let state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        SEEDED.with(|s| s.set(Some(state)));
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        return z ^ (z >> 31);
+    if let Some(mut seeded) = SEEDED.with(Cell::get) {
+        let n = seeded.next_u64();
+        SEEDED.with(|s| s.set(Some(seeded)));
+        return n;
     }
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

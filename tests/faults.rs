@@ -19,8 +19,8 @@
 
 mod common;
 
-use common::TestCluster;
 use common::history::{self, Client, History, Op, Report};
+use common::{Rng, TestCluster};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,34 +39,6 @@ const SCENARIOS: u64 = 7;
 const OPS_PER_CLIENT_MAX: usize = 3_000;
 /// Pause after a failed operation, so a client without quorum does not spin.
 const BACKOFF_AFTER_FAILURE: Duration = Duration::from_millis(20);
-
-/// splitmix64: small, seedable, good enough for fault schedules.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// `base` plus up to `spread` seconds.
-    fn secs(&mut self, base: f64, spread: f64) -> f64 {
-        base + spread * (self.next_u64() % 1000) as f64 / 1000.0
-    }
-}
 
 /// The seed of this run: `DYNOKV_CHAOS_SEED`, or the clock.
 fn base_seed() -> u64 {

@@ -27,6 +27,7 @@
 
 mod common;
 
+use common::Rng;
 use common::history::{self, Call, Final, History, Op, Outcome, Read, Report};
 use dynokv::clock::Clock;
 use dynokv::config::{Config, Settings};
@@ -79,32 +80,6 @@ const CONVERGE_MAX: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_millis(4);
 /// Sim time per run at most (turmoil fails the run past it).
 const RUN_MAX: Duration = Duration::from_secs(300);
-
-/// splitmix64: the test's own deterministic choices.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo))
-    }
-}
 
 // ---------------------------------------------------------------------
 // The simulated environment: turmoil's TCP as a `Network`, its time as a
@@ -420,13 +395,13 @@ fn key(i: usize) -> String {
 /// One client's workload: read a key, then write or delete it with the
 /// context read; on a failure, try another node.
 async fn workload(id: usize, seed: u64, history: Arc<History>) {
-    let mut rng = Rng(seed ^ (id as u64).wrapping_mul(0x51_7cc1_b727_220a));
+    let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0x51_7cc1_b727_220a));
     let mut client = SimClient::new(id, id % NODES, history);
     for round in 0..ROUNDS {
         tokio::time::sleep(rng.millis(0, 100)).await;
-        let key = key(rng.below(KEYS as u64) as usize);
+        let key = key(rng.below(KEYS));
         let Some(read) = client.vget(&key, None).await else {
-            client.switch(rng.below(NODES as u64) as usize);
+            client.switch(rng.below(NODES));
             continue;
         };
         let outcome = if rng.chance(15) {
@@ -437,7 +412,7 @@ async fn workload(id: usize, seed: u64, history: Arc<History>) {
                 .await
         };
         if !outcome.is_ok() || rng.chance(10) {
-            client.switch(rng.below(NODES as u64) as usize);
+            client.switch(rng.below(NODES));
         }
     }
 }
@@ -554,10 +529,10 @@ fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
 }
 
 fn pick_fault(rng: &mut Rng, crashed: usize) -> Fault {
-    let node = |rng: &mut Rng| rng.below(NODES as u64) as usize;
+    let node = |rng: &mut Rng| rng.below(NODES);
     let pair = |rng: &mut Rng| {
         let a = node(rng);
-        (a, (a + 1 + rng.below(NODES as u64 - 1) as usize) % NODES)
+        (a, (a + 1 + rng.below(NODES - 1)) % NODES)
     };
     match rng.below(4) {
         0 => {
@@ -565,7 +540,7 @@ fn pick_fault(rng: &mut Rng, crashed: usize) -> Fault {
             let mut all: Vec<usize> = (0..NODES).collect();
             let mut side = Vec::new();
             for _ in 0..=rng.below(2) {
-                side.push(all.remove(rng.below(all.len() as u64) as usize));
+                side.push(all.remove(rng.below(all.len())));
             }
             Fault::Partition(side, all)
         }
@@ -593,7 +568,7 @@ struct Run {
 /// Runs the simulation for `seed`, the nodes syncing as `fsync` says.
 fn run(seed: u64, fsync: FsyncPolicy) -> Run {
     dynokv::random::seed_thread(seed);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))

@@ -37,6 +37,42 @@ use std::time::{Duration, Instant};
 pub mod history;
 pub mod proxy;
 
+/// Reproducible choices for fault schedules and clients, from a seed.
+#[derive(Debug, Clone)]
+pub struct Rng(dynokv::random::SplitMix64);
+
+impl Rng {
+    /// A generator whose choices are a function of `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(dynokv::random::SplitMix64::new(seed))
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+
+    /// Uniform in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// True `percent` times in 100.
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    /// `lo` to `hi` ms.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next_u64() % (hi - lo).max(1))
+    }
+
+    /// `base` plus up to `spread` seconds.
+    pub fn secs(&mut self, base: f64, spread: f64) -> f64 {
+        base + spread * (self.next_u64() % 1000) as f64 / 1000.0
+    }
+}
+
 /// How long a node may take to log that it is ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node may take to exit after SIGKILL.
