@@ -133,6 +133,12 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_PROTO_MAX_BULK_LEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proto_max_bulk_len: Option<usize>,
+    /// Threads running clients, peers and coordination; nodes sharing a
+    /// machine run faster sharing its cores than each claiming all of
+    /// them (`dynokv dev` splits them) [default: one per CPU core].
+    #[arg(long, env = "DYNOKV_WORKER_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
 }
 
 impl Settings {
@@ -181,7 +187,8 @@ impl Settings {
             log_level,
             partitions,
             siblings_max,
-            proto_max_bulk_len
+            proto_max_bulk_len,
+            worker_threads
         )
     }
 }
@@ -211,6 +218,7 @@ impl From<&Config> for Settings {
             partitions: Some(c.partitions),
             siblings_max: Some(c.siblings_max),
             proto_max_bulk_len: Some(c.proto_max_bulk_len),
+            worker_threads: c.worker_threads,
         }
     }
 }
@@ -261,6 +269,8 @@ pub struct Config {
     pub siblings_max: usize,
     /// Largest client bulk string. Default 512 MiB.
     pub proto_max_bulk_len: usize,
+    /// Async worker threads. Default `None`: one per CPU core.
+    pub worker_threads: Option<usize>,
     /// The TOML file the settings came from, if any (CONFIG REWRITE target).
     pub config_file: Option<PathBuf>,
 }
@@ -338,6 +348,7 @@ impl Config {
             proto_max_bulk_len: settings
                 .proto_max_bulk_len
                 .unwrap_or(BULK_BYTES_MAX_DEFAULT),
+            worker_threads: settings.worker_threads.map(|n| n.max(1)),
             config_file,
         })
     }

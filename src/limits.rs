@@ -97,6 +97,10 @@ pub const PEER_QUEUE_FRAMES: usize = 4096;
 /// Most bytes the writer coalesces into one socket write.
 pub const PEER_WRITE_BYTES_MAX: usize = 1024 * 1024;
 
+/// Bytes read from a peer socket per read call, at least: room for many
+/// frames, so requests that arrived together are served as one batch.
+pub const PEER_READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Requests from one peer served at once on this node.
 pub const PEER_SERVE_CONCURRENCY: usize = 256;
 

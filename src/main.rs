@@ -96,7 +96,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -148,6 +152,14 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     let exe = std::env::current_exe().context("cannot find the dynokv executable")?;
     let seed = format!("127.0.0.1:{}", u32::from(args.port) + 10_000);
+    // The nodes share this machine: each gets its share of the cores
+    // rather than a worker per core (K nodes x C workers on C cores spend
+    // their time switching between threads).
+    let share = {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / usize::from(args.nodes)).max(1)
+    };
+    let threads_set = args.extra.iter().any(|a| a.starts_with("--worker-threads"));
     let mut children = Vec::new();
     for i in 0..args.nodes {
         let port = args.port + i;
@@ -163,6 +175,9 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
             .stdin(Stdio::null());
         if i > 0 {
             command.args(["--join", &seed]);
+        }
+        if !threads_set {
+            command.args(["--worker-threads", &share.to_string()]);
         }
         command.args(&args.extra);
         let child = command

@@ -64,17 +64,14 @@ impl LocalCoordinator {
             .await
     }
 
-    /// Merges records from other replicas into this one, in one store job.
+    /// Merges records from other replicas into this one, in one store job
+    /// and one store batch.
     ///
     /// # Errors
     /// Store errors.
     pub async fn merge_many(&self, records: Vec<(Bytes, Record)>) -> Result<(), CoordinatorError> {
-        self.blocking(move |replica| {
-            records
-                .iter()
-                .try_for_each(|(key, record)| replica.merge(key, record).map(|_| ()))
-        })
-        .await
+        self.blocking(move |replica| replica.merge_many(&records))
+            .await
     }
 
     /// Keys holding a live value, and how many of them expire, within

@@ -27,8 +27,8 @@ use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Request, Respon
 use crate::coordinator::BoxFuture;
 use crate::limits::{
     PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_INFLIGHT_MAX,
-    PEER_PING_AFTER_MS, PEER_QUEUE_FRAMES, PEER_SERVE_CONCURRENCY, PEER_SILENCE_MAX_MS,
-    PEER_WRITE_BYTES_MAX,
+    PEER_PING_AFTER_MS, PEER_QUEUE_FRAMES, PEER_READ_BUFFER_BYTES, PEER_SERVE_CONCURRENCY,
+    PEER_SILENCE_MAX_MS, PEER_WRITE_BYTES_MAX,
 };
 use crate::net::{Connection, Listener, Network, ReadHalf, WriteHalf};
 use crate::node::stopped;
@@ -635,6 +635,12 @@ impl Transport {
                     }
                     drop(permit);
                 });
+            }
+            // Without room reserved, `read_buf` reads into whatever spare
+            // capacity the last frame left (often one frame's worth), so
+            // every frame cost a read and a batch of one.
+            if buf.capacity() - buf.len() < PEER_READ_BUFFER_BYTES / 4 {
+                buf.reserve(PEER_READ_BUFFER_BYTES);
             }
             if reader.read_buf(buf).await? == 0 {
                 return Err(PeerError::Closed(conn.peer.id));
