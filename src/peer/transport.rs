@@ -655,6 +655,10 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut frames: mpsc::Receiver<Frame
     let mut out = BytesMut::new();
     while let Some(frame) = frames.recv().await {
         encode_frame(&frame, &mut out);
+        // Let the tasks already runnable (other clients' requests, other
+        // handlers' replies) queue their frames first: woken by the first
+        // frame, this task would otherwise run next and write it alone.
+        tokio::task::yield_now().await;
         while out.len() < PEER_WRITE_BYTES_MAX {
             match frames.try_recv() {
                 Ok(frame) => encode_frame(&frame, &mut out),
