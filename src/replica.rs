@@ -35,6 +35,56 @@ pub struct Written {
     pub current: Option<Record>,
 }
 
+/// One caller's writes for [`Replica::update_groups`].
+pub struct WriteGroup<E> {
+    /// The writes, in order; a key may come more than once.
+    pub writes: Vec<(Bytes, Planner<E>)>,
+    /// One declining planner cancels the group (MSETNX).
+    pub all_or_nothing: bool,
+}
+
+impl<E> std::fmt::Debug for WriteGroup<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteGroup")
+            .field("writes", &self.writes.len())
+            .field("all_or_nothing", &self.all_or_nothing)
+            .finish()
+    }
+}
+
+/// Records changed by a batch: per storage key, the record before the
+/// batch and the record now.
+#[derive(Default)]
+struct Changes<'k> {
+    keys: Vec<&'k [u8]>,
+    records: Vec<(Option<Record>, Record)>,
+    index: std::collections::HashMap<&'k [u8], usize>,
+}
+
+impl<'k> Changes<'k> {
+    fn get(&self, skey: &[u8]) -> Option<&(Option<Record>, Record)> {
+        self.index.get(skey).map(|&i| &self.records[i])
+    }
+
+    fn set(&mut self, skey: &'k [u8], before: Option<Record>, now: Record) {
+        match self.index.get(skey) {
+            Some(&i) => self.records[i].1 = now,
+            None => {
+                self.index.insert(skey, self.keys.len());
+                self.keys.push(skey);
+                self.records.push((before, now));
+            }
+        }
+    }
+
+    /// Takes `later`'s changes on top of these.
+    fn absorb(&mut self, later: Changes<'k>) {
+        for (skey, (before, now)) in later.keys.into_iter().zip(later.records) {
+            self.set(skey, before, now);
+        }
+    }
+}
+
 /// Counters the replica keeps for INFO and DBSIZE.
 #[derive(Debug, Default)]
 pub struct ReplicaStats {
@@ -253,18 +303,75 @@ impl Replica {
         writes: Vec<(Bytes, Planner<E>)>,
         all_or_nothing: bool,
     ) -> Result<Result<Vec<Written>, E>, StoreError> {
+        let mut outcomes = self.update_groups(vec![WriteGroup {
+            writes,
+            all_or_nothing,
+        }])?;
+        outcomes.pop().unwrap_or_else(|| Ok(Ok(Vec::new())))
+    }
+
+    /// [`Replica::update`] for the groups of several callers at once: each
+    /// group applies or fails on its own, as if run one after another in
+    /// order, and every applied group is stored in one atomic batch (one
+    /// journal write for all of them).
+    ///
+    /// # Errors
+    /// The outer error is the store's commit (nothing is written); per
+    /// group, a store error reading its keys or a planner's rejection
+    /// (that group writes nothing).
+    #[expect(
+        clippy::type_complexity,
+        reason = "one result per group, inside the commit's"
+    )]
+    pub fn update_groups<E>(
+        &self,
+        groups: Vec<WriteGroup<E>>,
+    ) -> Result<Vec<Result<Result<Vec<Written>, E>, StoreError>>, StoreError> {
         let node = self.meta().dot_id;
-        let keys: Vec<Vec<u8>> = writes.iter().map(|(k, _)| self.storage_key(k)).collect();
-        let _guards = self.lock_keys(keys.iter().map(Vec::as_slice));
-        let mut outcomes = Vec::with_capacity(writes.len());
+        let keys: Vec<Vec<Vec<u8>>> = groups
+            .iter()
+            .map(|g| g.writes.iter().map(|(k, _)| self.storage_key(k)).collect())
+            .collect();
+        let _guards = self.lock_keys(keys.iter().flatten().map(Vec::as_slice));
+        // Every key the applied groups wrote: its record before this call
+        // and its record now; one delta per key at the end, so a key
+        // written twice (MSET a 1 a 2, or two callers) is stored once.
+        let mut batch = Changes::default();
+        let mut results = Vec::with_capacity(groups.len());
+        for (group, keys) in groups.into_iter().zip(&keys) {
+            // A group sees the batch so far and its own earlier writes.
+            let mut staged = Changes::default();
+            let result = self.plan_group(node, group, keys, &batch, &mut staged);
+            if matches!(result, Ok(Ok(_))) {
+                batch.absorb(staged);
+            }
+            results.push(result);
+        }
         let mut delta = Delta::default();
-        // A key may appear twice in one batch (MSET a 1 a 2); later writes
-        // must see earlier ones, so keep the batch's own results in view.
-        let mut pending: Vec<(&[u8], Record)> = Vec::new();
-        for ((_, plan), skey) in writes.into_iter().zip(&keys) {
-            let previous = match pending.iter().rev().find(|(k, _)| k == skey) {
-                Some((_, record)) => Some(record.clone()),
-                None => self.read_storage_key(skey)?,
+        for (skey, (before, after)) in batch.keys.iter().zip(&batch.records) {
+            delta.record(skey, before.as_ref(), after);
+        }
+        self.commit(delta)?;
+        Ok(results)
+    }
+
+    /// Plans one group of [`Replica::update_groups`] into `staged`.
+    fn plan_group<'k, E>(
+        &self,
+        node: crate::version::NodeId,
+        group: WriteGroup<E>,
+        keys: &'k [Vec<u8>],
+        batch: &Changes<'k>,
+        staged: &mut Changes<'k>,
+    ) -> Result<Result<Vec<Written>, E>, StoreError> {
+        let mut outcomes = Vec::with_capacity(group.writes.len());
+        for ((_, plan), skey) in group.writes.into_iter().zip(keys) {
+            let (before, previous) = match staged.get(skey).or_else(|| batch.get(skey)) {
+                Some((before, now)) => (before.clone(), Some(now.clone())),
+                None => {
+                    let stored = self.read_storage_key(skey)?;
+                    (stored.clone(), stored)
+                }
             };
             let planned = match plan(previous.as_ref()) {
                 Ok(planned) => planned,
@@ -277,14 +384,13 @@ impl Replica {
                 record
             });
             if let Some(record) = &current {
-                delta.record(skey, previous.as_ref(), record);
-                pending.push((skey, record.clone()));
-            } else if all_or_nothing {
+                staged.set(skey, before, record.clone());
+            } else if group.all_or_nothing {
+                *staged = Changes::default();
                 return Ok(Ok(Vec::new()));
             }
             outcomes.push(Written { previous, current });
         }
-        self.commit(delta)?;
         Ok(Ok(outcomes))
     }
 
@@ -681,6 +787,68 @@ mod tests {
         assert_eq!(replica.live_keys(250).expect("count"), 1);
         assert!(is_live(&replica.read(b"c").expect("read").expect("c"), 250));
         assert_eq!(replica.stats().expired_keys.load(Ordering::Relaxed), 3);
+    }
+
+    // Proves each group of a combined update applies or fails alone and
+    // sees the groups before it: a rejected group and a declined
+    // all-or-nothing group write nothing, the others are stored once.
+    #[test]
+    fn update_groups_apply_or_fail_alone_in_order() {
+        let replica =
+            Replica::open(Arc::new(MemoryStore::new()), 64, FsyncPolicy::No, 8).expect("open");
+        let set = |value: &'static [u8]| -> Planner<&'static str> {
+            Box::new(move |current: Option<&Record>| {
+                let context = current.map(|r| r.context().clone()).unwrap_or_default();
+                Ok(Some((
+                    context,
+                    Sibling::value(Bytes::from_static(value), 1),
+                )))
+            })
+        };
+        let reject: Planner<&'static str> = Box::new(|_| Err("rejected"));
+        let decline: Planner<&'static str> = Box::new(|_| Ok(None));
+        let group =
+            |writes: Vec<(&'static [u8], Planner<&'static str>)>, all_or_nothing| WriteGroup {
+                writes: writes
+                    .into_iter()
+                    .map(|(k, p)| (Bytes::from_static(k), p))
+                    .collect(),
+                all_or_nothing,
+            };
+        let outcomes = replica
+            .update_groups(vec![
+                group(vec![(b"a", set(b"1")), (b"a", set(b"2"))], false),
+                group(vec![(b"b", set(b"x")), (b"c", reject)], false),
+                group(vec![(b"c", set(b"y")), (b"d", decline)], true),
+                group(vec![(b"a", set(b"3")), (b"e", set(b"z"))], false),
+            ])
+            .expect("commit");
+        assert!(matches!(&outcomes[1], Ok(Err("rejected"))));
+        assert!(matches!(&outcomes[2], Ok(Ok(w)) if w.is_empty()));
+        let last = match &outcomes[3] {
+            Ok(Ok(written)) => written,
+            other => panic!("group 4: {other:?}"),
+        };
+        // Group 4 saw group 1's second write as the current value.
+        let seen = last[0].previous.as_ref().expect("a seen");
+        assert_eq!(seen.siblings().len(), 1);
+        assert_eq!(
+            seen.siblings()[0].1.live_value(0),
+            Some(&Bytes::from_static(b"2"))
+        );
+        for key in [&b"b"[..], b"c", b"d"] {
+            assert!(replica.read(key).expect("read").is_none(), "{key:?}");
+        }
+        let a = replica.read(b"a").expect("read").expect("a");
+        assert_eq!(a.siblings().len(), 1);
+        assert_eq!(
+            a.siblings()[0].1.live_value(0),
+            Some(&Bytes::from_static(b"3"))
+        );
+        assert!(replica.read(b"e").expect("read").is_some());
+        // a and e, each stored once.
+        assert_eq!(replica.stats().writes.load(Ordering::Relaxed), 2);
+        assert_eq!(replica.stats().value_keys.load(Ordering::Relaxed), 2);
     }
 
     // Proves a batch merge leaves the same records and counts as merging

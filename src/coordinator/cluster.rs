@@ -22,6 +22,7 @@
 //!   INCR, APPEND, EXPIRE, KEEPTTL...) first read a quorum and merge it
 //!   into the coordinating replica, then plan against that.
 
+use super::answers::Answers;
 use super::local::LocalCoordinator;
 use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus, OpError,
@@ -81,16 +82,23 @@ struct Inner {
     stats: Stats,
 }
 
-/// Answers of replicas to one read.
-type Answers = JoinSet<(NodeId, Result<Option<Record>, CoordinatorError>)>;
+/// A replica's answer to a read.
+type ReadAnswer = (NodeId, Result<Option<Record>, CoordinatorError>);
 
 /// One key's read in flight.
 struct ReadPlan {
     contacted: usize,
     required: usize,
-    answers: Answers,
-    /// This node's own answer, when it is a replica and read it.
-    local: Option<Option<Record>>,
+    /// Answers still open.
+    open: usize,
+    /// The answers in so far (this node's own first, when it is a replica).
+    got: Vec<(NodeId, Option<Record>)>,
+}
+
+impl ReadPlan {
+    fn done(&self) -> bool {
+        self.got.len() >= self.required || self.got.len() + self.open < self.required
+    }
 }
 
 /// The quorum coordinator, and the handler of peer requests.
@@ -268,18 +276,21 @@ impl Inner {
 
     /// Reads `keys` at quorum. Requests to other replicas go out first;
     /// the keys this node holds are read in one local batch meanwhile.
+    /// Every answer is awaited here, under one deadline for the batch.
     async fn read_many(
         self: Arc<Self>,
         keys: Vec<Bytes>,
         r: Option<usize>,
     ) -> Result<Vec<Option<Record>>, CoordinatorError> {
         let me = self.me();
+        let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
         let mut plans = Vec::with_capacity(keys.len());
+        let mut answers: Answers<ReadAnswer> = Answers::default();
         let (mut local_keys, mut local_index) = (Vec::new(), Vec::new());
         for (i, key) in keys.iter().enumerate() {
             let replicas = self.replicas(key);
             let required = self.quorum(r, self.policy.r, replicas.len());
-            let mut answers: Answers = JoinSet::new();
+            let mut open = 0;
             for &node in &replicas {
                 if node == me {
                     local_keys.push(key.clone());
@@ -292,8 +303,9 @@ impl Inner {
                     .await
                 {
                     Ok(pending) => {
-                        answers.spawn(async move {
-                            let answer = match pending.wait().await {
+                        open += 1;
+                        answers.push(i, async move {
+                            let answer = match pending.answer().await {
                                 Ok(Response::Record { record }) => Ok(record),
                                 Ok(other) => Err(unexpected(other)),
                                 Err(e) => Err(CoordinatorError::Remote(e.to_string())),
@@ -307,62 +319,102 @@ impl Inner {
             plans.push(ReadPlan {
                 contacted: replicas.len(),
                 required,
-                answers,
-                local: None,
+                open,
+                got: Vec::with_capacity(replicas.len()),
             });
         }
         if !local_keys.is_empty() {
             match self.local.read(local_keys, ReadOptions::default()).await {
                 Ok(records) => {
                     for (i, record) in local_index.into_iter().zip(records) {
-                        plans[i].local = Some(record);
+                        plans[i].got.push((me, record));
                     }
                 }
                 Err(e) => tracing::warn!("local read failed: {e}"),
             }
         }
-        let mut out = Vec::with_capacity(keys.len());
-        for (plan, key) in plans.into_iter().zip(keys) {
-            let ReadPlan {
-                contacted,
-                required,
-                mut answers,
-                local,
-            } = plan;
-            let mut got: Vec<(NodeId, Option<Record>)> =
-                local.map(|r| vec![(me, r)]).unwrap_or_default();
-            while got.len() < required {
-                match answers.join_next().await {
-                    Some(Ok((node, Ok(record)))) => got.push((node, record)),
-                    Some(_) => {}
-                    None => break,
+        // Until every key has R answers or cannot get them; a key that
+        // cannot fails the batch, so stop there.
+        let mut waiting = plans.iter().filter(|p| !p.done()).count();
+        // Answers past a key's R, for the tail to look at.
+        let mut late = Vec::new();
+        let _ = tokio::time::timeout_at(deadline, async {
+            while waiting > 0 {
+                let Some((i, (node, answer))) = answers.next().await else {
+                    break;
+                };
+                let plan = &mut plans[i];
+                let was_done = plan.done();
+                plan.open -= 1;
+                match answer {
+                    Ok(record) if !was_done => plan.got.push((node, record)),
+                    Ok(record) => late.push((i, (node, Ok(record)))),
+                    Err(_) => {}
+                }
+                if !was_done && plan.done() {
+                    if plan.got.len() < plan.required {
+                        break;
+                    }
+                    waiting -= 1;
                 }
             }
-            if got.len() < required {
-                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
-                return Err(quorum_failed("read", required, got.len(), contacted));
-            }
+        })
+        .await;
+        // The key that cannot reach R, or else one that did not in time.
+        let failed = plans
+            .iter()
+            .find(|p| p.got.len() + p.open < p.required)
+            .or_else(|| plans.iter().find(|p| p.got.len() < p.required));
+        if let Some(plan) = failed {
+            self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(quorum_failed(
+                "read",
+                plan.required,
+                plan.got.len(),
+                plan.contacted,
+            ));
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        let mut merged_all = Vec::with_capacity(keys.len());
+        for (plan, key) in plans.into_iter().zip(keys) {
             let mut merged: Option<Record> = None;
-            for (_, record) in got.iter().filter_map(|(n, r)| Some((n, r.as_ref()?))) {
+            for (_, record) in plan.got.iter().filter_map(|(n, r)| Some((n, r.as_ref()?))) {
                 merged.get_or_insert_with(Record::new).sync(record);
             }
             if let Some(merged) = &merged {
-                for (node, record) in &got {
+                for (node, record) in &plan.got {
                     self.repair_if_stale(*node, &key, record.as_ref(), merged);
                 }
-                self.tail(key, merged.clone(), answers);
             }
-            out.push(merged);
+            out.push(merged.clone());
+            merged_all.push((key, merged));
         }
+        self.tail(merged_all, late, answers, deadline);
         Ok(out)
     }
 
     /// Keeps listening to the replicas slower than the first R, and
     /// repairs those that answer stale: without this, a replica that just
     /// came back, and so always answers last, would never be repaired by
-    /// reads. The tails are owned here and bounded; past the bound they
-    /// are dropped (anti-entropy catches up).
-    fn tail(self: &Arc<Self>, key: Bytes, merged: Record, mut answers: Answers) {
+    /// reads. Answers already in are looked at here; a task waits for the
+    /// rest, until the batch's deadline. The tails are owned here and
+    /// bounded; past the bound they are dropped (anti-entropy catches up).
+    fn tail(
+        self: &Arc<Self>,
+        merged: Vec<(Bytes, Option<Record>)>,
+        late: Vec<(usize, ReadAnswer)>,
+        mut answers: Answers<ReadAnswer>,
+        deadline: tokio::time::Instant,
+    ) {
+        let look = |inner: &Inner, merged: &[(Bytes, Option<Record>)], i, answer| {
+            let (node, answer): ReadAnswer = answer;
+            if let (Ok(record), Some((key, Some(merged)))) = (answer, merged.get(i)) {
+                inner.repair_if_stale(node, key, record.as_ref(), merged);
+            }
+        };
+        for (i, answer) in late.into_iter().chain(answers.ready()) {
+            look(self, &merged, i, answer);
+        }
         if answers.is_empty() {
             return;
         }
@@ -376,11 +428,12 @@ impl Inner {
         }
         let inner = Arc::clone(self);
         tails.spawn(async move {
-            while let Some(joined) = answers.join_next().await {
-                if let Ok((node, Ok(record))) = joined {
-                    inner.repair_if_stale(node, &key, record.as_ref(), &merged);
+            let _ = tokio::time::timeout_at(deadline, async {
+                while let Some((i, answer)) = answers.next().await {
+                    look(&inner, &merged, i, answer);
                 }
-            }
+            })
+            .await;
         });
     }
 
@@ -427,47 +480,77 @@ impl Inner {
             }
         }
         let written = self.local.write(writes, WriteOptions::default()).await?;
+        let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
+        let me = self.me();
+        // Per key: (acknowledgements still needed, requests open, W, N).
         let mut quorums = Vec::with_capacity(written.len());
-        for (key, outcome) in keys.into_iter().zip(&written) {
+        let mut answers: Answers<bool> = Answers::default();
+        for (i, (key, outcome)) in keys.into_iter().zip(&written).enumerate() {
             let replicas = self.replicas(&key);
-            let required = self.quorum(w, self.policy.w, replicas.len());
-            let mut waiting = JoinSet::new();
-            // A write that did not apply has nothing to replicate.
+            // A write that did not apply has nothing to replicate; this
+            // replica's answer is all it needs.
+            let required = match &outcome.current {
+                Some(_) => self.quorum(w, self.policy.w, replicas.len()),
+                None => 1,
+            };
+            let mut open = 0;
             if let Some(record) = &outcome.current {
-                for &node in replicas.iter().filter(|&&n| n != self.me()) {
+                for &node in replicas.iter().filter(|&&n| n != me) {
                     let request = Request::Replicate {
                         key: key.clone(),
                         record: record.clone(),
                     };
                     if let Ok(pending) = self.transport.send(node, request).await {
-                        waiting.spawn(
-                            async move { matches!(pending.wait().await, Ok(Response::Ack)) },
-                        );
+                        open += 1;
+                        answers.push(i, async move {
+                            matches!(pending.answer().await, Ok(Response::Ack))
+                        });
                     }
                 }
             }
-            let required = if outcome.current.is_some() {
-                required
-            } else {
-                1
-            };
-            quorums.push((required, replicas.len(), waiting));
+            // This replica holds it: one acknowledgement.
+            quorums.push((required - 1, open, required, replicas.len()));
         }
-        for (required, contacted, mut waiting) in quorums {
-            let mut acks = 1;
-            while acks < required {
-                match waiting.join_next().await {
-                    Some(Ok(true)) => acks += 1,
-                    Some(_) => {}
-                    None => break,
+        // Until every key has W acknowledgements or one cannot get them.
+        let mut waiting = quorums.iter().filter(|q| q.0 > 0).count();
+        let hopeless = |q: &(usize, usize, usize, usize)| q.0 > q.1;
+        if !quorums.iter().any(hopeless) {
+            let _ = tokio::time::timeout_at(deadline, async {
+                while waiting > 0 {
+                    let Some((i, acked)) = answers.next().await else {
+                        break;
+                    };
+                    let quorum = &mut quorums[i];
+                    quorum.1 -= 1;
+                    if quorum.0 == 0 {
+                        continue;
+                    }
+                    if acked {
+                        quorum.0 -= 1;
+                        if quorum.0 == 0 {
+                            waiting -= 1;
+                        }
+                    } else if hopeless(quorum) {
+                        break;
+                    }
                 }
-            }
-            // The replicas not waited for got their request already;
-            // dropping the waits only forgets their answers.
-            if acks < required {
-                self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
-                return Err(quorum_failed("write", required, acks, contacted));
-            }
+            })
+            .await;
+        }
+        // The replicas not waited for got their request already; dropping
+        // the answers only forgets them.
+        let failed = quorums
+            .iter()
+            .find(|q| hopeless(q))
+            .or_else(|| quorums.iter().find(|q| q.0 > 0));
+        if let Some(&(needed, _, required, contacted)) = failed {
+            self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(quorum_failed(
+                "write",
+                required,
+                required - needed,
+                contacted,
+            ));
         }
         Ok(written)
     }

@@ -1,24 +1,109 @@
 //! The single-node coordinator: every operation runs against this node's
-//! replica, on the blocking pool.
+//! replica, on the storage threads.
+//!
+//! Reads, writes and merges of concurrent callers are combined: a caller
+//! that finds a storage job already queued adds its work to that job
+//! instead of queueing (and waking a thread for) its own, and the job
+//! stores every write it carries in one batch (one journal write). Under
+//! load this turns one wake-up and one journal write per request into one
+//! per burst; alone, a caller's job runs as soon as before.
 
 use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, OpError, ReadOptions,
     WriteOp, WriteOptions,
 };
 use crate::clock::Clock;
-use crate::replica::{Planner, Replica, Written, next_key};
+use crate::replica::{Planner, Replica, WriteGroup, Written, next_key};
 use crate::storage::record::Record;
 use crate::storage::{JobLost, StorageExecutor, StoreError, split_storage_key, storage_key};
 use bytes::Bytes;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::oneshot;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// A caller's keys to read.
+type ReadJob = (Vec<Bytes>, Reply<Vec<Option<Record>>>);
+/// A caller's writes; a planner may reject them.
+type WriteJob = (WriteGroup<OpError>, Reply<Result<Vec<Written>, OpError>>);
+/// A caller's records from other replicas.
+type MergeJob = (Vec<(Bytes, Record)>, Reply<()>);
+
+/// Work of concurrent callers waiting for the one queued storage job.
+/// Not bounded here: every entry is a caller awaiting its reply, and
+/// callers are bounded (client connections, peer requests in flight).
+#[derive(Default)]
+struct Waiting {
+    reads: Vec<ReadJob>,
+    writes: Vec<WriteJob>,
+    merges: Vec<MergeJob>,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.reads.is_empty() && self.writes.is_empty() && self.merges.is_empty()
+    }
+
+    /// Does all the work on a storage thread and replies to each caller.
+    fn run(self, replica: &Replica) {
+        if !self.writes.is_empty() {
+            let (groups, replies): (Vec<_>, Vec<_>) = self.writes.into_iter().unzip();
+            match replica.update_groups(groups) {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Err(e) => fail_all(replies, e),
+            }
+        }
+        if !self.merges.is_empty() {
+            let (batches, replies): (Vec<_>, Vec<_>) = self.merges.into_iter().unzip();
+            let records: Vec<(Bytes, Record)> = batches.into_iter().flatten().collect();
+            match replica.merge_many(&records) {
+                Ok(()) => {
+                    for reply in replies {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Err(e) => fail_all(replies, e),
+            }
+        }
+        for (keys, reply) in self.reads {
+            let _ = reply.send(keys.iter().map(|k| replica.read(k)).collect());
+        }
+    }
+}
+
+/// Sends `error` to the first caller and its text to the rest: a failed
+/// commit fails every caller whose work was in it.
+fn fail_all<T>(replies: Vec<Reply<T>>, error: StoreError) {
+    let text = error.to_string();
+    let mut error = Some(error);
+    for reply in replies {
+        let e = error
+            .take()
+            .unwrap_or_else(|| StoreError::Engine(text.clone()));
+        let _ = reply.send(Err(e));
+    }
+}
 
 /// A coordinator over one local replica (N = R = W = 1).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LocalCoordinator {
     replica: Arc<Replica>,
     clock: Arc<dyn Clock>,
     executor: Arc<StorageExecutor>,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+impl std::fmt::Debug for LocalCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCoordinator")
+            .field("replica", &self.replica)
+            .field("executor", &self.executor)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalCoordinator {
@@ -33,6 +118,42 @@ impl LocalCoordinator {
             replica,
             clock,
             executor,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Adds work to the queued storage job, queueing one if none is.
+    async fn combined<T>(
+        &self,
+        add: impl FnOnce(&mut Waiting, Reply<T>),
+    ) -> Result<T, CoordinatorError> {
+        let (reply, answer) = oneshot::channel();
+        let first = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            let first = waiting.is_empty();
+            add(&mut waiting, reply);
+            first
+        };
+        // Work is waiting exactly while a job that will take it is queued:
+        // the first caller queues it, synchronously, so no cancelled
+        // caller can leave others waiting for a job never queued.
+        if first {
+            let (replica, waiting) = (Arc::clone(&self.replica), Arc::clone(&self.waiting));
+            let job = move || {
+                let work =
+                    std::mem::take(&mut *waiting.lock().unwrap_or_else(PoisonError::into_inner));
+                work.run(&replica);
+            };
+            if self.executor.submit(job).is_err() {
+                // Shutting down: dropping the work tells every caller.
+                drop(std::mem::take(
+                    &mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner),
+                ));
+            }
+        }
+        match answer.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(CoordinatorError::ShuttingDown),
         }
     }
 
@@ -59,18 +180,17 @@ impl LocalCoordinator {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn merge(&self, key: Bytes, record: Record) -> Result<Record, CoordinatorError> {
-        self.blocking(move |replica| replica.merge(&key, &record))
-            .await
+    pub async fn merge(&self, key: Bytes, record: Record) -> Result<(), CoordinatorError> {
+        self.merge_many(vec![(key, record)]).await
     }
 
-    /// Merges records from other replicas into this one, in one store job
-    /// and one store batch.
+    /// Merges records from other replicas into this one, in one store
+    /// batch (with those of concurrent callers).
     ///
     /// # Errors
     /// Store errors.
     pub async fn merge_many(&self, records: Vec<(Bytes, Record)>) -> Result<(), CoordinatorError> {
-        self.blocking(move |replica| replica.merge_many(&records))
+        self.combined(|waiting, reply| waiting.merges.push((records, reply)))
             .await
     }
 
@@ -128,7 +248,7 @@ impl Coordinator for LocalCoordinator {
         keys: Vec<Bytes>,
         _options: ReadOptions,
     ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>> {
-        Box::pin(self.blocking(move |replica| keys.iter().map(|k| replica.read(k)).collect()))
+        Box::pin(self.combined(|waiting, reply| waiting.reads.push((keys, reply))))
     }
 
     fn write(
@@ -144,9 +264,13 @@ impl Coordinator for LocalCoordinator {
                 (key, planner)
             })
             .collect();
+        let group = WriteGroup {
+            writes: planned,
+            all_or_nothing: options.all_or_nothing,
+        };
         Box::pin(async move {
             let outcome = self
-                .blocking(move |replica| replica.update(planned, options.all_or_nothing))
+                .combined(|waiting, reply| waiting.writes.push((group, reply)))
                 .await?;
             Ok(outcome?)
         })

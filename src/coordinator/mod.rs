@@ -6,6 +6,7 @@
 //! everything against this node's replica. RESP handlers never touch the
 //! replica or the store directly.
 
+mod answers;
 mod cluster;
 mod local;
 mod ops;

@@ -135,21 +135,34 @@ impl Pending {
     ///
     /// # Errors
     /// [`PeerError::Timeout`] or [`PeerError::Closed`].
-    pub async fn wait(mut self) -> Result<Response, PeerError> {
+    pub async fn wait(self) -> Result<Response, PeerError> {
+        let (node, timeout) = (self.conn.peer.id, self.timeout);
+        match tokio::time::timeout(timeout, self.answer()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(PeerError::Timeout {
+                node,
+                ms: timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Waits for the reply with no timeout of its own: for a caller that
+    /// waits for many replies under one deadline (one timer, not one per
+    /// request; see [`Transport::request_timeout`]).
+    ///
+    /// # Errors
+    /// [`PeerError::Closed`].
+    pub async fn answer(mut self) -> Result<Response, PeerError> {
         let node = self.conn.peer.id;
         let Some(reply) = self.reply.take() else {
             return Err(PeerError::Closed(node));
         };
-        match tokio::time::timeout(self.timeout, reply).await {
-            Ok(Ok(response)) => {
+        match reply.await {
+            Ok(response) => {
                 self.transport.record_latency(node, self.sent.elapsed());
                 Ok(response)
             }
-            Ok(Err(_)) => Err(PeerError::Closed(node)),
-            Err(_) => Err(PeerError::Timeout {
-                node,
-                ms: self.timeout.as_millis() as u64,
-            }),
+            Err(_) => Err(PeerError::Closed(node)),
         }
     }
 }
@@ -201,6 +214,11 @@ impl Transport {
     /// This node's member info.
     pub fn me(&self) -> &MemberInfo {
         &self.config.me
+    }
+
+    /// How long a request may go unanswered before it counts as failed.
+    pub fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -684,6 +702,10 @@ async fn write_loop(mut writer: WriteHalf, mut frames: mpsc::Receiver<Frame>) {
     let mut out = BytesMut::new();
     while let Some(frame) = frames.recv().await {
         encode_frame(&frame, &mut out);
+        // Let the tasks already runnable (other clients' requests, other
+        // handlers' replies) queue their frames first: woken by the first
+        // frame, this task would otherwise run next and write it alone.
+        tokio::task::yield_now().await;
         while out.len() < PEER_WRITE_BYTES_MAX {
             match frames.try_recv() {
                 Ok(frame) => encode_frame(&frame, &mut out),

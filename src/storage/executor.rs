@@ -129,6 +129,31 @@ impl StorageExecutor {
     }
 }
 
+impl StorageExecutor {
+    /// Queues `job` without waiting for room and without a result: for a
+    /// caller that keeps at most a few such jobs queued at once (the
+    /// local coordinator's combined job), and must not be cancelled
+    /// between deciding to queue a job and queueing it.
+    ///
+    /// # Errors
+    /// [`JobLost`] if the executor is shutting down (`job` is dropped).
+    pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), JobLost> {
+        {
+            let mut queue = self
+                .shared
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if queue.closed {
+                return Err(JobLost);
+            }
+            queue.jobs.push_back(Box::new(job));
+        }
+        self.shared.ready.notify_one();
+        Ok(())
+    }
+}
+
 /// A storage thread: take every queued job, run them, sleep when none.
 fn work(shared: &Shared) {
     loop {
