@@ -102,10 +102,7 @@ impl StorageExecutor {
         job: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, JobLost> {
         if self.threads.is_empty() {
-            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).map_err(|_| {
-                tracing::error!("a storage job panicked; its caller gets an error");
-                JobLost
-            });
+            return run_caught(job);
         }
         let permit = self.room.acquire().await.map_err(|_| JobLost)?;
         let (tx, rx) = oneshot::channel();
@@ -135,9 +132,14 @@ impl StorageExecutor {
     /// local coordinator's combined job), and must not be cancelled
     /// between deciding to queue a job and queueing it.
     ///
+    /// Inline, `job` runs before this returns.
+    ///
     /// # Errors
     /// [`JobLost`] if the executor is shutting down (`job` is dropped).
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) -> Result<(), JobLost> {
+        if self.threads.is_empty() {
+            return run_caught(job);
+        }
         {
             let mut queue = self
                 .shared
@@ -152,6 +154,14 @@ impl StorageExecutor {
         self.shared.ready.notify_one();
         Ok(())
     }
+}
+
+/// Runs `job` here; a panic (a bug) is logged and becomes [`JobLost`].
+fn run_caught<T>(job: impl FnOnce() -> T) -> Result<T, JobLost> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).map_err(|_| {
+        tracing::error!("a storage job panicked; its caller gets an error");
+        JobLost
+    })
 }
 
 /// A storage thread: take every queued job, run them, sleep when none.
@@ -173,9 +183,7 @@ fn work(shared: &Shared) {
             queue.jobs.drain(..take).collect()
         };
         for job in batch {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-                tracing::error!("a storage job panicked; its caller gets an error");
-            }
+            let _ = run_caught(job);
         }
     }
 }
