@@ -81,8 +81,9 @@ for p in $PIPELINES; do
 done
 
 # Latency per request at one client: the cost of a round trip.
+# redis-benchmark --csv columns: test, rps, avg, min, p50, p95, p99, max.
 for port in "$redis_port" "$dyno_port"; do
     name=redis; [ "$port" = "$dyno_port" ] && name=dynokv
     redis-benchmark -p "$port" -t set,get -n 20000 -c 1 -d "$SIZE" -r "$KEYSPACE" --csv 2>/dev/null \
-        | awk -F'","' -v n="$name" 'NR>1 {gsub(/"/,"",$1); print n, $1, "p50_ms=" $6, "p99_ms=" $8}'
+        | awk -F'","' -v n="$name" 'NR>1 {gsub(/"/,"",$1); gsub(/"/,"",$8); print n, $1, "p50_ms=" $5, "p99_ms=" $7, "max_ms=" $8}'
 done
