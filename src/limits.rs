@@ -150,5 +150,10 @@ pub const STORAGE_THREADS: usize = 4;
 /// sync: more threads let more writers share one (group commit).
 pub const STORAGE_THREADS_FSYNC_ALWAYS: usize = 32;
 
+/// Keys' worth of concurrent callers' reads, writes and merges one
+/// combined storage job takes (whole callers, at least one); the rest go
+/// to another job that another storage thread can run meanwhile.
+pub const STORAGE_JOB_KEYS_MAX: usize = 16;
+
 /// Storage jobs queued at once; past it callers wait for room.
 pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;

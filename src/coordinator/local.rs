@@ -13,6 +13,7 @@ use super::{
     WriteOp, WriteOptions,
 };
 use crate::clock::Clock;
+use crate::limits::STORAGE_JOB_KEYS_MAX;
 use crate::replica::{Planner, Replica, WriteGroup, Written, next_key};
 use crate::storage::record::Record;
 use crate::storage::{JobLost, StorageExecutor, StoreError, split_storage_key, storage_key};
@@ -44,6 +45,29 @@ impl Waiting {
         self.reads.is_empty() && self.writes.is_empty() && self.merges.is_empty()
     }
 
+    /// Takes whole callers' work, oldest first kind by kind, until it
+    /// holds `max` keys or more (at least one caller's).
+    fn take(&mut self, max: usize) -> Waiting {
+        let mut keys = 0;
+        let mut count = |sizes: &mut dyn Iterator<Item = usize>| {
+            sizes
+                .take_while(|&size| {
+                    let room = keys < max;
+                    keys += size.max(1);
+                    room
+                })
+                .count()
+        };
+        let writes = count(&mut self.writes.iter().map(|w| w.0.writes.len()));
+        let merges = count(&mut self.merges.iter().map(|m| m.0.len()));
+        let reads = count(&mut self.reads.iter().map(|r| r.0.len()));
+        Waiting {
+            writes: self.writes.drain(..writes).collect(),
+            merges: self.merges.drain(..merges).collect(),
+            reads: self.reads.drain(..reads).collect(),
+        }
+    }
+
     /// Does all the work on a storage thread and replies to each caller.
     fn run(self, replica: &Replica) {
         if !self.writes.is_empty() {
@@ -72,6 +96,38 @@ impl Waiting {
         for (keys, reply) in self.reads {
             let _ = reply.send(keys.iter().map(|k| replica.read(k)).collect());
         }
+    }
+}
+
+/// Queues the job that takes waiting work. It takes up to
+/// [`STORAGE_JOB_KEYS_MAX`] keys' worth and, if more waits, first queues
+/// another job for the rest, which another storage thread can run
+/// meanwhile: a backlog spreads over the threads instead of queueing
+/// behind one.
+fn submit_combined(
+    replica: Arc<Replica>,
+    waiting: Arc<Mutex<Waiting>>,
+    executor: Arc<StorageExecutor>,
+) {
+    let job = {
+        let (waiting, executor) = (Arc::clone(&waiting), Arc::clone(&executor));
+        move || {
+            let (work, more) = {
+                let mut waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                let work = waiting.take(STORAGE_JOB_KEYS_MAX);
+                (work, !waiting.is_empty())
+            };
+            if more {
+                submit_combined(Arc::clone(&replica), waiting, executor);
+            }
+            work.run(&replica);
+        }
+    };
+    if executor.submit(job).is_err() {
+        // Shutting down: dropping the work tells every caller.
+        drop(std::mem::take(
+            &mut *waiting.lock().unwrap_or_else(PoisonError::into_inner),
+        ));
     }
 }
 
@@ -138,18 +194,11 @@ impl LocalCoordinator {
         // the first caller queues it, synchronously, so no cancelled
         // caller can leave others waiting for a job never queued.
         if first {
-            let (replica, waiting) = (Arc::clone(&self.replica), Arc::clone(&self.waiting));
-            let job = move || {
-                let work =
-                    std::mem::take(&mut *waiting.lock().unwrap_or_else(PoisonError::into_inner));
-                work.run(&replica);
-            };
-            if self.executor.submit(job).is_err() {
-                // Shutting down: dropping the work tells every caller.
-                drop(std::mem::take(
-                    &mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner),
-                ));
-            }
+            submit_combined(
+                Arc::clone(&self.replica),
+                Arc::clone(&self.waiting),
+                Arc::clone(&self.executor),
+            );
         }
         match answer.await {
             Ok(result) => Ok(result?),
