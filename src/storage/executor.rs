@@ -106,27 +106,14 @@ impl StorageExecutor {
         }
         let permit = self.room.acquire().await.map_err(|_| JobLost)?;
         let (tx, rx) = oneshot::channel();
-        {
-            let mut queue = self
-                .shared
-                .queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if queue.closed {
-                return Err(JobLost);
-            }
-            queue.jobs.push_back(Box::new(move || {
-                let _ = tx.send(job());
-            }));
-        }
-        self.shared.ready.notify_one();
+        self.enqueue(Box::new(move || {
+            let _ = tx.send(job());
+        }))?;
         let result = rx.await.map_err(|_| JobLost);
         drop(permit);
         result
     }
-}
 
-impl StorageExecutor {
     /// Queues `job` without waiting for room and without a result: for a
     /// caller that keeps at most a few such jobs queued at once (the
     /// local coordinator's combined job), and must not be cancelled
@@ -140,6 +127,11 @@ impl StorageExecutor {
         if self.threads.is_empty() {
             return run_caught(job);
         }
+        self.enqueue(Box::new(job))
+    }
+
+    /// Puts `job` on the queue and wakes a storage thread.
+    fn enqueue(&self, job: Job) -> Result<(), JobLost> {
         {
             let mut queue = self
                 .shared
@@ -149,7 +141,7 @@ impl StorageExecutor {
             if queue.closed {
                 return Err(JobLost);
             }
-            queue.jobs.push_back(Box::new(job));
+            queue.jobs.push_back(job);
         }
         self.shared.ready.notify_one();
         Ok(())
