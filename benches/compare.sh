@@ -33,21 +33,7 @@ if [ "$NODES" -eq 1 ]; then
     pids+=($!)
 else
     # NODES consecutive free client ports whose peer ports (+10000) are free.
-    dyno_port=$(python3 - "$NODES" <<'PY'
-import socket, sys
-n = int(sys.argv[1])
-for base in range(22000, 40000, 11):
-    socks = []
-    try:
-        for p in [base + i for i in range(n)] + [base + 10000 + i for i in range(n)]:
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-PY
-)
+    dyno_port=$(python3 compat/free_ports.py "$NODES")
     target/release/dynokv dev --nodes "$NODES" --port "$dyno_port" --data-dir "$work/dev" \
         -- --fsync everysec --replicas 3 --read-quorum 2 --write-quorum 2 --log-level warn \
         >"$work/dev.out" 2>"$work/dynokv.log" &

@@ -291,21 +291,7 @@ else fail "redis-benchmark: error or warning lines" "$bad"; fi
 # -- f. the same clients against a 3-node cluster (dynokv dev)
 echo "== f. a 3-node cluster (dynokv dev --nodes 3)"
 # Three consecutive free client ports whose peer ports (+10000) are free too.
-DEV_PORT="$(python3 - <<'PY'
-import socket
-for base in range(21000, 40000, 7):
-    ports = [base + i for i in range(3)] + [base + 10000 + i for i in range(3)]
-    socks = []
-    try:
-        for p in ports:
-            s = socket.socket(); s.bind(("127.0.0.1", p)); socks.append(s)
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in socks: s.close()
-PY
-)"
+DEV_PORT="$(python3 "$ROOT/compat/free_ports.py" 3)"
 "$BIN" dev --nodes 3 --port "$DEV_PORT" --data-dir "$WORK/dev" </dev/null >"$WORK/dev.out" 2>"$WORK/dev.log" &
 DEV_PID=$!
 dev_up=0

@@ -37,6 +37,20 @@ use std::time::{Duration, Instant};
 pub mod history;
 pub mod proxy;
 
+/// Sends `signal` (`-STOP`, `-TERM`, ...) to process `pid` with `kill`.
+fn kill(signal: &str, pid: &str) -> Result<(), String> {
+    let sent = Command::new("kill")
+        .args([signal, pid])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match sent {
+        Ok(status) if status.success() => Ok(()),
+        other => Err(format!("`kill {signal} {pid}` failed: {other:?}")),
+    }
+}
+
 /// Reproducible choices for fault schedules and clients, from a seed.
 #[derive(Debug, Clone)]
 pub struct Rng(dynokv::random::SplitMix64);
@@ -274,15 +288,8 @@ impl TestNode {
             .pid()
             .unwrap_or_else(|| panic!("kill {signal}: node {} is not running", self.addr))
             .to_string();
-        let sent = Command::new("kill")
-            .args([signal, &pid])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        match sent {
-            Ok(status) if status.success() => {}
-            other => panic!("`kill {signal} {pid}` failed: {other:?}"),
+        if let Err(e) = kill(signal, &pid) {
+            panic!("{e}");
         }
     }
 
@@ -301,18 +308,9 @@ impl TestNode {
             .take()
             .unwrap_or_else(|| panic!("terminate: node {} is not running", self.addr));
         let pid = child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        match sent {
-            Ok(status) if status.success() => {}
-            other => {
-                self.child = Some(child);
-                panic!("terminate: `kill -TERM {pid}` failed: {other:?}");
-            }
+        if let Err(e) = kill("-TERM", &pid) {
+            self.child = Some(child);
+            panic!("terminate: {e}");
         }
         self.reap(child, TERMINATE_TIMEOUT, "SIGTERM")
     }
