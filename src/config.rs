@@ -7,7 +7,8 @@
 //! is what the node runs with.
 
 use crate::limits::{
-    BULK_BYTES_MAX_DEFAULT, CLIENTS_MAX_DEFAULT, PARTITIONS_DEFAULT, SIBLINGS_MAX_DEFAULT,
+    BULK_BYTES_MAX_DEFAULT, CLIENTS_MAX_DEFAULT, PARTITIONS_DEFAULT, RECORD_CACHE_BYTES_DEFAULT,
+    SIBLINGS_MAX_DEFAULT,
 };
 use crate::storage::FsyncPolicy;
 use serde::{Deserialize, Serialize};
@@ -139,6 +140,11 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_WORKER_THREADS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker_threads: Option<usize>,
+    /// Memory for the record cache in front of the store, in MiB; 0 turns
+    /// it off [default: 64].
+    #[arg(long, env = "DYNOKV_CACHE_MB")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_mb: Option<usize>,
 }
 
 impl Settings {
@@ -188,7 +194,8 @@ impl Settings {
             partitions,
             siblings_max,
             proto_max_bulk_len,
-            worker_threads
+            worker_threads,
+            cache_mb
         )
     }
 }
@@ -219,6 +226,7 @@ impl From<&Config> for Settings {
             siblings_max: Some(c.siblings_max),
             proto_max_bulk_len: Some(c.proto_max_bulk_len),
             worker_threads: c.worker_threads,
+            cache_mb: Some(c.cache_bytes >> 20),
         }
     }
 }
@@ -271,6 +279,8 @@ pub struct Config {
     pub proto_max_bulk_len: usize,
     /// Async worker threads. Default `None`: one per CPU core.
     pub worker_threads: Option<usize>,
+    /// Record cache budget in bytes (whole MiB). Default 64 MiB.
+    pub cache_bytes: usize,
     /// The TOML file the settings came from, if any (CONFIG REWRITE target).
     pub config_file: Option<PathBuf>,
 }
@@ -349,6 +359,13 @@ impl Config {
                 .proto_max_bulk_len
                 .unwrap_or(BULK_BYTES_MAX_DEFAULT),
             worker_threads: settings.worker_threads.map(|n| n.max(1)),
+            cache_bytes: match settings.cache_mb {
+                Some(mb) => mb.checked_mul(1 << 20).ok_or(ConfigError::Invalid {
+                    name: "cache-mb",
+                    reason: format!("{mb} MiB is more than this machine can address"),
+                })?,
+                None => RECORD_CACHE_BYTES_DEFAULT,
+            },
             config_file,
         })
     }

@@ -157,3 +157,15 @@ pub const STORAGE_JOB_KEYS_MAX: usize = 16;
 
 /// Storage jobs queued at once; past it callers wait for room.
 pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
+
+/// Default budget of the record cache (`--cache-mb`), in bytes.
+pub const RECORD_CACHE_BYTES_DEFAULT: usize = 64 << 20;
+
+/// Independently locked parts of the record cache: concurrent readers
+/// and writers rarely meet on one lock.
+pub const RECORD_CACHE_SHARDS: usize = 64;
+
+/// What a cache entry costs beyond its key and value (the map slot, the
+/// key's box, the value's handle and allocator rounding), counted
+/// against the cache's budget.
+pub const RECORD_CACHE_ENTRY_OVERHEAD_BYTES: usize = 64;

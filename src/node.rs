@@ -20,7 +20,7 @@ use crate::net::{Listener, Network, Tcp};
 use crate::peer::codec::{decode_members, encode_members};
 use crate::peer::message::MemberInfo;
 use crate::peer::transport::{Transport, TransportConfig};
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaSettings};
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, Store, StoreError};
 use std::sync::Arc;
@@ -168,11 +168,15 @@ impl Node {
             clock,
             executor,
         } = environment;
-        let (partitions, fsync, siblings_max) =
-            (config.partitions, config.fsync, config.siblings_max);
+        let settings = ReplicaSettings {
+            partitions: config.partitions,
+            fsync: config.fsync,
+            siblings_max: config.siblings_max,
+            cache_bytes: config.cache_bytes,
+        };
         // Opening scans the keys: store work.
         let replica = executor
-            .run(move || Replica::open(store, partitions, fsync, siblings_max))
+            .run(move || Replica::open(store, settings))
             .await
             .map_err(|e| StoreError::Engine(format!("store open: {e}")))??;
         let replica = Arc::new(replica);

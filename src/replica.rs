@@ -9,10 +9,12 @@
 
 use crate::limits::KEY_LOCK_STRIPES;
 use crate::ring::partition_of;
-use crate::storage::record::{Record, Sibling, decode_record, encode_record, lww_order};
+use crate::storage::record::{
+    Record, Sibling, decode_record, decode_record_shared, encode_record, lww_order,
+};
 use crate::storage::{
-    BatchOp, FsyncPolicy, GroupCommit, Meta, Space, Store, StoreError, load_or_init_meta,
-    split_storage_key, storage_key,
+    BatchOp, CacheStats, FsyncPolicy, GroupCommit, Meta, RecordCache, Space, Store, StoreError,
+    load_or_init_meta, split_storage_key, storage_key,
 };
 use crate::version::{Dot, VersionVector};
 use bytes::Bytes;
@@ -100,9 +102,25 @@ pub struct ReplicaStats {
     pub writes: AtomicU64,
 }
 
+/// How a replica is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaSettings {
+    /// Q for a new store (an existing one keeps its own).
+    pub partitions: u32,
+    /// When writes are made durable.
+    pub fsync: FsyncPolicy,
+    /// Live siblings kept per key by a write's coordinator.
+    pub siblings_max: usize,
+    /// The record cache's budget in bytes; 0 turns it off.
+    pub cache_bytes: usize,
+}
+
 /// This node's replica of the keyspace.
 pub struct Replica {
     store: Arc<dyn Store>,
+    /// Holds what the store holds for the keys it has: changed only under
+    /// the key's lock, after the store applied the change.
+    cache: RecordCache,
     meta: RwLock<Meta>,
     fsync: FsyncPolicy,
     group: GroupCommit,
@@ -202,20 +220,16 @@ impl Replica {
     /// # Errors
     /// Store errors, and [`StoreError::Corrupt`] for a record that does
     /// not decode.
-    pub fn open(
-        store: Arc<dyn Store>,
-        partitions: u32,
-        fsync: FsyncPolicy,
-        siblings_max: usize,
-    ) -> Result<Self, StoreError> {
-        let meta = load_or_init_meta(store.as_ref(), partitions)?;
+    pub fn open(store: Arc<dyn Store>, settings: ReplicaSettings) -> Result<Self, StoreError> {
+        let meta = load_or_init_meta(store.as_ref(), settings.partitions)?;
         let replica = Self {
             store,
+            cache: RecordCache::new(settings.cache_bytes),
             meta: RwLock::new(meta),
-            fsync,
+            fsync: settings.fsync,
             group: GroupCommit::default(),
             locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
-            siblings_max: AtomicUsize::new(siblings_max),
+            siblings_max: AtomicUsize::new(settings.siblings_max),
             stats: ReplicaStats::default(),
             reap_cursor: Mutex::new(Vec::new()),
         };
@@ -254,6 +268,11 @@ impl Replica {
         self.group.syncs()
     }
 
+    /// The record cache's hits, misses and size.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
     /// Bytes on disk.
     pub fn disk_bytes(&self) -> u64 {
         self.store.disk_bytes()
@@ -279,14 +298,38 @@ impl Replica {
     /// # Errors
     /// Store errors; [`StoreError::Corrupt`] if the record does not decode.
     pub fn read(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        self.read_storage_key(&self.storage_key(key))
+        let skey = self.storage_key(key);
+        if let Some(cached) = self.cache.get(&skey) {
+            return decode_cached(&skey, cached);
+        }
+        // Filling the cache from the store must not race a write of the key.
+        let _guards = self.lock_keys(std::iter::once(skey.as_slice()));
+        self.read_storage_key(&skey)
     }
 
+    /// Reads `keys` from the record cache alone: `None` unless every one
+    /// of them is cached. Never touches the store, so async code may call
+    /// it.
+    pub fn read_cached(&self, keys: &[Bytes]) -> Option<Result<Vec<Option<Record>>, StoreError>> {
+        let mut records = Vec::with_capacity(keys.len());
+        for key in keys {
+            let skey = self.storage_key(key);
+            match decode_cached(&skey, self.cache.get(&skey)?) {
+                Ok(record) => records.push(record),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(records))
+    }
+
+    /// Reads a record through the cache. The caller holds the key's lock.
     fn read_storage_key(&self, skey: &[u8]) -> Result<Option<Record>, StoreError> {
-        self.store
-            .get(Space::Data, skey)?
-            .map(|bytes| decode(skey, &bytes))
-            .transpose()
+        if let Some(cached) = self.cache.get(skey) {
+            return decode_cached(skey, cached);
+        }
+        let stored = self.store.get(Space::Data, skey)?.map(Bytes::from);
+        self.cache.put(skey, stored.clone());
+        decode_cached(skey, stored)
     }
 
     /// Runs each planner against its key's current record under the key's
@@ -479,7 +522,16 @@ impl Replica {
             .iter()
             .filter(|op| op.space == Space::Data)
             .count();
-        self.store.apply(delta.ops)?;
+        if let Err(e) = self.store.apply(&delta.ops) {
+            // What the store holds now is not known: forget it all.
+            self.cache.clear();
+            return Err(e);
+        }
+        for op in delta.ops {
+            if op.space == Space::Data {
+                self.cache.put(&op.key, op.value.map(Bytes::from));
+            }
+        }
         self.stats
             .writes
             .fetch_add(records as u64, Ordering::Relaxed);
@@ -686,7 +738,9 @@ impl Replica {
             .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
             .collect();
         let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
-        self.store.clear()?;
+        let cleared = self.store.clear();
+        self.cache.clear();
+        cleared?;
         *meta = crate::storage::renew_dot_id(self.store.as_ref(), *meta)?;
         self.stats.value_keys.store(0, Ordering::Relaxed);
         self.stats.expiring_keys.store(0, Ordering::Relaxed);
@@ -740,11 +794,22 @@ pub fn next_key(key: &[u8]) -> Vec<u8> {
     next
 }
 
+/// Decodes a record the cache or the store gave; its values share `bytes`.
+fn decode_cached(skey: &[u8], bytes: Option<Bytes>) -> Result<Option<Record>, StoreError> {
+    bytes
+        .map(|bytes| decode_record_shared(&bytes).map_err(|e| corrupt(skey, e)))
+        .transpose()
+}
+
 fn decode(skey: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
-    decode_record(bytes).map_err(|source| StoreError::Corrupt {
+    decode_record(bytes).map_err(|e| corrupt(skey, e))
+}
+
+fn corrupt(skey: &[u8], source: crate::wire::DecodeError) -> StoreError {
+    StoreError::Corrupt {
         key: skey.to_vec(),
         source,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -752,6 +817,15 @@ mod tests {
     use super::*;
     use crate::storage::MemoryStore;
     use crate::storage::record::is_live;
+
+    fn settings(cache_bytes: usize) -> ReplicaSettings {
+        ReplicaSettings {
+            partitions: 64,
+            fsync: FsyncPolicy::No,
+            siblings_max: 8,
+            cache_bytes,
+        }
+    }
 
     fn put(replica: &Replica, key: &'static [u8], expire_at_ms: Option<u64>) {
         let planner: Planner<()> = Box::new(move |current| {
@@ -770,8 +844,7 @@ mod tests {
     // counts, and finds entries written behind its cursor on a later pass.
     #[test]
     fn reaper_removes_due_values_and_keeps_contexts() {
-        let replica =
-            Replica::open(Arc::new(MemoryStore::new()), 64, FsyncPolicy::No, 8).expect("open");
+        let replica = Replica::open(Arc::new(MemoryStore::new()), settings(1 << 20)).expect("open");
         put(&replica, b"a", Some(100));
         put(&replica, b"b", Some(200));
         put(&replica, b"c", None);
@@ -794,8 +867,7 @@ mod tests {
     // all-or-nothing group write nothing, the others are stored once.
     #[test]
     fn update_groups_apply_or_fail_alone_in_order() {
-        let replica =
-            Replica::open(Arc::new(MemoryStore::new()), 64, FsyncPolicy::No, 8).expect("open");
+        let replica = Replica::open(Arc::new(MemoryStore::new()), settings(1 << 20)).expect("open");
         let set = |value: &'static [u8]| -> Planner<&'static str> {
             Box::new(move |current: Option<&Record>| {
                 let context = current.map(|r| r.context().clone()).unwrap_or_default();
@@ -856,7 +928,7 @@ mod tests {
     // changes nothing: two source replicas write, a third merges.
     #[test]
     fn merge_many_matches_merging_one_by_one() {
-        let open = || Replica::open(Arc::new(MemoryStore::new()), 64, FsyncPolicy::No, 8);
+        let open = || Replica::open(Arc::new(MemoryStore::new()), settings(1 << 20));
         let (a, b) = (open().expect("open a"), open().expect("open b"));
         put(&a, b"k", Some(100));
         let k_a1 = a.read(b"k").expect("read").expect("k on a");
@@ -893,5 +965,91 @@ mod tests {
             assert_eq!(replica.live_keys(50).expect("count"), 2);
         }
         assert_eq!(many.stats().writes.load(Ordering::Relaxed), 2);
+    }
+    // Proves the record cache holds what the store holds through every
+    // kind of change: writes with and without the current context
+    // (siblings), tombstones, expiring values and their reaping, merges
+    // from another replica one by one and in batches, and FLUSHALL. The
+    // cache is small enough that entries are evicted all along, so reads
+    // both hit and fill it.
+    #[test]
+    fn the_record_cache_always_holds_what_the_store_holds() {
+        use crate::limits::{RECORD_CACHE_ENTRY_OVERHEAD_BYTES, RECORD_CACHE_SHARDS};
+        use crate::random::SplitMix64;
+        let keys: Vec<Bytes> = (0..256).map(|i| Bytes::from(format!("key{i}"))).collect();
+        for seed in 0..8 {
+            let mut rng = SplitMix64::new(seed);
+            let mut pick = |n: usize| (rng.next_u64() % n as u64) as usize;
+            let store = Arc::new(MemoryStore::new());
+            // Four keys a shard, room for about three small records.
+            let cache = RECORD_CACHE_SHARDS * 2 * 3 * (RECORD_CACHE_ENTRY_OVERHEAD_BYTES + 32);
+            let replica = Replica::open(store.clone(), settings(cache)).expect("open");
+            let other =
+                Replica::open(Arc::new(MemoryStore::new()), settings(0)).expect("open other");
+            let write = |on: &Replica, key: &Bytes, keep_context: bool, sibling: Sibling| {
+                let planner: Planner<()> = Box::new(move |current| {
+                    let context = match current {
+                        Some(r) if keep_context => r.context().clone(),
+                        _ => VersionVector::default(),
+                    };
+                    Ok(Some((context, sibling)))
+                });
+                assert!(matches!(
+                    on.update(vec![(key.clone(), planner)], false),
+                    Ok(Ok(_))
+                ));
+            };
+            let mut now = 1_000;
+            for step in 0..3000u32 {
+                let key = &keys[pick(keys.len())];
+                now += pick(20) as u64;
+                match pick(20) {
+                    0..=6 => {
+                        let value = Bytes::from(vec![b'v'; pick(40)]);
+                        let mut sibling = Sibling::value(value, now);
+                        if pick(3) == 0 {
+                            sibling.expire_at_ms = Some(now + pick(100) as u64);
+                        }
+                        write(&replica, key, pick(4) != 0, sibling);
+                    }
+                    7 => write(&replica, key, true, Sibling::tombstone(now)),
+                    8..=10 => {
+                        write(&other, key, pick(2) == 0, Sibling::value(key.clone(), now));
+                        let record = other.read(key).expect("read other").expect("written");
+                        replica.merge(key, &record).expect("merge");
+                    }
+                    11 => {
+                        let batch: Vec<(Bytes, Record)> = (0..pick(6))
+                            .filter_map(|_| {
+                                let key = &keys[pick(keys.len())];
+                                Some((key.clone(), other.read(key).expect("read")?))
+                            })
+                            .collect();
+                        replica.merge_many(&batch).expect("merge_many");
+                    }
+                    12..=13 => {
+                        replica.reap_expired(now, 1 + pick(4)).expect("reap");
+                    }
+                    14 if pick(10) == 0 => replica.flush_all().expect("flush"),
+                    _ => {
+                        let _ = replica.read_cached(std::slice::from_ref(key));
+                    }
+                }
+                let checked = if step.is_multiple_of(100) {
+                    keys.len()
+                } else {
+                    16
+                };
+                for key in keys.iter().cycle().skip(pick(keys.len())).take(checked) {
+                    let skey = replica.storage_key(key);
+                    let stored = store.get(Space::Data, &skey).expect("get");
+                    let stored = stored.map(|b| decode(&skey, &b).expect("decode"));
+                    let read = replica.read(key).expect("read");
+                    assert_eq!(read, stored, "seed {seed} step {step} key {key:?}");
+                }
+            }
+            let stats = replica.cache_stats();
+            assert!(stats.hits > 1000 && stats.misses > 1000, "{stats:?}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! the VGET context, later the peer codec): LEB128 varints and a reader that
 //! never reads past its input. Pure: no I/O.
 
+use bytes::BufMut;
 use thiserror::Error;
 
 /// What can go wrong reading one of our binary formats.
@@ -65,12 +66,17 @@ pub enum DecodeError {
 }
 
 /// Appends `value` as an unsigned LEB128 varint (1 to 10 bytes).
-pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub fn put_varint(out: &mut impl BufMut, mut value: u64) {
     while value >= 0x80 {
-        out.push((value as u8) | 0x80);
+        out.put_u8((value as u8) | 0x80);
         value >>= 7;
     }
-    out.push(value as u8);
+    out.put_u8(value as u8);
+}
+
+/// How many bytes [`put_varint`] writes for `value`.
+pub fn varint_len(value: u64) -> usize {
+    (64 - value.max(1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A cursor over an input slice; every read checks the bounds.
@@ -191,6 +197,7 @@ mod tests {
         fn varint_round_trips(value: u64) {
             let mut out = Vec::new();
             put_varint(&mut out, value);
+            prop_assert_eq!(out.len(), varint_len(value));
             let mut reader = Reader::new(&out);
             prop_assert_eq!(reader.varint(), Ok(value));
             prop_assert!(reader.finish().is_ok());

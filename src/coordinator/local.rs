@@ -1,5 +1,6 @@
 //! The single-node coordinator: every operation runs against this node's
-//! replica, on the storage threads.
+//! replica, on the storage threads, except reads of keys that are all in
+//! the replica's record cache: those are answered in place.
 //!
 //! Reads, writes and merges of concurrent callers are combined: a caller
 //! that finds a storage job already queued adds its work to that job
@@ -297,6 +298,9 @@ impl Coordinator for LocalCoordinator {
         keys: Vec<Bytes>,
         _options: ReadOptions,
     ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>> {
+        if let Some(cached) = self.replica.read_cached(&keys) {
+            return Box::pin(std::future::ready(cached.map_err(Into::into)));
+        }
         Box::pin(self.combined(|waiting, reply| waiting.reads.push((keys, reply))))
     }
 
@@ -383,6 +387,7 @@ impl Coordinator for LocalCoordinator {
         let replica = &self.replica;
         let meta = replica.meta();
         let stats = replica.stats();
+        let cache = replica.cache_stats();
         CoordinatorInfo {
             fields: vec![
                 ("node_id", format!("{:016x}", meta.node_id)),
@@ -399,6 +404,9 @@ impl Coordinator for LocalCoordinator {
                     stats.writes.load(Ordering::Relaxed).to_string(),
                 ),
                 ("disk_bytes", replica.disk_bytes().to_string()),
+                ("record_cache_bytes", cache.bytes.to_string()),
+                ("record_cache_hits", cache.hits.to_string()),
+                ("record_cache_misses", cache.misses.to_string()),
             ],
         }
     }

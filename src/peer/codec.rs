@@ -110,9 +110,9 @@ use crate::limits::{
     KEY_BYTES_MAX, PEER_FRAME_BYTES_MAX, PEER_HELLO_BYTES_MAX, PEER_LIST_LEN_MAX, VALUE_BYTES_MAX,
     VECTOR_ENTRIES_MAX,
 };
-use crate::storage::record::{Record, decode_record, encode_record};
+use crate::storage::record::{Record, decode_record, encode_record_into, encoded_len};
 use crate::version::VersionVector;
-use crate::wire::{DecodeError, Reader};
+use crate::wire::{DecodeError, Reader, put_varint};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Longest proof a Hello may carry (HMAC-SHA256 needs 32).
@@ -262,15 +262,6 @@ fn framed(out: &mut BytesMut, kind: Kind, body: impl FnOnce(&mut BytesMut)) {
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-/// [`crate::wire::put_varint`], into a `BytesMut` (same bytes).
-fn put_varint(out: &mut BytesMut, mut value: u64) {
-    while value >= 0x80 {
-        out.put_u8((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.put_u8(value as u8);
-}
-
 fn put_bytes(out: &mut BytesMut, bytes: &[u8]) {
     put_varint(out, bytes.len() as u64);
     out.put_slice(bytes);
@@ -298,7 +289,8 @@ fn put_list<T>(out: &mut BytesMut, items: &[T], put: impl Fn(&mut BytesMut, &T))
 }
 
 fn put_record(out: &mut BytesMut, record: &Record) {
-    put_bytes(out, &encode_record(record));
+    put_varint(out, encoded_len(record) as u64);
+    encode_record_into(record, out);
 }
 
 fn put_vector(out: &mut BytesMut, vector: &VersionVector) {
@@ -1156,17 +1148,6 @@ mod tests {
         assert_eq!(max.len(), 4, "nothing taken until the frame is whole");
     }
 
-    #[test]
-    fn local_varint_matches_wire() {
-        for value in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
-            let mut ours = BytesMut::new();
-            put_varint(&mut ours, value);
-            let mut wire = Vec::new();
-            crate::wire::put_varint(&mut wire, value);
-            assert_eq!(&ours[..], &wire[..]);
-        }
-    }
-
     // ------------------------------------------------------------ strategies
 
     fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
@@ -1358,6 +1339,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn records_are_as_long_as_said_and_decode_shared(record in arb_record()) {
+            let bytes = Bytes::from(crate::storage::record::encode_record(&record));
+            prop_assert_eq!(bytes.len(), encoded_len(&record));
+            let shared = crate::storage::record::decode_record_shared(&bytes);
+            prop_assert_eq!(shared.as_ref(), Ok(&record));
+            prop_assert_eq!(decode_record(&bytes), shared);
+        }
+
         #[test]
         fn requests_round_trip(id: u64, request in arb_request()) {
             check_round_trip(&Frame::Request { id, request })?;

@@ -66,13 +66,13 @@ impl Store for FjallStore {
             .map(|v| v.to_vec()))
     }
 
-    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[BatchOp]) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
         for op in ops {
             let keyspace = self.space(op.space);
-            match op.value {
-                Some(value) => batch.insert(keyspace, op.key, value),
-                None => batch.remove(keyspace, op.key),
+            match &op.value {
+                Some(value) => batch.insert(keyspace, op.key.as_slice(), value.as_slice()),
+                None => batch.remove(keyspace, op.key.as_slice()),
             }
         }
         batch.commit().map_err(engine)
@@ -131,11 +131,7 @@ mod tests {
         {
             let store = FjallStore::open(dir.path()).expect("open");
             store
-                .apply(vec![BatchOp::put(
-                    Space::Data,
-                    b"\0\0k".to_vec(),
-                    b"v".to_vec(),
-                )])
+                .apply(&[BatchOp::put(Space::Data, b"\0\0k".to_vec(), b"v".to_vec())])
                 .expect("apply");
             store.sync().expect("sync");
             store.meta_put("node_id", b"12345678").expect("meta");

@@ -67,11 +67,11 @@ impl Store for MemoryStore {
         Ok(self.lock().data.get(&(space, key.to_vec())).cloned())
     }
 
-    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StoreError> {
+    fn apply(&self, ops: &[BatchOp]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for op in ops {
             apply_to(&mut inner.data, Some(op.clone()));
-            inner.unsynced.push(Some(op));
+            inner.unsynced.push(Some(op.clone()));
         }
         Ok(())
     }
@@ -125,9 +125,9 @@ mod tests {
     fn crash_keeps_only_synced_writes() {
         let store = MemoryStore::new();
         let put = |k: &[u8], v: &[u8]| BatchOp::put(Space::Data, k.to_vec(), v.to_vec());
-        store.apply(vec![put(b"a", b"1")]).expect("apply");
+        store.apply(&[put(b"a", b"1")]).expect("apply");
         store.sync().expect("sync");
-        store.apply(vec![put(b"b", b"2")]).expect("apply");
+        store.apply(&[put(b"b", b"2")]).expect("apply");
         store.crash();
         assert_eq!(
             store.get(Space::Data, b"a").expect("get"),

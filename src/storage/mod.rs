@@ -1,20 +1,24 @@
 //! This node's durable storage: the [`Store`] trait, its fjall and in-memory
-//! implementations, the record format and the fsync policy.
+//! implementations, the record format, the fsync policy, the storage
+//! threads and the record cache in front of the store.
 //!
-//! Stores are synchronous. Async code reaches them only through
-//! `spawn_blocking` (see [`crate::replica`]), never from a runtime thread.
+//! Stores are synchronous. Async code reaches them only through the
+//! storage threads ([`StorageExecutor`]), never from a runtime thread; the
+//! record cache is memory only and may be read from anywhere.
 //!
 //! A storage key is the partition id (two bytes, big-endian) followed by the
 //! user key, so one partition is one contiguous range. The number of
 //! partitions (Q), the node id and the data format version are fixed when a
 //! data directory is created and kept in the store's meta keyspace.
 
+mod cache;
 mod durability;
 mod executor;
 mod fjall_store;
 mod memory;
 pub mod record;
 
+pub use cache::{CacheStats, RecordCache};
 pub use durability::{FsyncPolicy, GroupCommit};
 pub use executor::{JobLost, StorageExecutor};
 pub use fjall_store::FjallStore;
@@ -108,7 +112,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Engine`] when the engine fails.
-    fn apply(&self, ops: Vec<BatchOp>) -> Result<(), StoreError>;
+    fn apply(&self, ops: &[BatchOp]) -> Result<(), StoreError>;
 
     /// Makes every applied op durable.
     ///

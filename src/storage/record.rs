@@ -21,8 +21,8 @@
 
 use crate::limits::{VALUE_BYTES_MAX, VECTOR_ENTRIES_MAX};
 use crate::version::{Dot, DvvSet, VersionVector};
-use crate::wire::{DecodeError, Reader, put_varint};
-use bytes::Bytes;
+use crate::wire::{DecodeError, Reader, put_varint, varint_len};
+use bytes::{BufMut, Bytes};
 
 /// The record format this build writes.
 pub const RECORD_FORMAT_V1: u8 = 1;
@@ -107,19 +107,27 @@ pub fn is_live(record: &Record, now_ms: u64) -> bool {
 
 /// Encodes a record in the current format.
 pub fn encode_record(record: &Record) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + value_bytes(record));
-    out.push(RECORD_FORMAT_V1);
+    // Exactly as long as needed, so the bytes can become a `Bytes`
+    // without another allocation.
+    let mut out = Vec::with_capacity(encoded_len(record));
+    encode_record_into(record, &mut out);
+    out
+}
+
+/// Appends a record in the current format to `out`.
+pub fn encode_record_into(record: &Record, out: &mut impl BufMut) {
+    out.put_u8(RECORD_FORMAT_V1);
     let context = record.context().entries();
-    put_varint(&mut out, context.len() as u64);
+    put_varint(out, context.len() as u64);
     for &(node, counter) in context {
-        put_varint(&mut out, node);
-        put_varint(&mut out, counter);
+        put_varint(out, node);
+        put_varint(out, counter);
     }
-    put_varint(&mut out, record.siblings().len() as u64);
+    put_varint(out, record.siblings().len() as u64);
     for (dot, sibling) in record.siblings() {
-        put_varint(&mut out, dot.node);
-        put_varint(&mut out, dot.counter);
-        put_varint(&mut out, sibling.timestamp_ms);
+        put_varint(out, dot.node);
+        put_varint(out, dot.counter);
+        put_varint(out, sibling.timestamp_ms);
         let mut flags = 0;
         if matches!(sibling.content, Content::Tombstone) {
             flags |= FLAG_TOMBSTONE;
@@ -127,27 +135,33 @@ pub fn encode_record(record: &Record) -> Vec<u8> {
         if sibling.expire_at_ms.is_some() {
             flags |= FLAG_EXPIRES;
         }
-        out.push(flags);
+        out.put_u8(flags);
         if let Some(at) = sibling.expire_at_ms {
-            put_varint(&mut out, at);
+            put_varint(out, at);
         }
         if let Content::Value(value) = &sibling.content {
-            put_varint(&mut out, value.len() as u64);
-            out.extend_from_slice(value);
+            put_varint(out, value.len() as u64);
+            out.put_slice(value);
         }
     }
-    out
 }
 
-fn value_bytes(record: &Record) -> usize {
-    record
-        .siblings()
-        .iter()
-        .map(|(_, s)| match &s.content {
-            Content::Value(v) => v.len(),
-            Content::Tombstone => 0,
-        })
-        .sum()
+/// The length of [`encode_record`]'s bytes for `record`.
+pub fn encoded_len(record: &Record) -> usize {
+    let context = record.context().entries();
+    let mut len = 1 + varint_len(context.len() as u64);
+    for &(node, counter) in context {
+        len += varint_len(node) + varint_len(counter);
+    }
+    len += varint_len(record.siblings().len() as u64);
+    for (dot, sibling) in record.siblings() {
+        len += varint_len(dot.node) + varint_len(dot.counter) + varint_len(sibling.timestamp_ms);
+        len += 1 + sibling.expire_at_ms.map_or(0, varint_len);
+        if let Content::Value(value) = &sibling.content {
+            len += varint_len(value.len() as u64) + value.len();
+        }
+    }
+    len
 }
 
 /// Decodes a record written by this or an older release.
@@ -156,6 +170,19 @@ fn value_bytes(record: &Record) -> usize {
 /// [`DecodeError`] for bytes no release wrote; the caller treats that as
 /// corruption.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
+    decode_with(bytes, Bytes::copy_from_slice)
+}
+
+/// [`decode_record`] for bytes already shared: the values are slices of
+/// `bytes`, not copies.
+///
+/// # Errors
+/// As [`decode_record`].
+pub fn decode_record_shared(bytes: &Bytes) -> Result<Record, DecodeError> {
+    decode_with(bytes, |value| bytes.slice_ref(value))
+}
+
+fn decode_with(bytes: &[u8], value: impl Fn(&[u8]) -> Bytes) -> Result<Record, DecodeError> {
     let mut reader = Reader::new(bytes);
     match reader.u8()? {
         RECORD_FORMAT_V1 => {}
@@ -189,7 +216,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
             Content::Tombstone
         } else {
             let len = reader.count("value byte", VALUE_BYTES_MAX)?;
-            Content::Value(Bytes::copy_from_slice(reader.bytes(len)?))
+            Content::Value(value(reader.bytes(len)?))
         };
         siblings.push((
             dot,
@@ -201,7 +228,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
         ));
     }
     reader.finish()?;
-    let context = VersionVector::from_entries(context);
+    // Written sorted and without zeros; anything else is normalised.
+    let context = VersionVector::from_sorted(context).unwrap_or_else(VersionVector::from_entries);
     DvvSet::from_parts(context, siblings).ok_or(DecodeError::Malformed { what: "record" })
 }
 
@@ -234,6 +262,14 @@ mod tests {
         ];
         assert_eq!(bytes, golden);
         assert_eq!(decode_record(golden), Ok(sample()));
+    }
+
+    #[test]
+    fn an_unsorted_context_is_read_as_its_sorted_form() {
+        #[rustfmt::skip]
+        let unsorted: &[u8] = &[1, 3, 9, 1, 7, 1, 8, 0, 0];
+        let record = decode_record(unsorted).expect("decode");
+        assert_eq!(record.context().entries(), &[(7, 1), (9, 1)]);
     }
 
     #[test]

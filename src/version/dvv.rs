@@ -37,6 +37,22 @@ impl VersionVector {
         vector
     }
 
+    /// A vector of entries already as [`VersionVector::entries`] keeps
+    /// them (nodes strictly increasing, no zero counter) without sorting;
+    /// other entries come back as they were.
+    ///
+    /// # Errors
+    /// The entries, unchanged, when they are not in that form.
+    pub fn from_sorted(entries: Vec<(NodeId, u64)>) -> Result<Self, Vec<(NodeId, u64)>> {
+        let canonical =
+            entries.iter().all(|e| e.1 > 0) && entries.windows(2).all(|w| w[0].0 < w[1].0);
+        if canonical {
+            Ok(Self { entries })
+        } else {
+            Err(entries)
+        }
+    }
+
     /// The `(node, counter)` entries, sorted by node.
     pub fn entries(&self) -> &[(NodeId, u64)] {
         &self.entries

@@ -1,0 +1,262 @@
+//! A bounded in-memory cache of encoded records by storage key, in front of
+//! the store. Reads of cached keys skip the engine's memtable search (a
+//! skiplist walk of cache misses, a third of a node's CPU under a GET load
+//! before this cache) and, when every key of a read is cached, the storage
+//! thread altogether.
+//!
+//! The cache only ever holds what the store holds. It does not know the
+//! store: its owner ([`crate::replica::Replica`]) changes an entry only
+//! under the key's lock, after the store applied the change. Absence is
+//! cached too (`None`), because every write of a new key reads it first.
+//!
+//! Eviction is by generations: each shard keeps a young and an old map.
+//! Entries go into the young map; a hit in the old one moves the entry
+//! back to the young; when the young map holds half the shard's budget it
+//! becomes the old one and the old one is dropped. Every operation is
+//! O(1) with no per-entry bookkeeping, and an entry used since the last
+//! turn survives it: least-recently-used, approximately.
+
+use crate::limits::{RECORD_CACHE_ENTRY_OVERHEAD_BYTES, RECORD_CACHE_SHARDS};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use xxhash_rust::xxh3::{Xxh3DefaultBuilder, xxh3_64};
+
+type Map = HashMap<Box<[u8]>, Option<Bytes>, Xxh3DefaultBuilder>;
+
+#[derive(Default)]
+struct Shard {
+    young: Map,
+    old: Map,
+    young_bytes: usize,
+    old_bytes: usize,
+}
+
+impl Shard {
+    fn insert(&mut self, key: Box<[u8]>, value: Option<Bytes>, turn_bytes: usize) {
+        let key_len = key.len();
+        self.young_bytes += cost(key_len, value.as_ref());
+        if let Some(replaced) = self.young.insert(key, value) {
+            self.young_bytes -= cost(key_len, replaced.as_ref());
+        }
+        if self.young_bytes > turn_bytes {
+            self.old = std::mem::take(&mut self.young);
+            self.old_bytes = std::mem::take(&mut self.young_bytes);
+        }
+    }
+
+    fn remove_old(&mut self, key: &[u8]) -> Option<(Box<[u8]>, Option<Bytes>)> {
+        let (key, value) = self.old.remove_entry(key)?;
+        self.old_bytes -= cost(key.len(), value.as_ref());
+        Some((key, value))
+    }
+}
+
+/// What an entry is counted as against the budget.
+fn cost(key_len: usize, value: Option<&Bytes>) -> usize {
+    key_len + value.map_or(0, Bytes::len) + RECORD_CACHE_ENTRY_OVERHEAD_BYTES
+}
+
+/// Hit and miss counts and the bytes held, for INFO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that had to go to the store.
+    pub misses: u64,
+    /// Bytes held, as counted against the budget.
+    pub bytes: usize,
+}
+
+/// The record cache: storage key → encoded record, or `None` when the
+/// store has no record for the key.
+pub struct RecordCache {
+    shards: Box<[Mutex<Shard>]>,
+    /// Bytes a shard's young map may hold before it turns old; a shard
+    /// holds at most twice this (one entry more, briefly).
+    turn_bytes: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for RecordCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordCache")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecordCache {
+    /// A cache holding about `bytes` bytes at most; 0 caches nothing.
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            shards: (0..RECORD_CACHE_SHARDS).map(|_| Mutex::default()).collect(),
+            turn_bytes: bytes / RECORD_CACHE_SHARDS / 2,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
+        let at = (xxh3_64(key) % self.shards.len() as u64) as usize;
+        self.shards[at]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached record of `key`: `Some(None)` when the store is known to
+    /// have none, `None` when the cache does not know.
+    pub fn get(&self, key: &[u8]) -> Option<Option<Bytes>> {
+        let mut shard = self.shard(key);
+        let found = match shard.young.get(key) {
+            Some(value) => Some(value.clone()),
+            None => shard.remove_old(key).map(|(key, value)| {
+                shard.insert(key, value.clone(), self.turn_bytes);
+                value
+            }),
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Records that the store now holds `value` for `key` (`None`: no
+    /// record). A value too large to cache only removes the old entry.
+    pub fn put(&self, key: &[u8], value: Option<Bytes>) {
+        let mut shard = self.shard(key);
+        shard.remove_old(key);
+        if cost(key.len(), value.as_ref()) > self.turn_bytes {
+            if let Some(stale) = shard.young.remove(key) {
+                shard.young_bytes -= cost(key.len(), stale.as_ref());
+            }
+            return;
+        }
+        if let Some(held) = shard.young.get_mut(key) {
+            // The common case, a key written again: no new allocation.
+            let (added, removed) = (
+                cost(key.len(), value.as_ref()),
+                cost(key.len(), held.as_ref()),
+            );
+            *held = value;
+            shard.young_bytes = shard.young_bytes + added - removed;
+            return;
+        }
+        shard.insert(key.into(), value, self.turn_bytes);
+    }
+
+    /// Forgets everything (the store was cleared).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            *shard.lock().unwrap_or_else(PoisonError::into_inner) = Shard::default();
+        }
+    }
+
+    /// Hits, misses and bytes held.
+    pub fn stats(&self) -> CacheStats {
+        let bytes = self
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+                s.young_bytes + s.old_bytes
+            })
+            .sum();
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(n: usize) -> Option<Bytes> {
+        Some(Bytes::from(vec![7u8; n]))
+    }
+
+    #[test]
+    fn remembers_values_and_absence_and_forgets_on_clear() {
+        let cache = RecordCache::new(1 << 20);
+        assert_eq!(cache.get(b"a"), None);
+        cache.put(b"a", value(3));
+        cache.put(b"b", None);
+        assert_eq!(cache.get(b"a"), Some(value(3)));
+        assert_eq!(cache.get(b"b"), Some(None));
+        cache.put(b"a", value(5));
+        assert_eq!(cache.get(b"a"), Some(value(5)));
+        cache.clear();
+        assert_eq!(cache.get(b"a"), None);
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.bytes), (3, 2, 0));
+    }
+
+    #[test]
+    fn stays_within_its_budget_and_keeps_what_is_used() {
+        let budget = 256 * 1024;
+        let cache = RecordCache::new(budget);
+        for i in 0u32..100_000 {
+            cache.put(&i.to_be_bytes(), value(100));
+            // Key 0 is read all along: it survives every turn.
+            assert!(cache.get(&0u32.to_be_bytes()).is_some(), "lost at {i}");
+        }
+        let held = cache.stats().bytes;
+        let entry = 4 + 100 + RECORD_CACHE_ENTRY_OVERHEAD_BYTES;
+        assert!(held <= budget + RECORD_CACHE_SHARDS * entry, "{held}");
+        assert!(held >= budget / 4, "{held}: the cache should be in use");
+        // The oldest keys are gone.
+        assert_eq!(cache.get(&1u32.to_be_bytes()), None);
+    }
+
+    #[test]
+    fn a_value_too_large_replaces_the_cached_one_by_nothing() {
+        let cache = RecordCache::new(RECORD_CACHE_SHARDS * 2 * 1024);
+        cache.put(b"k", value(10));
+        cache.put(b"k", value(4096));
+        assert_eq!(cache.get(b"k"), None, "a stale value must not stay");
+        let empty = RecordCache::new(0);
+        empty.put(b"k", value(1));
+        assert_eq!(empty.get(b"k"), None);
+        assert_eq!(empty.stats().bytes, 0);
+    }
+
+    #[test]
+    fn byte_counts_match_what_is_held() {
+        let cache = RecordCache::new(RECORD_CACHE_SHARDS * 2 * 4096);
+        for round in 0..50usize {
+            for k in 0u8..40 {
+                let v = if (k as usize + round).is_multiple_of(3) {
+                    None
+                } else {
+                    value(k as usize * round % 97)
+                };
+                cache.put(&[k], v);
+                let _ = cache.get(&[k.wrapping_mul(7) % 40]);
+            }
+        }
+        let counted: usize = cache
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+                let sum = |m: &Map| {
+                    m.iter()
+                        .map(|(k, v)| cost(k.len(), v.as_ref()))
+                        .sum::<usize>()
+                };
+                assert_eq!(s.young_bytes, sum(&s.young));
+                assert_eq!(s.old_bytes, sum(&s.old));
+                s.young_bytes + s.old_bytes
+            })
+            .sum();
+        assert_eq!(counted, cache.stats().bytes);
+    }
+}
