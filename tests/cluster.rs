@@ -158,7 +158,8 @@ fn vset(con: &mut Connection, key: &str, context: &[u8], value: &str) -> Vec<u8>
         .unwrap_or_else(|e| panic!("VSET {key} {value}: {e}"))
 }
 
-// Proves writes through one node read through every other: 100 keys via node 0, GET/MGET on 1, 2.
+// Proves writes through one node read through every other: 100 keys via node 0, GET/MGET on 1, 2,
+// answered from the replicas' record caches.
 #[test]
 fn three_nodes_write_one_read_every_other() {
     let cluster = TestCluster::start(3, &[]);
@@ -174,6 +175,13 @@ fn three_nodes_write_one_read_every_other() {
         check_all(&mut con(cluster.node(i)), "t1", &format!("node {i}"), |k| {
             value("t1", k, 2)
         });
+    }
+    // Every replica cached what it stored, and the reads above were
+    // answered from those caches.
+    for i in 0..3 {
+        let addr = cluster.node(i).addr();
+        assert!(info_count(addr, "record_cache_bytes") > 0, "node {i}");
+        assert!(info_count(addr, "record_cache_hits") > 0, "node {i}");
     }
 }
 
