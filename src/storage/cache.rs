@@ -9,7 +9,8 @@
 //! The cache only ever holds what the store holds. It does not know the
 //! store: its owner ([`crate::replica::Replica`]) changes an entry only
 //! under the key's lock, after the store applied the change. Absence is
-//! cached too (`None`), because every write of a new key reads it first.
+//! cached too (`None`): a GET of a key that does not exist should not
+//! cost a trip to the store each time either.
 //!
 //! Eviction is by generations: each shard keeps a young and an old map.
 //! Entries go into the young map; a hit in the old one moves the entry
@@ -45,6 +46,11 @@ impl Shard {
         if let Some(replaced) = self.young.insert(key, value) {
             self.young_bytes -= cost(key_len, replaced.as_ref());
         }
+        self.turn_if_full(turn_bytes);
+    }
+
+    /// The young map becomes the old one once it holds `turn_bytes`.
+    fn turn_if_full(&mut self, turn_bytes: usize) {
         if self.young_bytes > turn_bytes {
             self.old = std::mem::take(&mut self.young);
             self.old_bytes = std::mem::take(&mut self.young_bytes);
@@ -148,6 +154,7 @@ impl RecordCache {
             );
             *held = value;
             shard.young_bytes = shard.young_bytes + added - removed;
+            shard.turn_if_full(self.turn_bytes);
             return;
         }
         shard.insert(key.into(), value, self.turn_bytes);
