@@ -135,6 +135,17 @@ pub const PEER_FRAME_BYTES_MAX: usize = 600 * 1024 * 1024;
 /// peer that has not yet proved itself may not make us buffer more.
 pub const PEER_HELLO_BYTES_MAX: usize = 64 * 1024;
 
+/// Most keys a coordinator puts in one peer Read or Replicate request: a
+/// client's batch (a pipeline run, an MGET) goes to each replica as one
+/// request per this many keys, not one per key.
+pub const PEER_BATCH_KEYS_MAX: usize = 256;
+
+/// Record bytes past which a batch is cut: a Replicate request carries no
+/// more once past it, and an answer to Read stops short there (the
+/// coordinator asks again for the rest). Each holds at least one record,
+/// so a single larger record still travels, alone.
+pub const PEER_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Most elements in one list of a peer message (scan entries, members);
 /// decoding a longer count is refused before allocating.
 pub const PEER_LIST_LEN_MAX: usize = 1 << 20;

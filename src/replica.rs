@@ -324,13 +324,13 @@ impl Replica {
         Some(Ok(records))
     }
 
-    /// Reads a record for a write from the store itself, not the cache:
-    /// the engine's lookup walks the path its insert of the new record
-    /// walks next, so the insert finds it in the CPU's cache (reading from
-    /// the record cache instead measured 15% slower writes). The caller
+    /// Reads a record for a write: the cache, else the store. The caller
     /// holds the key's lock; the write's commit fills the record cache.
     fn read_for_write(&self, skey: &[u8]) -> Result<Option<Record>, StoreError> {
-        decode_cached(skey, self.stored(skey)?)
+        match self.cache.get(skey) {
+            Some(cached) => decode_cached(skey, cached),
+            None => decode_cached(skey, self.stored(skey)?),
+        }
     }
 
     /// The store's bytes for a storage key.

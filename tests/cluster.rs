@@ -186,6 +186,34 @@ fn three_nodes_write_one_read_every_other() {
 }
 
 // Proves 5 nodes, N=3, serve 100 keys from every node and all agree on sane partition shares.
+// Proves a client batch whose records pass the peer batch byte budget
+// (4 MiB) still completes at quorum: an MSET of 3 MiB values goes to each
+// replica as several Replicate requests, and a replica's answer to an MGET
+// of them stops short, so the coordinator must ask again for the rest
+// (without that, the last keys never reach R and the MGET fails).
+#[test]
+fn large_batches_are_cut_and_finished() {
+    const LARGE: usize = 3 * 1024 * 1024;
+    let cluster = TestCluster::start(3, &[]);
+    let values: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| (0..LARGE).map(|j| i.wrapping_add(j as u8)).collect())
+        .collect();
+    let keys: Vec<String> = (0..values.len()).map(|i| key("large", i)).collect();
+    let mut mset = redis::cmd("MSET");
+    for (key, value) in keys.iter().zip(&values) {
+        mset.arg(key).arg(value.as_slice());
+    }
+    let ok: String = mset.query(&mut con(cluster.node(0))).expect("MSET");
+    assert_eq!(ok, "OK");
+    for i in 0..3 {
+        let got: Vec<Vec<u8>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query(&mut con(cluster.node(i)))
+            .expect("MGET");
+        assert!(got == values, "node {i}: MGET returned other values");
+    }
+}
+
 #[test]
 fn five_nodes_n3_spread_and_readable_everywhere() {
     let mut cluster = TestCluster::start(5, &["--replicas", "3"]);

@@ -23,19 +23,22 @@
 //!   into the coordinating replica, then plan against that.
 
 use super::answers::Answers;
+use super::batches::{KeyRead, ReadBatches, cut};
 use super::local::LocalCoordinator;
 use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus, OpError,
     ReadOptions, WriteOp, WriteOptions,
 };
-use crate::limits::{PEER_LIST_LEN_MAX, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
+use crate::limits::{
+    PEER_BATCH_BYTES_MAX, PEER_LIST_LEN_MAX, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX,
+};
 use crate::membership::{Membership, View};
 use crate::node::stopped;
 use crate::peer::message::{ErrorCode, Request, Response};
 use crate::peer::transport::{Handler, PeerError, Transport};
 use crate::replica::Written;
 use crate::ring::{Ring, partition_of};
-use crate::storage::record::Record;
+use crate::storage::record::{Record, encoded_len};
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -81,9 +84,6 @@ struct Inner {
     tails: Mutex<JoinSet<()>>,
     stats: Stats,
 }
-
-/// A replica's answer to a read.
-type ReadAnswer = (NodeId, Result<Option<Record>, CoordinatorError>);
 
 /// One key's read in flight.
 struct ReadPlan {
@@ -222,8 +222,7 @@ impl ClusterCoordinator {
                     .request(
                         repair.node,
                         Request::Replicate {
-                            key: repair.key,
-                            record: repair.record,
+                            entries: vec![(repair.key, repair.record)],
                         },
                     )
                     .await
@@ -274,9 +273,10 @@ impl Inner {
         requested.unwrap_or(default).clamp(1, n.max(1))
     }
 
-    /// Reads `keys` at quorum. Requests to other replicas go out first;
-    /// the keys this node holds are read in one local batch meanwhile.
-    /// Every answer is awaited here, under one deadline for the batch.
+    /// Reads `keys` at quorum. Requests to other replicas go out first,
+    /// one per replica per batch of keys; the keys this node holds are
+    /// read in one local batch meanwhile. Every answer is awaited here,
+    /// under one deadline for the batch.
     async fn read_many(
         self: Arc<Self>,
         keys: Vec<Bytes>,
@@ -285,43 +285,33 @@ impl Inner {
         let me = self.me();
         let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
         let mut plans = Vec::with_capacity(keys.len());
-        let mut answers: Answers<ReadAnswer> = Answers::default();
+        let mut asked: BTreeMap<NodeId, Vec<(usize, Bytes)>> = BTreeMap::new();
         let (mut local_keys, mut local_index) = (Vec::new(), Vec::new());
         for (i, key) in keys.iter().enumerate() {
             let replicas = self.replicas(key);
-            let required = self.quorum(r, self.policy.r, replicas.len());
-            let mut open = 0;
             for &node in &replicas {
                 if node == me {
                     local_keys.push(key.clone());
                     local_index.push(i);
-                    continue;
-                }
-                match self
-                    .transport
-                    .send(node, Request::Read { key: key.clone() })
-                    .await
-                {
-                    Ok(pending) => {
-                        open += 1;
-                        answers.push(i, async move {
-                            let answer = match pending.answer().await {
-                                Ok(Response::Record { record }) => Ok(record),
-                                Ok(other) => Err(unexpected(other)),
-                                Err(e) => Err(CoordinatorError::Remote(e.to_string())),
-                            };
-                            (node, answer)
-                        });
-                    }
-                    Err(e) => tracing::debug!("read of a replica skipped: {e}"),
+                } else {
+                    asked.entry(node).or_default().push((i, key.clone()));
                 }
             }
             plans.push(ReadPlan {
                 contacted: replicas.len(),
-                required,
-                open,
+                required: self.quorum(r, self.policy.r, replicas.len()),
+                open: 0,
                 got: Vec::with_capacity(replicas.len()),
             });
+        }
+        let mut reads = ReadBatches::default();
+        for (node, keys) in asked {
+            for batch in cut(keys, |_| 0) {
+                let index: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
+                if reads.ask(&self.transport, node, batch).await.is_ok() {
+                    index.into_iter().for_each(|i| plans[i].open += 1);
+                }
+            }
         }
         if !local_keys.is_empty() {
             match self.local.read(local_keys, ReadOptions::default()).await {
@@ -339,23 +329,24 @@ impl Inner {
         // Answers past a key's R, for the tail to look at.
         let mut late = Vec::new();
         let _ = tokio::time::timeout_at(deadline, async {
-            while waiting > 0 {
-                let Some((i, (node, answer))) = answers.next().await else {
+            let mut hopeless = false;
+            while waiting > 0 && !hopeless {
+                let Some(answers) = reads.next(&self.transport).await else {
                     break;
                 };
-                let plan = &mut plans[i];
-                let was_done = plan.done();
-                plan.open -= 1;
-                match answer {
-                    Ok(record) if !was_done => plan.got.push((node, record)),
-                    Ok(record) => late.push((i, (node, Ok(record)))),
-                    Err(_) => {}
-                }
-                if !was_done && plan.done() {
-                    if plan.got.len() < plan.required {
-                        break;
+                for (i, node, answer) in answers {
+                    let plan = &mut plans[i];
+                    let was_done = plan.done();
+                    plan.open -= 1;
+                    match answer {
+                        Ok(record) if !was_done => plan.got.push((node, record)),
+                        Ok(record) => late.push((i, node, Ok(record))),
+                        Err(_) => {}
                     }
-                    waiting -= 1;
+                    if !was_done && plan.done() {
+                        hopeless |= plan.got.len() < plan.required;
+                        waiting -= 1;
+                    }
                 }
             }
         })
@@ -389,7 +380,7 @@ impl Inner {
             out.push(merged.clone());
             merged_all.push((key, merged));
         }
-        self.tail(merged_all, late, answers, deadline);
+        self.tail(merged_all, late, reads, deadline);
         Ok(out)
     }
 
@@ -402,20 +393,21 @@ impl Inner {
     fn tail(
         self: &Arc<Self>,
         merged: Vec<(Bytes, Option<Record>)>,
-        late: Vec<(usize, ReadAnswer)>,
-        mut answers: Answers<ReadAnswer>,
+        late: Vec<KeyRead>,
+        mut reads: ReadBatches,
         deadline: tokio::time::Instant,
     ) {
-        let look = |inner: &Inner, merged: &[(Bytes, Option<Record>)], i, answer| {
-            let (node, answer): ReadAnswer = answer;
-            if let (Ok(record), Some((key, Some(merged)))) = (answer, merged.get(i)) {
+        let look = |inner: &Inner, merged: &[(Bytes, Option<Record>)], answer: KeyRead| {
+            if let (i, node, Ok(record)) = answer
+                && let Some((key, Some(merged))) = merged.get(i)
+            {
                 inner.repair_if_stale(node, key, record.as_ref(), merged);
             }
         };
-        for (i, answer) in late.into_iter().chain(answers.ready()) {
-            look(self, &merged, i, answer);
+        for answer in late.into_iter().chain(reads.ready()) {
+            look(self, &merged, answer);
         }
-        if answers.is_empty() {
+        if reads.is_empty() {
             return;
         }
         let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
@@ -429,8 +421,10 @@ impl Inner {
         let inner = Arc::clone(self);
         tails.spawn(async move {
             let _ = tokio::time::timeout_at(deadline, async {
-                while let Some((i, answer)) = answers.next().await {
-                    look(&inner, &merged, i, answer);
+                while let Some(answers) = reads.next(&inner.transport).await {
+                    for answer in answers {
+                        look(&inner, &merged, answer);
+                    }
                 }
             })
             .await;
@@ -484,54 +478,69 @@ impl Inner {
         let me = self.me();
         // Per key: (acknowledgements still needed, requests open, W, N).
         let mut quorums = Vec::with_capacity(written.len());
-        let mut answers: Answers<bool> = Answers::default();
+        let mut to: BTreeMap<NodeId, Vec<(usize, Bytes, Record)>> = BTreeMap::new();
         for (i, (key, outcome)) in keys.into_iter().zip(&written).enumerate() {
             let replicas = self.replicas(&key);
             // A write that did not apply has nothing to replicate; this
             // replica's answer is all it needs.
             let required = match &outcome.current {
-                Some(_) => self.quorum(w, self.policy.w, replicas.len()),
+                Some(record) => {
+                    for &node in replicas.iter().filter(|&&n| n != me) {
+                        let entry = (i, key.clone(), record.clone());
+                        to.entry(node).or_default().push(entry);
+                    }
+                    self.quorum(w, self.policy.w, replicas.len())
+                }
                 None => 1,
             };
-            let mut open = 0;
-            if let Some(record) = &outcome.current {
-                for &node in replicas.iter().filter(|&&n| n != me) {
-                    let request = Request::Replicate {
-                        key: key.clone(),
-                        record: record.clone(),
-                    };
-                    if let Ok(pending) = self.transport.send(node, request).await {
-                        open += 1;
-                        answers.push(i, async move {
-                            matches!(pending.answer().await, Ok(Response::Ack))
-                        });
-                    }
+            // This replica holds it: one acknowledgement.
+            quorums.push((required - 1, 0, required, replicas.len()));
+        }
+        // One request per replica per batch; an answer acknowledges (or
+        // fails) every key of its batch.
+        let mut answers: Answers<bool> = Answers::default();
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        for (node, entries) in to {
+            for batch in cut(entries, |(_, key, record)| key.len() + encoded_len(record)) {
+                let (index, entries): (Vec<usize>, Vec<_>) =
+                    batch.into_iter().map(|(i, k, r)| (i, (k, r))).unzip();
+                if let Ok(pending) = self
+                    .transport
+                    .send(node, Request::Replicate { entries })
+                    .await
+                {
+                    index.iter().for_each(|&i| quorums[i].1 += 1);
+                    answers.push(batches.len(), async move {
+                        matches!(pending.answer().await, Ok(Response::Ack))
+                    });
+                    batches.push(index);
                 }
             }
-            // This replica holds it: one acknowledgement.
-            quorums.push((required - 1, open, required, replicas.len()));
         }
         // Until every key has W acknowledgements or one cannot get them.
         let mut waiting = quorums.iter().filter(|q| q.0 > 0).count();
         let hopeless = |q: &(usize, usize, usize, usize)| q.0 > q.1;
         if !quorums.iter().any(hopeless) {
             let _ = tokio::time::timeout_at(deadline, async {
-                while waiting > 0 {
-                    let Some((i, acked)) = answers.next().await else {
+                let mut failed = false;
+                while waiting > 0 && !failed {
+                    let Some((batch, acked)) = answers.next().await else {
                         break;
                     };
-                    let quorum = &mut quorums[i];
-                    quorum.1 -= 1;
-                    if quorum.0 == 0 {
-                        continue;
-                    }
-                    if acked {
-                        quorum.0 -= 1;
+                    for &i in &batches[batch] {
+                        let quorum = &mut quorums[i];
+                        quorum.1 -= 1;
                         if quorum.0 == 0 {
-                            waiting -= 1;
+                            continue;
                         }
-                    } else if hopeless(quorum) {
-                        break;
+                        if acked {
+                            quorum.0 -= 1;
+                            if quorum.0 == 0 {
+                                waiting -= 1;
+                            }
+                        } else {
+                            failed |= hopeless(quorum);
+                        }
                     }
                 }
             })
@@ -902,21 +911,50 @@ async fn collect<T: Send + 'static>(
 }
 
 impl Inner {
+    /// Answers Read requests, each a list of keys, with one local read
+    /// for all of them. Each answer stops short once its records pass
+    /// [`PEER_BATCH_BYTES_MAX`] bytes (the coordinator asks for the rest).
+    async fn answer_reads(&self, reads: Vec<Vec<Bytes>>) -> Vec<Response> {
+        let counts: Vec<usize> = reads.iter().map(Vec::len).collect();
+        let keys = reads.into_iter().flatten().collect();
+        match self.local.read(keys, ReadOptions::default()).await {
+            Ok(records) => {
+                let mut records = records.into_iter();
+                counts
+                    .into_iter()
+                    .map(|n| {
+                        let mut size = 0;
+                        let mut answer: Vec<_> = records.by_ref().take(n).collect();
+                        let past = answer.iter().position(|record| {
+                            size += record.as_ref().map_or(1, encoded_len);
+                            size >= PEER_BATCH_BYTES_MAX
+                        });
+                        if let Some(last) = past {
+                            answer.truncate(last + 1);
+                        }
+                        Response::Records { records: answer }
+                    })
+                    .collect()
+            }
+            Err(e) => counts.iter().map(|_| error_response(&e)).collect(),
+        }
+    }
+
     /// Serves one peer request.
     async fn serve(self: Arc<Self>, request: Request) -> Response {
         let inner = self;
         let result = match request {
             Request::Ping => Ok(Response::Pong),
-            Request::Read { key } => inner
-                .local
-                .read(vec![key], ReadOptions::default())
+            Request::Read { keys } => inner
+                .answer_reads(vec![keys])
                 .await
-                .map(|mut r| Response::Record {
-                    record: r.pop().flatten(),
-                }),
-            Request::Replicate { key, record } => {
-                inner.local.merge(key, record).await.map(|_| Response::Ack)
-            }
+                .pop()
+                .ok_or_else(|| CoordinatorError::Remote("no answer".into())),
+            Request::Replicate { entries } => inner
+                .local
+                .merge_many(entries)
+                .await
+                .map(|()| Response::Ack),
             Request::Coordinate { key, op, w } => {
                 let w = (w > 0).then_some(usize::from(w));
                 Arc::clone(&inner)
@@ -974,8 +1012,8 @@ impl Handler for ClusterCoordinator {
             let mut others = JoinSet::new();
             for (i, request) in requests.into_iter().enumerate() {
                 match request {
-                    Request::Read { key } => reads.push((i, key)),
-                    Request::Replicate { key, record } => merges.push((i, key, record)),
+                    Request::Read { keys } => reads.push((i, keys)),
+                    Request::Replicate { entries } => merges.push((i, entries)),
                     other => {
                         let inner = Arc::clone(&inner);
                         others.spawn(async move { (i, inner.serve(other).await) });
@@ -983,21 +1021,15 @@ impl Handler for ClusterCoordinator {
                 }
             }
             if !reads.is_empty() {
-                let (index, keys): (Vec<usize>, Vec<Bytes>) = reads.into_iter().unzip();
-                match inner.local.read(keys, ReadOptions::default()).await {
-                    Ok(records) => {
-                        for (i, record) in index.into_iter().zip(records) {
-                            responses[i] = Some(Response::Record { record });
-                        }
-                    }
-                    Err(e) => index
-                        .into_iter()
-                        .for_each(|i| responses[i] = Some(error_response(&e))),
+                let (index, keys): (Vec<usize>, Vec<_>) = reads.into_iter().unzip();
+                let answers = inner.answer_reads(keys).await;
+                for (i, answer) in index.into_iter().zip(answers) {
+                    responses[i] = Some(answer);
                 }
             }
             if !merges.is_empty() {
-                let index: Vec<usize> = merges.iter().map(|m| m.0).collect();
-                let batch = merges.into_iter().map(|(_, k, r)| (k, r)).collect();
+                let (index, entries): (Vec<usize>, Vec<_>) = merges.into_iter().unzip();
+                let batch = entries.into_iter().flatten().collect();
                 let response = match inner.local.merge_many(batch).await {
                     Ok(()) => Response::Ack,
                     Err(e) => error_response(&e),

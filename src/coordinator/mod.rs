@@ -7,6 +7,7 @@
 //! replica or the store directly.
 
 mod answers;
+mod batches;
 mod cluster;
 mod local;
 mod ops;

@@ -1,7 +1,7 @@
 //! The bytes of the peer protocol: every [`message`](super::message) type,
 //! encoded and decoded. Pure: no I/O.
 //!
-//! # Layout, protocol version 1
+//! # Layout, protocol version 2
 //!
 //! Every frame, the handshake included:
 //!
@@ -36,7 +36,7 @@
 //!
 //! ```text
 //! 4 bytes      magic "DYKV"
-//! u16          protocol version (1)
+//! u16          protocol version (2)
 //! string       cluster name
 //! member       the sender
 //! u32          partitions (Q)
@@ -58,8 +58,8 @@
 //! u64          request id
 //! byte         tag, then its fields:
 //!   1 Ping
-//!   2 Read        key
-//!   3 Replicate   key, record
+//!   2 Read        list<key>
+//!   3 Replicate   list<key, record>
 //!   4 Coordinate  key, write op, byte W (0: the cluster default)
 //!   5 Scan        u16 partition, option<key> after, u32 limit
 //!   6 FlushAll
@@ -86,7 +86,7 @@
 //! u64          id of the request it answers
 //! byte         tag, then its fields:
 //!   1 Pong
-//!   2 Record      option<record>
+//!   2 Records     list<option<record>>
 //!   3 Ack
 //!   4 Written     option<record> previous, option<record> current
 //!   5 Entries     list<key, record>
@@ -166,7 +166,7 @@ tags! {
 tags! {
     /// Which [`Response`].
     ResponseTag, "response" {
-        Pong = 1, Record = 2, Ack = 3, Written = 4, Entries = 5, Members = 6, Error = 7,
+        Pong = 1, Records = 2, Ack = 3, Written = 4, Entries = 5, Members = 6, Error = 7,
         Count = 8,
     }
 }
@@ -293,6 +293,13 @@ fn put_record(out: &mut BytesMut, record: &Record) {
     encode_record_into(record, out);
 }
 
+fn put_entries(out: &mut BytesMut, entries: &[(Bytes, Record)]) {
+    put_list(out, entries, |out, (key, record)| {
+        put_bytes(out, key);
+        put_record(out, record);
+    });
+}
+
 fn put_vector(out: &mut BytesMut, vector: &VersionVector) {
     put_list(out, vector.entries(), |out, &(node, counter)| {
         put_varint(out, node);
@@ -312,14 +319,13 @@ fn put_member(out: &mut BytesMut, member: &MemberInfo) {
 fn put_request(out: &mut BytesMut, request: &Request) {
     match request {
         Request::Ping => out.put_u8(RequestTag::Ping as u8),
-        Request::Read { key } => {
+        Request::Read { keys } => {
             out.put_u8(RequestTag::Read as u8);
-            put_bytes(out, key);
+            put_list(out, keys, |out, key| put_bytes(out, key));
         }
-        Request::Replicate { key, record } => {
+        Request::Replicate { entries } => {
             out.put_u8(RequestTag::Replicate as u8);
-            put_bytes(out, key);
-            put_record(out, record);
+            put_entries(out, entries);
         }
         Request::Coordinate { key, op, w } => {
             out.put_u8(RequestTag::Coordinate as u8);
@@ -409,9 +415,11 @@ fn put_write_op(out: &mut BytesMut, op: &WriteOp) {
 fn put_response(out: &mut BytesMut, response: &Response) {
     match response {
         Response::Pong => out.put_u8(ResponseTag::Pong as u8),
-        Response::Record { record } => {
-            out.put_u8(ResponseTag::Record as u8);
-            put_option(out, record.as_ref(), put_record);
+        Response::Records { records } => {
+            out.put_u8(ResponseTag::Records as u8);
+            put_list(out, records, |out, record| {
+                put_option(out, record.as_ref(), put_record);
+            });
         }
         Response::Ack => out.put_u8(ResponseTag::Ack as u8),
         Response::Written { previous, current } => {
@@ -421,10 +429,7 @@ fn put_response(out: &mut BytesMut, response: &Response) {
         }
         Response::Entries { entries } => {
             out.put_u8(ResponseTag::Entries as u8);
-            put_list(out, entries, |out, (key, record)| {
-                put_bytes(out, key);
-                put_record(out, record);
-            });
+            put_entries(out, entries);
         }
         Response::Members { members } => {
             out.put_u8(ResponseTag::Members as u8);
@@ -648,6 +653,10 @@ fn get_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     decode_record(r.bytes(len)?)
 }
 
+fn get_entries(r: &mut Reader<'_>) -> Result<Vec<(Bytes, Record)>, DecodeError> {
+    get_list(r, "entry", |r| Ok((get_key(r)?, get_record(r)?)))
+}
+
 fn get_vector(r: &mut Reader<'_>) -> Result<VersionVector, DecodeError> {
     let count = r.count("vector entry", VECTOR_ENTRIES_MAX)?;
     let mut entries: Vec<(u64, u64)> = Vec::with_capacity(count.min(LIST_PREALLOC_MAX));
@@ -679,10 +688,11 @@ fn get_member(r: &mut Reader<'_>) -> Result<MemberInfo, DecodeError> {
 fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
     Ok(match RequestTag::try_from(r.u8()?)? {
         RequestTag::Ping => Request::Ping,
-        RequestTag::Read => Request::Read { key: get_key(r)? },
+        RequestTag::Read => Request::Read {
+            keys: get_list(r, "key", get_key)?,
+        },
         RequestTag::Replicate => Request::Replicate {
-            key: get_key(r)?,
-            record: get_record(r)?,
+            entries: get_entries(r)?,
         },
         RequestTag::Coordinate => Request::Coordinate {
             key: get_key(r)?,
@@ -761,8 +771,8 @@ fn get_write_op(r: &mut Reader<'_>) -> Result<WriteOp, DecodeError> {
 fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
     Ok(match ResponseTag::try_from(r.u8()?)? {
         ResponseTag::Pong => Response::Pong,
-        ResponseTag::Record => Response::Record {
-            record: get_option(r, get_record)?,
+        ResponseTag::Records => Response::Records {
+            records: get_list(r, "record", |r| get_option(r, get_record))?,
         },
         ResponseTag::Ack => Response::Ack,
         ResponseTag::Written => Response::Written {
@@ -770,7 +780,7 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
             current: get_option(r, get_record)?,
         },
         ResponseTag::Entries => Response::Entries {
-            entries: get_list(r, "entry", |r| Ok((get_key(r)?, get_record(r)?)))?,
+            entries: get_entries(r)?,
         },
         ResponseTag::Members => Response::Members {
             members: get_list(r, "member", get_member)?,
@@ -834,7 +844,7 @@ mod tests {
         0, 0, 0, 60,                    // length
         1,                              // kind: hello
         b'D', b'Y', b'K', b'V',         // magic
-        0, 1,                           // protocol version 1
+        0, 2,                           // protocol version 2
         1, b'c',                        // cluster "c"
         0, 0, 0, 0, 0, 0, 0, 7,         // node id 7
         2, b'n', b'1',                  // name "n1"
@@ -876,16 +886,18 @@ mod tests {
         let frame = Frame::Request {
             id: 1,
             request: Request::Read {
-                key: Bytes::from_static(b"k"),
+                keys: vec![Bytes::from_static(b"k"), Bytes::from_static(b"ab")],
             },
         };
         #[rustfmt::skip]
         let golden: &[u8] = &[
-            0, 0, 0, 12,                // length
+            0, 0, 0, 16,                // length
             2,                          // kind: request
             0, 0, 0, 0, 0, 0, 0, 1,     // id 1
             2,                          // Read
-            1, b'k',                    // key "k"
+            2,                          // two keys
+            1, b'k',                    //   "k"
+            2, b'a', b'b',              //   "ab"
         ];
         assert_golden(&frame, golden);
     }
@@ -900,16 +912,16 @@ mod tests {
         let frame = Frame::Request {
             id: 2,
             request: Request::Replicate {
-                key: Bytes::from_static(b"k"),
-                record: two_siblings(),
+                entries: vec![(Bytes::from_static(b"k"), two_siblings())],
             },
         };
         #[rustfmt::skip]
         let golden: &[u8] = &[
-            0, 0, 0, 35,                // length
+            0, 0, 0, 36,                // length
             2,                          // kind: request
             0, 0, 0, 0, 0, 0, 0, 2,     // id 2
             3,                          // Replicate
+            1,                          // one entry
             1, b'k',                    // key "k"
             22,                         // record: 22 bytes, the storage format
             1,                          //   format version
@@ -985,6 +997,35 @@ mod tests {
     }
 
     #[test]
+    fn golden_records_response() {
+        let mut record = Record::new();
+        record.update(
+            &VersionVector::new(),
+            7,
+            Sibling::value(Bytes::from_static(b"v"), 1000),
+        );
+        let frame = Frame::Response {
+            id: 4,
+            response: Response::Records {
+                records: vec![None, Some(record)],
+            },
+        };
+        #[rustfmt::skip]
+        let golden: &[u8] = &[
+            0, 0, 0, 26,                // length
+            3,                          // kind: response
+            0, 0, 0, 0, 0, 0, 0, 4,     // id 4
+            2,                          // Records
+            2,                          // two
+            0,                          //   none
+            1, 12,                      //   some, 12 bytes
+            1, 1, 7, 1, 1,              //     version 1, context {7:1}, one sibling
+            7, 1, 0xe8, 0x07, 0, 1, b'v', //   (7,1) ts 1000, value "v"
+        ];
+        assert_golden(&frame, golden);
+    }
+
+    #[test]
     fn golden_error_response() {
         let frame = Frame::Response {
             id: 4,
@@ -1020,11 +1061,13 @@ mod tests {
             Err(DecodeError::Truncated { .. })
         ));
         let mut newer = body.to_vec();
-        newer[5..7].copy_from_slice(&2u16.to_be_bytes());
+        newer[5..7].copy_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
         newer.truncate(7); // a later version's hello may be anything after
         assert_eq!(
             decode_hello(&newer),
-            Err(DecodeError::UnsupportedProtocol { found: 2 })
+            Err(DecodeError::UnsupportedProtocol {
+                found: PROTOCOL_VERSION + 1
+            })
         );
         // a hello is not a frame after the handshake
         assert!(matches!(
@@ -1101,8 +1144,8 @@ mod tests {
             with(&[7, 100]),
             Err(DecodeError::Truncated { .. })
         ));
-        // a key past KEY_BYTES_MAX
-        let mut long_key = vec![2];
+        // a key past KEY_BYTES_MAX (a Read of one key)
+        let mut long_key = vec![2, 1];
         crate::wire::put_varint(&mut long_key, KEY_BYTES_MAX as u64 + 1);
         assert!(matches!(with(&long_key), Err(DecodeError::TooMany { .. })));
         // a vector out of order, a zero counter
@@ -1253,9 +1296,9 @@ mod tests {
     fn arb_request() -> impl Strategy<Value = Request> {
         prop_oneof![
             Just(Request::Ping),
-            arb_bytes(8).prop_map(|key| Request::Read { key }),
-            (arb_bytes(8), arb_record())
-                .prop_map(|(key, record)| Request::Replicate { key, record }),
+            vec(arb_bytes(8), 0..4).prop_map(|keys| Request::Read { keys }),
+            vec((arb_bytes(8), arb_record()), 0..4)
+                .prop_map(|entries| Request::Replicate { entries }),
             (arb_bytes(8), arb_write_op(), any::<u8>())
                 .prop_map(|(key, op, w)| Request::Coordinate { key, op, w }),
             (any::<u16>(), option::of(arb_bytes(8)), any::<u32>()).prop_map(
@@ -1278,7 +1321,7 @@ mod tests {
     fn arb_response() -> impl Strategy<Value = Response> {
         prop_oneof![
             Just(Response::Pong),
-            option::of(arb_record()).prop_map(|record| Response::Record { record }),
+            vec(option::of(arb_record()), 0..4).prop_map(|records| Response::Records { records }),
             Just(Response::Ack),
             (option::of(arb_record()), option::of(arb_record()))
                 .prop_map(|(previous, current)| Response::Written { previous, current }),

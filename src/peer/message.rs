@@ -6,7 +6,7 @@ use crate::version::NodeId;
 use bytes::Bytes;
 
 /// The peer protocol version this build speaks (in the handshake).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The first bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DYKV";
@@ -53,18 +53,19 @@ pub struct Hello {
 pub enum Request {
     /// Liveness and latency probe.
     Ping,
-    /// Read this node's record of a key.
+    /// Read this node's records of keys: a coordinator sends each
+    /// replica one request per batch of keys (at most
+    /// `PEER_BATCH_KEYS_MAX`), not one per key.
     Read {
-        /// The key.
-        key: Bytes,
+        /// The keys.
+        keys: Vec<Bytes>,
     },
-    /// Merge a record into this node's replica (replication, read repair,
-    /// hinted handoff); answered once durable per the receiver's fsync.
+    /// Merge records into this node's replica (replication, read repair,
+    /// hinted handoff), all in one store batch; answered once durable per
+    /// the receiver's fsync.
     Replicate {
-        /// The key.
-        key: Bytes,
-        /// The record to merge.
-        record: Record,
+        /// The keys and the records to merge.
+        entries: Vec<(Bytes, Record)>,
     },
     /// Coordinate a write as a replica of the key (a non-replica forwards
     /// writes so that dots are always minted by replicas).
@@ -106,10 +107,13 @@ pub enum Request {
 pub enum Response {
     /// To Ping.
     Pong,
-    /// To Read.
-    Record {
-        /// The record, if the node has one.
-        record: Option<Record>,
+    /// To Read: the records of the first keys asked, in order, each
+    /// `None` where the node has none. At least one; fewer than asked
+    /// when the answer reached `PEER_ANSWER_BYTES_MAX`, and the sender
+    /// asks again for the rest.
+    Records {
+        /// The records.
+        records: Vec<Option<Record>>,
     },
     /// To Replicate and FlushAll: done.
     Ack,

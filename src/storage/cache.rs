@@ -2,9 +2,9 @@
 //! the store. Reads of cached keys skip the engine's memtable search (a
 //! skiplist walk of cache misses, a third of a node's CPU under a GET load
 //! before this cache) and, when every key of a read is cached, the storage
-//! thread altogether. Writes put the record they store (a value just
-//! written is likely read next) but read the store, not this cache
-//! (`Replica::read_for_write` says why).
+//! thread altogether. Writes read the current record here too (under the
+//! key's lock) and put the record they store: a value just written is
+//! likely read, or written, next.
 //!
 //! The cache only ever holds what the store holds. It does not know the
 //! store: its owner ([`crate::replica::Replica`]) changes an entry only
