@@ -298,30 +298,47 @@ impl Replica {
     /// # Errors
     /// Store errors; [`StoreError::Corrupt`] if the record does not decode.
     pub fn read(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let encoded = self.read_encoded(key)?;
+        self.decode(key, encoded)
+    }
+
+    /// Reads the record of `key` as stored, not decoded: a peer's read is
+    /// answered with these bytes as they are.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn read_encoded(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         let skey = self.storage_key(key);
         if let Some(cached) = self.cache.get(&skey) {
-            return decode_cached(&skey, cached);
+            return Ok(cached);
         }
         // Filling the cache from the store must not race a write of the key.
         let _guards = self.lock_keys(std::iter::once(skey.as_slice()));
         let stored = self.stored(&skey)?;
         self.cache.put(&skey, stored.clone());
-        decode_cached(&skey, stored)
+        Ok(stored)
     }
 
-    /// Reads `keys` from the record cache alone: `None` unless every one
-    /// of them is cached. Never touches the store, so async code may call
-    /// it.
-    pub fn read_cached(&self, keys: &[Bytes]) -> Option<Result<Vec<Option<Record>>, StoreError>> {
-        let mut records = Vec::with_capacity(keys.len());
-        for key in keys {
-            let skey = self.storage_key(key);
-            match decode_cached(&skey, self.cache.get(&skey)?) {
-                Ok(record) => records.push(record),
-                Err(e) => return Some(Err(e)),
-            }
-        }
-        Some(Ok(records))
+    /// Reads `keys` as stored from the record cache alone: `None` unless
+    /// every one of them is cached. Never touches the store, so async
+    /// code may call it.
+    pub fn read_encoded_cached(&self, keys: &[Bytes]) -> Option<Vec<Option<Bytes>>> {
+        keys.iter()
+            .map(|key| self.cache.get(&self.storage_key(key)))
+            .collect()
+    }
+
+    /// Decodes what [`Replica::read_encoded`] gave for `key`; the values
+    /// share the bytes.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the record does not decode.
+    pub fn decode(&self, key: &[u8], encoded: Option<Bytes>) -> Result<Option<Record>, StoreError> {
+        encoded
+            .map(|bytes| {
+                decode_record_shared(&bytes).map_err(|e| corrupt(&self.storage_key(key), e))
+            })
+            .transpose()
     }
 
     /// Reads a record for a write: the cache, else the store. The caller
@@ -1038,7 +1055,7 @@ mod tests {
                     }
                     14 if pick(10) == 0 => replica.flush_all().expect("flush"),
                     _ => {
-                        let _ = replica.read_cached(std::slice::from_ref(key));
+                        let _ = replica.read_encoded_cached(std::slice::from_ref(key));
                     }
                 }
                 let checked = if step.is_multiple_of(100) {

@@ -9,7 +9,7 @@ use super::answers::Answers;
 use crate::limits::{PEER_BATCH_BYTES_MAX, PEER_BATCH_KEYS_MAX};
 use crate::peer::message::{Request, Response};
 use crate::peer::transport::{PeerError, Transport};
-use crate::storage::record::Record;
+use crate::storage::record::{Record, decode_record_shared};
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -117,6 +117,15 @@ impl ReadBatches {
     }
 }
 
+/// A record as a replica answered it, decoded; one that does not decode
+/// fails that replica's answer for its key.
+fn decode(record: Option<Bytes>) -> Result<Option<Record>, CoordinatorError> {
+    record
+        .map(|bytes| decode_record_shared(&bytes))
+        .transpose()
+        .map_err(|e| CoordinatorError::Remote(format!("a record that does not decode: {e}")))
+}
+
 fn not_sent(node: NodeId) -> CoordinatorError {
     CoordinatorError::Remote(format!(
         "the rest of a read could not be sent to node {node:016x}"
@@ -132,7 +141,7 @@ fn spread(node: NodeId, keys: Asked, answer: Result<Response, PeerError>) -> (Ve
             let out = records
                 .into_iter()
                 .zip(keys.by_ref())
-                .map(|(record, (i, _))| (i, node, Ok(record)))
+                .map(|(record, (i, _))| (i, node, decode(record)))
                 .collect();
             return (out, keys.collect());
         }
@@ -154,6 +163,7 @@ fn spread(node: NodeId, keys: Asked, answer: Result<Response, PeerError>) -> (Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::record::encode_record;
 
     // Proves batches keep order, close at the key count, close once past
     // the byte budget, and hold an oversized item alone.
@@ -184,14 +194,23 @@ mod tests {
         let keys: Asked = (0..3)
             .map(|i| (i * 10, Bytes::from(vec![i as u8])))
             .collect();
+        let record = crate::storage::record::sample();
         let records = Response::Records {
-            records: vec![None, Some(Record::new())],
+            records: vec![None, Some(Bytes::from(encode_record(&record)))],
         };
         let (out, rest) = spread(7, keys.clone(), Ok(records));
         assert_eq!(out.len(), 2);
         assert!(matches!(out[0], (0, 7, Ok(None))));
-        assert!(matches!(out[1], (10, 7, Ok(Some(_)))));
+        assert!(matches!(&out[1], (10, 7, Ok(Some(r))) if *r == record));
         assert_eq!(rest, vec![(20, Bytes::from(vec![2]))]);
+
+        // A record that does not decode fails its key alone.
+        let records = Response::Records {
+            records: vec![Some(Bytes::from_static(b"\xffjunk")), None, None],
+        };
+        let (out, _) = spread(7, keys.clone(), Ok(records));
+        assert!(out[0].2.is_err());
+        assert!(matches!(out[1..], [(10, 7, Ok(None)), (20, 7, Ok(None))]));
 
         for wrong in [
             Response::Records { records: vec![] },

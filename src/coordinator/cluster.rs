@@ -912,12 +912,12 @@ async fn collect<T: Send + 'static>(
 
 impl Inner {
     /// Answers Read requests, each a list of keys, with one local read
-    /// for all of them. Each answer stops short once its records pass
+    /// for all of them, records as stored (not decoded and encoded again). Each answer stops short once its records pass
     /// [`PEER_BATCH_BYTES_MAX`] bytes (the coordinator asks for the rest).
     async fn answer_reads(&self, reads: Vec<Vec<Bytes>>) -> Vec<Response> {
         let counts: Vec<usize> = reads.iter().map(Vec::len).collect();
         let keys = reads.into_iter().flatten().collect();
-        match self.local.read(keys, ReadOptions::default()).await {
+        match self.local.read_encoded(keys).await {
             Ok(records) => {
                 let mut records = records.into_iter();
                 counts
@@ -926,7 +926,7 @@ impl Inner {
                         let mut size = 0;
                         let mut answer: Vec<_> = records.by_ref().take(n).collect();
                         let past = answer.iter().position(|record| {
-                            size += record.as_ref().map_or(1, encoded_len);
+                            size += record.as_ref().map_or(1, Bytes::len);
                             size >= PEER_BATCH_BYTES_MAX
                         });
                         if let Some(last) = past {

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-/// A caller's keys to read.
-type ReadJob = (Vec<Bytes>, Reply<Vec<Option<Record>>>);
+/// A caller's keys to read, answered as stored (not decoded).
+type ReadJob = (Vec<Bytes>, Reply<Vec<Option<Bytes>>>);
 /// A caller's writes; a planner may reject them.
 type WriteJob = (WriteGroup<OpError>, Reply<Result<Vec<Written>, OpError>>);
 /// A caller's records from other replicas.
@@ -95,7 +95,7 @@ impl Waiting {
             }
         }
         for (keys, reply) in self.reads {
-            let _ = reply.send(keys.iter().map(|k| replica.read(k)).collect());
+            let _ = reply.send(keys.iter().map(|k| replica.read_encoded(k)).collect());
         }
     }
 }
@@ -226,6 +226,30 @@ impl LocalCoordinator {
         &self.replica
     }
 
+    /// Reads `keys` as stored, not decoded (what a peer's read is
+    /// answered with): from the record cache in place when every key is
+    /// cached, else on a storage thread.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn read_encoded(
+        &self,
+        keys: Vec<Bytes>,
+    ) -> Result<Vec<Option<Bytes>>, CoordinatorError> {
+        match self.replica.read_encoded_cached(&keys) {
+            Some(cached) => Ok(cached),
+            None => self.read_encoded_stored(keys).await,
+        }
+    }
+
+    async fn read_encoded_stored(
+        &self,
+        keys: Vec<Bytes>,
+    ) -> Result<Vec<Option<Bytes>>, CoordinatorError> {
+        self.combined(|waiting, reply| waiting.reads.push((keys, reply)))
+            .await
+    }
+
     /// Merges a record from another replica into this one.
     ///
     /// # Errors
@@ -298,10 +322,19 @@ impl Coordinator for LocalCoordinator {
         keys: Vec<Bytes>,
         _options: ReadOptions,
     ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>> {
-        if let Some(cached) = self.replica.read_cached(&keys) {
-            return Box::pin(std::future::ready(cached.map_err(Into::into)));
+        let decode = |keys: &[Bytes], encoded: Vec<Option<Bytes>>| {
+            keys.iter()
+                .zip(encoded)
+                .map(|(key, bytes)| Ok(self.replica.decode(key, bytes)?))
+                .collect()
+        };
+        if let Some(cached) = self.replica.read_encoded_cached(&keys) {
+            return Box::pin(std::future::ready(decode(&keys, cached)));
         }
-        Box::pin(self.combined(|waiting, reply| waiting.reads.push((keys, reply))))
+        Box::pin(async move {
+            let encoded = self.read_encoded_stored(keys.clone()).await?;
+            decode(&keys, encoded)
+        })
     }
 
     fn write(

@@ -86,7 +86,8 @@
 //! u64          id of the request it answers
 //! byte         tag, then its fields:
 //!   1 Pong
-//!   2 Records     list<option<record>>
+//!   2 Records     list<option<bytes>>: records as stored, checked where
+//!                 they are used (the coordinator decodes them)
 //!   3 Ack
 //!   4 Written     option<record> previous, option<record> current
 //!   5 Entries     list<key, record>
@@ -418,7 +419,7 @@ fn put_response(out: &mut BytesMut, response: &Response) {
         Response::Records { records } => {
             out.put_u8(ResponseTag::Records as u8);
             put_list(out, records, |out, record| {
-                put_option(out, record.as_ref(), put_record);
+                put_option(out, record.as_ref(), |out, bytes| put_bytes(out, bytes));
             });
         }
         Response::Ack => out.put_u8(ResponseTag::Ack as u8),
@@ -772,7 +773,9 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
     Ok(match ResponseTag::try_from(r.u8()?)? {
         ResponseTag::Pong => Response::Pong,
         ResponseTag::Records => Response::Records {
-            records: get_list(r, "record", |r| get_option(r, get_record))?,
+            records: get_list(r, "record", |r| {
+                get_option(r, |r| get_bytes(r, "record byte", PEER_FRAME_BYTES_MAX))
+            })?,
         },
         ResponseTag::Ack => Response::Ack,
         ResponseTag::Written => Response::Written {
@@ -799,7 +802,7 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::record::{Content, Sibling};
+    use crate::storage::record::{Content, Sibling, encode_record};
     use proptest::collection::vec;
     use proptest::option;
     use proptest::prelude::*;
@@ -1007,7 +1010,7 @@ mod tests {
         let frame = Frame::Response {
             id: 4,
             response: Response::Records {
-                records: vec![None, Some(record)],
+                records: vec![None, Some(Bytes::from(encode_record(&record)))],
             },
         };
         #[rustfmt::skip]
@@ -1321,7 +1324,7 @@ mod tests {
     fn arb_response() -> impl Strategy<Value = Response> {
         prop_oneof![
             Just(Response::Pong),
-            vec(option::of(arb_record()), 0..4).prop_map(|records| Response::Records { records }),
+            vec(option::of(arb_bytes(24)), 0..4).prop_map(|records| Response::Records { records }),
             Just(Response::Ack),
             (option::of(arb_record()), option::of(arb_record()))
                 .prop_map(|(previous, current)| Response::Written { previous, current }),

@@ -107,13 +107,14 @@ pub enum Request {
 pub enum Response {
     /// To Ping.
     Pong,
-    /// To Read: the records of the first keys asked, in order, each
-    /// `None` where the node has none. At least one; fewer than asked
-    /// when the answer reached `PEER_ANSWER_BYTES_MAX`, and the sender
-    /// asks again for the rest.
+    /// To Read: the records of the first keys asked, in order, each as
+    /// stored (the storage format, passed on without decoding; the
+    /// coordinator decodes them) or `None` where the node has none. At
+    /// least one; fewer than asked when the answer reached
+    /// `PEER_BATCH_BYTES_MAX`, and the sender asks again for the rest.
     Records {
-        /// The records.
-        records: Vec<Option<Record>>,
+        /// The encoded records.
+        records: Vec<Option<Bytes>>,
     },
     /// To Replicate and FlushAll: done.
     Ack,
