@@ -263,9 +263,7 @@ impl Inner {
     }
 
     fn replicas(&self, key: &[u8]) -> Vec<NodeId> {
-        let ring = self.ring();
-        ring.replicas_of(partition_of(key, ring.partitions()))
-            .to_vec()
+        replicas_in(&self.ring(), key).to_vec()
     }
 
     /// R or W for a request: the override or the default, capped at N.
@@ -287,9 +285,10 @@ impl Inner {
         let mut plans = Vec::with_capacity(keys.len());
         let mut asked: BTreeMap<NodeId, Vec<(usize, Bytes)>> = BTreeMap::new();
         let (mut local_keys, mut local_index) = (Vec::new(), Vec::new());
+        let ring = self.ring();
         for (i, key) in keys.iter().enumerate() {
-            let replicas = self.replicas(key);
-            for &node in &replicas {
+            let replicas = replicas_in(&ring, key);
+            for &node in replicas {
                 if node == me {
                     local_keys.push(key.clone());
                     local_index.push(i);
@@ -479,8 +478,9 @@ impl Inner {
         // Per key: (acknowledgements still needed, requests open, W, N).
         let mut quorums = Vec::with_capacity(written.len());
         let mut to: BTreeMap<NodeId, Vec<(usize, Bytes, Record)>> = BTreeMap::new();
+        let ring = self.ring();
         for (i, (key, outcome)) in keys.into_iter().zip(&written).enumerate() {
-            let replicas = self.replicas(&key);
+            let replicas = replicas_in(&ring, &key);
             // A write that did not apply has nothing to replicate; this
             // replica's answer is all it needs.
             let required = match &outcome.current {
@@ -573,8 +573,9 @@ impl Inner {
     ) -> Result<Vec<Written>, CoordinatorError> {
         let me = self.me();
         let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
+        let ring = self.ring();
         for (i, write) in writes.into_iter().enumerate() {
-            if self.replicas(&write.0).contains(&me) {
+            if replicas_in(&ring, &write.0).contains(&me) {
                 here.push((i, write));
             } else {
                 elsewhere.push((i, write));
@@ -896,6 +897,12 @@ impl Coordinator for ClusterCoordinator {
             .map(|p| ring.replicas_of(p as u16).iter().map(name).collect())
             .collect()
     }
+}
+
+/// The replicas of `key` on `ring`. A batch takes the ring once and
+/// places all its keys on it.
+fn replicas_in<'r>(ring: &'r Ring, key: &[u8]) -> &'r [NodeId] {
+    ring.replicas_of(partition_of(key, ring.partitions()))
 }
 
 /// Results of indexed jobs as they finish; the first error wins.
