@@ -38,7 +38,7 @@ use crate::peer::message::{ErrorCode, Request, Response};
 use crate::peer::transport::{Handler, PeerError, Transport};
 use crate::replica::Written;
 use crate::ring::{Ring, partition_of};
-use crate::storage::record::{Record, encoded_len};
+use crate::storage::record::{Record, decode_record_shared, encode_record};
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -222,7 +222,7 @@ impl ClusterCoordinator {
                     .request(
                         repair.node,
                         Request::Replicate {
-                            entries: vec![(repair.key, repair.record)],
+                            entries: vec![(repair.key, Bytes::from(encode_record(&repair.record)))],
                         },
                     )
                     .await
@@ -477,7 +477,8 @@ impl Inner {
         let me = self.me();
         // Per key: (acknowledgements still needed, requests open, W, N).
         let mut quorums = Vec::with_capacity(written.len());
-        let mut to: BTreeMap<NodeId, Vec<(usize, Bytes, Record)>> = BTreeMap::new();
+        // Each record is encoded once and the bytes shared by its replicas.
+        let mut to: BTreeMap<NodeId, Vec<(usize, Bytes, Bytes)>> = BTreeMap::new();
         let ring = self.ring();
         for (i, (key, outcome)) in keys.into_iter().zip(&written).enumerate() {
             let replicas = replicas_in(&ring, &key);
@@ -485,8 +486,9 @@ impl Inner {
             // replica's answer is all it needs.
             let required = match &outcome.current {
                 Some(record) => {
+                    let encoded = Bytes::from(encode_record(record));
                     for &node in replicas.iter().filter(|&&n| n != me) {
-                        let entry = (i, key.clone(), record.clone());
+                        let entry = (i, key.clone(), encoded.clone());
                         to.entry(node).or_default().push(entry);
                     }
                     self.quorum(w, self.policy.w, replicas.len())
@@ -501,7 +503,7 @@ impl Inner {
         let mut answers: Answers<bool> = Answers::default();
         let mut batches: Vec<Vec<usize>> = Vec::new();
         for (node, entries) in to {
-            for batch in cut(entries, |(_, key, record)| key.len() + encoded_len(record)) {
+            for batch in cut(entries, |(_, key, record)| key.len() + record.len()) {
                 let (index, entries): (Vec<usize>, Vec<_>) =
                     batch.into_iter().map(|(i, k, r)| (i, (k, r))).unzip();
                 if let Ok(pending) = self
@@ -899,6 +901,21 @@ impl Coordinator for ClusterCoordinator {
     }
 }
 
+/// Replicated records as received, decoded: a request with a record that
+/// does not decode is refused whole, as a bad request.
+fn decode_entries(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<(Bytes, Record)>, Response> {
+    entries
+        .into_iter()
+        .map(|(key, bytes)| match decode_record_shared(&bytes) {
+            Ok(record) => Ok((key, record)),
+            Err(e) => Err(Response::Error {
+                code: ErrorCode::BadRequest,
+                message: format!("a replicated record does not decode: {e}"),
+            }),
+        })
+        .collect()
+}
+
 /// The replicas of `key` on `ring`. A batch takes the ring once and
 /// places all its keys on it.
 fn replicas_in<'r>(ring: &'r Ring, key: &[u8]) -> &'r [NodeId] {
@@ -957,11 +974,10 @@ impl Inner {
                 .await
                 .pop()
                 .ok_or_else(|| CoordinatorError::Remote("no answer".into())),
-            Request::Replicate { entries } => inner
-                .local
-                .merge_many(entries)
-                .await
-                .map(|()| Response::Ack),
+            Request::Replicate { entries } => match decode_entries(entries) {
+                Ok(batch) => inner.local.merge_many(batch).await.map(|()| Response::Ack),
+                Err(refused) => return refused,
+            },
             Request::Coordinate { key, op, w } => {
                 let w = (w > 0).then_some(usize::from(w));
                 Arc::clone(&inner)
@@ -1034,9 +1050,17 @@ impl Handler for ClusterCoordinator {
                     responses[i] = Some(answer);
                 }
             }
-            if !merges.is_empty() {
-                let (index, entries): (Vec<usize>, Vec<_>) = merges.into_iter().unzip();
-                let batch = entries.into_iter().flatten().collect();
+            let (mut index, mut batch) = (Vec::new(), Vec::new());
+            for (i, entries) in merges {
+                match decode_entries(entries) {
+                    Ok(records) => {
+                        index.push(i);
+                        batch.extend(records);
+                    }
+                    Err(refused) => responses[i] = Some(refused),
+                }
+            }
+            if !index.is_empty() {
                 let response = match inner.local.merge_many(batch).await {
                     Ok(()) => Response::Ack,
                     Err(e) => error_response(&e),
@@ -1055,5 +1079,28 @@ impl Handler for ClusterCoordinator {
                 .map(|r| r.unwrap_or_else(|| error_response(&CoordinatorError::ShuttingDown)))
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::record::sample;
+
+    // Proves replicated records are decoded as received, and one that
+    // does not decode refuses the whole request as a bad request.
+    #[test]
+    fn replicated_records_decode_or_refuse_the_request() {
+        let good = (Bytes::from_static(b"k"), Bytes::from(encode_record(&sample())));
+        let decoded = decode_entries(vec![good.clone()]).expect("decodes");
+        assert_eq!(decoded, vec![(good.0.clone(), sample())]);
+        let junk = (Bytes::from_static(b"j"), Bytes::from_static(b"\xffjunk"));
+        match decode_entries(vec![good, junk]) {
+            Err(Response::Error { code, message }) => {
+                assert_eq!(code, ErrorCode::BadRequest);
+                assert!(message.contains("does not decode"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 }

@@ -59,7 +59,8 @@
 //! byte         tag, then its fields:
 //!   1 Ping
 //!   2 Read        list<key>
-//!   3 Replicate   list<key, record>
+//!   3 Replicate   list<key, bytes>: records as stored, checked where
+//!                 they are used (the receiver decodes them)
 //!   4 Coordinate  key, write op, byte W (0: the cluster default)
 //!   5 Scan        u16 partition, option<key> after, u32 limit
 //!   6 FlushAll
@@ -294,13 +295,6 @@ fn put_record(out: &mut BytesMut, record: &Record) {
     encode_record_into(record, out);
 }
 
-fn put_entries(out: &mut BytesMut, entries: &[(Bytes, Record)]) {
-    put_list(out, entries, |out, (key, record)| {
-        put_bytes(out, key);
-        put_record(out, record);
-    });
-}
-
 fn put_vector(out: &mut BytesMut, vector: &VersionVector) {
     put_list(out, vector.entries(), |out, &(node, counter)| {
         put_varint(out, node);
@@ -326,7 +320,10 @@ fn put_request(out: &mut BytesMut, request: &Request) {
         }
         Request::Replicate { entries } => {
             out.put_u8(RequestTag::Replicate as u8);
-            put_entries(out, entries);
+            put_list(out, entries, |out, (key, record)| {
+                put_bytes(out, key);
+                put_bytes(out, record);
+            });
         }
         Request::Coordinate { key, op, w } => {
             out.put_u8(RequestTag::Coordinate as u8);
@@ -430,7 +427,10 @@ fn put_response(out: &mut BytesMut, response: &Response) {
         }
         Response::Entries { entries } => {
             out.put_u8(ResponseTag::Entries as u8);
-            put_entries(out, entries);
+            put_list(out, entries, |out, (key, record)| {
+                put_bytes(out, key);
+                put_record(out, record);
+            });
         }
         Response::Members { members } => {
             out.put_u8(ResponseTag::Members as u8);
@@ -654,8 +654,9 @@ fn get_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     decode_record(r.bytes(len)?)
 }
 
-fn get_entries(r: &mut Reader<'_>) -> Result<Vec<(Bytes, Record)>, DecodeError> {
-    get_list(r, "entry", |r| Ok((get_key(r)?, get_record(r)?)))
+/// A record's bytes, passed on undecoded (checked where they are used).
+fn get_record_bytes(r: &mut Reader<'_>) -> Result<Bytes, DecodeError> {
+    get_bytes(r, "record byte", PEER_FRAME_BYTES_MAX)
 }
 
 fn get_vector(r: &mut Reader<'_>) -> Result<VersionVector, DecodeError> {
@@ -693,7 +694,7 @@ fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
             keys: get_list(r, "key", get_key)?,
         },
         RequestTag::Replicate => Request::Replicate {
-            entries: get_entries(r)?,
+            entries: get_list(r, "entry", |r| Ok((get_key(r)?, get_record_bytes(r)?)))?,
         },
         RequestTag::Coordinate => Request::Coordinate {
             key: get_key(r)?,
@@ -773,9 +774,7 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
     Ok(match ResponseTag::try_from(r.u8()?)? {
         ResponseTag::Pong => Response::Pong,
         ResponseTag::Records => Response::Records {
-            records: get_list(r, "record", |r| {
-                get_option(r, |r| get_bytes(r, "record byte", PEER_FRAME_BYTES_MAX))
-            })?,
+            records: get_list(r, "record", |r| get_option(r, get_record_bytes))?,
         },
         ResponseTag::Ack => Response::Ack,
         ResponseTag::Written => Response::Written {
@@ -783,7 +782,7 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
             current: get_option(r, get_record)?,
         },
         ResponseTag::Entries => Response::Entries {
-            entries: get_entries(r)?,
+            entries: get_list(r, "entry", |r| Ok((get_key(r)?, get_record(r)?)))?,
         },
         ResponseTag::Members => Response::Members {
             members: get_list(r, "member", get_member)?,
@@ -915,7 +914,10 @@ mod tests {
         let frame = Frame::Request {
             id: 2,
             request: Request::Replicate {
-                entries: vec![(Bytes::from_static(b"k"), two_siblings())],
+                entries: vec![(
+                    Bytes::from_static(b"k"),
+                    Bytes::from(encode_record(&two_siblings())),
+                )],
             },
         };
         #[rustfmt::skip]
@@ -1300,7 +1302,7 @@ mod tests {
         prop_oneof![
             Just(Request::Ping),
             vec(arb_bytes(8), 0..4).prop_map(|keys| Request::Read { keys }),
-            vec((arb_bytes(8), arb_record()), 0..4)
+            vec((arb_bytes(8), arb_bytes(24)), 0..4)
                 .prop_map(|entries| Request::Replicate { entries }),
             (arb_bytes(8), arb_write_op(), any::<u8>())
                 .prop_map(|(key, op, w)| Request::Coordinate { key, op, w }),

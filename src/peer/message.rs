@@ -64,8 +64,10 @@ pub enum Request {
     /// hinted handoff), all in one store batch; answered once durable per
     /// the receiver's fsync.
     Replicate {
-        /// The keys and the records to merge.
-        entries: Vec<(Bytes, Record)>,
+        /// The keys and their records, each as stored (the storage
+        /// format: encoded once for every replica sent to; the receiver
+        /// decodes them).
+        entries: Vec<(Bytes, Bytes)>,
     },
     /// Coordinate a write as a replica of the key (a non-replica forwards
     /// writes so that dots are always minted by replicas).
