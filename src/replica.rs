@@ -245,7 +245,38 @@ impl Replica {
             .stats
             .expiring_keys
             .store(expiring, Ordering::Relaxed);
+        replica.warm_cache()?;
         Ok(replica)
+    }
+
+    /// Loads the store's records into the record cache, and if all of
+    /// them fit, lets the cache answer for keys it lacks
+    /// ([`RecordCache::mark_complete`]): in a node whose data fits its
+    /// cache, a key never written costs no store lookup. Stops once more
+    /// than the cache's budget is read, so opening a large store reads
+    /// at most that much.
+    fn warm_cache(&self) -> Result<(), StoreError> {
+        let budget = self.cache.budget();
+        if budget == 0 {
+            return Ok(());
+        }
+        let (mut from, mut read) = (Vec::new(), 0);
+        loop {
+            let page = self.store.scan(Space::Data, &from, 1024)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            from = next_key(last);
+            for (skey, bytes) in page {
+                read += skey.len() + bytes.len();
+                self.cache.put(&skey, Some(Bytes::from(bytes)));
+            }
+            if read > budget {
+                return Ok(());
+            }
+        }
+        self.cache.mark_complete();
+        Ok(())
     }
 
     /// This node's id and the data directory's Q.
@@ -547,7 +578,7 @@ impl Replica {
             .count();
         if let Err(e) = self.store.apply(&delta.ops) {
             // What the store holds now is not known: forget it all.
-            self.cache.clear();
+            self.cache.invalidate();
             return Err(e);
         }
         for op in delta.ops {
@@ -761,9 +792,15 @@ impl Replica {
             .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
             .collect();
         let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
-        let cleared = self.store.clear();
-        self.cache.clear();
-        cleared?;
+        // Emptied, the store holds nothing the cache lacks; if the clear
+        // failed part way, what it holds is not known.
+        match self.store.clear() {
+            Ok(()) => self.cache.clear(),
+            Err(e) => {
+                self.cache.invalidate();
+                return Err(e);
+            }
+        }
         *meta = crate::storage::renew_dot_id(self.store.as_ref(), *meta)?;
         self.stats.value_keys.store(0, Ordering::Relaxed);
         self.stats.expiring_keys.store(0, Ordering::Relaxed);
@@ -865,6 +902,39 @@ mod tests {
 
     // Proves the reaper removes exactly the due values, keeps contexts and
     // counts, and finds entries written behind its cursor on a later pass.
+    // Proves opening a replica loads the store's records into the record
+    // cache and, when they all fit, makes it complete (a key never
+    // written is answered without the store); when they do not fit it
+    // stays incomplete and every record still reads back.
+    #[test]
+    fn open_warms_the_cache_and_completes_it_when_all_fit() {
+        use crate::limits::RECORD_CACHE_SHARDS;
+        let store = Arc::new(MemoryStore::new());
+        let keys: Vec<&'static [u8]> = (0..500)
+            .map(|i| &*Box::leak(format!("key{i}").into_bytes().into_boxed_slice()))
+            .collect();
+        {
+            let replica = Replica::open(store.clone(), settings(0)).expect("open");
+            keys.iter().for_each(|key| put(&replica, key, None));
+        }
+        let warm = Replica::open(store.clone(), settings(16 << 20)).expect("open warm");
+        let stats = warm.cache_stats();
+        assert_eq!(stats.complete_shards, RECORD_CACHE_SHARDS, "{stats:?}");
+        for key in &keys {
+            assert!(warm.read(key).expect("read").is_some());
+        }
+        assert_eq!(warm.read(b"never written").expect("read"), None);
+        assert_eq!(warm.cache_stats().misses, 0);
+
+        // Room for about a fifth of the records.
+        let cold = Replica::open(store, settings(500 * 100 / 5)).expect("open cold");
+        assert!(cold.cache_stats().complete_shards < RECORD_CACHE_SHARDS);
+        for key in &keys {
+            assert!(cold.read(key).expect("read").is_some());
+        }
+        assert_eq!(cold.read(b"never written").expect("read"), None);
+    }
+
     #[test]
     fn reaper_removes_due_values_and_keeps_contexts() {
         let replica = Replica::open(Arc::new(MemoryStore::new()), settings(1 << 20)).expect("open");
@@ -1000,12 +1070,15 @@ mod tests {
         use crate::limits::{RECORD_CACHE_ENTRY_OVERHEAD_BYTES, RECORD_CACHE_SHARDS};
         use crate::random::SplitMix64;
         let keys: Vec<Bytes> = (0..256).map(|i| Bytes::from(format!("key{i}"))).collect();
-        for seed in 0..8 {
+        // Four keys a shard, room for about three small records: entries
+        // are evicted all along. And a cache every record fits in, which
+        // stays complete (answers for keys it lacks) throughout.
+        let small = RECORD_CACHE_SHARDS * 2 * 3 * (RECORD_CACHE_ENTRY_OVERHEAD_BYTES + 32);
+        let large = 16 << 20;
+        for (seed, cache) in (0..8).flat_map(|seed| [(seed, small), (seed, large)]) {
             let mut rng = SplitMix64::new(seed);
             let mut pick = |n: usize| (rng.next_u64() % n as u64) as usize;
             let store = Arc::new(MemoryStore::new());
-            // Four keys a shard, room for about three small records.
-            let cache = RECORD_CACHE_SHARDS * 2 * 3 * (RECORD_CACHE_ENTRY_OVERHEAD_BYTES + 32);
             let replica = Replica::open(store.clone(), settings(cache)).expect("open");
             let other =
                 Replica::open(Arc::new(MemoryStore::new()), settings(0)).expect("open other");
@@ -1072,7 +1145,14 @@ mod tests {
                 }
             }
             let stats = replica.cache_stats();
-            assert!(stats.hits > 1000 && stats.misses > 1000, "{stats:?}");
+            if cache == small {
+                assert!(stats.hits > 1000 && stats.misses > 1000, "{stats:?}");
+                // Shards that evicted are no longer complete.
+                assert!(stats.complete_shards < RECORD_CACHE_SHARDS, "{stats:?}");
+            } else {
+                assert_eq!(stats.misses, 0, "{stats:?}");
+                assert_eq!(stats.complete_shards, RECORD_CACHE_SHARDS, "{stats:?}");
+            }
         }
     }
 }

@@ -1091,7 +1091,10 @@ mod tests {
     // does not decode refuses the whole request as a bad request.
     #[test]
     fn replicated_records_decode_or_refuse_the_request() {
-        let good = (Bytes::from_static(b"k"), Bytes::from(encode_record(&sample())));
+        let good = (
+            Bytes::from_static(b"k"),
+            Bytes::from(encode_record(&sample())),
+        );
         let decoded = decode_entries(vec![good.clone()]).expect("decodes");
         assert_eq!(decoded, vec![(good.0.clone(), sample())]);
         let junk = (Bytes::from_static(b"j"), Bytes::from_static(b"\xffjunk"));

@@ -440,6 +440,10 @@ impl Coordinator for LocalCoordinator {
                 ("record_cache_bytes", cache.bytes.to_string()),
                 ("record_cache_hits", cache.hits.to_string()),
                 ("record_cache_misses", cache.misses.to_string()),
+                (
+                    "record_cache_complete_shards",
+                    cache.complete_shards.to_string(),
+                ),
             ],
         }
     }

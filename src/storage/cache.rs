@@ -12,6 +12,12 @@
 //! cached too (`None`): a GET of a key that does not exist should not
 //! cost a trip to the store each time either.
 //!
+//! A cache that was given every record the store holds (the replica
+//! loads them at open while they fit: [`RecordCache::mark_complete`]) is
+//! complete: a key it does not hold has no record, and a read of a key
+//! never written costs no store lookup. Completeness is kept per shard
+//! and lost for good by the shard's first eviction.
+//!
 //! Eviction is by generations: each shard keeps a young and an old map.
 //! Entries go into the young map; a hit in the old one moves the entry
 //! back to the young; when the young map holds half the shard's budget it
@@ -37,6 +43,13 @@ struct Shard {
     // would be a cache line every lookup fights over.
     hits: u64,
     misses: u64,
+    /// Every record the store holds under this shard's keys is here: a
+    /// key not here has none. Changed only under the shard's lock, with
+    /// the maps, so a lookup sees both as one.
+    complete: bool,
+    /// The shard has dropped an entry since the cache was made: it can
+    /// never be complete again.
+    evicted: bool,
 }
 
 impl Shard {
@@ -52,9 +65,19 @@ impl Shard {
     /// The young map becomes the old one once it holds `turn_bytes`.
     fn turn_if_full(&mut self, turn_bytes: usize) {
         if self.young_bytes > turn_bytes {
+            if !self.old.is_empty() {
+                self.evict();
+            }
             self.old = std::mem::take(&mut self.young);
             self.old_bytes = std::mem::take(&mut self.young_bytes);
         }
+    }
+
+    /// Entries are about to be dropped: from now on a key missing here
+    /// may still have a record in the store.
+    fn evict(&mut self) {
+        self.complete = false;
+        self.evicted = true;
     }
 
     fn remove_old(&mut self, key: &[u8]) -> Option<(Box<[u8]>, Option<Bytes>)> {
@@ -81,6 +104,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// Bytes held, as counted against the budget.
     pub bytes: usize,
+    /// Shards that are complete (out of [`RECORD_CACHE_SHARDS`]).
+    pub complete_shards: usize,
 }
 
 /// The record cache: storage key → encoded record, or `None` when the
@@ -122,10 +147,14 @@ impl RecordCache {
         let mut shard = self.shard(key);
         let found = match shard.young.get(key) {
             Some(value) => Some(value.clone()),
-            None => shard.remove_old(key).map(|(key, value)| {
-                shard.insert(key, value.clone(), self.turn_bytes);
-                value
-            }),
+            None => match shard.remove_old(key) {
+                Some((key, value)) => {
+                    shard.insert(key, value.clone(), self.turn_bytes);
+                    Some(value)
+                }
+                // A complete shard knows the key has no record.
+                None => shard.complete.then_some(None),
+            },
         };
         if found.is_some() {
             shard.hits += 1;
@@ -141,6 +170,7 @@ impl RecordCache {
         let mut shard = self.shard(key);
         shard.remove_old(key);
         if cost(key.len(), value.as_ref()) > self.turn_bytes {
+            shard.evict();
             if let Some(stale) = shard.young.remove(key) {
                 shard.young_bytes -= cost(key.len(), stale.as_ref());
             }
@@ -160,14 +190,40 @@ impl RecordCache {
         shard.insert(key.into(), value, self.turn_bytes);
     }
 
-    /// Forgets everything (the store was cleared); the counts stay.
-    pub fn clear(&self) {
+    /// The budget in bytes (0: the cache is off).
+    pub fn budget(&self) -> usize {
+        self.turn_bytes * 2 * self.shards.len()
+    }
+
+    /// Declares that every record the store holds has been put here: each
+    /// shard that has not evicted anything since becomes complete.
+    pub fn mark_complete(&self) {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            let (hits, misses) = (shard.hits, shard.misses);
+            shard.complete = !shard.evicted;
+        }
+    }
+
+    /// Forgets everything: the store was emptied, so a complete shard
+    /// stays complete. The counts stay.
+    pub fn clear(&self) {
+        self.reset(|shard| shard.complete);
+    }
+
+    /// Forgets everything, completeness too: what the store holds is no
+    /// longer known (a store write failed).
+    pub fn invalidate(&self) {
+        self.reset(|_| false);
+    }
+
+    fn reset(&self, complete: impl Fn(&Shard) -> bool) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             *shard = Shard {
-                hits,
-                misses,
+                hits: shard.hits,
+                misses: shard.misses,
+                complete: complete(&shard),
+                evicted: shard.evicted || !complete(&shard),
                 ..Shard::default()
             };
         }
@@ -181,6 +237,7 @@ impl RecordCache {
             stats.hits += shard.hits;
             stats.misses += shard.misses;
             stats.bytes += shard.young_bytes + shard.old_bytes;
+            stats.complete_shards += usize::from(shard.complete);
         }
         stats
     }
@@ -214,6 +271,7 @@ mod tests {
     fn stays_within_its_budget_and_keeps_what_is_used() {
         let budget = 256 * 1024;
         let cache = RecordCache::new(budget);
+        cache.mark_complete();
         for i in 0u32..100_000 {
             cache.put(&i.to_be_bytes(), value(100));
             // Key 0 is read all along: it survives every turn.
@@ -223,8 +281,33 @@ mod tests {
         let entry = 4 + 100 + RECORD_CACHE_ENTRY_OVERHEAD_BYTES;
         assert!(held <= budget + RECORD_CACHE_SHARDS * entry, "{held}");
         assert!(held >= budget / 4, "{held}: the cache should be in use");
-        // The oldest keys are gone.
+        // The oldest keys are gone, and every shard, having evicted, no
+        // longer answers for keys it lacks.
         assert_eq!(cache.get(&1u32.to_be_bytes()), None);
+        assert_eq!(cache.stats().complete_shards, 0);
+    }
+
+    // Proves a complete cache answers for keys it lacks; clearing (with
+    // the store) keeps that, a value too large to cache ends it for its
+    // shard, and invalidating ends it for good.
+    #[test]
+    fn a_complete_cache_answers_for_keys_it_lacks() {
+        let cache = RecordCache::new(1 << 20);
+        assert_eq!(cache.get(b"x"), None, "not complete until marked");
+        cache.put(b"a", value(3));
+        cache.mark_complete();
+        assert_eq!(cache.stats().complete_shards, RECORD_CACHE_SHARDS);
+        assert_eq!(cache.get(b"x"), Some(None));
+        assert_eq!(cache.get(b"a"), Some(value(3)));
+        cache.clear();
+        assert_eq!(cache.get(b"a"), Some(None), "cleared with the store");
+        cache.put(b"big", value(1 << 20));
+        assert_eq!(cache.get(b"big"), None, "too large: not known");
+        assert_eq!(cache.stats().complete_shards, RECORD_CACHE_SHARDS - 1);
+        cache.invalidate();
+        cache.mark_complete();
+        assert_eq!(cache.stats().complete_shards, 0);
+        assert_eq!(cache.get(b"a"), None);
     }
 
     #[test]
