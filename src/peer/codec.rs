@@ -972,19 +972,24 @@ mod tests {
         assert_golden(&frame, golden);
     }
 
-    #[test]
-    fn golden_written_response() {
+    /// One sibling, (7,1) at 1000 ms: "v"; 12 bytes encoded.
+    fn one_sibling() -> Record {
         let mut record = Record::new();
         record.update(
             &VersionVector::new(),
             7,
             Sibling::value(Bytes::from_static(b"v"), 1000),
         );
+        record
+    }
+
+    #[test]
+    fn golden_written_response() {
         let frame = Frame::Response {
             id: 3,
             response: Response::Written {
                 previous: None,
-                current: Some(record),
+                current: Some(one_sibling()),
             },
         };
         #[rustfmt::skip]
@@ -1003,16 +1008,10 @@ mod tests {
 
     #[test]
     fn golden_records_response() {
-        let mut record = Record::new();
-        record.update(
-            &VersionVector::new(),
-            7,
-            Sibling::value(Bytes::from_static(b"v"), 1000),
-        );
         let frame = Frame::Response {
             id: 4,
             response: Response::Records {
-                records: vec![None, Some(Bytes::from(encode_record(&record)))],
+                records: vec![None, Some(Bytes::from(encode_record(&one_sibling())))],
             },
         };
         #[rustfmt::skip]
