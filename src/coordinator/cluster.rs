@@ -936,7 +936,8 @@ async fn collect<T: Send + 'static>(
 
 impl Inner {
     /// Answers Read requests, each a list of keys, with one local read
-    /// for all of them, records as stored (not decoded and encoded again). Each answer stops short once its records pass
+    /// for all of them, records as stored (not decoded and encoded
+    /// again). Each answer stops short once its records pass
     /// [`PEER_BATCH_BYTES_MAX`] bytes (the coordinator asks for the rest).
     async fn answer_reads(&self, reads: Vec<Vec<Bytes>>) -> Vec<Response> {
         let counts: Vec<usize> = reads.iter().map(Vec::len).collect();
