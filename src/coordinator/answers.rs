@@ -2,10 +2,10 @@
 //! task that sent them.
 //!
 //! A task per answer (a `JoinSet`) costs a spawn, a schedule and a wake-up
-//! per replica per key, for a future that only waits on a oneshot. Here
-//! the coordinating task polls its few answers itself: each wake-up polls
-//! every answer still open, which for N − 1 answers per key is cheaper
-//! than the tasks it replaces.
+//! per answer, for a future that only waits on a oneshot. Here the
+//! coordinating task polls its few answers itself (one per other replica
+//! per batch of keys, `batches.rs`): each wake-up polls every answer still
+//! open, which for so few is cheaper than the tasks it replaces.
 
 use std::future::Future;
 use std::pin::Pin;
