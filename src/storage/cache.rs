@@ -207,23 +207,23 @@ impl RecordCache {
     /// Forgets everything: the store was emptied, so a complete shard
     /// stays complete. The counts stay.
     pub fn clear(&self) {
-        self.reset(|shard| shard.complete);
+        self.reset(true);
     }
 
-    /// Forgets everything, completeness too: what the store holds is no
-    /// longer known (a store write failed).
+    /// Forgets everything, completeness for good too: what the store
+    /// holds is no longer known (a store write failed).
     pub fn invalidate(&self) {
-        self.reset(|_| false);
+        self.reset(false);
     }
 
-    fn reset(&self, complete: impl Fn(&Shard) -> bool) {
+    fn reset(&self, store_known: bool) {
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             *shard = Shard {
                 hits: shard.hits,
                 misses: shard.misses,
-                complete: complete(&shard),
-                evicted: shard.evicted || !complete(&shard),
+                complete: store_known && shard.complete,
+                evicted: shard.evicted || !store_known,
                 ..Shard::default()
             };
         }
