@@ -80,6 +80,10 @@ pub const EXPIRE_REAP_INTERVAL_MS: u64 = 100;
 /// RANDOMKEY).
 pub const PARTITION_PAGE_RECORDS: usize = 1024;
 
+/// Records read per step when a node walks its whole store at open
+/// (counting keys, loading the record cache).
+pub const STORE_WALK_PAGE_RECORDS: usize = 1024;
+
 /// Most records one SCAN call reads from a single partition before it
 /// returns a cursor inside that partition (only huge partitions need one).
 pub const SCAN_PARTITION_RECORDS_MAX: usize = 10_000;

@@ -7,7 +7,7 @@
 //! replica of a key may coordinate a write to it (design.md §3); it knows
 //! nothing of N, R or W.
 
-use crate::limits::KEY_LOCK_STRIPES;
+use crate::limits::{KEY_LOCK_STRIPES, STORE_WALK_PAGE_RECORDS};
 use crate::ring::partition_of;
 use crate::storage::record::{
     Record, Sibling, decode_record, decode_record_shared, encode_record, lww_order,
@@ -262,7 +262,9 @@ impl Replica {
         }
         let (mut from, mut read) = (Vec::new(), 0);
         loop {
-            let page = self.store.scan(Space::Data, &from, 1024)?;
+            let page = self
+                .store
+                .scan(Space::Data, &from, STORE_WALK_PAGE_RECORDS)?;
             let Some((last, _)) = page.last() else {
                 break;
             };
@@ -375,10 +377,11 @@ impl Replica {
     /// Reads a record for a write: the cache, else the store. The caller
     /// holds the key's lock; the write's commit fills the record cache.
     fn read_for_write(&self, skey: &[u8]) -> Result<Option<Record>, StoreError> {
-        match self.cache.get(skey) {
-            Some(cached) => decode_cached(skey, cached),
-            None => decode_cached(skey, self.stored(skey)?),
-        }
+        let bytes = match self.cache.get(skey) {
+            Some(cached) => cached,
+            None => self.stored(skey)?,
+        };
+        decode_cached(skey, bytes)
     }
 
     /// The store's bytes for a storage key.
@@ -643,7 +646,7 @@ impl Replica {
         let mut from = Vec::new();
         let mut value_keys = 0;
         loop {
-            let page = self.scan(&from, 1024)?;
+            let page = self.scan(&from, STORE_WALK_PAGE_RECORDS)?;
             let Some((last, _, _)) = page.last() else {
                 break;
             };
@@ -900,8 +903,6 @@ mod tests {
         assert!(matches!(written, Ok(Ok(_))));
     }
 
-    // Proves the reaper removes exactly the due values, keeps contexts and
-    // counts, and finds entries written behind its cursor on a later pass.
     // Proves opening a replica loads the store's records into the record
     // cache and, when they all fit, makes it complete (a key never
     // written is answered without the store); when they do not fit it
@@ -935,6 +936,8 @@ mod tests {
         assert_eq!(cold.read(b"never written").expect("read"), None);
     }
 
+    // Proves the reaper removes exactly the due values, keeps contexts and
+    // counts, and finds entries written behind its cursor on a later pass.
     #[test]
     fn reaper_removes_due_values_and_keeps_contexts() {
         let replica = Replica::open(Arc::new(MemoryStore::new()), settings(1 << 20)).expect("open");
@@ -1059,6 +1062,7 @@ mod tests {
         }
         assert_eq!(many.stats().writes.load(Ordering::Relaxed), 2);
     }
+
     // Proves the record cache holds what the store holds through every
     // kind of change: writes with and without the current context
     // (siblings), tombstones, expiring values and their reaping, merges

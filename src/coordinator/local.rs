@@ -14,7 +14,7 @@ use super::{
     WriteOp, WriteOptions,
 };
 use crate::clock::Clock;
-use crate::limits::STORAGE_JOB_KEYS_MAX;
+use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
 use crate::replica::{Planner, Replica, WriteGroup, Written, next_key};
 use crate::storage::record::Record;
 use crate::storage::{JobLost, StorageExecutor, StoreError, split_storage_key, storage_key};
@@ -280,8 +280,8 @@ impl LocalCoordinator {
             for partition in partitions {
                 let mut from = storage_key(partition, b"");
                 loop {
-                    let rows = replica.scan(&from, 1024)?;
-                    let mut done = rows.len() < 1024;
+                    let rows = replica.scan(&from, PARTITION_PAGE_RECORDS)?;
+                    let mut done = rows.len() < PARTITION_PAGE_RECORDS;
                     for (skey, _, record) in &rows {
                         if split_storage_key(skey).is_none_or(|(p, _)| p != partition) {
                             done = true;
