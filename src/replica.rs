@@ -526,19 +526,22 @@ impl Replica {
     pub fn merge_many(&self, incoming: &[(Bytes, Record)]) -> Result<(), StoreError> {
         let keys: Vec<Vec<u8>> = incoming.iter().map(|(k, _)| self.storage_key(k)).collect();
         let _guards = self.lock_keys(keys.iter().map(Vec::as_slice));
+        // In key order, so a key's records are next to each other: a
+        // batch of 256 keys is not 256 x 256 comparisons.
+        let mut order: Vec<usize> = (0..incoming.len()).collect();
+        order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
         // (storage key, record on disk, merged record, changed)
         let mut merged: Vec<(&[u8], Option<Record>, Record, bool)> = Vec::new();
-        for ((_, record), skey) in incoming.iter().zip(&keys) {
-            let at = match merged.iter().position(|(k, ..)| *k == skey.as_slice()) {
-                Some(at) => at,
-                None => {
-                    let previous = self.read_for_write(skey)?;
-                    let current = previous.clone().unwrap_or_default();
-                    merged.push((skey, previous, current, false));
-                    merged.len() - 1
-                }
+        for i in order {
+            let (skey, record) = (keys[i].as_slice(), &incoming[i].1);
+            if merged.last().is_none_or(|(k, ..)| *k != skey) {
+                let previous = self.read_for_write(skey)?;
+                let current = previous.clone().unwrap_or_default();
+                merged.push((skey, previous, current, false));
+            }
+            let Some((_, _, current, changed)) = merged.last_mut() else {
+                continue;
             };
-            let (_, _, current, changed) = &mut merged[at];
             // As in `merge`: no sibling bound here.
             if !current.covers_set(record) {
                 current.sync(record);
@@ -570,10 +573,17 @@ impl Replica {
             .fetch_add(dropped as u64, Ordering::Relaxed);
     }
 
-    fn commit(&self, delta: Delta) -> Result<(), StoreError> {
+    fn commit(&self, mut delta: Delta) -> Result<(), StoreError> {
         if delta.ops.is_empty() {
             return Ok(());
         }
+        // In key order, neighbouring inserts walk the same nodes of the
+        // memtable's skiplist: -12% per record at 16 per batch (scratch
+        // measure of fjall alone). Stable, and a delta writes each key
+        // once, so what the batch stores is unchanged.
+        delta
+            .ops
+            .sort_by(|a, b| (a.space, &a.key).cmp(&(b.space, &b.key)));
         let records = delta
             .ops
             .iter()
