@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::coordinator::{ClusterCoordinator, Coordinator, LocalCoordinator, QuorumPolicy, Repair};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
-    FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS, STORAGE_QUEUE_JOBS_MAX,
-    STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
+    FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS, STORAGE_IDLE_YIELDS,
+    STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
 };
 use crate::membership::{Membership, SaveMembers};
 use crate::net::{Listener, Network, Tcp};
@@ -143,15 +143,19 @@ impl Node {
         let store = tokio::task::spawn_blocking(move || FjallStore::open(&dir))
             .await
             .map_err(|e| StoreError::Engine(format!("store open task: {e}")))??;
-        let threads = match config.fsync {
-            FsyncPolicy::Always => STORAGE_THREADS_FSYNC_ALWAYS,
-            _ => STORAGE_THREADS,
+        let (threads, idle_yields) = match config.fsync {
+            FsyncPolicy::Always => (STORAGE_THREADS_FSYNC_ALWAYS, 0),
+            _ => (STORAGE_THREADS, STORAGE_IDLE_YIELDS),
         };
         let environment = Environment {
             store: Arc::new(store),
             network: Arc::new(Tcp),
             clock: Arc::new(SystemClock),
-            executor: Arc::new(StorageExecutor::new(threads, STORAGE_QUEUE_JOBS_MAX)),
+            executor: Arc::new(StorageExecutor::new(
+                threads,
+                STORAGE_QUEUE_JOBS_MAX,
+                idle_yields,
+            )),
         };
         Self::start_in(config, environment).await
     }

@@ -6,23 +6,26 @@
 //! grows a thread per waiting job and wakes one per job, and the context
 //! switches cost more than the store work. A few dedicated threads that
 //! drain the whole queue before sleeping wake once per burst instead.
+//! The queue is bounded (callers wait for room), and every job's result
+//! travels back on a oneshot channel.
 //!
 //! A thread whose queue runs dry yields the CPU a few times
-//! ([`STORAGE_IDLE_YIELDS`]) before it sleeps, and a job is queued without
+//! (`idle_yields`, [`STORAGE_IDLE_YIELDS`](crate::limits::STORAGE_IDLE_YIELDS) for a node under `--fsync
+//! everysec` or `never`) before it sleeps, and a job is queued without
 //! a wake-up while no thread sleeps. Under steady load the next job
 //! usually arrives within those yields, so neither side pays a futex call
 //! and the sleeping thread's wake-up; on a VM a wake-up is several
 //! microseconds of scheduler and IPI. An idle node pays the yields once,
-//! after its last job.
-//! The queue is bounded (callers wait for room), and every job's result
-//! travels back on a oneshot channel.
+//! after its last job. Under `--fsync always` the pool is large (writers
+//! wait for syncs there) and jobs wait on the disk, not on each other:
+//! its threads sleep at once (yielding cost 18% more CPU per SET there,
+//! in a 2-round `ab.sh` run).
 //!
 //! [`StorageExecutor::inline`] runs each job at once on the caller's
 //! thread instead: for the in-memory store, whose jobs never block, and
 //! in the deterministic simulation, where a job finishing on another
 //! thread at a time of the OS's choosing would make runs diverge.
 
-use crate::limits::STORAGE_IDLE_YIELDS;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -42,6 +45,8 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// Yields of a thread whose queue ran dry before it sleeps.
+    idle_yields: usize,
 }
 
 /// A small pool of storage threads with a bounded job queue.
@@ -66,14 +71,17 @@ impl std::fmt::Debug for StorageExecutor {
 pub struct JobLost;
 
 impl StorageExecutor {
-    /// Starts `threads` storage threads with room for `queue_max` jobs.
+    /// Starts `threads` storage threads with room for `queue_max` jobs;
+    /// one whose queue runs dry yields `idle_yields` times before it
+    /// sleeps (see the module's header).
     ///
     /// # Panics
     /// If the OS refuses to start a thread.
-    pub fn new(threads: usize, queue_max: usize) -> Self {
+    pub fn new(threads: usize, queue_max: usize, idle_yields: usize) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
+            idle_yields,
         });
         let threads = (0..threads.max(1))
             .map(|i| {
@@ -98,6 +106,7 @@ impl StorageExecutor {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 ready: Condvar::new(),
+                idle_yields: 0,
             }),
             room: Semaphore::new(1),
             threads: Vec::new(),
@@ -177,7 +186,7 @@ fn work(shared: &Shared) {
     loop {
         let batch: Vec<Job> = {
             let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            for _ in 0..STORAGE_IDLE_YIELDS {
+            for _ in 0..shared.idle_yields {
                 if !queue.jobs.is_empty() || queue.closed {
                     break;
                 }
@@ -226,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_jobs_and_survives_a_panic() {
-        let executor = StorageExecutor::new(2, 8);
+        let executor = StorageExecutor::new(2, 8, 30);
         assert_eq!(executor.run(|| 2 + 2).await.ok(), Some(4));
         assert!(executor.run(|| panic!("planted")).await.is_err());
         let results = futures_join(&executor).await;
@@ -248,7 +257,7 @@ mod tests {
     /// job waits for a wake-up that skipping the notification lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_job_is_left_waiting() {
-        let executor = Arc::new(StorageExecutor::new(3, 64));
+        let executor = Arc::new(StorageExecutor::new(3, 64, 30));
         for round in 0..20 {
             // Long enough for every thread to finish its yields and sleep.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
