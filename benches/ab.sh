@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Interleaved A/B of two dynokv builds (or two flag sets) on a 3-node
 # cluster: node CPU per operation (perf stat task-clock over the three
-# nodes) and requests/s, round after round, A then B. On a shared machine
+# nodes) and requests/s, round after round, A and B in alternating order
+# (A first in odd rounds, B first in even ones). On a shared machine
 # requests/s move by 10-25% between runs, redis-server's too; CPU per op
 # of interleaved rounds is the steadier figure for a change to one build.
 #
 #   A=/tmp/old/dynokv B=target/release/dynokv benches/ab.sh
 #   A_FLAGS="--cache-mb 0" benches/ab.sh        # one build, two flag sets
 #   TEST=get PIPELINE=16 ROUNDS=5 benches/ab.sh
+#
+# Noise on a shared 2-core machine is 10-25% per round: run 5 rounds or
+# more, and believe a change that wins most rounds twice over.
 #
 # Each round fills KEYSPACE keys first (SET -P 16), then measures
 # redis-benchmark -t TEST -P PIPELINE -c 50 -d 100 -n REQUESTS.
@@ -55,7 +59,12 @@ round() {
 echo "$TEST -P $PIPELINE, $ROUNDS rounds; A: $A $A_FLAGS; B: $B $B_FLAGS"
 printf '%-6s %-3s %10s %12s\n' round ab 'req/s' 'cpu_us/op'
 for r in $(seq "$ROUNDS"); do
-    for side in A B; do
+    # Odd rounds run A first, even rounds B first: the second run of a
+    # pair tends to be faster (an A/A pair showed 10%), and a fixed order
+    # would credit that to B.
+    order="A B"
+    [ $((r % 2)) -eq 0 ] && order="B A"
+    for side in $order; do
         if [ "$side" = A ]; then bin=$A flags=$A_FLAGS; else bin=$B flags=$B_FLAGS; fi
         read -r rps cpu < <(round "$bin" "$flags")
         printf '%-6s %-3s %10s %12s\n' "$r" "$side" "$rps" "$cpu"
@@ -64,3 +73,8 @@ for r in $(seq "$ROUNDS"); do
 done
 awk '{n[$1]++; r[$1]+=$2; c[$1]+=$3} END {for (s in n) printf "mean %s %10.0f %12.1f\n", s, r[s]/n[s], c[s]/n[s]}' \
     "$work/rounds" | sort
+# Round by round, how often B beat A: a mean can hide one outlier round,
+# and 5 of 5 happens by chance 1 time in 32.
+paste -d' ' <(grep '^A' "$work/rounds") <(grep '^B' "$work/rounds") | awk '
+    {n++; if ($6 < $3) cpu++; if ($5 > $2) rps++}
+    END {printf "B better in %d of %d rounds by cpu_us/op, %d of %d by req/s\n", cpu, n, rps, n}'
