@@ -60,7 +60,7 @@ echo "$TEST -P $PIPELINE, $ROUNDS rounds; A: $A $A_FLAGS; B: $B $B_FLAGS"
 printf '%-6s %-3s %10s %12s\n' round ab 'req/s' 'cpu_us/op'
 for r in $(seq "$ROUNDS"); do
     # Odd rounds run A first, even rounds B first: the second run of a
-    # pair tends to be faster (an A/A pair showed 10%), and a fixed order
+    # pair can be faster (a 2-round A/A run showed 10%), and a fixed order
     # would credit that to B.
     order="A B"
     [ $((r % 2)) -eq 0 ] && order="B A"
