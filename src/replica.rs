@@ -573,17 +573,10 @@ impl Replica {
             .fetch_add(dropped as u64, Ordering::Relaxed);
     }
 
-    fn commit(&self, mut delta: Delta) -> Result<(), StoreError> {
+    fn commit(&self, delta: Delta) -> Result<(), StoreError> {
         if delta.ops.is_empty() {
             return Ok(());
         }
-        // In key order, neighbouring inserts walk the same nodes of the
-        // memtable's skiplist: -12% per record at 16 per batch (scratch
-        // measure of fjall alone). Stable, and a delta writes each key
-        // once, so what the batch stores is unchanged.
-        delta
-            .ops
-            .sort_by(|a, b| (a.space, &a.key).cmp(&(b.space, &b.key)));
         let records = delta
             .ops
             .iter()

@@ -151,7 +151,8 @@ impl StorageExecutor {
         self.enqueue(Box::new(job))
     }
 
-    /// Puts `job` on the queue and wakes a storage thread if all sleep.
+    /// Puts `job` on the queue and wakes a sleeping storage thread, if
+    /// any sleeps.
     fn enqueue(&self, job: Job) -> Result<(), JobLost> {
         let wake = {
             let mut queue = self
@@ -232,10 +233,11 @@ impl Drop for StorageExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::STORAGE_IDLE_YIELDS;
 
     #[tokio::test]
     async fn runs_jobs_and_survives_a_panic() {
-        let executor = StorageExecutor::new(2, 8, 30);
+        let executor = StorageExecutor::new(2, 8, STORAGE_IDLE_YIELDS);
         assert_eq!(executor.run(|| 2 + 2).await.ok(), Some(4));
         assert!(executor.run(|| panic!("planted")).await.is_err());
         let results = futures_join(&executor).await;
@@ -257,7 +259,7 @@ mod tests {
     /// job waits for a wake-up that skipping the notification lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_job_is_left_waiting() {
-        let executor = Arc::new(StorageExecutor::new(3, 64, 30));
+        let executor = Arc::new(StorageExecutor::new(3, 64, STORAGE_IDLE_YIELDS));
         for round in 0..20 {
             // Long enough for every thread to finish its yields and sleep.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
