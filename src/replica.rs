@@ -530,28 +530,22 @@ impl Replica {
         // batch of 256 keys is not 256 x 256 comparisons.
         let mut order: Vec<usize> = (0..incoming.len()).collect();
         order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
-        // (storage key, record on disk, merged record, changed)
-        let mut merged: Vec<(&[u8], Option<Record>, Record, bool)> = Vec::new();
-        for i in order {
-            let (skey, record) = (keys[i].as_slice(), &incoming[i].1);
-            if merged.last().is_none_or(|(k, ..)| *k != skey) {
-                let previous = self.read_for_write(skey)?;
-                let current = previous.clone().unwrap_or_default();
-                merged.push((skey, previous, current, false));
-            }
-            let Some((_, _, current, changed)) = merged.last_mut() else {
-                continue;
-            };
-            // As in `merge`: no sibling bound here.
-            if !current.covers_set(record) {
-                current.sync(record);
-                *changed = true;
-            }
-        }
         let mut delta = Delta::default();
-        for (skey, previous, current, changed) in &merged {
-            if *changed {
-                delta.record(skey, previous.as_ref(), current);
+        for same_key in order.chunk_by(|&a, &b| keys[a] == keys[b]) {
+            let skey = keys[same_key[0]].as_slice();
+            let previous = self.read_for_write(skey)?;
+            let mut current = previous.clone().unwrap_or_default();
+            let mut changed = false;
+            for &i in same_key {
+                let record = &incoming[i].1;
+                // As in `merge`: no sibling bound here.
+                if !current.covers_set(record) {
+                    current.sync(record);
+                    changed = true;
+                }
+            }
+            if changed {
+                delta.record(skey, previous.as_ref(), &current);
             }
         }
         self.commit(delta)

@@ -9,17 +9,15 @@
 //! The queue is bounded (callers wait for room), and every job's result
 //! travels back on a oneshot channel.
 //!
-//! A thread whose queue runs dry yields the CPU a few times
-//! (`idle_yields`: [`STORAGE_IDLE_YIELDS`](crate::limits::STORAGE_IDLE_YIELDS)
-//! under `--fsync everysec` or `never`) before it sleeps, and a job is
-//! queued without a wake-up while no thread sleeps. Under steady load the
-//! next job usually arrives within those yields, so neither side pays a
-//! futex call and the sleeping thread's wake-up; on a VM a wake-up is
-//! several microseconds of scheduler and IPI. An idle node pays the
-//! yields once, after its last job. Under `--fsync always` the pool is
-//! large (writers wait for syncs there) and jobs wait on the disk, not on
-//! each other: its threads sleep at once (yielding cost 18% more CPU per
-//! SET there, in a 2-round `ab.sh` run).
+//! A thread whose queue runs dry yields the CPU up to `idle_yields` times
+//! before it sleeps, and a job is queued without a wake-up while no
+//! thread sleeps. Under steady load the next job usually arrives within
+//! those yields, so neither side pays a futex call and the sleeping
+//! thread's wake-up; on a VM a wake-up is several microseconds of
+//! scheduler and IPI. An idle node pays the yields once, after its last
+//! job. The node passes [`STORAGE_IDLE_YIELDS`](crate::limits::STORAGE_IDLE_YIELDS),
+//! or 0 under `--fsync always`, whose large pool waits on the disk rather
+//! than on its callers (the figures are at the limit).
 //!
 //! [`StorageExecutor::inline`] runs each job at once on the caller's
 //! thread instead: for the in-memory store, whose jobs never block, and
