@@ -174,8 +174,8 @@ pub const STORAGE_JOB_KEYS_MAX: usize = 16;
 /// its queue after each, before it sleeps. Under steady load the next job
 /// comes within them and no wake-up is paid: measured on the 3-node
 /// cluster (`benches/ab.sh`, SET -P 1), 30 gave +19% requests/s (+20%
-/// again in 6 alternating-order rounds) and -7%
-/// CPU per SET against sleeping at once; 10 and 100 did no better.
+/// again in 6 alternating-order rounds) and -7% CPU per SET against
+/// sleeping at once; 10 and 100 did no better.
 /// Under `--fsync always` threads sleep at once: there its 32 threads
 /// yielding cost 18% more CPU per SET for no more requests/s (2 rounds
 /// of `ab.sh` with `--fsync always`, SET -P 1: 70.6 against 83.5 µs).
