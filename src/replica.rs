@@ -37,6 +37,29 @@ pub struct Written {
     pub current: Option<Record>,
 }
 
+/// A record from another replica, for [`Replica::merge_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The client key.
+    pub key: Bytes,
+    /// The record, decoded.
+    pub record: Record,
+    /// The bytes it came as, if it came encoded: a record that supersedes
+    /// this replica's is stored as these bytes, not encoded again.
+    pub encoded: Option<Bytes>,
+}
+
+impl Received {
+    /// A record that came decoded (this node's own coordinator).
+    pub fn decoded(key: Bytes, record: Record) -> Self {
+        Self {
+            key,
+            record,
+            encoded: None,
+        }
+    }
+}
+
 /// One caller's writes for [`Replica::update_groups`].
 pub struct WriteGroup<E> {
     /// The writes, in order; a key may come more than once.
@@ -54,21 +77,21 @@ impl<E> std::fmt::Debug for WriteGroup<E> {
     }
 }
 
-/// Records changed by a batch: per storage key, the record before the
-/// batch and the record now.
+/// Records changed by a batch: per storage key, what the record counted
+/// for before the batch and the record now.
 #[derive(Default)]
 struct Changes<'k> {
     keys: Vec<&'k [u8]>,
-    records: Vec<(Option<Record>, Record)>,
+    records: Vec<(Footprint, Record)>,
     index: std::collections::HashMap<&'k [u8], usize>,
 }
 
 impl<'k> Changes<'k> {
-    fn get(&self, skey: &[u8]) -> Option<&(Option<Record>, Record)> {
+    fn get(&self, skey: &[u8]) -> Option<&(Footprint, Record)> {
         self.index.get(skey).map(|&i| &self.records[i])
     }
 
-    fn set(&mut self, skey: &'k [u8], before: Option<Record>, now: Record) {
+    fn set(&mut self, skey: &'k [u8], before: Footprint, now: Record) {
         match self.index.get(skey) {
             Some(&i) => self.records[i].1 = now,
             None => {
@@ -174,6 +197,23 @@ fn split_expiry_key(key: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_be_bytes(*until), skey))
 }
 
+/// What a record counts for in the counters and the expiry index: all a
+/// change needs to know of the record it replaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Footprint {
+    has_value: bool,
+    live_until: Option<u64>,
+}
+
+impl Footprint {
+    fn of(record: Option<&Record>) -> Self {
+        record.map_or_else(Self::default, |r| Self {
+            has_value: has_value(r),
+            live_until: live_until(r),
+        })
+    }
+}
+
 /// What changing one record from `previous` to `current` does to the
 /// counters and the expiry index.
 #[derive(Debug, Default)]
@@ -184,18 +224,27 @@ struct Delta {
 }
 
 impl Delta {
-    fn record(&mut self, skey: &[u8], previous: Option<&Record>, current: &Record) {
-        self.value_keys +=
-            i64::from(has_value(current)) - i64::from(previous.is_some_and(has_value));
-        let before = previous.and_then(live_until);
-        let after = live_until(current);
-        if before != after {
-            if let Some(until) = before {
+    fn record(&mut self, skey: &[u8], before: Footprint, current: &Record) {
+        self.record_as(skey, before, current, encode_record(current));
+    }
+
+    /// [`Delta::record`] with `current` already encoded as `encoded`.
+    fn record_as(
+        &mut self,
+        skey: &[u8],
+        before: Footprint,
+        current: &Record,
+        encoded: impl Into<Bytes>,
+    ) {
+        let after = Footprint::of(Some(current));
+        self.value_keys += i64::from(after.has_value) - i64::from(before.has_value);
+        if before.live_until != after.live_until {
+            if let Some(until) = before.live_until {
                 self.ops
                     .push(BatchOp::delete(Space::Expiry, expiry_key(until, skey)));
                 self.expiring_keys -= 1;
             }
-            if let Some(until) = after {
+            if let Some(until) = after.live_until {
                 self.ops.push(BatchOp::put(
                     Space::Expiry,
                     expiry_key(until, skey),
@@ -204,11 +253,8 @@ impl Delta {
                 self.expiring_keys += 1;
             }
         }
-        self.ops.push(BatchOp::put(
-            Space::Data,
-            skey.to_vec(),
-            encode_record(current),
-        ));
+        self.ops
+            .push(BatchOp::put(Space::Data, skey.to_vec(), encoded));
     }
 }
 
@@ -449,7 +495,7 @@ impl Replica {
         }
         let mut delta = Delta::default();
         for (skey, (before, after)) in batch.keys.iter().zip(&batch.records) {
-            delta.record(skey, before.as_ref(), after);
+            delta.record(skey, *before, after);
         }
         self.commit(delta)?;
         Ok(results)
@@ -467,10 +513,10 @@ impl Replica {
         let mut outcomes = Vec::with_capacity(group.writes.len());
         for ((_, plan), skey) in group.writes.into_iter().zip(keys) {
             let (before, previous) = match staged.get(skey).or_else(|| batch.get(skey)) {
-                Some((before, now)) => (before.clone(), Some(now.clone())),
+                Some((before, now)) => (*before, Some(now.clone())),
                 None => {
                     let stored = self.read_for_write(skey)?;
-                    (stored.clone(), stored)
+                    (Footprint::of(stored.as_ref()), stored)
                 }
             };
             let planned = match plan(previous.as_ref()) {
@@ -511,7 +557,7 @@ impl Replica {
         // (see `bound`), so replicas never drop different ones.
         record.sync(incoming);
         let mut delta = Delta::default();
-        delta.record(&skey, previous.as_ref(), &record);
+        delta.record(&skey, Footprint::of(previous.as_ref()), &record);
         self.commit(delta)?;
         Ok(record)
     }
@@ -523,8 +569,8 @@ impl Replica {
     ///
     /// # Errors
     /// Store errors; nothing is written then.
-    pub fn merge_many(&self, incoming: &[(Bytes, Record)]) -> Result<(), StoreError> {
-        let keys: Vec<Vec<u8>> = incoming.iter().map(|(k, _)| self.storage_key(k)).collect();
+    pub fn merge_many(&self, incoming: &[Received]) -> Result<(), StoreError> {
+        let keys: Vec<Vec<u8>> = incoming.iter().map(|r| self.storage_key(&r.key)).collect();
         let _guards = self.lock_keys(keys.iter().map(Vec::as_slice));
         // In key order, so a key's records are next to each other: a
         // batch of 256 keys is not 256 x 256 comparisons.
@@ -534,10 +580,27 @@ impl Replica {
         for same_key in order.chunk_by(|&a, &b| keys[a] == keys[b]) {
             let skey = keys[same_key[0]].as_slice();
             let previous = self.read_for_write(skey)?;
+            // The common case, a replicated write: one record that
+            // supersedes this replica's (or there is none). The merge is
+            // that record, so it is stored as the bytes it came in.
+            if let [only] = same_key
+                && let Received {
+                    record,
+                    encoded: Some(encoded),
+                    ..
+                } = &incoming[*only]
+                && previous.as_ref().is_none_or(|p| record.covers_set(p))
+            {
+                if previous.as_ref().is_none_or(|p| !p.covers_set(record)) {
+                    let before = Footprint::of(previous.as_ref());
+                    delta.record_as(skey, before, record, encoded.clone());
+                }
+                continue;
+            }
             let mut current = previous.clone().unwrap_or_default();
             let mut changed = false;
             for &i in same_key {
-                let record = &incoming[i].1;
+                let record = &incoming[i].record;
                 // As in `merge`: no sibling bound here.
                 if !current.covers_set(record) {
                     current.sync(record);
@@ -545,7 +608,7 @@ impl Replica {
                 }
             }
             if changed {
-                delta.record(skey, previous.as_ref(), &current);
+                delta.record(skey, Footprint::of(previous.as_ref()), &current);
             }
         }
         self.commit(delta)
@@ -583,7 +646,7 @@ impl Replica {
         }
         for op in delta.ops {
             if op.space == Space::Data {
-                self.cache.put(&op.key, op.value.map(Bytes::from));
+                self.cache.put(&op.key, op.value);
             }
         }
         self.stats
@@ -758,7 +821,7 @@ impl Replica {
                     let mut record = previous.clone();
                     // Drop expired values; tombstones and live values stay.
                     record.retain(|s| s.live_value(now_ms).is_some() || s.live_value(0).is_none());
-                    delta.record(skey, Some(&previous), &record);
+                    delta.record(skey, Footprint::of(Some(&previous)), &record);
                     reaped += 1;
                 }
                 // The index is kept in the same batch as the record, so a
@@ -1032,14 +1095,14 @@ mod tests {
         let k_b = b.read(b"k").expect("read").expect("k on b");
         let j_b = b.read(b"j").expect("read").expect("j on b");
         let batch = vec![
-            (Bytes::from_static(b"k"), k_a2.clone()),
-            (Bytes::from_static(b"j"), j_b),
-            (Bytes::from_static(b"k"), k_a1),
-            (Bytes::from_static(b"k"), k_b),
+            received(b"k", &k_a2),
+            received(b"j", &j_b),
+            received(b"k", &k_a1),
+            received(b"k", &k_b),
         ];
         let (one, many) = (open().expect("open"), open().expect("open"));
-        for (key, record) in &batch {
-            one.merge(key, record).expect("merge");
+        for r in &batch {
+            one.merge(&r.key, &r.record).expect("merge");
         }
         many.merge_many(&batch).expect("merge_many");
         for key in [&b"k"[..], b"j"] {
@@ -1058,6 +1121,71 @@ mod tests {
             assert_eq!(replica.live_keys(50).expect("count"), 2);
         }
         assert_eq!(many.stats().writes.load(Ordering::Relaxed), 2);
+    }
+
+    fn received(key: &'static [u8], record: &Record) -> Received {
+        Received {
+            key: Bytes::from_static(key),
+            record: record.clone(),
+            encoded: Some(encode_record(record).into()),
+        }
+    }
+
+    // Proves a lone record that supersedes the replica's is stored as the
+    // bytes it came in, a stale one writes nothing, and a concurrent one
+    // is merged into siblings: each as merging one by one leaves it.
+    #[test]
+    fn merge_many_stores_a_superseding_record_as_received() {
+        let open = || Replica::open(Arc::new(MemoryStore::new()), settings(1 << 20));
+        let (a, b) = (open().expect("open a"), open().expect("open b"));
+        put(&a, b"k", None);
+        let k1 = a.read(b"k").expect("read").expect("k on a");
+        put(&a, b"k", Some(100));
+        let k2 = a.read(b"k").expect("read").expect("k on a");
+        put(&b, b"k", None);
+        let concurrent = b.read(b"k").expect("read").expect("k on b");
+        let (one, many) = (open().expect("open"), open().expect("open"));
+        let mut writes = 0;
+        for (step, record) in [&k1, &k2, &k1, &concurrent].into_iter().enumerate() {
+            one.merge(b"k", record).expect("merge");
+            let sent = received(b"k", record);
+            many.merge_many(std::slice::from_ref(&sent))
+                .expect("merge_many");
+            assert_eq!(
+                one.read(b"k").expect("read"),
+                many.read(b"k").expect("read"),
+                "step {step}"
+            );
+            let stored = many.read_encoded(b"k").expect("read").expect("stored");
+            match step {
+                0 | 1 => {
+                    writes += 1;
+                    // The cache holds the very bytes received, not a new
+                    // encoding of them.
+                    let sent = sent.encoded.as_ref().expect("sent encoded");
+                    assert_eq!(stored.as_ptr(), sent.as_ptr(), "step {step}");
+                }
+                2 => {}
+                _ => {
+                    writes += 1;
+                    assert_eq!(
+                        many.read(b"k").expect("read").expect("k").siblings().len(),
+                        2
+                    );
+                }
+            }
+            assert_eq!(
+                many.stats().writes.load(Ordering::Relaxed),
+                writes,
+                "step {step}"
+            );
+            let counts = |r: &Replica| {
+                let stats = r.stats();
+                let load = |n: &AtomicI64| n.load(Ordering::Relaxed);
+                (load(&stats.value_keys), load(&stats.expiring_keys))
+            };
+            assert_eq!(counts(&one), counts(&many), "step {step}");
+        }
     }
 
     // Proves the record cache holds what the store holds through every
@@ -1116,10 +1244,16 @@ mod tests {
                         replica.merge(key, &record).expect("merge");
                     }
                     11 => {
-                        let batch: Vec<(Bytes, Record)> = (0..pick(6))
+                        let batch: Vec<Received> = (0..pick(6))
                             .filter_map(|_| {
                                 let key = &keys[pick(keys.len())];
-                                Some((key.clone(), other.read(key).expect("read")?))
+                                let record = other.read(key).expect("read")?;
+                                let encoded = Some(encode_record(&record).into());
+                                Some(Received {
+                                    key: key.clone(),
+                                    record,
+                                    encoded,
+                                })
                             })
                             .collect();
                         replica.merge_many(&batch).expect("merge_many");

@@ -36,7 +36,7 @@ use crate::membership::{Membership, View};
 use crate::node::stopped;
 use crate::peer::message::{ErrorCode, Request, Response};
 use crate::peer::transport::{Handler, PeerError, Transport};
-use crate::replica::Written;
+use crate::replica::{Received, Written};
 use crate::ring::{Ring, partition_of};
 use crate::storage::record::{Record, decode_record_shared, encode_record};
 use crate::version::NodeId;
@@ -903,11 +903,15 @@ impl Coordinator for ClusterCoordinator {
 
 /// Replicated records as received, decoded: a request with a record that
 /// does not decode is refused whole, as a bad request.
-fn decode_entries(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<(Bytes, Record)>, Response> {
+fn decode_entries(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Received>, Response> {
     entries
         .into_iter()
         .map(|(key, bytes)| match decode_record_shared(&bytes) {
-            Ok(record) => Ok((key, record)),
+            Ok(record) => Ok(Received {
+                key,
+                record,
+                encoded: Some(bytes),
+            }),
             Err(e) => Err(Response::Error {
                 code: ErrorCode::BadRequest,
                 message: format!("a replicated record does not decode: {e}"),
@@ -1097,7 +1101,14 @@ mod tests {
             Bytes::from(encode_record(&sample())),
         );
         let decoded = decode_entries(vec![good.clone()]).expect("decodes");
-        assert_eq!(decoded, vec![(good.0.clone(), sample())]);
+        assert_eq!(
+            decoded,
+            vec![Received {
+                key: good.0.clone(),
+                record: sample(),
+                encoded: Some(good.1.clone()),
+            }]
+        );
         let junk = (Bytes::from_static(b"j"), Bytes::from_static(b"\xffjunk"));
         match decode_entries(vec![good, junk]) {
             Err(Response::Error { code, message }) => {

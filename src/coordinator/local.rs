@@ -15,7 +15,7 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
-use crate::replica::{Planner, Replica, WriteGroup, Written, next_key};
+use crate::replica::{Planner, Received, Replica, WriteGroup, Written, next_key};
 use crate::storage::record::Record;
 use crate::storage::{JobLost, StorageExecutor, StoreError, split_storage_key, storage_key};
 use bytes::Bytes;
@@ -29,7 +29,7 @@ type ReadJob = (Vec<Bytes>, Reply<Vec<Option<Bytes>>>);
 /// A caller's writes; a planner may reject them.
 type WriteJob = (WriteGroup<OpError>, Reply<Result<Vec<Written>, OpError>>);
 /// A caller's records from other replicas.
-type MergeJob = (Vec<(Bytes, Record)>, Reply<()>);
+type MergeJob = (Vec<Received>, Reply<()>);
 
 /// Work of concurrent callers waiting for the one queued storage job.
 /// Not bounded here: every entry is a caller awaiting its reply, and
@@ -84,7 +84,7 @@ impl Waiting {
         }
         if !self.merges.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = self.merges.into_iter().unzip();
-            let records: Vec<(Bytes, Record)> = batches.into_iter().flatten().collect();
+            let records: Vec<Received> = batches.into_iter().flatten().collect();
             match replica.merge_many(&records) {
                 Ok(()) => {
                     for reply in replies {
@@ -255,7 +255,7 @@ impl LocalCoordinator {
     /// # Errors
     /// Store errors.
     pub async fn merge(&self, key: Bytes, record: Record) -> Result<(), CoordinatorError> {
-        self.merge_many(vec![(key, record)]).await
+        self.merge_many(vec![Received::decoded(key, record)]).await
     }
 
     /// Merges records from other replicas into this one, in one store
@@ -263,7 +263,7 @@ impl LocalCoordinator {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn merge_many(&self, records: Vec<(Bytes, Record)>) -> Result<(), CoordinatorError> {
+    pub async fn merge_many(&self, records: Vec<Received>) -> Result<(), CoordinatorError> {
         self.combined(|waiting, reply| waiting.merges.push((records, reply)))
             .await
     }

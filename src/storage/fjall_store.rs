@@ -71,7 +71,7 @@ impl Store for FjallStore {
         for op in ops {
             let keyspace = self.space(op.space);
             match &op.value {
-                Some(value) => batch.insert(keyspace, op.key.as_slice(), value.as_slice()),
+                Some(value) => batch.insert(keyspace, op.key.as_slice(), &value[..]),
                 None => batch.remove(keyspace, op.key.as_slice()),
             }
         }

@@ -49,7 +49,7 @@ fn apply_to(map: &mut Map, op: Option<BatchOp>) {
             key,
             value: Some(value),
         }) => {
-            map.insert((space, key), value);
+            map.insert((space, key), value.to_vec());
         }
         Some(BatchOp {
             space,

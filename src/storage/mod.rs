@@ -26,6 +26,7 @@ pub use memory::MemoryStore;
 
 use crate::limits::PARTITIONS_MAX;
 use crate::version::NodeId;
+use bytes::Bytes;
 use thiserror::Error;
 
 /// The data directory layout this build writes (meta key `format`).
@@ -70,17 +71,18 @@ pub struct BatchOp {
     pub space: Space,
     /// The key.
     pub key: Vec<u8>,
-    /// The new value, or `None` to delete.
-    pub value: Option<Vec<u8>>,
+    /// The new value, or `None` to delete. `Bytes`, so that the record
+    /// cache keeps what was stored without a copy.
+    pub value: Option<Bytes>,
 }
 
 impl BatchOp {
     /// Puts `value` at `key` in `space`.
-    pub fn put(space: Space, key: Vec<u8>, value: Vec<u8>) -> Self {
+    pub fn put(space: Space, key: Vec<u8>, value: impl Into<Bytes>) -> Self {
         Self {
             space,
             key,
-            value: Some(value),
+            value: Some(value.into()),
         }
     }
 
