@@ -191,7 +191,7 @@ pub const RECORD_CACHE_BYTES_DEFAULT: usize = 64 << 20;
 /// and writers rarely meet on one lock.
 pub const RECORD_CACHE_SHARDS: usize = 64;
 
-/// What a cache entry costs beyond its key and value (the map slot, the
-/// key's box, the value's handle and allocator rounding), counted
-/// against the cache's budget.
+/// What a cache entry costs beyond its key and value (the map slot, with
+/// the key inline up to 30 bytes, the value's handle and allocator
+/// rounding), counted against the cache's budget.
 pub const RECORD_CACHE_ENTRY_OVERHEAD_BYTES: usize = 64;

@@ -31,7 +31,68 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use xxhash_rust::xxh3::{Xxh3DefaultBuilder, xxh3_64};
 
-type Map = HashMap<Box<[u8]>, Option<Bytes>, Xxh3DefaultBuilder>;
+type Map = HashMap<Key, Option<Bytes>, Xxh3DefaultBuilder>;
+
+/// Storage keys up to this long are held in the map's own slot.
+const INLINE_KEY_BYTES: usize = 30;
+
+/// A storage key as the map holds it: in the slot itself when short, as
+/// most are (2 bytes of partition and a client key), so that a lookup
+/// compares it in the cache line it already loaded for the slot instead
+/// of following a pointer to another one. A lookup here is a few cache
+/// misses; this takes one of them away.
+#[derive(Clone)]
+enum Key {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn new(key: &[u8]) -> Self {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY_BYTES => {
+                let mut bytes = [0; INLINE_KEY_BYTES];
+                bytes[..key.len()].copy_from_slice(key);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(key.into()),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(key) => key,
+        }
+    }
+}
+
+// A slot of 64 bytes: the key's 32 and the value's handle.
+const _: () = assert!(std::mem::size_of::<Key>() == 32);
+
+// Equality and hash are the bytes', so the map can be asked with a slice.
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
 
 #[derive(Default)]
 struct Shard {
@@ -53,8 +114,8 @@ struct Shard {
 }
 
 impl Shard {
-    fn insert(&mut self, key: Box<[u8]>, value: Option<Bytes>, turn_bytes: usize) {
-        let key_len = key.len();
+    fn insert(&mut self, key: Key, value: Option<Bytes>, turn_bytes: usize) {
+        let key_len = key.as_slice().len();
         self.young_bytes += cost(key_len, value.as_ref());
         if let Some(replaced) = self.young.insert(key, value) {
             self.young_bytes -= cost(key_len, replaced.as_ref());
@@ -80,12 +141,12 @@ impl Shard {
         self.evicted = true;
     }
 
-    fn remove_old(&mut self, key: &[u8]) -> Option<(Box<[u8]>, Option<Bytes>)> {
+    fn remove_old(&mut self, key: &[u8]) -> Option<(Key, Option<Bytes>)> {
         if self.old.is_empty() {
             return None;
         }
         let (key, value) = self.old.remove_entry(key)?;
-        self.old_bytes -= cost(key.len(), value.as_ref());
+        self.old_bytes -= cost(key.as_slice().len(), value.as_ref());
         Some((key, value))
     }
 }
@@ -187,7 +248,7 @@ impl RecordCache {
             shard.turn_if_full(self.turn_bytes);
             return;
         }
-        shard.insert(key.into(), value, self.turn_bytes);
+        shard.insert(Key::new(key), value, self.turn_bytes);
     }
 
     /// The budget in bytes (0: the cache is off).
@@ -249,6 +310,22 @@ mod tests {
 
     fn value(n: usize) -> Option<Bytes> {
         Some(Bytes::from(vec![7u8; n]))
+    }
+
+    #[test]
+    fn keys_short_and_long_are_told_apart() {
+        let cache = RecordCache::new(1 << 20);
+        // Either side of the inline length, and keys that share a prefix.
+        let keys: Vec<Vec<u8>> = [0, 1, 29, 30, 31, 32, 200]
+            .iter()
+            .flat_map(|&n| [vec![b'k'; n], [vec![b'k'; n], vec![b'x']].concat()])
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            cache.put(key, value(i + 1));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(cache.get(key), Some(value(i + 1)), "{}", key.len());
+        }
     }
 
     #[test]
@@ -343,7 +420,7 @@ mod tests {
                 let s = s.lock().unwrap_or_else(PoisonError::into_inner);
                 let sum = |m: &Map| {
                     m.iter()
-                        .map(|(k, v)| cost(k.len(), v.as_ref()))
+                        .map(|(k, v)| cost(k.as_slice().len(), v.as_ref()))
                         .sum::<usize>()
                 };
                 assert_eq!(s.young_bytes, sum(&s.young));
