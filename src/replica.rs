@@ -569,7 +569,12 @@ impl Replica {
     ///
     /// # Errors
     /// Store errors; nothing is written then.
-    pub fn merge_many(&self, incoming: &[Received]) -> Result<(), StoreError> {
+    pub fn merge_many<'r>(
+        &self,
+        incoming: impl IntoIterator<Item = &'r Received>,
+    ) -> Result<(), StoreError> {
+        // References: the callers' batches are not moved into one list.
+        let incoming: Vec<&Received> = incoming.into_iter().collect();
         let keys: Vec<Vec<u8>> = incoming.iter().map(|r| self.storage_key(&r.key)).collect();
         let _guards = self.lock_keys(keys.iter().map(Vec::as_slice));
         // In key order, so a key's records are next to each other: a
@@ -588,7 +593,7 @@ impl Replica {
                     record,
                     encoded: Some(encoded),
                     ..
-                } = &incoming[*only]
+                } = incoming[*only]
                 && previous.as_ref().is_none_or(|p| record.covers_set(p))
             {
                 if previous.as_ref().is_none_or(|p| !p.covers_set(record)) {

@@ -84,8 +84,7 @@ impl Waiting {
         }
         if !self.merges.is_empty() {
             let (batches, replies): (Vec<_>, Vec<_>) = self.merges.into_iter().unzip();
-            let records: Vec<Received> = batches.into_iter().flatten().collect();
-            match replica.merge_many(&records) {
+            match replica.merge_many(batches.iter().flatten()) {
                 Ok(()) => {
                     for reply in replies {
                         let _ = reply.send(Ok(()));
