@@ -83,7 +83,7 @@ impl<E> std::fmt::Debug for WriteGroup<E> {
 struct Changes<'k> {
     keys: Vec<&'k [u8]>,
     records: Vec<(Footprint, Record)>,
-    index: std::collections::HashMap<&'k [u8], usize>,
+    index: std::collections::HashMap<&'k [u8], usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
 }
 
 impl<'k> Changes<'k> {
