@@ -75,7 +75,34 @@ struct ServeArgs {
     settings: Settings,
 }
 
+/// mimalloc's option index of the purge delay (`mi_option_purge_delay` in
+/// its mimalloc.h, which libmimalloc-sys does not name); a test pins it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Sets the allocator's purge delay to [`ALLOCATOR_PURGE_DELAY_MS`] unless
+/// the environment sets it.
+///
+/// [`ALLOCATOR_PURGE_DELAY_MS`]: dynokv::limits::ALLOCATOR_PURGE_DELAY_MS
+#[expect(
+    unsafe_code,
+    reason = "mimalloc's options are set through its C API; measured in limits.rs"
+)]
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set stores an integer option that mimalloc
+        // reads when it next purges; every value is valid and it may be
+        // called at any time, from any thread.
+        unsafe {
+            libmimalloc_sys::mi_option_set(
+                MI_OPTION_PURGE_DELAY,
+                dynokv::limits::ALLOCATOR_PURGE_DELAY_MS,
+            );
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    tune_allocator();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
@@ -307,4 +334,26 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
         (other, _) => println!("{}", text(other)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the option index is mimalloc's purge delay: before it is set
+    // it reads mimalloc's default for that option (1000 ms, and no other
+    // option has it), then the value set.
+    #[test]
+    #[expect(unsafe_code, reason = "reads a mimalloc option")]
+    fn the_purge_delay_is_the_option_set() {
+        assert!(
+            std::env::var_os("MIMALLOC_PURGE_DELAY").is_none(),
+            "run without MIMALLOC_PURGE_DELAY"
+        );
+        // SAFETY: mi_option_get reads an integer option; any index is valid.
+        let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+        assert_eq!(get(), 1000);
+        tune_allocator();
+        assert_eq!(get(), dynokv::limits::ALLOCATOR_PURGE_DELAY_MS);
+    }
 }
