@@ -104,6 +104,11 @@ impl<'k> Changes<'k> {
 
     /// Takes `later`'s changes on top of these.
     fn absorb(&mut self, later: Changes<'k>) {
+        if self.keys.is_empty() {
+            // The first group of a batch, often the only one.
+            *self = later;
+            return;
+        }
         for (skey, (before, now)) in later.keys.into_iter().zip(later.records) {
             self.set(skey, before, now);
         }
