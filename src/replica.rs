@@ -601,6 +601,7 @@ impl Replica {
                 } = incoming[*only]
                 && previous.as_ref().is_none_or(|p| record.covers_set(p))
             {
+                // Unless the two are equal: then there is nothing to write.
                 if previous.as_ref().is_none_or(|p| !p.covers_set(record)) {
                     let before = Footprint::of(previous.as_ref());
                     delta.record_as(skey, before, record, encoded.clone());
