@@ -219,8 +219,8 @@ impl Footprint {
     }
 }
 
-/// What changing one record from `previous` to `current` does to the
-/// counters and the expiry index.
+/// What changing records does to the counters and the expiry index, and
+/// the store writes that make the change.
 #[derive(Debug, Default)]
 struct Delta {
     value_keys: i64,
@@ -1134,9 +1134,9 @@ mod tests {
         assert_eq!(many.stats().writes.load(Ordering::Relaxed), 2);
     }
 
-    fn received(key: &'static [u8], record: &Record) -> Received {
+    fn received(key: &[u8], record: &Record) -> Received {
         Received {
-            key: Bytes::from_static(key),
+            key: Bytes::copy_from_slice(key),
             record: record.clone(),
             encoded: Some(encode_record(record).into()),
         }
@@ -1259,12 +1259,7 @@ mod tests {
                             .filter_map(|_| {
                                 let key = &keys[pick(keys.len())];
                                 let record = other.read(key).expect("read")?;
-                                let encoded = Some(encode_record(&record).into());
-                                Some(Received {
-                                    key: key.clone(),
-                                    record,
-                                    encoded,
-                                })
+                                Some(received(key, &record))
                             })
                             .collect();
                         replica.merge_many(&batch).expect("merge_many");
