@@ -636,7 +636,10 @@ impl Inner {
             };
             match self.transport.request(node, request).await {
                 Ok(Response::Written { previous, current }) => {
-                    return Ok(Written { previous, current });
+                    return Ok(Written {
+                        previous: previous.map(|r| *r),
+                        current: current.map(|r| *r),
+                    });
                 }
                 Ok(other) => return Err(unexpected(other)),
                 // Not reached at all: the next replica may coordinate.
@@ -994,8 +997,8 @@ impl Inner {
                             .ok_or_else(|| CoordinatorError::Remote("no outcome".into()))
                     })
                     .map(|written| Response::Written {
-                        previous: written.previous,
-                        current: written.current,
+                        previous: written.previous.map(Box::new),
+                        current: written.current.map(Box::new),
                     })
             }
             Request::Scan {

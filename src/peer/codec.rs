@@ -422,8 +422,8 @@ fn put_response(out: &mut BytesMut, response: &Response) {
         Response::Ack => out.put_u8(ResponseTag::Ack as u8),
         Response::Written { previous, current } => {
             out.put_u8(ResponseTag::Written as u8);
-            put_option(out, previous.as_ref(), put_record);
-            put_option(out, current.as_ref(), put_record);
+            put_option(out, previous.as_deref(), put_record);
+            put_option(out, current.as_deref(), put_record);
         }
         Response::Entries { entries } => {
             out.put_u8(ResponseTag::Entries as u8);
@@ -778,8 +778,8 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
         },
         ResponseTag::Ack => Response::Ack,
         ResponseTag::Written => Response::Written {
-            previous: get_option(r, get_record)?,
-            current: get_option(r, get_record)?,
+            previous: get_option(r, get_record)?.map(Box::new),
+            current: get_option(r, get_record)?.map(Box::new),
         },
         ResponseTag::Entries => Response::Entries {
             entries: get_list(r, "entry", |r| Ok((get_key(r)?, get_record(r)?)))?,
@@ -989,7 +989,7 @@ mod tests {
             id: 3,
             response: Response::Written {
                 previous: None,
-                current: Some(one_sibling()),
+                current: Some(Box::new(one_sibling())),
             },
         };
         #[rustfmt::skip]
@@ -1327,7 +1327,10 @@ mod tests {
             Just(Response::Pong),
             vec(option::of(arb_bytes(24)), 0..4).prop_map(|records| Response::Records { records }),
             Just(Response::Ack),
-            (option::of(arb_record()), option::of(arb_record()))
+            (
+                option::of(arb_record().prop_map(Box::new)),
+                option::of(arb_record().prop_map(Box::new))
+            )
                 .prop_map(|(previous, current)| Response::Written { previous, current }),
             vec((arb_bytes(8), arb_record()), 0..4)
                 .prop_map(|entries| Response::Entries { entries }),

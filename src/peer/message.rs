@@ -122,11 +122,13 @@ pub enum Response {
     Ack,
     /// To Coordinate: the records before and after, as the coordinating
     /// replica saw them; `current` is `None` when the write did not apply.
+    /// Boxed: a record is large, and every response is as large as its
+    /// largest variant.
     Written {
         /// Before.
-        previous: Option<Record>,
+        previous: Option<Box<Record>>,
         /// After.
-        current: Option<Record>,
+        current: Option<Box<Record>>,
     },
     /// To Scan.
     Entries {

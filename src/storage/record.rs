@@ -20,7 +20,7 @@
 //! data directory written by an older release stays readable.
 
 use crate::limits::{VALUE_BYTES_MAX, VECTOR_ENTRIES_MAX};
-use crate::version::{Dot, DvvSet, VersionVector};
+use crate::version::{Dot, DvvSet, Entries, Siblings, VersionVector};
 use crate::wire::{DecodeError, Reader, put_varint, varint_len};
 use bytes::{BufMut, Bytes};
 
@@ -189,12 +189,12 @@ fn decode_with(bytes: &[u8], value: impl Fn(&[u8]) -> Bytes) -> Result<Record, D
         found => return Err(DecodeError::UnknownVersion { found }),
     }
     let entries = reader.count("context entry", VECTOR_ENTRIES_MAX)?;
-    let mut context = Vec::with_capacity(entries);
+    let mut context = Entries::with_capacity(entries);
     for _ in 0..entries {
         context.push((reader.varint()?, reader.varint()?));
     }
     let count = reader.count("sibling", RECORD_SIBLINGS_MAX)?;
-    let mut siblings = Vec::with_capacity(count.min(64));
+    let mut siblings = Siblings::with_capacity(count.min(64));
     for _ in 0..count {
         let dot = Dot {
             node: reader.varint()?,
@@ -270,6 +270,28 @@ mod tests {
         let unsorted: &[u8] = &[1, 3, 9, 1, 7, 1, 8, 0, 0];
         let record = decode_record(unsorted).expect("decode");
         assert_eq!(record.context().entries(), &[(7, 1), (9, 1)]);
+    }
+
+    #[test]
+    fn a_write_on_four_replicas_decodes_without_allocating() {
+        let mut record = Record::new();
+        for node in 1..=4 {
+            let context = record.context().clone();
+            record.update(
+                &context,
+                node,
+                Sibling::value(Bytes::from_static(b"v"), node),
+            );
+        }
+        let bytes = Bytes::from(encode_record(&record));
+        let decoded = decode_record_shared(&bytes).unwrap();
+        assert_eq!(decoded, record);
+        assert!(decoded.is_inline());
+        // Two siblings do take the heap, and still decode.
+        record.update(&VersionVector::new(), 1, Sibling::tombstone(9));
+        let decoded = decode_record_shared(&Bytes::from(encode_record(&record))).unwrap();
+        assert_eq!(decoded, record);
+        assert!(!decoded.is_inline());
     }
 
     #[test]

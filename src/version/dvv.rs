@@ -1,5 +1,7 @@
 //! Dots, version vectors and the DVV set algebra.
 
+use smallvec::SmallVec;
+
 /// A node's identity inside version vectors: random at data-dir creation,
 /// recorded in the meta keyspace, never reused.
 pub type NodeId = u64;
@@ -13,12 +15,26 @@ pub struct Dot {
     pub counter: u64,
 }
 
+/// Entries a vector holds without a heap allocation. A key's context
+/// names the replicas that coordinated its writes: N of them (3 by
+/// default), a few more after membership changes.
+const VECTOR_INLINE: usize = 4;
+
+/// A vector's `(node, counter)` entries.
+pub type Entries = SmallVec<[(NodeId, u64); VECTOR_INLINE]>;
+
+/// A set's siblings. One is held without a heap allocation: a key has one
+/// sibling unless clients wrote it concurrently. Decoding, cloning and
+/// updating a record is then free of allocation but for its value, and
+/// every write does all three (design.md §3).
+pub type Siblings<T> = SmallVec<[(Dot, T); 1]>;
+
 /// A version vector: for each node, how many of its writes have been seen.
 /// Kept as a list sorted by node id with no zero entries, so that equal
 /// vectors are equal structurally and encode to the same bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct VersionVector {
-    entries: Vec<(NodeId, u64)>,
+    entries: Entries,
 }
 
 impl VersionVector {
@@ -43,7 +59,7 @@ impl VersionVector {
     ///
     /// # Errors
     /// The entries, unchanged, when they are not in that form.
-    pub fn from_sorted(entries: Vec<(NodeId, u64)>) -> Result<Self, Vec<(NodeId, u64)>> {
+    pub fn from_sorted(entries: Entries) -> Result<Self, Entries> {
         let canonical =
             entries.iter().all(|e| e.1 > 0) && entries.windows(2).all(|w| w[0].0 < w[1].0);
         if canonical {
@@ -110,14 +126,14 @@ impl VersionVector {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DvvSet<T> {
     context: VersionVector,
-    siblings: Vec<(Dot, T)>,
+    siblings: Siblings<T>,
 }
 
 impl<T> Default for DvvSet<T> {
     fn default() -> Self {
         Self {
             context: VersionVector::new(),
-            siblings: Vec::new(),
+            siblings: Siblings::new(),
         }
     }
 }
@@ -132,7 +148,7 @@ impl<T: Clone> DvvSet<T> {
     ///
     /// Returns `None` when the parts break the invariants: a sibling the
     /// context does not cover, or a dot twice.
-    pub fn from_parts(context: VersionVector, mut siblings: Vec<(Dot, T)>) -> Option<Self> {
+    pub fn from_parts(context: VersionVector, mut siblings: Siblings<T>) -> Option<Self> {
         siblings.sort_by_key(|s| s.0);
         let unique = siblings.windows(2).all(|w| w[0].0 != w[1].0);
         let covered = siblings.iter().all(|s| context.covers(s.0));
@@ -186,7 +202,7 @@ impl<T: Clone> DvvSet<T> {
     /// Commutative, associative and idempotent.
     pub fn sync(&mut self, other: &DvvSet<T>) {
         let (mine, theirs) = (&self.siblings, &other.siblings);
-        let mut merged = Vec::with_capacity(mine.len() + theirs.len());
+        let mut merged = Siblings::with_capacity(mine.len() + theirs.len());
         let (mut i, mut j) = (0, 0);
         loop {
             match (mine.get(i), theirs.get(j)) {
@@ -263,6 +279,13 @@ impl<T: Clone> DvvSet<T> {
                 .cmp(&order(&b.0, &b.1))
                 .then(a.0.cmp(&b.0))
         })
+    }
+
+    /// Whether the set holds its context and siblings without a heap
+    /// allocation.
+    #[cfg(test)]
+    pub(crate) fn is_inline(&self) -> bool {
+        !self.siblings.spilled() && !self.context.entries.spilled()
     }
 
     fn check(&self) {
