@@ -273,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn a_write_on_four_replicas_decodes_without_allocating() {
+    fn a_record_of_four_writers_and_one_sibling_is_held_inline() {
         let mut record = Record::new();
         for node in 1..=4 {
             let context = record.context().clone();
