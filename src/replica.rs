@@ -315,7 +315,7 @@ impl Replica {
         loop {
             let page = self
                 .store
-                .scan(Space::Data, &from, STORE_WALK_PAGE_RECORDS)?;
+                .scan(Space::Data, &from, None, STORE_WALK_PAGE_RECORDS)?;
             let Some((last, _)) = page.last() else {
                 break;
             };
@@ -675,8 +675,9 @@ impl Replica {
         Ok(())
     }
 
-    /// Up to `limit` records with storage keys at or after `from`, in
-    /// storage-key order (partition, then key), as
+    /// Up to `limit` records with storage keys at or after `from` and
+    /// before `until` (to the end when `None`), in storage-key order
+    /// (partition, then key), as
     /// `(storage key, user key, record)`. Deleted and expired records are
     /// included: callers filter.
     ///
@@ -685,10 +686,11 @@ impl Replica {
     pub fn scan(
         &self,
         from: &[u8],
+        until: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Bytes, Record)>, StoreError> {
         self.store
-            .scan(Space::Data, from, limit)?
+            .scan(Space::Data, from, until, limit)?
             .into_iter()
             .map(|(skey, bytes)| {
                 let record = decode(&skey, &bytes)?;
@@ -717,7 +719,7 @@ impl Replica {
         let mut from = Vec::new();
         let mut value_keys = 0;
         loop {
-            let page = self.scan(&from, STORE_WALK_PAGE_RECORDS)?;
+            let page = self.scan(&from, None, STORE_WALK_PAGE_RECORDS)?;
             let Some((last, _, _)) = page.last() else {
                 break;
             };
@@ -777,7 +779,7 @@ impl Replica {
         let mut from = Vec::new();
         let mut count = 0;
         loop {
-            let page = self.store.scan(Space::Expiry, &from, PAGE)?;
+            let page = self.store.scan(Space::Expiry, &from, None, PAGE)?;
             let mut done = page.len() < PAGE;
             for (key, _) in &page {
                 match split_expiry_key(key) {
@@ -811,7 +813,7 @@ impl Replica {
             .unwrap_or_else(PoisonError::into_inner);
         let due: Vec<(u64, Vec<u8>, Vec<u8>)> = self
             .store
-            .scan(Space::Expiry, &cursor, limit)?
+            .scan(Space::Expiry, &cursor, None, limit)?
             .into_iter()
             .filter_map(|(index_key, _)| {
                 let (until, skey) = split_expiry_key(&index_key)?;

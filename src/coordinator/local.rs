@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
 use crate::replica::{Planner, Received, Replica, WriteGroup, Written, next_key};
 use crate::storage::record::Record;
-use crate::storage::{JobLost, StorageExecutor, StoreError, split_storage_key, storage_key};
+use crate::storage::{JobLost, StorageExecutor, StoreError, partition_end, storage_key};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -278,14 +278,15 @@ impl LocalCoordinator {
             let mut counts = KeyCounts::default();
             for partition in partitions {
                 let mut from = storage_key(partition, b"");
+                let end = partition_end(partition);
                 loop {
-                    let rows = replica.scan(&from, PARTITION_PAGE_RECORDS)?;
-                    let mut done = rows.len() < PARTITION_PAGE_RECORDS;
-                    for (skey, _, record) in &rows {
-                        if split_storage_key(skey).is_none_or(|(p, _)| p != partition) {
-                            done = true;
-                            break;
-                        }
+                    let rows = replica.scan(
+                        &from,
+                        end.as_ref().map(|e| &e[..]),
+                        PARTITION_PAGE_RECORDS,
+                    )?;
+                    let done = rows.len() < PARTITION_PAGE_RECORDS;
+                    for (_, _, record) in &rows {
                         if let Some((_, winner)) = record.winner(crate::storage::record::lww_order)
                             && crate::storage::record::is_live(record, now)
                         {
@@ -376,12 +377,10 @@ impl Coordinator for LocalCoordinator {
                 Some(key) => next_key(&storage_key(partition, key)),
                 None => storage_key(partition, b""),
             };
-            let rows = replica.scan(&from, limit.max(1))?;
+            let end = partition_end(partition);
+            let rows = replica.scan(&from, end.as_ref().map(|e| &e[..]), limit.max(1))?;
             Ok(rows
                 .into_iter()
-                .take_while(|(skey, _, _)| {
-                    split_storage_key(skey).is_some_and(|(p, _)| p == partition)
-                })
                 .map(|(_, key, record)| (key, record))
                 .collect())
         }))

@@ -4,6 +4,7 @@
 
 use super::{BatchOp, Entries, Space, Store, StoreError};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::ops::Bound;
 use std::path::Path;
 
 /// A [`Store`] on fjall.
@@ -96,9 +97,16 @@ impl Store for FjallStore {
         self.db.persist(PersistMode::SyncAll).map_err(engine)
     }
 
-    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
+    fn scan(
+        &self,
+        space: Space,
+        from: &[u8],
+        until: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let end = until.map_or(Bound::Unbounded, Bound::Excluded);
         self.space(space)
-            .range(from..)
+            .range::<&[u8], _>((Bound::Included(from), end))
             .take(limit)
             .map(|guard| {
                 let (k, v) = guard.into_inner().map_err(engine)?;
@@ -145,7 +153,13 @@ mod tests {
             store.meta_get("node_id").expect("meta"),
             Some(b"12345678".to_vec())
         );
-        let all = store.scan(Space::Data, b"", 10).expect("scan");
+        let all = store.scan(Space::Data, b"", None, 10).expect("scan");
         assert_eq!(all, vec![(b"\0\0k".to_vec(), b"v".to_vec())]);
+        assert_eq!(
+            store
+                .scan(Space::Data, b"", Some(b"\0\0k"), 10)
+                .expect("scan"),
+            vec![]
+        );
     }
 }

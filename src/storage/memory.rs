@@ -92,12 +92,18 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
+    fn scan(
+        &self,
+        space: Space,
+        from: &[u8],
+        until: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
         Ok(self
             .lock()
             .data
             .range((space, from.to_vec())..)
-            .take_while(|((s, _), _)| *s == space)
+            .take_while(|((s, k), _)| *s == space && until.is_none_or(|u| k.as_slice() < u))
             .take(limit)
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
@@ -122,6 +128,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_scan_stops_before_its_end() {
+        let store = MemoryStore::new();
+        let ops: Vec<BatchOp> = [&b"a"[..], b"b", b"c"]
+            .iter()
+            .map(|k| BatchOp::put(Space::Data, k.to_vec(), b"v".to_vec()))
+            .collect();
+        store.apply(&ops).expect("apply");
+        let keys = |until: Option<&[u8]>| -> Vec<Vec<u8>> {
+            let rows = store.scan(Space::Data, b"a", until, 10).expect("scan");
+            rows.into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(keys(None), [b"a", b"b", b"c"]);
+        assert_eq!(keys(Some(b"c")), [b"a", b"b"]);
+        assert_eq!(keys(Some(b"a")), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
     fn crash_keeps_only_synced_writes() {
         let store = MemoryStore::new();
         let put = |k: &[u8], v: &[u8]| BatchOp::put(Space::Data, k.to_vec(), v.to_vec());
@@ -137,6 +160,9 @@ mod tests {
         store.clear().expect("clear");
         store.sync().expect("sync");
         store.crash();
-        assert_eq!(store.scan(Space::Data, b"", 10).expect("scan"), vec![]);
+        assert_eq!(
+            store.scan(Space::Data, b"", None, 10).expect("scan"),
+            vec![]
+        );
     }
 }

@@ -122,12 +122,18 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Engine`] when the engine fails.
     fn sync(&self) -> Result<(), StoreError>;
 
-    /// Up to `limit` entries of `space` with keys at or after `from`, in
-    /// key order.
+    /// Up to `limit` entries of `space` with keys at or after `from` and
+    /// before `until` (to the end of the space when `None`), in key order.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when the engine fails.
-    fn scan(&self, space: Space, from: &[u8], limit: usize) -> Result<Entries, StoreError>;
+    fn scan(
+        &self,
+        space: Space,
+        from: &[u8],
+        until: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError>;
 
     /// Removes every entry of every keyspace but meta (FLUSHALL).
     ///
@@ -254,6 +260,13 @@ pub fn storage_key(partition: u16, key: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Where the storage keys of `partition` end: the first key of the next
+/// partition (its id alone), or `None` after the last one. A partition is
+/// read as the range from `storage_key(partition, b"")` to this.
+pub fn partition_end(partition: u16) -> Option<[u8; 2]> {
+    partition.checked_add(1).map(u16::to_be_bytes)
+}
+
 /// Splits a storage key into partition id and user key.
 pub fn split_storage_key(key: &[u8]) -> Option<(u16, &[u8])> {
     let (head, user) = key.split_first_chunk::<2>()?;
@@ -279,5 +292,15 @@ mod tests {
         let key = storage_key(0x0102, b"k");
         assert_eq!(key, [1, 2, b'k']);
         assert_eq!(split_storage_key(&key), Some((0x0102, &b"k"[..])));
+    }
+
+    #[test]
+    fn a_partition_ends_where_the_next_one_starts() {
+        for partition in [0, 1, 0x01ff, u16::MAX - 1] {
+            let end = partition_end(partition).expect("not the last");
+            assert!(storage_key(partition, &[0xff; 40])[..] < end[..]);
+            assert_eq!(end[..], storage_key(partition + 1, b"")[..]);
+        }
+        assert_eq!(partition_end(u16::MAX), None);
     }
 }
