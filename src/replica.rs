@@ -14,7 +14,7 @@ use crate::storage::record::{
 };
 use crate::storage::{
     BatchOp, CacheStats, FsyncPolicy, GroupCommit, Meta, RecordCache, Space, Store, StoreError,
-    load_or_init_meta, split_storage_key, storage_key,
+    load_or_init_meta, partition_end, split_storage_key, storage_key,
 };
 use crate::version::{Dot, VersionVector};
 use bytes::Bytes;
@@ -701,6 +701,22 @@ impl Replica {
             .collect()
     }
 
+    /// [`Replica::scan`] within `partition`, from `from` (its first storage
+    /// key, or one after a key of it) to the partition's end: the records
+    /// of the partitions after it are not read.
+    ///
+    /// # Errors
+    /// As [`Replica::scan`].
+    pub fn scan_partition(
+        &self,
+        partition: u16,
+        from: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Bytes, Record)>, StoreError> {
+        let end = partition_end(partition);
+        self.scan(from, end.as_ref().map(|e| &e[..]), limit)
+    }
+
     /// Keys holding a value at `now_ms`: the value-key count less the keys
     /// whose values have all expired but are not reaped yet (an index scan
     /// as long as the reaper's backlog).
@@ -963,7 +979,7 @@ mod tests {
         }
     }
 
-    fn put(replica: &Replica, key: &'static [u8], expire_at_ms: Option<u64>) {
+    fn put(replica: &Replica, key: &[u8], expire_at_ms: Option<u64>) {
         let planner: Planner<()> = Box::new(move |current| {
             let context = current.map(|r| r.context().clone()).unwrap_or_default();
             let sibling = Sibling {
@@ -972,8 +988,39 @@ mod tests {
             };
             Ok(Some((context, sibling)))
         });
-        let written = replica.update(vec![(Bytes::from_static(key), planner)], false);
+        let written = replica.update(vec![(Bytes::copy_from_slice(key), planner)], false);
         assert!(matches!(written, Ok(Ok(_))));
+    }
+
+    // Proves a partition scan returns exactly its partition's records, in
+    // pages, however many records the partitions after it hold.
+    #[test]
+    fn a_partition_scan_reads_only_its_partition() {
+        let replica = Replica::open(Arc::new(MemoryStore::new()), settings(0)).expect("open");
+        let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("key:{i}").into_bytes()).collect();
+        for key in &keys {
+            put(&replica, key, None);
+        }
+        let mut seen = 0;
+        for partition in 0..64u16 {
+            let mut expected: Vec<&[u8]> = (keys.iter().map(Vec::as_slice))
+                .filter(|k| partition_of(k, 64) == partition)
+                .collect();
+            expected.sort();
+            let mut found: Vec<Bytes> = Vec::new();
+            let mut from = storage_key(partition, b"");
+            loop {
+                let page = replica.scan_partition(partition, &from, 2).expect("scan");
+                found.extend(page.iter().map(|(_, key, _)| key.clone()));
+                match page.last() {
+                    Some((last, _, _)) if page.len() == 2 => from = next_key(last),
+                    _ => break,
+                }
+            }
+            assert_eq!(found, expected, "partition {partition}");
+            seen += found.len();
+        }
+        assert_eq!(seen, keys.len());
     }
 
     // Proves opening a replica loads the store's records into the record

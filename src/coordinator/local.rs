@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
 use crate::replica::{Planner, Received, Replica, WriteGroup, Written, next_key};
 use crate::storage::record::Record;
-use crate::storage::{JobLost, StorageExecutor, StoreError, partition_end, storage_key};
+use crate::storage::{JobLost, StorageExecutor, StoreError, storage_key};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -278,13 +278,8 @@ impl LocalCoordinator {
             let mut counts = KeyCounts::default();
             for partition in partitions {
                 let mut from = storage_key(partition, b"");
-                let end = partition_end(partition);
                 loop {
-                    let rows = replica.scan(
-                        &from,
-                        end.as_ref().map(|e| &e[..]),
-                        PARTITION_PAGE_RECORDS,
-                    )?;
+                    let rows = replica.scan_partition(partition, &from, PARTITION_PAGE_RECORDS)?;
                     let done = rows.len() < PARTITION_PAGE_RECORDS;
                     for (_, _, record) in &rows {
                         if let Some((_, winner)) = record.winner(crate::storage::record::lww_order)
@@ -377,8 +372,7 @@ impl Coordinator for LocalCoordinator {
                 Some(key) => next_key(&storage_key(partition, key)),
                 None => storage_key(partition, b""),
             };
-            let end = partition_end(partition);
-            let rows = replica.scan(&from, end.as_ref().map(|e| &e[..]), limit.max(1))?;
+            let rows = replica.scan_partition(partition, &from, limit.max(1))?;
             Ok(rows
                 .into_iter()
                 .map(|(_, key, record)| (key, record))
