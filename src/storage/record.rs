@@ -20,7 +20,7 @@
 //! data directory written by an older release stays readable.
 
 use crate::limits::{VALUE_BYTES_MAX, VECTOR_ENTRIES_MAX};
-use crate::version::{Dot, DvvSet, Entries, Siblings, VersionVector};
+use crate::version::{Dot, DvvSet, Siblings, VectorEntries, VersionVector};
 use crate::wire::{DecodeError, Reader, put_varint, varint_len};
 use bytes::{BufMut, Bytes};
 
@@ -189,7 +189,7 @@ fn decode_with(bytes: &[u8], value: impl Fn(&[u8]) -> Bytes) -> Result<Record, D
         found => return Err(DecodeError::UnknownVersion { found }),
     }
     let entries = reader.count("context entry", VECTOR_ENTRIES_MAX)?;
-    let mut context = Entries::with_capacity(entries);
+    let mut context = VectorEntries::with_capacity(entries);
     for _ in 0..entries {
         context.push((reader.varint()?, reader.varint()?));
     }

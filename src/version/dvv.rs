@@ -21,7 +21,7 @@ pub struct Dot {
 const VECTOR_INLINE: usize = 4;
 
 /// A vector's `(node, counter)` entries.
-pub type Entries = SmallVec<[(NodeId, u64); VECTOR_INLINE]>;
+pub type VectorEntries = SmallVec<[(NodeId, u64); VECTOR_INLINE]>;
 
 /// A set's siblings. One is held without a heap allocation: a key has one
 /// sibling unless clients wrote it concurrently. Every write decodes,
@@ -35,7 +35,7 @@ pub type Siblings<T> = SmallVec<[(Dot, T); 1]>;
 /// vectors are equal structurally and encode to the same bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct VersionVector {
-    entries: Entries,
+    entries: VectorEntries,
 }
 
 impl VersionVector {
@@ -60,7 +60,7 @@ impl VersionVector {
     ///
     /// # Errors
     /// The entries, unchanged, when they are not in that form.
-    pub fn from_sorted(entries: Entries) -> Result<Self, Entries> {
+    pub fn from_sorted(entries: VectorEntries) -> Result<Self, VectorEntries> {
         let canonical =
             entries.iter().all(|e| e.1 > 0) && entries.windows(2).all(|w| w[0].0 < w[1].0);
         if canonical {

@@ -14,4 +14,4 @@ mod dvv;
 mod laws;
 
 pub use context::{ContextError, decode_context, encode_context};
-pub use dvv::{Dot, DvvSet, Entries, NodeId, Siblings, VersionVector};
+pub use dvv::{Dot, DvvSet, NodeId, Siblings, VectorEntries, VersionVector};
