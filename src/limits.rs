@@ -205,6 +205,7 @@ pub const RECORD_CACHE_ENTRY_OVERHEAD_BYTES: usize = 64;
 /// faulted it back in, huge page by huge page, each zeroed by the kernel:
 /// 0.037 page faults per SET at P16 over three nodes, 4% of their CPU in
 /// the kernel clearing pages. At 10 s it is 0.0005 per SET, and 5% less
-/// CPU per SET at P16, 4% at P1 (benches/ab.sh; docs/benchmarks.md). Never purging (-1) did no better than 10 s, and keeps
-/// a burst's memory for good.
+/// CPU per SET at P16, 4% at P1 (benches/ab.sh; docs/benchmarks.md).
+/// Never purging (-1) did no better than 10 s, and keeps a burst's memory
+/// for good.
 pub const ALLOCATOR_PURGE_DELAY_MS: i64 = 10_000;

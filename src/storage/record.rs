@@ -284,12 +284,12 @@ mod tests {
             );
         }
         let bytes = Bytes::from(encode_record(&record));
-        let decoded = decode_record_shared(&bytes).unwrap();
+        let decoded = decode_record_shared(&bytes).expect("decode");
         assert_eq!(decoded, record);
         assert!(decoded.is_inline());
         // Two siblings do take the heap, and still decode.
         record.update(&VersionVector::new(), 1, Sibling::tombstone(9));
-        let decoded = decode_record_shared(&Bytes::from(encode_record(&record))).unwrap();
+        let decoded = decode_record_shared(&Bytes::from(encode_record(&record))).expect("decode");
         assert_eq!(decoded, record);
         assert!(!decoded.is_inline());
     }
