@@ -187,6 +187,29 @@ pub const STORAGE_IDLE_YIELDS: usize = 30;
 /// Storage jobs queued at once; past it callers wait for room.
 pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 
+/// The data keyspace's memtable (fjall's default is 64 MiB). Each
+/// replica write is a skiplist insert into it, a walk of cache misses
+/// that also evicts what the rest of the write path had cached: a
+/// 3-node cluster whose stores applied nothing ran SET at P16 with 56%
+/// less CPU per SET. A smaller skiplist is cheaper to walk and stays
+/// more in the caches; with [`DATA_L0_TABLES_COMPACTED`] it costs
+/// less CPU per SET than 64 MiB: -7.6% over 1,000,000 SETs at P16
+/// (4 of 5 rounds), -13% over 400,000 (3 of 3). 4 and 12 MiB did
+/// worse than 8 (benches/ab.sh; docs/benchmarks.md). Applies to data
+/// directories created from now on: fjall keeps a keyspace's options.
+pub const DATA_MEMTABLE_BYTES: u64 = 8 << 20;
+
+/// Tables flushed to level 0 of the data keyspace before they are
+/// compacted into level 1 (fjall's default is 4). A compaction rewrites
+/// the keys of level 1 that the tables overlap, and under writes spread
+/// over a keyspace that is all of them: 16 tables a compaction instead of
+/// 4 is a quarter of the rewriting. With 8 MiB memtables, 4 cost 3%
+/// more CPU per SET at P16 than 64 MiB did, 16 cost 13% less
+/// (400,000 SETs, 3 rounds each). fjall slows writers from 20 level-0
+/// tables on; reads of keys missing from the record cache check each
+/// level-0 table's filter.
+pub const DATA_L0_TABLES_COMPACTED: u8 = 16;
+
 /// Default budget of the record cache (`--cache-mb`), in bytes.
 pub const RECORD_CACHE_BYTES_DEFAULT: usize = 64 << 20;
 

@@ -3,9 +3,12 @@
 //! and `meta`.
 
 use super::{BatchOp, Entries, Space, Store, StoreError};
+use crate::limits::{DATA_L0_TABLES_COMPACTED, DATA_MEMTABLE_BYTES};
+use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A [`Store`] on fjall.
 pub struct FjallStore {
@@ -33,9 +36,7 @@ impl FjallStore {
     /// another process, unreadable, corrupt).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(dir).open().map_err(engine)?;
-        let data = db
-            .keyspace("data", KeyspaceCreateOptions::default)
-            .map_err(engine)?;
+        let data = db.keyspace("data", data_options).map_err(engine)?;
         let expiry = db
             .keyspace("expiry", KeyspaceCreateOptions::default)
             .map_err(engine)?;
@@ -56,6 +57,16 @@ impl FjallStore {
             Space::Expiry => &self.expiry,
         }
     }
+}
+
+/// The data keyspace's options, tuned for its writes: every replica write
+/// of every key lands here (see the two limits).
+fn data_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(DATA_MEMTABLE_BYTES)
+        .compaction_strategy(Arc::new(
+            Leveled::default().with_l0_threshold(DATA_L0_TABLES_COMPACTED),
+        ))
 }
 
 impl Store for FjallStore {
@@ -161,5 +172,57 @@ mod tests {
                 .expect("scan"),
             vec![]
         );
+    }
+
+    /// Waits up to 10 s for `done`, looking every 20 ms.
+    fn eventually(done: impl Fn() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    }
+
+    #[test]
+    fn the_data_memtable_is_flushed_at_its_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        // Past the limit, far below fjall's default of 64 MiB.
+        let value = vec![7u8; 2048];
+        let records = (DATA_MEMTABLE_BYTES as usize + (2 << 20)) / value.len();
+        for batch in (0..records as u32).collect::<Vec<_>>().chunks(64) {
+            let ops: Vec<BatchOp> = batch
+                .iter()
+                .map(|i| BatchOp::put(Space::Data, i.to_be_bytes().to_vec(), value.clone()))
+                .collect();
+            store.apply(&ops).expect("apply");
+        }
+        assert!(
+            eventually(|| store.data.table_count() > 0),
+            "no table after {records} records of {} bytes",
+            value.len()
+        );
+    }
+
+    #[test]
+    fn level_0_holds_tables_up_to_the_compaction_threshold() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        let tables = 6;
+        assert!(tables < usize::from(DATA_L0_TABLES_COMPACTED));
+        // Each table holds the same two keys, as tables under writes
+        // spread over the keys do: none can be moved down without merging.
+        for i in 0..tables as u8 {
+            let ops = [b"\0\0a", b"\0\0z"].map(|k| BatchOp::put(Space::Data, k.to_vec(), vec![i]));
+            store.apply(&ops).expect("apply");
+            store.data.rotate_memtable_and_wait().expect("flush");
+        }
+        // fjall's default (4) would have merged them by now. (The first
+        // table may have moved down to the empty level 1 unmerged.)
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert_eq!(store.data.table_count(), tables);
     }
 }
