@@ -190,24 +190,27 @@ pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 /// The data keyspace's memtable (fjall's default is 64 MiB). Each
 /// replica write is a skiplist insert into it, a walk of cache misses
 /// that also evicts what the rest of the write path had cached: a
-/// 3-node cluster whose stores applied nothing ran SET at P16 with 56%
-/// less CPU per SET. A smaller skiplist is cheaper to walk and stays
-/// more in the caches; with [`DATA_L0_TABLES_COMPACTED`] it costs
-/// less CPU per SET than 64 MiB: -7.6% over 1,000,000 SETs at P16
-/// (4 of 5 rounds), -13% over 400,000 (3 of 3). 4 and 12 MiB did
-/// worse than 8 (benches/ab.sh; docs/benchmarks.md). Applies to data
-/// directories created from now on: fjall keeps a keyspace's options.
-pub const DATA_MEMTABLE_BYTES: u64 = 8 << 20;
+/// 3-node cluster whose stores applied nothing ran SET -d 100 at P16
+/// with 56% less CPU per SET. A smaller skiplist is cheaper to walk and
+/// stays more in the caches; with [`DATA_L0_TABLES_COMPACTED`], 16 MiB
+/// took 16% less CPU per SET than fjall's defaults over 1,000,000 SETs
+/// at P16 (5 of 5 rounds), and ran SET -d 4000 no slower. 8 MiB did as
+/// well with small values but 19% worse with 4000-byte ones: each flush
+/// is a table, and tables are compacted (benches/ab.sh;
+/// docs/benchmarks.md). Applies to data directories created from now
+/// on: fjall keeps a keyspace's options.
+pub const DATA_MEMTABLE_BYTES: u64 = 16 << 20;
 
 /// Tables flushed to level 0 of the data keyspace before they are
 /// compacted into level 1 (fjall's default is 4). A compaction rewrites
 /// the keys of level 1 that the tables overlap, and under writes spread
-/// over a keyspace that is all of them: 16 tables a compaction instead of
-/// 4 is a quarter of the rewriting. With 8 MiB memtables, 4 cost 3%
-/// more CPU per SET at P16 than 64 MiB did, 16 cost 13% less
+/// over the keyspace that is all of them: 16 tables a compaction instead
+/// of 4 is a quarter of the rewriting. With 8 MiB memtables, 4 cost 3%
+/// more CPU per SET at P16 than fjall's defaults, 16 cost 13% less
 /// (400,000 SETs, 3 rounds each). fjall slows writers from 20 level-0
-/// tables on; reads of keys missing from the record cache check each
-/// level-0 table's filter.
+/// tables on and stops them at 30: with 16 MiB memtables that leaves
+/// 64 and 224 MiB of writes for a compaction to finish in. Reads of keys
+/// missing from the record cache check each level-0 table's filter.
 pub const DATA_L0_TABLES_COMPACTED: u8 = 16;
 
 /// Default budget of the record cache (`--cache-mb`), in bytes.
