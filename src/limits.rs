@@ -193,10 +193,11 @@ pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 /// 3-node cluster whose stores applied nothing ran SET -d 100 at P16
 /// with 56% less CPU per SET. A smaller skiplist is cheaper to walk and
 /// stays more in the caches; with [`DATA_L0_TABLES_COMPACTED`], 16 MiB
-/// took 16% less CPU per SET than fjall's defaults over 1,000,000 SETs
-/// at P16 (5 of 5 rounds), and ran SET -d 4000 no slower. 8 MiB did as
-/// well with small values but 19% worse with 4000-byte ones: each flush
-/// is a table, and tables are compacted (benches/ab.sh;
+/// took 7.4% less CPU per SET than fjall's defaults over 1,000,000 SETs
+/// at P16 (4 of 5 rounds). 8 MiB did as well with 100-byte values but
+/// was 19% slower with 4000-byte ones, where 16 MiB is 7-13% slower
+/// than the defaults: each flush is a table, and tables are compacted.
+/// 32 MiB did no better than the defaults (benches/ab.sh;
 /// docs/benchmarks.md). Applies to data directories created from now
 /// on: fjall keeps a keyspace's options.
 pub const DATA_MEMTABLE_BYTES: u64 = 16 << 20;
