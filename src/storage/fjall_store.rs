@@ -143,6 +143,7 @@ impl Store for FjallStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn data_survives_reopen() {
@@ -176,12 +177,12 @@ mod tests {
 
     /// Waits up to 10 s for `done`, looking every 20 ms.
     fn eventually(done: impl Fn() -> bool) -> bool {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !done() {
-            if std::time::Instant::now() > deadline {
+            if Instant::now() > deadline {
                 return false;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
         }
         true
     }
@@ -193,9 +194,8 @@ mod tests {
         // Past the limit, far below fjall's default of 64 MiB.
         let value = vec![7u8; 2048];
         let records = (DATA_MEMTABLE_BYTES as usize + (2 << 20)) / value.len();
-        for batch in (0..records as u32).collect::<Vec<_>>().chunks(64) {
-            let ops: Vec<BatchOp> = batch
-                .iter()
+        for first in (0..records as u32).step_by(64) {
+            let ops: Vec<BatchOp> = (first..(first + 64).min(records as u32))
                 .map(|i| BatchOp::put(Space::Data, i.to_be_bytes().to_vec(), value.clone()))
                 .collect();
             store.apply(&ops).expect("apply");
@@ -222,7 +222,7 @@ mod tests {
         }
         // fjall's default (4) would have merged them by now. (The first
         // table may have moved down to the empty level 1 unmerged.)
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(500));
         assert_eq!(store.data.table_count(), tables);
     }
 }
