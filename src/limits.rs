@@ -187,20 +187,11 @@ pub const STORAGE_IDLE_YIELDS: usize = 30;
 /// Storage jobs queued at once; past it callers wait for room.
 pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 
-/// The data keyspace's memtable (fjall's default is 64 MiB). Each
-/// replica write is a skiplist insert into it, a walk of cache misses
-/// that also evicts what the rest of the write path had cached: a
-/// 3-node cluster whose stores applied nothing ran SET -d 100 at P16
-/// with 56% less CPU per SET. A smaller skiplist is cheaper to walk and
-/// stays more in the caches; with [`DATA_L0_TABLES_COMPACTED`], 16 MiB
-/// took 7.4% less CPU per SET than fjall's defaults over 1,000,000 SETs
-/// at P16 (4 of 5 rounds). 8 MiB did as well with 100-byte values but
-/// was 19% slower with 4000-byte ones, where 16 MiB is 7-13% slower
-/// than the defaults: each flush is a table, and tables are compacted.
-/// 32 MiB did no better than the defaults (benches/ab.sh;
-/// docs/benchmarks.md). Applies to data directories created from now
-/// on: fjall keeps a keyspace's options.
-pub const DATA_MEMTABLE_BYTES: u64 = 16 << 20;
+/// Bytes of data-keyspace writes staged in memory (and logged) before
+/// they are sorted and ingested into the data keyspace as a table (see
+/// `storage::stage`). Each ingestion is a level-0 table, and tables are
+/// compacted ([`DATA_L0_TABLES_COMPACTED`]).
+pub const STAGE_GENERATION_BYTES: usize = 16 << 20;
 
 /// Tables flushed to level 0 of the data keyspace before they are
 /// compacted into level 1 (fjall's default is 4). A compaction rewrites

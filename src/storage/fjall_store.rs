@@ -1,14 +1,27 @@
 //! The fjall-backed store: one database per data directory with the
-//! keyspaces `data` (storage key → record), `expiry` (the expiry index)
-//! and `meta`.
+//! keyspaces `data` (storage key → record), `expiry` (the expiry index),
+//! `meta`, and `log-0` and `log-1`, the write-ahead logs of the data
+//! keyspace's staged writes (see [`super::stage`]).
+//!
+//! A batch commits as one fjall batch: its data ops as one entry of the
+//! active generation's log, its expiry ops as they are. Then the data ops
+//! go into the active generation, where lookups find them. A generation
+//! holding [`STAGE_GENERATION_BYTES`] is sealed, sorted and ingested into
+//! the data keyspace as a table by the thread whose write filled it, and
+//! its log is cleared; meanwhile the next generation takes writes, into
+//! the other log. A scan ingests what is staged first, so that it reads
+//! one sorted keyspace. Opening replays both logs, in order, and ingests
+//! what they hold.
 
+use super::stage::{Generation, LOG_ANCHOR_KEY, encode_log, log_key, log_key_generation};
 use super::{BatchOp, Entries, Space, Store, StoreError};
-use crate::limits::{DATA_L0_TABLES_COMPACTED, DATA_MEMTABLE_BYTES};
+use crate::limits::{DATA_L0_TABLES_COMPACTED, STAGE_GENERATION_BYTES};
+use bytes::Bytes;
 use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 /// A [`Store`] on fjall.
 pub struct FjallStore {
@@ -16,6 +29,23 @@ pub struct FjallStore {
     data: Keyspace,
     expiry: Keyspace,
     meta: Keyspace,
+    /// Generation `n` logs into `logs[n % 2]`.
+    logs: [Keyspace; 2],
+    /// The generation taking writes. Held from a batch's log commit to
+    /// its records being in the generation, so a generation's log holds
+    /// exactly its writes.
+    active: Mutex<Active>,
+    /// The generation being ingested, at most one: the next one logs into
+    /// the other log, which its predecessor's ingestion cleared.
+    sealed: RwLock<Option<Arc<Generation>>>,
+    /// Held through an ingestion and through `clear`: one at a time.
+    ingesting: Mutex<()>,
+}
+
+struct Active {
+    generation: Generation,
+    /// The next log entry's sequence number.
+    seq: u64,
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -28,27 +58,40 @@ fn engine(error: fjall::Error) -> StoreError {
     StoreError::Engine(error.to_string())
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl FjallStore {
-    /// Opens or creates the store in `dir`.
+    /// Opens or creates the store in `dir`, ingesting what the logs hold.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when fjall cannot open the directory (held by
-    /// another process, unreadable, corrupt).
+    /// another process, unreadable, corrupt); [`StoreError::Corrupt`] for
+    /// a log entry that does not decode.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(dir).open().map_err(engine)?;
         let data = db.keyspace("data", data_options).map_err(engine)?;
-        let expiry = db
-            .keyspace("expiry", KeyspaceCreateOptions::default)
-            .map_err(engine)?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(engine)?;
-        Ok(Self {
+        let [expiry, meta, log_0, log_1] = ["expiry", "meta", "log-0", "log-1"]
+            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
+        let logs = [log_0.map_err(engine)?, log_1.map_err(engine)?];
+        let recovered = recover(&logs)?;
+        let store = Self {
+            active: Mutex::new(Active {
+                generation: Generation::new(recovered.number + 1),
+                seq: 0,
+            }),
             db,
             data,
-            expiry,
-            meta,
-        })
+            expiry: expiry.map_err(engine)?,
+            meta: meta.map_err(engine)?,
+            logs,
+            sealed: RwLock::new(None),
+            ingesting: Mutex::new(()),
+        };
+        store.ingest_into_data(&recovered)?;
+        store.clear_logs()?;
+        Ok(store)
     }
 
     fn space(&self, space: Space) -> &Keyspace {
@@ -57,20 +100,153 @@ impl FjallStore {
             Space::Expiry => &self.expiry,
         }
     }
+
+    fn log(&self, generation: u64) -> &Keyspace {
+        &self.logs[(generation % 2) as usize]
+    }
+
+    fn clear_logs(&self) -> Result<(), StoreError> {
+        self.logs.iter().try_for_each(clear_log)
+    }
+
+    /// What a staged generation holds for `key`: `None` if nothing,
+    /// `Some(None)` if a delete.
+    fn staged(&self, key: &[u8]) -> Option<Option<Bytes>> {
+        // The active generation first: a seal meanwhile moves it to
+        // `sealed`, looked at next, and an ingestion finishing meanwhile
+        // has put it in the data keyspace, looked at last.
+        if let Some(held) = lock(&self.active).generation.get(key) {
+            return Some(held.cloned());
+        }
+        let sealed = self.sealed.read().unwrap_or_else(PoisonError::into_inner);
+        sealed.as_ref()?.get(key).map(|held| held.cloned())
+    }
+
+    /// Seals the active generation unless it is empty or another is
+    /// still being ingested (its log is the one the next would take).
+    fn seal(&self, active: &mut Active) -> Option<Arc<Generation>> {
+        let mut sealed = self.sealed.write().unwrap_or_else(PoisonError::into_inner);
+        if sealed.is_some() || active.generation.is_empty() {
+            return None;
+        }
+        let next = Generation::new(active.generation.number + 1);
+        let generation = Arc::new(std::mem::replace(&mut active.generation, next));
+        active.seq = 0;
+        *sealed = Some(Arc::clone(&generation));
+        Some(generation)
+    }
+
+    /// Ingests the sealed `generation` and clears its log, unless
+    /// `clear` dropped it meanwhile. On failure it stays sealed (readable,
+    /// its log kept) and the next ingestion takes it again.
+    fn ingest(&self, generation: &Arc<Generation>) -> Result<(), StoreError> {
+        let _turn = lock(&self.ingesting);
+        let current = self
+            .sealed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if !current.is_some_and(|sealed| Arc::ptr_eq(&sealed, generation)) {
+            return Ok(());
+        }
+        self.ingest_into_data(generation)?;
+        clear_log(self.log(generation.number))?;
+        *self.sealed.write().unwrap_or_else(PoisonError::into_inner) = None;
+        Ok(())
+    }
+
+    /// Writes `generation` into the data keyspace as new tables.
+    fn ingest_into_data(&self, generation: &Generation) -> Result<(), StoreError> {
+        if generation.is_empty() {
+            return Ok(());
+        }
+        let mut ingestion = self.data.start_ingestion().map_err(engine)?;
+        for (key, value) in generation.sorted() {
+            match value {
+                Some(value) => ingestion.write(key, &value[..]),
+                None => ingestion.write_tombstone(key),
+            }
+            .map_err(engine)?;
+        }
+        ingestion.finish().map_err(engine)
+    }
+
+    /// Ingests everything staged before the call, so that the data
+    /// keyspace alone answers a scan.
+    fn ingest_staged(&self) -> Result<(), StoreError> {
+        // At most: the generation being ingested, the active one, and one
+        // sealed by a writer between the two; writes after the call began
+        // need not be seen.
+        for _ in 0..3 {
+            let generation = {
+                let mut active = lock(&self.active);
+                let sealed = self
+                    .sealed
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                match sealed.or_else(|| self.seal(&mut active)) {
+                    Some(generation) => generation,
+                    None => return Ok(()),
+                }
+            };
+            self.ingest(&generation)?;
+        }
+        Ok(())
+    }
 }
 
-/// The data keyspace's options, tuned for its writes: every replica write
-/// of every key lands here (see the two limits).
+/// Empties `log`, leaving only its anchor: a table whose sequence number
+/// is above every entry the log held. fjall deletes a journal file once
+/// every keyspace written in it has a table at least that new; a cleared
+/// keyspace has no table at all and would keep every journal file.
+fn clear_log(log: &Keyspace) -> Result<(), StoreError> {
+    log.clear().map_err(engine)?;
+    log.insert(LOG_ANCHOR_KEY, []).map_err(engine)?;
+    log.rotate_memtable_and_wait().map_err(engine)
+}
+
+/// Replays both logs, in order, into one generation numbered as the last
+/// one they hold (0 if none).
+fn recover(logs: &[Keyspace; 2]) -> Result<Generation, StoreError> {
+    let mut entries = Vec::new();
+    for log in logs {
+        for guard in log.iter() {
+            let (key, value) = guard.into_inner().map_err(engine)?;
+            if &*key != LOG_ANCHOR_KEY {
+                entries.push((key, value));
+            }
+        }
+    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut recovered = Generation::new(0);
+    for (key, value) in &entries {
+        let corrupt = |source| StoreError::Corrupt {
+            key: key.to_vec(),
+            source,
+        };
+        recovered.number = log_key_generation(key)
+            .ok_or_else(|| corrupt(crate::wire::DecodeError::Malformed { what: "log key" }))?;
+        recovered.replay(value).map_err(corrupt)?;
+    }
+    Ok(recovered)
+}
+
+/// The data keyspace's options: its tables come from ingestions of
+/// staged generations (see [`DATA_L0_TABLES_COMPACTED`]).
 fn data_options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default()
-        .max_memtable_size(DATA_MEMTABLE_BYTES)
-        .compaction_strategy(Arc::new(
-            Leveled::default().with_l0_threshold(DATA_L0_TABLES_COMPACTED),
-        ))
+    KeyspaceCreateOptions::default().compaction_strategy(Arc::new(
+        Leveled::default().with_l0_threshold(DATA_L0_TABLES_COMPACTED),
+    ))
 }
 
 impl Store for FjallStore {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if space == Space::Data
+            && let Some(held) = self.staged(key)
+        {
+            return Ok(held.map(|value| value.to_vec()));
+        }
         Ok(self
             .space(space)
             .get(key)
@@ -79,20 +255,44 @@ impl Store for FjallStore {
     }
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StoreError> {
+        let data = ops.iter().filter(|op| op.space == Space::Data);
+        let mut active = lock(&self.active);
         let mut batch = self.db.batch();
-        for op in ops {
-            let keyspace = self.space(op.space);
+        if data.clone().next().is_some() {
+            let number = active.generation.number;
+            batch.insert(
+                self.log(number),
+                log_key(number, active.seq),
+                encode_log(data.clone()),
+            );
+        }
+        for op in ops.iter().filter(|op| op.space == Space::Expiry) {
             match &op.value {
-                Some(value) => batch.insert(keyspace, op.key.as_slice(), &value[..]),
-                None => batch.remove(keyspace, op.key.as_slice()),
+                Some(value) => batch.insert(&self.expiry, op.key.as_slice(), &value[..]),
+                None => batch.remove(&self.expiry, op.key.as_slice()),
             }
         }
-        batch.commit().map_err(engine)
+        batch.commit().map_err(engine)?;
+        active.seq += 1;
+        data.for_each(|op| active.generation.apply(op));
+        let full = active.generation.bytes() >= STAGE_GENERATION_BYTES;
+        let sealed = if full { self.seal(&mut active) } else { None };
+        let overfull = active.generation.bytes() >= 2 * STAGE_GENERATION_BYTES;
+        drop(active);
+        match sealed {
+            Some(generation) => self.ingest(&generation)?,
+            // Writers wait for a slow ingestion once a second generation
+            // is full, so that memory stays bounded.
+            None if overfull => drop(lock(&self.ingesting)),
+            None => {}
+        }
+        Ok(())
     }
 
     fn checkpoint(&self) -> Result<(), StoreError> {
-        // Write the memtables out as tables, so reopening does not replay
-        // the whole journal into memory.
+        // Write the staged generations and the memtables out as tables,
+        // so reopening does not replay the whole journal into memory.
+        self.ingest_staged()?;
         for keyspace in [&self.data, &self.expiry, &self.meta] {
             keyspace.rotate_memtable_and_wait().map_err(engine)?;
         }
@@ -100,6 +300,15 @@ impl Store for FjallStore {
     }
 
     fn clear(&self) -> Result<(), StoreError> {
+        let _turn = lock(&self.ingesting);
+        let mut active = lock(&self.active);
+        *self.sealed.write().unwrap_or_else(PoisonError::into_inner) = None;
+        let next = active.generation.number + 1;
+        *active = Active {
+            generation: Generation::new(next),
+            seq: 0,
+        };
+        self.clear_logs()?;
         self.data.clear().map_err(engine)?;
         self.expiry.clear().map_err(engine)
     }
@@ -115,6 +324,9 @@ impl Store for FjallStore {
         until: Option<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
+        if space == Space::Data {
+            self.ingest_staged()?;
+        }
         let end = until.map_or(Bound::Unbounded, Bound::Excluded);
         self.space(space)
             .range::<&[u8], _>((Bound::Included(from), end))
@@ -143,7 +355,7 @@ impl Store for FjallStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
     fn data_survives_reopen() {
@@ -175,36 +387,118 @@ mod tests {
         );
     }
 
-    /// Waits up to 10 s for `done`, looking every 20 ms.
-    fn eventually(done: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        true
+    fn put(key: &[u8], value: &[u8]) -> BatchOp {
+        BatchOp::put(Space::Data, key.to_vec(), value.to_vec())
+    }
+
+    fn log_entries(store: &FjallStore) -> usize {
+        let entries = store.logs.iter().flat_map(|log| log.iter());
+        entries
+            .map(|guard| guard.key().expect("log key"))
+            .filter(|key| &**key != LOG_ANCHOR_KEY)
+            .count()
     }
 
     #[test]
-    fn the_data_memtable_is_flushed_at_its_limit() {
+    fn a_full_generation_is_ingested_as_a_table_and_its_log_cleared() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FjallStore::open(dir.path()).expect("open");
-        // Past the limit, far below fjall's default of 64 MiB.
         let value = vec![7u8; 2048];
-        let records = (DATA_MEMTABLE_BYTES as usize + (2 << 20)) / value.len();
-        for first in (0..records as u32).step_by(64) {
-            let ops: Vec<BatchOp> = (first..(first + 64).min(records as u32))
-                .map(|i| BatchOp::put(Space::Data, i.to_be_bytes().to_vec(), value.clone()))
-                .collect();
-            store.apply(&ops).expect("apply");
+        let mut written = 0usize;
+        while store.data.table_count() == 0 {
+            assert!(
+                written * value.len() <= STAGE_GENERATION_BYTES,
+                "no table at the limit"
+            );
+            store
+                .apply(&[put(&(written as u32).to_be_bytes(), &value)])
+                .expect("apply");
+            written += 1;
         }
+        assert!(written > 1000);
+        // Sealed at the limit, counting each entry's key and overhead.
         assert!(
-            eventually(|| store.data.table_count() > 0),
-            "no table after {records} records of {} bytes",
-            value.len()
+            written * (value.len() + 128) >= STAGE_GENERATION_BYTES,
+            "sealed early"
         );
+        assert_eq!(
+            log_entries(&store),
+            0,
+            "the ingested generation's log is cleared"
+        );
+        store
+            .apply(&[put(b"after", b"v")])
+            .expect("apply after the seal");
+        assert_eq!(store.data.table_count(), 1);
+        // Only the write after the seal is still logged and staged.
+        assert_eq!(log_entries(&store), 1);
+        assert_eq!(store.data.get(b"after").expect("get"), None);
+        assert_eq!(
+            store.get(Space::Data, b"after").expect("get"),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            store.data.get(0u32.to_be_bytes()).expect("get").as_deref(),
+            Some(&value[..])
+        );
+    }
+
+    #[test]
+    fn staged_writes_are_read_scanned_and_replayed_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = FjallStore::open(dir.path()).expect("open");
+            store
+                .apply(&[put(b"a", b"1"), put(b"b", b"1")])
+                .expect("apply");
+            store.checkpoint().expect("checkpoint");
+            assert_eq!(log_entries(&store), 0, "a checkpoint ingests all");
+            store
+                .apply(&[put(b"a", b"2"), BatchOp::delete(Space::Data, b"b".to_vec())])
+                .expect("apply");
+            store.apply(&[put(b"c", b"3")]).expect("apply");
+            // Staged over the ingested values: reads see the staged ones.
+            assert_eq!(
+                store.get(Space::Data, b"a").expect("get"),
+                Some(b"2".to_vec())
+            );
+            assert_eq!(store.get(Space::Data, b"b").expect("get"), None);
+            assert_eq!(
+                store.data.get(b"b").expect("get").as_deref(),
+                Some(&b"1"[..])
+            );
+            store.sync().expect("sync");
+            // Dropped without a checkpoint: the logs hold the last writes.
+        }
+        let store = FjallStore::open(dir.path()).expect("reopen");
+        assert_eq!(log_entries(&store), 0, "opening ingests the logs");
+        let all = store.scan(Space::Data, b"", None, 10).expect("scan");
+        assert_eq!(
+            all,
+            vec![
+                (b"a".to_vec(), b"2".to_vec()),
+                (b"c".to_vec(), b"3".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_scan_sees_staged_writes_and_clear_drops_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        store.apply(&[put(b"x", b"1")]).expect("apply");
+        let all = store.scan(Space::Data, b"", None, 10).expect("scan");
+        assert_eq!(all, vec![(b"x".to_vec(), b"1".to_vec())]);
+        store.apply(&[put(b"y", b"1")]).expect("apply");
+        store.clear().expect("clear");
+        assert_eq!(store.get(Space::Data, b"y").expect("get"), None);
+        assert_eq!(
+            store.scan(Space::Data, b"", None, 10).expect("scan"),
+            vec![]
+        );
+        drop(store);
+        let store = FjallStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.get(Space::Data, b"y").expect("get"), None);
     }
 
     #[test]
@@ -218,7 +512,7 @@ mod tests {
         for i in 0..tables as u8 {
             let ops = [b"\0\0a", b"\0\0z"].map(|k| BatchOp::put(Space::Data, k.to_vec(), vec![i]));
             store.apply(&ops).expect("apply");
-            store.data.rotate_memtable_and_wait().expect("flush");
+            store.checkpoint().expect("ingest");
         }
         // fjall's default (4) would have merged them by now. (The first
         // table may have moved down to the empty level 1 unmerged.)

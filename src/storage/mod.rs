@@ -17,6 +17,7 @@ mod executor;
 mod fjall_store;
 mod memory;
 pub mod record;
+mod stage;
 
 pub use cache::{CacheStats, RecordCache};
 pub use durability::{FsyncPolicy, GroupCommit};

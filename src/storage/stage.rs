@@ -1,0 +1,270 @@
+//! Writes to the data keyspace on their way into fjall (pure: no I/O).
+//!
+//! A write into fjall's memtable is a skiplist insert: at a random key,
+//! a walk of cache misses that also evicts what the rest of the write path
+//! had cached. So the fjall store does not write data records there.
+//! Each batch becomes one entry of a write-ahead log keyspace, at the next
+//! key of a sequence (an append: its walk stays on the skiplist's cached
+//! right edge), and its records go into a [`Generation`], a hash map read
+//! by lookups until the records reach the data keyspace. A full generation
+//! is sorted and ingested into the data keyspace as a table, bypassing the
+//! memtable, and its log is cleared.
+//!
+//! Measured with a scratch build that logged batches this way and staged
+//! nothing (3-node cluster, SET -d 100 -P 16, `benches/ab.sh`, 3 rounds):
+//! 17.3 µs of node CPU per SET against 27.8 with the memtable.
+//!
+//! Log entry, format version 1 (the value; the key is the generation and
+//! the sequence number, both u64 big-endian, so a log reads in order):
+//!
+//! ```text
+//! byte 0        format version (1)
+//! then, per op  varint key length, key bytes,
+//!               byte 0 (delete) or 1 (put),
+//!               [varint value length, value bytes]   if put
+//! ```
+
+use super::BatchOp;
+use crate::wire::{DecodeError, Reader, put_varint, varint_len};
+use bytes::Bytes;
+use std::collections::HashMap;
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
+
+/// The log entry format this build writes.
+pub const LOG_FORMAT_V1: u8 = 1;
+
+const OP_DELETE: u8 = 0;
+const OP_PUT: u8 = 1;
+
+/// Longest key and value a log entry may hold: fjall's own limits.
+const LOG_KEY_BYTES_MAX: usize = u16::MAX as usize;
+const LOG_VALUE_BYTES_MAX: usize = u32::MAX as usize;
+
+/// What a generation costs beyond its keys' and values' bytes per entry
+/// (map slot and the key's allocation), counted against its size limit.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// The one log key that is not an entry (see `FjallStore`'s `clear_log`);
+/// entries' keys are 16 bytes long.
+pub const LOG_ANCHOR_KEY: &[u8] = b"anchor";
+
+/// The log key of entry `seq` of generation `generation`.
+pub fn log_key(generation: u64, seq: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&generation.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The generation a log key belongs to, or `None` for a malformed key.
+pub fn log_key_generation(key: &[u8]) -> Option<u64> {
+    let key: [u8; 16] = key.try_into().ok()?;
+    let mut generation = [0; 8];
+    generation.copy_from_slice(&key[..8]);
+    Some(u64::from_be_bytes(generation))
+}
+
+/// Encodes `ops` (all of the data keyspace) as one log entry.
+pub fn encode_log<'a>(ops: impl Iterator<Item = &'a BatchOp> + Clone) -> Vec<u8> {
+    let len = 1 + ops
+        .clone()
+        .map(|op| {
+            let value = op
+                .value
+                .as_ref()
+                .map_or(0, |v| varint_len(v.len() as u64) + v.len());
+            varint_len(op.key.len() as u64) + op.key.len() + 1 + value
+        })
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.push(LOG_FORMAT_V1);
+    for op in ops {
+        put_varint(&mut out, op.key.len() as u64);
+        out.extend_from_slice(&op.key);
+        match &op.value {
+            Some(value) => {
+                out.push(OP_PUT);
+                put_varint(&mut out, value.len() as u64);
+                out.extend_from_slice(value);
+            }
+            None => out.push(OP_DELETE),
+        }
+    }
+    out
+}
+
+/// Records written since the last ingestion, by storage key: a value, or
+/// `None` for a delete.
+#[derive(Debug, Default)]
+pub struct Generation {
+    /// Its number; its log entries' keys start with it.
+    pub number: u64,
+    entries: HashMap<Vec<u8>, Option<Bytes>, Xxh3DefaultBuilder>,
+    bytes: usize,
+}
+
+impl Generation {
+    /// An empty generation numbered `number`.
+    pub fn new(number: u64) -> Self {
+        Self {
+            number,
+            ..Self::default()
+        }
+    }
+
+    /// Records `op`, replacing what the generation held for its key.
+    pub fn apply(&mut self, op: &BatchOp) {
+        self.put(op.key.clone(), op.value.clone());
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Option<Bytes>) {
+        let len = value.as_ref().map_or(0, Bytes::len);
+        match self.entries.get_mut(key.as_slice()) {
+            Some(held) => {
+                self.bytes -= held.as_ref().map_or(0, Bytes::len);
+                *held = value;
+            }
+            None => {
+                self.bytes += key.len() + ENTRY_OVERHEAD_BYTES;
+                self.entries.insert(key, value);
+            }
+        }
+        self.bytes += len;
+    }
+
+    /// Replays one log entry into the generation (recovery).
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the entry is malformed; nothing of it is kept.
+    pub fn replay(&mut self, entry: &[u8]) -> Result<(), DecodeError> {
+        let mut ops = Vec::new();
+        let mut reader = Reader::new(entry);
+        match reader.u8()? {
+            LOG_FORMAT_V1 => {}
+            found => return Err(DecodeError::UnknownVersion { found }),
+        }
+        while reader.remaining() > 0 {
+            let len = reader.count("log key length", LOG_KEY_BYTES_MAX)?;
+            let key = reader.bytes(len)?.to_vec();
+            let value = match reader.u8()? {
+                OP_PUT => {
+                    let len = reader.count("log value length", LOG_VALUE_BYTES_MAX)?;
+                    Some(Bytes::copy_from_slice(reader.bytes(len)?))
+                }
+                OP_DELETE => None,
+                _ => return Err(DecodeError::Malformed { what: "log op" }),
+            };
+            ops.push((key, value));
+        }
+        for (key, value) in ops {
+            self.put(key, value);
+        }
+        Ok(())
+    }
+
+    /// What the generation holds for `key`: `None` if nothing, `Some(None)`
+    /// if a delete.
+    pub fn get(&self, key: &[u8]) -> Option<Option<&Bytes>> {
+        self.entries.get(key).map(Option::as_ref)
+    }
+
+    /// Bytes held (keys, values and [`ENTRY_OVERHEAD_BYTES`] each).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries in key order, as an ingestion takes them.
+    pub fn sorted(&self) -> Vec<(&[u8], Option<&Bytes>)> {
+        let mut entries: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_ref()))
+            .collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Space;
+    use proptest::prelude::*;
+
+    fn op(key: &[u8], value: Option<&[u8]>) -> BatchOp {
+        match value {
+            Some(v) => BatchOp::put(Space::Data, key.to_vec(), v.to_vec()),
+            None => BatchOp::delete(Space::Data, key.to_vec()),
+        }
+    }
+
+    #[test]
+    fn a_log_entry_replays_to_what_was_applied() {
+        let ops = [
+            op(b"\0\x01a", Some(b"1")),
+            op(b"\0\x02b", None),
+            op(b"\0\x01a", Some(b"2")),
+        ];
+        let mut applied = Generation::new(7);
+        ops.iter().for_each(|op| applied.apply(op));
+        let mut replayed = Generation::new(7);
+        replayed.replay(&encode_log(ops.iter())).expect("replay");
+        assert_eq!(replayed.sorted(), applied.sorted());
+        assert_eq!(replayed.bytes(), applied.bytes());
+        assert_eq!(
+            applied.sorted(),
+            vec![
+                (&b"\0\x01a"[..], Some(&Bytes::from_static(b"2"))),
+                (&b"\0\x02b"[..], None)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_log_entry_layout_is_pinned() {
+        let ops = [op(b"k", Some(b"vv")), op(b"d", None)];
+        assert_eq!(
+            encode_log(ops.iter()),
+            [1, 1, b'k', 1, 2, b'v', b'v', 1, b'd', 0]
+        );
+        assert_eq!(
+            log_key(1, 2),
+            [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+        );
+        assert_eq!(log_key_generation(&log_key(9, 3)), Some(9));
+        assert_eq!(log_key_generation(b"short"), None);
+    }
+
+    #[test]
+    fn a_malformed_entry_is_refused_and_changes_nothing() {
+        let mut generation = Generation::new(0);
+        let good = encode_log([op(b"k", Some(b"v"))].iter());
+        for bad in [&[][..], &[2][..], &good[..good.len() - 1], &[1, 1, b'k', 9]] {
+            assert!(generation.replay(bad).is_err(), "{bad:?}");
+        }
+        assert!(generation.is_empty());
+    }
+
+    #[test]
+    fn bytes_count_what_is_held() {
+        let mut generation = Generation::new(0);
+        generation.apply(&op(b"key", Some(&[0; 100])));
+        assert_eq!(generation.bytes(), 3 + ENTRY_OVERHEAD_BYTES + 100);
+        generation.apply(&op(b"key", Some(&[0; 10])));
+        assert_eq!(generation.bytes(), 3 + ENTRY_OVERHEAD_BYTES + 10);
+        generation.apply(&op(b"key", None));
+        assert_eq!(generation.bytes(), 3 + ENTRY_OVERHEAD_BYTES);
+    }
+
+    proptest! {
+        #[test]
+        fn replaying_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Generation::new(0).replay(&bytes);
+        }
+    }
+}
