@@ -188,22 +188,41 @@ pub const STORAGE_IDLE_YIELDS: usize = 30;
 pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 
 /// Bytes of data-keyspace writes staged in memory (and logged) before
-/// they are sorted and ingested into the data keyspace as a table (see
-/// `storage::stage`). Each ingestion is a level-0 table, and tables are
-/// compacted ([`DATA_L0_TABLES_COMPACTED`]).
+/// they are sorted and ingested into the data keyspace as a level-0
+/// table (see `storage::stage`). Staging instead of fjall's memtable took
+/// 28% less node CPU per SET at P16 (benches/ab.sh, 1,000,000 SETs, 5 of
+/// 5 rounds; docs/benchmarks.md). Writers wait for an ingestion once a
+/// second generation is this full, so staging holds at most about twice
+/// this, in records the record cache mostly shares.
 pub const STAGE_GENERATION_BYTES: usize = 16 << 20;
 
-/// Tables flushed to level 0 of the data keyspace before they are
+/// Staged keys up to which a scan of the data keyspace merges them into
+/// what it reads; past it, the scan ingests them first. Merging looks at
+/// every staged key, once per scan call (a KEYS walk makes one per
+/// partition); ingesting writes a table, and under writes each call would
+/// ingest a small one.
+pub const STAGE_SCAN_MERGE_KEYS_MAX: usize = 4096;
+
+/// Tables ingested into level 0 of the data keyspace before they are
 /// compacted into level 1 (fjall's default is 4). A compaction rewrites
 /// the keys of level 1 that the tables overlap, and under writes spread
 /// over the keyspace that is all of them: 16 tables a compaction instead
-/// of 4 is a quarter of the rewriting. With 8 MiB memtables, 4 cost 3%
-/// more CPU per SET at P16 than fjall's defaults, 16 cost 13% less
-/// (400,000 SETs, 3 rounds each). fjall slows writers from 20 level-0
-/// tables on and stops them at 30: with 16 MiB memtables that leaves
-/// 64 and 224 MiB of writes for a compaction to finish in. Reads of keys
-/// missing from the record cache check each level-0 table's filter.
+/// of 4 is a quarter of the rewriting. Measured with fjall's memtable
+/// flushing at 8 MiB: 4 cost 3% more CPU per SET at P16 than fjall's
+/// defaults, 16 cost 13% less (400,000 SETs, 3 rounds each). Reads of
+/// keys missing from the record cache check each level-0 table's filter.
 pub const DATA_L0_TABLES_COMPACTED: u8 = 16;
+
+/// Level-0 tables of the data keyspace past which an ingestion waits for
+/// compaction ([`INGEST_STALL_WAIT_MS`] at most). Ingestions bypass
+/// fjall's own write stalls (from 20 level-0 tables, stop at 30); this
+/// keeps writes that outrun compaction from piling up tables every read
+/// of an uncached key must check.
+pub const DATA_L0_TABLES_STALL: usize = 30;
+
+/// Longest an ingestion waits for level 0 to shrink below
+/// [`DATA_L0_TABLES_STALL`] before it goes ahead, in milliseconds.
+pub const INGEST_STALL_WAIT_MS: u64 = 10_000;
 
 /// Default budget of the record cache (`--cache-mb`), in bytes.
 pub const RECORD_CACHE_BYTES_DEFAULT: usize = 64 << 20;

@@ -13,15 +13,21 @@
 //! one sorted keyspace. Opening replays both logs, in order, and ingests
 //! what they hold.
 
-use super::stage::{Generation, LOG_ANCHOR_KEY, encode_log, log_key, log_key_generation};
+use super::stage::{
+    Generation, LOG_ANCHOR_KEY, encode_log, log_key, log_key_generation, merge_scan, staged_range,
+};
 use super::{BatchOp, Entries, Space, Store, StoreError};
-use crate::limits::{DATA_L0_TABLES_COMPACTED, STAGE_GENERATION_BYTES};
+use crate::limits::{
+    DATA_L0_TABLES_COMPACTED, DATA_L0_TABLES_STALL, INGEST_STALL_WAIT_MS, STAGE_GENERATION_BYTES,
+    STAGE_SCAN_MERGE_KEYS_MAX,
+};
 use bytes::Bytes;
 use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 /// A [`Store`] on fjall.
 pub struct FjallStore {
@@ -160,6 +166,7 @@ impl FjallStore {
         if generation.is_empty() {
             return Ok(());
         }
+        self.wait_for_compaction();
         let mut ingestion = self.data.start_ingestion().map_err(engine)?;
         for (key, value) in generation.sorted() {
             match value {
@@ -169,6 +176,59 @@ impl FjallStore {
             .map_err(engine)?;
         }
         ingestion.finish().map_err(engine)
+    }
+
+    /// Waits while level 0 holds [`DATA_L0_TABLES_STALL`] tables, up to
+    /// [`INGEST_STALL_WAIT_MS`]. Writers wait behind the ingestion once
+    /// the next generation is full too.
+    fn wait_for_compaction(&self) {
+        let deadline = Instant::now() + Duration::from_millis(INGEST_STALL_WAIT_MS);
+        while self.data.l0_table_count() >= DATA_L0_TABLES_STALL {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    tables = self.data.l0_table_count(),
+                    "ingesting with level 0 still full after {INGEST_STALL_WAIT_MS} ms"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// What is staged for keys in `[from, until)`, or `None` when more
+    /// than [`STAGE_SCAN_MERGE_KEYS_MAX`] keys are staged in all: merging
+    /// costs a look at each of them, so a scan ingests them instead.
+    fn staged_range(
+        &self,
+        from: &[u8],
+        until: Option<&[u8]>,
+    ) -> Option<Vec<(Vec<u8>, Option<Bytes>)>> {
+        let active = lock(&self.active);
+        let sealed = self.sealed.read().unwrap_or_else(PoisonError::into_inner);
+        let generations: Vec<&Generation> = std::iter::once(&active.generation)
+            .chain(sealed.as_deref())
+            .collect();
+        let staged: usize = generations.iter().map(|generation| generation.len()).sum();
+        (staged <= STAGE_SCAN_MERGE_KEYS_MAX).then(|| staged_range(&generations, from, until))
+    }
+
+    /// Up to `limit` entries of what `space` itself holds in `[from, until)`.
+    fn scan_stored(
+        &self,
+        space: Space,
+        from: &[u8],
+        until: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        let end = until.map_or(Bound::Unbounded, Bound::Excluded);
+        self.space(space)
+            .range::<&[u8], _>((Bound::Included(from), end))
+            .take(limit)
+            .map(|guard| {
+                let (k, v) = guard.into_inner().map_err(engine)?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
     }
 
     /// Ingests everything staged before the call, so that the data
@@ -325,17 +385,16 @@ impl Store for FjallStore {
         limit: usize,
     ) -> Result<Entries, StoreError> {
         if space == Space::Data {
-            self.ingest_staged()?;
+            match self.staged_range(from, until) {
+                Some(staged) if staged.is_empty() => {}
+                Some(staged) => {
+                    let stored = self.scan_stored(space, from, until, limit + staged.len())?;
+                    return Ok(merge_scan(staged, stored, limit));
+                }
+                None => self.ingest_staged()?,
+            }
         }
-        let end = until.map_or(Bound::Unbounded, Bound::Excluded);
-        self.space(space)
-            .range::<&[u8], _>((Bound::Included(from), end))
-            .take(limit)
-            .map(|guard| {
-                let (k, v) = guard.into_inner().map_err(engine)?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        self.scan_stored(space, from, until, limit)
     }
 
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -355,7 +414,6 @@ impl Store for FjallStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn data_survives_reopen() {
@@ -480,6 +538,28 @@ mod tests {
                 (b"c".to_vec(), b"3".to_vec())
             ]
         );
+    }
+
+    #[test]
+    fn a_scan_ingests_staged_keys_past_its_merge_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        let keys = STAGE_SCAN_MERGE_KEYS_MAX as u32;
+        let ops: Vec<BatchOp> = (0..keys).map(|i| put(&i.to_be_bytes(), b"v")).collect();
+        store.apply(&ops).expect("apply");
+        // At the limit: merged, nothing ingested.
+        let first = store.scan(Space::Data, b"", None, 2).expect("scan");
+        assert_eq!(first.len(), 2);
+        assert_eq!(store.data.table_count(), 0);
+        store
+            .apply(&[put(&keys.to_be_bytes(), b"v")])
+            .expect("apply");
+        let all = store
+            .scan(Space::Data, b"", None, usize::MAX)
+            .expect("scan");
+        assert_eq!(all.len(), keys as usize + 1);
+        assert_eq!(store.data.table_count(), 1, "past the limit: ingested");
+        assert_eq!(log_entries(&store), 0);
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //!               [varint value length, value bytes]   if put
 //! ```
 
-use super::BatchOp;
+use super::{BatchOp, Entries};
 use crate::wire::{DecodeError, Reader, put_varint, varint_len};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -178,6 +178,11 @@ impl Generation {
         self.entries.is_empty()
     }
 
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The entries in key order, as an ingestion takes them.
     pub fn sorted(&self) -> Vec<(&[u8], Option<&Bytes>)> {
         let mut entries: Vec<_> = self
@@ -188,6 +193,61 @@ impl Generation {
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         entries
     }
+}
+
+/// What `generations` (newest first) hold for keys in `[from, until)`:
+/// each key's newest write, in key order.
+pub fn staged_range(
+    generations: &[&Generation],
+    from: &[u8],
+    until: Option<&[u8]>,
+) -> Vec<(Vec<u8>, Option<Bytes>)> {
+    let mut found: HashMap<&[u8], Option<&Bytes>, Xxh3DefaultBuilder> = HashMap::default();
+    for generation in generations.iter().rev() {
+        let in_range = generation.entries.iter().filter(|(key, _)| {
+            key.as_slice() >= from && until.is_none_or(|until| key.as_slice() < until)
+        });
+        found.extend(in_range.map(|(key, value)| (key.as_slice(), value.as_ref())));
+    }
+    let mut range: Vec<_> = found
+        .into_iter()
+        .map(|(key, value)| (key.to_vec(), value.cloned()))
+        .collect();
+    range.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    range
+}
+
+/// The first `limit` live entries of `stored` (a scan of the store from
+/// the same start, of `limit + staged.len()` entries, in key order) with
+/// `staged` (from [`staged_range`]) over them: a staged value replaces
+/// the stored one, a staged delete hides it.
+///
+/// Enough is fetched: staged writes hide at most `staged.len()` stored
+/// entries, so the merge holds at least `limit` live entries up to the
+/// last stored key whenever the scan was cut short, and stored entries
+/// past it cannot come first.
+pub fn merge_scan(staged: Vec<(Vec<u8>, Option<Bytes>)>, stored: Entries, limit: usize) -> Entries {
+    let mut out = Vec::with_capacity(limit.min(stored.len() + staged.len()));
+    let mut staged = staged.into_iter().peekable();
+    let mut stored = stored.into_iter().peekable();
+    while out.len() < limit {
+        let order = match (staged.peek(), stored.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        if order == std::cmp::Ordering::Equal {
+            // The staged write replaces (or hides) the stored entry.
+            stored.next();
+        }
+        if order == std::cmp::Ordering::Greater {
+            out.extend(stored.next());
+        } else if let Some((key, Some(value))) = staged.next() {
+            out.push((key, value.to_vec()));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -262,6 +322,46 @@ mod tests {
     }
 
     proptest! {
+        /// A scan merged from a store and staged writes equals a scan of
+        /// the store with the writes applied.
+        #[test]
+        fn a_merged_scan_equals_a_scan_of_the_applied_writes(
+            stored in proptest::collection::btree_map(0u8..40, any::<u8>(), 0..30),
+            older in proptest::collection::vec((0u8..40, proptest::option::of(any::<u8>())), 0..20),
+            newer in proptest::collection::vec((0u8..40, proptest::option::of(any::<u8>())), 0..20),
+            from in 0u8..40,
+            until in proptest::option::of(0u8..40),
+            limit in 0usize..40,
+        ) {
+            let mut generations = [Generation::new(0), Generation::new(1)];
+            let mut model = stored.clone();
+            for (generation, writes) in generations.iter_mut().zip([&older, &newer]) {
+                for &(key, value) in writes {
+                    generation.apply(&op(&[key], value.as_ref().map(std::slice::from_ref)));
+                    match value {
+                        Some(value) => model.insert(key, value),
+                        None => model.remove(&key),
+                    };
+                }
+            }
+            let until_key = until.map(|u| vec![u]);
+            let in_range = |k: &u8| *k >= from && until.is_none_or(|u| *k < u);
+            let staged = staged_range(&[&generations[1], &generations[0]], &[from], until_key.as_deref());
+            let stored: Entries = stored
+                .iter()
+                .filter(|(k, _)| in_range(k))
+                .take(limit + staged.len())
+                .map(|(k, v)| (vec![*k], vec![*v]))
+                .collect();
+            let expected: Entries = model
+                .iter()
+                .filter(|(k, _)| in_range(k))
+                .take(limit)
+                .map(|(k, v)| (vec![*k], vec![*v]))
+                .collect();
+            prop_assert_eq!(merge_scan(staged, stored, limit), expected);
+        }
+
         #[test]
         fn replaying_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Generation::new(0).replay(&bytes);
