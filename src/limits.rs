@@ -196,13 +196,6 @@ pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 /// this, in records the record cache mostly shares.
 pub const STAGE_GENERATION_BYTES: usize = 16 << 20;
 
-/// Staged keys up to which a scan of the data keyspace merges them into
-/// what it reads; past it, the scan ingests them first. Merging looks at
-/// every staged key, once per scan call (a KEYS walk makes one per
-/// partition); ingesting writes a table, and under writes each call would
-/// ingest a small one.
-pub const STAGE_SCAN_MERGE_KEYS_MAX: usize = 4096;
-
 /// Tables ingested into level 0 of the data keyspace before they are
 /// compacted into level 1 (fjall's default is 4). A compaction rewrites
 /// the keys of level 1 that the tables overlap, and under writes spread

@@ -9,9 +9,8 @@
 //! holding [`STAGE_GENERATION_BYTES`] is sealed, sorted and ingested into
 //! the data keyspace as a table by the thread whose write filled it, and
 //! its log is cleared; meanwhile the next generation takes writes, into
-//! the other log. A scan ingests what is staged first, so that it reads
-//! one sorted keyspace. Opening replays both logs, in order, and ingests
-//! what they hold.
+//! the other log. A scan merges what is staged for its range into what it
+//! reads. Opening replays both logs, in order, and ingests what they hold.
 
 use super::stage::{
     Generation, LOG_ANCHOR_KEY, encode_log, log_key, log_key_generation, merge_scan, staged_range,
@@ -19,7 +18,6 @@ use super::stage::{
 use super::{BatchOp, Entries, Space, Store, StoreError};
 use crate::limits::{
     DATA_L0_TABLES_COMPACTED, DATA_L0_TABLES_STALL, INGEST_STALL_WAIT_MS, STAGE_GENERATION_BYTES,
-    STAGE_SCAN_MERGE_KEYS_MAX,
 };
 use bytes::Bytes;
 use fjall::compaction::Leveled;
@@ -195,21 +193,14 @@ impl FjallStore {
         }
     }
 
-    /// What is staged for keys in `[from, until)`, or `None` when more
-    /// than [`STAGE_SCAN_MERGE_KEYS_MAX`] keys are staged in all: merging
-    /// costs a look at each of them, so a scan ingests them instead.
-    fn staged_range(
-        &self,
-        from: &[u8],
-        until: Option<&[u8]>,
-    ) -> Option<Vec<(Vec<u8>, Option<Bytes>)>> {
+    /// What is staged for keys in `[from, until)`, newest write first.
+    fn staged_range(&self, from: &[u8], until: Option<&[u8]>) -> Vec<(Vec<u8>, Option<Bytes>)> {
         let active = lock(&self.active);
         let sealed = self.sealed.read().unwrap_or_else(PoisonError::into_inner);
         let generations: Vec<&Generation> = std::iter::once(&active.generation)
             .chain(sealed.as_deref())
             .collect();
-        let staged: usize = generations.iter().map(|generation| generation.len()).sum();
-        (staged <= STAGE_SCAN_MERGE_KEYS_MAX).then(|| staged_range(&generations, from, until))
+        staged_range(&generations, from, until)
     }
 
     /// Up to `limit` entries of what `space` itself holds in `[from, until)`.
@@ -231,8 +222,7 @@ impl FjallStore {
             .collect()
     }
 
-    /// Ingests everything staged before the call, so that the data
-    /// keyspace alone answers a scan.
+    /// Ingests everything staged before the call (a checkpoint).
     fn ingest_staged(&self) -> Result<(), StoreError> {
         // At most: the generation being ingested, the active one, and one
         // sealed by a writer between the two; writes after the call began
@@ -385,13 +375,10 @@ impl Store for FjallStore {
         limit: usize,
     ) -> Result<Entries, StoreError> {
         if space == Space::Data {
-            match self.staged_range(from, until) {
-                Some(staged) if staged.is_empty() => {}
-                Some(staged) => {
-                    let stored = self.scan_stored(space, from, until, limit + staged.len())?;
-                    return Ok(merge_scan(staged, stored, limit));
-                }
-                None => self.ingest_staged()?,
+            let staged = self.staged_range(from, until);
+            if !staged.is_empty() {
+                let stored = self.scan_stored(space, from, until, limit + staged.len())?;
+                return Ok(merge_scan(staged, stored, limit));
             }
         }
         self.scan_stored(space, from, until, limit)
@@ -538,28 +525,6 @@ mod tests {
                 (b"c".to_vec(), b"3".to_vec())
             ]
         );
-    }
-
-    #[test]
-    fn a_scan_ingests_staged_keys_past_its_merge_limit() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = FjallStore::open(dir.path()).expect("open");
-        let keys = STAGE_SCAN_MERGE_KEYS_MAX as u32;
-        let ops: Vec<BatchOp> = (0..keys).map(|i| put(&i.to_be_bytes(), b"v")).collect();
-        store.apply(&ops).expect("apply");
-        // At the limit: merged, nothing ingested.
-        let first = store.scan(Space::Data, b"", None, 2).expect("scan");
-        assert_eq!(first.len(), 2);
-        assert_eq!(store.data.table_count(), 0);
-        store
-            .apply(&[put(&keys.to_be_bytes(), b"v")])
-            .expect("apply");
-        let all = store
-            .scan(Space::Data, b"", None, usize::MAX)
-            .expect("scan");
-        assert_eq!(all.len(), keys as usize + 1);
-        assert_eq!(store.data.table_count(), 1, "past the limit: ingested");
-        assert_eq!(log_entries(&store), 0);
     }
 
     #[test]
