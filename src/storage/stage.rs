@@ -27,7 +27,7 @@
 use super::{BatchOp, Entries};
 use crate::wire::{DecodeError, Reader, put_varint, varint_len};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 /// The log entry format this build writes.
@@ -113,7 +113,8 @@ fn shard_of(key: &[u8]) -> u16 {
 pub struct Generation {
     /// Its number; its log entries' keys start with it.
     pub number: u64,
-    shards: BTreeMap<u16, Shard>,
+    /// Indexed by [`shard_of`]; empty until the first write.
+    shards: Vec<Shard>,
     len: usize,
     bytes: usize,
 }
@@ -134,7 +135,11 @@ impl Generation {
 
     fn put(&mut self, key: Vec<u8>, value: Option<Bytes>) {
         let len = value.as_ref().map_or(0, Bytes::len);
-        let shard = self.shards.entry(shard_of(&key)).or_default();
+        if self.shards.is_empty() {
+            self.shards
+                .resize_with(usize::from(u16::MAX) + 1, Shard::default);
+        }
+        let shard = &mut self.shards[usize::from(shard_of(&key))];
         match shard.get_mut(key.as_slice()) {
             Some(held) => {
                 self.bytes -= held.as_ref().map_or(0, Bytes::len);
@@ -182,10 +187,8 @@ impl Generation {
     /// What the generation holds for `key`: `None` if nothing, `Some(None)`
     /// if a delete.
     pub fn get(&self, key: &[u8]) -> Option<Option<&Bytes>> {
-        self.shards
-            .get(&shard_of(key))?
-            .get(key)
-            .map(Option::as_ref)
+        let shard = self.shards.get(usize::from(shard_of(key)))?;
+        shard.get(key).map(Option::as_ref)
     }
 
     /// Bytes held (keys, values and [`ENTRY_OVERHEAD_BYTES`] each).
@@ -207,9 +210,12 @@ impl Generation {
         let first = shard_of(from);
         // An empty range may end before it starts: BTreeMap would panic.
         let last = until.map_or(u16::MAX, shard_of).max(first);
+        let shards = usize::from(first)..=usize::from(last);
         self.shards
-            .range(first..=last)
-            .flat_map(|(_, shard)| shard.iter())
+            .get(shards)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|shard| shard.iter())
             .map(|(key, value)| (key.as_slice(), value.as_ref()))
             .filter(move |(key, _)| *key >= from && until.is_none_or(|until| *key < until))
     }
@@ -217,7 +223,7 @@ impl Generation {
     /// The entries in key order, as an ingestion takes them.
     pub fn sorted(&self) -> Vec<(&[u8], Option<&Bytes>)> {
         let mut entries = Vec::with_capacity(self.len);
-        for shard in self.shards.values() {
+        for shard in &self.shards {
             let first = entries.len();
             entries.extend(shard.iter().map(|(k, v)| (k.as_slice(), v.as_ref())));
             entries[first..].sort_unstable_by(|a, b| a.0.cmp(b.0));
