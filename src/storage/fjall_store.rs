@@ -24,8 +24,11 @@ use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+
+/// Bounds of a range of keys.
+type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// A [`Store`] on fjall.
 pub struct FjallStore {
@@ -105,6 +108,14 @@ impl FjallStore {
         }
     }
 
+    fn sealed(&self) -> RwLockReadGuard<'_, Option<Arc<Generation>>> {
+        self.sealed.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn sealed_mut(&self) -> RwLockWriteGuard<'_, Option<Arc<Generation>>> {
+        self.sealed.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn log(&self, generation: u64) -> &Keyspace {
         &self.logs[(generation % 2) as usize]
     }
@@ -122,14 +133,14 @@ impl FjallStore {
         if let Some(held) = lock(&self.active).generation.get(key) {
             return Some(held.cloned());
         }
-        let sealed = self.sealed.read().unwrap_or_else(PoisonError::into_inner);
+        let sealed = self.sealed();
         sealed.as_ref()?.get(key).map(|held| held.cloned())
     }
 
     /// Seals the active generation unless it is empty or another is
     /// still being ingested (its log is the one the next would take).
     fn seal(&self, active: &mut Active) -> Option<Arc<Generation>> {
-        let mut sealed = self.sealed.write().unwrap_or_else(PoisonError::into_inner);
+        let mut sealed = self.sealed_mut();
         if sealed.is_some() || active.generation.is_empty() {
             return None;
         }
@@ -145,17 +156,13 @@ impl FjallStore {
     /// its log kept) and the next ingestion takes it again.
     fn ingest(&self, generation: &Arc<Generation>) -> Result<(), StoreError> {
         let _turn = lock(&self.ingesting);
-        let current = self
-            .sealed
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let current = self.sealed().clone();
         if !current.is_some_and(|sealed| Arc::ptr_eq(&sealed, generation)) {
             return Ok(());
         }
         self.ingest_into_data(generation)?;
         clear_log(self.log(generation.number))?;
-        *self.sealed.write().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.sealed_mut() = None;
         Ok(())
     }
 
@@ -196,24 +203,22 @@ impl FjallStore {
     /// What is staged for keys in `[from, until)`, newest write first.
     fn staged_range(&self, from: &[u8], until: Option<&[u8]>) -> Vec<(Vec<u8>, Option<Bytes>)> {
         let active = lock(&self.active);
-        let sealed = self.sealed.read().unwrap_or_else(PoisonError::into_inner);
+        let sealed = self.sealed();
         let generations: Vec<&Generation> = std::iter::once(&active.generation)
             .chain(sealed.as_deref())
             .collect();
         staged_range(&generations, from, until)
     }
 
-    /// Up to `limit` entries of what `space` itself holds in `[from, until)`.
+    /// Up to `limit` entries of what `space` itself holds in `range`.
     fn scan_stored(
         &self,
         space: Space,
-        from: &[u8],
-        until: Option<&[u8]>,
+        range: KeyRange<'_>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        let end = until.map_or(Bound::Unbounded, Bound::Excluded);
         self.space(space)
-            .range::<&[u8], _>((Bound::Included(from), end))
+            .range::<&[u8], _>(range)
             .take(limit)
             .map(|guard| {
                 let (k, v) = guard.into_inner().map_err(engine)?;
@@ -230,11 +235,7 @@ impl FjallStore {
         for _ in 0..3 {
             let generation = {
                 let mut active = lock(&self.active);
-                let sealed = self
-                    .sealed
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
+                let sealed = self.sealed().clone();
                 match sealed.or_else(|| self.seal(&mut active)) {
                     Some(generation) => generation,
                     None => return Ok(()),
@@ -329,12 +330,15 @@ impl Store for FjallStore {
         let sealed = if full { self.seal(&mut active) } else { None };
         let overfull = active.generation.bytes() >= 2 * STAGE_GENERATION_BYTES;
         drop(active);
-        match sealed {
-            Some(generation) => self.ingest(&generation)?,
-            // Writers wait for a slow ingestion once a second generation
-            // is full, so that memory stays bounded.
-            None if overfull => drop(lock(&self.ingesting)),
-            None => {}
+        // Once a second generation is full, writers wait for the sealed
+        // one's ingestion (so that memory stays bounded), or retry it if
+        // it failed.
+        let pending = match sealed {
+            None if overfull => self.sealed().clone(),
+            sealed => sealed,
+        };
+        if let Some(generation) = pending {
+            self.ingest(&generation)?;
         }
         Ok(())
     }
@@ -352,7 +356,7 @@ impl Store for FjallStore {
     fn clear(&self) -> Result<(), StoreError> {
         let _turn = lock(&self.ingesting);
         let mut active = lock(&self.active);
-        *self.sealed.write().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.sealed_mut() = None;
         let next = active.generation.number + 1;
         *active = Active {
             generation: Generation::new(next),
@@ -374,14 +378,18 @@ impl Store for FjallStore {
         until: Option<&[u8]>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
+        let range = (
+            Bound::Included(from),
+            until.map_or(Bound::Unbounded, Bound::Excluded),
+        );
         if space == Space::Data {
             let staged = self.staged_range(from, until);
             if !staged.is_empty() {
-                let stored = self.scan_stored(space, from, until, limit + staged.len())?;
+                let stored = self.scan_stored(space, range, limit + staged.len())?;
                 return Ok(merge_scan(staged, stored, limit));
             }
         }
-        self.scan_stored(space, from, until, limit)
+        self.scan_stored(space, range, limit)
     }
 
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -5,14 +5,15 @@
 //! had cached. So the fjall store does not write data records there.
 //! Each batch becomes one entry of a write-ahead log keyspace, at the next
 //! key of a sequence (an append: its walk stays on the skiplist's cached
-//! right edge), and its records go into a [`Generation`], a hash map read
-//! by lookups until the records reach the data keyspace. A full generation
-//! is sorted and ingested into the data keyspace as a table, bypassing the
-//! memtable, and its log is cleared.
+//! right edge), and its records go into a [`Generation`], hash maps (one
+//! per partition) that reads and scans look at until the records reach
+//! the data keyspace. A full generation is sorted and ingested into the
+//! data keyspace as a table, bypassing the memtable, and its log is
+//! cleared.
 //!
-//! Measured with a scratch build that logged batches this way and staged
-//! nothing (3-node cluster, SET -d 100 -P 16, `benches/ab.sh`, 3 rounds):
-//! 17.3 µs of node CPU per SET against 27.8 with the memtable.
+//! On a 3-node cluster (SET -d 100 -P 16, `benches/ab.sh`, 1,000,000 SETs,
+//! 5 rounds) this took 16.3 µs of node CPU per SET against 22.8 with the
+//! memtable (docs/benchmarks.md, session 9).
 //!
 //! Log entry, format version 1 (the value; the key is the generation and
 //! the sequence number, both u64 big-endian, so a log reads in order):
@@ -113,7 +114,8 @@ fn shard_of(key: &[u8]) -> u16 {
 pub struct Generation {
     /// Its number; its log entries' keys start with it.
     pub number: u64,
-    /// Indexed by [`shard_of`]; empty until the first write.
+    /// Indexed by [`shard_of`]: 65,536 maps (3 MiB of empty ones), made at
+    /// the first write.
     shards: Vec<Shard>,
     len: usize,
     bytes: usize,
