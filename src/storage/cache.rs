@@ -25,74 +25,14 @@
 //! O(1) with no per-entry bookkeeping, and an entry used since the last
 //! turn survives it: least-recently-used, approximately.
 
+use super::slot_key::SlotKey;
 use crate::limits::{RECORD_CACHE_ENTRY_OVERHEAD_BYTES, RECORD_CACHE_SHARDS};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use xxhash_rust::xxh3::{Xxh3DefaultBuilder, xxh3_64};
 
-type Map = HashMap<Key, Option<Bytes>, Xxh3DefaultBuilder>;
-
-/// Storage keys up to this long are held in the map's own slot.
-const INLINE_KEY_BYTES: usize = 30;
-
-/// A storage key as the map holds it: in the slot itself when short, as
-/// most are (2 bytes of partition and a client key), so that a lookup
-/// compares it in the cache line it already loaded for the slot instead
-/// of following a pointer to another one. A lookup here is a few cache
-/// misses; this takes one of them away.
-#[derive(Clone)]
-enum Key {
-    Inline {
-        len: u8,
-        bytes: [u8; INLINE_KEY_BYTES],
-    },
-    Heap(Box<[u8]>),
-}
-
-impl Key {
-    fn new(key: &[u8]) -> Self {
-        match u8::try_from(key.len()) {
-            Ok(len) if key.len() <= INLINE_KEY_BYTES => {
-                let mut bytes = [0; INLINE_KEY_BYTES];
-                bytes[..key.len()].copy_from_slice(key);
-                Self::Inline { len, bytes }
-            }
-            _ => Self::Heap(key.into()),
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Self::Heap(key) => key,
-        }
-    }
-}
-
-// A slot of 64 bytes: the key's 32 and the value's handle.
-const _: () = assert!(std::mem::size_of::<Key>() == 32);
-
-// Equality and hash are the bytes', so the map can be asked with a slice.
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for Key {}
-
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl std::borrow::Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
+type Map = HashMap<SlotKey, Option<Bytes>, Xxh3DefaultBuilder>;
 
 #[derive(Default)]
 struct Shard {
@@ -114,7 +54,7 @@ struct Shard {
 }
 
 impl Shard {
-    fn insert(&mut self, key: Key, value: Option<Bytes>, turn_bytes: usize) {
+    fn insert(&mut self, key: SlotKey, value: Option<Bytes>, turn_bytes: usize) {
         let key_len = key.as_slice().len();
         self.young_bytes += cost(key_len, value.as_ref());
         if let Some(replaced) = self.young.insert(key, value) {
@@ -141,7 +81,7 @@ impl Shard {
         self.evicted = true;
     }
 
-    fn remove_old(&mut self, key: &[u8]) -> Option<(Key, Option<Bytes>)> {
+    fn remove_old(&mut self, key: &[u8]) -> Option<(SlotKey, Option<Bytes>)> {
         if self.old.is_empty() {
             return None;
         }
@@ -248,7 +188,7 @@ impl RecordCache {
             shard.turn_if_full(self.turn_bytes);
             return;
         }
-        shard.insert(Key::new(key), value, self.turn_bytes);
+        shard.insert(SlotKey::new(key), value, self.turn_bytes);
     }
 
     /// The budget in bytes (0: the cache is off).

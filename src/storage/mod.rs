@@ -17,6 +17,7 @@ mod executor;
 mod fjall_store;
 mod memory;
 pub mod record;
+mod slot_key;
 mod stage;
 
 pub use cache::{CacheStats, RecordCache};
@@ -31,7 +32,13 @@ use bytes::Bytes;
 use thiserror::Error;
 
 /// The data directory layout this build writes (meta key `format`).
-pub const DATA_FORMAT_V1: u32 = 1;
+/// Format 2 added the fjall store's `log-0` and `log-1` keyspaces, whose
+/// staged writes a release that reads only format 1 would not see.
+pub const DATA_FORMAT: u32 = 2;
+
+/// Formats this build reads. A directory of an older one is marked as
+/// [`DATA_FORMAT`] when opened: from then on its logs may hold writes.
+const DATA_FORMATS_READ: [u32; 2] = [1, DATA_FORMAT];
 
 /// Errors from a store.
 #[derive(Debug, Error)]
@@ -204,15 +211,18 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
             store.meta_put("dot_id", &meta.dot_id.to_be_bytes())?;
             store.meta_put("partitions", &meta.partitions.to_be_bytes())?;
             // Written last: a directory without it is treated as new.
-            store.meta_put("format", &DATA_FORMAT_V1.to_be_bytes())?;
+            store.meta_put("format", &DATA_FORMAT.to_be_bytes())?;
             Ok(meta)
         }
         Some(format) => {
             let format = u32::from_be_bytes(format.try_into().map_err(|_| bad("format"))?);
-            if format != DATA_FORMAT_V1 {
+            if !DATA_FORMATS_READ.contains(&format) {
                 return Err(StoreError::Incompatible(format!(
-                    "format {format} is not readable by this release (reads {DATA_FORMAT_V1})"
+                    "format {format} is not readable by this release (reads {DATA_FORMATS_READ:?})"
                 )));
+            }
+            if format != DATA_FORMAT {
+                store.meta_put("format", &DATA_FORMAT.to_be_bytes())?;
             }
             let read_u64 = |name: &'static str| -> Result<u64, StoreError> {
                 let bytes = store.meta_get(name)?.ok_or_else(|| bad(name))?;
@@ -286,6 +296,24 @@ mod tests {
         // a second open ignores the requested Q: it was fixed at creation
         assert_eq!(load_or_init_meta(&store, 64).expect("meta"), meta);
         assert!(load_or_init_meta(&MemoryStore::new(), 1000).is_err());
+    }
+
+    #[test]
+    fn an_older_format_is_read_and_marked_current_and_a_newer_refused() {
+        let format = |store: &MemoryStore| store.meta_get("format").expect("meta").expect("format");
+        let store = MemoryStore::new();
+        let meta = load_or_init_meta(&store, 64).expect("new meta");
+        assert_eq!(format(&store), DATA_FORMAT.to_be_bytes());
+        store.meta_put("format", &1u32.to_be_bytes()).expect("meta");
+        assert_eq!(load_or_init_meta(&store, 64).expect("format 1"), meta);
+        assert_eq!(format(&store), DATA_FORMAT.to_be_bytes());
+        store
+            .meta_put("format", &(DATA_FORMAT + 1).to_be_bytes())
+            .expect("meta");
+        assert!(matches!(
+            load_or_init_meta(&store, 64),
+            Err(StoreError::Incompatible(_))
+        ));
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //!               [varint value length, value bytes]   if put
 //! ```
 
+use super::slot_key::SlotKey;
 use super::{BatchOp, Entries};
 use crate::wire::{DecodeError, Reader, put_varint, varint_len};
 use bytes::Bytes;
@@ -42,7 +43,8 @@ const LOG_KEY_BYTES_MAX: usize = u16::MAX as usize;
 const LOG_VALUE_BYTES_MAX: usize = u32::MAX as usize;
 
 /// What a generation costs beyond its keys' and values' bytes per entry
-/// (map slot and the key's allocation), counted against its size limit.
+/// (the map slot, which holds keys up to 30 bytes itself), counted
+/// against its size limit.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// The one log key that is not an entry (see `FjallStore`'s `clear_log`);
@@ -94,7 +96,7 @@ pub fn encode_log<'a>(ops: impl Iterator<Item = &'a BatchOp> + Clone) -> Vec<u8>
     out
 }
 
-type Shard = HashMap<Vec<u8>, Option<Bytes>, Xxh3DefaultBuilder>;
+type Shard = HashMap<SlotKey, Option<Bytes>, Xxh3DefaultBuilder>;
 
 /// The shard of `key`: its first two bytes (a storage key's partition),
 /// 0 for a missing one. Key order never decreases it, so the keys of a
@@ -132,17 +134,17 @@ impl Generation {
 
     /// Records `op`, replacing what the generation held for its key.
     pub fn apply(&mut self, op: &BatchOp) {
-        self.put(op.key.clone(), op.value.clone());
+        self.put(&op.key, op.value.clone());
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Option<Bytes>) {
+    fn put(&mut self, key: &[u8], value: Option<Bytes>) {
         let len = value.as_ref().map_or(0, Bytes::len);
         if self.shards.is_empty() {
             self.shards
                 .resize_with(usize::from(u16::MAX) + 1, Shard::default);
         }
-        let shard = &mut self.shards[usize::from(shard_of(&key))];
-        match shard.get_mut(key.as_slice()) {
+        let shard = &mut self.shards[usize::from(shard_of(key))];
+        match shard.get_mut(key) {
             Some(held) => {
                 self.bytes -= held.as_ref().map_or(0, Bytes::len);
                 *held = value;
@@ -150,7 +152,7 @@ impl Generation {
             None => {
                 self.bytes += key.len() + ENTRY_OVERHEAD_BYTES;
                 self.len += 1;
-                shard.insert(key, value);
+                shard.insert(SlotKey::new(key), value);
             }
         }
         self.bytes += len;
@@ -169,7 +171,7 @@ impl Generation {
         }
         while reader.remaining() > 0 {
             let len = reader.count("log key length", LOG_KEY_BYTES_MAX)?;
-            let key = reader.bytes(len)?.to_vec();
+            let key = reader.bytes(len)?;
             let value = match reader.u8()? {
                 OP_PUT => {
                     let len = reader.count("log value length", LOG_VALUE_BYTES_MAX)?;
