@@ -385,7 +385,7 @@ impl Store for FjallStore {
         if space == Space::Data {
             let staged = self.staged_range(from, until);
             if !staged.is_empty() {
-                let stored = self.scan_stored(space, range, limit + staged.len())?;
+                let stored = self.scan_stored(space, range, limit.saturating_add(staged.len()))?;
                 return Ok(merge_scan(staged, stored, limit));
             }
         }

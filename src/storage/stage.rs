@@ -211,10 +211,8 @@ impl Generation {
         from: &'a [u8],
         until: Option<&'a [u8]>,
     ) -> impl Iterator<Item = (&'a [u8], Option<&'a Bytes>)> + 'a {
-        let first = shard_of(from);
-        // An empty range may end before it starts: BTreeMap would panic.
-        let last = until.map_or(u16::MAX, shard_of).max(first);
-        let shards = usize::from(first)..=usize::from(last);
+        let shards = usize::from(shard_of(from))..=usize::from(until.map_or(u16::MAX, shard_of));
+        // None for shards that end before they start: the range is empty.
         self.shards
             .get(shards)
             .unwrap_or_default()
