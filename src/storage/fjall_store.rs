@@ -6,8 +6,8 @@
 //! A batch commits as one fjall batch: its data ops as one entry of the
 //! active generation's log, its expiry ops as they are. Then the data ops
 //! go into the active generation, where lookups find them. A generation
-//! holding [`STAGE_GENERATION_BYTES`] is sealed, sorted and ingested into
-//! the data keyspace as a table by the thread whose write filled it, and
+//! holding [`STAGE_GENERATION_BYTES`] is sealed, then sorted and ingested
+//! into the data keyspace as a table by the store's ingest thread, and
 //! its log is cleared; meanwhile the next generation takes writes, into
 //! the other log. A scan merges what is staged for its range into what it
 //! reads. Opening replays both logs, in order, and ingests what they hold.
@@ -24,14 +24,45 @@ use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Bounds of a range of keys.
 type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
-/// A [`Store`] on fjall.
+/// A [`Store`] on fjall: its state, shared with the ingest thread, and
+/// that thread.
 pub struct FjallStore {
+    shared: Arc<Shared>,
+    /// Sealed generations on their way to the ingest thread; dropping it
+    /// ends the thread.
+    to_ingest: Option<mpsc::Sender<Arc<Generation>>>,
+    ingester: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for FjallStore {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Drop for FjallStore {
+    fn drop(&mut self) {
+        drop(self.to_ingest.take());
+        if let Some(ingester) = self.ingester.take()
+            && ingester.join().is_err()
+        {
+            tracing::error!("the ingest thread panicked");
+        }
+    }
+}
+
+/// The fjall store's state.
+pub struct Shared {
     db: Database,
     data: Keyspace,
     expiry: Keyspace,
@@ -70,7 +101,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FjallStore {
-    /// Opens or creates the store in `dir`, ingesting what the logs hold.
+    /// Opens or creates the store in `dir`, ingesting what the logs hold,
+    /// and starts its ingest thread.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when fjall cannot open the directory (held by
@@ -83,7 +115,7 @@ impl FjallStore {
             .map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
         let logs = [log_0.map_err(engine)?, log_1.map_err(engine)?];
         let recovered = recover(&logs)?;
-        let store = Self {
+        let shared = Shared {
             active: Mutex::new(Active {
                 generation: Generation::new(recovered.number + 1),
                 seq: 0,
@@ -96,11 +128,33 @@ impl FjallStore {
             sealed: RwLock::new(None),
             ingesting: Mutex::new(()),
         };
-        store.ingest_into_data(&recovered)?;
-        store.clear_logs()?;
-        Ok(store)
+        shared.ingest_into_data(&recovered)?;
+        shared.clear_logs()?;
+        let shared = Arc::new(shared);
+        let (to_ingest, sealed) = mpsc::channel::<Arc<Generation>>();
+        let ingesting = Arc::clone(&shared);
+        let ingester = std::thread::Builder::new()
+            .name("dynokv-ingest".into())
+            .spawn(move || {
+                for generation in sealed {
+                    // A failed one stays sealed; writers retry it.
+                    if let Err(error) = ingesting.ingest(&generation) {
+                        tracing::error!(%error, "ingesting a staged generation failed");
+                    }
+                }
+            })
+            .map_err(|error| {
+                StoreError::Engine(format!("cannot start the ingest thread: {error}"))
+            })?;
+        Ok(Self {
+            shared,
+            to_ingest: Some(to_ingest),
+            ingester: Some(ingester),
+        })
     }
+}
 
+impl Shared {
     fn space(&self, space: Space) -> &Keyspace {
         match space {
             Space::Data => &self.data,
@@ -330,12 +384,16 @@ impl Store for FjallStore {
         let sealed = if full { self.seal(&mut active) } else { None };
         let overfull = active.generation.bytes() >= 2 * STAGE_GENERATION_BYTES;
         drop(active);
-        // Once a second generation is full, writers wait for the sealed
-        // one's ingestion (so that memory stays bounded), or retry it if
-        // it failed.
+        // The ingest thread takes a sealed generation. Once a second one
+        // is full, writers wait for that ingestion (so that memory stays
+        // bounded), or retry it if it failed.
         let pending = match sealed {
+            Some(generation) => match &self.to_ingest {
+                Some(to_ingest) => to_ingest.send(generation).err().map(|unsent| unsent.0),
+                None => Some(generation),
+            },
             None if overfull => self.sealed().clone(),
-            sealed => sealed,
+            None => None,
         };
         if let Some(generation) = pending {
             self.ingest(&generation)?;
@@ -458,10 +516,10 @@ mod tests {
         let store = FjallStore::open(dir.path()).expect("open");
         let value = vec![7u8; 2048];
         let mut written = 0usize;
-        while store.data.table_count() == 0 {
+        while store.sealed().is_none() && store.data.table_count() == 0 {
             assert!(
                 written * value.len() <= STAGE_GENERATION_BYTES,
-                "no table at the limit"
+                "no seal at the limit"
             );
             store
                 .apply(&[put(&(written as u32).to_be_bytes(), &value)])
@@ -474,6 +532,12 @@ mod tests {
             written * (value.len() + 128) >= STAGE_GENERATION_BYTES,
             "sealed early"
         );
+        // The ingest thread writes the table and clears the log.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.sealed().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(store.data.table_count(), 1);
         assert_eq!(
             log_entries(&store),
             0,
