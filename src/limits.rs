@@ -190,8 +190,8 @@ pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 /// Bytes of data-keyspace writes staged in memory (and logged) before
 /// they are sorted and ingested into the data keyspace as a level-0
 /// table (see `storage::stage`). Staging instead of fjall's memtable took
-/// 28% less node CPU per SET at P16 (benches/ab.sh, 1,000,000 SETs, 5 of
-/// 5 rounds; docs/benchmarks.md). Writers wait for an ingestion once a
+/// 19-28% less node CPU per SET at P16 (benches/ab.sh, 1,000,000 SETs,
+/// 5 of 5 rounds in each of two runs; docs/benchmarks.md). Writers wait for an ingestion once a
 /// second generation is this full, so staging holds at most about twice
 /// this, in records the record cache mostly shares.
 pub const STAGE_GENERATION_BYTES: usize = 16 << 20;
