@@ -29,6 +29,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Sealed generations queued for the ingest thread. One is sealed at a
+/// time (the next waits for its log to be cleared), so one slot is
+/// enough; a sender holds no lock, so if a checkpoint's ingestion races
+/// it, its send waits for the thread without blocking anyone else.
+const INGEST_QUEUE: usize = 1;
+
+/// How often an ingestion waiting for compaction looks at level 0.
+const INGEST_STALL_POLL: Duration = Duration::from_millis(10);
+
 /// Bounds of a range of keys.
 type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
@@ -38,7 +47,7 @@ pub struct FjallStore {
     shared: Arc<Shared>,
     /// Sealed generations on their way to the ingest thread; dropping it
     /// ends the thread.
-    to_ingest: Option<mpsc::Sender<Arc<Generation>>>,
+    to_ingest: Option<mpsc::SyncSender<Arc<Generation>>>,
     ingester: Option<JoinHandle<()>>,
 }
 
@@ -131,7 +140,7 @@ impl FjallStore {
         shared.ingest_into_data(&recovered)?;
         shared.clear_logs()?;
         let shared = Arc::new(shared);
-        let (to_ingest, sealed) = mpsc::channel::<Arc<Generation>>();
+        let (to_ingest, sealed) = mpsc::sync_channel::<Arc<Generation>>(INGEST_QUEUE);
         let ingesting = Arc::clone(&shared);
         let ingester = std::thread::Builder::new()
             .name("dynokv-ingest".into())
@@ -250,7 +259,7 @@ impl Shared {
                 );
                 return;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(INGEST_STALL_POLL);
         }
     }
 
