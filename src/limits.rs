@@ -196,6 +196,12 @@ pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 /// this, in records the record cache mostly shares.
 pub const STAGE_GENERATION_BYTES: usize = 16 << 20;
 
+/// Bytes of a generation's log file at which it is sealed even if it
+/// holds less than [`STAGE_GENERATION_BYTES`]: overwrites of a few hot
+/// keys keep a generation small while its log grows with every write, and
+/// opening a data directory replays the whole log.
+pub const STAGE_LOG_BYTES_MAX: u64 = 64 << 20;
+
 /// Tables ingested into level 0 of the data keyspace before they are
 /// compacted into level 1 (fjall's default is 4). A compaction rewrites
 /// the keys of level 1 that the tables overlap, and under writes spread

@@ -1,23 +1,28 @@
 //! The fjall-backed store: one database per data directory with the
-//! keyspaces `data` (storage key → record), `expiry` (the expiry index),
-//! `meta`, and `log-0` and `log-1`, the write-ahead logs of the data
-//! keyspace's staged writes (see [`super::stage`]).
+//! keyspaces `data` (storage key → record), `expiry` (the expiry index)
+//! and `meta`, and beside them, in `stage/`, the write-ahead log of the
+//! staged writes (see [`super::stage`] and [`super::stage_log`]).
 //!
-//! A batch commits as one fjall batch: its data ops as one entry of the
-//! active generation's log, its expiry ops as they are. Then the data ops
-//! go into the active generation, where lookups find them. A generation
-//! holding [`STAGE_GENERATION_BYTES`] is sealed, then sorted and ingested
-//! into the data keyspace as a table by the store's ingest thread, and
-//! its log is cleared; meanwhile the next generation takes writes, into
-//! the other log. A scan merges what is staged for its range into what it
-//! reads. Opening replays both logs, in order, and ingests what they hold.
+//! A batch is one entry of the active generation's log file; then its
+//! expiry ops commit to fjall as one batch and its data ops go into the
+//! active generation, where lookups find them. A generation holding
+//! [`STAGE_GENERATION_BYTES`], or whose log file reached
+//! [`STAGE_LOG_BYTES_MAX`], is sealed, then sorted and ingested into the
+//! data keyspace as a table by the store's ingest thread, and its log
+//! file deleted; meanwhile the next generation takes writes, into a file
+//! of its own. A scan merges what is staged for its range into what it
+//! reads. Opening replays the log files, in order, and ingests what they
+//! hold.
+//!
+//! Data directories of format 2 kept the log in two keyspaces, `log-0`
+//! and `log-1`: opening one replays them first, then deletes them.
 
-use super::stage::{
-    Generation, LOG_ANCHOR_KEY, encode_log, log_key, log_key_generation, merge_scan, staged_range,
-};
+use super::stage::{Generation, decode_log, encode_log, merge_scan, staged_range};
+use super::stage_log::StageLog;
 use super::{BatchOp, Entries, Space, Store, StoreError};
 use crate::limits::{
     DATA_L0_TABLES_COMPACTED, DATA_L0_TABLES_STALL, INGEST_STALL_WAIT_MS, STAGE_GENERATION_BYTES,
+    STAGE_LOG_BYTES_MAX,
 };
 use bytes::Bytes;
 use fjall::compaction::Leveled;
@@ -30,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Sealed generations queued for the ingest thread. One is sealed at a
-/// time (the next waits for its log to be cleared), so one slot is
+/// time (the next waits for its ingestion), so one slot is
 /// enough; a sender holds no lock, so if a checkpoint's ingestion races
 /// it, its send waits for the thread without blocking anyone else.
 const INGEST_QUEUE: usize = 1;
@@ -76,14 +81,13 @@ pub struct Shared {
     data: Keyspace,
     expiry: Keyspace,
     meta: Keyspace,
-    /// Generation `n` logs into `logs[n % 2]`.
-    logs: [Keyspace; 2],
-    /// The generation taking writes. Held from a batch's log commit to
-    /// its records being in the generation, so a generation's log holds
-    /// exactly its writes.
+    /// The staged generations' log files.
+    log: StageLog,
+    /// The generation taking writes. Held from a batch's log entry to its
+    /// records being in the generation, so a generation's log file holds
+    /// exactly its writes, in order.
     active: Mutex<Active>,
-    /// The generation being ingested, at most one: the next one logs into
-    /// the other log, which its predecessor's ingestion cleared.
+    /// The generation being ingested, at most one.
     sealed: RwLock<Option<Arc<Generation>>>,
     /// Held through an ingestion and through `clear`: one at a time.
     ingesting: Mutex<()>,
@@ -91,8 +95,8 @@ pub struct Shared {
 
 struct Active {
     generation: Generation,
-    /// The next log entry's sequence number.
-    seq: u64,
+    /// The length of its log file.
+    log_bytes: u64,
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -110,35 +114,61 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FjallStore {
-    /// Opens or creates the store in `dir`, ingesting what the logs hold,
+    /// Opens or creates the store in `dir`, ingesting what the log holds,
     /// and starts its ingest thread.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when fjall cannot open the directory (held by
     /// another process, unreadable, corrupt); [`StoreError::Corrupt`] for
-    /// a log entry that does not decode.
+    /// a log entry that does not decode; [`StoreError::StageLog`] when the
+    /// log's files cannot be read or written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(dir).open().map_err(engine)?;
         let data = db.keyspace("data", data_options).map_err(engine)?;
-        let [expiry, meta, log_0, log_1] = ["expiry", "meta", "log-0", "log-1"]
-            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
-        let logs = [log_0.map_err(engine)?, log_1.map_err(engine)?];
-        let recovered = recover(&logs)?;
+        let [expiry, meta] =
+            ["expiry", "meta"].map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
+        let (expiry, meta) = (expiry.map_err(engine)?, meta.map_err(engine)?);
+        let stage_dir = dir.join("stage");
+        let mut entries = legacy_log_entries(&db)?;
+        let recovered = StageLog::recover(&stage_dir)?;
+        entries.extend(recovered.entries);
+        let number = recovered.last_generation.map_or(0, |last| last + 1);
+        let mut generation = Generation::new(number);
+        let mut expiry_ops = db.batch();
+        for entry in &entries {
+            let ops = decode_log(entry).map_err(|source| StoreError::Corrupt {
+                key: b"stage log entry".to_vec(),
+                source,
+            })?;
+            for op in &ops {
+                match (op.space, &op.value) {
+                    (Space::Data, _) => generation.apply(op),
+                    (Space::Expiry, Some(value)) => {
+                        expiry_ops.insert(&expiry, op.key.as_slice(), &value[..]);
+                    }
+                    (Space::Expiry, None) => expiry_ops.remove(&expiry, op.key.as_slice()),
+                }
+            }
+        }
+        expiry_ops.commit().map_err(engine)?;
+        // What the log held is in the data keyspace, synced, before its
+        // files go.
+        ingest_into(&data, &generation)?;
+        db.persist(PersistMode::SyncAll).map_err(engine)?;
+        delete_legacy_logs(&db)?;
         let shared = Shared {
             active: Mutex::new(Active {
-                generation: Generation::new(recovered.number + 1),
-                seq: 0,
+                generation: Generation::new(number + 1),
+                log_bytes: 0,
             }),
-            db,
+            log: StageLog::create(&stage_dir, number + 1)?,
             data,
-            expiry: expiry.map_err(engine)?,
-            meta: meta.map_err(engine)?,
-            logs,
+            expiry,
+            meta,
+            db,
             sealed: RwLock::new(None),
             ingesting: Mutex::new(()),
         };
-        shared.ingest_into_data(&recovered)?;
-        shared.clear_logs()?;
         let shared = Arc::new(shared);
         let (to_ingest, sealed) = mpsc::sync_channel::<Arc<Generation>>(INGEST_QUEUE);
         let ingesting = Arc::clone(&shared);
@@ -179,14 +209,6 @@ impl Shared {
         self.sealed.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn log(&self, generation: u64) -> &Keyspace {
-        &self.logs[(generation % 2) as usize]
-    }
-
-    fn clear_logs(&self) -> Result<(), StoreError> {
-        self.logs.iter().try_for_each(clear_log)
-    }
-
     /// What a staged generation holds for `key`: `None` if nothing,
     /// `Some(None)` if a delete.
     fn staged(&self, key: &[u8]) -> Option<Option<Bytes>> {
@@ -201,20 +223,21 @@ impl Shared {
     }
 
     /// Seals the active generation unless it is empty or another is
-    /// still being ingested (its log is the one the next would take).
-    fn seal(&self, active: &mut Active) -> Option<Arc<Generation>> {
+    /// still being ingested; the next one logs into a file of its own.
+    fn seal(&self, active: &mut Active) -> Result<Option<Arc<Generation>>, StoreError> {
         let mut sealed = self.sealed_mut();
         if sealed.is_some() || active.generation.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let next = Generation::new(active.generation.number + 1);
+        let next = active.generation.successor();
+        self.log.start(next.number)?;
         let generation = Arc::new(std::mem::replace(&mut active.generation, next));
-        active.seq = 0;
+        active.log_bytes = 0;
         *sealed = Some(Arc::clone(&generation));
-        Some(generation)
+        Ok(Some(generation))
     }
 
-    /// Ingests the sealed `generation` and clears its log, unless
+    /// Ingests the sealed `generation` and deletes its log file, unless
     /// `clear` dropped it meanwhile. On failure it stays sealed (readable,
     /// its log kept) and the next ingestion takes it again.
     fn ingest(&self, generation: &Arc<Generation>) -> Result<(), StoreError> {
@@ -223,44 +246,12 @@ impl Shared {
         if !current.is_some_and(|sealed| Arc::ptr_eq(&sealed, generation)) {
             return Ok(());
         }
-        self.ingest_into_data(generation)?;
-        clear_log(self.log(generation.number))?;
+        ingest_into(&self.data, generation)?;
+        // The generation's expiry ops are only in fjall's journal now.
+        self.db.persist(PersistMode::SyncAll).map_err(engine)?;
+        self.log.remove(generation.number)?;
         *self.sealed_mut() = None;
         Ok(())
-    }
-
-    /// Writes `generation` into the data keyspace as new tables.
-    fn ingest_into_data(&self, generation: &Generation) -> Result<(), StoreError> {
-        if generation.is_empty() {
-            return Ok(());
-        }
-        self.wait_for_compaction();
-        let mut ingestion = self.data.start_ingestion().map_err(engine)?;
-        for (key, value) in generation.sorted() {
-            match value {
-                Some(value) => ingestion.write(key, &value[..]),
-                None => ingestion.write_tombstone(key),
-            }
-            .map_err(engine)?;
-        }
-        ingestion.finish().map_err(engine)
-    }
-
-    /// Waits while level 0 holds [`DATA_L0_TABLES_STALL`] tables, up to
-    /// [`INGEST_STALL_WAIT_MS`]. Writers wait behind the ingestion once
-    /// the next generation is full too.
-    fn wait_for_compaction(&self) {
-        let deadline = Instant::now() + Duration::from_millis(INGEST_STALL_WAIT_MS);
-        while self.data.l0_table_count() >= DATA_L0_TABLES_STALL {
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    tables = self.data.l0_table_count(),
-                    "ingesting with level 0 still full after {INGEST_STALL_WAIT_MS} ms"
-                );
-                return;
-            }
-            std::thread::sleep(INGEST_STALL_POLL);
-        }
     }
 
     /// What is staged for keys in `[from, until)`, newest write first.
@@ -299,9 +290,12 @@ impl Shared {
             let generation = {
                 let mut active = lock(&self.active);
                 let sealed = self.sealed().clone();
-                match sealed.or_else(|| self.seal(&mut active)) {
+                match sealed {
                     Some(generation) => generation,
-                    None => return Ok(()),
+                    None => match self.seal(&mut active)? {
+                        Some(generation) => generation,
+                        None => return Ok(()),
+                    },
                 }
             };
             self.ingest(&generation)?;
@@ -310,40 +304,80 @@ impl Shared {
     }
 }
 
-/// Empties `log`, leaving only its anchor: a table whose sequence number
-/// is above every entry the log held. fjall deletes a journal file once
-/// every keyspace written in it has a table at least that new; a cleared
-/// keyspace has no table at all and would keep every journal file.
-fn clear_log(log: &Keyspace) -> Result<(), StoreError> {
-    log.clear().map_err(engine)?;
-    log.insert(LOG_ANCHOR_KEY, []).map_err(engine)?;
-    log.rotate_memtable_and_wait().map_err(engine)
+/// Writes `generation` into `data` as new tables.
+fn ingest_into(data: &Keyspace, generation: &Generation) -> Result<(), StoreError> {
+    if generation.is_empty() {
+        return Ok(());
+    }
+    wait_for_compaction(data);
+    let mut ingestion = data.start_ingestion().map_err(engine)?;
+    for (key, value) in generation.sorted() {
+        match value {
+            Some(value) => ingestion.write(key, &value[..]),
+            None => ingestion.write_tombstone(key),
+        }
+        .map_err(engine)?;
+    }
+    ingestion.finish().map_err(engine)
 }
 
-/// Replays both logs, in order, into one generation numbered as the last
-/// one they hold (0 if none).
-fn recover(logs: &[Keyspace; 2]) -> Result<Generation, StoreError> {
+/// Waits while `data`'s level 0 holds [`DATA_L0_TABLES_STALL`] tables, up
+/// to [`INGEST_STALL_WAIT_MS`]. Writers wait behind the ingestion once the
+/// next generation is full too.
+fn wait_for_compaction(data: &Keyspace) {
+    let deadline = Instant::now() + Duration::from_millis(INGEST_STALL_WAIT_MS);
+    while data.l0_table_count() >= DATA_L0_TABLES_STALL {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                tables = data.l0_table_count(),
+                "ingesting with level 0 still full after {INGEST_STALL_WAIT_MS} ms"
+            );
+            return;
+        }
+        std::thread::sleep(INGEST_STALL_POLL);
+    }
+}
+
+/// The keyspaces that held the log in data directories of format 2.
+const LEGACY_LOGS: [&str; 2] = ["log-0", "log-1"];
+
+/// The entries of a format-2 directory's log keyspaces, oldest first.
+fn legacy_log_entries(db: &Database) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut entries = Vec::new();
-    for log in logs {
+    for name in LEGACY_LOGS
+        .into_iter()
+        .filter(|name| db.keyspace_exists(name))
+    {
+        let log = db
+            .keyspace(name, KeyspaceCreateOptions::default)
+            .map_err(engine)?;
         for guard in log.iter() {
             let (key, value) = guard.into_inner().map_err(engine)?;
-            if &*key != LOG_ANCHOR_KEY {
-                entries.push((key, value));
+            // Entries are keyed by generation ‖ sequence number (16 bytes,
+            // in write order); the one other key, an empty anchor, is not
+            // an entry.
+            if key.len() == 16 {
+                entries.push((key.to_vec(), value.to_vec()));
             }
         }
     }
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut recovered = Generation::new(0);
-    for (key, value) in &entries {
-        let corrupt = |source| StoreError::Corrupt {
-            key: key.to_vec(),
-            source,
-        };
-        recovered.number = log_key_generation(key)
-            .ok_or_else(|| corrupt(crate::wire::DecodeError::Malformed { what: "log key" }))?;
-        recovered.replay(value).map_err(corrupt)?;
+    entries.sort_unstable();
+    Ok(entries.into_iter().map(|(_, value)| value).collect())
+}
+
+/// Deletes a format-2 directory's log keyspaces once what they held is
+/// ingested.
+fn delete_legacy_logs(db: &Database) -> Result<(), StoreError> {
+    for name in LEGACY_LOGS
+        .into_iter()
+        .filter(|name| db.keyspace_exists(name))
+    {
+        let log = db
+            .keyspace(name, KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        db.delete_keyspace(log).map_err(engine)?;
     }
-    Ok(recovered)
+    Ok(())
 }
 
 /// The data keyspace's options: its tables come from ingestions of
@@ -369,28 +403,28 @@ impl Store for FjallStore {
     }
 
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StoreError> {
-        let data = ops.iter().filter(|op| op.space == Space::Data);
+        if ops.is_empty() {
+            return Ok(());
+        }
         let mut active = lock(&self.active);
-        let mut batch = self.db.batch();
-        if data.clone().next().is_some() {
-            let number = active.generation.number;
-            batch.insert(
-                self.log(number),
-                log_key(number, active.seq),
-                encode_log(data.clone()),
-            );
-        }
-        for op in ops.iter().filter(|op| op.space == Space::Expiry) {
-            match &op.value {
-                Some(value) => batch.insert(&self.expiry, op.key.as_slice(), &value[..]),
-                None => batch.remove(&self.expiry, op.key.as_slice()),
+        active.log_bytes = self.log.append(|out| encode_log(ops, out))?;
+        let mut expiry = ops.iter().filter(|op| op.space == Space::Expiry).peekable();
+        if expiry.peek().is_some() {
+            let mut batch = self.db.batch();
+            for op in expiry {
+                match &op.value {
+                    Some(value) => batch.insert(&self.expiry, op.key.as_slice(), &value[..]),
+                    None => batch.remove(&self.expiry, op.key.as_slice()),
+                }
             }
+            batch.commit().map_err(engine)?;
         }
-        batch.commit().map_err(engine)?;
-        active.seq += 1;
-        data.for_each(|op| active.generation.apply(op));
-        let full = active.generation.bytes() >= STAGE_GENERATION_BYTES;
-        let sealed = if full { self.seal(&mut active) } else { None };
+        ops.iter()
+            .filter(|op| op.space == Space::Data)
+            .for_each(|op| active.generation.apply(op));
+        let full = active.generation.bytes() >= STAGE_GENERATION_BYTES
+            || active.log_bytes >= STAGE_LOG_BYTES_MAX;
+        let sealed = if full { self.seal(&mut active)? } else { None };
         let overfull = active.generation.bytes() >= 2 * STAGE_GENERATION_BYTES;
         drop(active);
         // The ingest thread takes a sealed generation. Once a second one
@@ -427,14 +461,15 @@ impl Store for FjallStore {
         let next = active.generation.number + 1;
         *active = Active {
             generation: Generation::new(next),
-            seq: 0,
+            log_bytes: 0,
         };
-        self.clear_logs()?;
+        self.log.clear(next)?;
         self.data.clear().map_err(engine)?;
         self.expiry.clear().map_err(engine)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
+        self.log.sync()?;
         self.db.persist(PersistMode::SyncAll).map_err(engine)
     }
 
@@ -511,16 +546,14 @@ mod tests {
         BatchOp::put(Space::Data, key.to_vec(), value.to_vec())
     }
 
-    fn log_entries(store: &FjallStore) -> usize {
-        let entries = store.logs.iter().flat_map(|log| log.iter());
-        entries
-            .map(|guard| guard.key().expect("log key"))
-            .filter(|key| &**key != LOG_ANCHOR_KEY)
-            .count()
+    /// Entries in the log files of the store in `dir`.
+    fn log_entries(dir: &Path) -> usize {
+        let recovered = StageLog::recover(&dir.join("stage")).expect("read the log");
+        recovered.entries.len()
     }
 
     #[test]
-    fn a_full_generation_is_ingested_as_a_table_and_its_log_cleared() {
+    fn a_full_generation_is_ingested_as_a_table_and_its_log_deleted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FjallStore::open(dir.path()).expect("open");
         let value = vec![7u8; 2048];
@@ -548,16 +581,16 @@ mod tests {
         }
         assert_eq!(store.data.table_count(), 1);
         assert_eq!(
-            log_entries(&store),
+            log_entries(dir.path()),
             0,
-            "the ingested generation's log is cleared"
+            "the ingested generation's log is deleted"
         );
         store
             .apply(&[put(b"after", b"v")])
             .expect("apply after the seal");
         assert_eq!(store.data.table_count(), 1);
         // Only the write after the seal is still logged and staged.
-        assert_eq!(log_entries(&store), 1);
+        assert_eq!(log_entries(dir.path()), 1);
         assert_eq!(store.data.get(b"after").expect("get"), None);
         assert_eq!(
             store.get(Space::Data, b"after").expect("get"),
@@ -578,7 +611,7 @@ mod tests {
                 .apply(&[put(b"a", b"1"), put(b"b", b"1")])
                 .expect("apply");
             store.checkpoint().expect("checkpoint");
-            assert_eq!(log_entries(&store), 0, "a checkpoint ingests all");
+            assert_eq!(log_entries(dir.path()), 0, "a checkpoint ingests all");
             store
                 .apply(&[put(b"a", b"2"), BatchOp::delete(Space::Data, b"b".to_vec())])
                 .expect("apply");
@@ -594,10 +627,10 @@ mod tests {
                 Some(&b"1"[..])
             );
             store.sync().expect("sync");
-            // Dropped without a checkpoint: the logs hold the last writes.
+            // Dropped without a checkpoint: the log holds the last writes.
         }
         let store = FjallStore::open(dir.path()).expect("reopen");
-        assert_eq!(log_entries(&store), 0, "opening ingests the logs");
+        assert_eq!(log_entries(dir.path()), 0, "opening ingests the log");
         let all = store.scan(Space::Data, b"", None, 10).expect("scan");
         assert_eq!(
             all,
@@ -644,5 +677,56 @@ mod tests {
         // table may have moved down to the empty level 1 unmerged.)
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(store.data.table_count(), tables);
+    }
+
+    #[test]
+    fn a_hot_key_generation_is_sealed_by_its_log_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        let value = vec![7u8; 64 << 10];
+        let writes = STAGE_LOG_BYTES_MAX / value.len() as u64 + 2;
+        for _ in 0..writes {
+            store.apply(&[put(b"hot", &value)]).expect("apply");
+        }
+        // One key: the generation holds 64 KiB, far below its limit.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.data.table_count() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(store.data.table_count(), 1, "sealed by the log's length");
+    }
+
+    #[test]
+    fn a_format_2_directory_s_log_keyspaces_are_replayed_and_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // What a format-2 build left: version-1 entries keyed by
+            // generation ‖ sequence number, and the anchor.
+            let db = Database::builder(dir.path()).open().expect("fjall");
+            let log = db
+                .keyspace("log-1", KeyspaceCreateOptions::default)
+                .expect("log-1");
+            let key =
+                |generation: u64, seq: u64| [generation.to_be_bytes(), seq.to_be_bytes()].concat();
+            log.insert(key(3, 0), [1, 1, b'a', 1, 1, b'1'])
+                .expect("insert");
+            log.insert(key(3, 1), [1, 1, b'a', 1, 1, b'2', 1, b'b', 1, 1, b'3'])
+                .expect("insert");
+            log.insert(b"anchor", []).expect("insert");
+            db.persist(PersistMode::SyncAll).expect("persist");
+        }
+        let store = FjallStore::open(dir.path()).expect("open");
+        assert_eq!(
+            store.scan(Space::Data, b"", None, 10).expect("scan"),
+            vec![
+                (b"a".to_vec(), b"2".to_vec()),
+                (b"b".to_vec(), b"3".to_vec())
+            ]
+        );
+        assert!(
+            LEGACY_LOGS
+                .iter()
+                .all(|name| !store.db.keyspace_exists(name))
+        );
     }
 }

@@ -19,6 +19,7 @@ mod memory;
 pub mod record;
 mod slot_key;
 mod stage;
+mod stage_log;
 
 pub use cache::{CacheStats, RecordCache};
 pub use durability::{FsyncPolicy, GroupCommit};
@@ -34,11 +35,13 @@ use thiserror::Error;
 /// The data directory layout this build writes (meta key `format`).
 /// Format 2 added the fjall store's `log-0` and `log-1` keyspaces, whose
 /// staged writes a release that reads only format 1 would not see.
-pub const DATA_FORMAT: u32 = 2;
+/// Format 3 moved that log to files in `stage/`, which a release of
+/// format 2 would not see either.
+pub const DATA_FORMAT: u32 = 3;
 
 /// Formats this build reads. A directory of an older one is marked as
-/// [`DATA_FORMAT`] when opened: from then on its logs may hold writes.
-const DATA_FORMATS_READ: [u32; 2] = [1, DATA_FORMAT];
+/// [`DATA_FORMAT`] when opened: from then on its log may hold writes.
+const DATA_FORMATS_READ: [u32; 3] = [1, 2, DATA_FORMAT];
 
 /// Errors from a store.
 #[derive(Debug, Error)]
@@ -54,6 +57,14 @@ pub enum StoreError {
         key: Vec<u8>,
         /// What was wrong.
         source: crate::wire::DecodeError,
+    },
+    /// The staged writes' log (`stage/`) failed.
+    #[error("stage log: cannot {what}: {source}")]
+    StageLog {
+        /// What was being done.
+        what: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The data directory was made by a release or with settings we cannot use.
     #[error("data directory: {0}")]
@@ -304,9 +315,13 @@ mod tests {
         let store = MemoryStore::new();
         let meta = load_or_init_meta(&store, 64).expect("new meta");
         assert_eq!(format(&store), DATA_FORMAT.to_be_bytes());
-        store.meta_put("format", &1u32.to_be_bytes()).expect("meta");
-        assert_eq!(load_or_init_meta(&store, 64).expect("format 1"), meta);
-        assert_eq!(format(&store), DATA_FORMAT.to_be_bytes());
+        for older in 1..DATA_FORMAT {
+            store
+                .meta_put("format", &older.to_be_bytes())
+                .expect("meta");
+            assert_eq!(load_or_init_meta(&store, 64).expect("older format"), meta);
+            assert_eq!(format(&store), DATA_FORMAT.to_be_bytes());
+        }
         store
             .meta_put("format", &(DATA_FORMAT + 1).to_be_bytes())
             .expect("meta");
