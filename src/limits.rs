@@ -196,6 +196,18 @@ pub const STORAGE_QUEUE_JOBS_MAX: usize = 4096;
 /// this, in records the record cache mostly shares.
 pub const STAGE_GENERATION_BYTES: usize = 16 << 20;
 
+/// A generation holding at least [`STAGE_IDLE_INGEST_BYTES_MIN`] is
+/// sealed and ingested, at the lowest CPU priority, once no write came
+/// for this long (between one and two of these), so that an idle node
+/// holds little in memory and in its log, and a burst of writes after a
+/// pause starts with an empty generation instead of paying for its
+/// predecessor's ingestion.
+pub const STAGE_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The least an idle generation holds to be ingested: below it, the
+/// level-0 table it would make costs more than holding it.
+pub const STAGE_IDLE_INGEST_BYTES_MIN: usize = STAGE_GENERATION_BYTES / 4;
+
 /// Bytes of a generation's log file at which it is sealed even if it
 /// holds less than [`STAGE_GENERATION_BYTES`]: overwrites of a few hot
 /// keys keep a generation small while its log grows with every write, and

@@ -22,7 +22,7 @@ use super::stage_log::StageLog;
 use super::{BatchOp, Entries, Space, Store, StoreError};
 use crate::limits::{
     DATA_L0_TABLES_COMPACTED, DATA_L0_TABLES_STALL, INGEST_STALL_WAIT_MS, STAGE_GENERATION_BYTES,
-    STAGE_LOG_BYTES_MAX,
+    STAGE_IDLE, STAGE_IDLE_INGEST_BYTES_MIN, STAGE_LOG_BYTES_MAX,
 };
 use bytes::Bytes;
 use fjall::compaction::Leveled;
@@ -46,14 +46,24 @@ const INGEST_STALL_POLL: Duration = Duration::from_millis(10);
 /// Bounds of a range of keys.
 type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
-/// A [`Store`] on fjall: its state, shared with the ingest thread, and
-/// that thread.
+/// The idle ingester's nice value: the lowest CPU priority, so that it
+/// takes only CPU nobody else wants. Reads do not reach the store when
+/// the record cache answers them, so the store cannot tell an idle node
+/// from one busy serving reads: run at full priority, an idle ingestion
+/// took a quarter of the CPU from the GETs after a burst of SETs
+/// (docs/benchmarks.md, session 10).
+const IDLE_INGEST_NICE: i32 = 19;
+
+/// A [`Store`] on fjall: its state, shared with its two ingest threads,
+/// and those threads.
 pub struct FjallStore {
     shared: Arc<Shared>,
     /// Sealed generations on their way to the ingest thread; dropping it
     /// ends the thread.
     to_ingest: Option<mpsc::SyncSender<Arc<Generation>>>,
-    ingester: Option<JoinHandle<()>>,
+    /// Dropping it ends the idle ingester.
+    stop_idle: Option<mpsc::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl std::ops::Deref for FjallStore {
@@ -67,10 +77,11 @@ impl std::ops::Deref for FjallStore {
 impl Drop for FjallStore {
     fn drop(&mut self) {
         drop(self.to_ingest.take());
-        if let Some(ingester) = self.ingester.take()
-            && ingester.join().is_err()
-        {
-            tracing::error!("the ingest thread panicked");
+        drop(self.stop_idle.take());
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("an ingest thread panicked");
+            }
         }
     }
 }
@@ -97,6 +108,9 @@ struct Active {
     generation: Generation,
     /// The length of its log file.
     log_bytes: u64,
+    /// Batches applied since the store opened (the ingest thread's idle
+    /// test).
+    batches: u64,
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -160,6 +174,7 @@ impl FjallStore {
             active: Mutex::new(Active {
                 generation: Generation::new(number + 1),
                 log_bytes: 0,
+                batches: 0,
             }),
             log: StageLog::create(&stage_dir, number + 1)?,
             data,
@@ -169,27 +184,29 @@ impl FjallStore {
             sealed: RwLock::new(None),
             ingesting: Mutex::new(()),
         };
-        let shared = Arc::new(shared);
         let (to_ingest, sealed) = mpsc::sync_channel::<Arc<Generation>>(INGEST_QUEUE);
-        let ingesting = Arc::clone(&shared);
-        let ingester = std::thread::Builder::new()
-            .name("dynokv-ingest".into())
-            .spawn(move || {
-                for generation in sealed {
-                    // A failed one stays sealed; writers retry it.
-                    if let Err(error) = ingesting.ingest(&generation) {
-                        tracing::error!(%error, "ingesting a staged generation failed");
-                    }
-                }
-            })
-            .map_err(|error| {
-                StoreError::Engine(format!("cannot start the ingest thread: {error}"))
-            })?;
-        Ok(Self {
-            shared,
+        let (stop_idle, stopped) = mpsc::channel();
+        let mut store = Self {
+            shared: Arc::new(shared),
             to_ingest: Some(to_ingest),
-            ingester: Some(ingester),
-        })
+            stop_idle: Some(stop_idle),
+            threads: Vec::new(),
+        };
+        // Dropping `store` on an error below ends the threads started.
+        let ingesting = Arc::clone(&store.shared);
+        store.spawn("dynokv-ingest", move || ingesting.run_ingester(&sealed))?;
+        let ingesting = Arc::clone(&store.shared);
+        store.spawn("dynokv-idle", move || ingesting.run_idle_ingester(&stopped))?;
+        Ok(store)
+    }
+
+    fn spawn(&mut self, name: &str, run: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(run)
+            .map_err(|error| StoreError::Engine(format!("cannot start {name}: {error}")))?;
+        self.threads.push(thread);
+        Ok(())
     }
 }
 
@@ -237,6 +254,53 @@ impl Shared {
         Ok(Some(generation))
     }
 
+    /// The ingest thread: ingests what writers seal, until the store drops
+    /// its sender.
+    fn run_ingester(&self, sealed: &mpsc::Receiver<Arc<Generation>>) {
+        for generation in sealed {
+            self.ingest_logged(&generation);
+        }
+    }
+
+    /// The idle ingester, at nice [`IDLE_INGEST_NICE`]: seals and ingests
+    /// the active generation once no batch came for a whole
+    /// [`STAGE_IDLE`], if it holds [`STAGE_IDLE_INGEST_BYTES_MIN`]; ends
+    /// when the store drops its sender. An idle node then holds little in
+    /// memory and in its log, and a burst of writes after a pause does not
+    /// pay for its predecessor's ingestion.
+    fn run_idle_ingester(&self, stop: &mpsc::Receiver<()>) {
+        lower_priority(IDLE_INGEST_NICE);
+        let mut batches_seen = None;
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(STAGE_IDLE) {
+            if let Some(generation) = self.seal_if_idle(&mut batches_seen) {
+                self.ingest_logged(&generation);
+            }
+        }
+    }
+
+    /// Ingests `generation`; a failed one stays sealed and writers retry
+    /// it.
+    fn ingest_logged(&self, generation: &Arc<Generation>) {
+        if let Err(error) = self.ingest(generation) {
+            tracing::error!(%error, "ingesting a staged generation failed");
+        }
+    }
+
+    /// Seals the active generation if no batch was applied since the last
+    /// call (`batches_seen`) and it holds enough to be worth a table.
+    fn seal_if_idle(&self, batches_seen: &mut Option<u64>) -> Option<Arc<Generation>> {
+        let mut active = lock(&self.active);
+        let idle = *batches_seen == Some(active.batches);
+        *batches_seen = Some(active.batches);
+        if !idle || active.generation.bytes() < STAGE_IDLE_INGEST_BYTES_MIN {
+            return None;
+        }
+        self.seal(&mut active).unwrap_or_else(|error| {
+            tracing::error!(%error, "sealing an idle generation failed");
+            None
+        })
+    }
+
     /// Ingests the sealed `generation` and deletes its log file, unless
     /// `clear` dropped it meanwhile. On failure it stays sealed (readable,
     /// its log kept) and the next ingestion takes it again.
@@ -252,6 +316,12 @@ impl Shared {
         self.log.remove(generation.number)?;
         *self.sealed_mut() = None;
         Ok(())
+    }
+
+    /// Bytes the active generation holds.
+    #[cfg(test)]
+    fn active_bytes(&self) -> usize {
+        lock(&self.active).generation.bytes()
     }
 
     /// What is staged for keys in `[from, until)`, newest write first.
@@ -301,6 +371,19 @@ impl Shared {
             self.ingest(&generation)?;
         }
         Ok(())
+    }
+}
+
+/// Sets the calling thread's nice value (Linux keeps one per thread).
+#[expect(unsafe_code, reason = "setpriority has no wrapper in std")]
+fn lower_priority(nice: i32) {
+    // SAFETY: setpriority reads its three integer arguments only; `who` 0
+    // is the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot lower the idle ingester's priority"
+        );
     }
 }
 
@@ -408,6 +491,7 @@ impl Store for FjallStore {
         }
         let mut active = lock(&self.active);
         active.log_bytes = self.log.append(|out| encode_log(ops, out))?;
+        active.batches += 1;
         let mut expiry = ops.iter().filter(|op| op.space == Space::Expiry).peekable();
         if expiry.peek().is_some() {
             let mut batch = self.db.batch();
@@ -459,10 +543,8 @@ impl Store for FjallStore {
         let mut active = lock(&self.active);
         *self.sealed_mut() = None;
         let next = active.generation.number + 1;
-        *active = Active {
-            generation: Generation::new(next),
-            log_bytes: 0,
-        };
+        active.generation = Generation::new(next);
+        active.log_bytes = 0;
         self.log.clear(next)?;
         self.data.clear().map_err(engine)?;
         self.expiry.clear().map_err(engine)
@@ -728,5 +810,65 @@ mod tests {
                 .iter()
                 .all(|name| !store.db.keyspace_exists(name))
         );
+    }
+
+    /// Nice values of this process's threads named `name`.
+    fn nice_of_threads(name: &str) -> Vec<i64> {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("tasks");
+        tasks
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+                // Fields after the parenthesised name: state is field 3,
+                // nice field 19.
+                let after_name = stat.rsplit_once(')')?.1;
+                let nice = after_name.split_whitespace().nth(16)?.parse().ok()?;
+                (comm.trim_end() == name).then_some(nice)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_idle_generation_is_ingested_at_the_lowest_priority() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        let value = vec![7u8; 2048];
+        let mut written = 0u32;
+        while store.active_bytes() < STAGE_IDLE_INGEST_BYTES_MIN {
+            store
+                .apply(&[put(&written.to_be_bytes(), &value)])
+                .expect("apply");
+            written += 1;
+        }
+        assert_eq!(store.data.table_count(), 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (store.data.table_count() == 0 || store.sealed().is_some())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(store.data.table_count(), 1, "ingested once idle");
+        assert_eq!(log_entries(dir.path()), 0, "its log file deleted");
+        assert_eq!(
+            store.get(Space::Data, &0u32.to_be_bytes()).expect("get"),
+            Some(value)
+        );
+        let nice = nice_of_threads("dynokv-idle");
+        assert!(!nice.is_empty(), "no idle ingester thread");
+        assert!(
+            nice.iter().all(|&n| n == i64::from(IDLE_INGEST_NICE)),
+            "{nice:?}"
+        );
+    }
+
+    #[test]
+    fn a_small_idle_generation_stays_staged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        store.apply(&[put(b"k", b"v")]).expect("apply");
+        std::thread::sleep(STAGE_IDLE * 3);
+        assert_eq!(store.data.table_count(), 0);
+        assert_eq!(log_entries(dir.path()), 1);
     }
 }
