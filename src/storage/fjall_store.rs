@@ -29,6 +29,7 @@ use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -102,6 +103,9 @@ pub struct Shared {
     sealed: RwLock<Option<Arc<Generation>>>,
     /// Held through an ingestion and through `clear`: one at a time.
     ingesting: Mutex<()>,
+    /// fjall's journal took writes since the last sync. Most batches
+    /// write only the log file; a sync then skips fjall's fsync.
+    journal_dirty: AtomicBool,
 }
 
 struct Active {
@@ -183,6 +187,7 @@ impl FjallStore {
             db,
             sealed: RwLock::new(None),
             ingesting: Mutex::new(()),
+            journal_dirty: AtomicBool::new(false),
         };
         let (to_ingest, sealed) = mpsc::sync_channel::<Arc<Generation>>(INGEST_QUEUE);
         let (stop_idle, stopped) = mpsc::channel();
@@ -502,6 +507,7 @@ impl Store for FjallStore {
                 }
             }
             batch.commit().map_err(engine)?;
+            self.journal_dirty.store(true, Ordering::Relaxed);
         }
         ops.iter()
             .filter(|op| op.space == Space::Data)
@@ -552,7 +558,13 @@ impl Store for FjallStore {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.log.sync()?;
-        self.db.persist(PersistMode::SyncAll).map_err(engine)
+        if self.journal_dirty.swap(false, Ordering::AcqRel)
+            && let Err(error) = self.db.persist(PersistMode::SyncAll)
+        {
+            self.journal_dirty.store(true, Ordering::Release);
+            return Err(engine(error));
+        }
+        Ok(())
     }
 
     fn scan(
@@ -582,11 +594,11 @@ impl Store for FjallStore {
 
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         self.meta.insert(name, value).map_err(engine)?;
-        self.sync()
+        self.db.persist(PersistMode::SyncAll).map_err(engine)
     }
 
     fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        self.db.disk_space().unwrap_or(0) + self.log.disk_bytes()
     }
 }
 

@@ -229,6 +229,16 @@ impl StageLog {
         self.sync()
     }
 
+    /// Bytes the log's files take (for INFO); 0 for any it cannot read.
+    pub fn disk_bytes(&self) -> u64 {
+        log_files(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|(_, path)| std::fs::metadata(path).ok())
+            .map(|metadata| metadata.len())
+            .sum()
+    }
+
     /// Syncs every file written since the last sync, and the directory
     /// if a file was created or deleted meanwhile.
     ///
