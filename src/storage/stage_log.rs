@@ -5,10 +5,12 @@
 //! its generation's batches in the order they were applied. Once a
 //! generation is ingested its file is deleted.
 //!
-//! These are plain files, not a fjall keyspace: a keyspace's memtable
-//! kept a second in-memory copy of every staged write, and its commit
-//! cost 16% of node CPU per SET at P16 (benches/ab.sh; docs/benchmarks.md,
-//! session 10).
+//! These are plain files, not fjall keyspaces as before: a keyspace's
+//! memtable kept a second in-memory copy of every staged write, 40-50 MiB
+//! per node in the benchmarks, and new memory is dear on the machines we
+//! measure on (docs/benchmarks.md, session 10). The write costs what
+//! fjall's commit did: the kernel's page-cache and block allocation for
+//! appended bytes.
 //!
 //! File, format version 1:
 //!
