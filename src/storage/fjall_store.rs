@@ -65,8 +65,8 @@ pub struct FjallStore {
     /// Sealed generations on their way to the ingest thread; dropping it
     /// ends the thread.
     to_ingest: Option<mpsc::SyncSender<Arc<Generation>>>,
-    /// Dropping it ends the idle ingester.
-    stop_idle: Option<mpsc::Sender<()>>,
+    /// Never sent on: dropping it ends the idle ingester.
+    stop_idle: Option<mpsc::SyncSender<()>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -113,8 +113,6 @@ pub struct Shared {
 
 struct Active {
     generation: Generation,
-    /// The length of its log file.
-    log_bytes: u64,
     /// Batches applied since the store opened (the idle ingester's
     /// test).
     batches: u64,
@@ -180,7 +178,6 @@ impl FjallStore {
         let shared = Shared {
             active: Mutex::new(Active {
                 generation: Generation::new(number + 1),
-                log_bytes: 0,
                 batches: 0,
             }),
             log: StageLog::create(&stage_dir, number + 1)?,
@@ -193,7 +190,7 @@ impl FjallStore {
             journal_dirty: AtomicBool::new(false),
         };
         let (to_ingest, sealed) = mpsc::sync_channel::<Arc<Generation>>(INGEST_QUEUE);
-        let (stop_idle, stopped) = mpsc::channel();
+        let (stop_idle, stopped) = mpsc::sync_channel(0);
         let mut store = Self {
             shared: Arc::new(shared),
             to_ingest: Some(to_ingest),
@@ -257,7 +254,6 @@ impl Shared {
         let next = active.generation.successor();
         self.log.start(next.number)?;
         let generation = Arc::new(std::mem::replace(&mut active.generation, next));
-        active.log_bytes = 0;
         *sealed = Some(Arc::clone(&generation));
         Ok(Some(generation))
     }
@@ -270,11 +266,11 @@ impl Shared {
         }
     }
 
-    /// The idle ingester, at nice [`IDLE_INGEST_NICE`]: seals and ingests
-    /// the active generation once no batch came for a whole
-    /// [`STAGE_IDLE`], if it holds [`STAGE_IDLE_INGEST_BYTES_MIN`], and
-    /// has the files of compacted tables deleted; ends when the store
-    /// drops its sender. An idle node then holds little in memory and in
+    /// The idle ingester, at nice [`IDLE_INGEST_NICE`]: once no batch came
+    /// for a whole [`STAGE_IDLE`], it seals and ingests the active
+    /// generation if it holds [`STAGE_IDLE_INGEST_BYTES_MIN`], and has the
+    /// files of compacted tables deleted; it ends when the store drops its
+    /// sender. An idle node then holds little in memory and in
     /// its log, and a burst of writes after a pause does not pay for its
     /// predecessor's ingestion.
     fn run_idle_ingester(&self, stop: &mpsc::Receiver<()>) {
@@ -282,7 +278,12 @@ impl Shared {
         let mut batches_seen = None;
         let mut tables_collected = self.data.table_count();
         while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(STAGE_IDLE) {
-            if let Some(generation) = self.seal_if_idle(&mut batches_seen) {
+            // Idle: no batch since the last tick.
+            let batches = lock(&self.active).batches;
+            if batches_seen.replace(batches) != Some(batches) {
+                continue;
+            }
+            if let Some(generation) = self.seal_idle() {
                 self.ingest_logged(&generation);
             }
             let tables = self.data.table_count();
@@ -315,13 +316,11 @@ impl Shared {
         }
     }
 
-    /// Seals the active generation if no batch was applied since the last
-    /// call (`batches_seen`) and it holds enough to be worth a table.
-    fn seal_if_idle(&self, batches_seen: &mut Option<u64>) -> Option<Arc<Generation>> {
+    /// Seals the active generation of an idle store if it holds enough to
+    /// be worth a table.
+    fn seal_idle(&self) -> Option<Arc<Generation>> {
         let mut active = lock(&self.active);
-        let idle = *batches_seen == Some(active.batches);
-        *batches_seen = Some(active.batches);
-        if !idle || active.generation.bytes() < STAGE_IDLE_INGEST_BYTES_MIN {
+        if active.generation.bytes() < STAGE_IDLE_INGEST_BYTES_MIN {
             return None;
         }
         self.seal(&mut active).unwrap_or_else(|error| {
@@ -519,7 +518,7 @@ impl Store for FjallStore {
             return Ok(());
         }
         let mut active = lock(&self.active);
-        active.log_bytes = self.log.append(|out| encode_log(ops, out))?;
+        let log_bytes = self.log.append(|out| encode_log(ops, out))?;
         active.batches += 1;
         let mut expiry = ops.iter().filter(|op| op.space == Space::Expiry).peekable();
         if expiry.peek().is_some() {
@@ -536,8 +535,8 @@ impl Store for FjallStore {
         ops.iter()
             .filter(|op| op.space == Space::Data)
             .for_each(|op| active.generation.apply(op));
-        let full = active.generation.bytes() >= STAGE_GENERATION_BYTES
-            || active.log_bytes >= STAGE_LOG_BYTES_MAX;
+        let full =
+            active.generation.bytes() >= STAGE_GENERATION_BYTES || log_bytes >= STAGE_LOG_BYTES_MAX;
         let sealed = if full { self.seal(&mut active)? } else { None };
         let overfull = active.generation.bytes() >= 2 * STAGE_GENERATION_BYTES;
         drop(active);
@@ -574,7 +573,6 @@ impl Store for FjallStore {
         *self.sealed_mut() = None;
         let next = active.generation.number + 1;
         active.generation = Generation::new(next);
-        active.log_bytes = 0;
         self.log.clear(next)?;
         self.data.clear().map_err(engine)?;
         self.expiry.clear().map_err(engine)

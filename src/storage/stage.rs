@@ -151,8 +151,6 @@ pub struct Generation {
     shards: Vec<Shard>,
     len: usize,
     bytes: usize,
-    /// Shards written.
-    shards_used: usize,
     /// Entries a shard has room for when first written: what the
     /// previous generation held per shard. Growing a map one doubling at
     /// a time rehashed every entry again and again: 3% of node CPU.
@@ -170,9 +168,10 @@ impl Generation {
 
     /// The next generation, sized for as many writes per shard as this one.
     pub fn successor(&self) -> Self {
+        let shards_used = self.shards.iter().filter(|shard| !shard.is_empty()).count();
         Self {
             number: self.number + 1,
-            shard_capacity: self.len.div_ceil(self.shards_used.max(1)),
+            shard_capacity: self.len.div_ceil(shards_used.max(1)),
             ..Self::default()
         }
     }
@@ -191,9 +190,6 @@ impl Generation {
         let shard = &mut self.shards[usize::from(shard_of(key))];
         if shard.capacity() == 0 {
             shard.reserve(self.shard_capacity);
-        }
-        if shard.is_empty() {
-            self.shards_used += 1;
         }
         match shard.entry(SlotKey::new(key)) {
             Entry::Occupied(mut held) => {

@@ -126,9 +126,7 @@ impl StageLog {
     /// # Errors
     /// [`StoreError::StageLog`] when a file cannot be deleted or created.
     pub fn create(dir: &Path, generation: u64) -> Result<Self, StoreError> {
-        for (_, path) in log_files(dir)? {
-            std::fs::remove_file(&path).map_err(io("delete a stage log file"))?;
-        }
+        remove_files(dir)?;
         let file = Arc::new(new_file(dir, generation)?);
         let log = Self {
             dir: dir.to_path_buf(),
@@ -224,9 +222,7 @@ impl StageLog {
     /// # Errors
     /// [`StoreError::StageLog`] when a file cannot be deleted or created.
     pub fn clear(&self, generation: u64) -> Result<(), StoreError> {
-        for (_, path) in log_files(&self.dir)? {
-            std::fs::remove_file(&path).map_err(io("delete a stage log file"))?;
-        }
+        remove_files(&self.dir)?;
         self.start(generation)?;
         self.sync()
     }
@@ -321,6 +317,13 @@ fn log_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     }
     files.sort_unstable();
     Ok(files)
+}
+
+fn remove_files(dir: &Path) -> Result<(), StoreError> {
+    for (_, path) in log_files(dir)? {
+        std::fs::remove_file(&path).map_err(io("delete a stage log file"))?;
+    }
+    Ok(())
 }
 
 fn new_file(dir: &Path, generation: u64) -> Result<File, StoreError> {
