@@ -16,6 +16,19 @@
 //!
 //! Data directories of format 2 kept the log in two keyspaces, `log-0`
 //! and `log-1`: opening one replays them first, then deletes them.
+//!
+//! FLUSHALL does not use fjall's `Keyspace::clear`: fjall journals a
+//! clear as a marker that recovery replays whenever the journal holding
+//! it is still on disk, and it does so after the tables written since,
+//! whose writes never went through the journal (ingested tables) are
+//! already back: every key written after a FLUSHALL vanished on the next
+//! restart. Instead the data and expiry keyspaces belong to a *flush
+//! epoch*: FLUSHALL creates the next epoch's empty keyspaces, records in
+//! `meta` the epoch and the first log generation that belongs to it (the
+//! commit point, synced), then deletes the old keyspaces. Opening uses the
+//! recorded epoch, skips log files of older generations and deletes any
+//! other epoch's keyspaces, so a restart replays no flush at all and its
+//! cost does not grow with the number of flushes.
 
 use super::stage::{Generation, decode_log, encode_log, merge_scan, staged_range};
 use super::stage_log::StageLog;
@@ -43,6 +56,53 @@ const INGEST_QUEUE: usize = 1;
 
 /// The `meta` key [`Shared::collect_tables`] writes (empty).
 const COLLECT_KEY: &str = "collect";
+
+/// The `meta` key of the current flush epoch: the epoch, then the first
+/// log generation written in it, each a u64 big-endian. Absent: epoch 0
+/// from generation 0.
+const FLUSH_EPOCH_KEY: &str = "flush_epoch";
+
+/// The data and expiry keyspaces of one flush epoch.
+struct Spaces {
+    epoch: u64,
+    data: Keyspace,
+    expiry: Keyspace,
+}
+
+/// The names of `epoch`'s data and expiry keyspaces. Epoch 0 keeps the
+/// names of directories made before epochs existed.
+fn space_names(epoch: u64) -> [String; 2] {
+    match epoch {
+        0 => ["data".into(), "expiry".into()],
+        _ => [format!("data-{epoch}"), format!("expiry-{epoch}")],
+    }
+}
+
+/// A name [`space_names`] gives for some epoch.
+fn is_space_name(name: &str) -> bool {
+    ["data", "expiry"].iter().any(|base| {
+        name.strip_prefix(base).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix('-')
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+        })
+    })
+}
+
+impl Spaces {
+    /// Opens (or creates) `epoch`'s keyspaces.
+    fn open(db: &Database, epoch: u64) -> Result<Self, StoreError> {
+        let [data, expiry] = space_names(epoch);
+        Ok(Self {
+            epoch,
+            data: db.keyspace(&data, data_options).map_err(engine)?,
+            expiry: db
+                .keyspace(&expiry, KeyspaceCreateOptions::default)
+                .map_err(engine)?,
+        })
+    }
+}
 
 /// How often an ingestion waiting for compaction looks at level 0.
 const INGEST_STALL_POLL: Duration = Duration::from_millis(10);
@@ -93,8 +153,8 @@ impl Drop for FjallStore {
 /// The fjall store's state.
 pub struct Shared {
     db: Database,
-    data: Keyspace,
-    expiry: Keyspace,
+    /// The current flush epoch's keyspaces; replaced by `clear`.
+    spaces: RwLock<Spaces>,
     meta: Keyspace,
     /// The staged generations' log files.
     log: StageLog,
@@ -143,15 +203,33 @@ impl FjallStore {
     /// log's files cannot be read or written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(dir).open().map_err(engine)?;
-        let data = db.keyspace("data", data_options).map_err(engine)?;
-        let [expiry, meta] =
-            ["expiry", "meta"].map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
-        let (expiry, meta) = (expiry.map_err(engine)?, meta.map_err(engine)?);
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        let (epoch, first_generation) = read_flush_epoch(&meta)?;
+        let Spaces { data, expiry, .. } = Spaces::open(&db, epoch)?;
+        // Another epoch's keyspaces: the old one of a flush that stopped
+        // before deleting it, or the new one of a flush that stopped
+        // before its commit point.
+        let current = space_names(epoch);
+        for name in db.list_keyspace_names() {
+            if is_space_name(&name) && !current.iter().any(|c| *c == *name) {
+                let stale = db
+                    .keyspace(&name, KeyspaceCreateOptions::default)
+                    .map_err(engine)?;
+                db.delete_keyspace(stale).map_err(engine)?;
+            }
+        }
         let stage_dir = dir.join("stage");
         let mut entries = legacy_log_entries(&db)?;
-        let recovered = StageLog::recover(&stage_dir)?;
+        let recovered = StageLog::recover(&stage_dir, first_generation)?;
         entries.extend(recovered.entries);
-        let number = recovered.last_generation.map_or(0, |last| last + 1);
+        // Never below the epoch's first generation: a file numbered before
+        // it would be skipped by the next recovery.
+        let number = recovered
+            .last_generation
+            .map_or(first_generation, |last| last + 1)
+            .max(first_generation);
         let mut generation = Generation::new(number);
         let mut expiry_ops = db.batch();
         for entry in &entries {
@@ -181,8 +259,11 @@ impl FjallStore {
                 batches: 0,
             }),
             log: StageLog::create(&stage_dir, number + 1)?,
-            data,
-            expiry,
+            spaces: RwLock::new(Spaces {
+                epoch,
+                data,
+                expiry,
+            }),
             meta,
             db,
             sealed: RwLock::new(None),
@@ -216,11 +297,22 @@ impl FjallStore {
 }
 
 impl Shared {
-    fn space(&self, space: Space) -> &Keyspace {
+    fn spaces(&self) -> RwLockReadGuard<'_, Spaces> {
+        self.spaces.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current epoch's keyspace for `space`.
+    fn space(&self, space: Space) -> Keyspace {
+        let spaces = self.spaces();
         match space {
-            Space::Data => &self.data,
-            Space::Expiry => &self.expiry,
+            Space::Data => spaces.data.clone(),
+            Space::Expiry => spaces.expiry.clone(),
         }
+    }
+
+    /// The current epoch's data keyspace.
+    fn data(&self) -> Keyspace {
+        self.space(Space::Data)
     }
 
     fn sealed(&self) -> RwLockReadGuard<'_, Option<Arc<Generation>>> {
@@ -276,7 +368,7 @@ impl Shared {
     fn run_idle_ingester(&self, stop: &mpsc::Receiver<()>) {
         lower_priority(IDLE_INGEST_NICE);
         let mut batches_seen = None;
-        let mut tables_collected = self.data.table_count();
+        let mut tables_collected = self.data().table_count();
         while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(STAGE_IDLE) {
             // Idle: no batch since the last tick.
             let batches = lock(&self.active).batches;
@@ -286,7 +378,7 @@ impl Shared {
             if let Some(generation) = self.seal_idle() {
                 self.ingest_logged(&generation);
             }
-            let tables = self.data.table_count();
+            let tables = self.data().table_count();
             if tables != tables_collected {
                 tables_collected = tables;
                 if let Err(error) = self.collect_tables() {
@@ -338,7 +430,7 @@ impl Shared {
         if !current.is_some_and(|sealed| Arc::ptr_eq(&sealed, generation)) {
             return Ok(());
         }
-        ingest_into(&self.data, generation)?;
+        ingest_into(&self.data(), generation)?;
         // The generation's expiry ops are only in fjall's journal now.
         self.db.persist(PersistMode::SyncAll).map_err(engine)?;
         self.log.remove(generation.number)?;
@@ -400,6 +492,18 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// The flush epoch recorded in `meta` and the first log generation
+/// written in it.
+fn read_flush_epoch(meta: &Keyspace) -> Result<(u64, u64), StoreError> {
+    let Some(record) = meta.get(FLUSH_EPOCH_KEY).map_err(engine)? else {
+        return Ok((0, 0));
+    };
+    let malformed = || StoreError::Incompatible(format!("meta entry {FLUSH_EPOCH_KEY} is malformed"));
+    let (epoch, first) = record.split_first_chunk::<8>().ok_or_else(malformed)?;
+    let first = <[u8; 8]>::try_from(first).map_err(|_| malformed())?;
+    Ok((u64::from_be_bytes(*epoch), u64::from_be_bytes(first)))
 }
 
 /// Sets the calling thread's nice value (Linux keeps one per thread).
@@ -523,10 +627,11 @@ impl Store for FjallStore {
         let mut expiry = ops.iter().filter(|op| op.space == Space::Expiry).peekable();
         if expiry.peek().is_some() {
             let mut batch = self.db.batch();
+            let keyspace = self.space(Space::Expiry);
             for op in expiry {
                 match &op.value {
-                    Some(value) => batch.insert(&self.expiry, op.key.as_slice(), &value[..]),
-                    None => batch.remove(&self.expiry, op.key.as_slice()),
+                    Some(value) => batch.insert(&keyspace, op.key.as_slice(), &value[..]),
+                    None => batch.remove(&keyspace, op.key.as_slice()),
                 }
             }
             batch.commit().map_err(engine)?;
@@ -561,7 +666,8 @@ impl Store for FjallStore {
         // Write the staged generations and the memtables out as tables,
         // so reopening does not replay the whole journal into memory.
         self.ingest_staged()?;
-        for keyspace in [&self.data, &self.expiry, &self.meta] {
+        let keyspaces = [self.data(), self.space(Space::Expiry), self.meta.clone()];
+        for keyspace in keyspaces {
             keyspace.rotate_memtable_and_wait().map_err(engine)?;
         }
         self.sync()
@@ -570,12 +676,24 @@ impl Store for FjallStore {
     fn clear(&self) -> Result<(), StoreError> {
         let _turn = lock(&self.ingesting);
         let mut active = lock(&self.active);
-        *self.sealed_mut() = None;
+        let epoch = self.spaces().epoch + 1;
         let next = active.generation.number + 1;
+        let fresh = Spaces::open(&self.db, epoch)?;
+        // The commit point: from here on a recovery opens the new epoch
+        // and replays only the log from generation `next`.
+        let mut record = epoch.to_be_bytes().to_vec();
+        record.extend_from_slice(&next.to_be_bytes());
+        self.meta_put(FLUSH_EPOCH_KEY, &record)?;
+        let old = std::mem::replace(
+            &mut *self.spaces.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        *self.sealed_mut() = None;
         active.generation = Generation::new(next);
         self.log.clear(next)?;
-        self.data.clear().map_err(engine)?;
-        self.expiry.clear().map_err(engine)
+        // A failure here leaves keyspaces the next open deletes.
+        self.db.delete_keyspace(old.data).map_err(engine)?;
+        self.db.delete_keyspace(old.expiry).map_err(engine)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -664,7 +782,7 @@ mod tests {
 
     /// Entries in the log files of the store in `dir`.
     fn log_entries(dir: &Path) -> usize {
-        let recovered = StageLog::recover(&dir.join("stage")).expect("read the log");
+        let recovered = StageLog::recover(&dir.join("stage"), 0).expect("read the log");
         recovered.entries.len()
     }
 
@@ -674,7 +792,7 @@ mod tests {
         let store = FjallStore::open(dir.path()).expect("open");
         let value = vec![7u8; 2048];
         let mut written = 0usize;
-        while store.sealed().is_none() && store.data.table_count() == 0 {
+        while store.sealed().is_none() && store.data().table_count() == 0 {
             assert!(
                 written * value.len() <= STAGE_GENERATION_BYTES,
                 "no seal at the limit"
@@ -695,7 +813,7 @@ mod tests {
         while store.sealed().is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data.table_count(), 1);
+        assert_eq!(store.data().table_count(), 1);
         assert_eq!(
             log_entries(dir.path()),
             0,
@@ -704,16 +822,16 @@ mod tests {
         store
             .apply(&[put(b"after", b"v")])
             .expect("apply after the seal");
-        assert_eq!(store.data.table_count(), 1);
+        assert_eq!(store.data().table_count(), 1);
         // Only the write after the seal is still logged and staged.
         assert_eq!(log_entries(dir.path()), 1);
-        assert_eq!(store.data.get(b"after").expect("get"), None);
+        assert_eq!(store.data().get(b"after").expect("get"), None);
         assert_eq!(
             store.get(Space::Data, b"after").expect("get"),
             Some(b"v".to_vec())
         );
         assert_eq!(
-            store.data.get(0u32.to_be_bytes()).expect("get").as_deref(),
+            store.data().get(0u32.to_be_bytes()).expect("get").as_deref(),
             Some(&value[..])
         );
     }
@@ -739,7 +857,7 @@ mod tests {
             );
             assert_eq!(store.get(Space::Data, b"b").expect("get"), None);
             assert_eq!(
-                store.data.get(b"b").expect("get").as_deref(),
+                store.data().get(b"b").expect("get").as_deref(),
                 Some(&b"1"[..])
             );
             store.sync().expect("sync");
@@ -776,6 +894,67 @@ mod tests {
         assert_eq!(store.get(Space::Data, b"y").expect("get"), None);
     }
 
+    // Proves writes after a FLUSHALL survive a clean restart (a checkpoint
+    // ingests them, as SIGTERM does) and a crash (the log replays them),
+    // the old data does not come back, and expiry entries behave alike:
+    // with fjall's own clear, the replayed clear marker dropped them all.
+    #[test]
+    fn writes_after_a_clear_survive_a_clean_restart_and_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let expiry = |key: &[u8]| BatchOp::put(Space::Expiry, key.to_vec(), b"t".to_vec());
+        let store = FjallStore::open(dir.path()).expect("open");
+        store.apply(&[put(b"old", b"1"), expiry(b"old")]).expect("apply");
+        store.checkpoint().expect("checkpoint");
+        store.clear().expect("clear");
+        store.apply(&[put(b"new", b"2"), expiry(b"new")]).expect("apply");
+        store.checkpoint().expect("checkpoint (clean shutdown)");
+        drop(store);
+        for restart in ["clean", "crash"] {
+            let store = FjallStore::open(dir.path()).expect("reopen");
+            assert_eq!(
+                store.scan(Space::Data, b"", None, 10).expect("scan"),
+                vec![(b"new".to_vec(), b"2".to_vec())],
+                "after a {restart} restart"
+            );
+            assert_eq!(
+                store.scan(Space::Expiry, b"", None, 10).expect("scan"),
+                vec![(b"new".to_vec(), b"t".to_vec())],
+                "after a {restart} restart"
+            );
+            // Staged only (in the log), then dropped without a checkpoint.
+            store.apply(&[put(b"new", b"2")]).expect("apply");
+            store.sync().expect("sync");
+        }
+    }
+
+    // Proves a restart replays no flush: after 200 clears the directory
+    // holds one epoch's keyspaces and opens with the last writes only.
+    #[test]
+    fn many_clears_leave_one_epoch_and_nothing_to_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        for round in 0..200u32 {
+            store.apply(&[put(&round.to_be_bytes(), b"v")]).expect("apply");
+            store.clear().expect("clear");
+        }
+        store.apply(&[put(b"last", b"v")]).expect("apply");
+        store.checkpoint().expect("checkpoint");
+        drop(store);
+        let store = FjallStore::open(dir.path()).expect("reopen");
+        let mut names: Vec<String> = store
+            .db
+            .list_keyspace_names()
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["data-200", "expiry-200", "meta"]);
+        assert_eq!(
+            store.scan(Space::Data, b"", None, 10).expect("scan"),
+            vec![(b"last".to_vec(), b"v".to_vec())]
+        );
+    }
+
     #[test]
     fn level_0_holds_tables_up_to_the_compaction_threshold() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -792,7 +971,7 @@ mod tests {
         // fjall's default (4) would have merged them by now. (The first
         // table may have moved down to the empty level 1 unmerged.)
         std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(store.data.table_count(), tables);
+        assert_eq!(store.data().table_count(), tables);
     }
 
     #[test]
@@ -806,10 +985,10 @@ mod tests {
         }
         // One key: the generation holds 64 KiB, far below its limit.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while store.data.table_count() == 0 && Instant::now() < deadline {
+        while store.data().table_count() == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data.table_count(), 1, "sealed by the log's length");
+        assert_eq!(store.data().table_count(), 1, "sealed by the log's length");
     }
 
     #[test]
@@ -879,14 +1058,14 @@ mod tests {
                 .expect("apply");
             written += 1;
         }
-        assert_eq!(store.data.table_count(), 0);
+        assert_eq!(store.data().table_count(), 0);
         let deadline = Instant::now() + IDLE_WAIT;
-        while (store.data.table_count() == 0 || store.sealed().is_some())
+        while (store.data().table_count() == 0 || store.sealed().is_some())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data.table_count(), 1, "ingested once idle");
+        assert_eq!(store.data().table_count(), 1, "ingested once idle");
         assert_eq!(log_entries(dir.path()), 0, "its log file deleted");
         assert_eq!(
             store.get(Space::Data, &0u32.to_be_bytes()).expect("get"),
@@ -906,7 +1085,7 @@ mod tests {
         let store = FjallStore::open(dir.path()).expect("open");
         store.apply(&[put(b"k", b"v")]).expect("apply");
         std::thread::sleep(STAGE_IDLE * 3);
-        assert_eq!(store.data.table_count(), 0);
+        assert_eq!(store.data().table_count(), 0);
         assert_eq!(log_entries(dir.path()), 1);
     }
 
@@ -920,22 +1099,22 @@ mod tests {
             store.checkpoint().expect("ingest");
         }
         let files = || {
-            let tables = std::fs::read_dir(store.data.path().join("tables")).expect("tables");
+            let tables = std::fs::read_dir(store.data().path().join("tables")).expect("tables");
             tables.count()
         };
         // Level 0 reached its threshold: a compaction merges it, and the
         // idle ingester has its inputs' files deleted.
         let deadline = Instant::now() + IDLE_WAIT;
-        while (store.data.table_count() > usize::from(DATA_L0_TABLES_COMPACTED)
-            || files() != store.data.table_count())
+        while (store.data().table_count() > usize::from(DATA_L0_TABLES_COMPACTED)
+            || files() != store.data().table_count())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(store.data.table_count() <= usize::from(DATA_L0_TABLES_COMPACTED));
+        assert!(store.data().table_count() <= usize::from(DATA_L0_TABLES_COMPACTED));
         assert_eq!(
             files(),
-            store.data.table_count(),
+            store.data().table_count(),
             "files of replaced tables kept"
         );
         assert_eq!(
