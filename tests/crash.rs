@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{TestNode, connect};
+use common::{TestCluster, TestNode, connect};
 use redis::Value;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -443,4 +443,220 @@ async fn kill9_after_ingested_generations_keeps_every_write() {
         .await
         .expect("DBSIZE");
     assert_eq!(dbsize, keys.len() - 100);
+}
+
+/// Keys in the scan of a node: SCAN to the end, bounded by pages.
+async fn scan_count(con: &mut redis::aio::MultiplexedConnection) -> usize {
+    let (mut cursor, mut keys) = (0u64, 0usize);
+    for _ in 0..100_000 {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(con)
+            .await
+            .expect("SCAN");
+        keys += page.len();
+        cursor = next;
+        if cursor == 0 {
+            return keys;
+        }
+    }
+    panic!("SCAN did not finish in 100,000 pages");
+}
+
+/// Writes `keys` with their [`value_for`] values in pipelines of 500.
+async fn write_keys(con: &mut redis::aio::MultiplexedConnection, keys: &[String]) {
+    for chunk in keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("SET").arg(key).arg(value_for(key)).ignore();
+        }
+        pipe.query_async::<()>(con).await.expect("SETs");
+    }
+}
+
+/// After a restart: every key of `keys` reads back as written, none of
+/// `flushed` does, and DBSIZE equals the keys SCAN returns (both `keys`
+/// plus `extra`).
+async fn check_after_flush(
+    con: &mut redis::aio::MultiplexedConnection,
+    keys: &[String],
+    flushed: &[String],
+    extra: usize,
+    what: &str,
+) {
+    let (found, missing, wrong) = check_keys(con, keys).await;
+    println!(
+        "{what}: {found} of {} keys written after the flush found",
+        keys.len()
+    );
+    assert!(
+        missing.is_empty() && wrong.is_empty(),
+        "{what}: {} missing (first {:?}), {} wrong (first {:?})",
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        wrong.len(),
+        wrong.iter().take(5).collect::<Vec<_>>()
+    );
+    let (_, flushed_found, _) = check_keys(con, flushed).await;
+    assert_eq!(
+        flushed_found.len(),
+        flushed.len(),
+        "{what}: a flushed key came back"
+    );
+    let dbsize: usize = redis::cmd("DBSIZE").query_async(con).await.expect("DBSIZE");
+    let scanned = scan_count(con).await;
+    assert_eq!(
+        (dbsize, scanned),
+        (keys.len() + extra, keys.len() + extra),
+        "{what}: DBSIZE and SCAN"
+    );
+}
+
+#[tokio::test]
+async fn writes_after_flushall_survive_sigterm_and_kill9() {
+    // Proves the FLUSHALL-then-restart loss is gone: on one node, keys written after FLUSHALL or FLUSHDB (1 and 20,000 of them) all read back after a SIGTERM and after a kill -9, no flushed key returns, and DBSIZE equals SCAN's count. It failed with fjall's clear, whose replayed marker dropped every table ingested after it.
+    let mut node = TestNode::start(&["--fsync", "everysec"]);
+    for (round, (count, flush, stop)) in [
+        (1, "FLUSHALL", Stop::Term),
+        (1, "FLUSHDB", Stop::Kill),
+        (20_000, "FLUSHDB", Stop::Term),
+        (20_000, "FLUSHALL", Stop::Kill),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let what = format!("{count} keys after {flush}, then {stop:?}");
+        let mut con = connect(&node.url()).await;
+        let flushed: Vec<String> = (0..200).map(|i| format!("old:{round}:{i}")).collect();
+        write_keys(&mut con, &flushed).await;
+        let reply: Value = redis::cmd(flush)
+            .query_async(&mut con)
+            .await
+            .expect("flush");
+        assert_eq!(reply, Value::Okay);
+        let keys: Vec<String> = (0..count).map(|i| format!("new:{round}:{i}")).collect();
+        write_keys(&mut con, &keys).await;
+        drop(con);
+        match stop {
+            Stop::Term => assert!(node.terminate().success(), "{what}: SIGTERM must exit 0"),
+            Stop::Kill => node.kill9(),
+        }
+        node.restart();
+        let mut con = connect(&node.url()).await;
+        check_after_flush(&mut con, &keys, &flushed, 0, &what).await;
+        // The next round starts from a flushed node.
+        let reply: Value = redis::cmd("FLUSHALL")
+            .query_async(&mut con)
+            .await
+            .expect("flush");
+        assert_eq!(reply, Value::Okay);
+    }
+}
+
+#[tokio::test]
+async fn store_operations_after_flushall_survive_sigterm_and_kill9() {
+    // Proves the operations that touch the store outside a plain SET (RENAME, COPY, expiry and its reaper, DEL) keep their effect across a SIGTERM and a kill -9 after a FLUSHALL: the renamed and copied keys are there, a reaped key stays gone, a TTL survives, and DBSIZE equals SCAN's count.
+    let mut node = TestNode::start(&["--fsync", "always"]);
+    for stop in [Stop::Term, Stop::Kill] {
+        let mut con = connect(&node.url()).await;
+        let reply: Value = redis::cmd("FLUSHALL")
+            .query_async(&mut con)
+            .await
+            .expect("flush");
+        assert_eq!(reply, Value::Okay);
+        let keys: Vec<String> = (0..100).map(|i| format!("k:{i}")).collect();
+        write_keys(&mut con, &keys).await;
+        let mut pipe = redis::pipe();
+        pipe.cmd("RENAME").arg("k:0").arg("renamed").ignore();
+        pipe.cmd("COPY").arg("k:1").arg("copied").ignore();
+        pipe.cmd("DEL").arg("k:2").ignore();
+        pipe.cmd("PEXPIRE").arg("k:3").arg(50).ignore();
+        pipe.cmd("EXPIRE").arg("k:4").arg(100_000).ignore();
+        pipe.query_async::<()>(&mut con)
+            .await
+            .expect("store operations");
+        // Let the reaper (or a read) remove k:3 before the stop.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(con);
+        match stop {
+            Stop::Term => assert!(node.terminate().success(), "SIGTERM must exit 0"),
+            Stop::Kill => node.kill9(),
+        }
+        node.restart();
+        let mut con = connect(&node.url()).await;
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&["renamed", "copied", "k:0", "k:1", "k:2", "k:3", "k:4"])
+            .query_async(&mut con)
+            .await
+            .expect("MGET");
+        assert_eq!(
+            values,
+            vec![
+                Some(value_for("k:0")),
+                Some(value_for("k:1")),
+                None,
+                Some(value_for("k:1")),
+                None,
+                None,
+                Some(value_for("k:4")),
+            ],
+            "after {stop:?}"
+        );
+        let ttl: i64 = redis::cmd("TTL")
+            .arg("k:4")
+            .query_async(&mut con)
+            .await
+            .expect("TTL");
+        assert!(
+            (99_000..=100_000).contains(&ttl),
+            "TTL after {stop:?}: {ttl}"
+        );
+        let rest: Vec<String> = keys[5..].to_vec();
+        check_after_flush(&mut con, &rest, &[], 4, &format!("after {stop:?}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_keeps_writes_after_flushall_across_full_restarts() {
+    // Proves the FLUSHALL-then-restart loss is gone on a 3-node cluster: keys written after a FLUSHALL (1 and 20,000) read back through every node after all three are stopped with SIGTERM and started again, and again after all three are killed with kill -9; DBSIZE equals SCAN's count on every node.
+    let mut cluster = TestCluster::start(3, &["--fsync", "everysec"]);
+    for (round, (count, stop)) in [(1, Stop::Term), (20_000, Stop::Term), (20_000, Stop::Kill)]
+        .into_iter()
+        .enumerate()
+    {
+        let what = format!("cluster: {count} keys after FLUSHALL, then {stop:?} of all nodes");
+        let mut con = connect(&cluster.node(0).url()).await;
+        let flushed: Vec<String> = (0..200).map(|i| format!("old:{round}:{i}")).collect();
+        write_keys(&mut con, &flushed).await;
+        let reply: Value = redis::cmd("FLUSHALL")
+            .query_async(&mut con)
+            .await
+            .expect("flush");
+        assert_eq!(reply, Value::Okay);
+        let keys: Vec<String> = (0..count).map(|i| format!("new:{round}:{i}")).collect();
+        write_keys(&mut con, &keys).await;
+        drop(con);
+        for i in 0..cluster.len() {
+            match stop {
+                Stop::Term => assert!(cluster.node_mut(i).terminate().success(), "{what}: exit 0"),
+                Stop::Kill => cluster.kill9(i),
+            }
+        }
+        for i in 0..cluster.len() {
+            cluster.restart(i);
+        }
+        cluster.wait_converged(3);
+        for i in 0..cluster.len() {
+            let mut con = connect(&cluster.node(i).url()).await;
+            check_after_flush(&mut con, &keys, &flushed, 0, &format!("{what}, node {i}")).await;
+        }
+        let mut con = connect(&cluster.node(0).url()).await;
+        let reply: Value = redis::cmd("FLUSHALL")
+            .query_async(&mut con)
+            .await
+            .expect("flush");
+        assert_eq!(reply, Value::Okay);
+    }
 }

@@ -500,7 +500,8 @@ fn read_flush_epoch(meta: &Keyspace) -> Result<(u64, u64), StoreError> {
     let Some(record) = meta.get(FLUSH_EPOCH_KEY).map_err(engine)? else {
         return Ok((0, 0));
     };
-    let malformed = || StoreError::Incompatible(format!("meta entry {FLUSH_EPOCH_KEY} is malformed"));
+    let malformed =
+        || StoreError::Incompatible(format!("meta entry {FLUSH_EPOCH_KEY} is malformed"));
     let (epoch, first) = record.split_first_chunk::<8>().ok_or_else(malformed)?;
     let first = <[u8; 8]>::try_from(first).map_err(|_| malformed())?;
     Ok((u64::from_be_bytes(*epoch), u64::from_be_bytes(first)))
@@ -831,7 +832,11 @@ mod tests {
             Some(b"v".to_vec())
         );
         assert_eq!(
-            store.data().get(0u32.to_be_bytes()).expect("get").as_deref(),
+            store
+                .data()
+                .get(0u32.to_be_bytes())
+                .expect("get")
+                .as_deref(),
             Some(&value[..])
         );
     }
@@ -903,10 +908,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let expiry = |key: &[u8]| BatchOp::put(Space::Expiry, key.to_vec(), b"t".to_vec());
         let store = FjallStore::open(dir.path()).expect("open");
-        store.apply(&[put(b"old", b"1"), expiry(b"old")]).expect("apply");
+        store
+            .apply(&[put(b"old", b"1"), expiry(b"old")])
+            .expect("apply");
         store.checkpoint().expect("checkpoint");
         store.clear().expect("clear");
-        store.apply(&[put(b"new", b"2"), expiry(b"new")]).expect("apply");
+        store
+            .apply(&[put(b"new", b"2"), expiry(b"new")])
+            .expect("apply");
         store.checkpoint().expect("checkpoint (clean shutdown)");
         drop(store);
         for restart in ["clean", "crash"] {
@@ -934,7 +943,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FjallStore::open(dir.path()).expect("open");
         for round in 0..200u32 {
-            store.apply(&[put(&round.to_be_bytes(), b"v")]).expect("apply");
+            store
+                .apply(&[put(&round.to_be_bytes(), b"v")])
+                .expect("apply");
             store.clear().expect("clear");
         }
         store.apply(&[put(b"last", b"v")]).expect("apply");
