@@ -18,17 +18,17 @@
 //! and `log-1`: opening one replays them first, then deletes them.
 //!
 //! FLUSHALL does not use fjall's `Keyspace::clear`: fjall journals a
-//! clear as a marker that recovery replays whenever the journal holding
-//! it is still on disk, and it does so after the tables written since,
-//! whose writes never went through the journal (ingested tables) are
-//! already back: every key written after a FLUSHALL vanished on the next
-//! restart. Instead the data and expiry keyspaces belong to a *flush
-//! epoch*: FLUSHALL creates the next epoch's empty keyspaces, records in
-//! `meta` the epoch and the first log generation that belongs to it (the
-//! commit point, synced), then deletes the old keyspaces. Opening uses the
-//! recorded epoch, skips log files of older generations and deletes any
-//! other epoch's keyspaces, so a restart replays no flush at all and its
-//! cost does not grow with the number of flushes.
+//! clear as a marker that recovery replays, unconditionally, whenever the
+//! journal holding it is still on disk, which it stays while nothing is
+//! written through the journal to the data keyspace (its tables come from
+//! ingestions): every key ingested after a FLUSHALL vanished at the next
+//! restart, and each restart replayed every flush again. Nor does it make
+//! new keyspaces: each creation and deletion is a new version of fjall's
+//! own metadata, and 1,000 flushes left 6,000 version files (3.9 GiB) that
+//! the next open took 13 s to clean. Instead [`Shared::clear_all`] ingests
+//! what is staged, then one table of tombstones for every stored key: as
+//! atomic as any ingestion, nothing to replay, and O(keys) like Redis's
+//! own FLUSHALL.
 
 use super::stage::{Generation, decode_log, encode_log, merge_scan, staged_range};
 use super::stage_log::StageLog;
@@ -56,53 +56,6 @@ const INGEST_QUEUE: usize = 1;
 
 /// The `meta` key [`Shared::collect_tables`] writes (empty).
 const COLLECT_KEY: &str = "collect";
-
-/// The `meta` key of the current flush epoch: the epoch, then the first
-/// log generation written in it, each a u64 big-endian. Absent: epoch 0
-/// from generation 0.
-const FLUSH_EPOCH_KEY: &str = "flush_epoch";
-
-/// The data and expiry keyspaces of one flush epoch.
-struct Spaces {
-    epoch: u64,
-    data: Keyspace,
-    expiry: Keyspace,
-}
-
-/// The names of `epoch`'s data and expiry keyspaces. Epoch 0 keeps the
-/// names of directories made before epochs existed.
-fn space_names(epoch: u64) -> [String; 2] {
-    match epoch {
-        0 => ["data".into(), "expiry".into()],
-        _ => [format!("data-{epoch}"), format!("expiry-{epoch}")],
-    }
-}
-
-/// A name [`space_names`] gives for some epoch.
-fn is_space_name(name: &str) -> bool {
-    ["data", "expiry"].iter().any(|base| {
-        name.strip_prefix(base).is_some_and(|rest| {
-            rest.is_empty()
-                || rest
-                    .strip_prefix('-')
-                    .is_some_and(|n| n.parse::<u64>().is_ok())
-        })
-    })
-}
-
-impl Spaces {
-    /// Opens (or creates) `epoch`'s keyspaces.
-    fn open(db: &Database, epoch: u64) -> Result<Self, StoreError> {
-        let [data, expiry] = space_names(epoch);
-        Ok(Self {
-            epoch,
-            data: db.keyspace(&data, data_options).map_err(engine)?,
-            expiry: db
-                .keyspace(&expiry, KeyspaceCreateOptions::default)
-                .map_err(engine)?,
-        })
-    }
-}
 
 /// How often an ingestion waiting for compaction looks at level 0.
 const INGEST_STALL_POLL: Duration = Duration::from_millis(10);
@@ -153,8 +106,8 @@ impl Drop for FjallStore {
 /// The fjall store's state.
 pub struct Shared {
     db: Database,
-    /// The current flush epoch's keyspaces; replaced by `clear`.
-    spaces: RwLock<Spaces>,
+    data: Keyspace,
+    expiry: Keyspace,
     meta: Keyspace,
     /// The staged generations' log files.
     log: StageLog,
@@ -203,33 +156,15 @@ impl FjallStore {
     /// log's files cannot be read or written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(dir).open().map_err(engine)?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(engine)?;
-        let (epoch, first_generation) = read_flush_epoch(&meta)?;
-        let Spaces { data, expiry, .. } = Spaces::open(&db, epoch)?;
-        // Another epoch's keyspaces: the old one of a flush that stopped
-        // before deleting it, or the new one of a flush that stopped
-        // before its commit point.
-        let current = space_names(epoch);
-        for name in db.list_keyspace_names() {
-            if is_space_name(&name) && !current.iter().any(|c| *c == *name) {
-                let stale = db
-                    .keyspace(&name, KeyspaceCreateOptions::default)
-                    .map_err(engine)?;
-                db.delete_keyspace(stale).map_err(engine)?;
-            }
-        }
+        let data = db.keyspace("data", data_options).map_err(engine)?;
+        let [expiry, meta] =
+            ["expiry", "meta"].map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
+        let (expiry, meta) = (expiry.map_err(engine)?, meta.map_err(engine)?);
         let stage_dir = dir.join("stage");
         let mut entries = legacy_log_entries(&db)?;
-        let recovered = StageLog::recover(&stage_dir, first_generation)?;
+        let recovered = StageLog::recover(&stage_dir)?;
         entries.extend(recovered.entries);
-        // Never below the epoch's first generation: a file numbered before
-        // it would be skipped by the next recovery.
-        let number = recovered
-            .last_generation
-            .map_or(first_generation, |last| last + 1)
-            .max(first_generation);
+        let number = recovered.last_generation.map_or(0, |last| last + 1);
         let mut generation = Generation::new(number);
         let mut expiry_ops = db.batch();
         for entry in &entries {
@@ -259,11 +194,8 @@ impl FjallStore {
                 batches: 0,
             }),
             log: StageLog::create(&stage_dir, number + 1)?,
-            spaces: RwLock::new(Spaces {
-                epoch,
-                data,
-                expiry,
-            }),
+            data,
+            expiry,
             meta,
             db,
             sealed: RwLock::new(None),
@@ -297,22 +229,11 @@ impl FjallStore {
 }
 
 impl Shared {
-    fn spaces(&self) -> RwLockReadGuard<'_, Spaces> {
-        self.spaces.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The current epoch's keyspace for `space`.
-    fn space(&self, space: Space) -> Keyspace {
-        let spaces = self.spaces();
+    fn space(&self, space: Space) -> &Keyspace {
         match space {
-            Space::Data => spaces.data.clone(),
-            Space::Expiry => spaces.expiry.clone(),
+            Space::Data => &self.data,
+            Space::Expiry => &self.expiry,
         }
-    }
-
-    /// The current epoch's data keyspace.
-    fn data(&self) -> Keyspace {
-        self.space(Space::Data)
     }
 
     fn sealed(&self) -> RwLockReadGuard<'_, Option<Arc<Generation>>> {
@@ -368,7 +289,7 @@ impl Shared {
     fn run_idle_ingester(&self, stop: &mpsc::Receiver<()>) {
         lower_priority(IDLE_INGEST_NICE);
         let mut batches_seen = None;
-        let mut tables_collected = self.data().table_count();
+        let mut tables_collected = self.data.table_count();
         while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(STAGE_IDLE) {
             // Idle: no batch since the last tick.
             let batches = lock(&self.active).batches;
@@ -378,7 +299,7 @@ impl Shared {
             if let Some(generation) = self.seal_idle() {
                 self.ingest_logged(&generation);
             }
-            let tables = self.data().table_count();
+            let tables = self.data.table_count();
             if tables != tables_collected {
                 tables_collected = tables;
                 if let Err(error) = self.collect_tables() {
@@ -430,7 +351,7 @@ impl Shared {
         if !current.is_some_and(|sealed| Arc::ptr_eq(&sealed, generation)) {
             return Ok(());
         }
-        ingest_into(&self.data(), generation)?;
+        ingest_into(&self.data, generation)?;
         // The generation's expiry ops are only in fjall's journal now.
         self.db.persist(PersistMode::SyncAll).map_err(engine)?;
         self.log.remove(generation.number)?;
@@ -471,6 +392,36 @@ impl Shared {
             .collect()
     }
 
+    /// Removes every key of the data and expiry keyspaces (FLUSHALL; the
+    /// caller keeps writes out meanwhile): ingests what is staged, so
+    /// that no log file holds a write from before the flush, then writes
+    /// one table of tombstones per keyspace, covering every key it holds.
+    fn clear_all(&self) -> Result<(), StoreError> {
+        self.ingest_staged()?;
+        let _turn = lock(&self.ingesting);
+        let active = lock(&self.active);
+        if !active.generation.is_empty() || self.sealed().is_some() {
+            return Err(StoreError::Engine(
+                "FLUSHALL raced a write: staged writes remain".into(),
+            ));
+        }
+        for keyspace in [&self.data, &self.expiry] {
+            let mut keys = Vec::new();
+            for guard in keyspace.iter() {
+                keys.push(guard.key().map_err(engine)?);
+            }
+            if keys.is_empty() {
+                continue;
+            }
+            let mut ingestion = keyspace.start_ingestion().map_err(engine)?;
+            for key in keys {
+                ingestion.write_tombstone(key).map_err(engine)?;
+            }
+            ingestion.finish().map_err(engine)?;
+        }
+        Ok(())
+    }
+
     /// Ingests everything staged before the call (a checkpoint).
     fn ingest_staged(&self) -> Result<(), StoreError> {
         // At most: the generation being ingested, the active one, and one
@@ -492,19 +443,6 @@ impl Shared {
         }
         Ok(())
     }
-}
-
-/// The flush epoch recorded in `meta` and the first log generation
-/// written in it.
-fn read_flush_epoch(meta: &Keyspace) -> Result<(u64, u64), StoreError> {
-    let Some(record) = meta.get(FLUSH_EPOCH_KEY).map_err(engine)? else {
-        return Ok((0, 0));
-    };
-    let malformed =
-        || StoreError::Incompatible(format!("meta entry {FLUSH_EPOCH_KEY} is malformed"));
-    let (epoch, first) = record.split_first_chunk::<8>().ok_or_else(malformed)?;
-    let first = <[u8; 8]>::try_from(first).map_err(|_| malformed())?;
-    Ok((u64::from_be_bytes(*epoch), u64::from_be_bytes(first)))
 }
 
 /// Sets the calling thread's nice value (Linux keeps one per thread).
@@ -628,11 +566,10 @@ impl Store for FjallStore {
         let mut expiry = ops.iter().filter(|op| op.space == Space::Expiry).peekable();
         if expiry.peek().is_some() {
             let mut batch = self.db.batch();
-            let keyspace = self.space(Space::Expiry);
             for op in expiry {
                 match &op.value {
-                    Some(value) => batch.insert(&keyspace, op.key.as_slice(), &value[..]),
-                    None => batch.remove(&keyspace, op.key.as_slice()),
+                    Some(value) => batch.insert(&self.expiry, op.key.as_slice(), &value[..]),
+                    None => batch.remove(&self.expiry, op.key.as_slice()),
                 }
             }
             batch.commit().map_err(engine)?;
@@ -667,34 +604,14 @@ impl Store for FjallStore {
         // Write the staged generations and the memtables out as tables,
         // so reopening does not replay the whole journal into memory.
         self.ingest_staged()?;
-        let keyspaces = [self.data(), self.space(Space::Expiry), self.meta.clone()];
-        for keyspace in keyspaces {
+        for keyspace in [&self.data, &self.expiry, &self.meta] {
             keyspace.rotate_memtable_and_wait().map_err(engine)?;
         }
         self.sync()
     }
 
     fn clear(&self) -> Result<(), StoreError> {
-        let _turn = lock(&self.ingesting);
-        let mut active = lock(&self.active);
-        let epoch = self.spaces().epoch + 1;
-        let next = active.generation.number + 1;
-        let fresh = Spaces::open(&self.db, epoch)?;
-        // The commit point: from here on a recovery opens the new epoch
-        // and replays only the log from generation `next`.
-        let mut record = epoch.to_be_bytes().to_vec();
-        record.extend_from_slice(&next.to_be_bytes());
-        self.meta_put(FLUSH_EPOCH_KEY, &record)?;
-        let old = std::mem::replace(
-            &mut *self.spaces.write().unwrap_or_else(PoisonError::into_inner),
-            fresh,
-        );
-        *self.sealed_mut() = None;
-        active.generation = Generation::new(next);
-        self.log.clear(next)?;
-        // A failure here leaves keyspaces the next open deletes.
-        self.db.delete_keyspace(old.data).map_err(engine)?;
-        self.db.delete_keyspace(old.expiry).map_err(engine)
+        self.clear_all()
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -783,7 +700,7 @@ mod tests {
 
     /// Entries in the log files of the store in `dir`.
     fn log_entries(dir: &Path) -> usize {
-        let recovered = StageLog::recover(&dir.join("stage"), 0).expect("read the log");
+        let recovered = StageLog::recover(&dir.join("stage")).expect("read the log");
         recovered.entries.len()
     }
 
@@ -793,7 +710,7 @@ mod tests {
         let store = FjallStore::open(dir.path()).expect("open");
         let value = vec![7u8; 2048];
         let mut written = 0usize;
-        while store.sealed().is_none() && store.data().table_count() == 0 {
+        while store.sealed().is_none() && store.data.table_count() == 0 {
             assert!(
                 written * value.len() <= STAGE_GENERATION_BYTES,
                 "no seal at the limit"
@@ -814,7 +731,7 @@ mod tests {
         while store.sealed().is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data().table_count(), 1);
+        assert_eq!(store.data.table_count(), 1);
         assert_eq!(
             log_entries(dir.path()),
             0,
@@ -823,20 +740,16 @@ mod tests {
         store
             .apply(&[put(b"after", b"v")])
             .expect("apply after the seal");
-        assert_eq!(store.data().table_count(), 1);
+        assert_eq!(store.data.table_count(), 1);
         // Only the write after the seal is still logged and staged.
         assert_eq!(log_entries(dir.path()), 1);
-        assert_eq!(store.data().get(b"after").expect("get"), None);
+        assert_eq!(store.data.get(b"after").expect("get"), None);
         assert_eq!(
             store.get(Space::Data, b"after").expect("get"),
             Some(b"v".to_vec())
         );
         assert_eq!(
-            store
-                .data()
-                .get(0u32.to_be_bytes())
-                .expect("get")
-                .as_deref(),
+            store.data.get(0u32.to_be_bytes()).expect("get").as_deref(),
             Some(&value[..])
         );
     }
@@ -862,7 +775,7 @@ mod tests {
             );
             assert_eq!(store.get(Space::Data, b"b").expect("get"), None);
             assert_eq!(
-                store.data().get(b"b").expect("get").as_deref(),
+                store.data.get(b"b").expect("get").as_deref(),
                 Some(&b"1"[..])
             );
             store.sync().expect("sync");
@@ -937,7 +850,7 @@ mod tests {
     }
 
     // Proves a restart replays no flush: after 200 clears the directory
-    // holds one epoch's keyspaces and opens with the last writes only.
+    // holds its three keyspaces and opens with the last writes only.
     #[test]
     fn many_clears_leave_one_epoch_and_nothing_to_replay() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -959,7 +872,7 @@ mod tests {
             .map(|name| name.to_string())
             .collect();
         names.sort();
-        assert_eq!(names, ["data-200", "expiry-200", "meta"]);
+        assert_eq!(names, ["data", "expiry", "meta"]);
         assert_eq!(
             store.scan(Space::Data, b"", None, 10).expect("scan"),
             vec![(b"last".to_vec(), b"v".to_vec())]
@@ -982,7 +895,7 @@ mod tests {
         // fjall's default (4) would have merged them by now. (The first
         // table may have moved down to the empty level 1 unmerged.)
         std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(store.data().table_count(), tables);
+        assert_eq!(store.data.table_count(), tables);
     }
 
     #[test]
@@ -996,10 +909,10 @@ mod tests {
         }
         // One key: the generation holds 64 KiB, far below its limit.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while store.data().table_count() == 0 && Instant::now() < deadline {
+        while store.data.table_count() == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data().table_count(), 1, "sealed by the log's length");
+        assert_eq!(store.data.table_count(), 1, "sealed by the log's length");
     }
 
     #[test]
@@ -1069,14 +982,14 @@ mod tests {
                 .expect("apply");
             written += 1;
         }
-        assert_eq!(store.data().table_count(), 0);
+        assert_eq!(store.data.table_count(), 0);
         let deadline = Instant::now() + IDLE_WAIT;
-        while (store.data().table_count() == 0 || store.sealed().is_some())
+        while (store.data.table_count() == 0 || store.sealed().is_some())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data().table_count(), 1, "ingested once idle");
+        assert_eq!(store.data.table_count(), 1, "ingested once idle");
         assert_eq!(log_entries(dir.path()), 0, "its log file deleted");
         assert_eq!(
             store.get(Space::Data, &0u32.to_be_bytes()).expect("get"),
@@ -1096,7 +1009,7 @@ mod tests {
         let store = FjallStore::open(dir.path()).expect("open");
         store.apply(&[put(b"k", b"v")]).expect("apply");
         std::thread::sleep(STAGE_IDLE * 3);
-        assert_eq!(store.data().table_count(), 0);
+        assert_eq!(store.data.table_count(), 0);
         assert_eq!(log_entries(dir.path()), 1);
     }
 
@@ -1110,22 +1023,22 @@ mod tests {
             store.checkpoint().expect("ingest");
         }
         let files = || {
-            let tables = std::fs::read_dir(store.data().path().join("tables")).expect("tables");
+            let tables = std::fs::read_dir(store.data.path().join("tables")).expect("tables");
             tables.count()
         };
         // Level 0 reached its threshold: a compaction merges it, and the
         // idle ingester has its inputs' files deleted.
         let deadline = Instant::now() + IDLE_WAIT;
-        while (store.data().table_count() > usize::from(DATA_L0_TABLES_COMPACTED)
-            || files() != store.data().table_count())
+        while (store.data.table_count() > usize::from(DATA_L0_TABLES_COMPACTED)
+            || files() != store.data.table_count())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(store.data().table_count() <= usize::from(DATA_L0_TABLES_COMPACTED));
+        assert!(store.data.table_count() <= usize::from(DATA_L0_TABLES_COMPACTED));
         assert_eq!(
             files(),
-            store.data().table_count(),
+            store.data.table_count(),
             "files of replaced tables kept"
         );
         assert_eq!(

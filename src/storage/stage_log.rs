@@ -96,20 +96,15 @@ struct ToSync {
 }
 
 impl StageLog {
-    /// Reads what the files in `dir` of generation `first` and later hold
-    /// (creating `dir` if missing). Older files hold writes a FLUSHALL
-    /// removed (see `FjallStore::clear`) and are skipped.
+    /// Reads what the files in `dir` hold (creating `dir` if missing).
     ///
     /// # Errors
     /// [`StoreError::StageLog`] when the directory or a file cannot be
     /// read.
-    pub fn recover(dir: &Path, first: u64) -> Result<Recovered, StoreError> {
+    pub fn recover(dir: &Path) -> Result<Recovered, StoreError> {
         std::fs::create_dir_all(dir).map_err(io("create the stage directory"))?;
         let mut recovered = Recovered::default();
         for (generation, path) in log_files(dir)? {
-            if generation < first {
-                continue;
-            }
             recovered.last_generation = Some(generation);
             let content = std::fs::read(&path).map_err(io("read a stage log file"))?;
             if !read_entries(&content, &mut recovered.entries) {
@@ -131,7 +126,7 @@ impl StageLog {
     /// # Errors
     /// [`StoreError::StageLog`] when a file cannot be deleted or created.
     pub fn create(dir: &Path, generation: u64) -> Result<Self, StoreError> {
-        remove_files(dir, u64::MAX)?;
+        remove_files(dir)?;
         let file = Arc::new(new_file(dir, generation)?);
         let log = Self {
             dir: dir.to_path_buf(),
@@ -220,22 +215,6 @@ impl StageLog {
             }
         }
         sync_dir(&self.dir).map_err(io("sync the stage directory"))
-    }
-
-    /// Starts `generation`'s file and deletes every older one (FLUSHALL).
-    /// Appends must never land in an older file, which recovery skips
-    /// once the store has recorded the flush: if the new file cannot be
-    /// started, every append fails from then on.
-    ///
-    /// # Errors
-    /// [`StoreError::StageLog`] when a file cannot be deleted or created.
-    pub fn clear(&self, generation: u64) -> Result<(), StoreError> {
-        if let Err(error) = self.start(generation) {
-            lock(&self.writer).failed = true;
-            return Err(error);
-        }
-        remove_files(&self.dir, generation)?;
-        self.sync()
     }
 
     /// Bytes the log's files take (for INFO); 0 for any it cannot read.
@@ -330,9 +309,8 @@ fn log_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(files)
 }
 
-/// Deletes the log files in `dir` of generations before `until`.
-fn remove_files(dir: &Path, until: u64) -> Result<(), StoreError> {
-    for (_, path) in log_files(dir)?.into_iter().filter(|(g, _)| *g < until) {
+fn remove_files(dir: &Path) -> Result<(), StoreError> {
+    for (_, path) in log_files(dir)? {
         std::fs::remove_file(&path).map_err(io("delete a stage log file"))?;
     }
     Ok(())
@@ -376,24 +354,17 @@ mod tests {
         log.start(5).expect("start");
         append(&log, b"two");
         log.sync().expect("sync");
-        let recovered = StageLog::recover(dir.path(), 0).expect("recover");
+        let recovered = StageLog::recover(dir.path()).expect("recover");
         assert_eq!(recovered.entries, [&b"one"[..], b"", b"two"]);
         assert_eq!(recovered.last_generation, Some(5));
-        // Files before the first generation asked for are skipped.
-        let recovered = StageLog::recover(dir.path(), 5).expect("recover");
-        assert_eq!(recovered.entries, [b"two"]);
         log.remove(4).expect("remove");
-        let recovered = StageLog::recover(dir.path(), 0).expect("recover");
+        let recovered = StageLog::recover(dir.path()).expect("recover");
         assert_eq!(recovered.entries, [b"two"]);
-        log.clear(6).expect("clear");
-        let recovered = StageLog::recover(dir.path(), 0).expect("recover");
-        assert!(recovered.entries.is_empty());
-        assert_eq!(recovered.last_generation, Some(6));
         // Creating deletes what was there.
         drop(log);
         let log = StageLog::create(dir.path(), 0).expect("create");
         append(&log, b"zero");
-        let recovered = StageLog::recover(dir.path(), 0).expect("recover");
+        let recovered = StageLog::recover(dir.path()).expect("recover");
         assert_eq!(recovered.entries, [b"zero"]);
     }
 
@@ -436,11 +407,11 @@ mod tests {
             content[..HEADER_BYTES + 12 + 3].to_vec(),
         ] {
             std::fs::write(&first, &bad).expect("write");
-            let recovered = StageLog::recover(dir.path(), 0).expect("recover");
+            let recovered = StageLog::recover(dir.path()).expect("recover");
             assert_eq!(recovered.entries, [b"kept"]);
         }
         std::fs::write(&first, &content[..5]).expect("write");
-        let recovered = StageLog::recover(dir.path(), 0).expect("recover");
+        let recovered = StageLog::recover(dir.path()).expect("recover");
         assert!(recovered.entries.is_empty(), "a cut header");
     }
 
