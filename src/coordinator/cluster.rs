@@ -134,6 +134,7 @@ fn peer_error(code: ErrorCode, message: String) -> CoordinatorError {
         ErrorCode::NotAnInteger => OpError::NotAnInteger.into(),
         ErrorCode::Overflow => OpError::Overflow.into(),
         ErrorCode::TooLarge => OpError::TooLarge.into(),
+        ErrorCode::WatchedKeyChanged => OpError::WatchedKeyChanged.into(),
         ErrorCode::ShuttingDown => CoordinatorError::ShuttingDown,
         ErrorCode::Quorum | ErrorCode::Storage | ErrorCode::BadRequest => {
             CoordinatorError::Remote(message)
@@ -149,6 +150,7 @@ fn error_response(error: &CoordinatorError) -> Response {
         CoordinatorError::Rejected(OpError::NotAnInteger) => ErrorCode::NotAnInteger,
         CoordinatorError::Rejected(OpError::Overflow) => ErrorCode::Overflow,
         CoordinatorError::Rejected(OpError::TooLarge) => ErrorCode::TooLarge,
+        CoordinatorError::Rejected(OpError::WatchedKeyChanged) => ErrorCode::WatchedKeyChanged,
     };
     Response::Error {
         code,
@@ -566,8 +568,13 @@ impl Inner {
         Ok(written)
     }
 
-    /// Writes from a client: those whose key this node replicates are
-    /// coordinated here as one batch; the others are forwarded.
+    /// Writes from a client: those this node may coordinate are
+    /// coordinated here as one batch; the others are forwarded. A blind
+    /// write may be coordinated by any replica of its key; one that reads
+    /// the current value (INCR, APPEND, NX, a WATCHed key's write...) only
+    /// by the key's first live replica, the one [`Inner::forward`] picks,
+    /// so that those of one key serialize under one replica's lock
+    /// instead of racing from several into siblings.
     async fn write_many(
         self: Arc<Self>,
         writes: Vec<(Bytes, WriteOp)>,
@@ -577,7 +584,16 @@ impl Inner {
         let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
         let ring = self.ring();
         for (i, write) in writes.into_iter().enumerate() {
-            if replicas_in(&ring, &write.0).contains(&me) {
+            let replicas = replicas_in(&ring, &write.0);
+            let coordinates_here = if write.1.reads_current() {
+                replicas
+                    .iter()
+                    .find(|&&n| n == me || self.transport.connected(n))
+                    == Some(&me)
+            } else {
+                replicas.contains(&me)
+            };
+            if coordinates_here {
                 here.push((i, write));
             } else {
                 elsewhere.push((i, write));

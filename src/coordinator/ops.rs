@@ -2,10 +2,13 @@
 //! key's current record. Pure: the caller supplies the record and the time.
 //!
 //! Read-modify-write changes (APPEND, SETRANGE, INCRBY, EXPIRE, PERSIST,
-//! and the NX/XX conditions) are judged against the coordinator's view of
-//! the key: the value plain GET would return. They version like any write,
-//! so two racing through different coordinators leave two siblings — never
-//! a silent loss (docs/semantics.md).
+//! and the NX/XX conditions) are judged against the coordinating
+//! replica's record of the key, under its lock, and supersede exactly that
+//! record: the value plain GET would return is computed from the same
+//! state the write's context names. The cluster routes them to one
+//! coordinator per key (its first live replica), so they serialize there;
+//! two that still race through different coordinators (a partition, a
+//! failover) leave two siblings — never a silent loss (docs/semantics.md).
 
 use crate::limits::VALUE_BYTES_MAX;
 use crate::storage::record::{Content, Record, Sibling, is_live, lww_order};
@@ -23,7 +26,7 @@ pub enum Base {
 }
 
 /// When a write happens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
     /// Always.
     Always,
@@ -32,6 +35,15 @@ pub enum Condition {
     /// Only if the key holds a value (XX; DEL, which need not write a
     /// tombstone for a key that has none).
     IfPresent,
+    /// Only if the key's record is still as a WATCH saw it: the same
+    /// causal context and liveness. Otherwise the write is refused with
+    /// [`OpError::WatchedKeyChanged`] and the transaction aborts.
+    Unchanged {
+        /// The context WATCH read.
+        context: VersionVector,
+        /// Whether the key held a value then.
+        live: bool,
+    },
 }
 
 /// When a written value expires.
@@ -127,6 +139,10 @@ pub enum OpError {
     /// The result would exceed the string size limit (Redis's text).
     #[error("string exceeds maximum allowed size (proto-max-bulk-len)")]
     TooLarge,
+    /// A WATCHed key changed before the transaction wrote it: EXEC
+    /// aborts (its reply is the null array, never this text).
+    #[error("a watched key changed")]
+    WatchedKeyChanged,
 }
 
 /// One client write to one key.
@@ -198,10 +214,17 @@ impl WriteOp {
         now_ms: u64,
     ) -> Result<Option<(VersionVector, Sibling)>, OpError> {
         let live = current.is_some_and(|r| is_live(r, now_ms));
-        let applies = match self.condition {
+        let applies = match &self.condition {
             Condition::Always => true,
             Condition::IfAbsent => !live,
             Condition::IfPresent => live,
+            Condition::Unchanged { context, live: was } => {
+                let now = current.map(|r| r.context().clone()).unwrap_or_default();
+                if now != *context || live != *was {
+                    return Err(OpError::WatchedKeyChanged);
+                }
+                true
+            }
         };
         if !applies {
             return Ok(None);
@@ -329,6 +352,43 @@ mod tests {
             .expect("applies");
         record.update(&context, 1, sibling);
         assert_eq!(record.siblings().len(), 1);
+    }
+
+    // Proves a watched write applies only to the record WATCH saw: the
+    // same context and liveness; any other write in between refuses it.
+    #[test]
+    fn an_unchanged_condition_refuses_a_record_written_since() {
+        let mut record = Record::new();
+        record.update(
+            &VersionVector::new(),
+            1,
+            Sibling::value(Bytes::from_static(b"1"), 1),
+        );
+        let watched = |record: &Record, live| WriteOp {
+            condition: Condition::Unchanged {
+                context: record.context().clone(),
+                live,
+            },
+            ..WriteOp::set(Bytes::from_static(b"2"))
+        };
+        let op = watched(&record, true);
+        assert!(op.plan(Some(&record), 2).expect("unchanged").is_some());
+        assert_eq!(
+            watched(&record, false).plan(Some(&record), 2),
+            Err(OpError::WatchedKeyChanged),
+            "liveness differs"
+        );
+        let context = record.context().clone();
+        record.update(&context, 2, Sibling::value(Bytes::from_static(b"9"), 2));
+        assert_eq!(op.plan(Some(&record), 3), Err(OpError::WatchedKeyChanged));
+        let absent = WriteOp {
+            condition: Condition::Unchanged {
+                context: VersionVector::new(),
+                live: false,
+            },
+            ..WriteOp::set(Bytes::from_static(b"v"))
+        };
+        assert!(absent.plan(None, 0).expect("never written").is_some());
     }
 
     #[test]

@@ -70,6 +70,8 @@
 //! write op:
 //! byte         base: 1 known | 2 context, then vector
 //! byte         condition: 1 always | 2 if absent (NX) | 3 if present (XX)
+//!              | 4 unchanged (a WATCHed key), then vector context and
+//!              byte live (0 or 1)
 //! byte         change tag, then its fields:
 //!   1 Put       bytes value (at most VALUE_BYTES_MAX),
 //!               byte expiry: 1 never | 2 at, then varint ms | 3 keep
@@ -94,7 +96,8 @@
 //!   5 Entries     list<key, record>
 //!   6 Members     list<member>
 //!   7 Error       byte code (1 storage, 2 quorum, 3 shutting down,
-//!                 4 bad request, 5 not an integer, 6 overflow, 7 too large),
+//!                 4 bad request, 5 not an integer, 6 overflow, 7 too large,
+//!                 8 watched key changed),
 //!                 string message
 //!   8 Count       varint keys, varint expires
 //! ```
@@ -180,7 +183,7 @@ tags! {
 
 tags! {
     /// Which [`Condition`].
-    ConditionTag, "write condition" { Always = 1, IfAbsent = 2, IfPresent = 3, }
+    ConditionTag, "write condition" { Always = 1, IfAbsent = 2, IfPresent = 3, Unchanged = 4, }
 }
 
 tags! {
@@ -212,6 +215,7 @@ impl TryFrom<u8> for ErrorCode {
             5 => Self::NotAnInteger,
             6 => Self::Overflow,
             7 => Self::TooLarge,
+            8 => Self::WatchedKeyChanged,
             found => {
                 return Err(DecodeError::UnknownTag {
                     what: "error code",
@@ -361,11 +365,16 @@ fn put_write_op(out: &mut BytesMut, op: &WriteOp) {
             put_vector(out, vector);
         }
     }
-    out.put_u8(match op.condition {
-        Condition::Always => ConditionTag::Always,
-        Condition::IfAbsent => ConditionTag::IfAbsent,
-        Condition::IfPresent => ConditionTag::IfPresent,
-    } as u8);
+    match &op.condition {
+        Condition::Always => out.put_u8(ConditionTag::Always as u8),
+        Condition::IfAbsent => out.put_u8(ConditionTag::IfAbsent as u8),
+        Condition::IfPresent => out.put_u8(ConditionTag::IfPresent as u8),
+        Condition::Unchanged { context, live } => {
+            out.put_u8(ConditionTag::Unchanged as u8);
+            put_vector(out, context);
+            out.put_u8(u8::from(*live));
+        }
+    }
     match &op.change {
         Change::Put { value, expiry } => {
             out.put_u8(ChangeTag::Put as u8);
@@ -725,6 +734,18 @@ fn get_write_op(r: &mut Reader<'_>) -> Result<WriteOp, DecodeError> {
         ConditionTag::Always => Condition::Always,
         ConditionTag::IfAbsent => Condition::IfAbsent,
         ConditionTag::IfPresent => Condition::IfPresent,
+        ConditionTag::Unchanged => Condition::Unchanged {
+            context: get_vector(r)?,
+            live: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => {
+                    return Err(DecodeError::Malformed {
+                        what: "watched liveness",
+                    });
+                }
+            },
+        },
     };
     let change = match ChangeTag::try_from(r.u8()?)? {
         ChangeTag::Put => Change::Put {
@@ -1174,10 +1195,10 @@ mod tests {
             })
         );
         assert_eq!(
-            response(&[7, 8, 0]),
+            response(&[7, 9, 0]),
             Err(DecodeError::UnknownTag {
                 what: "error code",
-                found: 8
+                found: 9
             })
         );
     }
@@ -1273,6 +1294,8 @@ mod tests {
             Just(Condition::Always),
             Just(Condition::IfAbsent),
             Just(Condition::IfPresent),
+            (arb_vector(), any::<bool>())
+                .prop_map(|(context, live)| Condition::Unchanged { context, live }),
         ];
         let expiry = prop_oneof![
             Just(Expiry::Never),
@@ -1319,7 +1342,7 @@ mod tests {
     }
 
     fn arb_error_code() -> impl Strategy<Value = ErrorCode> {
-        (1u8..=7).prop_map(|code| ErrorCode::try_from(code).unwrap())
+        (1u8..=8).prop_map(|code| ErrorCode::try_from(code).unwrap())
     }
 
     fn arb_response() -> impl Strategy<Value = Response> {

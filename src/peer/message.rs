@@ -173,6 +173,8 @@ pub enum ErrorCode {
     Overflow = 6,
     /// The write was refused: the string would be too large.
     TooLarge = 7,
+    /// The write was refused: a WATCHed key changed.
+    WatchedKeyChanged = 8,
 }
 
 /// One frame after the handshake.

@@ -3,7 +3,7 @@
 //! the handler. Arity and flags come from [`super::table`], so what
 //! COMMAND reports is what dispatch enforces.
 
-use super::conn::{Session, Watched};
+use super::conn::{ExecWatch, Session, Watched};
 use super::handlers;
 use super::reply::Reply;
 use super::server::Shared;
@@ -430,22 +430,42 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             if failed {
                 return Reply::error("EXECABORT Transaction discarded because of previous errors.");
             }
+            // A change seen now aborts at once; one that comes after this
+            // check is caught by the transaction's own conditional writes.
             match watch_broken(shared, &watched).await {
                 Ok(false) => {}
                 Ok(true) => return Reply::NilArray,
                 Err(reply) => return reply,
             }
+            *exec_watch(session) = ExecWatch {
+                pending: watched,
+                broken: false,
+            };
             let mut replies = Vec::with_capacity(queue.len());
             for queued in queue {
                 // Queued commands passed lookup and arity when queued.
                 if let Some(queued_command) = lookup(&queued[0]) {
                     replies.push(run(shared, session, queued_command, queued).await);
                 }
+                if exec_watch(session).broken {
+                    break;
+                }
+            }
+            let exec = std::mem::take(&mut *exec_watch(session));
+            if exec.broken {
+                return Reply::NilArray;
             }
             Reply::Array(replies)
         }
         _ => run(shared, session, command, args).await,
     }
+}
+
+fn exec_watch(session: &Session) -> std::sync::MutexGuard<'_, ExecWatch> {
+    session
+        .exec_watch
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `<CONTAINER> HELP`: the subcommands and their summaries.

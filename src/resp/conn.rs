@@ -142,6 +142,21 @@ pub struct Session {
     pub closing: bool,
     /// WATCHed keys with the context and liveness they had then.
     pub watched: Vec<Watched>,
+    /// While EXEC runs a transaction: the WATCHed keys it has not written
+    /// yet (see [`super::handlers::write`]).
+    pub exec_watch: std::sync::Mutex<ExecWatch>,
+}
+
+/// What an EXEC still guards: its first write of each WATCHed key is made
+/// conditional on the key being as WATCH saw it, and checked under the
+/// key's lock by the replica that coordinates it, so no write can come
+/// between the check and the transaction's write (docs/semantics.md).
+#[derive(Debug, Default)]
+pub struct ExecWatch {
+    /// WATCHed keys not written yet by this EXEC.
+    pub pending: Vec<Watched>,
+    /// A conditional write found its key changed: EXEC aborts.
+    pub broken: bool,
 }
 
 /// A WATCHed key as it was when watched.
@@ -166,6 +181,7 @@ impl Session {
             multi_failed: false,
             closing: false,
             watched: Vec::new(),
+            exec_watch: std::sync::Mutex::default(),
         }
     }
 }

@@ -76,17 +76,15 @@ async fn write_with_context(
         condition: Condition::Always,
         change,
     };
-    match ctx
-        .shared
-        .coordinator
-        .write(
-            vec![(args[1].clone(), op)],
-            WriteOptions {
-                w,
-                ..WriteOptions::default()
-            },
-        )
-        .await
+    match super::write(
+        ctx,
+        vec![(args[1].clone(), op)],
+        WriteOptions {
+            w,
+            ..WriteOptions::default()
+        },
+    )
+    .await
     {
         Ok(mut written) => match written.pop().and_then(|w| w.current) {
             Some(record) => Reply::bulk(encode_context(record.context())),

@@ -203,9 +203,7 @@ async fn write(
         all_or_nothing,
         ..WriteOptions::default()
     };
-    ctx.shared
-        .coordinator
-        .write(writes, options)
+    super::write(ctx, writes, options)
         .await
         .map_err(|e| coordinator_error(&e))
 }

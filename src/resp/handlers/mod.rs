@@ -13,8 +13,9 @@ use super::conn::Session;
 use super::frame::parse_i64;
 use super::reply::Reply;
 use super::server::Shared;
-use crate::coordinator::CoordinatorError;
+use crate::coordinator::{Condition, CoordinatorError, OpError, WriteOp, WriteOptions};
 use crate::limits::KEY_BYTES_MAX;
+use crate::replica::Written;
 use bytes::Bytes;
 use generic::{TimeUnit, TtlKind};
 
@@ -156,6 +157,64 @@ pub fn check_keys<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), R
         ))),
         None => Ok(()),
     }
+}
+
+/// Every client write goes through here: inside an EXEC, the first write
+/// of each WATCHed key carries [`Condition::Unchanged`], and a refusal
+/// marks the transaction broken (EXEC then answers the null array).
+///
+/// # Errors
+/// The coordinator's.
+pub async fn write(
+    ctx: &Ctx<'_>,
+    mut writes: Vec<(Bytes, WriteOp)>,
+    options: WriteOptions,
+) -> Result<Vec<Written>, CoordinatorError> {
+    let guarded = {
+        let mut exec = ctx
+            .session
+            .exec_watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guarded = false;
+        for (key, op) in &mut writes {
+            let Some(at) = exec.pending.iter().position(|w| w.key == *key) else {
+                continue;
+            };
+            let watched = exec.pending.swap_remove(at);
+            // An unchanged key holds a value exactly when it did at WATCH,
+            // which decides NX and XX: they add nothing to the check then.
+            // (An NX on a key that held a value writes nothing either way.)
+            let implied = match op.condition {
+                Condition::Always => true,
+                Condition::IfAbsent => !watched.live,
+                Condition::IfPresent => watched.live,
+                Condition::Unchanged { .. } => false,
+            };
+            if implied {
+                op.condition = Condition::Unchanged {
+                    context: watched.context,
+                    live: watched.live,
+                };
+                guarded = true;
+            }
+        }
+        guarded
+    };
+    let result = ctx.shared.coordinator.write(writes, options).await;
+    if guarded
+        && matches!(
+            result,
+            Err(CoordinatorError::Rejected(OpError::WatchedKeyChanged))
+        )
+    {
+        ctx.session
+            .exec_watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .broken = true;
+    }
+    result
 }
 
 /// A coordinator failure as a client sees it.

@@ -46,9 +46,7 @@ fn values(ctx: &Ctx<'_>, records: &[Option<Record>]) -> Vec<Option<Bytes>> {
 
 async fn write(ctx: &Ctx<'_>, writes: Vec<(Bytes, WriteOp)>) -> Result<Vec<Written>, Reply> {
     check_keys(writes.iter().map(|(k, _)| k))?;
-    ctx.shared
-        .coordinator
-        .write(writes, WriteOptions::default())
+    super::write(ctx, writes, WriteOptions::default())
         .await
         .map_err(|e| coordinator_error(&e))
 }
@@ -287,7 +285,7 @@ pub async fn msetnx(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         all_or_nothing: true,
         ..WriteOptions::default()
     };
-    match ctx.shared.coordinator.write(writes, options).await {
+    match super::write(ctx, writes, options).await {
         // Empty when a declining write cancelled the batch; a lone write
         // that declined comes back with no current record.
         Ok(written) => Reply::Integer(i64::from(
