@@ -16,17 +16,17 @@ use crate::storage::{
     BatchOp, CacheStats, FsyncPolicy, GroupCommit, Meta, RecordCache, Space, Store, StoreError,
     load_or_init_meta, partition_end, split_storage_key, storage_key,
 };
-use crate::version::{Dot, VersionVector};
+use crate::version::{Dot, Supersedes};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Decides a write from the key's current record: `Ok(None)` writes
-/// nothing, `Ok(Some((context, sibling)))` adds `sibling` superseding
-/// `context`, `Err` rejects the whole batch.
+/// nothing, `Ok(Some((supersedes, sibling)))` adds `sibling` superseding
+/// those versions, `Err` rejects the whole batch.
 pub type Planner<E> =
-    Box<dyn FnOnce(Option<&Record>) -> Result<Option<(VersionVector, Sibling)>, E> + Send>;
+    Box<dyn FnOnce(Option<&Record>) -> Result<Option<(Supersedes, Sibling)>, E> + Send>;
 
 /// The outcome of one planned write.
 #[derive(Debug, Clone)]
@@ -528,9 +528,9 @@ impl Replica {
                 Ok(planned) => planned,
                 Err(rejection) => return Ok(Err(rejection)),
             };
-            let current = planned.map(|(context, sibling)| {
+            let current = planned.map(|(supersedes, sibling)| {
                 let mut record = previous.clone().unwrap_or_default();
-                let written = record.update(&context, node, sibling);
+                let written = record.supersede(&supersedes, node, sibling);
                 self.bound(&mut record, written);
                 record
             });
@@ -986,7 +986,7 @@ mod tests {
                 expire_at_ms,
                 ..Sibling::value(Bytes::from_static(b"v"), 1)
             };
-            Ok(Some((context, sibling)))
+            Ok(Some((context.into(), sibling)))
         });
         let written = replica.update(vec![(Bytes::copy_from_slice(key), planner)], false);
         assert!(matches!(written, Ok(Ok(_))));
@@ -1088,7 +1088,7 @@ mod tests {
             Box::new(move |current: Option<&Record>| {
                 let context = current.map(|r| r.context().clone()).unwrap_or_default();
                 Ok(Some((
-                    context,
+                    context.into(),
                     Sibling::value(Bytes::from_static(value), 1),
                 )))
             })
@@ -1275,9 +1275,9 @@ mod tests {
                 let planner: Planner<()> = Box::new(move |current| {
                     let context = match current {
                         Some(r) if keep_context => r.context().clone(),
-                        _ => VersionVector::default(),
+                        _ => crate::version::VersionVector::default(),
                     };
-                    Ok(Some((context, sibling)))
+                    Ok(Some((context.into(), sibling)))
                 });
                 assert!(matches!(
                     on.update(vec![(key.clone(), planner)], false),

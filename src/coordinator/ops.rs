@@ -12,7 +12,7 @@
 
 use crate::limits::VALUE_BYTES_MAX;
 use crate::storage::record::{Content, Record, Sibling, is_live, lww_order};
-use crate::version::VersionVector;
+use crate::version::{Supersedes, VersionVector};
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
@@ -39,8 +39,9 @@ pub enum Condition {
     /// causal context and liveness. Otherwise the write is refused with
     /// [`OpError::WatchedKeyChanged`] and the transaction aborts.
     Unchanged {
-        /// The context WATCH read.
-        context: VersionVector,
+        /// The context WATCH read (boxed: most writes carry no context,
+        /// and every request holding a write op would grow by one).
+        context: Box<VersionVector>,
         /// Whether the key held a value then.
         live: bool,
     },
@@ -156,6 +157,45 @@ pub struct WriteOp {
     pub change: Change,
 }
 
+impl Change {
+    /// Whether the new value is computed from the winning sibling's.
+    fn reads_winner(&self) -> bool {
+        match self {
+            Self::Put { expiry, .. } => *expiry == Expiry::Keep,
+            Self::Delete => false,
+            Self::Append(_) | Self::SetRange { .. } | Self::IncrBy(_) | Self::Expire { .. } => true,
+        }
+    }
+}
+
+/// What a write computed from the winning sibling supersedes: the whole
+/// record when no other sibling holds a live value; else the winner and
+/// the dead siblings only, so that a live sibling the computation did not
+/// use (a concurrent write from across a partition) stays a sibling
+/// instead of vanishing under an INCR that never counted it.
+fn from_winner(current: Option<&Record>, now_ms: u64) -> Supersedes {
+    let Some(record) = current else {
+        return Supersedes::Context(VersionVector::new());
+    };
+    let winner = record.winner(lww_order).map(|(dot, _)| *dot);
+    let dead = |sibling: &Sibling| sibling.live_value(now_ms).is_none();
+    let other_live = record
+        .siblings()
+        .iter()
+        .any(|(dot, sibling)| Some(*dot) != winner && !dead(sibling));
+    if !other_live {
+        return Supersedes::Context(record.context().clone());
+    }
+    Supersedes::Dots(
+        record
+            .siblings()
+            .iter()
+            .filter(|(dot, sibling)| Some(*dot) == winner || dead(sibling))
+            .map(|(dot, _)| *dot)
+            .collect(),
+    )
+}
+
 /// The live winning sibling of a record: what plain GET sees.
 fn winner(current: Option<&Record>, now_ms: u64) -> Option<(&Bytes, Option<u64>)> {
     let (_, sibling) = current?.winner(lww_order)?;
@@ -203,8 +243,11 @@ impl WriteOp {
             )
     }
 
-    /// Decides the write against `current` at `now_ms`: the context it
+    /// Decides the write against `current` at `now_ms`: what it
     /// supersedes and the sibling it adds, `None` if it does not apply.
+    /// A change computed from the winning sibling (APPEND, SETRANGE, the
+    /// INCR family, EXPIRE, KEEPTTL) supersedes the state it was computed
+    /// from: see [`from_winner`].
     ///
     /// # Errors
     /// [`OpError`] when the change cannot be made to the current value.
@@ -212,7 +255,7 @@ impl WriteOp {
         &self,
         current: Option<&Record>,
         now_ms: u64,
-    ) -> Result<Option<(VersionVector, Sibling)>, OpError> {
+    ) -> Result<Option<(Supersedes, Sibling)>, OpError> {
         let live = current.is_some_and(|r| is_live(r, now_ms));
         let applies = match &self.condition {
             Condition::Always => true,
@@ -220,7 +263,7 @@ impl WriteOp {
             Condition::IfPresent => live,
             Condition::Unchanged { context, live: was } => {
                 let now = current.map(|r| r.context().clone()).unwrap_or_default();
-                if now != *context || live != *was {
+                if now != **context || live != *was {
                     return Err(OpError::WatchedKeyChanged);
                 }
                 true
@@ -232,13 +275,16 @@ impl WriteOp {
         let Some(content) = self.new_content(current, now_ms)? else {
             return Ok(None);
         };
-        let context = match &self.base {
-            Base::Known => current.map(|r| r.context().clone()).unwrap_or_default(),
-            Base::Context(context) => context.clone(),
+        let supersedes = match &self.base {
+            Base::Context(context) => Supersedes::Context(context.clone()),
+            Base::Known if self.change.reads_winner() => from_winner(current, now_ms),
+            Base::Known => {
+                Supersedes::Context(current.map(|r| r.context().clone()).unwrap_or_default())
+            }
         };
         let (content, expire_at_ms) = content;
         Ok(Some((
-            context,
+            supersedes,
             Sibling {
                 content,
                 timestamp_ms: now_ms,
@@ -332,7 +378,7 @@ mod tests {
         record
     }
 
-    fn value_of(planned: Option<(VersionVector, Sibling)>) -> Option<(Vec<u8>, Option<u64>)> {
+    fn value_of(planned: Option<(Supersedes, Sibling)>) -> Option<(Vec<u8>, Option<u64>)> {
         let (_, sibling) = planned?;
         match sibling.content {
             Content::Value(v) => Some((v.to_vec(), sibling.expire_at_ms)),
@@ -350,8 +396,42 @@ mod tests {
             .plan(Some(&record), 3)
             .expect("plans")
             .expect("applies");
-        record.update(&context, 1, sibling);
+        record.supersede(&context, 1, sibling);
         assert_eq!(record.siblings().len(), 1);
+    }
+
+    // Proves a read-modify-write supersedes only the sibling it computed
+    // from: INCR on two concurrent siblings (one from each side of a
+    // partition) leaves the other, so neither side's increments vanish.
+    #[test]
+    fn an_incr_keeps_a_live_sibling_it_did_not_compute_from() {
+        let mut record = Record::new();
+        let empty = VersionVector::new();
+        record.update(&empty, 1, Sibling::value(Bytes::from_static(b"5"), 1));
+        record.update(&empty, 2, Sibling::value(Bytes::from_static(b"7"), 2));
+        let incr = WriteOp::known(Change::IncrBy(1));
+        for (now, expected) in [(3, [b"5", b"8"]), (4, [b"5", b"9"])] {
+            let (supersedes, sibling) = incr
+                .plan(Some(&record), now)
+                .expect("plans")
+                .expect("applies");
+            record.supersede(&supersedes, 1, sibling);
+            let mut values: Vec<&[u8]> = record
+                .siblings()
+                .iter()
+                .filter_map(|(_, s)| s.live_value(now).map(|v| &v[..]))
+                .collect();
+            values.sort();
+            assert_eq!(values, expected, "at {now}");
+        }
+        // Alone, a sibling is superseded with the whole record.
+        let mut single = Record::new();
+        single.update(&empty, 1, Sibling::value(Bytes::from_static(b"1"), 1));
+        let (supersedes, _) = incr
+            .plan(Some(&single), 2)
+            .expect("plans")
+            .expect("applies");
+        assert_eq!(supersedes, Supersedes::Context(single.context().clone()));
     }
 
     // Proves a watched write applies only to the record WATCH saw: the
@@ -366,7 +446,7 @@ mod tests {
         );
         let watched = |record: &Record, live| WriteOp {
             condition: Condition::Unchanged {
-                context: record.context().clone(),
+                context: Box::new(record.context().clone()),
                 live,
             },
             ..WriteOp::set(Bytes::from_static(b"2"))
@@ -383,7 +463,7 @@ mod tests {
         assert_eq!(op.plan(Some(&record), 3), Err(OpError::WatchedKeyChanged));
         let absent = WriteOp {
             condition: Condition::Unchanged {
-                context: VersionVector::new(),
+                context: Box::default(),
                 live: false,
             },
             ..WriteOp::set(Bytes::from_static(b"v"))

@@ -735,7 +735,7 @@ fn get_write_op(r: &mut Reader<'_>) -> Result<WriteOp, DecodeError> {
         ConditionTag::IfAbsent => Condition::IfAbsent,
         ConditionTag::IfPresent => Condition::IfPresent,
         ConditionTag::Unchanged => Condition::Unchanged {
-            context: get_vector(r)?,
+            context: Box::new(get_vector(r)?),
             live: match r.u8()? {
                 0 => false,
                 1 => true,
@@ -1294,8 +1294,10 @@ mod tests {
             Just(Condition::Always),
             Just(Condition::IfAbsent),
             Just(Condition::IfPresent),
-            (arb_vector(), any::<bool>())
-                .prop_map(|(context, live)| Condition::Unchanged { context, live }),
+            (arb_vector(), any::<bool>()).prop_map(|(context, live)| Condition::Unchanged {
+                context: Box::new(context),
+                live,
+            }),
         ];
         let expiry = prop_oneof![
             Just(Expiry::Never),

@@ -30,6 +30,24 @@ pub type VectorEntries = SmallVec<[(NodeId, u64); VECTOR_INLINE]>;
 /// handles (−9% CPU per SET, docs/benchmarks.md, session 7).
 pub type Siblings<T> = SmallVec<[(Dot, T); 1]>;
 
+/// Which versions a write supersedes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Supersedes {
+    /// Every version a context covers: what a client (or the coordinator)
+    /// had seen when it wrote without looking at one value (SET, VSET).
+    Context(VersionVector),
+    /// Exactly these siblings: a read-modify-write computed from one
+    /// sibling supersedes that one (and dead ones), never a live sibling
+    /// it did not compute from, which stays as a sibling.
+    Dots(Vec<Dot>),
+}
+
+impl From<VersionVector> for Supersedes {
+    fn from(context: VersionVector) -> Self {
+        Self::Context(context)
+    }
+}
+
 /// A version vector: for each node, how many of its writes have been seen.
 /// Kept as a list sorted by node id with no zero entries, so that equal
 /// vectors are equal structurally and encode to the same bytes.
@@ -189,6 +207,28 @@ impl<T: Clone> DvvSet<T> {
         self.siblings.insert(at, (dot, value));
         self.check();
         dot
+    }
+
+    /// A write of `value` coordinated by `node` superseding `supersedes`:
+    /// [`DvvSet::update`] for a context; for dots, drops exactly those
+    /// siblings and mints the next dot of `node`. The set's context
+    /// already covers the dropped dots (they were its siblings), so a
+    /// replica that still holds one drops it when it syncs this set, and
+    /// one that holds a sibling kept here keeps it.
+    pub fn supersede(&mut self, supersedes: &Supersedes, node: NodeId, value: T) -> Dot {
+        match supersedes {
+            Supersedes::Context(context) => self.update(context, node, value),
+            Supersedes::Dots(dots) => {
+                self.siblings.retain(|s| !dots.contains(&s.0));
+                let counter = self.context.get(node) + 1;
+                let dot = Dot { node, counter };
+                self.context.witness(node, counter);
+                let at = self.siblings.partition_point(|s| s.0 < dot);
+                self.siblings.insert(at, (dot, value));
+                self.check();
+                dot
+            }
+        }
     }
 
     /// Drops the siblings `context` covers and joins it into this set's

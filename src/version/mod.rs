@@ -14,4 +14,4 @@ mod dvv;
 mod laws;
 
 pub use context::{ContextError, decode_context, encode_context};
-pub use dvv::{Dot, DvvSet, NodeId, Siblings, VectorEntries, VersionVector};
+pub use dvv::{Dot, DvvSet, NodeId, Siblings, Supersedes, VectorEntries, VersionVector};

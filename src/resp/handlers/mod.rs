@@ -193,7 +193,7 @@ pub async fn write(
             };
             if implied {
                 op.condition = Condition::Unchanged {
-                    context: watched.context,
+                    context: Box::new(watched.context),
                     live: watched.live,
                 };
                 guarded = true;
