@@ -8,11 +8,6 @@
 //! `DYNOKV_LINKS_RUNS=<k> cargo test --test links -- --nocapture` runs k
 //! fresh clusters (default [`RUNS_DEFAULT`]) and prints the figures.
 
-#![expect(
-    clippy::expect_used,
-    reason = "test code: a panic is the failure report"
-)]
-
 mod common;
 
 use common::{TestCluster, TestNode, dynamo_members, try_connect_sync};
@@ -359,7 +354,7 @@ fn hammer(addr: SocketAddr, round: usize) -> Result<Hammered, String> {
         };
         i += 1;
         let key = format!("hammer:{round}:{}", i % 50);
-        let result = if i % 2 == 0 {
+        let result = if i.is_multiple_of(2) {
             redis::cmd("SET").arg(&key).arg(i).query::<Value>(c)
         } else {
             redis::cmd("GET").arg(&key).query::<Value>(c)

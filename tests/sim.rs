@@ -566,9 +566,17 @@ async fn probe_links(probes: Rc<RefCell<Vec<Probe>>>, stop: Rc<Cell<bool>>) {
     }
 }
 
-/// When each fault was in force, and the pairs of nodes it touched.
+/// A fault's time in force and the pairs of nodes it touched.
+#[derive(Debug)]
+struct Disturbance {
+    injected: Duration,
+    healed: Option<Duration>,
+    pairs: Vec<(usize, usize)>,
+}
+
+/// Every fault injected, by index.
 #[derive(Debug, Default)]
-struct Disturbances(Vec<(Duration, Option<Duration>, Vec<(usize, usize)>)>);
+struct Disturbances(Vec<Disturbance>);
 
 impl Disturbances {
     fn injected(&mut self, fault: &Fault, at: Duration) {
@@ -583,25 +591,33 @@ impl Disturbances {
                 .collect(),
             Fault::Hold(a, b) | Fault::Lossy(a, b) => vec![(*a.min(b), *a.max(b))],
         };
-        self.0.push((at, None, pairs));
+        self.0.push(Disturbance {
+            injected: at,
+            healed: None,
+            pairs,
+        });
     }
 
     fn healed(&mut self, fault_index: usize, at: Duration) {
-        self.0[fault_index].1 = Some(at);
+        self.0[fault_index].healed = Some(at);
     }
 
     /// The last heal of any fault.
     fn last_heal(&self) -> Duration {
-        self.0.iter().filter_map(|f| f.1).max().unwrap_or_default()
+        self.0
+            .iter()
+            .filter_map(|f| f.healed)
+            .max()
+            .unwrap_or_default()
     }
 
     /// Whether no fault touched `pair` from [`LINK_REPAIR_MAX`] before
     /// `at` until `end`.
     fn settled(&self, pair: (usize, usize), at: Duration, end: Duration) -> bool {
-        self.0.iter().all(|(injected, healed, pairs)| {
-            !pairs.contains(&pair)
-                || *injected > end
-                || healed.is_some_and(|h| h + LINK_REPAIR_MAX <= at)
+        self.0.iter().all(|f| {
+            !f.pairs.contains(&pair)
+                || f.injected > end
+                || f.healed.is_some_and(|h| h + LINK_REPAIR_MAX <= at)
         })
     }
 }
