@@ -263,7 +263,10 @@ impl Node {
         );
         transport.set_handler(Arc::new(coordinator.clone()));
         let seeds = config.join.clone();
-        let (ready, ready_rx) = watch::channel(false);
+        // A node alone (no seeds, no saved members) is ready before its
+        // first client; the rest wait for `open_when_reachable`.
+        let alone = seeds.is_empty() && membership.view().members.len() == 1;
+        let (ready, ready_rx) = watch::channel(alone);
         let server = Server::new(
             client_listener,
             config,
