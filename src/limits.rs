@@ -126,6 +126,14 @@ pub const PEER_PING_AFTER_MS: u64 = 1_000;
 /// reopening is the only way to find out.
 pub const PEER_SILENCE_MAX_MS: u64 = 5_000;
 
+/// Longest a starting node answers data commands with LOADING while it
+/// waits for links to enough replicas of every partition for R and W, in
+/// ms; past it, it serves anyway (its peers may be down for good). A peer
+/// that was dialing the node while it was down retries within
+/// [`PEER_BACKOFF_MAX_MS`] and its handshake takes at most
+/// [`PEER_HANDSHAKE_TIMEOUT_MS`], so links to live peers come within it.
+pub const READY_WAIT_MS: u64 = PEER_BACKOFF_MAX_MS + PEER_HANDSHAKE_TIMEOUT_MS;
+
 /// Membership exchange period, in ms (each tick: one random peer).
 pub const MEMBERSHIP_EXCHANGE_MS: u64 = 500;
 

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::coordinator::{ClusterCoordinator, Coordinator, LocalCoordinator, QuorumPolicy, Repair};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
-    FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, SHUTDOWN_DRAIN_MS, STORAGE_IDLE_YIELDS,
-    STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
+    FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS, SHUTDOWN_DRAIN_MS,
+    STORAGE_IDLE_YIELDS, STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
 };
 use crate::membership::{Membership, SaveMembers};
 use crate::net::{Listener, Network, Tcp};
@@ -89,6 +89,8 @@ pub struct Node {
     seeds: Vec<String>,
     server: Server,
     shutdown: watch::Sender<bool>,
+    /// Turns `true` once data commands are served (see [`open_when_reachable`]).
+    ready: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -261,11 +263,16 @@ impl Node {
         );
         transport.set_handler(Arc::new(coordinator.clone()));
         let seeds = config.join.clone();
+        // A node alone (no seeds, no saved members) is ready before its
+        // first client; the rest wait for `open_when_reachable`.
+        let alone = seeds.is_empty() && membership.view().members.len() == 1;
+        let (ready, ready_rx) = watch::channel(alone);
         let server = Server::new(
             client_listener,
             config,
             Arc::new(coordinator.clone()),
             shutdown_rx,
+            ready_rx,
         )
         .map_err(|source| NodeError::Bind {
             addr: "client listener".into(),
@@ -283,6 +290,7 @@ impl Node {
             seeds,
             server,
             shutdown,
+            ready,
         })
     }
 
@@ -325,6 +333,7 @@ impl Node {
             seeds,
             server,
             shutdown,
+            ready,
         } = self;
         let mut workers = JoinSet::new();
         if replica.fsync() == FsyncPolicy::Everysec {
@@ -368,6 +377,14 @@ impl Node {
             shutdown.subscribe(),
         ));
         transport.serve(peer_listener);
+        workers.spawn(open_when_reachable(
+            coordinator.clone(),
+            Arc::clone(&transport),
+            Arc::clone(&membership),
+            !seeds.is_empty(),
+            ready,
+            shutdown.subscribe(),
+        ));
         if !seeds.is_empty() && membership.view().members.len() == 1 {
             // A node joining a cluster must not serve alone, placing every
             // key on itself: clients wait until a seed answered.
@@ -398,6 +415,74 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send; drop it here, not in a
     // caller's `select!`.
     let _ = shutdown.wait_for(|&s| s).await;
+}
+
+/// Turns `ready` on once every partition has enough reachable replicas
+/// for R and W ([`ClusterCoordinator::quorums_reachable`]), or after
+/// [`READY_WAIT_MS`]: until then clients get LOADING, not the NOQUORUM a
+/// restarted node would answer while its peers' links come back (a peer
+/// redials within its backoff). A node alone is ready at once; a node
+/// given seeds first waits for its view to hold another member.
+async fn open_when_reachable(
+    coordinator: ClusterCoordinator,
+    transport: Arc<Transport>,
+    membership: Arc<Membership>,
+    joining: bool,
+    ready: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if joining {
+        // Alone in its view, a joining node would count itself a quorum.
+        membership.joined(&mut shutdown).await;
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_millis(READY_WAIT_MS);
+    let (mut links, mut views) = (transport.link_changes(), membership.subscribe());
+    let mut waiting = false;
+    loop {
+        links.borrow_and_update();
+        views.borrow_and_update();
+        if coordinator.quorums_reachable() {
+            let view = membership.view();
+            let linked: Vec<&str> = transport
+                .connected_peers()
+                .iter()
+                .filter_map(|id| view.get(*id).map(|m| m.name.as_str()))
+                .collect();
+            tracing::info!(
+                after_ms = started.elapsed().as_millis() as u64,
+                ?linked,
+                "serving data commands: every partition has its R/W replicas reachable"
+            );
+            break;
+        }
+        if !waiting {
+            waiting = true;
+            tracing::info!(
+                wait_ms_max = READY_WAIT_MS,
+                "data commands answer LOADING until enough peers are linked for R and W"
+            );
+        }
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return,
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    after_ms = started.elapsed().as_millis() as u64,
+                    linked = transport.connected_peers().len(),
+                    "serving data commands although some partitions lack R/W reachable replicas: \
+                     the wait for peers ran out"
+                );
+                break;
+            }
+            _ = links.changed() => {}
+            _ = views.changed() => {}
+        }
+    }
+    let _ = ready.send(true);
 }
 
 /// Removes expired values from disk in bounded batches: wake every

@@ -543,7 +543,9 @@ fn wrong_secret_or_cluster_name_is_refused() {
     let good = ["--cluster-name", "t7", "--cluster-secret", "right horse"];
     let mut cluster = TestCluster::start(3, &good);
     let seed = cluster.node(0).peer_addr().to_string();
-    let wrong_secret = TestNode::start(&[
+    // Refused by their seeds, the outsiders never serve: wait only for
+    // their ready lines.
+    let wrong_secret = TestNode::start_loading(&[
         "--cluster-name",
         "t7",
         "--cluster-secret",
@@ -553,10 +555,10 @@ fn wrong_secret_or_cluster_name_is_refused() {
     ]);
     wait_for_log(cluster.node(0), "cluster secret", "wrong secret");
     let node1 = cluster.node(1).peer_addr().to_string();
-    let no_secret = TestNode::start(&["--cluster-name", "t7", "--join", &node1]);
+    let no_secret = TestNode::start_loading(&["--cluster-name", "t7", "--join", &node1]);
     wait_for_log(cluster.node(1), "cluster secret", "no secret");
     let node2 = cluster.node(2).peer_addr().to_string();
-    let other_name = TestNode::start(&[
+    let other_name = TestNode::start_loading(&[
         "--cluster-name",
         "t7-other",
         "--cluster-secret",

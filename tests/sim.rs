@@ -19,6 +19,12 @@
 //! judges the history: nothing acknowledged lost, no phantom values,
 //! nothing resurrected, replicas converged.
 //!
+//! Links (issue 17): a prober asks every node `DYNAMO MEMBERS` every
+//! [`LINK_PROBE_EVERY`]; once no fault has touched a pair of live nodes
+//! for [`LINK_REPAIR_MAX`], both ends must list their link up. After the
+//! last heal the run goes on until a probe past that bound has checked
+//! every pair.
+//!
 //! `cargo test --test sim` runs [`SEEDS`] seeds on a few test threads. A
 //! failing run prints its seed and the command that replays it exactly:
 //! `DYNOKV_SIM_SEED=<seed> cargo test --test sim replay -- --nocapture`.
@@ -32,12 +38,14 @@ use common::history::{self, Call, Final, History, Op, Outcome, Read, Report};
 use dynokv::clock::Clock;
 use dynokv::config::{Config, Settings};
 use dynokv::coordinator::BoxFuture;
+use dynokv::limits::{PEER_BACKOFF_MAX_MS, PEER_PING_AFTER_MS, PEER_SILENCE_MAX_MS};
 use dynokv::net::{Connection, Listener, Network};
 use dynokv::node::{Environment, Node};
 use dynokv::ring::partition_of;
 use dynokv::storage::record::{Record, decode_record};
 use dynokv::storage::{FsyncPolicy, MemoryStore, Space, StorageExecutor, Store, storage_key};
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -78,6 +86,17 @@ const CONVERGE_MAX: Duration = Duration::from_secs(60);
 /// Simulated time per step: each step polls every host once, so this
 /// sets the cost of a simulated second (message delays are whole ticks).
 const TICK: Duration = Duration::from_millis(4);
+/// How often the link prober asks every node for its links.
+const LINK_PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How long the prober waits for one node's answer.
+const LINK_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How soon after the last fault touching a pair heals both ends must list
+/// their link up: a link that stalled in the fault is found dead after
+/// [`PEER_SILENCE_MAX_MS`] (noticed at a ping tick, every
+/// [`PEER_PING_AFTER_MS`]) and redialed within [`PEER_BACKOFF_MAX_MS`];
+/// one second more for the handshake and the probe itself.
+const LINK_REPAIR_MAX: Duration =
+    Duration::from_millis(PEER_SILENCE_MAX_MS + PEER_PING_AFTER_MS + PEER_BACKOFF_MAX_MS + 1_000);
 /// Sim time per run at most (turmoil fails the run past it).
 const RUN_MAX: Duration = Duration::from_secs(300);
 
@@ -480,6 +499,159 @@ async fn final_reads(history: Arc<History>, stores: Vec<Arc<MemoryStore>>) -> Fi
 }
 
 // ---------------------------------------------------------------------
+// Links: who lists whom up.
+
+/// One prober round: which nodes each node listed up (`None`: it did not
+/// answer), asked from `at` until `end`.
+#[derive(Debug)]
+struct Probe {
+    at: Duration,
+    end: Duration,
+    up: Vec<Option<BTreeSet<usize>>>,
+}
+
+/// The node indexes a `DYNAMO MEMBERS` reply lists as up.
+fn listed_up(reply: &redis::Value) -> Option<BTreeSet<usize>> {
+    let redis::Value::Array(rows) = reply else {
+        return None;
+    };
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let mut up = BTreeSet::new();
+    for row in rows {
+        let redis::Value::Array(flat) = row else {
+            return None;
+        };
+        let field = |name: &str| {
+            flat.chunks(2)
+                .find(|kv| kv.len() == 2 && text(&kv[0]).as_deref() == Some(name))
+                .and_then(|kv| text(&kv[1]))
+        };
+        let node = field("name")?.strip_prefix('n')?.parse().ok()?;
+        if field("status").as_deref() == Some("up") {
+            up.insert(node);
+        }
+    }
+    Some(up)
+}
+
+/// Asks every node for its links every [`LINK_PROBE_EVERY`] until `stop`.
+async fn probe_links(probes: Rc<RefCell<Vec<Probe>>>, stop: Rc<Cell<bool>>) {
+    let history = Arc::new(History::new());
+    let mut clients: Vec<SimClient> = (0..NODES)
+        .map(|node| SimClient::new(usize::MAX, node, Arc::clone(&history)))
+        .collect();
+    while !stop.get() {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        let mut up = Vec::with_capacity(NODES);
+        for client in &mut clients {
+            let asked =
+                tokio::time::timeout(LINK_PROBE_TIMEOUT, client.send(&[b"DYNAMO", b"MEMBERS"]))
+                    .await;
+            up.push(match asked {
+                Ok(Exchange::Replied(Ok(reply))) => listed_up(&reply),
+                Ok(_) => None,
+                Err(_) => {
+                    client.con = None;
+                    None
+                }
+            });
+        }
+        let end = turmoil::sim_elapsed().unwrap_or_default();
+        probes.borrow_mut().push(Probe { at, end, up });
+        tokio::time::sleep(LINK_PROBE_EVERY).await;
+    }
+}
+
+/// A fault's time in force and the pairs of nodes it touched.
+#[derive(Debug)]
+struct Disturbance {
+    injected: Duration,
+    healed: Option<Duration>,
+    pairs: Vec<(usize, usize)>,
+}
+
+/// Every fault injected, by index.
+#[derive(Debug, Default)]
+struct Disturbances(Vec<Disturbance>);
+
+impl Disturbances {
+    fn injected(&mut self, fault: &Fault, at: Duration) {
+        let pairs = match fault {
+            Fault::Partition(a, b) => a
+                .iter()
+                .flat_map(|&x| b.iter().map(move |&y| (x.min(y), x.max(y))))
+                .collect(),
+            Fault::Crash(i) => (0..NODES)
+                .filter(|j| j != i)
+                .map(|j| (j.min(*i), j.max(*i)))
+                .collect(),
+            Fault::Hold(a, b) | Fault::Lossy(a, b) => vec![(*a.min(b), *a.max(b))],
+        };
+        self.0.push(Disturbance {
+            injected: at,
+            healed: None,
+            pairs,
+        });
+    }
+
+    fn healed(&mut self, fault_index: usize, at: Duration) {
+        self.0[fault_index].healed = Some(at);
+    }
+
+    /// The last heal of any fault.
+    fn last_heal(&self) -> Duration {
+        self.0
+            .iter()
+            .filter_map(|f| f.healed)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Whether no fault touched `pair` from [`LINK_REPAIR_MAX`] before
+    /// `at` until `end`.
+    fn settled(&self, pair: (usize, usize), at: Duration, end: Duration) -> bool {
+        self.0.iter().all(|f| {
+            !f.pairs.contains(&pair)
+                || f.injected > end
+                || f.healed.is_some_and(|h| h + LINK_REPAIR_MAX <= at)
+        })
+    }
+}
+
+/// Pairs whose ends disagree, or both list down, although no fault has
+/// touched them for [`LINK_REPAIR_MAX`]; and how many pair checks held.
+fn link_problems(probes: &[Probe], disturbances: &Disturbances) -> (Vec<String>, usize) {
+    let (mut problems, mut checked) = (Vec::new(), 0);
+    for probe in probes {
+        for x in 0..NODES {
+            for y in x + 1..NODES {
+                let (Some(xs), Some(ys)) = (&probe.up[x], &probe.up[y]) else {
+                    continue;
+                };
+                if !disturbances.settled((x, y), probe.at, probe.end) {
+                    continue;
+                }
+                checked += 1;
+                if !(xs.contains(&y) && ys.contains(&x)) {
+                    problems.push(format!(
+                        "at {:?}: n{x} lists n{y} {}, n{y} lists n{x} {}, {LINK_REPAIR_MAX:?} \
+                         after the last fault touching them",
+                        probe.at,
+                        if xs.contains(&y) { "up" } else { "down" },
+                        if ys.contains(&x) { "up" } else { "down" },
+                    ));
+                }
+            }
+        }
+    }
+    (problems, checked)
+}
+
+// ---------------------------------------------------------------------
 // The fault driver.
 
 /// A fault in force, and how to undo it.
@@ -563,6 +735,10 @@ struct Run {
     report: Report,
     faults: usize,
     sim_ms: u64,
+    /// Links not up on both ends although settled ([`link_problems`]).
+    links: Vec<String>,
+    /// Pair checks made.
+    link_checks: usize,
 }
 
 /// Runs the simulation for `seed`, the nodes syncing as `fsync` says.
@@ -583,6 +759,16 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         add_node(&mut sim, i, Arc::clone(store), fsync);
     }
     let history = Arc::new(History::new());
+    let (probes, probing_stop): (Rc<RefCell<Vec<Probe>>>, Rc<Cell<bool>>) = Default::default();
+    {
+        let (probes, stop) = (Rc::clone(&probes), Rc::clone(&probing_stop));
+        sim.client("links", async move {
+            tokio::time::sleep(WARMUP).await;
+            probe_links(probes, stop).await;
+            Ok(())
+        });
+    }
+    let mut disturbances = Disturbances::default();
     let done = Rc::new(std::cell::Cell::new(0usize));
     for id in 0..CLIENTS {
         let (history, done) = (Arc::clone(&history), Rc::clone(&done));
@@ -599,38 +785,42 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         }
     };
     // Faults while the clients run.
-    let mut active: Vec<(Fault, Duration)> = Vec::new();
+    let mut active: Vec<(Fault, Duration, usize)> = Vec::new();
     let mut next_fault = WARMUP + rng.millis(200, 800);
     let mut faults = 0;
     while sim.elapsed() < WARMUP + CHAOS {
         let now = sim.elapsed();
         let (due, kept): (Vec<_>, Vec<_>) =
-            active.into_iter().partition(|(_, until)| *until <= now);
+            active.into_iter().partition(|(_, until, _)| *until <= now);
         active = kept;
-        for (fault, _) in &due {
+        for (fault, _, index) in &due {
             heal(&mut sim, fault);
+            disturbances.healed(*index, now);
         }
         if now >= next_fault {
             let crashed = active
                 .iter()
-                .filter(|(f, _)| matches!(f, Fault::Crash(_)))
+                .filter(|(f, _, _)| matches!(f, Fault::Crash(_)))
                 .count();
             let fault = pick_fault(&mut rng, crashed);
-            let busy = active.iter().any(|(f, _)| match (f, &fault) {
+            let busy = active.iter().any(|(f, _, _)| match (f, &fault) {
                 (Fault::Crash(a), Fault::Crash(b)) => a == b,
                 _ => false,
             });
             if !busy {
                 inject(&mut sim, &fault);
-                active.push((fault, now + rng.millis(300, 2500)));
+                disturbances.injected(&fault, now);
+                active.push((fault, now + rng.millis(300, 2500), faults));
                 faults += 1;
             }
             next_fault = now + rng.millis(200, 800);
         }
         step(&mut sim);
     }
-    for (fault, _) in &active {
+    let now = sim.elapsed();
+    for (fault, _, index) in &active {
         heal(&mut sim, fault);
+        disturbances.healed(*index, now);
     }
     // The clients finish their rounds on a healed cluster.
     while done.get() < CLIENTS {
@@ -649,6 +839,22 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         step(&mut sim);
     }
     let fin = final_state.take().unwrap_or_default();
+    // Links: run on until a probe round that began past the bound after
+    // the last heal has finished.
+    let settled_at = disturbances.last_heal() + LINK_REPAIR_MAX;
+    while !probes.borrow().iter().any(|p| p.at >= settled_at) {
+        step(&mut sim);
+    }
+    probing_stop.set(true);
+    let (mut links, link_checks) = link_problems(&probes.borrow(), &disturbances);
+    if let Some(last) = probes.borrow().iter().rev().find(|p| p.at >= settled_at)
+        && let Some(silent) = last.up.iter().position(Option::is_none)
+    {
+        links.push(format!(
+            "at {:?}: n{silent} did not answer DYNAMO MEMBERS after every fault healed",
+            last.at
+        ));
+    }
     let ops = history.ops();
     let report = history::check(&ops, &fin);
     Run {
@@ -656,6 +862,8 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         report,
         faults,
         sim_ms: sim.elapsed().as_millis() as u64,
+        links,
+        link_checks,
     }
 }
 
@@ -686,16 +894,21 @@ fn replay() {
         println!("{op:?}");
     }
     println!(
-        "sim seed={seed} faults={} sim_ms={} {}",
-        run.faults, run.sim_ms, run.report
+        "sim seed={seed} faults={} sim_ms={} link_checks={} link_problems={} {}",
+        run.faults,
+        run.sim_ms,
+        run.link_checks,
+        run.links.len(),
+        run.report
     );
-    for problem in &run.report.problems {
+    for problem in run.report.problems.iter().chain(&run.links) {
         println!("  {problem}");
     }
     assert!(
-        run.report.is_clean(),
-        "seed {seed} failed: {}\nreplay: {}",
+        run.report.is_clean() && run.links.is_empty(),
+        "seed {seed} failed: {} link problems: {}\nreplay: {}",
         run.report,
+        run.links.len(),
         replay_command(seed)
     );
 }

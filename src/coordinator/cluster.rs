@@ -41,7 +41,7 @@ use crate::ring::{Ring, partition_of};
 use crate::storage::record::{Record, decode_record_shared, encode_record};
 use crate::version::NodeId;
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, watch};
@@ -193,6 +193,25 @@ impl ClusterCoordinator {
                 inner: Arc::new(inner),
             },
             queue,
+        )
+    }
+
+    /// Whether every partition has enough replicas this node can reach
+    /// (itself and the peers it has a link to) for the default R and W.
+    /// Until it does, most commands would fail NOQUORUM; the node answers
+    /// LOADING instead (see `node`, docs/cluster.md).
+    pub fn quorums_reachable(&self) -> bool {
+        let inner = &self.inner;
+        let reachable: BTreeSet<NodeId> = inner
+            .transport
+            .connected_peers()
+            .into_iter()
+            .chain([inner.me()])
+            .collect();
+        quorums_reachable(
+            &inner.ring(),
+            &reachable,
+            inner.policy.r.max(inner.policy.w),
         )
     }
 
@@ -939,6 +958,17 @@ fn decode_entries(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Received>, Respons
         .collect()
 }
 
+/// Whether each partition of `ring` has at least `quorum` replicas in
+/// `reachable`, or all of them when it has fewer (R and W are capped at
+/// the replicas a key has).
+fn quorums_reachable(ring: &Ring, reachable: &BTreeSet<NodeId>, quorum: usize) -> bool {
+    (0..ring.partitions()).all(|p| {
+        let replicas = ring.replicas_of(p as u16);
+        let up = replicas.iter().filter(|id| reachable.contains(id)).count();
+        up >= quorum.min(replicas.len())
+    })
+}
+
 /// The replicas of `key` on `ring`. A batch takes the ring once and
 /// places all its keys on it.
 fn replicas_in<'r>(ring: &'r Ring, key: &[u8]) -> &'r [NodeId] {
@@ -1109,7 +1139,31 @@ impl Handler for ClusterCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ring::Placed;
     use crate::storage::record::sample;
+
+    // Proves a node counts as able to serve only when every partition has
+    // R/W replicas among itself and its links: three members, N = 3.
+    #[test]
+    fn quorums_are_reachable_with_enough_replicas_linked() {
+        let placed = |id| Placed {
+            id,
+            weight: 1.0,
+            zone: None,
+        };
+        let ring = Ring::new(vec![placed(1), placed(2), placed(3)], 64, 3);
+        let set = |ids: &[NodeId]| ids.iter().copied().collect::<BTreeSet<_>>();
+        assert!(
+            !quorums_reachable(&ring, &set(&[1]), 2),
+            "alone: no quorum of 2"
+        );
+        assert!(quorums_reachable(&ring, &set(&[1, 3]), 2));
+        assert!(!quorums_reachable(&ring, &set(&[1, 3]), 3));
+        assert!(quorums_reachable(&ring, &set(&[1, 2, 3]), 3));
+        // A single node's partitions have one replica: it is its quorum.
+        let alone = Ring::new(vec![placed(1)], 64, 3);
+        assert!(quorums_reachable(&alone, &set(&[1]), 2));
+    }
 
     // Proves replicated records are decoded as received, and one that
     // does not decode refuses the whole request as a bad request.

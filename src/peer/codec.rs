@@ -1,7 +1,7 @@
 //! The bytes of the peer protocol: every [`message`](super::message) type,
 //! encoded and decoded. Pure: no I/O.
 //!
-//! # Layout, protocol version 2
+//! # Layout, protocol version 3
 //!
 //! Every frame, the handshake included:
 //!
@@ -36,12 +36,15 @@
 //!
 //! ```text
 //! 4 bytes      magic "DYKV"
-//! u16          protocol version (2)
+//! u16          protocol version (3)
 //! string       cluster name
 //! member       the sender
 //! u32          partitions (Q)
 //! 16 bytes     nonce: the challenge the other side must answer
 //! bytes        proof: empty, or HMAC-SHA256 (peer::auth, 32 bytes); at most 64
+//! byte         purpose: 1 link (kept, carries requests both ways), 2 exchange
+//!              (one membership request and its reply); the acceptor echoes
+//!              the dialer's (version 3)
 //!
 //! member:
 //! u64          node id
@@ -108,7 +111,7 @@
 //! [`PROTOCOL_VERSION`].
 
 use super::message::{
-    ErrorCode, Frame, Hello, MAGIC, MemberInfo, PROTOCOL_VERSION, Request, Response,
+    ErrorCode, Frame, Hello, MAGIC, MemberInfo, PROTOCOL_VERSION, Purpose, Request, Response,
 };
 use crate::coordinator::{Base, Change, Condition, ExpireWhen, Expiry, WriteOp};
 use crate::limits::{
@@ -158,6 +161,29 @@ macro_rules! tags {
 tags! {
     /// The byte after a frame's length.
     Kind, "frame kind" { Hello = 1, Request = 2, Response = 3, }
+}
+
+tags! {
+    /// Which [`Purpose`].
+    PurposeTag, "connection purpose" { Link = 1, Exchange = 2, }
+}
+
+impl From<Purpose> for PurposeTag {
+    fn from(purpose: Purpose) -> Self {
+        match purpose {
+            Purpose::Link => Self::Link,
+            Purpose::Exchange => Self::Exchange,
+        }
+    }
+}
+
+impl From<PurposeTag> for Purpose {
+    fn from(tag: PurposeTag) -> Self {
+        match tag {
+            PurposeTag::Link => Self::Link,
+            PurposeTag::Exchange => Self::Exchange,
+        }
+    }
 }
 
 tags! {
@@ -238,6 +264,7 @@ pub fn encode_hello(hello: &Hello, out: &mut BytesMut) {
         out.put_u32(hello.partitions);
         out.put_slice(&hello.nonce);
         put_bytes(out, &hello.proof);
+        out.put_u8(PurposeTag::from(hello.purpose) as u8);
     });
 }
 
@@ -576,6 +603,7 @@ pub fn decode_hello(body: &[u8]) -> Result<Hello, DecodeError> {
         partitions: u32::from_be_bytes(fixed(&mut r)?),
         nonce: fixed(&mut r)?,
         proof: get_bytes(&mut r, "proof byte", PROOF_BYTES_MAX)?.to_vec(),
+        purpose: PurposeTag::try_from(r.u8()?)?.into(),
     };
     r.finish()?;
     Ok(hello)
@@ -859,15 +887,16 @@ mod tests {
             partitions: 4096,
             nonce: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
             proof: vec![],
+            purpose: Purpose::Exchange,
         }
     }
 
     #[rustfmt::skip]
     const HELLO_GOLDEN: &[u8] = &[
-        0, 0, 0, 60,                    // length
+        0, 0, 0, 61,                    // length
         1,                              // kind: hello
         b'D', b'Y', b'K', b'V',         // magic
-        0, 2,                           // protocol version 2
+        0, 3,                           // protocol version 3
         1, b'c',                        // cluster "c"
         0, 0, 0, 0, 0, 0, 0, 7,         // node id 7
         2, b'n', b'1',                  // name "n1"
@@ -878,6 +907,7 @@ mod tests {
         0, 0, 0x10, 0,                  // partitions 4096
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, // nonce
         0,                              // proof: empty
+        2,                              // purpose: exchange
     ];
 
     #[test]
@@ -1092,6 +1122,18 @@ mod tests {
             decode_hello(&newer),
             Err(DecodeError::UnsupportedProtocol {
                 found: PROTOCOL_VERSION + 1
+            })
+        );
+        // a purpose that is neither link nor exchange
+        let mut purpose = body.to_vec();
+        if let Some(last) = purpose.last_mut() {
+            *last = 3;
+        }
+        assert_eq!(
+            decode_hello(&purpose),
+            Err(DecodeError::UnknownTag {
+                what: "connection purpose",
+                found: 3
             })
         );
         // a hello is not a frame after the handshake
@@ -1382,15 +1424,19 @@ mod tests {
             any::<u32>(),
             any::<[u8; 16]>(),
             prop_oneof![Just(vec![]), vec(any::<u8>(), 32..=32)],
+            prop_oneof![Just(Purpose::Link), Just(Purpose::Exchange)],
         )
-            .prop_map(|(cluster, member, partitions, nonce, proof)| Hello {
-                version: PROTOCOL_VERSION,
-                cluster,
-                member,
-                partitions,
-                nonce,
-                proof,
-            })
+            .prop_map(
+                |(cluster, member, partitions, nonce, proof, purpose)| Hello {
+                    version: PROTOCOL_VERSION,
+                    cluster,
+                    member,
+                    partitions,
+                    nonce,
+                    proof,
+                    purpose,
+                },
+            )
     }
 
     /// Encodes, splits and decodes `frame`, and checks that every strict

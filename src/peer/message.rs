@@ -6,7 +6,7 @@ use crate::version::NodeId;
 use bytes::Bytes;
 
 /// The peer protocol version this build speaks (in the handshake).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The first bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DYKV";
@@ -46,6 +46,22 @@ pub struct Hello {
     /// secret over the other's nonce and this node's id. Empty without a
     /// secret.
     pub proof: Vec<u8>,
+    /// What the dialer opens the connection for; the acceptor echoes it.
+    pub purpose: Purpose,
+}
+
+/// What a connection is for, said in the handshake: the acceptor must
+/// know before it serves a single frame whether the connection is the
+/// pair's link or a one-shot exchange, or a short-lived exchange would
+/// take the link's place in its connection map (issue 17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The pair's one link, dialed by the smaller id and kept open: it
+    /// carries both nodes' requests.
+    Link = 1,
+    /// A one-shot membership exchange (a joining node and its seeds): one
+    /// request, one reply, closed; never a link.
+    Exchange = 2,
 }
 
 /// A request from one node to another.

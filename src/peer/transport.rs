@@ -8,6 +8,18 @@
 //! node reaches its seeds with one-shot connections that only exchange
 //! membership ([`Transport::exchange`]).
 //!
+//! A link's state is one fact both ends agree on (issue 17): the
+//! handshake says whether a connection is the pair's link or an exchange
+//! ([`Purpose`]), and only links enter the connection map. Each side holds
+//! at most one link per peer: the dialer dials one at a time, and an
+//! acceptor that registers a newer link from the same peer closes the one
+//! it replaces, so the dialer of a superseded link hears it end and
+//! redials (after [`PEER_BACKOFF_MIN_MS`]). A link removes its map entry
+//! only while the entry is still its own (each carries a serial number,
+//! also in the log lines), and a link that ends closes its socket, so the
+//! other end sees it end too. Either both ends list the link or its
+//! dialer is redialing.
+//!
 //! Handshake (each message a Hello frame, see `codec`):
 //! 1. dialer → acceptor: version, cluster, member info, nonce D;
 //! 2. acceptor → dialer: the same, nonce A, proof over D;
@@ -23,7 +35,7 @@ use super::auth;
 use super::codec::{
     decode_frame, decode_hello, encode_frame, encode_hello, split_frame, split_hello,
 };
-use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Request, Response};
+use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Purpose, Request, Response};
 use crate::coordinator::BoxFuture;
 use crate::limits::{
     PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_INFLIGHT_MAX,
@@ -42,7 +54,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 /// Why a peer request failed.
@@ -103,6 +115,9 @@ pub struct TransportConfig {
 type Waiters = HashMap<u64, oneshot::Sender<Response>, BuildHasherDefault<DefaultHasher>>;
 
 struct Conn {
+    /// This transport's number for the connection: which link a log line
+    /// or a map entry is about.
+    serial: u64,
     peer: MemberInfo,
     outgoing: mpsc::Sender<Frame>,
     pending: Mutex<Waiters>,
@@ -110,6 +125,9 @@ struct Conn {
     inflight: Arc<Semaphore>,
     /// When bytes last arrived (see [`PEER_SILENCE_MAX_MS`]).
     heard: Mutex<tokio::time::Instant>,
+    /// Told when a newer link from the same peer took this one's place:
+    /// the connection then closes, so its dialer hears it end.
+    superseded: Notify,
 }
 
 impl Conn {
@@ -182,6 +200,11 @@ pub struct Transport {
     dialing: Mutex<HashSet<NodeId>>,
     latency_us: Mutex<HashMap<NodeId, f64>>,
     shutdown: watch::Receiver<bool>,
+    /// Serial of the next connection (see `Conn::serial`).
+    next_serial: AtomicU64,
+    /// Bumped whenever a link is registered or removed: readiness waits
+    /// on it instead of polling.
+    links: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -203,6 +226,8 @@ impl Transport {
             dialing: Mutex::new(HashSet::new()),
             latency_us: Mutex::new(HashMap::new()),
             shutdown,
+            next_serial: AtomicU64::new(1),
+            links: watch::Sender::new(0),
         })
     }
 
@@ -284,7 +309,8 @@ impl Transport {
             let mut backoff = Duration::from_millis(PEER_BACKOFF_MIN_MS);
             loop {
                 let attempt = async {
-                    let (connection, peer) = transport.dial(&member.peer_addr).await?;
+                    let (connection, peer) =
+                        transport.dial(&member.peer_addr, Purpose::Link).await?;
                     if peer.id != member.id {
                         return Err(PeerError::Refused(format!(
                             "{} answered as node {:016x}, expected {:016x}",
@@ -302,7 +328,7 @@ impl Transport {
                     Ok((connection, peer)) => {
                         backoff = Duration::from_millis(PEER_BACKOFF_MIN_MS);
                         Arc::clone(&transport)
-                            .run_conn(connection, peer, BytesMut::new(), true)
+                            .run_conn(connection, peer, BytesMut::new(), Purpose::Link)
                             .await;
                     }
                     Err(e) => tracing::debug!(peer = %member.name, "connect failed: {e}"),
@@ -327,7 +353,7 @@ impl Transport {
         addr: &str,
         members: Vec<MemberInfo>,
     ) -> Result<Vec<MemberInfo>, PeerError> {
-        let (mut connection, _) = self.dial(addr).await?;
+        let (mut connection, _) = self.dial(addr, Purpose::Exchange).await?;
         let mut out = BytesMut::new();
         encode_frame(
             &Frame::Request {
@@ -363,6 +389,25 @@ impl Transport {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains_key(&node)
+    }
+
+    /// The peers with a live link.
+    pub fn connected_peers(&self) -> Vec<NodeId> {
+        let mut peers: Vec<NodeId> = self
+            .conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
+        peers.sort_unstable();
+        peers
+    }
+
+    /// A receiver that sees a change whenever a link comes up or goes
+    /// down.
+    pub fn link_changes(&self) -> watch::Receiver<u64> {
+        self.links.subscribe()
     }
 
     /// Average request latency to each connected peer, in microseconds.
@@ -441,7 +486,7 @@ impl Transport {
         self.send(node, request).await?.wait().await
     }
 
-    fn hello(&self, nonce: [u8; 16], proof: Vec<u8>) -> Hello {
+    fn hello(&self, nonce: [u8; 16], proof: Vec<u8>, purpose: Purpose) -> Hello {
         Hello {
             version: PROTOCOL_VERSION,
             cluster: self.config.cluster.clone(),
@@ -449,6 +494,7 @@ impl Transport {
             partitions: self.config.partitions,
             nonce,
             proof,
+            purpose,
         }
     }
 
@@ -498,18 +544,29 @@ impl Transport {
         }
     }
 
-    async fn dial(&self, addr: &str) -> Result<(Connection, MemberInfo), PeerError> {
+    async fn dial(
+        &self,
+        addr: &str,
+        purpose: Purpose,
+    ) -> Result<(Connection, MemberInfo), PeerError> {
         let timeout = Duration::from_millis(PEER_HANDSHAKE_TIMEOUT_MS);
         let handshake = async {
             let mut connection = self.config.network.connect(addr).await?;
             let (reader, writer) = (&mut connection.reader, &mut connection.writer);
             let mut buf = BytesMut::new();
             let nonce = auth::nonce();
-            send_hello(writer, &self.hello(nonce, Vec::new())).await?;
+            send_hello(writer, &self.hello(nonce, Vec::new(), purpose)).await?;
             let theirs = decode_hello(&read_hello(reader, &mut buf, timeout).await?)?;
             self.check_identity(&theirs)?;
             self.check_proof(&theirs, &nonce)?;
-            send_hello(writer, &self.hello(nonce, self.make_proof(&theirs.nonce))).await?;
+            if theirs.purpose != purpose {
+                return Err(PeerError::Refused(format!(
+                    "node {} answered a {purpose:?} connection as a {:?}",
+                    theirs.member.name, theirs.purpose
+                )));
+            }
+            let proof = self.make_proof(&theirs.nonce);
+            send_hello(writer, &self.hello(nonce, proof, purpose)).await?;
             Ok::<_, PeerError>((connection, theirs.member))
         };
         tokio::time::timeout(timeout, handshake)
@@ -524,8 +581,17 @@ impl Transport {
             let mut buf = BytesMut::new();
             let first = decode_hello(&read_hello(reader, &mut buf, timeout).await?)?;
             self.check_identity(&first)?;
+            // Only the smaller id dials the pair's link: a link from a
+            // larger id (or from this node) would make two links of one.
+            if first.purpose == Purpose::Link && first.member.id >= self.config.me.id {
+                return Err(PeerError::Refused(format!(
+                    "node {} ({:016x}) dialed a link, but the smaller id dials ({:016x})",
+                    first.member.name, first.member.id, self.config.me.id
+                )));
+            }
             let nonce = auth::nonce();
-            send_hello(writer, &self.hello(nonce, self.make_proof(&first.nonce))).await?;
+            let proof = self.make_proof(&first.nonce);
+            send_hello(writer, &self.hello(nonce, proof, first.purpose)).await?;
             // The dialer checks our proof first; one that hangs up here
             // refused it (its log says why), so say so here too.
             let second = match read_hello(reader, &mut buf, timeout).await {
@@ -539,52 +605,94 @@ impl Transport {
                 }
                 Err(e) => return Err(e),
             };
-            if second.member.id != first.member.id {
+            if second.member.id != first.member.id || second.purpose != first.purpose {
                 return Err(PeerError::Refused(
-                    "peer changed identity mid-handshake".into(),
+                    "peer changed identity or purpose mid-handshake".into(),
                 ));
             }
             self.check_proof(&second, &nonce)?;
-            Ok::<_, PeerError>((second.member, buf))
+            Ok::<_, PeerError>((second.member, second.purpose, buf))
         };
-        let (peer, leftover) = tokio::time::timeout(timeout, handshake)
+        let (peer, purpose, leftover) = tokio::time::timeout(timeout, handshake)
             .await
             .map_err(|_| PeerError::Refused("handshake timed out".into()))??;
-        self.run_conn(connection, peer, leftover, false).await;
+        self.run_conn(connection, peer, leftover, purpose).await;
         Ok(())
     }
 
-    /// Serves one established connection until it closes or shutdown.
-    /// `dialed`: this node opened it.
+    /// Puts `conn` in the map as its peer's link, closing the link it
+    /// replaces; a link that was its peer's before was superseded: its
+    /// dialer gave it up (it dials one at a time), or a restarted peer
+    /// dialed anew.
+    fn register(&self, conn: &Arc<Conn>) {
+        let previous = self
+            .conns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(conn.peer.id, Arc::clone(conn));
+        match previous {
+            None => tracing::info!(
+                peer = %conn.peer.name,
+                addr = %conn.peer.peer_addr,
+                link = conn.serial,
+                "peer connected"
+            ),
+            Some(old) => {
+                tracing::info!(
+                    peer = %conn.peer.name,
+                    addr = %conn.peer.peer_addr,
+                    link = conn.serial,
+                    replaced = old.serial,
+                    "peer link replaced by a newer one"
+                );
+                old.superseded.notify_one();
+            }
+        }
+        self.links.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Removes `conn` from the map if it is still its peer's link (a
+    /// superseded link must not remove its successor); returns whether it
+    /// was.
+    fn unregister(&self, conn: &Arc<Conn>) -> bool {
+        let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
+        if !conns
+            .get(&conn.peer.id)
+            .is_some_and(|c| Arc::ptr_eq(c, conn))
+        {
+            return false;
+        }
+        conns.remove(&conn.peer.id);
+        drop(conns);
+        self.links.send_modify(|n| *n = n.wrapping_add(1));
+        true
+    }
+
+    /// Serves one established connection until it closes, is superseded,
+    /// or shutdown. A link is this pair's connection and carries our
+    /// requests too; an exchange is only served.
     async fn run_conn(
         self: Arc<Self>,
         connection: Connection,
         peer: MemberInfo,
         mut buf: BytesMut,
-        dialed: bool,
+        purpose: Purpose,
     ) {
         let Connection { reader, writer, .. } = connection;
         let (outgoing, frames) = mpsc::channel(PEER_QUEUE_FRAMES);
         let conn = Arc::new(Conn {
+            serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
             peer: peer.clone(),
             outgoing,
             pending: Mutex::new(Waiters::default()),
             next_id: AtomicU64::new(1),
             inflight: Arc::new(Semaphore::new(PEER_INFLIGHT_MAX)),
             heard: Mutex::new(tokio::time::Instant::now()),
+            superseded: Notify::new(),
         });
-        // Only the pair's connection (dialed by the smaller id) carries our
-        // requests; a seed exchange from a larger id is served, not kept.
-        let canonical = dialed == (self.config.me.id < peer.id);
-        if peer.id != self.config.me.id && canonical {
-            let previous = self
-                .conns
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(peer.id, Arc::clone(&conn));
-            if previous.is_none() {
-                tracing::info!(peer = %peer.name, addr = %peer.peer_addr, "peer connected");
-            }
+        let link = purpose == Purpose::Link && peer.id != self.config.me.id;
+        if link {
+            self.register(&conn);
         }
         let mut tasks = JoinSet::new();
         tasks.spawn(write_loop(writer, frames));
@@ -593,20 +701,24 @@ impl Transport {
         let result = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => Ok(()),
+            () = conn.superseded.notified() => Ok(()),
             () = keepalive(&conn) => Err(PeerError::Timeout {
                 node: peer.id,
                 ms: PEER_SILENCE_MAX_MS,
             }),
             r = self.read_loop(reader, &mut buf, &conn, &served, &mut tasks) => r,
         };
-        if let Err(e) = result {
-            tracing::debug!(peer = %peer.name, "peer connection ended: {e}");
+        if let Err(e) = &result {
+            tracing::debug!(peer = %peer.name, link = conn.serial, ?purpose, "peer connection ended: {e}");
         }
-        {
-            let mut conns = self.conns.write().unwrap_or_else(PoisonError::into_inner);
-            if conns.get(&peer.id).is_some_and(|c| Arc::ptr_eq(c, &conn)) {
-                conns.remove(&peer.id);
-                tracing::info!(peer = %peer.name, "peer disconnected");
+        if link && self.unregister(&conn) {
+            match result {
+                Ok(()) => {
+                    tracing::info!(peer = %peer.name, link = conn.serial, "peer disconnected")
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer.name, link = conn.serial, "peer disconnected: {e}")
+                }
             }
         }
         conn.pending().clear();

@@ -268,7 +268,8 @@ pub async fn execute_next(
     let Some(first) = commands.front() else {
         return Vec::new();
     };
-    let Some(kind) = plain(session, first) else {
+    // While loading, each command goes through `execute`, which refuses it.
+    let Some(kind) = plain(session, first).filter(|_| !shared.loading()) else {
         let args = commands.pop_front().unwrap_or_default();
         return vec![execute(shared, session, args).await];
     };
@@ -335,6 +336,11 @@ pub async fn execute_next(
     outcome.unwrap_or_else(|e| vec![handlers::coordinator_error(&e); count])
 }
 
+/// The error a command without the `loading` flag gets while the node
+/// waits for its peers: Redis's LOADING, which clients take as "retry
+/// soon" (Redis 7: `LOADING Redis is loading the dataset in memory`).
+pub const LOADING_ERROR: &str = "LOADING Dynokv is loading the dataset in memory";
+
 /// Executes one client command, with Redis's checks and MULTI queueing.
 pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -> Reply {
     let Some(mut command) = lookup(&args[0]) else {
@@ -371,6 +377,12 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             command.cmd,
             Reply::error("NOAUTH Authentication required."),
         );
+    }
+    // Redis's loading check (`is_denyloading_command`), in Redis's place:
+    // after NOAUTH, before MULTI queueing. Readiness never goes back, so a
+    // queued command passed this check and EXEC needs no second look.
+    if shared.loading() && !command.meta.flags.contains(&"loading") {
+        return reject(session, command.cmd, Reply::error(LOADING_ERROR));
     }
     if let Some(queue) = &mut session.multi
         && !matches!(

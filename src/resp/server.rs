@@ -104,6 +104,9 @@ pub struct Shared {
     pub port: u16,
     next_client_id: AtomicU64,
     shutdown: watch::Receiver<bool>,
+    /// Turns `true` once the node can serve data commands; until then
+    /// they are refused with LOADING (see `node`).
+    ready: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,6 +131,12 @@ impl Shared {
         self.shutdown.clone()
     }
 
+    /// Whether data commands are still refused with LOADING: the node has
+    /// not yet reached its peers (Redis's `server.loading`).
+    pub fn loading(&self) -> bool {
+        !*self.ready.borrow()
+    }
+
     /// Allocates the next client id (from 1, as Redis).
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed) + 1
@@ -150,7 +159,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves clients on `listener`.
+    /// Serves clients on `listener`; commands without Redis's `loading`
+    /// flag are refused with LOADING until `ready` turns `true`.
     ///
     /// # Errors
     /// The listener's address cannot be read.
@@ -159,6 +169,7 @@ impl Server {
         config: Config,
         coordinator: Arc<dyn Coordinator>,
         shutdown: watch::Receiver<bool>,
+        ready: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
@@ -171,6 +182,7 @@ impl Server {
             port,
             next_client_id: AtomicU64::new(0),
             shutdown,
+            ready,
         });
         Ok(Self { shared, listener })
     }

@@ -147,6 +147,31 @@ impl TestNode {
     /// If the process cannot be spawned, exits, or is not ready in time;
     /// the message carries its log.
     pub fn start(extra_args: &[&str]) -> TestNode {
+        let node = Self::start_loading(extra_args);
+        node.wait_serving();
+        node
+    }
+
+    /// As [`TestNode::start`], but returns once the node logged its ready
+    /// line, without waiting until it serves data commands (it may still
+    /// answer LOADING while it waits for its peers).
+    ///
+    /// # Panics
+    /// As [`TestNode::start`].
+    pub fn start_loading(extra_args: &[&str]) -> TestNode {
+        Self::start_loading_with(extra_args, None)
+    }
+
+    /// As [`TestNode::start_loading`], binding these client and peer ports
+    /// (for nodes that must know each other's addresses before any runs).
+    ///
+    /// # Panics
+    /// As [`TestNode::start`], or if a port is taken.
+    pub fn start_loading_at(ports: (u16, u16), extra_args: &[&str]) -> TestNode {
+        Self::start_loading_with(extra_args, Some(ports))
+    }
+
+    fn start_loading_with(extra_args: &[&str], fixed_ports: Option<(u16, u16)>) -> TestNode {
         let data_dir = tempfile::Builder::new()
             .prefix("dynokv-test-")
             .tempdir()
@@ -156,7 +181,7 @@ impl TestNode {
             drain: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             peer_addr: None,
-            fixed_ports: None,
+            fixed_ports,
             data_dir,
             extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
             log: Arc::new(Mutex::new(VecDeque::new())),
@@ -323,10 +348,49 @@ impl TestNode {
     /// # Panics
     /// As [`TestNode::start`].
     pub fn restart(&mut self) {
+        self.restart_loading();
+        self.wait_serving();
+    }
+
+    /// As [`TestNode::restart`], but returns at the ready line, while the
+    /// node may still answer LOADING.
+    ///
+    /// # Panics
+    /// As [`TestNode::start`].
+    pub fn restart_loading(&mut self) {
         if self.child.is_some() {
             self.kill9();
         }
         self.spawn();
+    }
+
+    /// Waits (at most [`START_TIMEOUT`]) until the node answers PING with
+    /// something other than LOADING: a restarted cluster node refuses data
+    /// commands until it has reached enough peers (docs/cluster.md), and a
+    /// joining node holds clients until a seed answered. Raw RESP, so that
+    /// no client library retries or hides the error.
+    ///
+    /// # Panics
+    /// If it still answers LOADING, or nothing, after [`START_TIMEOUT`].
+    pub fn wait_serving(&self) {
+        let addr = self.addr;
+        let mut last = String::new();
+        let served = eventually(START_TIMEOUT, SERVING_POLL, || match raw_ping(addr) {
+            Ok(reply) if !reply.starts_with("-LOADING") => Some(()),
+            Ok(reply) => {
+                last = reply;
+                None
+            }
+            Err(e) => {
+                last = e.to_string();
+                None
+            }
+        });
+        if served.is_none() {
+            panic!(
+                "node {addr} did not serve within {START_TIMEOUT:?}; last answer to PING: {last}"
+            );
+        }
     }
 
     /// Spawns a process on this node's data directory and waits for its
@@ -448,6 +512,27 @@ impl Drop for TestNode {
             );
         }
     }
+}
+
+/// How often [`TestNode::wait_serving`] asks.
+const SERVING_POLL: Duration = Duration::from_millis(20);
+/// How long one PING of [`raw_ping`] may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends PING over a fresh connection and returns the first line of the
+/// reply (`+PONG`, `-LOADING ...`).
+///
+/// # Errors
+/// Connect, write or read errors, a timeout included.
+pub fn raw_ping(addr: SocketAddr) -> std::io::Result<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, PING_TIMEOUT)?;
+    stream.set_read_timeout(Some(PING_TIMEOUT))?;
+    stream.set_write_timeout(Some(PING_TIMEOUT))?;
+    stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_owned())
 }
 
 /// Polls `child` until it exits or `timeout` passes.
@@ -719,8 +804,11 @@ impl TestCluster {
                 let advertise = net.proxy_addr(i).to_string();
                 let mut args = args.to_vec();
                 args.extend(["--peer-advertise", &advertise]);
-                let node = TestNode::start(&args);
+                // Its peers reach it only through the proxy, which needs
+                // its peer port: wait for serving once that is set.
+                let node = TestNode::start_loading(&args);
                 net.set_upstream(i, node.peer_addr());
+                node.wait_serving();
                 node
             }
             None => TestNode::start(args),

@@ -351,7 +351,7 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         section(
             "Persistence",
             vec![
-                ("loading", "0".to_owned()),
+                ("loading", u8::from(shared.loading()).to_string()),
                 ("rdb_changes_since_last_save", "0".to_owned()),
                 ("rdb_bgsave_in_progress", "0".to_owned()),
                 ("aof_enabled", "1".to_owned()),
