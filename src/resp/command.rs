@@ -247,7 +247,13 @@ enum Plain {
 }
 
 fn plain(session: &Session, args: &[Bytes]) -> Option<Plain> {
-    if session.multi.is_some() || !session.authenticated || args.get(1)?.len() > KEY_BYTES_MAX {
+    // A session with WATCHed keys reads through the handlers, which note
+    // a read of a watched key (`handlers::read`).
+    if session.multi.is_some()
+        || !session.authenticated
+        || !session.watched.is_empty()
+        || args.get(1)?.len() > KEY_BYTES_MAX
+    {
         return None;
     }
     match args.len() {
@@ -422,12 +428,12 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             Err(reply) => reply,
         },
         Cmd::Unwatch => {
-            session.watched.clear();
+            session.unwatch();
             Reply::OK
         }
         Cmd::Discard => match end_multi(session) {
             Some(_) => {
-                session.watched.clear();
+                session.unwatch();
                 Reply::OK
             }
             None => Reply::error("ERR DISCARD without MULTI"),
@@ -438,12 +444,15 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
                 return Reply::error("ERR EXEC without MULTI");
             };
             // Redis unwatches at every EXEC of a transaction, whatever its outcome.
-            let watched = std::mem::take(&mut session.watched);
+            let (watched, read_other) = session.unwatch();
             if failed {
                 return Reply::error("EXECABORT Transaction discarded because of previous errors.");
             }
             // A change seen now aborts at once; one that comes after this
             // check is caught by the transaction's own conditional writes.
+            if read_other {
+                return Reply::NilArray;
+            }
             match watch_broken(shared, &watched).await {
                 Ok(false) => {}
                 Ok(true) => return Reply::NilArray,
@@ -504,7 +513,7 @@ fn reject(session: &mut Session, cmd: Cmd, error: Reply) -> Reply {
         return error;
     }
     end_multi(session);
-    session.watched.clear(); // Redis's execCommandAbort discards and unwatches
+    session.unwatch(); // Redis's execCommandAbort discards and unwatches
     match error {
         Reply::Error(text) => Reply::error(format!(
             "EXECABORT Transaction discarded because of: {}",

@@ -142,6 +142,11 @@ pub struct Session {
     pub closing: bool,
     /// WATCHed keys with the context and liveness they had then.
     pub watched: Vec<Watched>,
+    /// A read of a WATCHed key returned another state than WATCH saw
+    /// (newer, or older from a replica that had not caught up): the value
+    /// the client computes from may not be the watched one, so EXEC
+    /// aborts (see [`super::handlers::read`]).
+    pub watch_read_other: std::sync::atomic::AtomicBool,
     /// While EXEC runs a transaction: the WATCHed keys it has not written
     /// yet (see [`super::handlers::write`]).
     pub exec_watch: std::sync::Mutex<ExecWatch>,
@@ -181,8 +186,18 @@ impl Session {
             multi_failed: false,
             closing: false,
             watched: Vec::new(),
+            watch_read_other: std::sync::atomic::AtomicBool::new(false),
             exec_watch: std::sync::Mutex::default(),
         }
+    }
+
+    /// Forgets every WATCHed key (UNWATCH, EXEC, DISCARD, RESET); returns
+    /// them, and whether a read saw one in another state.
+    pub fn unwatch(&mut self) -> (Vec<Watched>, bool) {
+        let read_other = self
+            .watch_read_other
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        (std::mem::take(&mut self.watched), read_other)
     }
 }
 

@@ -138,7 +138,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> Reply {
     let session = &mut *ctx.session;
     session.multi = None;
     session.multi_failed = false;
-    session.watched.clear();
+    session.unwatch();
     session.protocol = Protocol::Resp2;
     session.authenticated = ctx.shared.config().requirepass.is_none();
     session.info.update(|s| {

@@ -31,10 +31,7 @@ pub async fn vget(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     }
     let coordinator = &ctx.shared.coordinator;
     let now = coordinator.now_ms();
-    match coordinator
-        .read(vec![args[1].clone()], ReadOptions { r })
-        .await
-    {
+    match super::read(ctx, vec![args[1].clone()], ReadOptions { r }).await {
         Ok(mut records) => {
             let record = records.pop().flatten().unwrap_or_default();
             let values = record

@@ -186,9 +186,7 @@ pub async fn randomkey(ctx: &Ctx<'_>) -> Reply {
 
 async fn read(ctx: &Ctx<'_>, keys: &[Bytes]) -> Result<Vec<Option<Record>>, Reply> {
     check_keys(keys)?;
-    ctx.shared
-        .coordinator
-        .read(keys.to_vec(), ReadOptions::default())
+    super::read(ctx, keys.to_vec(), ReadOptions::default())
         .await
         .map_err(|e| coordinator_error(&e))
 }

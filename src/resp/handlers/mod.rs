@@ -13,9 +13,12 @@ use super::conn::Session;
 use super::frame::parse_i64;
 use super::reply::Reply;
 use super::server::Shared;
-use crate::coordinator::{Condition, CoordinatorError, OpError, WriteOp, WriteOptions};
+use crate::coordinator::{
+    Condition, CoordinatorError, OpError, ReadOptions, WriteOp, WriteOptions,
+};
 use crate::limits::KEY_BYTES_MAX;
 use crate::replica::Written;
+use crate::storage::record::{Record, is_live};
 use bytes::Bytes;
 use generic::{TimeUnit, TtlKind};
 
@@ -96,7 +99,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
         Cmd::Dynamo => dynamo::dynamo(ctx, args),
         // UNWATCH queued in MULTI runs here, at EXEC (which already unwatched).
         Cmd::Unwatch => {
-            ctx.session.watched.clear();
+            ctx.session.unwatch();
             Reply::OK
         }
         // Handled in `command::execute` before dispatch.
@@ -157,6 +160,45 @@ pub fn check_keys<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), R
         ))),
         None => Ok(()),
     }
+}
+
+/// Every client read of keys goes through here: with keys WATCHed, a read
+/// that returns one of them in another state than WATCH saw marks the
+/// session, and its EXEC aborts. Without that, a GET served by replicas
+/// that had not yet seen a write WATCH had seen returned an older value,
+/// the transaction wrote that value plus one, and its conditional write
+/// still matched (the key was unchanged since WATCH): a lost update.
+///
+/// # Errors
+/// The coordinator's.
+pub async fn read(
+    ctx: &Ctx<'_>,
+    keys: Vec<Bytes>,
+    options: ReadOptions,
+) -> Result<Vec<Option<Record>>, CoordinatorError> {
+    let coordinator = &ctx.shared.coordinator;
+    let records = coordinator.read(keys.clone(), options).await?;
+    let watched = &ctx.session.watched;
+    if !watched.is_empty() {
+        let now = coordinator.now_ms();
+        let other = keys.iter().zip(&records).any(|(key, record)| {
+            watched.iter().any(|w| {
+                w.key == *key
+                    && (record.as_ref().is_some_and(|r| is_live(r, now)) != w.live
+                        || record
+                            .as_ref()
+                            .map(|r| r.context().clone())
+                            .unwrap_or_default()
+                            != w.context)
+            })
+        });
+        if other {
+            ctx.session
+                .watch_read_other
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    Ok(records)
 }
 
 /// Every client write goes through here: inside an EXEC, the first write

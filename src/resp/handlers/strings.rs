@@ -16,13 +16,9 @@ use std::sync::atomic::Ordering;
 /// Reads `keys` through the coordinator, counting hits and misses.
 async fn read(ctx: &Ctx<'_>, keys: Vec<Bytes>) -> Result<Vec<Option<Record>>, Reply> {
     check_keys(&keys)?;
-    let records = ctx
-        .shared
-        .coordinator
-        .read(keys, ReadOptions::default())
+    super::read(ctx, keys, ReadOptions::default())
         .await
-        .map_err(|e| coordinator_error(&e))?;
-    Ok(records)
+        .map_err(|e| coordinator_error(&e))
 }
 
 /// The winning value of each record, counted as keyspace hits/misses.
