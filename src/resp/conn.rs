@@ -5,14 +5,16 @@ use super::command::execute_next;
 use super::frame::{Parsed, RequestParser};
 use super::reply::{Protocol, Reply};
 use super::server::Shared;
-use crate::limits::{PIPELINE_BATCH_COMMANDS_MAX, READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX};
+use crate::limits::{
+    IDLE_CHECK_INTERVAL_MS, PIPELINE_BATCH_COMMANDS_MAX, READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX,
+};
 use crate::net::{Connection, ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
@@ -142,6 +144,13 @@ pub struct Session {
     pub closing: bool,
     /// WATCHed keys with the context and liveness they had then.
     pub watched: Vec<Watched>,
+    /// CLIENT REPLY OFF: no reply is sent until CLIENT REPLY ON.
+    pub reply_off: bool,
+    /// The reply of the command running now is not sent (CLIENT REPLY
+    /// SKIP's own, and the next command's after it).
+    pub reply_skip_this: bool,
+    /// The next command's reply is not sent (set by CLIENT REPLY SKIP).
+    pub reply_skip_next: bool,
 }
 
 /// A WATCHed key as it was when watched.
@@ -166,7 +175,19 @@ impl Session {
             multi_failed: false,
             closing: false,
             watched: Vec::new(),
+            reply_off: false,
+            reply_skip_this: false,
+            reply_skip_next: false,
         }
+    }
+
+    /// Whether the reply of the command that just ran goes to the client,
+    /// and moves CLIENT REPLY SKIP on to the next command (Redis's
+    /// `resetClient`).
+    fn take_reply_wanted(&mut self) -> bool {
+        let wanted = !self.reply_off && !self.reply_skip_this;
+        self.reply_skip_this = std::mem::take(&mut self.reply_skip_next);
+        wanted
     }
 }
 
@@ -215,6 +236,7 @@ async fn run(
     let mut parser = RequestParser::new(bulk_bytes_max);
     let mut shutdown = shared.shutdown();
     let info = Arc::clone(&session.info);
+    let mut last_read = Instant::now();
     loop {
         // Execute every complete command already received, in order.
         let mut broken = None;
@@ -240,10 +262,10 @@ async fn run(
             || (!commands.is_empty() && broken.is_none() && !session.authenticated);
         while !commands.is_empty() {
             for reply in execute_next(shared, session, &mut commands).await {
-                if reply.is_error() {
-                    shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+                count_errors(shared, &reply);
+                if session.take_reply_wanted() {
+                    reply.encode(session.protocol, &mut output);
                 }
-                reply.encode(session.protocol, &mut output);
             }
             if session.closing {
                 return send(shared, writer, &mut output).await;
@@ -253,8 +275,9 @@ async fn run(
             }
         }
         if let Some(text) = broken {
-            shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
-            Reply::Error(text).encode(session.protocol, &mut output);
+            let reply = Reply::Error(text);
+            count_errors(shared, &reply);
+            reply.encode(session.protocol, &mut output);
             return send(shared, writer, &mut output).await;
         }
         if more {
@@ -278,7 +301,50 @@ async fn run(
             },
             () = crate::node::stopped(&mut shutdown) => return Ok(()),
             () = info.wake.notified() => {}
+            () = idle_expired(shared, last_read) => {
+                tracing::debug!(client = info.id, "closing an idle client (timeout)");
+                return Ok(());
+            }
         }
+        last_read = Instant::now();
+    }
+}
+
+/// Counts the error replies in `reply` for INFO: the reply itself, or the
+/// replies of EXEC's commands (the only arrays that carry errors).
+fn count_errors(shared: &Shared, reply: &Reply) {
+    match reply {
+        Reply::Error(text) => shared.stats.record_error(text),
+        Reply::Raw(raw) if raw.first() == Some(&b'-') => {
+            shared
+                .stats
+                .record_error(&String::from_utf8_lossy(&raw[1..]));
+        }
+        Reply::Array(items) => items.iter().for_each(|r| count_errors(shared, r)),
+        _ => {}
+    }
+}
+
+/// Returns once the client has been idle (nothing read since `last_read`)
+/// for CONFIG `timeout` seconds; never while the timeout is 0. Re-reads
+/// the setting every [`IDLE_CHECK_INTERVAL_MS`], as CONFIG SET may change
+/// it while the client waits.
+async fn idle_expired(shared: &Shared, last_read: Instant) {
+    let interval = Duration::from_millis(IDLE_CHECK_INTERVAL_MS);
+    loop {
+        let secs = shared.idle_timeout_secs.load(Ordering::Relaxed);
+        let idle = last_read.elapsed();
+        let wait = if secs == 0 {
+            interval
+        } else {
+            let limit = Duration::from_secs(secs);
+            // Redis closes a client idle for more than `timeout` seconds.
+            if idle > limit {
+                return;
+            }
+            (limit - idle + Duration::from_millis(1)).min(interval)
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
