@@ -261,6 +261,9 @@ async fn run(
         let more = commands.len() >= PIPELINE_BATCH_COMMANDS_MAX
             || (!commands.is_empty() && broken.is_none() && !session.authenticated);
         while !commands.is_empty() {
+            if shared.pause.active() && !output.is_empty() {
+                send(shared, writer, &mut output).await?;
+            }
             for reply in execute_next(shared, session, &mut commands).await {
                 count_errors(shared, &reply);
                 if session.take_reply_wanted() {

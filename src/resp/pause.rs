@@ -61,6 +61,13 @@ impl Pause {
         });
     }
 
+    /// Whether any pause may be in force (one atomic load): the connection
+    /// then sends the replies it holds before a command may wait, as Redis
+    /// has sent them by the time it postpones a client.
+    pub fn active(&self) -> bool {
+        self.kind.load(Ordering::SeqCst) != 0
+    }
+
     /// Whether a command (writing or not) would be held now; may be stale
     /// by a deadline that just passed, which [`Pause::wait`] then clears.
     fn holds(&self, writes: bool) -> bool {
