@@ -265,7 +265,3 @@ pub const ERROR_PREFIXES_MAX: usize = 128;
 /// Buckets of each command's latency histogram: four per power of two of
 /// nanoseconds, so the last one starts near 2^40 ns (18 minutes).
 pub const LATENCY_BUCKETS: usize = 160;
-
-/// How often an idle connection re-reads `timeout` (CONFIG SET may change
-/// it while the connection waits).
-pub const IDLE_CHECK_INTERVAL_MS: u64 = 1_000;

@@ -544,7 +544,7 @@ async fn client_pause_holds_a_real_writer_for_the_pause() {
 
 #[test]
 fn idle_timeout_closes_a_real_client() {
-    // Proves --timeout 1 through the redis crate: a connection idle for 2.5 s (past the 1 s timeout and the node's 1 s check) is closed by the node, so the next command fails, while a new connection works.
+    // Proves --timeout 1 through the redis crate: a connection idle for 2.5 s (well past the 1 s timeout) is closed by the node, so the next command fails, while a new connection works.
     let node = TestNode::start(&["--timeout", "1"]);
     let mut con = common::connect_sync(node.addr());
     let pong: String = redis::cmd("PING").query(&mut con).expect("PING");

@@ -5,9 +5,7 @@ use super::command::execute_next;
 use super::frame::{Parsed, RequestParser};
 use super::reply::{Protocol, Reply};
 use super::server::Shared;
-use crate::limits::{
-    IDLE_CHECK_INTERVAL_MS, PIPELINE_BATCH_COMMANDS_MAX, READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX,
-};
+use crate::limits::{PIPELINE_BATCH_COMMANDS_MAX, READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX};
 use crate::net::{Connection, ReadHalf, WriteHalf};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -16,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// What CLIENT LIST/INFO show of a connection; shared with the registry.
 #[derive(Debug)]
@@ -237,6 +235,7 @@ async fn run(
     let mut shutdown = shared.shutdown();
     let info = Arc::clone(&session.info);
     let mut last_read = Instant::now();
+    let mut timeout_secs = shared.idle_timeout_secs.subscribe();
     loop {
         // Execute every complete command already received, in order.
         let mut broken = None;
@@ -304,7 +303,7 @@ async fn run(
             },
             () = crate::node::stopped(&mut shutdown) => return Ok(()),
             () = info.wake.notified() => {}
-            () = idle_expired(shared, last_read) => {
+            () = idle_expired(&mut timeout_secs, last_read) => {
                 tracing::debug!(client = info.id, "closing an idle client (timeout)");
                 return Ok(());
             }
@@ -329,25 +328,27 @@ fn count_errors(shared: &Shared, reply: &Reply) {
 }
 
 /// Returns once the client has been idle (nothing read since `last_read`)
-/// for CONFIG `timeout` seconds; never while the timeout is 0. Re-reads
-/// the setting every [`IDLE_CHECK_INTERVAL_MS`], as CONFIG SET may change
-/// it while the client waits.
-async fn idle_expired(shared: &Shared, last_read: Instant) {
-    let interval = Duration::from_millis(IDLE_CHECK_INTERVAL_MS);
+/// for CONFIG `timeout` seconds; never while the timeout is 0. Follows
+/// CONFIG SET while it waits.
+async fn idle_expired(timeout_secs: &mut watch::Receiver<u64>, last_read: Instant) {
     loop {
-        let secs = shared.idle_timeout_secs.load(Ordering::Relaxed);
-        let idle = last_read.elapsed();
-        let wait = if secs == 0 {
-            interval
-        } else {
-            let limit = Duration::from_secs(secs);
-            // Redis closes a client idle for more than `timeout` seconds.
-            if idle > limit {
-                return;
+        let secs = *timeout_secs.borrow_and_update();
+        if secs == 0 {
+            if timeout_secs.changed().await.is_err() {
+                std::future::pending::<()>().await;
             }
-            (limit - idle + Duration::from_millis(1)).min(interval)
-        };
-        tokio::time::sleep(wait).await;
+            continue;
+        }
+        let deadline = tokio::time::Instant::from_std(last_read) + Duration::from_secs(secs);
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return,
+            changed = timeout_secs.changed() => {
+                if changed.is_err() {
+                    // The server is gone; the shutdown branch ends the wait.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 

@@ -28,9 +28,10 @@ pub struct Shared {
     pub stats: Stats,
     /// CLIENT PAUSE's state.
     pub pause: Pause,
-    /// CONFIG `timeout` in seconds, read by every idle connection; kept
-    /// apart from `config` so that the wait needs no lock.
-    pub idle_timeout_secs: AtomicU64,
+    /// CONFIG `timeout` in seconds (0: never). A watch, so that a client
+    /// already waiting for input hears CONFIG SET, and one waiting with no
+    /// timeout holds no timer.
+    pub idle_timeout_secs: watch::Sender<u64>,
     /// When the server started.
     pub started: Instant,
     /// A random id for this run (INFO run_id).
@@ -96,7 +97,7 @@ impl Server {
         shutdown: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
         let port = listener.local_addr()?.port();
-        let idle_timeout_secs = AtomicU64::new(config.timeout_secs);
+        let idle_timeout_secs = watch::Sender::new(config.timeout_secs);
         let shared = Arc::new(Shared {
             config: RwLock::new(config),
             coordinator,

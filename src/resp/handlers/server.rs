@@ -278,7 +278,7 @@ fn config_set(ctx: &Ctx<'_>, pairs: &[Bytes]) -> Reply {
     ctx.shared.coordinator.set_siblings_max(config.siblings_max);
     ctx.shared
         .idle_timeout_secs
-        .store(config.timeout_secs, Ordering::Relaxed);
+        .send_replace(config.timeout_secs);
     *ctx.shared
         .config
         .write()
