@@ -39,8 +39,8 @@ TABLE = ROOT / "src" / "resp" / "table.rs"
 # subcommands it keeps, in the order they are listed.
 COMMAND_LIST = """
 ping echo hello auth select quit reset
-client:setname,getname,id,setinfo,info,list,kill
-command:count,info,docs,list,getkeys
+client:setname,getname,id,setinfo,info,list,kill,tracking,trackinginfo,getredir,pause,unpause,unblock,no-evict,reply
+command:count,info,docs,list,getkeys,getkeysandflags
 config:get,set,resetstat,rewrite
 info dbsize time get set del unlink exists mget mset type multi exec discard
 watch unwatch setex psetex getex expire pexpire expireat pexpireat ttl pttl

@@ -9,10 +9,12 @@
 # redis-py (compat/redis_py_check.py) and redis-benchmark against it; then
 # compat/differential.py replays random commands into a node of its own and
 # a real redis-server and compares every reply (needs redis-server; a longer
-# run on demand: python3 compat/differential.py --seeds 1-200 --ops 5000).
+# run on demand: python3 compat/differential.py --seeds 1-200 --ops 5000),
+# and compat/redis_py_suite.sh runs redis-py's own tests against another.
 # Prints PASS/FAIL per check and a final "N passed, M failed" line; exits
 # non-zero if anything failed. Needs: cargo, redis-cli, redis-benchmark,
-# tmux, python3 with redis-py. The node and the tmux server are always
+# tmux, python3 with redis-py and venv (PyPI reachable, for redis-py's own
+# tests). The node and the tmux server are always
 # stopped on exit.
 set -euo pipefail
 
@@ -354,6 +356,21 @@ if command -v redis-server >/dev/null; then
     fi
 else
     fail "differential: redis-server is not installed"
+fi
+
+# -- h. redis-py's own test suite (compat/redis_py_suite.sh starts a node
+# of its own from $BIN; the sdist and a virtualenv with pytest come from
+# PyPI once and are cached). The known failures and their reasons are in
+# that script; docs/testing.md has the figures.
+echo "== h. redis-py's own tests (compat/redis_py_suite.sh)"
+suite_rc=0
+suite_out="$(DYNOKV_BIN="$BIN" timeout --foreground 240 "$COMPAT/redis_py_suite.sh" </dev/null 2>&1)" || suite_rc=$?
+printf '%s\n' "$suite_out" | grep -E '^(pytest:|FAIL |NOW PASSES)' | sed 's/^/    /' || true
+if [[ $suite_rc -eq 0 ]]; then
+    pass "redis-py suite: $(tail -n 1 <<<"$suite_out")"
+else
+    fail "redis-py suite: exit $suite_rc, $(tail -n 1 <<<"$suite_out")" \
+        "$(grep -vE '^KNOWN ' <<<"$suite_out" | tail -n 40)"
 fi
 
 # The node must still be up and answering after all of the above.

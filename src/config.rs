@@ -117,6 +117,11 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_MAXCLIENTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maxclients: Option<usize>,
+    /// Seconds a client may stay idle before the node closes its
+    /// connection; 0 never closes (Redis `timeout`) [default: 0].
+    #[arg(long, env = "DYNOKV_TIMEOUT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
     /// Log filter, e.g. info or dynokv=debug [default: info].
     #[arg(long, env = "DYNOKV_LOG_LEVEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +195,7 @@ impl Settings {
             cluster_secret,
             requirepass,
             maxclients,
+            timeout,
             log_level,
             partitions,
             siblings_max,
@@ -221,6 +227,7 @@ impl From<&Config> for Settings {
             cluster_secret: c.cluster_secret.clone(),
             requirepass: c.requirepass.clone(),
             maxclients: Some(c.maxclients),
+            timeout: Some(c.timeout_secs),
             log_level: Some(c.log_level.clone()),
             partitions: Some(c.partitions),
             siblings_max: Some(c.siblings_max),
@@ -269,6 +276,8 @@ pub struct Config {
     pub requirepass: Option<String>,
     /// Most clients. Default 10000.
     pub maxclients: usize,
+    /// Idle seconds before a client is closed; 0 never. Default 0.
+    pub timeout_secs: u64,
     /// Log filter. Default `info`.
     pub log_level: String,
     /// Q for a new data directory. Default 4096.
@@ -352,6 +361,7 @@ impl Config {
             cluster_secret: settings.cluster_secret,
             requirepass: settings.requirepass.filter(|p| !p.is_empty()),
             maxclients: settings.maxclients.unwrap_or(CLIENTS_MAX_DEFAULT).max(1),
+            timeout_secs: settings.timeout.unwrap_or(0),
             log_level: settings.log_level.unwrap_or_else(|| "info".to_owned()),
             partitions,
             siblings_max: settings.siblings_max.unwrap_or(SIBLINGS_MAX_DEFAULT).max(1),

@@ -265,3 +265,11 @@ pub const RECORD_CACHE_ENTRY_OVERHEAD_BYTES: usize = 64;
 /// Never purging (-1) did no better than 10 s, and keeps a burst's memory
 /// for good.
 pub const ALLOCATOR_PURGE_DELAY_MS: i64 = 10_000;
+
+/// Distinct error prefixes INFO errorstats keeps (Redis's
+/// `ERROR_STATS_NUMBER`); errors past them count as `ERRORSTATS_OVERFLOW`.
+pub const ERROR_PREFIXES_MAX: usize = 128;
+
+/// Buckets of each command's latency histogram: four per power of two of
+/// nanoseconds, so the last one starts near 2^40 ns (18 minutes).
+pub const LATENCY_BUCKETS: usize = 160;

@@ -226,18 +226,54 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(wait_for_signal());
-    for child in &children {
-        // SIGTERM: each node drains its clients and flushes its store.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+    // Until Ctrl-C, or until a node exits on its own: a cluster missing a
+    // node it was started with is not what the user asked for, so say
+    // which one left and how, and stop the rest.
+    let exited = runtime.block_on(async {
+        let mut poll = tokio::time::interval(std::time::Duration::from_millis(DEV_POLL_MS));
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => return None,
+                _ = poll.tick() => {
+                    for (i, child) in children.iter_mut().enumerate() {
+                        match child.try_wait() {
+                            Ok(Some(status)) => return Some((i, status.to_string())),
+                            Ok(None) => {}
+                            Err(e) => return Some((i, format!("cannot be waited for: {e}"))),
+                        }
+                    }
+                }
+            }
+        }
+    });
+    if let Some((i, status)) = &exited {
+        eprintln!(
+            "dynokv dev: node-{} (pid {}) exited: {status}; stopping the other nodes",
+            i + 1,
+            children[*i].id()
+        );
+    }
+    for child in &mut children {
+        if matches!(child.try_wait(), Ok(None)) {
+            // SIGTERM: each node drains its clients and flushes its store.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
     }
     for mut child in children {
         let _ = child.wait();
     }
-    Ok(())
+    match exited {
+        Some((i, status)) => anyhow::bail!("node-{} exited: {status}", i + 1),
+        None => Ok(()),
+    }
 }
+
+/// How often `dynokv dev` checks that its nodes are still running.
+const DEV_POLL_MS: u64 = 200;
 
 /// `dynokv admin`: one DYNAMO command, printed for people.
 fn admin(args: &AdminArgs) -> anyhow::Result<()> {

@@ -507,3 +507,52 @@ async fn multi_exec_through_atomic_pipeline() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn client_pause_holds_a_real_writer_for_the_pause() {
+    // Proves CLIENT PAUSE WRITE through the redis crate: a reader on another connection is answered at once, a writer only after about the pause (at least 80% of it, under 5x), and the write then took effect.
+    let node = TestNode::start(&[]);
+    const PAUSE_MS: u64 = 800;
+    within(async {
+        let mut admin = connect(&node.url()).await;
+        let mut writer = connect(&node.url()).await;
+        let ok: String = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(PAUSE_MS)
+            .arg("WRITE")
+            .query_async(&mut admin)
+            .await
+            .expect("CLIENT PAUSE");
+        assert_eq!(ok, "OK");
+        let started = std::time::Instant::now();
+        assert_eq!(raw(&mut writer, &[b"GET", b"paused"]).await, Value::Nil);
+        assert!(started.elapsed() < Duration::from_millis(PAUSE_MS / 2));
+        assert_eq!(
+            raw(&mut writer, &[b"SET", b"paused", b"v"]).await,
+            Value::Okay
+        );
+        let held = started.elapsed();
+        assert!(
+            held >= Duration::from_millis(PAUSE_MS * 8 / 10)
+                && held < Duration::from_millis(PAUSE_MS * 5),
+            "SET held {held:?} for a {PAUSE_MS} ms pause"
+        );
+        assert_eq!(raw(&mut admin, &[b"GET", b"paused"]).await, bulk(b"v"));
+    })
+    .await;
+}
+
+#[test]
+fn idle_timeout_closes_a_real_client() {
+    // Proves --timeout 1 through the redis crate: a connection idle for 2.5 s (well past the 1 s timeout) is closed by the node, so the next command fails, while a new connection works.
+    let node = TestNode::start(&["--timeout", "1"]);
+    let mut con = common::connect_sync(node.addr());
+    let pong: String = redis::cmd("PING").query(&mut con).expect("PING");
+    assert_eq!(pong, "PONG");
+    std::thread::sleep(Duration::from_millis(2500));
+    let after: redis::RedisResult<String> = redis::cmd("PING").query(&mut con);
+    assert!(after.is_err(), "idle connection still answered: {after:?}");
+    let mut fresh = common::connect_sync(node.addr());
+    let pong: String = redis::cmd("PING").query(&mut fresh).expect("PING");
+    assert_eq!(pong, "PONG");
+}

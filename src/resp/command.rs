@@ -210,8 +210,58 @@ pub fn arity_ok(arity: i32, argc: usize) -> bool {
     }
 }
 
-/// Redis's error for an unknown command, args quoted as Redis does.
+/// What Redis shows as a redacted argument (`shared.redacted`).
+const REDACTED: &[u8] = b"(redacted)";
+
+/// `args` with the arguments Redis treats as secrets replaced by
+/// `(redacted)`, as Redis's `redactClientCommandArgument` does for its
+/// slow log and MONITOR: every AUTH argument, HELLO's AUTH user and
+/// password, ACL SETUSER's rules, MIGRATE's AUTH/AUTH2 credentials, and
+/// CONFIG SET's value of `requirepass` and `masterauth`. dynokv does not
+/// run ACL or MIGRATE, so they reach the unknown-command error, which
+/// would otherwise echo a password to the client and into its logs.
+pub fn redacted(args: &[Bytes]) -> Vec<Bytes> {
+    let mut out = args.to_vec();
+    let redact = |out: &mut Vec<Bytes>, i: usize| {
+        if let Some(arg) = out.get_mut(i) {
+            *arg = Bytes::from_static(REDACTED);
+        }
+    };
+    let is = |i: usize, word: &[u8]| args.get(i).is_some_and(|a| a.eq_ignore_ascii_case(word));
+    if is(0, b"auth") {
+        (1..args.len()).for_each(|i| redact(&mut out, i));
+    } else if is(0, b"hello") {
+        for i in 1..args.len() {
+            if is(i, b"auth") {
+                redact(&mut out, i + 1);
+                redact(&mut out, i + 2);
+            }
+        }
+    } else if is(0, b"acl") && is(1, b"setuser") {
+        (3..args.len()).for_each(|i| redact(&mut out, i));
+    } else if is(0, b"migrate") {
+        for i in 6..args.len() {
+            if is(i, b"auth") {
+                redact(&mut out, i + 1);
+            } else if is(i, b"auth2") {
+                redact(&mut out, i + 1);
+                redact(&mut out, i + 2);
+            }
+        }
+    } else if is(0, b"config") && is(1, b"set") {
+        for i in (2..args.len()).step_by(2) {
+            if is(i, b"requirepass") || is(i, b"masterauth") {
+                redact(&mut out, i + 1);
+            }
+        }
+    }
+    out
+}
+
+/// Redis's error for an unknown command, args quoted as Redis does, with
+/// secrets redacted (see [`redacted`]).
 pub fn unknown_command(args: &[Bytes]) -> Reply {
+    let args = &redacted(args)[..];
     // Byte for byte as Redis's "'%.128s'" and "'%.*s' " (a NUL ends a piece).
     let mut quoted = Vec::new();
     for arg in args.iter().skip(1) {
@@ -291,11 +341,12 @@ pub async fn execute_next(
         let args = run.pop().unwrap_or_default();
         return vec![execute(shared, session, args).await];
     }
-    shared
-        .stats
-        .commands_processed
-        .fetch_add(run.len() as u64, Ordering::Relaxed);
     let name = if kind == Plain::Get { "get" } else { "set" };
+    let Some(command) = lookup(name.as_bytes()) else {
+        unreachable!("{name} is in the command table");
+    };
+    shared.pause.wait(kind == Plain::Set).await;
+    let started = Instant::now();
     session.info.update(|s| {
         s.last_active = Instant::now();
         s.last_command = name.to_owned();
@@ -339,7 +390,21 @@ pub async fn execute_next(
                 .map(|written| written.iter().map(|_| Reply::OK).collect())
         }
     };
-    outcome.unwrap_or_else(|e| vec![handlers::coordinator_error(&e); count])
+    let (replies, failed) = match outcome {
+        Ok(replies) => (replies, 0),
+        Err(e) => (vec![handlers::coordinator_error(&e); count], count as u64),
+    };
+    shared
+        .stats
+        .record_calls(command.meta, count as u64, started.elapsed(), failed);
+    replies
+}
+
+/// Whether CLIENT PAUSE WRITE holds `meta`: Redis's `is_may_replicate_command`.
+fn writes(meta: &CommandMeta) -> bool {
+    meta.flags
+        .iter()
+        .any(|f| matches!(*f, "write" | "may_replicate"))
 }
 
 /// The error a command without the `loading` flag gets while the node
@@ -375,9 +440,11 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
         }
     }
     if !arity_ok(command.meta.arity, args.len()) {
+        shared.stats.record_rejected(command.meta);
         return reject(session, command.cmd, wrong_arity(command.meta.name));
     }
     if !session.authenticated && !command.meta.flags.contains(&"no_auth") {
+        shared.stats.record_rejected(command.meta);
         return reject(
             session,
             command.cmd,
@@ -390,6 +457,13 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
     if shared.loading() && !command.meta.flags.contains(&"loading") {
         return reject(session, command.cmd, Reply::error(LOADING_ERROR));
     }
+    let exec_writes = command.cmd == Cmd::Exec
+        && session.multi.as_ref().is_some_and(|queue| {
+            queue
+                .iter()
+                .any(|q| lookup(&q[0]).is_some_and(|c| writes(queued_meta(c, q))))
+        });
+    shared.pause.wait(exec_writes || writes(command.meta)).await;
     if let Some(queue) = &mut session.multi
         && !matches!(
             command.cmd,
@@ -407,6 +481,42 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
         session.info.update(|s| s.multi = queued);
         return Reply::Simple("QUEUED");
     }
+    if !matches!(
+        command.cmd,
+        Cmd::Multi | Cmd::Watch | Cmd::Unwatch | Cmd::Discard | Cmd::Exec
+    ) {
+        return run(shared, session, command, args).await;
+    }
+    // The transaction commands run here, not in `run`: they change the
+    // session's MULTI state, which `run` (also used by EXEC) must not.
+    let started = Instant::now();
+    let reply = transaction(shared, session, command, &args).await;
+    shared.stats.record_calls(
+        command.meta,
+        1,
+        started.elapsed(),
+        u64::from(reply.is_error()),
+    );
+    reply
+}
+
+/// A command's table entry, its subcommand's if it has one.
+fn queued_meta(command: Command, args: &[Bytes]) -> &'static CommandMeta {
+    match args.get(1) {
+        Some(sub) if !command.meta.subcommands.is_empty() => {
+            command.meta.subcommand(sub).unwrap_or(command.meta)
+        }
+        _ => command.meta,
+    }
+}
+
+/// MULTI, WATCH, UNWATCH, DISCARD and EXEC outside a transaction's queue.
+async fn transaction(
+    shared: &Shared,
+    session: &mut Session,
+    command: Command,
+    args: &[Bytes],
+) -> Reply {
     match command.cmd {
         Cmd::Multi => {
             if session.multi.is_some() {
@@ -465,7 +575,8 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             let mut replies = Vec::with_capacity(queue.len());
             for queued in queue {
                 // Queued commands passed lookup and arity when queued.
-                if let Some(queued_command) = lookup(&queued[0]) {
+                if let Some(mut queued_command) = lookup(&queued[0]) {
+                    queued_command.meta = queued_meta(queued_command, &queued);
                     replies.push(run(shared, session, queued_command, queued).await);
                 }
                 if exec_watch(session).broken {
@@ -478,7 +589,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             }
             Reply::Array(replies)
         }
-        _ => run(shared, session, command, args).await,
+        _ => Reply::error("ERR not a transaction command"),
     }
 }
 
@@ -564,10 +675,23 @@ fn end_multi(session: &mut Session) -> Option<Vec<Vec<Bytes>>> {
 }
 
 async fn run(shared: &Shared, session: &mut Session, command: Command, args: Vec<Bytes>) -> Reply {
-    shared
-        .stats
-        .commands_processed
-        .fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let reply = run_handler(shared, session, command, args).await;
+    shared.stats.record_calls(
+        command.meta,
+        1,
+        started.elapsed(),
+        u64::from(reply.is_error()),
+    );
+    reply
+}
+
+async fn run_handler(
+    shared: &Shared,
+    session: &mut Session,
+    command: Command,
+    args: Vec<Bytes>,
+) -> Reply {
     session.info.update(|s| {
         s.last_active = Instant::now();
         s.last_command = command.meta.name.to_owned();
@@ -605,5 +729,59 @@ mod tests {
             unknown_command(&args),
             Reply::error("ERR unknown command 'foo', with args beginning with: 'a' 'b' ")
         );
+    }
+
+    /// Proves the secrets Redis redacts never reach an error text, and the
+    /// rest of the arguments stay as they were.
+    #[test]
+    fn secrets_are_redacted() {
+        let args = |words: &[&str]| -> Vec<Bytes> {
+            words
+                .iter()
+                .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+                .collect()
+        };
+        let text = |words: &[&str]| match unknown_command(&args(words)) {
+            Reply::Error(text) => text,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            text(&["ACL", "SETUSER", "bob", "on", ">pass"]),
+            "ERR unknown command 'ACL', with args beginning with: 'SETUSER' 'bob' '(redacted)' '(redacted)' "
+        );
+        assert_eq!(
+            text(&[
+                "MIGRATE", "h", "1", "k", "0", "5", "AUTH", "pw", "AUTH2", "u", "p2"
+            ]),
+            "ERR unknown command 'MIGRATE', with args beginning with: 'h' '1' 'k' '0' '5' 'AUTH' '(redacted)' 'AUTH2' '(redacted)' '(redacted)' "
+        );
+        assert_eq!(
+            redacted(&args(&[
+                "config",
+                "set",
+                "timeout",
+                "5",
+                "REQUIREPASS",
+                "pw"
+            ])),
+            args(&["config", "set", "timeout", "5", "REQUIREPASS", "(redacted)"])
+        );
+        assert_eq!(
+            redacted(&args(&["HELLO", "3", "AUTH", "u", "pw", "SETNAME", "n"])),
+            args(&[
+                "HELLO",
+                "3",
+                "AUTH",
+                "(redacted)",
+                "(redacted)",
+                "SETNAME",
+                "n"
+            ])
+        );
+        assert_eq!(
+            redacted(&args(&["AUTH", "pw"])),
+            args(&["AUTH", "(redacted)"])
+        );
+        assert_eq!(redacted(&args(&["GET", "pw"])), args(&["GET", "pw"]));
     }
 }

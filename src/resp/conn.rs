@@ -12,9 +12,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// What CLIENT LIST/INFO show of a connection; shared with the registry.
 #[derive(Debug)]
@@ -150,6 +150,13 @@ pub struct Session {
     /// While EXEC runs a transaction: the WATCHed keys it has not written
     /// yet (see [`super::handlers::write`]).
     pub exec_watch: std::sync::Mutex<ExecWatch>,
+    /// CLIENT REPLY OFF: no reply is sent until CLIENT REPLY ON.
+    pub reply_off: bool,
+    /// The reply of the command running now is not sent (CLIENT REPLY
+    /// SKIP's own, and the next command's after it).
+    pub reply_skip_this: bool,
+    /// The next command's reply is not sent (set by CLIENT REPLY SKIP).
+    pub reply_skip_next: bool,
 }
 
 /// What an EXEC still guards: its first write of each WATCHed key is made
@@ -188,6 +195,9 @@ impl Session {
             watched: Vec::new(),
             watch_read_other: std::sync::atomic::AtomicBool::new(false),
             exec_watch: std::sync::Mutex::default(),
+            reply_off: false,
+            reply_skip_this: false,
+            reply_skip_next: false,
         }
     }
 
@@ -198,6 +208,15 @@ impl Session {
             .watch_read_other
             .swap(false, std::sync::atomic::Ordering::Relaxed);
         (std::mem::take(&mut self.watched), read_other)
+    }
+
+    /// Whether the reply of the command that just ran goes to the client,
+    /// and moves CLIENT REPLY SKIP on to the next command (Redis's
+    /// `resetClient`).
+    fn take_reply_wanted(&mut self) -> bool {
+        let wanted = !self.reply_off && !self.reply_skip_this;
+        self.reply_skip_this = std::mem::take(&mut self.reply_skip_next);
+        wanted
     }
 }
 
@@ -246,6 +265,8 @@ async fn run(
     let mut parser = RequestParser::new(bulk_bytes_max);
     let mut shutdown = shared.shutdown();
     let info = Arc::clone(&session.info);
+    let mut last_read = Instant::now();
+    let mut timeout_secs = shared.idle_timeout_secs.subscribe();
     loop {
         // Execute every complete command already received, in order.
         let mut broken = None;
@@ -270,11 +291,14 @@ async fn run(
         let more = commands.len() >= PIPELINE_BATCH_COMMANDS_MAX
             || (!commands.is_empty() && broken.is_none() && !session.authenticated);
         while !commands.is_empty() {
+            if shared.pause.active() && !output.is_empty() {
+                send(shared, writer, &mut output).await?;
+            }
             for reply in execute_next(shared, session, &mut commands).await {
-                if reply.is_error() {
-                    shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+                count_errors(shared, &reply);
+                if session.take_reply_wanted() {
+                    reply.encode(session.protocol, &mut output);
                 }
-                reply.encode(session.protocol, &mut output);
             }
             if session.closing {
                 return send(shared, writer, &mut output).await;
@@ -284,8 +308,9 @@ async fn run(
             }
         }
         if let Some(text) = broken {
-            shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
-            Reply::Error(text).encode(session.protocol, &mut output);
+            let reply = Reply::Error(text);
+            count_errors(shared, &reply);
+            reply.encode(session.protocol, &mut output);
             return send(shared, writer, &mut output).await;
         }
         if more {
@@ -309,6 +334,51 @@ async fn run(
             },
             () = crate::node::stopped(&mut shutdown) => return Ok(()),
             () = info.wake.notified() => {}
+            () = idle_expired(&mut timeout_secs, last_read) => {
+                tracing::debug!(client = info.id, "closing an idle client (timeout)");
+                return Ok(());
+            }
+        }
+        last_read = Instant::now();
+    }
+}
+
+/// Counts the error replies in `reply` for INFO: the reply itself, or the
+/// replies of EXEC's commands (the only arrays that carry errors).
+fn count_errors(shared: &Shared, reply: &Reply) {
+    match reply {
+        Reply::Error(text) => shared.stats.record_error(text),
+        Reply::Raw(raw) if raw.first() == Some(&b'-') => {
+            shared
+                .stats
+                .record_error(&String::from_utf8_lossy(&raw[1..]));
+        }
+        Reply::Array(items) => items.iter().for_each(|r| count_errors(shared, r)),
+        _ => {}
+    }
+}
+
+/// Returns once the client has been idle (nothing read since `last_read`)
+/// for CONFIG `timeout` seconds; never while the timeout is 0. Follows
+/// CONFIG SET while it waits.
+async fn idle_expired(timeout_secs: &mut watch::Receiver<u64>, last_read: Instant) {
+    loop {
+        let secs = *timeout_secs.borrow_and_update();
+        if secs == 0 {
+            if timeout_secs.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            continue;
+        }
+        let deadline = tokio::time::Instant::from_std(last_read) + Duration::from_secs(secs);
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return,
+            changed = timeout_secs.changed() => {
+                if changed.is_err() {
+                    // The server is gone; the shutdown branch ends the wait.
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
 }

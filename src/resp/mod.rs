@@ -6,7 +6,9 @@
 //! - `reply`: replies and their RESP2/RESP3 bytes.
 //! - `table`: command metadata (arity, flags, keys, docs) as Redis 7 has it.
 //! - `command`: which commands we run; dispatch from name to handler.
-//! - `server`: the listener, shared state, client registry, stats.
+//! - `server`: the listener, shared state, client registry.
+//! - `pause`: CLIENT PAUSE: which commands wait, until when.
+//! - `stats`: the counters INFO reports (commands, errors, latency).
 //! - `conn`: one client connection: read, execute in order, write once.
 //! - `handlers`: the commands, grouped as Redis groups them.
 
@@ -15,8 +17,10 @@ pub mod conn;
 pub mod frame;
 pub mod glob;
 mod handlers;
+pub mod pause;
 pub mod reply;
 pub mod server;
+pub mod stats;
 pub mod table;
 
 pub use reply::{Protocol, Reply};

@@ -8,83 +8,13 @@ use crate::net::Listener;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use super::pause::Pause;
+pub use super::stats::Stats;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-
-/// Counters for INFO stats.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections accepted.
-    pub connections_received: AtomicU64,
-    /// Connections refused at maxclients.
-    pub connections_rejected: AtomicU64,
-    /// Commands executed.
-    pub commands_processed: AtomicU64,
-    /// Reads that found a value.
-    pub keyspace_hits: AtomicU64,
-    /// Reads that found none.
-    pub keyspace_misses: AtomicU64,
-    /// Bytes read from clients.
-    pub net_input_bytes: AtomicU64,
-    /// Bytes written to clients.
-    pub net_output_bytes: AtomicU64,
-    /// Replies that were errors.
-    pub error_replies: AtomicU64,
-    /// Samples for instantaneous_ops_per_sec: (time, commands) pairs.
-    ops_samples: Mutex<Vec<(Instant, u64)>>,
-}
-
-/// Samples kept for instantaneous_ops_per_sec (Redis keeps 16).
-const OPS_SAMPLES: usize = 16;
-
-impl Stats {
-    /// Records a sample of the command counter (called every 100 ms).
-    pub fn sample_ops(&self) {
-        let mut samples = self
-            .ops_samples
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        samples.push((
-            Instant::now(),
-            self.commands_processed.load(Ordering::Relaxed),
-        ));
-        if samples.len() > OPS_SAMPLES {
-            samples.remove(0);
-        }
-    }
-
-    /// Commands per second over the sampled window.
-    pub fn ops_per_sec(&self) -> u64 {
-        let samples = self
-            .ops_samples
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match (samples.first(), samples.last()) {
-            (Some(a), Some(b)) if b.0 > a.0 => {
-                ((b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64()).round() as u64
-            }
-            _ => 0,
-        }
-    }
-
-    /// Zeroes the counters CONFIG RESETSTAT resets.
-    pub fn reset(&self) {
-        for counter in [
-            &self.connections_received,
-            &self.connections_rejected,
-            &self.commands_processed,
-            &self.keyspace_hits,
-            &self.keyspace_misses,
-            &self.net_input_bytes,
-            &self.net_output_bytes,
-            &self.error_replies,
-        ] {
-            counter.store(0, Ordering::Relaxed);
-        }
-    }
-}
 
 /// State shared by every connection.
 pub struct Shared {
@@ -96,6 +26,12 @@ pub struct Shared {
     pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     /// Server counters.
     pub stats: Stats,
+    /// CLIENT PAUSE's state.
+    pub pause: Pause,
+    /// CONFIG `timeout` in seconds (0: never). A watch, so that a client
+    /// already waiting for input hears CONFIG SET, and one waiting with no
+    /// timeout holds no timer.
+    pub idle_timeout_secs: watch::Sender<u64>,
     /// When the server started.
     pub started: Instant,
     /// A random id for this run (INFO run_id).
@@ -172,11 +108,14 @@ impl Server {
         ready: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
         let port = listener.local_addr()?.port();
+        let idle_timeout_secs = watch::Sender::new(config.timeout_secs);
         let shared = Arc::new(Shared {
             config: RwLock::new(config),
             coordinator,
             clients: Mutex::new(BTreeMap::new()),
             stats: Stats::default(),
+            pause: Pause::default(),
+            idle_timeout_secs,
             started: Instant::now(),
             run_id: run_id(),
             port,

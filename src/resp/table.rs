@@ -717,6 +717,200 @@ pub static COMMANDS: &[CommandMeta] = &[
                 },
                 ..CommandMeta::EMPTY
             },
+            CommandMeta {
+                name: "client|tracking", arity: -3, flags: &["noscript", "loading", "stale"],
+                first_key: 0, last_key: 0, step: 0, acl_categories: &["@slow", "@connection"],
+                doc: Doc {
+                    summary: "Enable or disable server assisted client side caching support",
+                    since: "6.0.0", group: "connection",
+                    complexity: "O(1). Some options may introduce additional complexity.",
+                    arguments: &[
+                        Arg {
+                            name: "status", kind: "oneof",
+                            arguments: &[
+                                Arg {
+                                    name: "on", kind: "pure-token", token: Some("ON"), ..Arg::EMPTY
+                                },
+                                Arg {
+                                    name: "off", kind: "pure-token", token: Some("OFF"),
+                                    ..Arg::EMPTY
+                                },
+                            ],
+                            ..Arg::EMPTY
+                        },
+                        Arg {
+                            name: "client-id", kind: "integer", token: Some("REDIRECT"),
+                            flags: &["optional"], ..Arg::EMPTY
+                        },
+                        Arg {
+                            name: "prefix", kind: "string", token: Some("PREFIX"),
+                            flags: &["optional", "multiple", "multiple_token"], ..Arg::EMPTY
+                        },
+                        Arg {
+                            name: "bcast", kind: "pure-token", token: Some("BCAST"),
+                            flags: &["optional"], ..Arg::EMPTY
+                        },
+                        Arg {
+                            name: "optin", kind: "pure-token", token: Some("OPTIN"),
+                            flags: &["optional"], ..Arg::EMPTY
+                        },
+                        Arg {
+                            name: "optout", kind: "pure-token", token: Some("OPTOUT"),
+                            flags: &["optional"], ..Arg::EMPTY
+                        },
+                        Arg {
+                            name: "noloop", kind: "pure-token", token: Some("NOLOOP"),
+                            flags: &["optional"], ..Arg::EMPTY
+                        },
+                    ],
+                    ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "client|trackinginfo", arity: 2, flags: &["noscript", "loading", "stale"],
+                first_key: 0, last_key: 0, step: 0, acl_categories: &["@slow", "@connection"],
+                doc: Doc {
+                    summary: "Return information about server assisted client side caching for the current connection",
+                    since: "6.2.0", group: "connection", complexity: "O(1)", ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "client|getredir", arity: 2, flags: &["noscript", "loading", "stale"],
+                first_key: 0, last_key: 0, step: 0, acl_categories: &["@slow", "@connection"],
+                doc: Doc {
+                    summary: "Get tracking notifications redirection client ID if any",
+                    since: "6.0.0", group: "connection", complexity: "O(1)", ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "client|pause", arity: -3, flags: &["admin", "noscript", "loading", "stale"],
+                first_key: 0, last_key: 0, step: 0,
+                acl_categories: &["@admin", "@slow", "@dangerous", "@connection"],
+                doc: Doc {
+                    summary: "Stop processing commands from clients for some time", since: "2.9.50",
+                    group: "connection", complexity: "O(1)",
+                    history: &[
+                        ("6.2.0", "`CLIENT PAUSE WRITE` mode added along with the `mode` option."),
+                    ],
+                    arguments: &[
+                        Arg { name: "timeout", kind: "integer", ..Arg::EMPTY },
+                        Arg {
+                            name: "mode", kind: "oneof", since: Some("6.2.0"), flags: &["optional"],
+                            arguments: &[
+                                Arg {
+                                    name: "write", kind: "pure-token", token: Some("WRITE"),
+                                    ..Arg::EMPTY
+                                },
+                                Arg {
+                                    name: "all", kind: "pure-token", token: Some("ALL"),
+                                    ..Arg::EMPTY
+                                },
+                            ],
+                            ..Arg::EMPTY
+                        },
+                    ],
+                    ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "client|unpause", arity: 2, flags: &["admin", "noscript", "loading", "stale"],
+                first_key: 0, last_key: 0, step: 0,
+                acl_categories: &["@admin", "@slow", "@dangerous", "@connection"],
+                doc: Doc {
+                    summary: "Resume processing of clients that were paused", since: "6.2.0",
+                    group: "connection", complexity: "O(N) Where N is the number of paused clients",
+                    ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "client|unblock", arity: -3,
+                flags: &["admin", "noscript", "loading", "stale"], first_key: 0, last_key: 0,
+                step: 0, acl_categories: &["@admin", "@slow", "@dangerous", "@connection"],
+                doc: Doc {
+                    summary: "Unblock a client blocked in a blocking command from a different connection",
+                    since: "5.0.0", group: "connection",
+                    complexity: "O(log N) where N is the number of client connections",
+                    arguments: &[
+                        Arg { name: "client-id", kind: "integer", ..Arg::EMPTY },
+                        Arg {
+                            name: "timeout_error", kind: "oneof", flags: &["optional"],
+                            arguments: &[
+                                Arg {
+                                    name: "timeout", kind: "pure-token", token: Some("TIMEOUT"),
+                                    ..Arg::EMPTY
+                                },
+                                Arg {
+                                    name: "error", kind: "pure-token", token: Some("ERROR"),
+                                    ..Arg::EMPTY
+                                },
+                            ],
+                            ..Arg::EMPTY
+                        },
+                    ],
+                    ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "client|no-evict", arity: 3,
+                flags: &["admin", "noscript", "loading", "stale"], first_key: 0, last_key: 0,
+                step: 0, acl_categories: &["@admin", "@slow", "@dangerous", "@connection"],
+                doc: Doc {
+                    summary: "Set client eviction mode for the current connection", since: "7.0.0",
+                    group: "connection", complexity: "O(1)",
+                    arguments: &[
+                        Arg {
+                            name: "enabled", kind: "oneof",
+                            arguments: &[
+                                Arg {
+                                    name: "on", kind: "pure-token", token: Some("ON"), ..Arg::EMPTY
+                                },
+                                Arg {
+                                    name: "off", kind: "pure-token", token: Some("OFF"),
+                                    ..Arg::EMPTY
+                                },
+                            ],
+                            ..Arg::EMPTY
+                        },
+                    ],
+                    ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "client|reply", arity: 3, flags: &["noscript", "loading", "stale"],
+                first_key: 0, last_key: 0, step: 0, acl_categories: &["@slow", "@connection"],
+                doc: Doc {
+                    summary: "Instruct the server whether to reply to commands", since: "3.2.0",
+                    group: "connection", complexity: "O(1)",
+                    arguments: &[
+                        Arg {
+                            name: "on_off_skip", kind: "oneof",
+                            arguments: &[
+                                Arg {
+                                    name: "on", kind: "pure-token", token: Some("ON"), ..Arg::EMPTY
+                                },
+                                Arg {
+                                    name: "off", kind: "pure-token", token: Some("OFF"),
+                                    ..Arg::EMPTY
+                                },
+                                Arg {
+                                    name: "skip", kind: "pure-token", token: Some("SKIP"),
+                                    ..Arg::EMPTY
+                                },
+                            ],
+                            ..Arg::EMPTY
+                        },
+                    ],
+                    ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
         ],
         doc: Doc {
             summary: "A container for client connection commands", since: "2.4.0",
@@ -818,6 +1012,17 @@ pub static COMMANDS: &[CommandMeta] = &[
                 doc: Doc {
                     summary: "Extract keys given a full Redis command", since: "2.8.13",
                     group: "server",
+                    complexity: "O(N) where N is the number of arguments to the command",
+                    ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "command|getkeysandflags", arity: -4, flags: &["loading", "stale"],
+                first_key: 0, last_key: 0, step: 0, acl_categories: &["@slow", "@connection"],
+                doc: Doc {
+                    summary: "Extract keys and access flags given a full Redis command",
+                    since: "7.0.0", group: "server",
                     complexity: "O(N) where N is the number of arguments to the command",
                     ..Doc::EMPTY
                 },
@@ -2294,7 +2499,7 @@ mod tests {
         ("select", [0xee0e19ee5a35dd70, 0x76af058745abfa34, 0x3daa24681de12a6b, 0xbbeb626fe8f59c3b]),
         ("quit", [0x469003a82fb571b9, 0x3b97f50ae98055ad, 0xa61bf301a70158aa, 0x41422fa0db31af7f]),
         ("reset", [0xa4b7f918d1b7778d, 0xfd60ed3a8ce94259, 0x1c5e98b3a2ba4b1c, 0xf1c0ed14a67a37e9]),
-        ("client", [0x7164b83e8f6f9ea3, 0xfdcde84c346132bf, 0x9ee6076cbc0b571f, 0x452d45b125f53571]),
+        ("client", [0x0553f99bcdcf792c, 0x5c6fe43c2de2b1b0, 0xcf981623797c452b, 0xb1a178a66e1bc151]),
         ("client|setname", [0x6f34c9d0bf395cb1, 0xdd879d81848aa2bd, 0xea99396a4b607ea5, 0x34847ce4efa3d359]),
         ("client|getname", [0x6adaaf497195d97c, 0x28ad82b408745d58, 0x2afa8c7ce0e23300, 0x18dfe48b8590f3d7]),
         ("client|id", [0x4094f17980065d46, 0x6d3460d827d45e5a, 0xacca408e55b3ec5e, 0x46884390324625af]),
@@ -2302,12 +2507,21 @@ mod tests {
         ("client|info", [0x2472bfc2306d25c7, 0x05c92515ebc3394b, 0x5680d679fa34fe8e, 0x8a0d9d40576e4967]),
         ("client|list", [0x10dbbb0580f61fcf, 0xf3edcf75df150d83, 0xa4625049ff989544, 0x36f2d1e7fbf3ee6e]),
         ("client|kill", [0x8d76c6884988b79f, 0x3141e3d83d59466b, 0xe2ebc59bdbb028d4, 0xcf1dbd43364c6b3a]),
-        ("command", [0x07722bef573af6ac, 0xff7abdd601ebef90, 0x791ff1d0cdaf9bb1, 0x56359f27c279dbb8]),
+        ("client|tracking", [0xdfa3790122a80cc5, 0xe49df39db0242eb9, 0xab38dc6376844635, 0xe2a1ab2c3a14e75a]),
+        ("client|trackinginfo", [0x39a7bf117c2881c5, 0x3ea239ae09a4a3b9, 0x3298db5988e2c93f, 0x364b7e1ce83f5cb8]),
+        ("client|getredir", [0x7d52b688c75d54d2, 0xaf1642cd00c404de, 0x597e244b7bb62fa6, 0x114567eada5bca41]),
+        ("client|pause", [0x20a7ff5b51d5ab3e, 0x4ff7fa8e9235f7e2, 0xfbb2312dcdc5ca47, 0xca272b559bd5f225]),
+        ("client|unpause", [0x991ba94c3fa0a1c3, 0xefd26772249f1277, 0xa5c75d3d64bc40ef, 0xca4a66a9c9fe98a6]),
+        ("client|unblock", [0x56332c9050614efe, 0x8f1826643e92f422, 0x0c30d23d0e24e606, 0x1b176621a4b54fb9]),
+        ("client|no-evict", [0x0152d83e0f22f4fd, 0x3cc5030046cce439, 0x7b6c4b66c4366435, 0x535fc8138161ed12]),
+        ("client|reply", [0xc0cb2e056c71bf7e, 0x7f3303a011cd1bb2, 0xdcf63fd756cd2757, 0x549308a0868f75f0]),
+        ("command", [0xbcbdf1e8dc16747b, 0xf70e3153d1c30e03, 0xc2427356f9c9b26b, 0xf2c8fa08f7f7a4d8]),
         ("command|count", [0xedbf1c5457203b28, 0x88366ba66e9cf784, 0xc4c7d029716b31ff, 0xef4ceb400cb6c72a]),
         ("command|info", [0xe21893322b74b829, 0x5f7b21558ebe5145, 0x9e713ca5671b526e, 0xb5ae6db696129632]),
         ("command|docs", [0x0609992afd2569f0, 0x5978acf9ba47317c, 0x2b7bf657a93dbcf1, 0x02ee902be1e3347e]),
         ("command|list", [0x5754a41a7bb04395, 0x643930b1f1720a39, 0xe49f034f7d677d3e, 0x9d1fb222f318e1b8]),
         ("command|getkeys", [0x1dad8e82603aab26, 0x3d4974f351a22d5a, 0x3ffeef8f8ab1dc7c, 0x42d49bc7ba14cbb1]),
+        ("command|getkeysandflags", [0x53f98d3bcbb907ab, 0xa5ed563d15a3c4df, 0x7d76cdba77ad27eb, 0x7fc03d0480c04796]),
         ("config", [0xd156d088a3ff7df4, 0x99bb9ac03656710c, 0x996c96ac2bb5adcf, 0x304b7a93b15230ba]),
         ("config|get", [0x8df88988e1553c52, 0x4bcd55867469e446, 0xcae16548259002d2, 0x095146246baa0202]),
         ("config|set", [0xfc8401d6b5aedb18, 0x7ff04776d3d90c04, 0x0a236bf150a15c14, 0x9659145aad81a1f9]),

@@ -2,10 +2,11 @@
 
 use super::{Ctx, int_arg, syntax_error};
 use crate::resp::conn::ClientInfo;
+use crate::resp::pause::PauseKind;
 use crate::resp::reply::{Protocol, Reply};
 use bytes::Bytes;
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The Redis version we answer as: the reference for every reply byte.
 pub const REDIS_VERSION: &str = "7.0.15";
@@ -126,10 +127,17 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     ])
 }
 
+/// SELECT: only database 0. The cluster has one keyspace, as Redis Cluster
+/// has, and answers other indexes with Redis Cluster's error (README.md,
+/// "What differs from Redis").
 pub fn select(args: &[Bytes]) -> Reply {
     match int_arg(&args[1]) {
         Ok(0) => Reply::OK,
-        Ok(_) => Reply::error("ERR DB index is out of range"),
+        // Redis parses the index as a C int first (getIntFromObjectOrReply).
+        Ok(n) if i32::try_from(n).is_err() => {
+            Reply::error("ERR value is out of range, value must between -2147483648 and 2147483647")
+        }
+        Ok(_) => Reply::error("ERR SELECT is not allowed in cluster mode"),
         Err(e) => e,
     }
 }
@@ -210,8 +218,146 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
         b"info" => Reply::Verbatim(format!("{}\n", info.describe(Instant::now()))),
         b"list" => client_list(ctx, &args[2..]),
         b"kill" => client_kill(ctx, &args[2..]),
+        b"tracking" => client_tracking(ctx, args),
+        // Tracking is never on (TRACKING ON is refused), so Redis's reply
+        // for a client that does not track.
+        b"trackinginfo" => Reply::Map(vec![
+            (Reply::bulk("flags"), Reply::Set(vec![Reply::bulk("off")])),
+            (Reply::bulk("redirect"), Reply::Integer(-1)),
+            (Reply::bulk("prefixes"), Reply::Array(Vec::new())),
+        ]),
+        b"getredir" => Reply::Integer(-1),
+        b"pause" if args.len() <= 4 => client_pause(ctx, args),
+        b"unpause" => {
+            ctx.shared.pause.unpause();
+            Reply::OK
+        }
+        b"unblock" if args.len() <= 4 => {
+            if let Some(reason) = args.get(3)
+                && !reason.eq_ignore_ascii_case(b"timeout")
+                && !reason.eq_ignore_ascii_case(b"error")
+            {
+                return Reply::error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR");
+            }
+            match int_arg(&args[2]) {
+                // No command blocks here (no BLPOP, no WAIT), so no client
+                // is ever blocked: Redis's answer for a client not blocked.
+                Ok(_) => Reply::Integer(0),
+                Err(e) => e,
+            }
+        }
+        // Nothing is ever evicted (maxmemory is 0): the flag has nothing to
+        // change, but Redis accepts it on any server.
+        b"no-evict" if on_off(&args[2]).is_some() => Reply::OK,
+        b"reply" => client_reply(ctx, &args[2]),
+        b"pause" | b"unblock" => Reply::error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
         _ => syntax_error(),
     }
+}
+
+/// `on` or `off`, case-insensitively.
+fn on_off(arg: &[u8]) -> Option<bool> {
+    if arg.eq_ignore_ascii_case(b"on") {
+        Some(true)
+    } else if arg.eq_ignore_ascii_case(b"off") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN]
+/// [OPTOUT] [NOLOOP]: options checked as Redis checks them; OFF succeeds
+/// (tracking is never on); ON is refused, as nothing would send the
+/// invalidation messages a tracking client relies on.
+fn client_tracking(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let mut redirect = false;
+    let mut j = 3;
+    while j < args.len() {
+        let more = j + 1 < args.len();
+        let option = args[j].to_ascii_lowercase();
+        match option.as_slice() {
+            b"redirect" if more => {
+                j += 1;
+                if redirect {
+                    return Reply::error("ERR A client can only redirect to a single other client");
+                }
+                redirect = true;
+                let id = match int_arg(&args[j]) {
+                    Ok(id) => id,
+                    Err(e) => return e,
+                };
+                let exists = u64::try_from(id).is_ok_and(|id| {
+                    ctx.shared
+                        .clients
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains_key(&id)
+                });
+                if !exists {
+                    return Reply::error("ERR The client ID you want redirect to does not exist");
+                }
+            }
+            b"prefix" if more => j += 1,
+            b"bcast" | b"optin" | b"optout" | b"noloop" => {}
+            _ => return syntax_error(),
+        }
+        j += 1;
+    }
+    match on_off(&args[2]) {
+        Some(false) => Reply::OK,
+        Some(true) => Reply::error(
+            "ERR CLIENT TRACKING ON is not supported: this server sends no invalidation messages (client-side caching)",
+        ),
+        None => syntax_error(),
+    }
+}
+
+/// CLIENT PAUSE timeout-ms [WRITE|ALL].
+fn client_pause(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let kind = match args.get(3) {
+        None => PauseKind::All,
+        Some(mode) if mode.eq_ignore_ascii_case(b"write") => PauseKind::Write,
+        Some(mode) if mode.eq_ignore_ascii_case(b"all") => PauseKind::All,
+        Some(_) => return Reply::error("ERR CLIENT PAUSE mode must be WRITE or ALL"),
+    };
+    let millis = match int_arg(&args[2]) {
+        Ok(ms) if ms < 0 => return Reply::error("ERR timeout is negative"),
+        Ok(ms) => ms.unsigned_abs(),
+        Err(_) => return Reply::error("ERR timeout is not an integer or out of range"),
+    };
+    let now = tokio::time::Instant::now();
+    // Redis takes any i64; past what an Instant holds, pause "forever".
+    let until = now
+        .checked_add(Duration::from_millis(millis))
+        .unwrap_or_else(|| now + Duration::from_secs(PAUSE_FOREVER_SECS));
+    ctx.shared.pause.pause(kind, until);
+    Reply::OK
+}
+
+/// A pause past what an `Instant` can hold: a hundred years.
+const PAUSE_FOREVER_SECS: u64 = 100 * 365 * 86_400;
+
+/// CLIENT REPLY ON|OFF|SKIP, with Redis's flags: OFF and SKIP send no reply
+/// of their own; SKIP also drops the next command's.
+fn client_reply(ctx: &mut Ctx<'_>, mode: &[u8]) -> Reply {
+    let session = &mut *ctx.session;
+    if mode.eq_ignore_ascii_case(b"on") {
+        session.reply_off = false;
+        session.reply_skip_this = false;
+        session.reply_skip_next = false;
+    } else if mode.eq_ignore_ascii_case(b"off") {
+        session.reply_off = true;
+    } else if mode.eq_ignore_ascii_case(b"skip") {
+        session.reply_skip_this = true;
+        session.reply_skip_next = !session.reply_off;
+    } else {
+        return syntax_error();
+    }
+    Reply::OK
 }
 
 fn client_list(ctx: &Ctx<'_>, filters: &[Bytes]) -> Reply {

@@ -7,7 +7,7 @@ use crate::resp::command;
 use crate::resp::glob::glob_match;
 use crate::resp::handlers::connection::REDIS_VERSION;
 use crate::resp::reply::Reply;
-use crate::resp::table::CommandMeta;
+use crate::resp::table::{BeginSearch, CommandMeta, FindKeys};
 use bytes::Bytes;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -55,7 +55,8 @@ pub fn command(args: &[Bytes]) -> Reply {
                     .collect(),
             )
         }
-        b"getkeys" => getkeys(&args[2..]),
+        b"getkeys" => getkeys(&args[2..], false),
+        b"getkeysandflags" => getkeys(&args[2..], true),
         b"docs" => {
             let commands: Vec<_> = if args.len() == 2 {
                 command::all().iter().map(|c| c.meta).collect()
@@ -73,8 +74,10 @@ pub fn command(args: &[Bytes]) -> Reply {
     }
 }
 
-/// COMMAND GETKEYS: the key positions of the command's table entry.
-fn getkeys(target: &[Bytes]) -> Reply {
+/// COMMAND GETKEYS and GETKEYSANDFLAGS: the keys of the command's table
+/// entry, found by its key specs as Redis's `getKeysFromCommandWithSpecs`
+/// finds them, each with its spec's flags when `with_flags`.
+fn getkeys(target: &[Bytes], with_flags: bool) -> Reply {
     let Some(found) = target.first().and_then(|name| command::lookup(name)) else {
         return Reply::error("ERR Invalid command specified");
     };
@@ -85,22 +88,69 @@ fn getkeys(target: &[Bytes]) -> Reply {
     if !command::arity_ok(meta.arity, target.len()) {
         return Reply::error("ERR Invalid number of arguments specified for command");
     }
-    if meta.first_key <= 0 {
+    let mut keys = spec_keys(meta, target.len());
+    for (_, flags) in &mut keys {
+        if flags.contains(&"variable_flags") {
+            // SET's key flags depend on GET (Redis's setGetKeys), and SET
+            // is the only command here whose spec says so.
+            debug_assert_eq!(meta.name, "set");
+            let get = target
+                .iter()
+                .skip(3)
+                .any(|a| a.eq_ignore_ascii_case(b"get"));
+            *flags = if get {
+                &["RW", "access", "update"]
+            } else {
+                &["OW", "update"]
+            };
+        }
+    }
+    if keys.is_empty() {
         return Reply::error("ERR The command has no key arguments");
     }
-    let argc = target.len() as i32;
-    let last = if meta.last_key < 0 {
-        argc + meta.last_key
-    } else {
-        meta.last_key.min(argc - 1)
-    };
-    let step = meta.step.max(1) as usize;
-    let keys = (meta.first_key..=last)
-        .step_by(step)
-        .filter_map(|i| target.get(i as usize).cloned())
-        .map(Reply::Bulk)
-        .collect();
-    Reply::Array(keys)
+    Reply::Array(
+        keys.into_iter()
+            .map(|(i, flags)| {
+                let key = Reply::Bulk(target[i].clone());
+                if with_flags {
+                    let flags = flags.iter().map(|f| Reply::Simple(f)).collect();
+                    Reply::Array(vec![key, Reply::Array(flags)])
+                } else {
+                    key
+                }
+            })
+            .collect(),
+    )
+}
+
+/// The argument positions of `meta`'s keys in a call of `argc` arguments,
+/// with the flags of the key spec that found each. Only the spec shapes our
+/// commands have (an index, then a range) are read.
+fn spec_keys(meta: &CommandMeta, argc: usize) -> Vec<(usize, &'static [&'static str])> {
+    let mut keys = Vec::new();
+    let argc = argc as i64;
+    for spec in meta.key_specs {
+        let BeginSearch::Index(first) = spec.begin_search else {
+            continue;
+        };
+        let FindKeys::Range {
+            lastkey, keystep, ..
+        } = spec.find_keys
+        else {
+            continue;
+        };
+        let last = if lastkey >= 0 {
+            first + lastkey
+        } else {
+            argc + lastkey
+        };
+        let mut i = first;
+        while i <= last.min(argc - 1) {
+            keys.push((i as usize, spec.flags));
+            i += keystep.max(1);
+        }
+    }
+    keys
 }
 
 /// CONFIG GET's parameters: Redis's names, our values.
@@ -119,6 +169,7 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("maxmemory", "0".to_owned()),
         ("maxmemory-policy", "noeviction".to_owned()),
         ("maxclients", c.maxclients.to_string()),
+        ("timeout", c.timeout_secs.to_string()),
         ("requirepass", c.requirepass.clone().unwrap_or_default()),
         ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
         ("node-name", c.node_name.clone()),
@@ -172,7 +223,15 @@ pub fn config(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
 }
 
 /// The parameters CONFIG SET may change while the node runs.
-const SETTABLE: &[&str] = &["requirepass", "siblings-max", "proto-max-bulk-len"];
+const SETTABLE: &[&str] = &[
+    "requirepass",
+    "siblings-max",
+    "proto-max-bulk-len",
+    "timeout",
+];
+
+/// Redis's bound on `timeout` (an int config).
+const TIMEOUT_SECS_MAX: u64 = i32::MAX as u64;
 
 fn config_set(ctx: &Ctx<'_>, pairs: &[Bytes]) -> Reply {
     if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
@@ -199,6 +258,13 @@ fn config_set(ctx: &Ctx<'_>, pairs: &[Bytes]) -> Reply {
         let number = || value.parse::<usize>().ok().filter(|n| *n > 0);
         match name.as_str() {
             "requirepass" => config.requirepass = Some(value.clone()).filter(|p| !p.is_empty()),
+            "timeout" => match value.parse::<i64>() {
+                Ok(secs) => match u64::try_from(secs) {
+                    Ok(secs) if secs <= TIMEOUT_SECS_MAX => config.timeout_secs = secs,
+                    _ => return failed("argument must be between 0 and 2147483647 inclusive"),
+                },
+                Err(_) => return failed("argument couldn't be parsed into an integer"),
+            },
             "siblings-max" => match number() {
                 Some(n) => config.siblings_max = n,
                 None => return failed("argument couldn't be parsed into an integer"),
@@ -210,6 +276,9 @@ fn config_set(ctx: &Ctx<'_>, pairs: &[Bytes]) -> Reply {
         }
     }
     ctx.shared.coordinator.set_siblings_max(config.siblings_max);
+    ctx.shared
+        .idle_timeout_secs
+        .send_replace(config.timeout_secs);
     *ctx.shared
         .config
         .write()
@@ -267,16 +336,51 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
-    let requested: Vec<String> = args[1..]
+/// INFO's sections in Redis's order; `default` marks those INFO prints
+/// without arguments (and for `default`), the rest need their name, `all`
+/// or `everything`. `dynamo` is ours (the cluster view) and in the default.
+const SECTIONS: &[(&str, bool)] = &[
+    ("server", true),
+    ("clients", true),
+    ("memory", true),
+    ("persistence", true),
+    ("stats", true),
+    ("replication", true),
+    ("cpu", true),
+    ("modules", true),
+    ("commandstats", false),
+    ("errorstats", true),
+    ("latencystats", false),
+    ("cluster", true),
+    ("keyspace", true),
+    ("dynamo", true),
+];
+
+/// The sections `INFO args...` prints, as Redis's `genInfoSectionDict`
+/// picks them: names case-insensitively, `default`, `all` and
+/// `everything` (the same here: there are no module sections), unknown
+/// names ignored.
+fn info_sections(args: &[Bytes]) -> Vec<&'static str> {
+    let requested: Vec<String> = args
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let everything = requested.is_empty()
-        || requested
-            .iter()
-            .any(|s| matches!(s.as_str(), "all" | "everything" | "default"));
-    let wanted = |section: &str| everything || requested.iter().any(|s| s == section);
+    let all = requested
+        .iter()
+        .any(|s| matches!(s.as_str(), "all" | "everything"));
+    let default = requested.is_empty() || requested.iter().any(|s| s == "default");
+    SECTIONS
+        .iter()
+        .filter(|(name, in_default)| {
+            all || (default && *in_default) || requested.iter().any(|s| s == name)
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let chosen = info_sections(&args[1..]);
+    let wanted = |section: &str| chosen.contains(&section);
     let shared = ctx.shared;
     let config = shared.config();
     let stats = &shared.stats;
@@ -394,6 +498,36 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 ("connected_slaves", "0".to_owned()),
             ],
         );
+    }
+    if wanted("cpu") {
+        section("CPU", crate::resp::stats::cpu_fields());
+    }
+    if wanted("modules") {
+        section("Modules", Vec::new());
+    }
+    // Sections whose field names are built at run time.
+    let mut dynamic = |name: &str, fields: Vec<(String, String)>| {
+        section(
+            name,
+            fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect(),
+        );
+    };
+    if wanted("commandstats") {
+        dynamic("Commandstats", stats.commandstats());
+    }
+    if wanted("errorstats") {
+        dynamic("Errorstats", stats.errorstats());
+    }
+    if wanted("latencystats") {
+        dynamic("Latencystats", stats.latencystats());
+    }
+    if wanted("cluster") {
+        // Redis Cluster's field: 0, as Redis prints outside Redis Cluster.
+        // dynokv's own cluster is in `# Dynamo`; it speaks no Cluster bus.
+        section("Cluster", vec![("cluster_enabled", "0".to_owned())]);
     }
     if wanted("keyspace") {
         let fields = if counts.keys > 0 {
