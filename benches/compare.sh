@@ -5,6 +5,7 @@
 #   benches/compare.sh                 # defaults below: one dynokv node
 #   NODES=3 benches/compare.sh         # a 3-node cluster (N=3, R=2, W=2), clients on node 1
 #   REQUESTS=200000 benches/compare.sh # longer run
+#   DYNOKV_BIN=/tmp/old/dynokv benches/compare.sh  # another build, e.g. to interleave with this one
 #
 # redis-server runs with AOF everysec and dynokv with --fsync everysec, so
 # both acknowledge a write once it is in the OS and sync once a second.
@@ -15,10 +16,12 @@ REQUESTS=${REQUESTS:-100000}
 CLIENTS=${CLIENTS:-50}
 SIZE=${SIZE:-100}
 KEYSPACE=${KEYSPACE:-100000}
-TESTS=${TESTS:-set,get}
+TESTS=${TESTS:-set,get,incr}
 PIPELINES=${PIPELINES:-"1 16"}
 
 . benches/lib.sh
+# DYNOKV_BIN: another build to measure (e.g. an older one, interleaved).
+bin=${DYNOKV_BIN:-target/release/dynokv}
 
 redis_port=$(free_port)
 redis-server --port "$redis_port" --dir "$work" --appendonly yes --appendfsync everysec \
@@ -28,13 +31,13 @@ NODES=${NODES:-1}
 if [ "$NODES" -eq 1 ]; then
     dyno_port=$(free_port)
     dyno_peer=$(free_port)
-    target/release/dynokv serve --port "$dyno_port" --peer-port "$dyno_peer" \
+    "$bin" serve --port "$dyno_port" --peer-port "$dyno_peer" \
         --data-dir "$work/dynokv" --fsync everysec --log-level warn 2>"$work/dynokv.log" &
     pids+=($!)
 else
     # NODES consecutive free client ports whose peer ports (+10000) are free.
     dyno_port=$(python3 compat/free_ports.py "$NODES")
-    target/release/dynokv dev --nodes "$NODES" --port "$dyno_port" --data-dir "$work/dev" \
+    "$bin" dev --nodes "$NODES" --port "$dyno_port" --data-dir "$work/dev" \
         -- --fsync everysec --replicas 3 --read-quorum 2 --write-quorum 2 --log-level warn \
         >"$work/dev.out" 2>"$work/dynokv.log" &
     pids+=($!)
