@@ -476,6 +476,27 @@ async fn write_keys(con: &mut redis::aio::MultiplexedConnection, keys: &[String]
     }
 }
 
+/// Through `url`: writes 200 keys, runs `flush` (FLUSHALL or FLUSHDB),
+/// then writes `count` keys; returns (the flushed keys, the kept ones).
+async fn write_around_flush(
+    url: &str,
+    flush: &str,
+    round: usize,
+    count: usize,
+) -> (Vec<String>, Vec<String>) {
+    let mut con = connect(url).await;
+    let flushed: Vec<String> = (0..200).map(|i| format!("old:{round}:{i}")).collect();
+    write_keys(&mut con, &flushed).await;
+    let reply: Value = redis::cmd(flush)
+        .query_async(&mut con)
+        .await
+        .expect("flush");
+    assert_eq!(reply, Value::Okay);
+    let keys: Vec<String> = (0..count).map(|i| format!("new:{round}:{i}")).collect();
+    write_keys(&mut con, &keys).await;
+    (flushed, keys)
+}
+
 /// After a restart: every key of `keys` reads back as written, none of
 /// `flushed` does, and DBSIZE equals the keys SCAN returns (both `keys`
 /// plus `extra`).
@@ -528,17 +549,7 @@ async fn writes_after_flushall_survive_sigterm_and_kill9() {
     .enumerate()
     {
         let what = format!("{count} keys after {flush}, then {stop:?}");
-        let mut con = connect(&node.url()).await;
-        let flushed: Vec<String> = (0..200).map(|i| format!("old:{round}:{i}")).collect();
-        write_keys(&mut con, &flushed).await;
-        let reply: Value = redis::cmd(flush)
-            .query_async(&mut con)
-            .await
-            .expect("flush");
-        assert_eq!(reply, Value::Okay);
-        let keys: Vec<String> = (0..count).map(|i| format!("new:{round}:{i}")).collect();
-        write_keys(&mut con, &keys).await;
-        drop(con);
+        let (flushed, keys) = write_around_flush(&node.url(), flush, round, count).await;
         match stop {
             Stop::Term => assert!(node.terminate().success(), "{what}: SIGTERM must exit 0"),
             Stop::Kill => node.kill9(),
@@ -627,17 +638,8 @@ async fn a_cluster_keeps_writes_after_flushall_across_full_restarts() {
         .enumerate()
     {
         let what = format!("cluster: {count} keys after FLUSHALL, then {stop:?} of all nodes");
-        let mut con = connect(&cluster.node(0).url()).await;
-        let flushed: Vec<String> = (0..200).map(|i| format!("old:{round}:{i}")).collect();
-        write_keys(&mut con, &flushed).await;
-        let reply: Value = redis::cmd("FLUSHALL")
-            .query_async(&mut con)
-            .await
-            .expect("flush");
-        assert_eq!(reply, Value::Okay);
-        let keys: Vec<String> = (0..count).map(|i| format!("new:{round}:{i}")).collect();
-        write_keys(&mut con, &keys).await;
-        drop(con);
+        let (flushed, keys) =
+            write_around_flush(&cluster.node(0).url(), "FLUSHALL", round, count).await;
         for i in 0..cluster.len() {
             match stop {
                 Stop::Term => assert!(cluster.node_mut(i).terminate().success(), "{what}: exit 0"),

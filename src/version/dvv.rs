@@ -198,7 +198,14 @@ impl<T: Clone> DvvSet<T> {
     /// minted by replicas, design.md §3); `self` must be its local state.
     pub fn update(&mut self, context: &VersionVector, node: NodeId, value: T) -> Dot {
         self.discard(context);
-        let counter = self.context.get(node).max(context.get(node)) + 1;
+        self.mint(node, value)
+    }
+
+    /// Adds `value` under the next dot of `node`: one past every counter
+    /// of `node` this set's context has seen (which covers the writer's
+    /// context once it is joined).
+    fn mint(&mut self, node: NodeId, value: T) -> Dot {
+        let counter = self.context.get(node) + 1;
         let dot = Dot { node, counter };
         self.context.witness(node, counter);
         // The new dot is greater than every dot of `node` present, so it
@@ -220,13 +227,7 @@ impl<T: Clone> DvvSet<T> {
             Supersedes::Context(context) => self.update(context, node, value),
             Supersedes::Dots(dots) => {
                 self.siblings.retain(|s| !dots.contains(&s.0));
-                let counter = self.context.get(node) + 1;
-                let dot = Dot { node, counter };
-                self.context.witness(node, counter);
-                let at = self.siblings.partition_point(|s| s.0 < dot);
-                self.siblings.insert(at, (dot, value));
-                self.check();
-                dot
+                self.mint(node, value)
             }
         }
     }
