@@ -177,26 +177,26 @@ pub async fn read(
     options: ReadOptions,
 ) -> Result<Vec<Option<Record>>, CoordinatorError> {
     let coordinator = &ctx.shared.coordinator;
-    let records = coordinator.read(keys.clone(), options).await?;
     let watched = &ctx.session.watched;
-    if !watched.is_empty() {
-        let now = coordinator.now_ms();
-        let other = keys.iter().zip(&records).any(|(key, record)| {
-            watched.iter().any(|w| {
-                w.key == *key
-                    && (record.as_ref().is_some_and(|r| is_live(r, now)) != w.live
-                        || record
-                            .as_ref()
-                            .map(|r| r.context().clone())
-                            .unwrap_or_default()
-                            != w.context)
-            })
-        });
-        if other {
-            ctx.session
-                .watch_read_other
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+    if watched.is_empty() {
+        return coordinator.read(keys, options).await;
+    }
+    let records = coordinator.read(keys.clone(), options).await?;
+    let now = coordinator.now_ms();
+    let other = keys.iter().zip(&records).any(|(key, record)| {
+        let live = record.as_ref().is_some_and(|r| is_live(r, now));
+        let context = record
+            .as_ref()
+            .map(|r| r.context().clone())
+            .unwrap_or_default();
+        watched
+            .iter()
+            .any(|w| w.key == *key && (live != w.live || context != w.context))
+    });
+    if other {
+        ctx.session
+            .watch_read_other
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(records)
 }
