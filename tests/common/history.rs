@@ -44,6 +44,13 @@
 //! - **converged**: every node returned the same context and sibling set
 //!   for every key, and every node's own replica holds exactly that.
 //!
+//! Counter keys — those of [`Call::Incr`] (`INCRBY`) and [`Call::Exec`]
+//! (a WATCH transaction that adds to what its GET read) operations — hold
+//! sums, not written values; [`check_counters`] judges them by their bits:
+//! every acknowledged increment counted by a final sibling (`incr_lost`),
+//! no value counting an increment that was not sent or twice
+//! (`incr_phantoms`).
+//!
 //! [`Report`] prints as one line: `ops=… acknowledged=… failed=… unknown=…
 //! lost=… phantoms=… max_siblings=… converge_ms=…` and a few more fields.
 
