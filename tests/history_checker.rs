@@ -264,7 +264,10 @@ fn clean_counter_history_reports_nothing() {
     eprintln!("{report}");
     assert!(report.is_clean(), "{report:#?}");
     assert_eq!((report.incrs, report.incrs_acked), (6, 4));
-    assert_eq!((report.execs, report.execs_acked, report.execs_aborted), (2, 1, 1));
+    assert_eq!(
+        (report.execs, report.execs_acked, report.execs_aborted),
+        (2, 1, 1)
+    );
     assert_eq!(report.counter_siblings, 2);
     assert_eq!(report.phantoms, 0, "counter values are not VSET phantoms");
 }
@@ -289,6 +292,9 @@ fn planted_lost_increment_and_counter_phantoms_are_reported() {
     // reply, once at the end: one value).
     assert_eq!(report.incr_phantoms, 2, "{report:#?}");
     let text = report.problems.join("\n");
-    assert!(text.contains("lost increment: Incr { by: 4 } of c"), "{text}");
+    assert!(
+        text.contains("lost increment: Incr { by: 4 } of c"),
+        "{text}"
+    );
     assert!(text.contains("c = \"81\""), "{text}");
 }

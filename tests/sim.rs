@@ -462,20 +462,29 @@ impl SimClient {
         }
         let read = match step(self.send(&[b"GET", k]).await) {
             Ok(redis::Value::Nil) => 0,
-            Ok(redis::Value::BulkString(v)) => {
-                match String::from_utf8_lossy(&v).parse::<i64>() {
-                    Ok(v) => v,
-                    Err(_) => {
-                        let e = format!("{}: GET {key} answered {v:?}", history::BAD_REPLY);
-                        return (None, not_sent(e));
-                    }
+            Ok(redis::Value::BulkString(v)) => match String::from_utf8_lossy(&v).parse::<i64>() {
+                Ok(v) => v,
+                Err(_) => {
+                    let e = format!("{}: GET {key} answered {v:?}", history::BAD_REPLY);
+                    return (None, not_sent(e));
                 }
+            },
+            Ok(other) => {
+                return (
+                    None,
+                    not_sent(format!(
+                        "{}: GET {key} answered {other:?}",
+                        history::BAD_REPLY
+                    )),
+                );
             }
-            Ok(other) => return (None, not_sent(format!("{}: GET {key} answered {other:?}", history::BAD_REPLY))),
             Err(e) => return (None, not_sent(e)),
         };
         let Some(value) = read.checked_add(by) else {
-            return (Some(read), not_sent(format!("{}: {read} + {by} overflows", history::BAD_REPLY)));
+            return (
+                Some(read),
+                not_sent(format!("{}: {read} + {by} overflows", history::BAD_REPLY)),
+            );
         };
         let value = value.to_string();
         for args in [&[b"MULTI".as_slice()][..], &[b"SET", k, value.as_bytes()]] {
@@ -605,7 +614,10 @@ fn replicas_differ(stores: &[Arc<MemoryStore>], keys: &[String]) -> Option<Strin
 /// ([`replicas_differ`]), at most [`CONVERGE_MAX`].
 async fn final_reads(history: Arc<History>, stores: Vec<Arc<MemoryStore>>) -> Final {
     let healed = tokio::time::Instant::now();
-    let keys: Vec<String> = (0..KEYS).map(key).chain((0..COUNTERS).map(counter)).collect();
+    let keys: Vec<String> = (0..KEYS)
+        .map(key)
+        .chain((0..COUNTERS).map(counter))
+        .collect();
     let mut clients: Vec<SimClient> = (0..NODES)
         .map(|node| SimClient::new(usize::MAX, node, Arc::clone(&history)))
         .collect();

@@ -172,10 +172,7 @@ impl Outcome {
     /// Whether the request may have been applied: not refused before it
     /// reached a node, nor aborted.
     pub fn maybe_applied(&self) -> bool {
-        !matches!(
-            self,
-            Outcome::Failed { sent: false, .. } | Outcome::Aborted
-        )
+        !matches!(self, Outcome::Failed { sent: false, .. } | Outcome::Aborted)
     }
 }
 
