@@ -1305,8 +1305,8 @@ fn a_seed_replays_exactly() {
 
 /// The bed can fail: with `--fsync no` a crash loses what a node
 /// acknowledged (the memory store keeps only what was synced), and over
-/// a few seeds the checker must report lost writes. With `--fsync always`
-/// the same seeds lose nothing (`seeds_shard_*`).
+/// a few seeds the checker must report lost writes and lost increments.
+/// With `--fsync always` the same seeds lose nothing (`seeds_shard_*`).
 #[test]
 fn fsync_no_loses_writes_and_the_checker_sees_it() {
     if env_u64("DYNOKV_SIM_SEED").is_some() {
@@ -1316,18 +1316,28 @@ fn fsync_no_loses_writes_and_the_checker_sees_it() {
         .map(|seed| run_child_with(seed, FsyncPolicy::No))
         .collect();
     let lost: u64 = children.iter().map(|c| c.field("lost")).sum();
+    let incr_lost: u64 = children.iter().map(|c| c.field("incr_lost")).sum();
     let failed: Vec<u64> = children
         .iter()
         .filter(|c| !c.passed)
         .map(|c| c.seed)
         .collect();
-    println!("fsync no: {NO_SYNC_SEEDS} seeds, lost={lost}, failed seeds {failed:?}");
+    println!(
+        "fsync no: {NO_SYNC_SEEDS} seeds, lost={lost}, incr_lost={incr_lost}, failed seeds \
+         {failed:?}"
+    );
     assert!(
         lost > 0,
         "no seed lost a write under --fsync no: the bed cannot see loss"
     );
     assert!(
-        children.iter().all(|c| c.passed == (c.field("lost") == 0)),
-        "a seed failed without reporting a lost write"
+        incr_lost > 0,
+        "no seed lost an increment under --fsync no: the counter check cannot see loss"
+    );
+    assert!(
+        children
+            .iter()
+            .all(|c| c.passed == (c.field("lost") + c.field("incr_lost") == 0)),
+        "a seed failed without reporting a lost write or increment"
     );
 }
