@@ -484,7 +484,9 @@ mod tests {
 
     // Proves a watched SET (WATCH, GET, MULTI, SET read+k, EXEC) keeps a
     // live sibling it did not compute from, as INCR does: the simulation
-    // lost the increments of such a sibling when the SET superseded it.
+    // (with RMWs of a key not routed to one coordinator, so that siblings
+    // arise) lost the increments of such a sibling when the SET superseded
+    // the whole record.
     #[test]
     fn a_watched_set_keeps_a_live_sibling_it_did_not_compute_from() {
         let mut record = Record::new();
