@@ -235,3 +235,66 @@ fn unsent_writes_supersede_nothing() {
     assert_eq!(report.lost, 1, "{report:#?}");
     assert_eq!((report.failed, report.acknowledged), (1, 2));
 }
+
+impl Builder {
+    fn incr(&mut self, node: usize, key: &str, by: i64, outcome: Outcome) {
+        self.push(node, key, Call::Incr { by }, outcome);
+    }
+
+    fn exec(&mut self, node: usize, key: &str, by: i64, read: i64, outcome: Outcome) {
+        let read = Some(read);
+        self.push(node, key, Call::Exec { by, read }, outcome);
+    }
+}
+
+// Proves counters judged by their bits: increments on two siblings (a partition's two sides), a
+// failed one counted or not, and a transaction that read and added are clean.
+#[test]
+fn clean_counter_history_reports_nothing() {
+    let mut h = Builder::default();
+    h.incr(0, "c", 1, Outcome::Counted(1));
+    h.exec(1, "c", 4, 1, Outcome::Counted(5));
+    // Two sides of a partition, each from 5: two siblings.
+    h.incr(0, "c", 16, Outcome::Counted(21));
+    h.incr(3, "c", 64, Outcome::Counted(69));
+    // Refused, or applied without an answer: either is fine.
+    h.incr(3, "c", 256, noquorum());
+    h.exec(2, "c", 1024, 69, Outcome::Aborted);
+    let report = check(&h.ops, &final_everywhere(&[("c", &["21", "325"])]));
+    eprintln!("{report}");
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!((report.incrs, report.incrs_acked), (6, 4));
+    assert_eq!(
+        (report.execs, report.execs_acked, report.execs_aborted),
+        (2, 1, 1)
+    );
+    assert_eq!(report.counter_siblings, 2);
+    assert_eq!(report.phantoms, 0, "counter values are not VSET phantoms");
+}
+
+// Proves a planted lost increment, a double count and an aborted transaction's bit are reported.
+#[test]
+fn planted_lost_increment_and_counter_phantoms_are_reported() {
+    let mut h = Builder::default();
+    h.incr(0, "c", 1, Outcome::Counted(1));
+    h.incr(1, "c", 4, Outcome::Counted(5));
+    // A transaction read 1 (missing 4), wrote 17 over 5: 4 is lost.
+    h.exec(2, "c", 16, 1, Outcome::Counted(17));
+    h.exec(2, "c", 64, 17, Outcome::Aborted);
+    h.incr(0, "d", 1, Outcome::Counted(1));
+    // Counted twice: 1 + 1 = 2, a bit no one sent.
+    h.incr(0, "d", 4, Outcome::Counted(6));
+    let report = check(&h.ops, &final_everywhere(&[("c", &["81"]), ("d", &["6"])]));
+    eprintln!("{report}");
+    assert!(!report.is_clean());
+    assert_eq!(report.incr_lost, 2, "c's 4 and d's 1: {report:#?}");
+    // c = 81 holds the aborted 64; d = 6 holds the unsent 2 (once in the
+    // reply, once at the end: one value).
+    assert_eq!(report.incr_phantoms, 2, "{report:#?}");
+    let text = report.problems.join("\n");
+    assert!(
+        text.contains("lost increment: Incr { by: 4 } of c"),
+        "{text}"
+    );
+    assert!(text.contains("c = \"81\""), "{text}");
+}

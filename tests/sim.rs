@@ -11,13 +11,16 @@
 //!
 //! [`CLIENTS`] clients speak RESP to the nodes: `VGET`, then `VSET` or
 //! `VDEL` with the context read, on a few keys, through changing nodes,
-//! and record every operation in a `common::history::History`. Meanwhile
+//! and record every operation in a `common::history::History`; on
+//! [`COUNTERS`] other keys they add unique powers of two with `INCRBY` or
+//! a WATCH transaction (WATCH, GET, MULTI, SET, EXEC). Meanwhile
 //! the fault driver partitions the nodes (minority and majority sides),
 //! crashes and restarts them, holds links (delay) and makes links drop
 //! messages. Then everything heals, a checker client reads every key
 //! through every node until they agree, and `common::history::check`
 //! judges the history: nothing acknowledged lost, no phantom values,
-//! nothing resurrected, replicas converged.
+//! nothing resurrected, replicas converged, no acknowledged increment
+//! missing from the counters and none counted that was not sent or twice.
 //!
 //! Links (issue 17): a prober asks every node `DYNAMO MEMBERS` every
 //! [`LINK_PROBE_EVERY`]; once no fault has touched a pair of live nodes
@@ -61,8 +64,14 @@ const N: usize = 3;
 const CLIENTS: usize = 4;
 /// Keys the clients share.
 const KEYS: usize = 6;
-/// Read-then-write rounds per client.
+/// Rounds per client: a read then a write, or a counter increment.
 const ROUNDS: usize = 30;
+/// Counter keys (INCRBY and WATCH transactions), apart from the [`KEYS`].
+const COUNTERS: usize = 3;
+/// Share of rounds that increment a counter, in percent.
+const COUNTER_PERCENT: usize = 35;
+/// Share of those that do it by WATCH transaction, in percent.
+const WATCHED_PERCENT: usize = 30;
 /// Seeds `cargo test` runs, split over [`SHARDS`] tests.
 const SEEDS: u64 = 100;
 /// Seeds run under `--fsync no`, where loss is expected.
@@ -242,14 +251,23 @@ fn parse_reply(buf: &[u8]) -> Option<(Reply, usize)> {
         }
         b'*' => {
             let len: i64 = line.parse().ok()?;
+            if len < 0 {
+                return Some((Ok(redis::Value::Nil), rest)); // EXEC aborted
+            }
             let mut at = rest;
             let mut items = Vec::new();
-            for _ in 0..len.max(0) {
+            let mut error = None;
+            for _ in 0..len {
                 let (item, used) = parse_reply(&buf[at..])?;
-                items.push(item.ok()?);
+                // An error inside an array (a command EXEC ran) fails the
+                // reply, once the whole array is consumed.
+                match item {
+                    Ok(item) => items.push(item),
+                    Err(e) => error = error.or(Some(e)),
+                }
                 at += used;
             }
-            Some((Ok(redis::Value::Array(items)), at))
+            Some((error.map_or(Ok(redis::Value::Array(items)), Err), at))
         }
         _ => Some((Err(format!("unparsable reply {buf:?}")), buf.len())),
     }
@@ -398,6 +416,96 @@ impl SimClient {
         self.run(key, call, &args, history::parse_written).await
     }
 
+    /// `INCRBY key by`, recorded.
+    async fn incrby(&mut self, key: &str, by: i64) -> Outcome {
+        let by_text = by.to_string();
+        let args: Vec<&[u8]> = vec![b"INCRBY", key.as_bytes(), by_text.as_bytes()];
+        self.run(key, Call::Incr { by }, &args, |reply| match reply {
+            redis::Value::Int(v) => Ok(Outcome::Counted(v)),
+            other => Err(format!("unexpected reply to INCRBY: {other:?}")),
+        })
+        .await
+    }
+
+    /// `WATCH key`, `GET key`, `MULTI`, `SET key <read + by>`, `EXEC`,
+    /// recorded as one operation from WATCH to EXEC's reply.
+    async fn watched_incr(&mut self, key: &str, by: i64) -> Outcome {
+        let invoked = self.now();
+        let (read, outcome) = self.watched_incr_steps(key, by).await;
+        if !outcome.is_ok() && !matches!(outcome, Outcome::Aborted) {
+            // A session left inside WATCH or MULTI must not leak into the
+            // next command: a new connection starts clean.
+            self.con = None;
+        }
+        self.history.record(Op {
+            client: self.id,
+            node: self.node,
+            key: key.to_owned(),
+            call: Call::Exec { by, read },
+            outcome: outcome.clone(),
+            invoked,
+            completed: self.now(),
+        });
+        outcome
+    }
+
+    async fn watched_incr_steps(&mut self, key: &str, by: i64) -> (Option<i64>, Outcome) {
+        let k = key.as_bytes();
+        // Before EXEC nothing is written, whatever happens.
+        let not_sent = |error: String| Outcome::Failed { error, sent: false };
+        let step = |exchange: Exchange| match exchange {
+            Exchange::Replied(Ok(value)) => Ok(value),
+            Exchange::Replied(Err(e)) | Exchange::NotSent(e) | Exchange::NoReply(e) => Err(e),
+        };
+        if let Err(e) = step(self.send(&[b"WATCH", k]).await) {
+            return (None, not_sent(e));
+        }
+        let read = match step(self.send(&[b"GET", k]).await) {
+            Ok(redis::Value::Nil) => 0,
+            Ok(redis::Value::BulkString(v)) => match String::from_utf8_lossy(&v).parse::<i64>() {
+                Ok(v) => v,
+                Err(_) => {
+                    let e = format!("{}: GET {key} answered {v:?}", history::BAD_REPLY);
+                    return (None, not_sent(e));
+                }
+            },
+            Ok(other) => {
+                return (
+                    None,
+                    not_sent(format!(
+                        "{}: GET {key} answered {other:?}",
+                        history::BAD_REPLY
+                    )),
+                );
+            }
+            Err(e) => return (None, not_sent(e)),
+        };
+        let Some(value) = read.checked_add(by) else {
+            return (
+                Some(read),
+                not_sent(format!("{}: {read} + {by} overflows", history::BAD_REPLY)),
+            );
+        };
+        let value = value.to_string();
+        for args in [&[b"MULTI".as_slice()][..], &[b"SET", k, value.as_bytes()]] {
+            if let Err(e) = step(self.send(args).await) {
+                return (Some(read), not_sent(e));
+            }
+        }
+        let outcome = match self.send(&[b"EXEC"]).await {
+            Exchange::NotSent(error) => not_sent(error),
+            Exchange::NoReply(e) => Outcome::Unknown(e),
+            Exchange::Replied(Err(error)) => Outcome::Failed { error, sent: true },
+            Exchange::Replied(Ok(redis::Value::Nil)) => Outcome::Aborted,
+            Exchange::Replied(Ok(redis::Value::Array(_))) => Outcome::Counted(read + by),
+            Exchange::Replied(Ok(other)) => Outcome::Failed {
+                error: format!("unexpected reply to EXEC: {other:?}"),
+                sent: true,
+            },
+        };
+        (Some(read), outcome)
+    }
+
     /// Talks to another node from the next command on.
     fn switch(&mut self, node: usize) {
         if node != self.node {
@@ -411,13 +519,53 @@ fn key(i: usize) -> String {
     format!("key{i}")
 }
 
+fn counter(i: usize) -> String {
+    format!("ctr{i}")
+}
+
+/// The next unused increment of each counter key, shared by the clients:
+/// even powers of two, `2^0` to `2^62` (their sum fits an i64), so each
+/// acknowledged increment is one bit of the final value and a double count
+/// sets an odd bit (see `history::check_counters`).
+#[derive(Debug, Default)]
+struct Increments(RefCell<[u32; COUNTERS]>);
+
+impl Increments {
+    /// A fresh increment for counter `i`, if it has one left.
+    fn take(&self, i: usize) -> Option<i64> {
+        let mut next = self.0.borrow_mut();
+        let bit = next[i];
+        (bit <= 62).then(|| {
+            next[i] += 2;
+            1i64 << bit
+        })
+    }
+}
+
 /// One client's workload: read a key, then write or delete it with the
-/// context read; on a failure, try another node.
-async fn workload(id: usize, seed: u64, history: Arc<History>) {
+/// context read; or add to a counter key with INCRBY or a WATCH
+/// transaction; on a failure, try another node.
+async fn workload(id: usize, seed: u64, history: Arc<History>, increments: Rc<Increments>) {
     let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0x51_7cc1_b727_220a));
     let mut client = SimClient::new(id, id % NODES, history);
     for round in 0..ROUNDS {
         tokio::time::sleep(rng.millis(0, 100)).await;
+        if rng.chance(COUNTER_PERCENT) {
+            let i = rng.below(COUNTERS);
+            let watched = rng.chance(WATCHED_PERCENT);
+            if let Some(by) = increments.take(i) {
+                let outcome = if watched {
+                    client.watched_incr(&counter(i), by).await
+                } else {
+                    client.incrby(&counter(i), by).await
+                };
+                let aborted = matches!(outcome, Outcome::Aborted);
+                if (!outcome.is_ok() && !aborted) || rng.chance(10) {
+                    client.switch(rng.below(NODES));
+                }
+                continue;
+            }
+        }
         let key = key(rng.below(KEYS));
         let Some(read) = client.vget(&key, None).await else {
             client.switch(rng.below(NODES));
@@ -466,7 +614,10 @@ fn replicas_differ(stores: &[Arc<MemoryStore>], keys: &[String]) -> Option<Strin
 /// ([`replicas_differ`]), at most [`CONVERGE_MAX`].
 async fn final_reads(history: Arc<History>, stores: Vec<Arc<MemoryStore>>) -> Final {
     let healed = tokio::time::Instant::now();
-    let keys: Vec<String> = (0..KEYS).map(key).collect();
+    let keys: Vec<String> = (0..KEYS)
+        .map(key)
+        .chain((0..COUNTERS).map(counter))
+        .collect();
     let mut clients: Vec<SimClient> = (0..NODES)
         .map(|node| SimClient::new(usize::MAX, node, Arc::clone(&history)))
         .collect();
@@ -770,11 +921,13 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
     }
     let mut disturbances = Disturbances::default();
     let done = Rc::new(std::cell::Cell::new(0usize));
+    let increments = Rc::new(Increments::default());
     for id in 0..CLIENTS {
         let (history, done) = (Arc::clone(&history), Rc::clone(&done));
+        let increments = Rc::clone(&increments);
         sim.client(format!("client{id}"), async move {
             tokio::time::sleep(WARMUP).await;
-            workload(id, seed, history).await;
+            workload(id, seed, history, increments).await;
             done.set(done.get() + 1);
             Ok(())
         });
@@ -1042,11 +1195,8 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
         sum("sim_ms"),
         sum("faults"),
     );
-    let siblings = children
-        .iter()
-        .map(|c| c.field("max_siblings"))
-        .max()
-        .unwrap_or(0);
+    let most = |name: &str| children.iter().map(|c| c.field(name)).max().unwrap_or(0);
+    let siblings = most("max_siblings");
     let mut converge_ms: Vec<u64> = children.iter().map(|c| c.field("converge_ms")).collect();
     converge_ms.sort_unstable();
     let mut failed: Vec<u64> = children
@@ -1060,7 +1210,8 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
         "sim summary: seeds={runs} nodes={NODES} clients={CLIENTS} faults={faults} ops={ops} \
          acknowledged={acked} ({:.1}%) converge_ms(median/max)={}/{} max_siblings={siblings} \
          simulated={:.0}s wall={wall:.1}s seeds/min={:.1} simulated-nodes*seeds/min={:.0} \
-         client-ops/s={:.0}",
+         client-ops/s={:.0} incrs={} incrs_acked={} execs_acked={}/{} execs_aborted={} \
+         incr_lost={} incr_phantoms={} counter_siblings(max)={}",
         100.0 * acked as f64 / ops.max(1) as f64,
         converge_ms.get(converge_ms.len() / 2).copied().unwrap_or(0),
         converge_ms.last().copied().unwrap_or(0),
@@ -1068,6 +1219,14 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
         runs as f64 * 60.0 / wall,
         (runs * NODES as u64) as f64 * 60.0 / wall,
         ops as f64 / wall,
+        sum("incrs"),
+        sum("incrs_acked"),
+        sum("execs_acked"),
+        sum("execs"),
+        sum("execs_aborted"),
+        sum("incr_lost"),
+        sum("incr_phantoms"),
+        most("counter_siblings"),
     );
     let replays: Vec<String> = failed.iter().map(|&s| replay_command(s)).collect();
     assert!(
@@ -1146,8 +1305,8 @@ fn a_seed_replays_exactly() {
 
 /// The bed can fail: with `--fsync no` a crash loses what a node
 /// acknowledged (the memory store keeps only what was synced), and over
-/// a few seeds the checker must report lost writes. With `--fsync always`
-/// the same seeds lose nothing (`seeds_shard_*`).
+/// a few seeds the checker must report lost writes and lost increments.
+/// With `--fsync always` the same seeds lose nothing (`seeds_shard_*`).
 #[test]
 fn fsync_no_loses_writes_and_the_checker_sees_it() {
     if env_u64("DYNOKV_SIM_SEED").is_some() {
@@ -1157,18 +1316,28 @@ fn fsync_no_loses_writes_and_the_checker_sees_it() {
         .map(|seed| run_child_with(seed, FsyncPolicy::No))
         .collect();
     let lost: u64 = children.iter().map(|c| c.field("lost")).sum();
+    let incr_lost: u64 = children.iter().map(|c| c.field("incr_lost")).sum();
     let failed: Vec<u64> = children
         .iter()
         .filter(|c| !c.passed)
         .map(|c| c.seed)
         .collect();
-    println!("fsync no: {NO_SYNC_SEEDS} seeds, lost={lost}, failed seeds {failed:?}");
+    println!(
+        "fsync no: {NO_SYNC_SEEDS} seeds, lost={lost}, incr_lost={incr_lost}, failed seeds \
+         {failed:?}"
+    );
     assert!(
         lost > 0,
         "no seed lost a write under --fsync no: the bed cannot see loss"
     );
     assert!(
-        children.iter().all(|c| c.passed == (c.field("lost") == 0)),
-        "a seed failed without reporting a lost write"
+        incr_lost > 0,
+        "no seed lost an increment under --fsync no: the counter check cannot see loss"
+    );
+    assert!(
+        children
+            .iter()
+            .all(|c| c.passed == (c.field("lost") + c.field("incr_lost") == 0)),
+        "a seed failed without reporting a lost write or increment"
     );
 }

@@ -228,6 +228,11 @@ impl WriteOp {
         }
     }
 
+    /// Whether it is the first write of a WATCHed key in an EXEC.
+    fn is_watched(&self) -> bool {
+        matches!(self.condition, Condition::Unchanged { .. })
+    }
+
     /// Whether the outcome depends on the key's current value (conditions,
     /// read-modify-write changes, KEEPTTL): the coordinator then reads a
     /// quorum first, so a replica that missed writes does not decide
@@ -277,7 +282,13 @@ impl WriteOp {
         };
         let supersedes = match &self.base {
             Base::Context(context) => Supersedes::Context(context.clone()),
-            Base::Known if self.change.reads_winner() => from_winner(current, now_ms),
+            // A WATCHed write is computed from what the transaction read,
+            // and GET reads the winner: it supersedes what an INCR would.
+            // Superseding the record would drop a concurrent sibling the
+            // client never saw, with every increment it counted.
+            Base::Known if self.change.reads_winner() || self.is_watched() => {
+                from_winner(current, now_ms)
+            }
             Base::Known => {
                 Supersedes::Context(current.map(|r| r.context().clone()).unwrap_or_default())
             }
@@ -469,6 +480,38 @@ mod tests {
             ..WriteOp::set(Bytes::from_static(b"v"))
         };
         assert!(absent.plan(None, 0).expect("never written").is_some());
+    }
+
+    // Proves a watched SET (WATCH, GET, MULTI, SET read+k, EXEC) keeps a
+    // live sibling it did not compute from, as INCR does: the simulation
+    // (with RMWs of a key not routed to one coordinator, so that siblings
+    // arise) lost the increments of such a sibling when the SET superseded
+    // the whole record.
+    #[test]
+    fn a_watched_set_keeps_a_live_sibling_it_did_not_compute_from() {
+        let mut record = Record::new();
+        let empty = VersionVector::new();
+        record.update(&empty, 1, Sibling::value(Bytes::from_static(b"1"), 1));
+        record.update(&empty, 2, Sibling::value(Bytes::from_static(b"4"), 2));
+        let op = WriteOp {
+            condition: Condition::Unchanged {
+                context: Box::new(record.context().clone()),
+                live: true,
+            },
+            ..WriteOp::set(Bytes::from_static(b"20"))
+        };
+        let (supersedes, sibling) = op
+            .plan(Some(&record), 3)
+            .expect("unchanged")
+            .expect("applies");
+        record.supersede(&supersedes, 1, sibling);
+        let mut values: Vec<&[u8]> = record
+            .siblings()
+            .iter()
+            .filter_map(|(_, s)| s.live_value(3).map(|v| &v[..]))
+            .collect();
+        values.sort();
+        assert_eq!(values, [&b"1"[..], b"20"], "the winner 4 went, 1 stayed");
     }
 
     #[test]

@@ -44,6 +44,13 @@
 //! - **converged**: every node returned the same context and sibling set
 //!   for every key, and every node's own replica holds exactly that.
 //!
+//! Counter keys — those of [`Call::Incr`] (`INCRBY`) and [`Call::Exec`]
+//! (a WATCH transaction that adds to what its GET read) operations — hold
+//! sums, not written values; [`check_counters`] judges them by their bits:
+//! every acknowledged increment counted by a final sibling (`incr_lost`),
+//! no value counting an increment that was not sent or twice
+//! (`incr_phantoms`).
+//!
 //! [`Report`] prints as one line: `ops=… acknowledged=… failed=… unknown=…
 //! lost=… phantoms=… max_siblings=… converge_ms=…` and a few more fields.
 
@@ -80,13 +87,29 @@ pub enum Call {
         /// The write quorum override.
         w: Option<usize>,
     },
+    /// `INCRBY key by` on a counter key: `by` is a power of two no other
+    /// increment of that key uses (see [`check_counters`]).
+    Incr {
+        /// The increment.
+        by: i64,
+    },
+    /// `WATCH key`, `GET key`, `MULTI`, `SET key <read + by>`, `EXEC` on a
+    /// counter key: a read-modify-write by transaction. `by` as for
+    /// [`Call::Incr`].
+    Exec {
+        /// The increment the transaction adds to the value it read.
+        by: i64,
+        /// The value its GET returned (nil as 0); `None` if it got none
+        /// (then no EXEC was sent).
+        read: Option<i64>,
+    },
 }
 
 impl Call {
     /// The values this call's context covers (none for a read).
     pub fn covers(&self) -> &[String] {
         match self {
-            Call::Get { .. } => &[],
+            Call::Get { .. } | Call::Incr { .. } | Call::Exec { .. } => &[],
             Call::Set { covers, .. } | Call::Del { covers, .. } => covers,
         }
     }
@@ -94,6 +117,14 @@ impl Call {
     /// Whether it writes.
     pub fn is_write(&self) -> bool {
         !matches!(self, Call::Get { .. })
+    }
+
+    /// The increment of a counter operation.
+    pub fn increment(&self) -> Option<i64> {
+        match self {
+            Call::Incr { by } | Call::Exec { by, .. } => Some(*by),
+            _ => None,
+        }
     }
 }
 
@@ -112,6 +143,11 @@ pub enum Outcome {
         /// The context returned.
         context: Vec<u8>,
     },
+    /// A counter operation's acknowledgement: INCRBY's reply, or the value
+    /// a successful EXEC wrote.
+    Counted(i64),
+    /// EXEC's null reply: a watched key changed, nothing was written.
+    Aborted,
     /// An error reply (`sent`), or no connection to send it on.
     Failed {
         /// The error.
@@ -127,7 +163,16 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the node acknowledged it.
     pub fn is_ok(&self) -> bool {
-        matches!(self, Outcome::Read { .. } | Outcome::Written { .. })
+        matches!(
+            self,
+            Outcome::Read { .. } | Outcome::Written { .. } | Outcome::Counted(_)
+        )
+    }
+
+    /// Whether the request may have been applied: not refused before it
+    /// reached a node, nor aborted.
+    pub fn maybe_applied(&self) -> bool {
+        !matches!(self, Outcome::Failed { sent: false, .. } | Outcome::Aborted)
     }
 }
 
@@ -366,7 +411,7 @@ fn text(value: &redis::Value) -> Option<String> {
 }
 
 /// Marks replies of an unexpected shape (a bug, counted apart).
-const BAD_REPLY: &str = "unexpected reply";
+pub const BAD_REPLY: &str = "unexpected reply";
 
 pub fn parse_read(reply: redis::Value) -> Result<Outcome, String> {
     if let redis::Value::Array(parts) = &reply
@@ -542,6 +587,22 @@ pub struct Report {
     pub max_siblings: usize,
     /// Most sibling values in a final state.
     pub final_max_siblings: usize,
+    /// Counter operations (INCRBY and WATCH transactions) recorded.
+    pub incrs: usize,
+    /// Counter operations acknowledged.
+    pub incrs_acked: usize,
+    /// WATCH transactions recorded.
+    pub execs: usize,
+    /// WATCH transactions whose EXEC wrote.
+    pub execs_acked: usize,
+    /// WATCH transactions whose EXEC aborted.
+    pub execs_aborted: usize,
+    /// Acknowledged increments counted by no final sibling.
+    pub incr_lost: usize,
+    /// Counter values that are not a sum of distinct increments sent.
+    pub incr_phantoms: usize,
+    /// Most siblings in a final state of a counter key.
+    pub counter_siblings: usize,
     /// Whether the nodes converged.
     pub converged: bool,
     /// Time to converge after the heal.
@@ -577,6 +638,8 @@ impl Report {
     pub fn is_clean(&self) -> bool {
         self.lost == 0
             && self.phantoms == 0
+            && self.incr_lost == 0
+            && self.incr_phantoms == 0
             && self.resurrected == 0
             && self.bad_replies == 0
             && self.converged
@@ -595,7 +658,9 @@ impl std::fmt::Display for Report {
             f,
             "ops={} acknowledged={} failed={} unknown={} lost={} (must be 0) phantoms={} \
              max_siblings={} converge_ms={} resurrected={} converged={} writes_acked={}/{} \
-             superseded={} excused_by_unacked_del={}",
+             superseded={} excused_by_unacked_del={} incrs={} incrs_acked={} execs={} \
+             execs_acked={} execs_aborted={} incr_lost={} (must be 0) incr_phantoms={} \
+             counter_siblings={}",
             self.ops,
             self.acknowledged,
             self.failed,
@@ -610,6 +675,14 @@ impl std::fmt::Display for Report {
             self.writes,
             self.superseded,
             self.excused_by_unacked_del,
+            self.incrs,
+            self.incrs_acked,
+            self.execs,
+            self.execs_acked,
+            self.execs_aborted,
+            self.incr_lost,
+            self.incr_phantoms,
+            self.counter_siblings,
         )
     }
 }
@@ -629,7 +702,10 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
     let mut written: HashMap<&str, (&str, usize)> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         match &op.outcome {
-            Outcome::Read { .. } | Outcome::Written { .. } => report.acknowledged += 1,
+            Outcome::Read { .. } | Outcome::Written { .. } | Outcome::Counted(_) => {
+                report.acknowledged += 1
+            }
+            Outcome::Aborted => {}
             Outcome::Failed { error, .. } => {
                 report.failed += 1;
                 if error.starts_with(BAD_REPLY) {
@@ -649,10 +725,16 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
             written.insert(value, (&op.key, i));
         }
     }
+    // Counter keys hold sums, not written values: `check_counters` judges them.
+    let counters: BTreeSet<&str> = ops
+        .iter()
+        .filter(|op| op.call.increment().is_some())
+        .map(|op| op.key.as_str())
+        .collect();
     // Every value observed, by key: reads during the run and at the end.
     let mut observed: HashSet<(&str, &str)> = HashSet::new();
     let mut phantoms: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for op in ops {
+    for op in ops.iter().filter(|op| !counters.contains(op.key.as_str())) {
         if let Outcome::Read { values, .. } = &op.outcome {
             report.max_siblings = report.max_siblings.max(values.len());
             for v in values {
@@ -662,6 +744,9 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
     }
     for states in fin.states.values() {
         for (key, (_, values)) in states {
+            if counters.contains(key.as_str()) {
+                continue;
+            }
             report.max_siblings = report.max_siblings.max(values.len());
             report.final_max_siblings = report.final_max_siblings.max(values.len());
             for v in values {
@@ -689,7 +774,7 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
         let acked = op.outcome.is_ok();
         let sent = !matches!(op.outcome, Outcome::Failed { sent: false, .. });
         let applied = match &op.call {
-            Call::Get { .. } => false,
+            Call::Get { .. } | Call::Incr { .. } | Call::Exec { .. } => false,
             Call::Set { value, .. } => {
                 acked || (sent && observed.contains(&(op.key.as_str(), value.as_str())))
             }
@@ -756,5 +841,118 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
             }
         }
     }
+    check_counters(ops, fin, &mut report);
     report
+}
+
+/// Judges the counter keys (those of [`Call::Incr`] and [`Call::Exec`]
+/// operations). Each increment of a key is a power of two no other
+/// increment of that key uses, so a value names the increments it
+/// counts: its set bits. The workload uses only even bits, so an
+/// increment counted twice (`2^i + 2^i = 2^(i+1)`) sets an odd bit no one
+/// sent.
+///
+/// - **lost** (`incr_lost`): an acknowledged increment whose bit is set
+///   in no final sibling of its key on some node. Nothing legitimately
+///   removes one: an INCRBY adds to the value it computed from, and a
+///   transaction's SET writes the value it read plus its own increment.
+/// - **phantoms** (`incr_phantoms`): a value (an INCRBY reply, a
+///   transaction's read, a final sibling) that is not a sum of distinct
+///   increments that may have reached that key — an unsent or aborted
+///   one, a double count, a non-integer — and an INCRBY reply without its
+///   own increment.
+///
+/// Failed and unknown increments may or may not be counted.
+fn check_counters(ops: &[Op], fin: &Final, report: &mut Report) {
+    let mut sent: BTreeMap<&str, i64> = BTreeMap::new();
+    for op in ops {
+        let Some(by) = op.call.increment() else {
+            continue;
+        };
+        report.incrs += 1;
+        if op.outcome.is_ok() {
+            report.incrs_acked += 1;
+        }
+        if let Call::Exec { .. } = op.call {
+            report.execs += 1;
+            match op.outcome {
+                Outcome::Counted(_) => report.execs_acked += 1,
+                Outcome::Aborted => report.execs_aborted += 1,
+                _ => {}
+            }
+        }
+        if op.outcome.maybe_applied() {
+            *sent.entry(&op.key).or_default() |= by;
+        }
+    }
+    // (key, value) → where it was seen; judged once each.
+    let mut seen: BTreeMap<(&str, String), String> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let value = match (&op.call, &op.outcome) {
+            (Call::Incr { by }, Outcome::Counted(v)) => {
+                if v & by == 0 {
+                    report.incr_phantoms += 1;
+                    report.problem(format!(
+                        "INCRBY {} {by} answered {v}, which lacks its own increment (op {i})",
+                        op.key
+                    ));
+                }
+                *v
+            }
+            (Call::Exec { read: Some(r), .. }, _) => *r,
+            _ => continue,
+        };
+        seen.entry((&op.key, value.to_string()))
+            .or_insert_with(|| format!("op {i}"));
+    }
+    for (node, states) in &fin.states {
+        for (key, (_, values)) in states {
+            if !sent.contains_key(key.as_str()) {
+                continue;
+            }
+            report.counter_siblings = report.counter_siblings.max(values.len());
+            for v in values {
+                seen.entry((key, v.clone()))
+                    .or_insert_with(|| format!("the final state on node {node}"));
+            }
+        }
+    }
+    for ((key, value), at) in &seen {
+        let allowed = sent.get(key).copied().unwrap_or(0);
+        let unsent = value.parse::<i64>().map(|v| v & !allowed);
+        if unsent.as_ref().is_ok_and(|bits| *bits == 0) {
+            continue;
+        }
+        report.incr_phantoms += 1;
+        report.problem(format!(
+            "counter phantom: {key} = {value:?} in {at} is not a sum of distinct increments \
+             sent to {key} (bits no one sent: {unsent:?})"
+        ));
+    }
+    for op in ops {
+        let (Some(by), true) = (op.call.increment(), op.outcome.is_ok()) else {
+            continue;
+        };
+        let missing: Vec<usize> = fin
+            .states
+            .iter()
+            .filter(|(_, states)| {
+                states.get(&op.key).is_none_or(|(_, values)| {
+                    !values
+                        .iter()
+                        .any(|v| v.parse::<i64>().is_ok_and(|v| v & by != 0))
+                })
+            })
+            .map(|(&node, _)| node)
+            .collect();
+        if missing.is_empty() && !fin.states.is_empty() {
+            continue;
+        }
+        report.incr_lost += 1;
+        report.problem(format!(
+            "lost increment: {:?} of {} (acknowledged by node {} at {:?}, client {}) is \
+             counted by no sibling on nodes {missing:?}",
+            op.call, op.key, op.node, op.completed, op.client
+        ));
+    }
 }
