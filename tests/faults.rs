@@ -39,6 +39,10 @@ const SCENARIOS: u64 = 7;
 const OPS_PER_CLIENT_MAX: usize = 3_000;
 /// Pause after a failed operation, so a client without quorum does not spin.
 const BACKOFF_AFTER_FAILURE: Duration = Duration::from_millis(20);
+/// Counter keys of a round, incremented with INCRBY through every node.
+const COUNTERS: usize = 8;
+/// Share of client rounds that increment a counter, in percent.
+const COUNTER_PERCENT: usize = 25;
 
 /// The seed of this run: `DYNOKV_CHAOS_SEED`, or the clock.
 fn base_seed() -> u64 {
@@ -175,20 +179,34 @@ impl Drop for StopOnDrop<'_> {
 /// What every client thread of a round shares.
 struct Shared<'a> {
     keys: &'a [String],
+    /// Counter keys, and the next unused bit of each.
+    counters: &'a [(String, std::sync::atomic::AtomicU32)],
     seed: u64,
     stop: &'a AtomicBool,
     deadline: Instant,
     in_flight: &'a [AtomicUsize],
 }
 
-/// One client thread: VGET a random key, then VSET (70%) or VDEL (15%)
-/// with the context read, or nothing (15%). When the read fails (no
-/// quorum), half the time it writes anyway with the last context it read
-/// for that key (or none): a failed write may still be applied by the
-/// replicas it reached, and the checker must cope with that.
+/// A fresh increment of counter `counter`: an even power of two no
+/// other increment of that key used (`2^0` to `2^62`, so every
+/// acknowledged one is one bit of the final value and a double count sets
+/// an odd bit: `history::check_counters`); `None` once all are used.
+fn fresh_increment(counter: &std::sync::atomic::AtomicU32) -> Option<i64> {
+    let bit = counter.fetch_add(2, Ordering::Relaxed);
+    (bit <= 62).then(|| 1i64 << bit)
+}
+
+/// One client thread: in [`COUNTER_PERCENT`] of its rounds, INCRBY a
+/// random counter key by a fresh power of two; otherwise VGET a random
+/// key, then VSET (70%) or VDEL (15%) with the context read, or nothing
+/// (15%). When the read fails (no quorum), half the time it writes anyway
+/// with the last context it read for that key (or none): a failed write
+/// may still be applied by the replicas it reached, and the checker must
+/// cope with that.
 fn client_loop(mut client: Client, spec: ClientSpec, id: usize, shared: &Shared<'_>) {
     let Shared {
         keys,
+        counters,
         seed,
         stop,
         deadline,
@@ -200,6 +218,18 @@ fn client_loop(mut client: Client, spec: ClientSpec, id: usize, shared: &Shared<
     for _ in 0..OPS_PER_CLIENT_MAX {
         if stop.load(Ordering::Acquire) || Instant::now() >= deadline {
             return;
+        }
+        if rng.below(100) < COUNTER_PERCENT {
+            let (key, next) = &counters[rng.below(counters.len())];
+            if let Some(by) = fresh_increment(next) {
+                in_flight[spec.node].fetch_add(1, Ordering::AcqRel);
+                let acked = client.incrby(key, by);
+                in_flight[spec.node].fetch_sub(1, Ordering::AcqRel);
+                if !acked {
+                    std::thread::sleep(BACKOFF_AFTER_FAILURE);
+                }
+            }
+            continue;
         }
         let key = keys[rng.below(keys.len())].as_str();
         let (context, values) = match client.vget(key, spec.r) {
@@ -247,12 +277,16 @@ fn run_round(
     let keys: Vec<String> = (0..workload.keys)
         .map(|k| format!("{label}:k{k}"))
         .collect();
+    let counters: Vec<(String, std::sync::atomic::AtomicU32)> = (0..COUNTERS)
+        .map(|c| (format!("{label}:ctr{c}"), std::sync::atomic::AtomicU32::new(0)))
+        .collect();
     let addrs = cluster.addrs();
     let stop = AtomicBool::new(false);
     let in_flight: Vec<AtomicUsize> = (0..cluster.len()).map(|_| AtomicUsize::new(0)).collect();
     let deadline = Instant::now() + workload.duration;
     let shared = Shared {
         keys: &keys,
+        counters: &counters,
         seed,
         stop: &stop,
         deadline,
@@ -312,7 +346,12 @@ fn run_round(
     if let Err(e) = cluster.try_wait_converged(N, CONVERGE_TIMEOUT) {
         panic!("{label}: the members did not see each other again after the heal: {e}");
     }
-    let fin = history::read_final(&addrs, &keys, N, healed_at, CONVERGE_TIMEOUT);
+    let all_keys: Vec<String> = keys
+        .iter()
+        .cloned()
+        .chain(counters.iter().map(|(key, _)| key.clone()))
+        .collect();
+    let fin = history::read_final(&addrs, &all_keys, N, healed_at, CONVERGE_TIMEOUT);
     let ops = history_arc.ops();
     let report = history::check(&ops, &fin);
     let fault_window = fault_began.map(|b| (b, healed.map_or(history_arc.now(), |(h, _)| h)));

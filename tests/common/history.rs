@@ -346,6 +346,15 @@ impl Client {
         self.run(key, call, &cmd, parse_written).is_some()
     }
 
+    /// `INCRBY key by` on a counter key, recorded; whether it was
+    /// acknowledged. `by`: a power of two no other increment of `key` uses.
+    pub fn incrby(&mut self, key: &str, by: i64) -> bool {
+        let mut cmd = redis::cmd("INCRBY");
+        cmd.arg(key).arg(by);
+        self.run(key, Call::Incr { by }, &cmd, parse_counted)
+            .is_some()
+    }
+
     /// Runs `cmd`, records it, and returns the parsed reply if it was ok.
     fn run(
         &mut self,
@@ -407,6 +416,14 @@ fn text(value: &redis::Value) -> Option<String> {
     match value {
         redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         _ => None,
+    }
+}
+
+/// INCRBY's reply: the counter's new value.
+pub fn parse_counted(reply: redis::Value) -> Result<Outcome, String> {
+    match reply {
+        redis::Value::Int(v) => Ok(Outcome::Counted(v)),
+        other => Err(format!("{BAD_REPLY} to INCRBY: {other:?}")),
     }
 }
 
