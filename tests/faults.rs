@@ -23,7 +23,7 @@ use common::history::{self, Client, History, Op, Report};
 use common::{Rng, TestCluster};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Replicas per key (and nodes per cluster).
@@ -180,7 +180,7 @@ impl Drop for StopOnDrop<'_> {
 struct Shared<'a> {
     keys: &'a [String],
     /// Counter keys, and the next unused bit of each.
-    counters: &'a [(String, std::sync::atomic::AtomicU32)],
+    counters: &'a [(String, AtomicU32)],
     seed: u64,
     stop: &'a AtomicBool,
     deadline: Instant,
@@ -191,7 +191,7 @@ struct Shared<'a> {
 /// other increment of that key used (`2^0` to `2^62`, so every
 /// acknowledged one is one bit of the final value and a double count sets
 /// an odd bit: `history::check_counters`); `None` once all are used.
-fn fresh_increment(counter: &std::sync::atomic::AtomicU32) -> Option<i64> {
+fn fresh_increment(counter: &AtomicU32) -> Option<i64> {
     let bit = counter.fetch_add(2, Ordering::Relaxed);
     (bit <= 62).then(|| 1i64 << bit)
 }
@@ -277,8 +277,8 @@ fn run_round(
     let keys: Vec<String> = (0..workload.keys)
         .map(|k| format!("{label}:k{k}"))
         .collect();
-    let counters: Vec<(String, std::sync::atomic::AtomicU32)> = (0..COUNTERS)
-        .map(|c| (format!("{label}:ctr{c}"), std::sync::atomic::AtomicU32::new(0)))
+    let counters: Vec<(String, AtomicU32)> = (0..COUNTERS)
+        .map(|c| (format!("{label}:ctr{c}"), AtomicU32::new(0)))
         .collect();
     let addrs = cluster.addrs();
     let stop = AtomicBool::new(false);

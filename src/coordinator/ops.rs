@@ -389,6 +389,17 @@ mod tests {
         record
     }
 
+    /// The live sibling values of `record` at `now`, sorted.
+    fn live_values(record: &Record, now: u64) -> Vec<&[u8]> {
+        let mut values: Vec<&[u8]> = record
+            .siblings()
+            .iter()
+            .filter_map(|(_, s)| s.live_value(now).map(|v| &v[..]))
+            .collect();
+        values.sort();
+        values
+    }
+
     fn value_of(planned: Option<(Supersedes, Sibling)>) -> Option<(Vec<u8>, Option<u64>)> {
         let (_, sibling) = planned?;
         match sibling.content {
@@ -427,13 +438,7 @@ mod tests {
                 .expect("plans")
                 .expect("applies");
             record.supersede(&supersedes, 1, sibling);
-            let mut values: Vec<&[u8]> = record
-                .siblings()
-                .iter()
-                .filter_map(|(_, s)| s.live_value(now).map(|v| &v[..]))
-                .collect();
-            values.sort();
-            assert_eq!(values, expected, "at {now}");
+            assert_eq!(live_values(&record, now), expected, "at {now}");
         }
         // Alone, a sibling is superseded with the whole record.
         let mut single = Record::new();
@@ -505,13 +510,11 @@ mod tests {
             .expect("unchanged")
             .expect("applies");
         record.supersede(&supersedes, 1, sibling);
-        let mut values: Vec<&[u8]> = record
-            .siblings()
-            .iter()
-            .filter_map(|(_, s)| s.live_value(3).map(|v| &v[..]))
-            .collect();
-        values.sort();
-        assert_eq!(values, [&b"1"[..], b"20"], "the winner 4 went, 1 stayed");
+        assert_eq!(
+            live_values(&record, 3),
+            [&b"1"[..], b"20"],
+            "the winner 4 went, 1 stayed"
+        );
     }
 
     #[test]
