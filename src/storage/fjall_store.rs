@@ -25,7 +25,7 @@
 //! restart, and each restart replayed every flush again. Nor does it make
 //! new keyspaces: each creation and deletion is a new version of fjall's
 //! own metadata, and 1,000 flushes left 6,000 version files (3.9 GiB) that
-//! the next open took 13 s to clean. Instead [`Shared::clear_all`] ingests
+//! the next open took 13 s to clean. Instead `clear` ingests
 //! what is staged, then one table of tombstones for every stored key: as
 //! atomic as any ingestion, nothing to replay, and O(keys) like Redis's
 //! own FLUSHALL.
@@ -392,36 +392,6 @@ impl Shared {
             .collect()
     }
 
-    /// Removes every key of the data and expiry keyspaces (FLUSHALL; the
-    /// caller keeps writes out meanwhile): ingests what is staged, so
-    /// that no log file holds a write from before the flush, then writes
-    /// one table of tombstones per keyspace, covering every key it holds.
-    fn clear_all(&self) -> Result<(), StoreError> {
-        self.ingest_staged()?;
-        let _turn = lock(&self.ingesting);
-        let active = lock(&self.active);
-        if !active.generation.is_empty() || self.sealed().is_some() {
-            return Err(StoreError::Engine(
-                "FLUSHALL raced a write: staged writes remain".into(),
-            ));
-        }
-        for keyspace in [&self.data, &self.expiry] {
-            let mut keys = Vec::new();
-            for guard in keyspace.iter() {
-                keys.push(guard.key().map_err(engine)?);
-            }
-            if keys.is_empty() {
-                continue;
-            }
-            let mut ingestion = keyspace.start_ingestion().map_err(engine)?;
-            for key in keys {
-                ingestion.write_tombstone(key).map_err(engine)?;
-            }
-            ingestion.finish().map_err(engine)?;
-        }
-        Ok(())
-    }
-
     /// Ingests everything staged before the call (a checkpoint).
     fn ingest_staged(&self) -> Result<(), StoreError> {
         // At most: the generation being ingested, the active one, and one
@@ -610,8 +580,35 @@ impl Store for FjallStore {
         self.sync()
     }
 
+    /// Ingests what is staged, so that no log file holds a write from
+    /// before the flush, then writes one table of tombstones per keyspace
+    /// covering every key it holds (the caller keeps writes out
+    /// meanwhile). See the module doc for why not fjall's `clear`.
     fn clear(&self) -> Result<(), StoreError> {
-        self.clear_all()
+        self.ingest_staged()?;
+        let _turn = lock(&self.ingesting);
+        let active = lock(&self.active);
+        if !active.generation.is_empty() || self.sealed().is_some() {
+            return Err(StoreError::Engine(
+                "FLUSHALL raced a write: staged writes remain".into(),
+            ));
+        }
+        for keyspace in [&self.data, &self.expiry] {
+            // The iterator reads a snapshot: the tombstones are streamed
+            // into the ingestion, never held as a list of every key.
+            let mut keys = keyspace.iter().peekable();
+            if keys.peek().is_none() {
+                continue;
+            }
+            let mut ingestion = keyspace.start_ingestion().map_err(engine)?;
+            for guard in keys {
+                ingestion
+                    .write_tombstone(guard.key().map_err(engine)?)
+                    .map_err(engine)?;
+            }
+            ingestion.finish().map_err(engine)?;
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), StoreError> {
