@@ -568,7 +568,7 @@ async fn transaction(
                 Ok(true) => return Reply::NilArray,
                 Err(reply) => return reply,
             }
-            *exec_watch(session) = ExecWatch {
+            *session.exec_watch() = ExecWatch {
                 pending: watched,
                 broken: false,
             };
@@ -579,11 +579,11 @@ async fn transaction(
                     queued_command.meta = queued_meta(queued_command, &queued);
                     replies.push(run(shared, session, queued_command, queued).await);
                 }
-                if exec_watch(session).broken {
+                if session.exec_watch().broken {
                     break;
                 }
             }
-            let exec = std::mem::take(&mut *exec_watch(session));
+            let exec = std::mem::take(&mut *session.exec_watch());
             if exec.broken {
                 return Reply::NilArray;
             }
@@ -591,13 +591,6 @@ async fn transaction(
         }
         _ => Reply::error("ERR not a transaction command"),
     }
-}
-
-fn exec_watch(session: &Session) -> std::sync::MutexGuard<'_, ExecWatch> {
-    session
-        .exec_watch
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `<CONTAINER> HELP`: the subcommands and their summaries.

@@ -149,7 +149,7 @@ pub struct Session {
     pub watch_read_other: std::sync::atomic::AtomicBool,
     /// While EXEC runs a transaction: the WATCHed keys it has not written
     /// yet (see [`super::handlers::write`]).
-    pub exec_watch: std::sync::Mutex<ExecWatch>,
+    exec_watch: std::sync::Mutex<ExecWatch>,
     /// CLIENT REPLY OFF: no reply is sent until CLIENT REPLY ON.
     pub reply_off: bool,
     /// The reply of the command running now is not sent (CLIENT REPLY
@@ -199,6 +199,14 @@ impl Session {
             reply_skip_this: false,
             reply_skip_next: false,
         }
+    }
+
+    /// What the running EXEC still guards (a lock only the connection's
+    /// own task takes: handlers see the session shared).
+    pub fn exec_watch(&self) -> std::sync::MutexGuard<'_, ExecWatch> {
+        self.exec_watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forgets every WATCHed key (UNWATCH, EXEC, DISCARD, RESET); returns

@@ -213,11 +213,7 @@ pub async fn write(
     options: WriteOptions,
 ) -> Result<Vec<Written>, CoordinatorError> {
     let guarded = {
-        let mut exec = ctx
-            .session
-            .exec_watch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut exec = ctx.session.exec_watch();
         let mut guarded = false;
         for (key, op) in &mut writes {
             let Some(at) = exec.pending.iter().position(|w| w.key == *key) else {
@@ -250,11 +246,7 @@ pub async fn write(
             Err(CoordinatorError::Rejected(OpError::WatchedKeyChanged))
         )
     {
-        ctx.session
-            .exec_watch
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .broken = true;
+        ctx.session.exec_watch().broken = true;
     }
     result
 }
