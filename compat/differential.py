@@ -27,7 +27,7 @@ with spaces, CR LF and glob characters) so they collide. The mix: strings
 GETRANGE SUBSTR INCR DECR INCRBY DECRBY MGET MSET DEL UNLINK EXISTS TYPE
 SETEX PSETEX), expiry (EXPIRE PEXPIRE EXPIREAT PEXPIREAT with NX XX GT LT,
 TTL PTTL EXPIRETIME PEXPIRETIME PERSIST), keyspace (KEYS SCAN DBSIZE RANDOMKEY
-RENAME RENAMENX COPY TOUCH, rarely FLUSHALL/FLUSHDB), transactions (MULTI EXEC
+RENAME RENAMENX COPY MOVE TOUCH SELECT, rarely FLUSHALL/FLUSHDB), transactions (MULTI EXEC
 DISCARD, queued runtime and syntax errors, EXECABORT, WATCH/UNWATCH with a
 second connection writing the watched keys), and wrong-arity, unknown-command
 and bad-option variants of all of them.
@@ -51,7 +51,8 @@ or races between two clocks):
     keeps the key until its expire cycle, so DBSIZE would race).
   - Other data types and commands dynokv does not have (strings only;
     INCRBYFLOAT, LCS, SETBIT... answer "unknown command" by design).
-  - SELECT n > 0, COPY ... DB n > 0, MOVE, SWAPDB: one database by design.
+  - SWAPDB (not implemented). SELECT, MOVE and COPY ... DB use databases
+    0-2 (and bad indexes); the second connection stays in database 0.
   - SCAN with a cursor neither 0 nor garbage (cursors are implementation
     detail), OBJECT, DEBUG, INFO, CLIENT, CONFIG: not part of this mix.
   - Isolation of MULTI/EXEC against other clients (docs/semantics.md): the
@@ -331,6 +332,12 @@ UNKNOWN = [b"FOO", b"GETT", b"sett", b"xyzzy", b"", b"SET2", b"\x00bad", b"ge t"
 
 EXTRA = [b"NX", b"XX", b"GT", b"LT", b"GET", b"KEEPTTL", b"REPLACE", b"PERSIST",
          b"foo", b"", b"-1", b"abc", b"k1", b"EX", b"DB", b"MATCH", b"\x00"]
+
+
+# The databases SELECT, MOVE and COPY ... DB name (mostly 0-2: keys meet),
+# and indexes Redis refuses.
+DATABASES_USED = [b"0", b"1", b"2"]
+DB_ARGS = DATABASES_USED * 3 + [b"15", b"16", b"-1", b"abc", b"99999999999"]
 
 
 def cased(rng, word):
@@ -636,12 +643,18 @@ class Gen:
         if r < 0.4:
             args.append(cased(self.rng, b"REPLACE"))
         elif r < 0.5:
-            args += [cased(self.rng, b"DB"), self.rng.choice([b"0", b"abc", b"-1", b"16", b"0"])]
+            args += [cased(self.rng, b"DB"), self.rng.choice(DB_ARGS)]
         elif r < 0.53:
             args += [self.rng.choice([b"DB", b"FOO", b"REPLACE"])]
         if self.rng.random() < 0.1:
             args.append(cased(self.rng, b"REPLACE"))
         return Op(args)
+
+    def g_move(self):
+        return Op([b"MOVE", self.key(), self.rng.choice(DB_ARGS)])
+
+    def g_select(self):
+        return Op([b"SELECT", self.rng.choice(DB_ARGS)])
 
     def g_touch(self):
         return Op([b"TOUCH"] + self.keys())
@@ -702,6 +715,7 @@ class Gen:
         (7, "g_expire"), (6, "g_ttl"), (1.5, "g_persist"),
         (1.5, "g_keys"), (1.5, "g_scan"), (1, "g_dbsize"), (1, "g_randomkey"),
         (3, "g_rename"), (2, "g_copy"), (1, "g_touch"), (0.15, "g_flush_unless_watching"),
+        (1, "g_move"), (1, "g_select"),
         (1, "g_unknown"),
     ]
 
@@ -889,18 +903,23 @@ def scan_all(conn, args):
 
 
 def final_state_check(main, index, gen):
-    """After the last command: the same keys, values and TTLs on both."""
+    """After the last command: the same keys, values and TTLs on both, in
+    every database the mix uses."""
     if gen.in_multi:
         call_both(main, [b"DISCARD"])
-    a, b = call_both(main, [b"KEYS", b"*"])
-    if not same("keys", a, b, gen):
-        raise Mismatch(index, Op([b"KEYS", b"*"]), a, b, "final state: different keys")
-    for node in a[1]:
-        key = node[1]
-        for args, kind in (([b"GET", key], "exact"), ([b"PTTL", key], "pttl")):
-            ra, rb = call_both(main, args)
-            if not same(kind, ra, rb, gen):
-                raise Mismatch(index, Op(args), ra, rb, "final state differs")
+    for db in DATABASES_USED:
+        call_both(main, [b"SELECT", db])
+        for args in ([b"KEYS", b"*"], [b"DBSIZE"]):
+            a, b = call_both(main, args)
+            if not same("keys" if args[0] == b"KEYS" else "exact", a, b, gen):
+                raise Mismatch(index, Op(args), a, b, f"final state of database {db}: different keys")
+        a, _ = call_both(main, [b"KEYS", b"*"])
+        for node in a[1]:
+            key = node[1]
+            for args, kind in (([b"GET", key], "exact"), ([b"PTTL", key], "pttl")):
+                ra, rb = call_both(main, args)
+                if not same(kind, ra, rb, gen):
+                    raise Mismatch(index, Op(args), ra, rb, f"final state of database {db} differs")
 
 
 def run_seed(seed, ops, ports, verbose):

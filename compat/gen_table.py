@@ -45,7 +45,7 @@ config:get,set,resetstat,rewrite
 info dbsize time get set del unlink exists mget mset type multi exec discard
 watch unwatch setex psetex getex expire pexpire expireat pexpireat ttl pttl
 expiretime pexpiretime persist setnx msetnx getset getdel append strlen
-setrange getrange substr keys scan randomkey rename renamenx copy touch
+setrange getrange substr keys scan randomkey rename renamenx copy move touch
 flushall flushdb incr decr incrby decrby
 vget vset vdel dynamo:status,members,ring,hints,aae
 """

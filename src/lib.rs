@@ -9,6 +9,7 @@
 //! | [`limits`] | every bound, named, units last | — |
 //! | [`clock`] | wall-clock time as a value (tests control it) | — |
 //! | [`random`] | random ids and nonces without a dependency | — |
+//! | [`db`] | Redis's logical databases as a key prefix below the RESP face; pure | I/O |
 //! | [`wire`] | varints and a bounds-checked reader for our binary formats; pure | I/O |
 //! | [`version`] | dots, version vectors, DVV sets, the VGET context; pure | I/O, clocks, storage |
 //! | [`ring`] | key → partition → preference list (weighted HRW, zones); pure | I/O, membership internals |
@@ -28,6 +29,7 @@
 pub mod clock;
 pub mod config;
 pub mod coordinator;
+pub mod db;
 pub mod limits;
 pub mod membership;
 pub mod net;

@@ -20,6 +20,10 @@ pub const INLINE_BYTES_MAX: usize = 64 * 1024;
 /// with its partition id, so stay well inside that.
 pub const KEY_BYTES_MAX: usize = 60 * 1024;
 
+/// Largest key below the RESP face: a client key with its logical
+/// database's prefix (`crate::db`, 2 bytes).
+pub const NAMESPACED_KEY_BYTES_MAX: usize = KEY_BYTES_MAX + 2;
+
 /// Largest value (Redis's string limit).
 pub const VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
 

@@ -7,6 +7,7 @@
 //! replica of a key may coordinate a write to it (design.md §3); it knows
 //! nothing of N, R or W.
 
+use crate::db::DATABASES;
 use crate::limits::{KEY_LOCK_STRIPES, STORE_WALK_PAGE_RECORDS};
 use crate::ring::partition_of;
 use crate::storage::record::{
@@ -115,13 +116,30 @@ impl<'k> Changes<'k> {
     }
 }
 
+/// One count per logical database (`crate::db`), indexed by database.
+pub type PerDb<T> = [T; DATABASES];
+
+/// Value keys and expiring keys per database, as [`ReplicaStats`] holds
+/// them.
+type KeyCounters = (PerDb<i64>, PerDb<i64>);
+
+/// The logical database of a storage key's client key, as an index.
+fn db_index(skey: &[u8]) -> usize {
+    usize::from(split_storage_key(skey).map_or(0, |(_, key)| crate::db::db_of(key)))
+}
+
+/// The sum of per-database counters.
+pub fn total(counters: &PerDb<AtomicI64>) -> i64 {
+    counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+}
+
 /// Counters the replica keeps for INFO and DBSIZE.
 #[derive(Debug, Default)]
 pub struct ReplicaStats {
     /// Keys holding a value sibling, expired or not, until reaped.
-    pub value_keys: AtomicI64,
+    pub value_keys: PerDb<AtomicI64>,
     /// Keys in the expiry index (every value they hold expires).
-    pub expiring_keys: AtomicI64,
+    pub expiring_keys: PerDb<AtomicI64>,
     /// Keys whose values expired and were reaped from disk.
     pub expired_keys: AtomicU64,
     /// Siblings collapsed by the sibling bound.
@@ -223,8 +241,8 @@ impl Footprint {
 /// the store writes that make the change.
 #[derive(Debug, Default)]
 struct Delta {
-    value_keys: i64,
-    expiring_keys: i64,
+    value_keys: PerDb<i64>,
+    expiring_keys: PerDb<i64>,
     ops: Vec<BatchOp>,
 }
 
@@ -242,12 +260,13 @@ impl Delta {
         encoded: impl Into<Bytes>,
     ) {
         let after = Footprint::of(Some(current));
-        self.value_keys += i64::from(after.has_value) - i64::from(before.has_value);
+        let db = db_index(skey);
+        self.value_keys[db] += i64::from(after.has_value) - i64::from(before.has_value);
         if before.live_until != after.live_until {
             if let Some(until) = before.live_until {
                 self.ops
                     .push(BatchOp::delete(Space::Expiry, expiry_key(until, skey)));
-                self.expiring_keys -= 1;
+                self.expiring_keys[db] -= 1;
             }
             if let Some(until) = after.live_until {
                 self.ops.push(BatchOp::put(
@@ -255,7 +274,7 @@ impl Delta {
                     expiry_key(until, skey),
                     Vec::new(),
                 ));
-                self.expiring_keys += 1;
+                self.expiring_keys[db] += 1;
             }
         }
         self.ops
@@ -288,14 +307,10 @@ impl Replica {
             Some(counts) => counts,
             None => replica.count_keys()?,
         };
-        replica
-            .stats
-            .value_keys
-            .store(value_keys, Ordering::Relaxed);
-        replica
-            .stats
-            .expiring_keys
-            .store(expiring, Ordering::Relaxed);
+        for db in 0..DATABASES {
+            replica.stats.value_keys[db].store(value_keys[db], Ordering::Relaxed);
+            replica.stats.expiring_keys[db].store(expiring[db], Ordering::Relaxed);
+        }
         replica.warm_cache()?;
         Ok(replica)
     }
@@ -663,12 +678,10 @@ impl Replica {
         self.stats
             .writes
             .fetch_add(records as u64, Ordering::Relaxed);
-        self.stats
-            .value_keys
-            .fetch_add(delta.value_keys, Ordering::Relaxed);
-        self.stats
-            .expiring_keys
-            .fetch_add(delta.expiring_keys, Ordering::Relaxed);
+        for db in 0..DATABASES {
+            self.stats.value_keys[db].fetch_add(delta.value_keys[db], Ordering::Relaxed);
+            self.stats.expiring_keys[db].fetch_add(delta.expiring_keys[db], Ordering::Relaxed);
+        }
         if self.fsync == FsyncPolicy::Always {
             self.group.wait_durable(self.store.as_ref())?;
         }
@@ -723,41 +736,55 @@ impl Replica {
     ///
     /// # Errors
     /// Store errors.
-    pub fn live_keys(&self, now_ms: u64) -> Result<u64, StoreError> {
+    pub fn live_keys(&self, now_ms: u64) -> Result<PerDb<u64>, StoreError> {
         let expired = self.count_expiry_entries(now_ms)?;
-        let values = self.stats.value_keys.load(Ordering::Relaxed);
-        Ok(values.saturating_sub(expired as i64).max(0) as u64)
+        Ok(std::array::from_fn(|db| {
+            let values = self.stats.value_keys[db].load(Ordering::Relaxed);
+            values.saturating_sub(expired[db]).max(0) as u64
+        }))
     }
 
     /// Counts keys with a value and expiry-index entries: one scan of the
     /// data, for an open after a crash.
-    fn count_keys(&self) -> Result<(i64, i64), StoreError> {
+    fn count_keys(&self) -> Result<KeyCounters, StoreError> {
         let mut from = Vec::new();
-        let mut value_keys = 0;
+        let mut value_keys = PerDb::default();
         loop {
             let page = self.scan(&from, None, STORE_WALK_PAGE_RECORDS)?;
             let Some((last, _, _)) = page.last() else {
                 break;
             };
             from = next_key(last);
-            value_keys += page.iter().filter(|(_, _, r)| has_value(r)).count() as i64;
+            for (skey, _, record) in &page {
+                value_keys[db_index(skey)] += i64::from(has_value(record));
+            }
         }
-        Ok((value_keys, self.count_expiry_entries(u64::MAX)? as i64))
+        Ok((value_keys, self.count_expiry_entries(u64::MAX)?))
     }
 
     /// The counts a clean shutdown saved, removed as they are read: after
     /// a crash they are absent and the next open counts by scanning.
-    fn take_clean_counts(&self) -> Result<Option<(i64, i64)>, StoreError> {
+    /// Value keys then expiring keys, each one i64 (big-endian) per
+    /// database; a directory from before databases saved one of each.
+    fn take_clean_counts(&self) -> Result<Option<KeyCounters>, StoreError> {
         let Some(bytes) = self.store.meta_get(CLEAN_COUNTS_META)? else {
             return Ok(None);
         };
         self.store.meta_put(CLEAN_COUNTS_META, &[])?;
-        let Ok(raw) = <[u8; 16]>::try_from(bytes.as_slice()) else {
-            return Ok(None); // emptied by an earlier open: not clean
-        };
-        let (values, expiring) = raw.split_at(8);
-        let read = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or_default());
-        Ok(Some((read(values), read(expiring))))
+        let counts: Vec<i64> = bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_be_bytes(b.try_into().unwrap_or_default()))
+            .collect();
+        let (mut values, mut expiring) = (PerDb::default(), PerDb::default());
+        match counts.len() {
+            2 => (values[0], expiring[0]) = (counts[0], counts[1]),
+            n if n == 2 * DATABASES => {
+                values.copy_from_slice(&counts[..DATABASES]);
+                expiring.copy_from_slice(&counts[DATABASES..]);
+            }
+            _ => return Ok(None), // emptied by an earlier open: not clean
+        }
+        Ok(Some((values, expiring)))
     }
 
     /// Shuts the replica down cleanly: flushes the in-memory tables (so
@@ -773,39 +800,32 @@ impl Replica {
             .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
             .collect();
         self.store.checkpoint()?;
-        let mut counts = self
-            .stats
-            .value_keys
-            .load(Ordering::Relaxed)
-            .to_be_bytes()
-            .to_vec();
-        counts.extend_from_slice(
-            &self
-                .stats
-                .expiring_keys
-                .load(Ordering::Relaxed)
-                .to_be_bytes(),
-        );
+        let counts: Vec<u8> = [&self.stats.value_keys, &self.stats.expiring_keys]
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c.load(Ordering::Relaxed).to_be_bytes())
+            .collect();
         self.store.meta_put(CLEAN_COUNTS_META, &counts)
     }
 
-    /// Index entries whose live-until is at or before `until`.
-    fn count_expiry_entries(&self, until: u64) -> Result<usize, StoreError> {
+    /// Index entries whose live-until is at or before `until`, per
+    /// database.
+    fn count_expiry_entries(&self, until: u64) -> Result<PerDb<i64>, StoreError> {
         const PAGE: usize = 4096;
         let mut from = Vec::new();
-        let mut count = 0;
+        let mut counts = PerDb::default();
         loop {
             let page = self.store.scan(Space::Expiry, &from, None, PAGE)?;
             let mut done = page.len() < PAGE;
             for (key, _) in &page {
                 match split_expiry_key(key) {
-                    Some((at, _)) if at <= until => count += 1,
+                    Some((at, skey)) if at <= until => counts[db_index(skey)] += 1,
                     _ => done = true,
                 }
             }
             match page.last() {
                 Some((last, _)) if !done => from = next_key(last),
-                _ => return Ok(count),
+                _ => return Ok(counts),
             }
         }
     }
@@ -860,7 +880,7 @@ impl Replica {
                     delta
                         .ops
                         .push(BatchOp::delete(Space::Expiry, index_key.clone()));
-                    delta.expiring_keys -= 1;
+                    delta.expiring_keys[db_index(skey)] -= 1;
                 }
             }
         }
@@ -871,31 +891,42 @@ impl Replica {
         Ok(reaped)
     }
 
-    /// Removes every key (FLUSHALL) and takes a new dot id, so that dots
-    /// minted from now on can never collide with dots of the old data that
-    /// other replicas may still hold in their contexts.
+    /// Removes every key of database `db` (FLUSHDB), or of every database
+    /// (`None`: FLUSHALL), and takes a new dot id, so that dots minted from
+    /// now on can never collide with dots of the removed data that other
+    /// replicas may still hold in their contexts.
     ///
     /// # Errors
     /// Store errors.
-    pub fn flush_all(&self) -> Result<(), StoreError> {
+    pub fn flush(&self, db: Option<u8>) -> Result<(), StoreError> {
         let _guards: Vec<_> = self
             .locks
             .iter()
             .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
             .collect();
         let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
-        // Emptied, the store holds nothing the cache lacks; if the clear
+        let in_db = |skey: &[u8]| db.is_none_or(|db| db_index(skey) == usize::from(db));
+        let doomed = |space: Space, key: &[u8]| match space {
+            Space::Data => in_db(key),
+            Space::Expiry => split_expiry_key(key).is_some_and(|(_, skey)| in_db(skey)),
+        };
+        // Then the store holds nothing the cache lacks; if the clear
         // failed part way, what it holds is not known.
-        match self.store.clear() {
-            Ok(()) => self.cache.clear(),
+        match self.store.clear(&doomed) {
+            Ok(()) if db.is_none() => self.cache.clear(),
+            Ok(()) => self.cache.forget(in_db),
             Err(e) => {
                 self.cache.invalidate();
                 return Err(e);
             }
         }
         *meta = crate::storage::renew_dot_id(self.store.as_ref(), *meta)?;
-        self.stats.value_keys.store(0, Ordering::Relaxed);
-        self.stats.expiring_keys.store(0, Ordering::Relaxed);
+        for at in 0..DATABASES {
+            if db.is_none_or(|db| usize::from(db) == at) {
+                self.stats.value_keys[at].store(0, Ordering::Relaxed);
+                self.stats.expiring_keys[at].store(0, Ordering::Relaxed);
+            }
+        }
         self.store.sync()
     }
 
@@ -1064,7 +1095,10 @@ mod tests {
         put(&replica, b"a", Some(100));
         put(&replica, b"b", Some(200));
         put(&replica, b"c", None);
-        assert_eq!(replica.live_keys(150).expect("count"), 2);
+        assert_eq!(
+            replica.live_keys(150).expect("count").iter().sum::<u64>(),
+            2
+        );
         assert_eq!(replica.reap_expired(150, 10).expect("reap"), 1);
         let a = replica.read(b"a").expect("read").expect("record kept");
         assert!(a.is_empty() && !a.context().is_empty());
@@ -1073,7 +1107,10 @@ mod tests {
         assert_eq!(replica.reap_expired(150, 10).expect("reap"), 0);
         assert_eq!(replica.reap_expired(150, 10).expect("reap"), 1);
         assert_eq!(replica.reap_expired(250, 10).expect("reap"), 1);
-        assert_eq!(replica.live_keys(250).expect("count"), 1);
+        assert_eq!(
+            replica.live_keys(250).expect("count").iter().sum::<u64>(),
+            1
+        );
         assert!(is_live(&replica.read(b"c").expect("read").expect("c"), 250));
         assert_eq!(replica.stats().expired_keys.load(Ordering::Relaxed), 3);
     }
@@ -1136,7 +1173,7 @@ mod tests {
         assert!(replica.read(b"e").expect("read").is_some());
         // a and e, each stored once.
         assert_eq!(replica.stats().writes.load(Ordering::Relaxed), 2);
-        assert_eq!(replica.stats().value_keys.load(Ordering::Relaxed), 2);
+        assert_eq!(total(&replica.stats().value_keys), 2);
     }
 
     // Proves a batch merge leaves the same records and counts as merging
@@ -1176,9 +1213,9 @@ mod tests {
         assert!(k.covers_set(&k_a2) && k.siblings().len() == 2);
         for replica in [&one, &many] {
             let stats = replica.stats();
-            assert_eq!(stats.value_keys.load(Ordering::Relaxed), 2);
-            assert_eq!(stats.expiring_keys.load(Ordering::Relaxed), 1);
-            assert_eq!(replica.live_keys(50).expect("count"), 2);
+            assert_eq!(total(&stats.value_keys), 2);
+            assert_eq!(total(&stats.expiring_keys), 1);
+            assert_eq!(replica.live_keys(50).expect("count").iter().sum::<u64>(), 2);
         }
         assert_eq!(many.stats().writes.load(Ordering::Relaxed), 2);
     }
@@ -1241,7 +1278,7 @@ mod tests {
             );
             let counts = |r: &Replica| {
                 let stats = r.stats();
-                let load = |n: &AtomicI64| n.load(Ordering::Relaxed);
+                let load = |n: &PerDb<AtomicI64>| n.each_ref().map(|n| n.load(Ordering::Relaxed));
                 (load(&stats.value_keys), load(&stats.expiring_keys))
             };
             assert_eq!(counts(&one), counts(&many), "step {step}");
@@ -1316,7 +1353,7 @@ mod tests {
                     12..=13 => {
                         replica.reap_expired(now, 1 + pick(4)).expect("reap");
                     }
-                    14 if pick(10) == 0 => replica.flush_all().expect("flush"),
+                    14 if pick(10) == 0 => replica.flush(None).expect("flush"),
                     _ => {
                         let _ = replica.read_encoded_cached(std::slice::from_ref(key));
                     }

@@ -662,3 +662,180 @@ async fn a_cluster_keeps_writes_after_flushall_across_full_restarts() {
         assert_eq!(reply, Value::Okay);
     }
 }
+
+/// Keys per logical database in [`databases_survive_flushdb_move_and_copy`].
+const KEYS_PER_DB: usize = 300;
+
+/// What each logical database holds: key → value.
+type Databases = BTreeMap<u8, BTreeMap<String, String>>;
+
+/// Through `url` (a node of a cluster or a lone node): fills databases 0,
+/// 1 and 2 with [`KEYS_PER_DB`] keys each, under names shared between
+/// them and values that name the database; then MOVEs, COPYs ... DB,
+/// FLUSHDBs database 1 and writes it again. Returns what each database
+/// must hold.
+async fn write_databases(url: &str) -> Databases {
+    let mut model = Databases::new();
+    let con = |db: u8| {
+        let url = format!("{url}{db}");
+        async move { connect(&url).await }
+    };
+    for db in 0..3u8 {
+        let mut c = con(db).await;
+        let mut pipe = redis::pipe();
+        for i in 0..KEYS_PER_DB {
+            let (key, value) = (format!("k:{i}"), format!("{db}:{i}"));
+            pipe.cmd("SET").arg(&key).arg(&value).ignore();
+            model.entry(db).or_default().insert(key, value);
+        }
+        pipe.query_async::<()>(&mut c).await.expect("SETs");
+    }
+    let mut zero = con(0).await;
+    for i in 0..50 {
+        let key = format!("k:{i}");
+        let moved: i64 = redis::cmd("MOVE")
+            .arg(&key)
+            .arg(3)
+            .query_async(&mut zero)
+            .await
+            .expect("MOVE");
+        assert_eq!(moved, 1, "MOVE {key} 3");
+        let value = model.entry(0).or_default().remove(&key).expect("model");
+        model.entry(3).or_default().insert(key, value);
+    }
+    // A key the target database holds already is not moved.
+    let kept: i64 = redis::cmd("MOVE")
+        .arg("k:60")
+        .arg(2)
+        .query_async(&mut zero)
+        .await
+        .expect("MOVE");
+    assert_eq!(kept, 0);
+    let mut two = con(2).await;
+    for i in 0..50 {
+        let (key, copy) = (format!("k:{i}"), format!("copy:{i}"));
+        let copied: i64 = redis::cmd("COPY")
+            .arg(&key)
+            .arg(&copy)
+            .arg("DB")
+            .arg(4)
+            .query_async(&mut two)
+            .await
+            .expect("COPY");
+        assert_eq!(copied, 1, "COPY {key} {copy} DB 4");
+        let value = model[&2][&key].clone();
+        model.entry(4).or_default().insert(copy, value);
+    }
+    let mut one = con(1).await;
+    let reply: Value = redis::cmd("FLUSHDB")
+        .query_async(&mut one)
+        .await
+        .expect("FLUSHDB");
+    assert_eq!(reply, Value::Okay);
+    let written_after: BTreeMap<String, String> = (0..KEYS_PER_DB / 2)
+        .map(|i| (format!("after:{i}"), format!("1:after:{i}")))
+        .collect();
+    let mut pipe = redis::pipe();
+    for (key, value) in &written_after {
+        pipe.cmd("SET").arg(key).arg(value).ignore();
+    }
+    pipe.query_async::<()>(&mut one).await.expect("SETs");
+    model.insert(1, written_after);
+    model
+}
+
+/// Through `url`: every database holds exactly what `model` says (each
+/// key's value, DBSIZE, SCAN's count, INFO keyspace).
+async fn check_databases(url: &str, model: &Databases, what: &str) {
+    let mut info_con = connect(url).await;
+    let info: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query_async(&mut info_con)
+        .await
+        .expect("INFO");
+    // The databases written, and one never used.
+    for db in [0, 1, 2, 3, 4, 15] {
+        let empty = BTreeMap::new();
+        let keys = model.get(&db).unwrap_or(&empty);
+        let mut con = connect(&format!("{url}{db}")).await;
+        for chunk in keys.iter().collect::<Vec<_>>().chunks(CHECK_BATCH) {
+            let names: Vec<&String> = chunk.iter().map(|(k, _)| *k).collect();
+            let values: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&names)
+                .query_async(&mut con)
+                .await
+                .expect("MGET");
+            for ((key, want), got) in chunk.iter().zip(values) {
+                assert_eq!(got.as_ref(), Some(*want), "{what}: database {db}, {key}");
+            }
+        }
+        let dbsize: usize = redis::cmd("DBSIZE")
+            .query_async(&mut con)
+            .await
+            .expect("DBSIZE");
+        let scanned = scan_count(&mut con).await;
+        assert_eq!(
+            (dbsize, scanned),
+            (keys.len(), keys.len()),
+            "{what}: database {db}'s DBSIZE and SCAN"
+        );
+        let line = format!("db{db}:keys={},", keys.len());
+        assert_eq!(
+            info.contains(&line),
+            !keys.is_empty(),
+            "{what}: INFO keyspace for database {db}: {info}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn databases_survive_flushdb_move_and_copy() {
+    // Proves Redis's logical databases keep their keys apart through MOVE, COPY ... DB and a FLUSHDB of one database, on one node and on a 3-node cluster, across SIGTERM and kill -9 of every node: each database's keys and values, DBSIZE, SCAN and INFO keyspace are exactly the model's afterwards (and before, through every node).
+    // 64 partitions: SCAN walks them all for every database checked.
+    let args = ["--fsync", "everysec", "--partitions", "64"];
+    let mut node = TestNode::start(&args);
+    for stop in [Stop::Term, Stop::Kill] {
+        let model = write_databases(&node.url()).await;
+        check_databases(&node.url(), &model, "one node, before the stop").await;
+        match stop {
+            Stop::Term => assert!(node.terminate().success(), "SIGTERM must exit 0"),
+            Stop::Kill => node.kill9(),
+        }
+        node.restart();
+        check_databases(&node.url(), &model, &format!("one node after {stop:?}")).await;
+        let mut con = connect(&node.url()).await;
+        let reply: Value = redis::cmd("FLUSHALL")
+            .query_async(&mut con)
+            .await
+            .expect("FLUSHALL");
+        assert_eq!(reply, Value::Okay);
+    }
+    let mut cluster = TestCluster::start(3, &args);
+    for stop in [Stop::Term, Stop::Kill] {
+        let model = write_databases(&cluster.node(1).url()).await;
+        for i in 0..cluster.len() {
+            let what = format!("cluster, through node {i}");
+            check_databases(&cluster.node(i).url(), &model, &what).await;
+        }
+        for i in 0..cluster.len() {
+            match stop {
+                Stop::Term => assert!(cluster.node_mut(i).terminate().success(), "exit 0"),
+                Stop::Kill => cluster.kill9(i),
+            }
+        }
+        for i in 0..cluster.len() {
+            cluster.restart(i);
+        }
+        cluster.wait_converged(3);
+        for i in 0..cluster.len() {
+            let what = format!("cluster after {stop:?}, through node {i}");
+            check_databases(&cluster.node(i).url(), &model, &what).await;
+        }
+        let mut con = connect(&cluster.node(0).url()).await;
+        let reply: Value = redis::cmd("FLUSHALL")
+            .query_async(&mut con)
+            .await
+            .expect("FLUSHALL");
+        assert_eq!(reply, Value::Okay);
+    }
+}

@@ -644,23 +644,36 @@ async fn auth_without_requirepass() {
 }
 
 // SELECT, QUIT and RESET reply as Redis (QUIT closes after +OK, RESET
-// returns to RESP2, clears the name and any MULTI). dynokv has one
-// keyspace per cluster, as Redis Cluster has, so SELECT of any other
-// index answers Redis Cluster's error (README.md, "What differs from
-// Redis"); an index that is not a C int gets Redis's parse error first.
+// returns to RESP2 and database 0, clears the name and any MULTI).
+// SELECT takes Redis's 16 databases; an index that is not a C int gets
+// Redis's parse error first. Keys of one database are not another's.
 #[tokio::test]
 async fn select_quit_reset() {
     let node = start_node().await;
     let mut c = node.connect().await;
     roundtrip(&mut c, b"SELECT 0\r\n", b"+OK\r\n").await;
-    for index in ["1", "9", "15", "16", "-1"] {
+    for index in ["16", "-1"] {
         roundtrip(
             &mut c,
             format!("SELECT {index}\r\n").as_bytes(),
-            b"-ERR SELECT is not allowed in cluster mode\r\n",
+            b"-ERR DB index is out of range\r\n",
         )
         .await;
     }
+    roundtrip(
+        &mut c,
+        b"SET k zero\r\nSELECT 15\r\nGET k\r\nSET k fifteen\r\nDBSIZE\r\nSELECT 0\r\nGET k\r\n",
+        b"+OK\r\n+OK\r\n$-1\r\n+OK\r\n:1\r\n+OK\r\n$4\r\nzero\r\n",
+    )
+    .await;
+    roundtrip(
+        &mut c,
+        b"MOVE k 15\r\nMOVE k 3\r\nMOVE k 0\r\nMOVE k 16\r\nGET k\r\n\
+          SELECT 3\r\nGET k\r\nMOVE k 0\r\nSELECT 0\r\n",
+        b":0\r\n:1\r\n-ERR source and destination objects are the same\r\n\
+          -ERR DB index is out of range\r\n$-1\r\n+OK\r\n$4\r\nzero\r\n:1\r\n+OK\r\n",
+    )
+    .await;
     roundtrip(
         &mut c,
         b"SELECT 99999999999\r\n",
@@ -678,8 +691,8 @@ async fn select_quit_reset() {
     hello3(&mut c).await;
     roundtrip(
         &mut c,
-        b"CLIENT SETNAME n\r\nMULTI\r\nRESET\r\nGET nokey\r\nCLIENT GETNAME\r\nEXEC\r\n",
-        b"+OK\r\n+OK\r\n+RESET\r\n$-1\r\n$-1\r\n-ERR EXEC without MULTI\r\n",
+        b"CLIENT SETNAME n\r\nSELECT 15\r\nMULTI\r\nRESET\r\nGET k\r\nCLIENT GETNAME\r\nEXEC\r\n",
+        b"+OK\r\n+OK\r\n+OK\r\n+RESET\r\n$4\r\nzero\r\n$-1\r\n-ERR EXEC without MULTI\r\n",
     )
     .await;
     roundtrip(&mut c, b"QUIT\r\nPING\r\n", b"+OK\r\n").await;

@@ -34,7 +34,7 @@ use crate::limits::{
 };
 use crate::membership::{Membership, View};
 use crate::node::stopped;
-use crate::peer::message::{ErrorCode, Request, Response};
+use crate::peer::message::{DbCount, ErrorCode, Request, Response};
 use crate::peer::transport::{Handler, PeerError, Transport};
 use crate::replica::{Received, Written};
 use crate::ring::{Ring, partition_of};
@@ -804,41 +804,48 @@ impl Coordinator for ClusterCoordinator {
                         .request(node, Request::Count { partitions })
                         .await
                     {
-                        Ok(Response::Count { keys, expires }) => KeyCounts {
-                            keys,
-                            expires,
-                            expired: 0,
-                        },
+                        Ok(Response::Count { dbs }) => {
+                            let mut counts = KeyCounts::default();
+                            for count in dbs {
+                                let db = &mut counts.dbs[usize::from(count.db)];
+                                db.keys += count.keys;
+                                db.expires += count.expires;
+                            }
+                            counts
+                        }
                         Ok(other) => return Err(unexpected(other)),
                         Err(e) => return Err(CoordinatorError::Remote(e.to_string())),
                     }
                 };
-                total.keys += counts.keys;
-                total.expires += counts.expires;
+                total.add(&counts);
             }
             total.expired = inner.local.key_counts().await?.expired;
             Ok(total)
         })
     }
 
-    fn flush_all(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+    fn flush(&self, db: Option<u8>) -> BoxFuture<'_, Result<(), CoordinatorError>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let members = inner.membership.members();
             let mut failed = 0;
             for member in &members {
                 if member.id == inner.me() {
-                    inner.local.flush_all().await?;
+                    inner.local.flush(db).await?;
                 } else if !matches!(
-                    inner.transport.request(member.id, Request::FlushAll).await,
+                    inner
+                        .transport
+                        .request(member.id, Request::Flush { db })
+                        .await,
                     Ok(Response::Ack)
                 ) {
                     failed += 1;
                 }
             }
             if failed > 0 {
+                let command = if db.is_some() { "FLUSHDB" } else { "FLUSHALL" };
                 return Err(CoordinatorError::Remote(format!(
-                    "FLUSHALL reached {} of {} nodes",
+                    "{command} reached {} of {} nodes",
                     members.len() - failed,
                     members.len()
                 )));
@@ -1056,15 +1063,22 @@ impl Inner {
                 .scan_partition(partition, after, (limit as usize).min(PEER_LIST_LEN_MAX))
                 .await
                 .map(|entries| Response::Entries { entries }),
-            Request::FlushAll => inner.local.flush_all().await.map(|()| Response::Ack),
+            Request::Flush { db } => inner.local.flush(db).await.map(|()| Response::Ack),
             Request::Count { partitions } => {
                 inner
                     .local
                     .count(partitions)
                     .await
                     .map(|c| Response::Count {
-                        keys: c.keys,
-                        expires: c.expires,
+                        dbs: (0u8..)
+                            .zip(c.dbs)
+                            .filter(|(_, n)| n.keys > 0)
+                            .map(|(db, n)| DbCount {
+                                db,
+                                keys: n.keys,
+                                expires: n.expires,
+                            })
+                            .collect(),
                     })
             }
             Request::Members { members } => {

@@ -10,16 +10,16 @@
 //! per burst; alone, a caller's job runs as soon as before.
 
 use super::{
-    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, OpError, ReadOptions,
-    WriteOp, WriteOptions,
+    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, DbKeys, KeyCounts, OpError,
+    ReadOptions, WriteOp, WriteOptions,
 };
 use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
-use crate::replica::{Planner, Received, Replica, WriteGroup, Written, next_key};
+use crate::replica::{PerDb, Planner, Received, Replica, WriteGroup, Written, next_key};
 use crate::storage::record::Record;
 use crate::storage::{JobLost, StorageExecutor, StoreError, storage_key};
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::oneshot;
 
@@ -281,12 +281,13 @@ impl LocalCoordinator {
                 loop {
                     let rows = replica.scan_partition(partition, &from, PARTITION_PAGE_RECORDS)?;
                     let done = rows.len() < PARTITION_PAGE_RECORDS;
-                    for (_, _, record) in &rows {
+                    for (_, key, record) in &rows {
                         if let Some((_, winner)) = record.winner(crate::storage::record::lww_order)
                             && crate::storage::record::is_live(record, now)
                         {
-                            counts.keys += 1;
-                            counts.expires += u64::from(winner.expire_at_ms.is_some());
+                            let db = &mut counts.dbs[usize::from(crate::db::db_of(key))];
+                            db.keys += 1;
+                            db.expires += u64::from(winner.expire_at_ms.is_some());
                         }
                     }
                     match rows.last() {
@@ -387,21 +388,30 @@ impl Coordinator for LocalCoordinator {
     fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>> {
         let now_ms = self.clock.now_ms();
         Box::pin(self.blocking(move |replica| {
-            let keys = replica.live_keys(now_ms)?;
-            let expiring = replica.stats().expiring_keys.load(Ordering::Relaxed).max(0) as u64;
-            // Keys past their expiry but not reaped yet are in `expiring`
-            // and not in `keys`; the difference is the live ones with a TTL.
-            let unreaped = replica.stats().value_keys.load(Ordering::Relaxed).max(0) as u64 - keys;
+            let live = replica.live_keys(now_ms)?;
+            let stats = replica.stats();
+            let count = |counters: &PerDb<AtomicI64>, db: usize| {
+                counters[db].load(Ordering::Relaxed).max(0) as u64
+            };
             Ok(KeyCounts {
-                keys,
-                expires: expiring.saturating_sub(unreaped),
-                expired: replica.stats().expired_keys.load(Ordering::Relaxed),
+                dbs: std::array::from_fn(|db| {
+                    let keys = live[db];
+                    // Keys past their expiry but not reaped yet are in the
+                    // expiring count and not in `keys`; the difference is
+                    // the live ones with a TTL.
+                    let unreaped = count(&stats.value_keys, db).saturating_sub(keys);
+                    DbKeys {
+                        keys,
+                        expires: count(&stats.expiring_keys, db).saturating_sub(unreaped),
+                    }
+                }),
+                expired: stats.expired_keys.load(Ordering::Relaxed),
             })
         }))
     }
 
-    fn flush_all(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
-        Box::pin(self.blocking(|replica| replica.flush_all()))
+    fn flush(&self, db: Option<u8>) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+        Box::pin(self.blocking(move |replica| replica.flush(db)))
     }
 
     fn now_ms(&self) -> u64 {

@@ -78,12 +78,29 @@ pub struct WriteOptions {
 /// Key counts for DBSIZE and INFO keyspace.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KeyCounts {
+    /// Per logical database (`crate::db`), by index.
+    pub dbs: crate::replica::PerDb<DbKeys>,
+    /// Keys whose values expired and were removed, since start.
+    pub expired: u64,
+}
+
+/// One logical database's key counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DbKeys {
     /// Keys holding a live value.
     pub keys: u64,
     /// Of those, keys with an expiry.
     pub expires: u64,
-    /// Keys whose values expired and were removed, since start.
-    pub expired: u64,
+}
+
+impl KeyCounts {
+    /// Adds `other`'s database counts to these.
+    pub fn add(&mut self, other: &Self) {
+        for (mine, theirs) in self.dbs.iter_mut().zip(&other.dbs) {
+            mine.keys += theirs.keys;
+            mine.expires += theirs.expires;
+        }
+    }
 }
 
 /// A member as `DYNAMO MEMBERS` shows it.
@@ -140,11 +157,13 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Sets the sibling bound (CONFIG SET siblings-max).
     fn set_siblings_max(&self, max: usize);
 
-    /// Keys holding a live value, and how many of them expire.
+    /// Keys holding a live value, and how many of them expire, per
+    /// logical database.
     fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>>;
 
-    /// Removes every key (FLUSHALL, FLUSHDB).
-    fn flush_all(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;
+    /// Removes every key of logical database `db` (FLUSHDB), or of all of
+    /// them (`None`: FLUSHALL).
+    fn flush(&self, db: Option<u8>) -> BoxFuture<'_, Result<(), CoordinatorError>>;
 
     /// Now, in ms since the Unix epoch, by the node's clock.
     fn now_ms(&self) -> u64;

@@ -20,7 +20,8 @@
 //! f64          the 8 bytes of its IEEE-754 bits, big-endian
 //! bytes        varint length, then that many bytes
 //! string       bytes holding valid UTF-8
-//! key          bytes, at most KEY_BYTES_MAX long
+//! key          bytes, at most NAMESPACED_KEY_BYTES_MAX long (a client key
+//!              with its database prefix, crate::db)
 //! option<T>    byte 0 (none), or byte 1 then T
 //! list<T>      varint count (at most PEER_LIST_LEN_MAX), then count Ts
 //! record       bytes holding a record in the storage format
@@ -66,7 +67,7 @@
 //!                 they are used (the receiver decodes them)
 //!   4 Coordinate  key, write op, byte W (0: the cluster default)
 //!   5 Scan        u16 partition, option<key> after, u32 limit
-//!   6 FlushAll
+//!   6 Flush       option<byte> database (none: every database)
 //!   7 Members     list<member>
 //!   8 Count       list<u16> partitions
 //!
@@ -102,7 +103,8 @@
 //!                 4 bad request, 5 not an integer, 6 overflow, 7 too large,
 //!                 8 watched key changed),
 //!                 string message
-//!   8 Count       varint keys, varint expires
+//!   8 Count       list<byte database (below crate::db::DATABASES),
+//!                 varint keys, varint expires>
 //! ```
 //!
 //! Tags count from 1, so zeroed bytes are never a message. An unknown kind,
@@ -111,12 +113,13 @@
 //! [`PROTOCOL_VERSION`].
 
 use super::message::{
-    ErrorCode, Frame, Hello, MAGIC, MemberInfo, PROTOCOL_VERSION, Purpose, Request, Response,
+    DbCount, ErrorCode, Frame, Hello, MAGIC, MemberInfo, PROTOCOL_VERSION, Purpose, Request,
+    Response,
 };
 use crate::coordinator::{Base, Change, Condition, ExpireWhen, Expiry, WriteOp};
 use crate::limits::{
-    KEY_BYTES_MAX, PEER_FRAME_BYTES_MAX, PEER_HELLO_BYTES_MAX, PEER_LIST_LEN_MAX, VALUE_BYTES_MAX,
-    VECTOR_ENTRIES_MAX,
+    NAMESPACED_KEY_BYTES_MAX, PEER_FRAME_BYTES_MAX, PEER_HELLO_BYTES_MAX, PEER_LIST_LEN_MAX,
+    VALUE_BYTES_MAX, VECTOR_ENTRIES_MAX,
 };
 use crate::storage::record::{Record, decode_record, encode_record_into, encoded_len};
 use crate::version::VersionVector;
@@ -189,7 +192,7 @@ impl From<PurposeTag> for Purpose {
 tags! {
     /// Which [`Request`].
     RequestTag, "request" {
-        Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, FlushAll = 6, Members = 7,
+        Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, Flush = 6, Members = 7,
         Count = 8,
     }
 }
@@ -372,7 +375,10 @@ fn put_request(out: &mut BytesMut, request: &Request) {
             put_option(out, after.as_ref(), |out, key| put_bytes(out, key));
             out.put_u32(*limit);
         }
-        Request::FlushAll => out.put_u8(RequestTag::FlushAll as u8),
+        Request::Flush { db } => {
+            out.put_u8(RequestTag::Flush as u8);
+            put_option(out, db.as_ref(), |out, db| out.put_u8(*db));
+        }
         Request::Members { members } => {
             out.put_u8(RequestTag::Members as u8);
             put_list(out, members, put_member);
@@ -477,10 +483,13 @@ fn put_response(out: &mut BytesMut, response: &Response) {
             out.put_u8(*code as u8);
             put_str(out, message);
         }
-        Response::Count { keys, expires } => {
+        Response::Count { dbs } => {
             out.put_u8(ResponseTag::Count as u8);
-            put_varint(out, *keys);
-            put_varint(out, *expires);
+            put_list(out, dbs, |out, count| {
+                out.put_u8(count.db);
+                put_varint(out, count.keys);
+                put_varint(out, count.expires);
+            });
         }
     }
 }
@@ -647,8 +656,19 @@ fn get_bytes(r: &mut Reader<'_>, what: &'static str, max: usize) -> Result<Bytes
     Ok(Bytes::copy_from_slice(r.bytes(len)?))
 }
 
+fn get_db(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    let db = r.u8()?;
+    if usize::from(db) < crate::db::DATABASES {
+        Ok(db)
+    } else {
+        Err(DecodeError::Malformed {
+            what: "database index",
+        })
+    }
+}
+
 fn get_key(r: &mut Reader<'_>) -> Result<Bytes, DecodeError> {
-    get_bytes(r, "key byte", KEY_BYTES_MAX)
+    get_bytes(r, "key byte", NAMESPACED_KEY_BYTES_MAX)
 }
 
 fn get_string(r: &mut Reader<'_>, what: &'static str) -> Result<String, DecodeError> {
@@ -743,7 +763,9 @@ fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
             after: get_option(r, get_key)?,
             limit: u32::from_be_bytes(fixed(r)?),
         },
-        RequestTag::FlushAll => Request::FlushAll,
+        RequestTag::Flush => Request::Flush {
+            db: get_option(r, get_db)?,
+        },
         RequestTag::Members => Request::Members {
             members: get_list(r, "member", get_member)?,
         },
@@ -841,8 +863,13 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
             message: get_string(r, "error message")?,
         },
         ResponseTag::Count => Response::Count {
-            keys: r.varint()?,
-            expires: r.varint()?,
+            dbs: get_list(r, "database count", |r| {
+                Ok(DbCount {
+                    db: get_db(r)?,
+                    keys: r.varint()?,
+                    expires: r.varint()?,
+                })
+            })?,
         },
     })
 }
@@ -896,7 +923,7 @@ mod tests {
         0, 0, 0, 61,                    // length
         1,                              // kind: hello
         b'D', b'Y', b'K', b'V',         // magic
-        0, 3,                           // protocol version 3
+        0, 4,                           // protocol version 4
         1, b'c',                        // cluster "c"
         0, 0, 0, 0, 0, 0, 0, 7,         // node id 7
         2, b'n', b'1',                  // name "n1"
@@ -1081,6 +1108,50 @@ mod tests {
     }
 
     #[test]
+    fn golden_flush_and_count() {
+        let flush = Frame::Request {
+            id: 5,
+            request: Request::Flush { db: Some(9) },
+        };
+        #[rustfmt::skip]
+        let golden: &[u8] = &[
+            0, 0, 0, 12,                // length
+            2,                          // kind: request
+            0, 0, 0, 0, 0, 0, 0, 5,     // id 5
+            6,                          // Flush
+            1, 9,                       // database 9
+        ];
+        assert_golden(&flush, golden);
+        let count = Frame::Response {
+            id: 5,
+            response: Response::Count {
+                dbs: vec![DbCount {
+                    db: 9,
+                    keys: 300,
+                    expires: 1,
+                }],
+            },
+        };
+        #[rustfmt::skip]
+        let golden: &[u8] = &[
+            0, 0, 0, 15,                // length
+            3,                          // kind: response
+            0, 0, 0, 0, 0, 0, 0, 5,     // id 5
+            8,                          // Count
+            1,                          // one database
+            9, 0xac, 0x02, 1,           //   9: 300 keys, 1 expires
+        ];
+        assert_golden(&count, golden);
+        // database 16 does not exist
+        let mut bad = golden[4..].to_vec();
+        bad[11] = 16;
+        assert!(matches!(
+            decode_frame(&bad),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+
+    #[test]
     fn golden_error_response() {
         let frame = Frame::Response {
             id: 4,
@@ -1211,9 +1282,9 @@ mod tests {
             with(&[7, 100]),
             Err(DecodeError::Truncated { .. })
         ));
-        // a key past KEY_BYTES_MAX (a Read of one key)
+        // a key past NAMESPACED_KEY_BYTES_MAX (a Read of one key)
         let mut long_key = vec![2, 1];
-        crate::wire::put_varint(&mut long_key, KEY_BYTES_MAX as u64 + 1);
+        crate::wire::put_varint(&mut long_key, NAMESPACED_KEY_BYTES_MAX as u64 + 1);
         assert!(matches!(with(&long_key), Err(DecodeError::TooMany { .. })));
         // a vector out of order, a zero counter
         assert!(matches!(
@@ -1379,7 +1450,7 @@ mod tests {
                     limit
                 }
             ),
-            Just(Request::FlushAll),
+            option::of(0u8..16).prop_map(|db| Request::Flush { db }),
             vec(arb_member(), 0..3).prop_map(|members| Request::Members { members }),
             vec(any::<u16>(), 0..4).prop_map(|partitions| Request::Count { partitions }),
         ]
@@ -1404,8 +1475,12 @@ mod tests {
             vec(arb_member(), 0..3).prop_map(|members| Response::Members { members }),
             (arb_error_code(), arb_string())
                 .prop_map(|(code, message)| Response::Error { code, message }),
-            (any::<u64>(), any::<u64>())
-                .prop_map(|(keys, expires)| Response::Count { keys, expires }),
+            vec((0u8..16, any::<u64>(), any::<u64>()), 0..3).prop_map(|dbs| Response::Count {
+                dbs: dbs
+                    .into_iter()
+                    .map(|(db, keys, expires)| DbCount { db, keys, expires })
+                    .collect()
+            }),
         ]
     }
 

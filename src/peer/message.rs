@@ -6,7 +6,7 @@ use crate::version::NodeId;
 use bytes::Bytes;
 
 /// The peer protocol version this build speaks (in the handshake).
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The first bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DYKV";
@@ -104,8 +104,12 @@ pub enum Request {
         /// Most records to return.
         limit: u32,
     },
-    /// Remove every key on this node (FLUSHALL).
-    FlushAll,
+    /// Remove every key of a logical database on this node (FLUSHDB), or
+    /// of every database (FLUSHALL).
+    Flush {
+        /// The database (`crate::db`); `None`: all of them.
+        db: Option<u8>,
+    },
     /// Count the live keys this node holds in these partitions (DBSIZE,
     /// INFO keyspace: each partition is counted on one replica).
     Count {
@@ -134,7 +138,7 @@ pub enum Response {
         /// The encoded records.
         records: Vec<Option<Bytes>>,
     },
-    /// To Replicate and FlushAll: done.
+    /// To Replicate and Flush: done.
     Ack,
     /// To Coordinate: the records before and after, as the coordinating
     /// replica saw them; `current` is `None` when the write did not apply.
@@ -151,12 +155,10 @@ pub enum Response {
         /// `(key, record)` in key order.
         entries: Vec<(Bytes, Record)>,
     },
-    /// To Count.
+    /// To Count: each logical database with live keys in the partitions.
     Count {
-        /// Live keys.
-        keys: u64,
-        /// Of those, keys with an expiry.
-        expires: u64,
+        /// By database, in any order.
+        dbs: Vec<DbCount>,
     },
     /// To Members.
     Members {
@@ -170,6 +172,17 @@ pub enum Response {
         /// For logs and clients.
         message: String,
     },
+}
+
+/// One logical database's keys in a [`Response::Count`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbCount {
+    /// The database (`crate::db`).
+    pub db: u8,
+    /// Live keys.
+    pub keys: u64,
+    /// Of those, keys with an expiry.
+    pub expires: u64,
 }
 
 /// Why a request failed on the receiving node.

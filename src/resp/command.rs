@@ -70,6 +70,7 @@ pub enum Cmd {
     Rename,
     Renamenx,
     Copy,
+    Move,
     Touch,
     Flushall,
     Expire,
@@ -139,6 +140,7 @@ const IMPLEMENTED: &[(&str, Cmd)] = &[
     ("rename", Cmd::Rename),
     ("renamenx", Cmd::Renamenx),
     ("copy", Cmd::Copy),
+    ("move", Cmd::Move),
     ("touch", Cmd::Touch),
     ("flushall", Cmd::Flushall),
     ("flushdb", Cmd::Flushall),
@@ -355,7 +357,7 @@ pub async fn execute_next(
     let count = run.len();
     let outcome = match kind {
         Plain::Get => {
-            let keys = run.into_iter().map(|mut a| a.swap_remove(1)).collect();
+            let keys = run.iter().map(|a| session.key(&a[1])).collect();
             coordinator
                 .read(keys, ReadOptions::default())
                 .await
@@ -381,7 +383,7 @@ pub async fn execute_next(
                 .into_iter()
                 .map(|mut a| {
                     let value = a.swap_remove(2);
-                    (a.swap_remove(1), WriteOp::set(value))
+                    (session.key(&a[1]), WriteOp::set(value))
                 })
                 .collect();
             coordinator
@@ -530,13 +532,15 @@ async fn transaction(
         Cmd::Watch if session.multi.is_some() => {
             Reply::error("ERR WATCH inside MULTI is not allowed")
         }
-        Cmd::Watch => match snapshot(shared, &args[1..]).await {
-            Ok(watched) => {
-                session.watched.extend(watched);
-                Reply::OK
+        Cmd::Watch => {
+            match snapshot(shared, args[1..].iter().map(|k| session.key(k)).collect()).await {
+                Ok(watched) => {
+                    session.watched.extend(watched);
+                    Reply::OK
+                }
+                Err(reply) => reply,
             }
-            Err(reply) => reply,
-        },
+        }
         Cmd::Unwatch => {
             session.unwatch();
             Reply::OK
@@ -627,11 +631,12 @@ fn reject(session: &mut Session, cmd: Cmd, error: Reply) -> Reply {
     }
 }
 
-/// What WATCH remembers of `keys`: each key's context and liveness now.
-async fn snapshot(shared: &Shared, keys: &[Bytes]) -> Result<Vec<Watched>, Reply> {
+/// What WATCH remembers of `keys` (namespaced: `Session::key`): each
+/// key's context and liveness now.
+async fn snapshot(shared: &Shared, keys: Vec<Bytes>) -> Result<Vec<Watched>, Reply> {
     let coordinator = &shared.coordinator;
     let records = coordinator
-        .read(keys.to_vec(), ReadOptions::default())
+        .read(keys.clone(), ReadOptions::default())
         .await
         .map_err(|e| handlers::coordinator_error(&e))?;
     let now = coordinator.now_ms();
@@ -654,7 +659,7 @@ async fn watch_broken(shared: &Shared, watched: &[Watched]) -> Result<bool, Repl
         return Ok(false);
     }
     let keys: Vec<Bytes> = watched.iter().map(|w| w.key.clone()).collect();
-    let now = snapshot(shared, &keys).await?;
+    let now = snapshot(shared, keys).await?;
     Ok(watched.iter().zip(&now).any(|(then, now)| {
         let flushed = !then.live && !now.live && now.context == Default::default();
         !flushed && (then.live != now.live || then.context != now.context)

@@ -54,6 +54,8 @@ pub struct ClientState {
     pub multi: i64,
     /// Bytes waiting in the read buffer.
     pub query_buffer: usize,
+    /// The selected logical database (SELECT).
+    pub db: u8,
 }
 
 impl ClientInfo {
@@ -73,6 +75,7 @@ impl ClientInfo {
                 protocol: Protocol::Resp2,
                 multi: -1,
                 query_buffer: 0,
+                db: 0,
             }),
             killed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -107,7 +110,7 @@ impl ClientInfo {
             Protocol::Resp3 => 3,
         };
         format!(
-            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={flags} db=0 sub=0 psub=0 ssub=0 \
+            "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={flags} db={} sub=0 psub=0 ssub=0 \
              multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs={READ_BUFFER_BYTES} rbp=0 obl=0 oll=0 omem=0 \
              tot-mem=0 events=r cmd={} user=default redir=-1 resp={resp} lib-name={} lib-ver={}",
             self.id,
@@ -116,6 +119,7 @@ impl ClientInfo {
             String::from_utf8_lossy(&s.name),
             now.duration_since(self.created).as_secs(),
             now.duration_since(s.last_active).as_secs(),
+            s.db,
             s.multi,
             s.query_buffer,
             s.last_command,
@@ -134,6 +138,9 @@ pub struct Session {
     pub protocol: Protocol,
     /// Whether AUTH succeeded (or no password is set).
     pub authenticated: bool,
+    /// The selected logical database: the client keys of this session's
+    /// commands are this database's (`crate::db`).
+    pub db: u8,
     /// Commands queued since MULTI, or `None` outside a transaction.
     pub multi: Option<Vec<Vec<Bytes>>>,
     /// A queued command was rejected: EXEC must abort.
@@ -174,7 +181,7 @@ pub struct ExecWatch {
 /// A WATCHed key as it was when watched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Watched {
-    /// The key.
+    /// The key, namespaced (`Session::key`).
     pub key: Bytes,
     /// Its context: any write through any coordinator changes it.
     pub context: crate::version::VersionVector,
@@ -189,6 +196,7 @@ impl Session {
             info,
             protocol: Protocol::Resp2,
             authenticated: !password_required,
+            db: 0,
             multi: None,
             multi_failed: false,
             closing: false,
@@ -216,6 +224,18 @@ impl Session {
             .watch_read_other
             .swap(false, std::sync::atomic::Ordering::Relaxed);
         (std::mem::take(&mut self.watched), read_other)
+    }
+
+    /// Selects logical database `db` (SELECT, RESET).
+    pub fn select(&mut self, db: u8) {
+        self.db = db;
+        self.info.update(|s| s.db = db);
+    }
+
+    /// A client key of this session's database as every layer below the
+    /// RESP face sees it.
+    pub fn key(&self, key: &Bytes) -> Bytes {
+        crate::db::namespaced(self.db, key)
     }
 
     /// Whether the reply of the command that just ran goes to the client,

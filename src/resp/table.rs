@@ -2052,6 +2052,27 @@ pub static COMMANDS: &[CommandMeta] = &[
         ..CommandMeta::EMPTY
     },
     CommandMeta {
+        name: "move", arity: 3, flags: &["write", "fast"], first_key: 1, last_key: 1, step: 1,
+        acl_categories: &["@keyspace", "@write", "@fast"],
+        key_specs: &[
+            KeySpec {
+                notes: None, flags: &["RW", "access", "update"],
+                begin_search: BeginSearch::Index(1),
+                find_keys: FindKeys::Range { lastkey: 0, keystep: 1, limit: 0 },
+            },
+        ],
+        doc: Doc {
+            summary: "Move a key to another database", since: "1.0.0", group: "generic",
+            complexity: "O(1)",
+            arguments: &[
+                Arg { name: "key", kind: "key", key_spec_index: Some(0), ..Arg::EMPTY },
+                Arg { name: "db", kind: "integer", ..Arg::EMPTY },
+            ],
+            ..Doc::EMPTY
+        },
+        ..CommandMeta::EMPTY
+    },
+    CommandMeta {
         name: "touch", arity: -2, flags: &["readonly", "fast"], first_key: 1, last_key: -1, step: 1,
         acl_categories: &["@keyspace", "@read", "@fast"],
         tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
@@ -2570,6 +2591,7 @@ mod tests {
         ("rename", [0x6efbd6167ba2d4ce, 0x76c45eeeabec46ba, 0x0db55b69c8287010, 0xd3933c11737b3f4d]),
         ("renamenx", [0x31088c412dd69178, 0x413a5b64546b42b4, 0x35c66a84d5404e1e, 0x86b31ca82b518872]),
         ("copy", [0xc4f360e4ec05a022, 0x73e10ed569df738a, 0xa673796fd012536c, 0x8911a8181bf2fb2f]),
+        ("move", [0xa0cc2a8b0d7d1f49, 0xf3e1c7ddadb38fe5, 0x7d697808d3aec863, 0x1ca1d73248ae3d7b]),
         ("touch", [0xe162dd87739242e4, 0x620572a688bc862c, 0xd19b585ef34d4cc3, 0x780808da9a18a7e3]),
         ("flushall", [0xc89303c1f58074d8, 0x6cbf6a1dc204b04c, 0x72fd20b06420b0c6, 0x6c58441667e3932f]),
         ("flushdb", [0xdd986f0a722deeba, 0xc7ff58fd86e249ee, 0xae58e16a71185c82, 0x86ed5c14d2c3b7ab]),

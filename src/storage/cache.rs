@@ -211,6 +211,32 @@ impl RecordCache {
         self.reset(true);
     }
 
+    /// Forgets the entries of the keys `doomed` names, which the store no
+    /// longer holds (FLUSHDB): a complete shard stays complete. One walk
+    /// of what the cache holds.
+    pub fn forget(&self, doomed: impl Fn(&[u8]) -> bool) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let Shard {
+                young,
+                young_bytes,
+                old,
+                old_bytes,
+                ..
+            } = &mut *shard;
+            for (map, bytes) in [(young, young_bytes), (old, old_bytes)] {
+                map.retain(|key, value| {
+                    let key = key.as_slice();
+                    let keep = !doomed(key);
+                    if !keep {
+                        *bytes -= cost(key.len(), value.as_ref());
+                    }
+                    keep
+                });
+            }
+        }
+    }
+
     /// Forgets everything, completeness for good too: what the store
     /// holds is no longer known (a store write failed).
     pub fn invalidate(&self) {
@@ -282,6 +308,22 @@ mod tests {
         assert_eq!(cache.get(b"a"), None);
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses, stats.bytes), (3, 2, 0));
+    }
+
+    #[test]
+    fn forgets_only_doomed_keys_and_stays_complete() {
+        let cache = RecordCache::new(1 << 20);
+        cache.mark_complete();
+        for key in [&b"a1"[..], b"a2", b"b1"] {
+            cache.put(key, value(4));
+        }
+        let held = cache.stats().bytes;
+        cache.forget(|key| key.starts_with(b"a"));
+        // Complete: a forgotten key is known to have no record now.
+        assert_eq!(cache.get(b"a1"), Some(None));
+        assert_eq!(cache.get(b"b1"), Some(value(4)));
+        assert_eq!(cache.stats().bytes, held / 3);
+        assert_eq!(cache.stats().complete_shards, RECORD_CACHE_SHARDS);
     }
 
     #[test]

@@ -32,7 +32,7 @@
 
 use super::stage::{Generation, decode_log, encode_log, merge_scan, staged_range};
 use super::stage_log::StageLog;
-use super::{BatchOp, Entries, Space, Store, StoreError};
+use super::{BatchOp, Doomed, Entries, Space, Store, StoreError};
 use crate::limits::{
     DATA_L0_TABLES_COMPACTED, DATA_L0_TABLES_STALL, INGEST_STALL_WAIT_MS, STAGE_GENERATION_BYTES,
     STAGE_IDLE, STAGE_IDLE_INGEST_BYTES_MIN, STAGE_LOG_BYTES_MAX,
@@ -582,9 +582,9 @@ impl Store for FjallStore {
 
     /// Ingests what is staged, so that no log file holds a write from
     /// before the flush, then writes one table of tombstones per keyspace
-    /// covering every key it holds (the caller keeps writes out
+    /// covering every doomed key it holds (the caller keeps writes out
     /// meanwhile). See the module doc for why not fjall's `clear`.
-    fn clear(&self) -> Result<(), StoreError> {
+    fn clear(&self, doomed: &Doomed<'_>) -> Result<(), StoreError> {
         self.ingest_staged()?;
         let _turn = lock(&self.ingesting);
         let active = lock(&self.active);
@@ -593,18 +593,20 @@ impl Store for FjallStore {
                 "FLUSHALL raced a write: staged writes remain".into(),
             ));
         }
-        for keyspace in [&self.data, &self.expiry] {
+        for (space, keyspace) in [(Space::Data, &self.data), (Space::Expiry, &self.expiry)] {
             // The iterator reads a snapshot: the tombstones are streamed
             // into the ingestion, never held as a list of every key.
-            let mut keys = keyspace.iter().peekable();
+            let mut keys = keyspace
+                .iter()
+                .map(|guard| guard.key().map_err(engine))
+                .filter(|key| key.as_ref().map_or(true, |k| doomed(space, k)))
+                .peekable();
             if keys.peek().is_none() {
                 continue;
             }
             let mut ingestion = keyspace.start_ingestion().map_err(engine)?;
-            for guard in keys {
-                ingestion
-                    .write_tombstone(guard.key().map_err(engine)?)
-                    .map_err(engine)?;
+            for key in keys {
+                ingestion.write_tombstone(key?).map_err(engine)?;
             }
             ingestion.finish().map_err(engine)?;
         }
@@ -798,7 +800,7 @@ mod tests {
         let all = store.scan(Space::Data, b"", None, 10).expect("scan");
         assert_eq!(all, vec![(b"x".to_vec(), b"1".to_vec())]);
         store.apply(&[put(b"y", b"1")]).expect("apply");
-        store.clear().expect("clear");
+        store.clear(&|_, _| true).expect("clear");
         assert_eq!(store.get(Space::Data, b"y").expect("get"), None);
         assert_eq!(
             store.scan(Space::Data, b"", None, 10).expect("scan"),
@@ -807,6 +809,39 @@ mod tests {
         drop(store);
         let store = FjallStore::open(dir.path()).expect("reopen");
         assert_eq!(store.get(Space::Data, b"y").expect("get"), None);
+    }
+
+    // Proves a clear removes only the doomed entries, staged or stored,
+    // of each keyspace, and the rest survive a restart (FLUSHDB).
+    #[test]
+    fn a_clear_removes_only_doomed_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let expiry = |key: &[u8]| BatchOp::put(Space::Expiry, key.to_vec(), b"t".to_vec());
+        let store = FjallStore::open(dir.path()).expect("open");
+        store
+            .apply(&[
+                put(b"a1", b"1"),
+                put(b"b1", b"1"),
+                expiry(b"a1"),
+                expiry(b"b1"),
+            ])
+            .expect("apply");
+        store.checkpoint().expect("checkpoint");
+        store
+            .apply(&[put(b"a2", b"2"), put(b"b2", b"2")])
+            .expect("apply");
+        store.clear(&|_, key| key.starts_with(b"a")).expect("clear");
+        let keys = |store: &FjallStore, space| -> Vec<Vec<u8>> {
+            let rows = store.scan(space, b"", None, 10).expect("scan");
+            rows.into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(keys(&store, Space::Data), [b"b1", b"b2"]);
+        assert_eq!(keys(&store, Space::Expiry), [b"b1"]);
+        store.checkpoint().expect("checkpoint");
+        drop(store);
+        let store = FjallStore::open(dir.path()).expect("reopen");
+        assert_eq!(keys(&store, Space::Data), [b"b1", b"b2"]);
+        assert_eq!(keys(&store, Space::Expiry), [b"b1"]);
     }
 
     // Proves writes after a FLUSHALL survive a clean restart (a checkpoint
@@ -822,7 +857,7 @@ mod tests {
             .apply(&[put(b"old", b"1"), expiry(b"old")])
             .expect("apply");
         store.checkpoint().expect("checkpoint");
-        store.clear().expect("clear");
+        store.clear(&|_, _| true).expect("clear");
         store
             .apply(&[put(b"new", b"2"), expiry(b"new")])
             .expect("apply");
@@ -856,7 +891,7 @@ mod tests {
             store
                 .apply(&[put(&round.to_be_bytes(), b"v")])
                 .expect("apply");
-            store.clear().expect("clear");
+            store.clear(&|_, _| true).expect("clear");
         }
         store.apply(&[put(b"last", b"v")]).expect("apply");
         store.checkpoint().expect("checkpoint");

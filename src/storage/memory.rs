@@ -2,7 +2,7 @@
 //! what was synced apart from what was only applied, so a simulated crash
 //! ([`MemoryStore::crash`]) loses exactly what a real one could.
 
-use super::{BatchOp, Entries, Space, Store, StoreError};
+use super::{BatchOp, Doomed, Entries, Space, Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 
 type Map = BTreeMap<(Space, Vec<u8>), Vec<u8>>;
@@ -17,8 +17,8 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     data: Map,
-    /// Ops applied since the last sync, oldest first (`None`: a clear).
-    unsynced: Vec<Option<BatchOp>>,
+    /// Ops applied since the last sync, oldest first.
+    unsynced: Vec<BatchOp>,
     /// The data as of the last sync.
     synced: Map,
     meta: HashMap<String, Vec<u8>>,
@@ -42,23 +42,14 @@ impl MemoryStore {
     }
 }
 
-fn apply_to(map: &mut Map, op: Option<BatchOp>) {
-    match op {
-        Some(BatchOp {
-            space,
-            key,
-            value: Some(value),
-        }) => {
-            map.insert((space, key), value.to_vec());
+fn apply_to(map: &mut Map, op: BatchOp) {
+    match op.value {
+        Some(value) => {
+            map.insert((op.space, op.key), value.to_vec());
         }
-        Some(BatchOp {
-            space,
-            key,
-            value: None,
-        }) => {
-            map.remove(&(space, key));
+        None => {
+            map.remove(&(op.space, op.key));
         }
-        None => map.clear(),
     }
 }
 
@@ -70,17 +61,21 @@ impl Store for MemoryStore {
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StoreError> {
         let mut inner = self.lock();
         for op in ops {
-            apply_to(&mut inner.data, Some(op.clone()));
-            inner.unsynced.push(Some(op.clone()));
+            apply_to(&mut inner.data, op.clone());
+            inner.unsynced.push(op.clone());
         }
         Ok(())
     }
 
-    fn clear(&self) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        inner.data.clear();
-        inner.unsynced.push(None);
-        Ok(())
+    fn clear(&self, doomed: &Doomed<'_>) -> Result<(), StoreError> {
+        let deletes: Vec<BatchOp> = self
+            .lock()
+            .data
+            .keys()
+            .filter(|(space, key)| doomed(*space, key))
+            .map(|(space, key)| BatchOp::delete(*space, key.clone()))
+            .collect();
+        self.apply(&deletes)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -157,7 +152,7 @@ mod tests {
             Some(b"1".to_vec())
         );
         assert_eq!(store.get(Space::Data, b"b").expect("get"), None);
-        store.clear().expect("clear");
+        store.clear(&|_, _| true).expect("clear");
         store.sync().expect("sync");
         store.crash();
         assert_eq!(

@@ -37,11 +37,18 @@ use thiserror::Error;
 /// staged writes a release that reads only format 1 would not see.
 /// Format 3 moved that log to files in `stage/`, which a release of
 /// format 2 would not see either.
-pub const DATA_FORMAT: u32 = 3;
+/// Format 4 holds the keys of Redis's logical databases (`crate::db`),
+/// which a release of format 3 would show as database 0's.
+pub const DATA_FORMAT: u32 = 4;
+
+/// The first format with logical databases: in an older directory, a
+/// database-0 key that starts with `crate::db::ESCAPE` was stored as it
+/// is, and would now be read as another database's.
+const DATA_FORMAT_DATABASES: u32 = 4;
 
 /// Formats this build reads. A directory of an older one is marked as
 /// [`DATA_FORMAT`] when opened: from then on its log may hold writes.
-const DATA_FORMATS_READ: [u32; 3] = [1, 2, DATA_FORMAT];
+const DATA_FORMATS_READ: [u32; 4] = [1, 2, 3, DATA_FORMAT];
 
 /// Errors from a store.
 #[derive(Debug, Error)]
@@ -154,11 +161,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Entries, StoreError>;
 
-    /// Removes every entry of every keyspace but meta (FLUSHALL).
+    /// Removes the entries of every keyspace but meta for which `doomed`
+    /// holds (FLUSHALL: all of them; FLUSHDB: one database's), as one
+    /// change: after a crash, all of them are gone or none.
     ///
     /// # Errors
     /// [`StoreError::Engine`] when the engine fails.
-    fn clear(&self) -> Result<(), StoreError>;
+    fn clear(&self, doomed: &Doomed<'_>) -> Result<(), StoreError>;
 
     /// Reads a meta entry (node id, partition count, format).
     ///
@@ -183,6 +192,9 @@ pub trait Store: Send + Sync + 'static {
     /// Bytes the store occupies on disk (0 for memory).
     fn disk_bytes(&self) -> u64;
 }
+
+/// Which entries [`Store::clear`] removes: the keyspace and key of each.
+pub type Doomed<'a> = dyn Fn(Space, &[u8]) -> bool + 'a;
 
 /// What a data directory was created with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,9 +244,6 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
                     "format {format} is not readable by this release (reads {DATA_FORMATS_READ:?})"
                 )));
             }
-            if format != DATA_FORMAT {
-                store.meta_put("format", &DATA_FORMAT.to_be_bytes())?;
-            }
             let read_u64 = |name: &'static str| -> Result<u64, StoreError> {
                 let bytes = store.meta_get(name)?.ok_or_else(|| bad(name))?;
                 Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| bad(name))?))
@@ -242,15 +251,45 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
             let partitions = store
                 .meta_get("partitions")?
                 .ok_or_else(|| bad("partitions"))?;
-            Ok(Meta {
+            let meta = Meta {
                 node_id: read_u64("node_id")?,
                 dot_id: read_u64("dot_id")?,
                 partitions: u32::from_be_bytes(
                     partitions.try_into().map_err(|_| bad("partitions"))?,
                 ),
-            })
+            };
+            if format < DATA_FORMAT_DATABASES {
+                refuse_escaped_keys(store, meta.partitions)?;
+            }
+            if format != DATA_FORMAT {
+                store.meta_put("format", &DATA_FORMAT.to_be_bytes())?;
+            }
+            Ok(meta)
         }
     }
+}
+
+/// Refuses a directory from before logical databases that holds a key
+/// starting with `crate::db::ESCAPE`: one seek per partition.
+fn refuse_escaped_keys(store: &dyn Store, partitions: u32) -> Result<(), StoreError> {
+    for partition in 0..partitions {
+        let partition = partition as u16;
+        let from = storage_key(partition, &[crate::db::ESCAPE]);
+        let end = partition_end(partition);
+        if !store
+            .scan(Space::Data, &from, end.as_ref().map(|e| &e[..]), 1)?
+            .is_empty()
+        {
+            return Err(StoreError::Incompatible(format!(
+                "this directory (format {}) holds keys that start with byte 0x{:02X}, which \
+                 this release reads as another logical database's: copy the data out with \
+                 the release that wrote it",
+                DATA_FORMAT_DATABASES - 1,
+                crate::db::ESCAPE
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Gives the node a new dot id and records it. After FLUSHALL the node's
@@ -325,6 +364,23 @@ mod tests {
         store
             .meta_put("format", &(DATA_FORMAT + 1).to_be_bytes())
             .expect("meta");
+        assert!(matches!(
+            load_or_init_meta(&store, 64),
+            Err(StoreError::Incompatible(_))
+        ));
+    }
+
+    #[test]
+    fn a_directory_from_before_databases_with_escaped_keys_is_refused() {
+        let store = MemoryStore::new();
+        load_or_init_meta(&store, 64).expect("new meta");
+        let old = (DATA_FORMAT_DATABASES - 1).to_be_bytes();
+        store.meta_put("format", &old).expect("meta");
+        let put = |key: &[u8]| BatchOp::put(Space::Data, storage_key(63, key), b"r".to_vec());
+        store.apply(&[put(b"plain")]).expect("apply");
+        load_or_init_meta(&store, 64).expect("no escaped key: read");
+        store.meta_put("format", &old).expect("meta");
+        store.apply(&[put(b"\xffk")]).expect("apply");
         assert!(matches!(
             load_or_init_meta(&store, 64),
             Err(StoreError::Incompatible(_))

@@ -127,18 +127,26 @@ pub fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
     ])
 }
 
-/// SELECT: only database 0. The cluster has one keyspace, as Redis Cluster
-/// has, and answers other indexes with Redis Cluster's error (README.md,
-/// "What differs from Redis").
-pub fn select(args: &[Bytes]) -> Reply {
-    match int_arg(&args[1]) {
-        Ok(0) => Reply::OK,
-        // Redis parses the index as a C int first (getIntFromObjectOrReply).
-        Ok(n) if i32::try_from(n).is_err() => {
-            Reply::error("ERR value is out of range, value must between -2147483648 and 2147483647")
+/// SELECT: one of Redis's 16 logical databases (`crate::db`), in a
+/// cluster as on one node.
+pub fn select(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Reply {
+    match db_arg(&args[1]) {
+        Ok(db) => {
+            ctx.session.select(db);
+            Reply::OK
         }
-        Ok(_) => Reply::error("ERR SELECT is not allowed in cluster mode"),
-        Err(e) => e,
+        Err(reply) => reply,
+    }
+}
+
+/// A database index argument as Redis checks it (SELECT, MOVE, COPY DB,
+/// SWAPDB): a C int first (`getIntFromObjectOrReply`), then in range.
+pub fn db_arg(arg: &[u8]) -> Result<u8, Reply> {
+    match int_arg(arg)? {
+        n if i32::try_from(n).is_err() => Err(Reply::error(
+            "ERR value is out of range, value must between -2147483648 and 2147483647",
+        )),
+        n => crate::db::index(n).ok_or_else(|| Reply::error("ERR DB index is out of range")),
     }
 }
 
@@ -149,6 +157,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> Reply {
     session.unwatch();
     session.protocol = Protocol::Resp2;
     session.authenticated = ctx.shared.config().requirepass.is_none();
+    session.select(0);
     session.info.update(|s| {
         s.name = Bytes::new();
         s.protocol = Protocol::Resp2;

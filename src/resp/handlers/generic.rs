@@ -1,11 +1,12 @@
 //! Keyspace commands (Redis's "generic" group): KEYS, SCAN, RANDOMKEY,
-//! RENAME, RENAMENX, COPY, TOUCH, FLUSHALL/FLUSHDB, and the expiry
+//! RENAME, RENAMENX, COPY, MOVE, TOUCH, FLUSHALL/FLUSHDB, and the expiry
 //! commands EXPIRE*, TTL, PTTL, EXPIRETIME, PEXPIRETIME, PERSIST.
 //!
 //! Keys are walked partition by partition, in partition-id then key
 //! order, through the coordinator: the same walk serves a cluster, where
 //! each partition is read from one live replica.
 
+use super::connection::db_arg;
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
 use crate::coordinator::{
     Change, Condition, ExpireWhen, Expiry, ReadOptions, WriteOp, WriteOptions,
@@ -51,8 +52,13 @@ async fn partition_slice(
     }
 }
 
-fn live_keys(records: Vec<(Bytes, Record)>, now: u64) -> impl Iterator<Item = (Bytes, Record)> {
-    records.into_iter().filter(move |(_, r)| is_live(r, now))
+/// The client keys of `records` that are in database `db` and hold a
+/// live value.
+fn live_keys(records: Vec<(Bytes, Record)>, db: u8, now: u64) -> impl Iterator<Item = Bytes> {
+    records
+        .into_iter()
+        .filter(move |(_, r)| is_live(r, now))
+        .filter_map(move |(k, _)| crate::db::client_key(db, &k))
 }
 
 pub async fn keys(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
@@ -65,9 +71,9 @@ pub async fn keys(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
             Err(reply) => return reply,
         };
         out.extend(
-            live_keys(records, now)
-                .filter(|(k, _)| glob_match(pattern, k, false))
-                .map(|(k, _)| Reply::Bulk(k)),
+            live_keys(records, ctx.session.db, now)
+                .filter(|k| glob_match(pattern, k, false))
+                .map(Reply::Bulk),
         );
     }
     Reply::Array(out)
@@ -145,7 +151,7 @@ pub async fn scan(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 Err(reply) => return reply,
             };
         examined += records.len();
-        keys.extend(live_keys(records, now).map(|(k, _)| k));
+        keys.extend(live_keys(records, ctx.session.db, now));
         if more {
             skip += SCAN_PARTITION_RECORDS_MAX;
             break;
@@ -175,7 +181,7 @@ pub async fn randomkey(ctx: &Ctx<'_>) -> Reply {
             Ok((records, _)) => records,
             Err(reply) => return reply,
         };
-        let live: Vec<Bytes> = live_keys(records, now).map(|(k, _)| k).collect();
+        let live: Vec<Bytes> = live_keys(records, ctx.session.db, now).collect();
         if !live.is_empty() {
             let pick = (crate::random::random_u64() % live.len() as u64) as usize;
             return Reply::Bulk(live[pick].clone());
@@ -214,13 +220,14 @@ fn winner(record: Option<&Record>, now: u64) -> Option<(Bytes, Option<u64>)> {
     Some((value, sibling.expire_at_ms))
 }
 
-/// RENAME, RENAMENX and COPY: write the source's value (and expiry) to
-/// the destination. Read-modify-write at the coordinator: a write to the
-/// source between the read and the copy is not carried over.
+/// RENAME, RENAMENX, COPY and MOVE: write the source's value (and
+/// expiry) to the destination `dst` in database `dst_db`. Read-modify-write
+/// at the coordinator: a write to the source between the read and the copy
+/// is not carried over.
 async fn copy_value(
     ctx: &Ctx<'_>,
     src: &Bytes,
-    dst: &Bytes,
+    (dst_db, dst): (u8, &Bytes),
     replace: bool,
     delete_src: bool,
 ) -> Result<bool, Reply> {
@@ -236,12 +243,20 @@ async fn copy_value(
     if !replace {
         put.condition = Condition::IfAbsent;
     }
+    let (src, dst) = (ctx.session.key(src), crate::db::namespaced(dst_db, dst));
     let mut writes = vec![(dst.clone(), put)];
     if delete_src && src != dst {
-        writes.push((src.clone(), WriteOp::delete()));
+        writes.push((src, WriteOp::delete()));
     }
+    check_keys(writes.iter().map(|(k, _)| k))?;
     // All or nothing: RENAMENX onto an existing key must keep the source.
-    let written = write(ctx, writes, true).await?;
+    let options = WriteOptions {
+        all_or_nothing: true,
+        ..WriteOptions::default()
+    };
+    let written = super::write_namespaced(ctx, writes, options)
+        .await
+        .map_err(|e| coordinator_error(&e))?;
     // Empty when a declining write cancelled the batch; a lone write that
     // declined comes back with no current record.
     Ok(!written.is_empty() && written.iter().all(|w| w.current.is_some()))
@@ -263,7 +278,7 @@ pub async fn rename(ctx: &Ctx<'_>, args: &[Bytes], nx: bool) -> Reply {
             Err(reply) => reply,
         };
     }
-    match copy_value(ctx, src, dst, !nx, true).await {
+    match copy_value(ctx, src, (ctx.session.db, dst), !nx, true).await {
         Ok(done) if nx => Reply::Integer(i64::from(done)),
         Ok(_) => Reply::OK,
         Err(reply) => reply,
@@ -272,16 +287,15 @@ pub async fn rename(ctx: &Ctx<'_>, args: &[Bytes], nx: bool) -> Reply {
 
 pub async fn copy(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     let (src, dst) = (&args[1], &args[2]);
-    let mut replace = false;
+    let (mut replace, mut dst_db) = (false, ctx.session.db);
     let mut j = 3;
     while j < args.len() {
         let option = args[j].to_ascii_uppercase();
         match (option.as_slice(), args.get(j + 1)) {
             (b"REPLACE", _) => replace = true,
             (b"DB", Some(db)) => {
-                match int_arg(db) {
-                    Ok(0) => {}
-                    Ok(_) => return Reply::error("ERR DB index is out of range"),
+                match db_arg(db) {
+                    Ok(db) => dst_db = db,
                     Err(reply) => return reply,
                 }
                 j += 1;
@@ -290,14 +304,36 @@ pub async fn copy(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         }
         j += 1;
     }
-    if src == dst {
-        return Reply::error("ERR source and destination objects are the same");
+    if src == dst && dst_db == ctx.session.db {
+        return same_object();
     }
-    match copy_value(ctx, src, dst, replace, false).await {
+    match copy_value(ctx, src, (dst_db, dst), replace, false).await {
         Ok(done) => Reply::Integer(i64::from(done)),
         Err(Reply::Error(e)) if e == "ERR no such key" => Reply::Integer(0),
         Err(reply) => reply,
     }
+}
+
+/// MOVE key db: the key goes to database `db` with its expiry, unless
+/// that database holds the key already (Redis's moveCommand).
+pub async fn move_key(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+    let dst_db = match db_arg(&args[2]) {
+        Ok(db) => db,
+        Err(reply) => return reply,
+    };
+    if dst_db == ctx.session.db {
+        return same_object();
+    }
+    match copy_value(ctx, &args[1], (dst_db, &args[1]), false, true).await {
+        Ok(done) => Reply::Integer(i64::from(done)),
+        Err(Reply::Error(e)) if e == "ERR no such key" => Reply::Integer(0),
+        Err(reply) => reply,
+    }
+}
+
+/// Redis's `shared.sameobjecterr`.
+fn same_object() -> Reply {
+    Reply::error("ERR source and destination objects are the same")
 }
 
 pub async fn touch(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
@@ -310,13 +346,20 @@ pub async fn touch(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
-pub async fn flushall(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+/// FLUSHALL removes every database's keys, FLUSHDB the session's.
+pub async fn flush(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     match args.get(1).map(|a| a.to_ascii_uppercase()) {
         None => {}
         Some(mode) if args.len() == 2 && (mode == b"SYNC" || mode == b"ASYNC") => {}
         Some(_) => return syntax_error(),
     }
-    match ctx.shared.coordinator.flush_all().await {
+    let all = args[0].eq_ignore_ascii_case(b"flushall");
+    match ctx
+        .shared
+        .coordinator
+        .flush((!all).then_some(ctx.session.db))
+        .await
+    {
         Ok(()) => Reply::OK,
         Err(e) => coordinator_error(&e),
     }

@@ -37,7 +37,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
         Cmd::Echo => Reply::Bulk(args[1].clone()),
         Cmd::Hello => connection::hello(ctx, args),
         Cmd::Auth => connection::auth(ctx, args),
-        Cmd::Select => connection::select(args),
+        Cmd::Select => connection::select(ctx, args),
         Cmd::Quit => {
             ctx.session.closing = true;
             Reply::OK
@@ -48,7 +48,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
         Cmd::Config => server::config(ctx, args),
         Cmd::Info => server::info(ctx, args).await,
         Cmd::Dbsize => match ctx.shared.coordinator.key_counts().await {
-            Ok(counts) => Reply::Integer(counts.keys as i64),
+            Ok(counts) => Reply::Integer(counts.dbs[usize::from(ctx.session.db)].keys as i64),
             Err(e) => coordinator_error(&e),
         },
         Cmd::Time => server::time(),
@@ -82,8 +82,9 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
         Cmd::Rename => generic::rename(ctx, args, false).await,
         Cmd::Renamenx => generic::rename(ctx, args, true).await,
         Cmd::Copy => generic::copy(ctx, args).await,
+        Cmd::Move => generic::move_key(ctx, args).await,
         Cmd::Touch => generic::touch(ctx, args).await,
-        Cmd::Flushall => generic::flushall(ctx, args).await,
+        Cmd::Flushall => generic::flush(ctx, args).await,
         Cmd::Expire => generic::expire(ctx, args, TimeUnit::Seconds, "expire").await,
         Cmd::Pexpire => generic::expire(ctx, args, TimeUnit::Millis, "pexpire").await,
         Cmd::Expireat => generic::expire(ctx, args, TimeUnit::UnixSeconds, "expireat").await,
@@ -162,7 +163,8 @@ pub fn check_keys<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), R
     }
 }
 
-/// Every client read of keys goes through here: with keys WATCHed, a read
+/// Every client read of keys goes through here: the keys are the
+/// session's database's (`Session::key`). With keys WATCHed, a read
 /// that returns one of them in another state than WATCH saw marks the
 /// session, and its EXEC aborts. Without that, a GET served by replicas
 /// that had not yet seen a write WATCH had seen returned an older value,
@@ -176,6 +178,7 @@ pub async fn read(
     keys: Vec<Bytes>,
     options: ReadOptions,
 ) -> Result<Vec<Option<Record>>, CoordinatorError> {
+    let keys = keys.iter().map(|k| ctx.session.key(k)).collect();
     let coordinator = &ctx.shared.coordinator;
     let watched = &ctx.session.watched;
     if watched.is_empty() {
@@ -201,13 +204,31 @@ pub async fn read(
     Ok(records)
 }
 
-/// Every client write goes through here: inside an EXEC, the first write
-/// of each WATCHed key carries [`Condition::Unchanged`], and a refusal
-/// marks the transaction broken (EXEC then answers the null array).
+/// Every client write goes through here, with client keys of the
+/// session's database: see [`write_namespaced`].
 ///
 /// # Errors
 /// The coordinator's.
 pub async fn write(
+    ctx: &Ctx<'_>,
+    writes: Vec<(Bytes, WriteOp)>,
+    options: WriteOptions,
+) -> Result<Vec<Written>, CoordinatorError> {
+    let writes = writes
+        .into_iter()
+        .map(|(key, op)| (ctx.session.key(&key), op))
+        .collect();
+    write_namespaced(ctx, writes, options).await
+}
+
+/// Writes of namespaced keys (`crate::db`: MOVE and COPY ... DB write
+/// another database's): inside an EXEC, the first write of each WATCHed
+/// key carries [`Condition::Unchanged`], and a refusal marks the
+/// transaction broken (EXEC then answers the null array).
+///
+/// # Errors
+/// The coordinator's.
+pub async fn write_namespaced(
     ctx: &Ctx<'_>,
     mut writes: Vec<(Bytes, WriteOp)>,
     options: WriteOptions,

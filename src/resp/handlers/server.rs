@@ -527,16 +527,21 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     if wanted("cluster") {
         // Redis Cluster's field: 0, as Redis prints outside Redis Cluster.
         // dynokv's own cluster is in `# Dynamo`; it speaks no Cluster bus.
-        section("Cluster", vec![("cluster_enabled", "0".to_owned())]);
+        dynamic("Cluster", vec![("cluster_enabled".into(), "0".into())]);
     }
     if wanted("keyspace") {
-        let fields = if counts.keys > 0 {
-            let (keys, expires) = (counts.keys, counts.expires);
-            vec![("db0", format!("keys={keys},expires={expires},avg_ttl=0"))]
-        } else {
-            Vec::new()
-        };
-        section("Keyspace", fields);
+        let fields: Vec<(String, String)> = (0..)
+            .zip(counts.dbs)
+            .filter(|(_, db)| db.keys > 0)
+            .map(|(at, db)| {
+                let (keys, expires) = (db.keys, db.expires);
+                (
+                    format!("db{at}"),
+                    format!("keys={keys},expires={expires},avg_ttl=0"),
+                )
+            })
+            .collect();
+        dynamic("Keyspace", fields);
     }
     if wanted("dynamo") {
         section("Dynamo", coordinator.info().fields);
