@@ -147,12 +147,15 @@ pub fn reset(ctx: &mut Ctx<'_>) -> Reply {
     session.multi = None;
     session.multi_failed = false;
     session.unwatch();
+    // Leaves MONITOR mode: the RESET itself is shown to the other monitors.
+    session.monitor = None;
     session.protocol = Protocol::Resp2;
     session.authenticated = ctx.shared.config().requirepass.is_none();
     session.info.update(|s| {
         s.name = Bytes::new();
         s.protocol = Protocol::Resp2;
         s.multi = -1;
+        s.monitor = false;
     });
     Reply::Simple("RESET")
 }
