@@ -42,7 +42,7 @@ ping echo hello auth select quit reset
 client:setname,getname,id,setinfo,info,list,kill,tracking,trackinginfo,getredir,pause,unpause,unblock,no-evict,reply
 command:count,info,docs,list,getkeys,getkeysandflags
 config:get,set,resetstat,rewrite
-info dbsize time get set del unlink exists mget mset type multi exec discard
+info dbsize time monitor get set del unlink exists mget mset type multi exec discard
 watch unwatch setex psetex getex expire pexpire expireat pexpireat ttl pttl
 expiretime pexpiretime persist setnx msetnx getset getdel append strlen
 setrange getrange substr keys scan randomkey rename renamenx copy move touch

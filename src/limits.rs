@@ -57,6 +57,15 @@ pub const REPLY_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// a round are sent together.
 pub const PIPELINE_BATCH_COMMANDS_MAX: usize = 1024;
 
+/// MONITOR lines queued for one monitoring client and not yet taken into
+/// its output. A monitor that falls this far behind is disconnected, as
+/// Redis disconnects a client past its `client-output-buffer-limit`
+/// (Redis's pubsub class has a 32 MB hard limit; its normal class, which
+/// monitors belong to, has none, which we cannot afford). One line larger
+/// than this is still taken into an empty queue, so a single large
+/// command does not cut off a monitor that keeps up.
+pub const MONITOR_QUEUE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 /// Commands queued between MULTI and EXEC on one connection.
 pub const MULTI_QUEUE_LEN_MAX: usize = 100_000;
 

@@ -39,6 +39,7 @@ pub enum Cmd {
     Info,
     Dbsize,
     Time,
+    Monitor,
     // strings and keys
     Get,
     Set,
@@ -110,6 +111,7 @@ const IMPLEMENTED: &[(&str, Cmd)] = &[
     ("info", Cmd::Info),
     ("dbsize", Cmd::Dbsize),
     ("time", Cmd::Time),
+    ("monitor", Cmd::Monitor),
     ("get", Cmd::Get),
     ("set", Cmd::Set),
     ("del", Cmd::Del),
@@ -301,9 +303,11 @@ enum Plain {
 fn plain(session: &Session, args: &[Bytes]) -> Option<Plain> {
     // A session with WATCHed keys reads through the handlers, which note
     // a read of a watched key (`handlers::read`).
+    // A monitor's GET and SET are refused, by `execute`.
     if session.multi.is_some()
         || !session.authenticated
         || !session.watched.is_empty()
+        || session.monitor.is_some()
         || args.get(1)?.len() > KEY_BYTES_MAX
     {
         return None;
@@ -355,6 +359,9 @@ pub async fn execute_next(
     });
     let coordinator = &shared.coordinator;
     let count = run.len();
+    // Each command of the batch is its own MONITOR line, shown once the
+    // batch ran; the clone (reference counts) only while someone monitors.
+    let shown = shared.monitors.active().then(|| run.clone());
     let outcome = match kind {
         Plain::Get => {
             let keys = run.iter().map(|a| session.key(&a[1])).collect();
@@ -399,6 +406,9 @@ pub async fn execute_next(
     shared
         .stats
         .record_calls(command.meta, count as u64, started.elapsed(), failed);
+    for args in shown.iter().flatten() {
+        show_to_monitors(shared, session, command.meta, args);
+    }
     replies
 }
 
@@ -407,6 +417,36 @@ fn writes(meta: &CommandMeta) -> bool {
     meta.flags
         .iter()
         .any(|f| matches!(*f, "write" | "may_replicate"))
+}
+
+/// Whether `meta` reads or writes keys: what a MONITOR client may not run
+/// (Redis's check of a replica: read, write or may-replicate commands).
+fn touches_keyspace(meta: &CommandMeta) -> bool {
+    writes(meta) || meta.flags.contains(&"readonly")
+}
+
+/// Redis 7's reply to a MONITOR client's command that touches keys: to
+/// Redis a monitor is a replica, and a replica may not.
+const MONITOR_KEYSPACE_ERROR: &str = "ERR Replica can't interact with the keyspace";
+
+/// Shows a command that ran to the MONITOR clients, as Redis's `call()`
+/// does once it ran one (queued commands when EXEC runs them): with its
+/// secrets redacted, and never an `admin` (CONFIG, CLIENT LIST, MONITOR
+/// ...) or `skip_monitor` command. Commands refused before they ran
+/// (unknown, arity, NOAUTH, LOADING) and commands queued by MULTI are not
+/// shown. Costs one atomic load while nobody monitors.
+fn show_to_monitors(shared: &Shared, session: &Session, meta: &CommandMeta, args: &[Bytes]) {
+    if !shared.monitors.active()
+        || meta
+            .flags
+            .iter()
+            .any(|f| matches!(*f, "admin" | "skip_monitor"))
+    {
+        return;
+    }
+    shared
+        .monitors
+        .feed(usize::from(session.db), session.info.addr, &redacted(args));
 }
 
 /// The error a command without the `loading` flag gets while the node
@@ -459,13 +499,23 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
     if shared.loading() && !command.meta.flags.contains(&"loading") {
         return reject(session, command.cmd, Reply::error(LOADING_ERROR));
     }
-    let exec_writes = command.cmd == Cmd::Exec
-        && session.multi.as_ref().is_some_and(|queue| {
-            queue
-                .iter()
-                .any(|q| lookup(&q[0]).is_some_and(|c| writes(queued_meta(c, q))))
-        });
-    shared.pause.wait(exec_writes || writes(command.meta)).await;
+    let exec_queued = |test: fn(&CommandMeta) -> bool| {
+        command.cmd == Cmd::Exec
+            && session.multi.as_ref().is_some_and(|queue| {
+                queue
+                    .iter()
+                    .any(|q| lookup(&q[0]).is_some_and(|c| test(queued_meta(c, q))))
+            })
+    };
+    if session.monitor.is_some() {
+        if touches_keyspace(command.meta) || exec_queued(touches_keyspace) {
+            return reject(session, command.cmd, Reply::error(MONITOR_KEYSPACE_ERROR));
+        }
+    } else {
+        // Redis never pauses a monitor (a replica to Redis).
+        let exec_writes = exec_queued(writes);
+        shared.pause.wait(exec_writes || writes(command.meta)).await;
+    }
     if let Some(queue) = &mut session.multi
         && !matches!(
             command.cmd,
@@ -487,7 +537,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
         command.cmd,
         Cmd::Multi | Cmd::Watch | Cmd::Unwatch | Cmd::Discard | Cmd::Exec
     ) {
-        return run(shared, session, command, args).await;
+        return run(shared, session, command, &args).await;
     }
     // The transaction commands run here, not in `run`: they change the
     // session's MULTI state, which `run` (also used by EXEC) must not.
@@ -499,6 +549,7 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
         started.elapsed(),
         u64::from(reply.is_error()),
     );
+    show_to_monitors(shared, session, command.meta, &args);
     reply
 }
 
@@ -577,16 +628,18 @@ async fn transaction(
                 broken: false,
             };
             let mut replies = Vec::with_capacity(queue.len());
+            session.in_exec = true;
             for queued in queue {
                 // Queued commands passed lookup and arity when queued.
                 if let Some(mut queued_command) = lookup(&queued[0]) {
                     queued_command.meta = queued_meta(queued_command, &queued);
-                    replies.push(run(shared, session, queued_command, queued).await);
+                    replies.push(run(shared, session, queued_command, &queued).await);
                 }
                 if session.exec_watch().broken {
                     break;
                 }
             }
+            session.in_exec = false;
             let exec = std::mem::take(&mut *session.exec_watch());
             if exec.broken {
                 return Reply::NilArray;
@@ -672,7 +725,7 @@ fn end_multi(session: &mut Session) -> Option<Vec<Vec<Bytes>>> {
     session.multi.take()
 }
 
-async fn run(shared: &Shared, session: &mut Session, command: Command, args: Vec<Bytes>) -> Reply {
+async fn run(shared: &Shared, session: &mut Session, command: Command, args: &[Bytes]) -> Reply {
     let started = Instant::now();
     let reply = run_handler(shared, session, command, args).await;
     shared.stats.record_calls(
@@ -681,6 +734,7 @@ async fn run(shared: &Shared, session: &mut Session, command: Command, args: Vec
         started.elapsed(),
         u64::from(reply.is_error()),
     );
+    show_to_monitors(shared, session, command.meta, args);
     reply
 }
 
@@ -688,7 +742,7 @@ async fn run_handler(
     shared: &Shared,
     session: &mut Session,
     command: Command,
-    args: Vec<Bytes>,
+    args: &[Bytes],
 ) -> Reply {
     session.info.update(|s| {
         s.last_active = Instant::now();
@@ -701,7 +755,7 @@ async fn run_handler(
         return help(command.meta);
     }
     let mut ctx = handlers::Ctx { shared, session };
-    handlers::dispatch(&mut ctx, command, &args).await
+    handlers::dispatch(&mut ctx, command, args).await
 }
 
 #[cfg(test)]

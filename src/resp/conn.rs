@@ -3,6 +3,7 @@
 
 use super::command::execute_next;
 use super::frame::{Parsed, RequestParser};
+use super::monitor::Subscription;
 use super::reply::{Protocol, Reply};
 use super::server::Shared;
 use crate::limits::{PIPELINE_BATCH_COMMANDS_MAX, READ_BUFFER_BYTES, REPLY_BUFFER_BYTES_MAX};
@@ -56,6 +57,8 @@ pub struct ClientState {
     pub query_buffer: usize,
     /// The selected logical database (SELECT).
     pub db: u8,
+    /// In MONITOR mode.
+    pub monitor: bool,
 }
 
 impl ClientInfo {
@@ -76,6 +79,7 @@ impl ClientInfo {
                 multi: -1,
                 query_buffer: 0,
                 db: 0,
+                monitor: false,
             }),
             killed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -104,7 +108,13 @@ impl ClientInfo {
     /// The CLIENT LIST / CLIENT INFO line (without the newline).
     pub fn describe(&self, now: Instant) -> String {
         let s = self.state();
-        let flags = if s.multi >= 0 { "x" } else { "N" };
+        // Redis's flags: O for a monitor, x in MULTI, N for none.
+        let flags = match (s.monitor, s.multi >= 0) {
+            (true, true) => "Ox",
+            (true, false) => "O",
+            (false, true) => "x",
+            (false, false) => "N",
+        };
         let resp = match s.protocol {
             Protocol::Resp2 => 2,
             Protocol::Resp3 => 3,
@@ -164,6 +174,13 @@ pub struct Session {
     pub reply_skip_this: bool,
     /// The next command's reply is not sent (set by CLIENT REPLY SKIP).
     pub reply_skip_next: bool,
+    /// In MONITOR mode: the lines waiting for this connection. A monitor
+    /// may not touch the keyspace, is never paused and never idles out,
+    /// as a Redis monitor (a replica to Redis) is not; RESET ends it.
+    pub monitor: Option<Subscription>,
+    /// EXEC is running the queued commands (Redis's `CLIENT_DENY_BLOCKING`:
+    /// MONITOR refuses to start).
+    pub in_exec: bool,
 }
 
 /// What an EXEC still guards: its first write of each WATCHed key is made
@@ -206,6 +223,8 @@ impl Session {
             reply_off: false,
             reply_skip_this: false,
             reply_skip_next: false,
+            monitor: None,
+            in_exec: false,
         }
     }
 
@@ -320,7 +339,11 @@ async fn run(
             || (!commands.is_empty() && broken.is_none() && !session.authenticated);
         while !commands.is_empty() {
             if shared.pause.active() && !output.is_empty() {
-                send(shared, writer, &mut output).await?;
+                send(shared, writer, &mut output, session.monitor.as_ref()).await?;
+            }
+            // Lines of commands that ran before this one go out before its reply.
+            if !take_monitor_lines(session, &mut output) {
+                return Ok(());
             }
             for reply in execute_next(shared, session, &mut commands).await {
                 count_errors(shared, &reply);
@@ -329,22 +352,25 @@ async fn run(
                 }
             }
             if session.closing {
-                return send(shared, writer, &mut output).await;
+                return send(shared, writer, &mut output, session.monitor.as_ref()).await;
             }
             if output.len() >= REPLY_BUFFER_BYTES_MAX {
-                send(shared, writer, &mut output).await?;
+                send(shared, writer, &mut output, session.monitor.as_ref()).await?;
             }
         }
         if let Some(text) = broken {
             let reply = Reply::Error(text);
             count_errors(shared, &reply);
             reply.encode(session.protocol, &mut output);
-            return send(shared, writer, &mut output).await;
+            return send(shared, writer, &mut output, session.monitor.as_ref()).await;
         }
         if more {
             continue;
         }
-        send(shared, writer, &mut output).await?;
+        if !take_monitor_lines(session, &mut output) {
+            return Ok(());
+        }
+        send(shared, writer, &mut output, session.monitor.as_ref()).await?;
         info.update(|s| s.query_buffer = input.len());
         if *shutdown.borrow() || info.killed.load(Ordering::SeqCst) {
             return Ok(());
@@ -362,12 +388,52 @@ async fn run(
             },
             () = crate::node::stopped(&mut shutdown) => return Ok(()),
             () = info.wake.notified() => {}
-            () = idle_expired(&mut timeout_secs, last_read) => {
+            () = monitor_ready(session.monitor.as_ref()) => {}
+            () = idle_expired(&mut timeout_secs, last_read), if session.monitor.is_none() => {
                 tracing::debug!(client = info.id, "closing an idle client (timeout)");
                 return Ok(());
             }
         }
         last_read = Instant::now();
+    }
+}
+
+/// Moves the MONITOR lines waiting for this connection, if it monitors,
+/// into `output`; false when it fell too far behind and must close (see
+/// [`super::monitor`]).
+///
+/// While CLIENT REPLY OFF or SKIP holds its replies the lines are dropped,
+/// as Redis drops them. Redis decides when it feeds a line, we when we
+/// take it: the same lines but for two of the monitor's own, the line of
+/// its CLIENT REPLY SKIP (which Redis shows) and that of the command after
+/// it (which Redis drops).
+fn take_monitor_lines(session: &Session, output: &mut BytesMut) -> bool {
+    let Some(monitor) = &session.monitor else {
+        return true;
+    };
+    let taken = if session.reply_off || session.reply_skip_this {
+        monitor.discard_lines()
+    } else {
+        monitor.take_lines(output)
+    };
+    match taken {
+        Ok(()) => true,
+        Err(lagged) => {
+            tracing::info!(
+                client = session.info.id,
+                "closing a MONITOR client: {lagged}"
+            );
+            false
+        }
+    }
+}
+
+/// Returns when a monitoring connection may have lines to send; never
+/// for any other.
+async fn monitor_ready(monitor: Option<&Subscription>) {
+    match monitor {
+        Some(monitor) => monitor.ready().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -411,15 +477,24 @@ async fn idle_expired(timeout_secs: &mut watch::Receiver<u64>, last_read: Instan
     }
 }
 
+/// Writes `output` to the client. A monitor's write is given up when it
+/// lags past its bound (its client may never read again).
 async fn send(
     shared: &Shared,
     writer: &mut WriteHalf,
     output: &mut BytesMut,
+    monitor: Option<&Subscription>,
 ) -> std::io::Result<()> {
     if output.is_empty() {
         return Ok(());
     }
-    writer.write_all(output).await?;
+    match monitor {
+        None => writer.write_all(output).await?,
+        Some(monitor) => tokio::select! {
+            written = writer.write_all(output) => written?,
+            lagged = monitor.lagged() => return Err(std::io::Error::other(lagged)),
+        },
+    }
     shared
         .stats
         .net_output_bytes

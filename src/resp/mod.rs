@@ -8,6 +8,8 @@
 //! - `command`: which commands we run; dispatch from name to handler.
 //! - `server`: the listener, shared state, client registry.
 //! - `pause`: CLIENT PAUSE: which commands wait, until when.
+//! - `monitor`: MONITOR: the line for each command run, queued for each
+//!   monitoring client, bounded.
 //! - `stats`: the counters INFO reports (commands, errors, latency).
 //! - `conn`: one client connection: read, execute in order, write once.
 //! - `handlers`: the commands, grouped as Redis groups them.
@@ -17,6 +19,7 @@ pub mod conn;
 pub mod frame;
 pub mod glob;
 mod handlers;
+pub mod monitor;
 pub mod pause;
 pub mod reply;
 pub mod server;

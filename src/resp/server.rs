@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use super::monitor::Monitors;
 use super::pause::Pause;
 pub use super::stats::Stats;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ pub struct Shared {
     pub stats: Stats,
     /// CLIENT PAUSE's state.
     pub pause: Pause,
+    /// The MONITOR clients and their queued lines.
+    pub monitors: Arc<Monitors>,
     /// CONFIG `timeout` in seconds (0: never). A watch, so that a client
     /// already waiting for input hears CONFIG SET, and one waiting with no
     /// timeout holds no timer.
@@ -115,6 +118,7 @@ impl Server {
             clients: Mutex::new(BTreeMap::new()),
             stats: Stats::default(),
             pause: Pause::default(),
+            monitors: Arc::default(),
             idle_timeout_secs,
             started: Instant::now(),
             run_id: run_id(),

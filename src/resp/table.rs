@@ -1154,6 +1154,15 @@ pub static COMMANDS: &[CommandMeta] = &[
         ..CommandMeta::EMPTY
     },
     CommandMeta {
+        name: "monitor", arity: 1, flags: &["admin", "noscript", "loading", "stale"], first_key: 0,
+        last_key: 0, step: 0, acl_categories: &["@admin", "@slow", "@dangerous"],
+        doc: Doc {
+            summary: "Listen for all requests received by the server in real time", since: "1.0.0",
+            group: "server", complexity: "", ..Doc::EMPTY
+        },
+        ..CommandMeta::EMPTY
+    },
+    CommandMeta {
         name: "get", arity: 2, flags: &["readonly", "fast"], first_key: 1, last_key: 1, step: 1,
         acl_categories: &["@read", "@string", "@fast"],
         key_specs: &[
@@ -2551,6 +2560,7 @@ mod tests {
         ("info", [0x4832d43d0d094e3f, 0x46955b6b6ee0978b, 0x9d960ab574364e1d, 0xe45e41ad91df193d]),
         ("dbsize", [0x03cc0f34ae1f9c44, 0x40b8c5d8f2585eb8, 0xec74f8ec211668f3, 0x1c6f0d464f7a588c]),
         ("time", [0x87bf69dd70d1a99a, 0x688bc95d1f2b7886, 0xcc445765fd8ff9d7, 0x53ab1db11be79950]),
+        ("monitor", [0x8a4ba6d3ee2ec543, 0xbd72b1d196b2d31f, 0x661903589899e650, 0x64481accec2fed18]),
         ("get", [0x1b0f23d9f44c3422, 0x3d2d00fff80819de, 0x4a173344d288b35e, 0xe2c2e3c6b2651b71]),
         ("set", [0xbe777ebc6891904e, 0xda0217380225709f, 0xa8ddfab8c5c5e51b, 0xfd915ba0ee73eb9e]),
         ("del", [0x9afdc2fed7c28a54, 0xd6147375772db654, 0xcd1fecc4177bc8c4, 0xe3148df708a6e1f8]),

@@ -155,6 +155,8 @@ pub fn reset(ctx: &mut Ctx<'_>) -> Reply {
     session.multi = None;
     session.multi_failed = false;
     session.unwatch();
+    // Leaves MONITOR mode: the RESET itself is shown to the other monitors.
+    session.monitor = None;
     session.protocol = Protocol::Resp2;
     session.authenticated = ctx.shared.config().requirepass.is_none();
     session.select(0);
@@ -162,6 +164,7 @@ pub fn reset(ctx: &mut Ctx<'_>) -> Reply {
         s.name = Bytes::new();
         s.protocol = Protocol::Resp2;
         s.multi = -1;
+        s.monitor = false;
     });
     Reply::Simple("RESET")
 }

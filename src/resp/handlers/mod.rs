@@ -52,6 +52,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
             Err(e) => coordinator_error(&e),
         },
         Cmd::Time => server::time(),
+        Cmd::Monitor => server::monitor(ctx),
         Cmd::Get => strings::get(ctx, args).await,
         Cmd::Set => strings::set(ctx, args).await,
         Cmd::Del | Cmd::Unlink => strings::del(ctx, args).await,

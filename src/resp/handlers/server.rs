@@ -1,4 +1,4 @@
-//! Server commands: COMMAND, CONFIG, INFO, TIME.
+//! Server commands: COMMAND, CONFIG, INFO, TIME, MONITOR.
 
 use super::{Ctx, syntax_error};
 use crate::config::Settings;
@@ -301,6 +301,22 @@ fn config_rewrite(ctx: &Ctx<'_>) -> Reply {
         Ok(()) => Reply::OK,
         Err(e) => Reply::error(format!("ERR Rewriting config file: {e}")),
     }
+}
+
+/// MONITOR, as Redis 7 answers it: `+OK`, then the connection gets a line
+/// for every command run on this node (see [`crate::resp::monitor`]).
+/// Refused while EXEC runs it; a second MONITOR gets no reply at all.
+pub fn monitor(ctx: &mut Ctx<'_>) -> Reply {
+    if ctx.session.in_exec {
+        return Reply::error("ERR MONITOR isn't allowed for DENY BLOCKING client");
+    }
+    if ctx.session.monitor.is_some() {
+        // Redis returns without a reply; empty raw bytes encode to nothing.
+        return Reply::Raw(Bytes::new());
+    }
+    ctx.session.monitor = Some(ctx.shared.monitors.subscribe());
+    ctx.session.info.update(|s| s.monitor = true);
+    Reply::OK
 }
 
 pub fn time() -> Reply {
