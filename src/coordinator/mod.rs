@@ -11,6 +11,7 @@ mod batches;
 mod cluster;
 mod local;
 mod ops;
+mod quorum;
 
 pub use cluster::{ClusterCoordinator, QuorumPolicy, Repair};
 pub use local::LocalCoordinator;
