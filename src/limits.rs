@@ -24,6 +24,11 @@ pub const KEY_BYTES_MAX: usize = 60 * 1024;
 /// database's prefix (`crate::db`, 2 bytes).
 pub const NAMESPACED_KEY_BYTES_MAX: usize = KEY_BYTES_MAX + 2;
 
+/// Times RENAME or MOVE reads its source again when the source changed
+/// between the read and its conditional delete (a racing writer or MOVE);
+/// a bound, far above what contention between a few clients needs.
+pub const MOVE_ATTEMPTS_MAX: usize = 64;
+
 /// Largest value (Redis's string limit).
 pub const VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
 

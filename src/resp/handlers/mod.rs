@@ -164,13 +164,8 @@ pub fn check_keys<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), R
     }
 }
 
-/// Every client read of keys goes through here: the keys are the
-/// session's database's (`Session::key`). With keys WATCHed, a read
-/// that returns one of them in another state than WATCH saw marks the
-/// session, and its EXEC aborts. Without that, a GET served by replicas
-/// that had not yet seen a write WATCH had seen returned an older value,
-/// the transaction wrote that value plus one, and its conditional write
-/// still matched (the key was unchanged since WATCH): a lost update.
+/// Every client read of keys goes through here, with client keys of the
+/// session's database: see [`read_namespaced`].
 ///
 /// # Errors
 /// The coordinator's.
@@ -180,6 +175,24 @@ pub async fn read(
     options: ReadOptions,
 ) -> Result<Vec<Option<Record>>, CoordinatorError> {
     let keys = keys.iter().map(|k| ctx.session.key(k)).collect();
+    read_namespaced(ctx, keys, options).await
+}
+
+/// Reads of namespaced keys (`crate::db`: MOVE reads another
+/// database's). With keys WATCHed, a read
+/// that returns one of them in another state than WATCH saw marks the
+/// session, and its EXEC aborts. Without that, a GET served by replicas
+/// that had not yet seen a write WATCH had seen returned an older value,
+/// the transaction wrote that value plus one, and its conditional write
+/// still matched (the key was unchanged since WATCH): a lost update.
+///
+/// # Errors
+/// The coordinator's.
+pub async fn read_namespaced(
+    ctx: &Ctx<'_>,
+    keys: Vec<Bytes>,
+    options: ReadOptions,
+) -> Result<Vec<Option<Record>>, CoordinatorError> {
     let coordinator = &ctx.shared.coordinator;
     let watched = &ctx.session.watched;
     if watched.is_empty() {
@@ -245,11 +258,14 @@ pub async fn write_namespaced(
             // An unchanged key holds a value exactly when it did at WATCH,
             // which decides NX and XX: they add nothing to the check then.
             // (An NX on a key that held a value writes nothing either way.)
+            // A write already conditional on the key being as read after
+            // WATCH (RENAME's and MOVE's delete of the source) is as
+            // strict with WATCH's context: unchanged since WATCH, it was
+            // read as WATCH saw it.
             let implied = match op.condition {
-                Condition::Always => true,
+                Condition::Always | Condition::Unchanged { .. } => true,
                 Condition::IfAbsent => !watched.live,
                 Condition::IfPresent => watched.live,
-                Condition::Unchanged { .. } => false,
             };
             if implied {
                 op.condition = Condition::Unchanged {
