@@ -24,7 +24,8 @@
 //!
 //! Data flows `resp` → `coordinator` → `replica` → `storage`, and between
 //! nodes `coordinator` → `peer` → the other node's `coordinator`; `version`
-//! is the algebra all of them share.
+//! is the algebra all of them share. docs/architecture.md follows a write
+//! through them.
 
 pub mod clock;
 pub mod config;

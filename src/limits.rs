@@ -33,7 +33,7 @@ pub const MOVE_ATTEMPTS_MAX: usize = 64;
 pub const VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
 
 /// Default bound on live siblings per key; past it the oldest collapse
-/// last-writer-wins (design.md §3).
+/// last-writer-wins (docs/semantics.md).
 pub const SIBLINGS_MAX_DEFAULT: usize = 64;
 
 /// Most entries a decoded version vector may carry. A vector has one entry

@@ -2,10 +2,11 @@
 //! over a [`Store`], under per-key locks, with the fsync policy applied,
 //! the expiry index kept in step, and expired values reaped.
 //!
-//! Everything here is synchronous and may block on disk; async callers use
-//! `spawn_blocking`. The replica mints dots with this node's id, so only a
-//! replica of a key may coordinate a write to it (design.md §3); it knows
-//! nothing of N, R or W.
+//! Everything here is synchronous and may block on disk; async callers go
+//! through the storage threads (`storage::StorageExecutor`). The replica
+//! mints dots with this node's id, so only a replica of a key may
+//! coordinate a write to it (docs/cluster.md); it knows nothing of N, R
+//! or W.
 
 use crate::db::DATABASES;
 use crate::limits::{KEY_LOCK_STRIPES, STORE_WALK_PAGE_RECORDS};

@@ -1,4 +1,4 @@
-//! The Dynamo face: VGET, VSET, VDEL (design.md §2) and DYNAMO.
+//! The Dynamo face: VGET, VSET, VDEL (docs/semantics.md) and DYNAMO.
 
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
 use crate::coordinator::{Base, Change, Condition, Expiry, ReadOptions, WriteOp, WriteOptions};

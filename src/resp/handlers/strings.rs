@@ -1,6 +1,6 @@
 //! String and key commands: GET, SET, DEL/UNLINK, EXISTS, MGET, MSET, TYPE.
 //! Plain commands see one value per key: the last writer among siblings
-//! (design.md §2).
+//! (docs/semantics.md).
 
 use super::generic::{TimeUnit, expire_at_ms};
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
