@@ -23,6 +23,7 @@ use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::{Replica, ReplicaSettings};
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, Store, StoreError};
+use crate::task::stopped;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -410,13 +411,6 @@ fn hostname() -> Option<String> {
     Some(name.trim().to_owned()).filter(|n| !n.is_empty())
 }
 
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not Send; drop it here, not in a
-    // caller's `select!`.
-    let _ = shutdown.wait_for(|&s| s).await;
-}
-
 /// Turns `ready` on once every partition has enough reachable replicas
 /// for R and W ([`ClusterCoordinator::quorums_reachable`]), or after
 /// [`READY_WAIT_MS`]: until then clients get LOADING, not the NOQUORUM a
@@ -528,7 +522,7 @@ async fn everysec_sync(
     loop {
         tokio::select! {
             biased;
-            () = crate::node::stopped(&mut shutdown) => return,
+            () = crate::task::stopped(&mut shutdown) => return,
             _ = tick.tick() => {
                 let replica = Arc::clone(&replica);
                 match executor.run(move || replica.sync()).await {

@@ -10,10 +10,10 @@
 
 use crate::db::DATABASES;
 use crate::limits::{KEY_LOCK_STRIPES, STORE_WALK_PAGE_RECORDS};
-use crate::ring::partition_of;
-use crate::storage::record::{
+use crate::model::record::{
     Record, Sibling, decode_record, decode_record_shared, encode_record, lww_order,
 };
+use crate::ring::partition_of;
 use crate::storage::{
     BatchOp, CacheStats, FsyncPolicy, GroupCommit, Meta, RecordCache, Space, Store, StoreError,
     load_or_init_meta, partition_end, split_storage_key, storage_key,
@@ -999,8 +999,8 @@ fn corrupt(skey: &[u8], source: crate::wire::DecodeError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::record::is_live;
     use crate::storage::MemoryStore;
-    use crate::storage::record::is_live;
 
     fn settings(cache_bytes: usize) -> ReplicaSettings {
         ReplicaSettings {

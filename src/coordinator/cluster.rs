@@ -36,12 +36,12 @@ use super::{
 };
 use crate::limits::{READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
 use crate::membership::{Membership, View};
-use crate::node::stopped;
+use crate::model::record::{Record, encode_record};
 use crate::peer::message::{ErrorCode, Request, Response};
 use crate::peer::transport::{PeerError, Transport};
 use crate::replica::Written;
 use crate::ring::{Ring, partition_of};
-use crate::storage::record::{Record, encode_record};
+use crate::task::stopped;
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};

@@ -15,8 +15,8 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
+use crate::model::record::Record;
 use crate::replica::{PerDb, Planner, Received, Replica, WriteGroup, Written, next_key};
-use crate::storage::record::Record;
 use crate::storage::{JobLost, StorageExecutor, StoreError, storage_key};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -282,8 +282,8 @@ impl LocalCoordinator {
                     let rows = replica.scan_partition(partition, &from, PARTITION_PAGE_RECORDS)?;
                     let done = rows.len() < PARTITION_PAGE_RECORDS;
                     for (_, key, record) in &rows {
-                        if let Some((_, winner)) = record.winner(crate::storage::record::lww_order)
-                            && crate::storage::record::is_live(record, now)
+                        if let Some((_, winner)) = record.winner(crate::model::record::lww_order)
+                            && crate::model::record::is_live(record, now)
                         {
                             let db = &mut counts.dbs[usize::from(crate::db::db_of(key))];
                             db.keys += 1;

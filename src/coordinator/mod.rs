@@ -10,23 +10,19 @@ mod answers;
 mod batches;
 mod cluster;
 mod local;
-mod ops;
 mod quorum;
 
+pub use crate::model::ops::{Base, Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
 pub use cluster::{ClusterCoordinator, QuorumPolicy, Repair};
 pub use local::LocalCoordinator;
-pub use ops::{Base, Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
 
+use crate::model::record::Record;
 use crate::replica::Written;
 use crate::storage::StoreError;
-use crate::storage::record::Record;
 use bytes::Bytes;
-use std::future::Future;
-use std::pin::Pin;
 use thiserror::Error;
 
-/// A boxed future, so coordinators can sit behind `dyn Coordinator`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::task::BoxFuture;
 
 /// Why a coordinated operation failed.
 #[derive(Debug, Error)]

@@ -36,14 +36,14 @@ use super::codec::{
     decode_frame, decode_hello, encode_frame, encode_hello, split_frame, split_hello,
 };
 use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Purpose, Request, Response};
-use crate::coordinator::BoxFuture;
 use crate::limits::{
     PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_INFLIGHT_MAX,
     PEER_PING_AFTER_MS, PEER_QUEUE_FRAMES, PEER_READ_BUFFER_BYTES, PEER_SERVE_CONCURRENCY,
     PEER_SILENCE_MAX_MS, PEER_WRITE_BYTES_MAX,
 };
 use crate::net::{Connection, Listener, Network, ReadHalf, WriteHalf};
-use crate::node::stopped;
+use crate::task::BoxFuture;
+use crate::task::stopped;
 use crate::version::NodeId;
 use crate::wire::DecodeError;
 use bytes::{Bytes, BytesMut};

@@ -16,7 +16,6 @@ mod durability;
 mod executor;
 mod fjall_store;
 mod memory;
-pub mod record;
 mod slot_key;
 mod stage;
 mod stage_log;

@@ -5,10 +5,10 @@
 use super::{ClusterCoordinator, Inner};
 use crate::coordinator::{BoxFuture, Coordinator, CoordinatorError, OpError};
 use crate::limits::{PEER_BATCH_BYTES_MAX, PEER_LIST_LEN_MAX};
+use crate::model::record::decode_record_shared;
 use crate::peer::message::{DbCount, ErrorCode, Request, Response};
 use crate::peer::transport::Handler;
 use crate::replica::Received;
-use crate::storage::record::decode_record_shared;
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -209,7 +209,7 @@ impl Handler for ClusterCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::record::{encode_record, sample};
+    use crate::model::record::{encode_record, sample};
 
     // Proves replicated records are decoded as received, and one that
     // does not decode refuses the whole request as a bad request.

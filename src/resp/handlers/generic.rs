@@ -15,9 +15,9 @@ use crate::coordinator::{
     WriteOptions,
 };
 use crate::limits::{MOVE_ATTEMPTS_MAX, PARTITION_PAGE_RECORDS, SCAN_PARTITION_RECORDS_MAX};
+use crate::model::record::{Record, is_live, lww_order, winner_value};
 use crate::resp::glob::glob_match;
 use crate::resp::reply::Reply;
-use crate::storage::record::{Record, is_live, lww_order, winner_value};
 use bytes::Bytes;
 
 /// Reads `[first, first + limit)` records of a partition in key order,

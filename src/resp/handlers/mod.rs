@@ -17,8 +17,8 @@ use crate::coordinator::{
     Condition, CoordinatorError, OpError, ReadOptions, WriteOp, WriteOptions,
 };
 use crate::limits::KEY_BYTES_MAX;
+use crate::model::record::{Record, is_live};
 use crate::replica::Written;
-use crate::storage::record::{Record, is_live};
 use bytes::Bytes;
 use generic::{TimeUnit, TtlKind};
 

@@ -7,9 +7,9 @@ use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
 use crate::coordinator::{
     Change, Condition, ExpireWhen, Expiry, ReadOptions, WriteOp, WriteOptions,
 };
+use crate::model::record::{Record, is_live, winner_value};
 use crate::replica::Written;
 use crate::resp::reply::Reply;
-use crate::storage::record::{Record, is_live, winner_value};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
