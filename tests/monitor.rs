@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{TestNode, connect};
+use common::{TestNode, client_info_field, command, connect};
 use redis::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -162,17 +162,6 @@ impl Raw {
     }
 }
 
-/// `args` as a RESP multibulk request.
-fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// A MONITOR line less its `+<secs>.<micros> ` stamp, which must be now
 /// give or take a minute, with six digits of microseconds.
 fn unstamp(line: &[u8]) -> String {
@@ -197,19 +186,6 @@ fn unstamp(line: &[u8]) -> String {
     rest.to_owned()
 }
 
-/// The `addr=` field of `CLIENT INFO` on `con`.
-async fn client_addr(con: &mut redis::aio::MultiplexedConnection) -> String {
-    let info: String = redis::cmd("CLIENT")
-        .arg("INFO")
-        .query_async(con)
-        .await
-        .expect("CLIENT INFO");
-    info.split_whitespace()
-        .find_map(|field| field.strip_prefix("addr="))
-        .expect("addr= in CLIENT INFO")
-        .to_owned()
-}
-
 /// Proves a monitor gets one exact line per command another client ran:
 /// binary arguments escaped as Redis escapes them, each command of a
 /// pipelined GET/SET batch (the batched path) its own line, MULTI/EXEC in
@@ -219,7 +195,7 @@ async fn client_addr(con: &mut redis::aio::MultiplexedConnection) -> String {
 async fn monitor_shows_each_command_of_other_clients_exactly() {
     let node = TestNode::start(&[]);
     let mut client = connect(&node.url()).await;
-    let client_at = client_addr(&mut client).await;
+    let client_at = client_info_field(&mut client, "addr").await;
     let mut raw = Raw::connect(node.addr()).await;
     let raw_at = raw.addr();
     let mut monitor = Raw::connect(node.addr()).await;

@@ -1002,3 +1002,29 @@ impl TestCluster {
             .collect())
     }
 }
+
+/// `args` as a RESP multibulk request, for tests that speak raw bytes.
+pub fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A field of `CLIENT INFO` on `con` (`addr`, `resp`, ...): what the
+/// server thinks of this connection.
+pub async fn client_info_field(con: &mut redis::aio::MultiplexedConnection, field: &str) -> String {
+    let info: String = redis::cmd("CLIENT")
+        .arg("INFO")
+        .query_async(con)
+        .await
+        .unwrap_or_else(|e| panic!("CLIENT INFO: {e}"));
+    let prefix = format!("{field}=");
+    info.split_whitespace()
+        .find_map(|f| f.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {field}= in CLIENT INFO: {info}"))
+        .to_owned()
+}
