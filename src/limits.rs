@@ -256,6 +256,20 @@ pub const DATA_L0_TABLES_STALL: usize = 30;
 /// [`DATA_L0_TABLES_STALL`] before it goes ahead, in milliseconds.
 pub const INGEST_STALL_WAIT_MS: u64 = 10_000;
 
+/// How often a node whose store cannot take writes (a full disk, an I/O
+/// error: `storage::Health`) probes whether it can again, in
+/// milliseconds. Each probe writes and syncs [`STORE_PROBE_BYTES`]; the
+/// first that succeeds repairs the store and writes resume, so writes
+/// come back within about this long of the disk (Redis retries its
+/// failed AOF write about as often, from its once-a-second cron).
+pub const STORE_PROBE_INTERVAL_MS: u64 = 1_000;
+
+/// Bytes a store probe writes and syncs before the store takes writes
+/// again: room for a write of a common size and for what reopening fjall
+/// writes, so that writes do not resume on a disk that has a few blocks
+/// free and fail again at once.
+pub const STORE_PROBE_BYTES: usize = 1024 * 1024;
+
 /// Default budget of the record cache (`--cache-mb`), in bytes.
 pub const RECORD_CACHE_BYTES_DEFAULT: usize = 64 << 20;
 
