@@ -38,6 +38,7 @@ use crate::peer::message::{DbCount, ErrorCode, Request, Response};
 use crate::peer::transport::{Handler, PeerError, Transport};
 use crate::replica::{Received, Written};
 use crate::ring::{Ring, partition_of};
+use crate::storage::HealthReport;
 use crate::storage::record::{Record, decode_record_shared, encode_record};
 use crate::version::NodeId;
 use bytes::Bytes;
@@ -910,6 +911,10 @@ impl Coordinator for ClusterCoordinator {
 
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
         self.inner.local.close()
+    }
+
+    fn store_health(&self) -> HealthReport {
+        self.inner.local.store_health()
     }
 
     fn members(&self) -> Vec<MemberStatus> {

@@ -17,8 +17,8 @@ pub use local::LocalCoordinator;
 pub use ops::{Base, Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
 
 use crate::replica::Written;
-use crate::storage::StoreError;
 use crate::storage::record::Record;
+use crate::storage::{HealthReport, StoreError};
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -181,4 +181,8 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Shuts this node's store down cleanly (node shutdown): every write
     /// durable, and cheap to reopen.
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;
+
+    /// Whether this node's store takes writes, and its last failure
+    /// (INFO persistence).
+    fn store_health(&self) -> HealthReport;
 }
