@@ -9,11 +9,14 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::coordinator::{ClusterCoordinator, Coordinator, LocalCoordinator, QuorumPolicy, Repair};
+use crate::coordinator::{
+    ClusterCoordinator, Coordinator, CoordinatorError, LocalCoordinator, QuorumPolicy, Repair,
+};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
     FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS, SHUTDOWN_DRAIN_MS,
     STORAGE_IDLE_YIELDS, STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
+    STORE_PROBE_INTERVAL_MS,
 };
 use crate::membership::{Membership, SaveMembers};
 use crate::net::{Listener, Network, Tcp};
@@ -355,21 +358,12 @@ impl Node {
                 .clone()
                 .run_repairs(repairs, shutdown.subscribe()),
         );
-        let (saver, save_executor) = (Arc::clone(&replica), Arc::clone(&executor));
-        let save: SaveMembers = Arc::new(move |members| {
-            let (replica, executor) = (Arc::clone(&saver), Arc::clone(&save_executor));
-            Box::pin(async move {
-                let bytes = encode_members(&members);
-                match executor
-                    .run(move || replica.set_meta_entry(MEMBERS_META, &bytes))
-                    .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!("cannot save the member list: {e}"),
-                    Err(e) => tracing::error!("cannot save the member list: {e}"),
-                }
-            })
-        });
+        workers.spawn(probe_store(
+            Arc::clone(&replica),
+            Arc::clone(&executor),
+            shutdown.subscribe(),
+        ));
+        let save = save_members(Arc::clone(&replica), Arc::clone(&executor));
         workers.spawn(crate::membership::run(
             Arc::clone(&membership),
             Arc::clone(&transport),
@@ -396,12 +390,98 @@ impl Node {
         let _ = shutdown.send(true);
         while workers.join_next().await.is_some() {}
         transport.join().await;
-        coordinator
-            .close()
-            .await
-            .map_err(|e| StoreError::Engine(e.to_string()))?;
-        tracing::info!("store flushed; node stopped");
+        match coordinator.close().await {
+            Ok(()) => tracing::info!("store flushed; node stopped"),
+            // A disk that cannot take writes is no reason to fail the
+            // shutdown: what it could not flush is in the log.
+            Err(CoordinatorError::Storage(StoreError::Unwritable { reason })) => {
+                tracing::warn!(
+                    %reason,
+                    "node stopped without flushing its store, whose data directory cannot take \
+                     writes: every write it acknowledged is in its log, which the next start \
+                     replays; writes it refused were never acknowledged"
+                );
+            }
+            Err(e) => return Err(StoreError::Engine(e.to_string()).into()),
+        }
         Ok(())
+    }
+}
+
+/// Saves the member list in the store when it changed since the last
+/// save that succeeded. A failure is logged when saves start failing and
+/// when they work again, not at each try: a node whose disk is full
+/// tries every membership round.
+fn save_members(replica: Arc<Replica>, executor: Arc<StorageExecutor>) -> SaveMembers {
+    #[derive(Default)]
+    struct Saved {
+        /// The list the store holds, encoded, once a save succeeded.
+        members: Option<Vec<u8>>,
+        failing: bool,
+    }
+    // Held through a save: saves run one at a time.
+    let saved = Arc::new(tokio::sync::Mutex::new(Saved::default()));
+    Arc::new(move |members| {
+        let (replica, executor, saved) = (
+            Arc::clone(&replica),
+            Arc::clone(&executor),
+            Arc::clone(&saved),
+        );
+        Box::pin(async move {
+            let bytes = encode_members(&members);
+            let mut saved = saved.lock().await;
+            if saved.members.as_ref() == Some(&bytes) {
+                return;
+            }
+            let written = bytes.clone();
+            let result = match executor
+                .run(move || replica.set_meta_entry(MEMBERS_META, &written))
+                .await
+            {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    if std::mem::take(&mut saved.failing) {
+                        tracing::info!("the member list is saved again");
+                    }
+                    saved.members = Some(bytes);
+                }
+                Err(e) if !std::mem::replace(&mut saved.failing, true) => tracing::error!(
+                    "cannot save the member list: {e}; retried each membership round, logged \
+                     again once it succeeds"
+                ),
+                Err(_) => {}
+            }
+        })
+    })
+}
+
+/// While the store cannot take writes: asks it every
+/// [`STORE_PROBE_INTERVAL_MS`] to probe the disk and recover
+/// ([`Replica::recover`]); the store logs when it does.
+async fn probe_store(
+    replica: Arc<Replica>,
+    executor: Arc<StorageExecutor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(STORE_PROBE_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        if replica.health().failing.is_none() {
+            continue;
+        }
+        let replica = Arc::clone(&replica);
+        // A failed probe is the state the store already logged.
+        if let Err(e) = executor.run(move || replica.recover()).await {
+            tracing::error!("store probe task: {e}");
+        }
     }
 }
 
@@ -503,6 +583,8 @@ async fn reap_expired(
             match reaped {
                 Ok(Ok(n)) if n == EXPIRE_REAP_BATCH_KEYS => continue,
                 Ok(Ok(_)) => break,
+                // The store logged it; the reaper tries again next tick.
+                Ok(Err(e)) if e.is_unwritable() => {}
                 Ok(Err(e)) => tracing::error!("expiry reaper: {e}"),
                 Err(e) => tracing::error!("expiry reaper task: {e}"),
             }
@@ -527,6 +609,8 @@ async fn everysec_sync(
                 let replica = Arc::clone(&replica);
                 match executor.run(move || replica.sync()).await {
                     Ok(Ok(())) => {}
+                    // The store logged it when it started failing.
+                    Ok(Err(e)) if e.is_unwritable() => {}
                     Ok(Err(e)) => tracing::error!("background sync failed: {e}"),
                     Err(e) => tracing::error!("background sync task failed: {e}"),
                 }

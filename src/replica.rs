@@ -15,8 +15,8 @@ use crate::model::record::{
 };
 use crate::ring::partition_of;
 use crate::storage::{
-    BatchOp, CacheStats, FsyncPolicy, GroupCommit, Meta, RecordCache, Space, Store, StoreError,
-    load_or_init_meta, partition_end, split_storage_key, storage_key,
+    BatchOp, CacheStats, FsyncPolicy, GroupCommit, HealthReport, Meta, RecordCache, Space, Store,
+    StoreError, load_or_init_meta, partition_end, split_storage_key, storage_key,
 };
 use crate::version::{Dot, Supersedes};
 use bytes::Bytes;
@@ -667,8 +667,12 @@ impl Replica {
             .filter(|op| op.space == Space::Data)
             .count();
         if let Err(e) = self.store.apply(&delta.ops) {
-            // What the store holds now is not known: forget it all.
-            self.cache.invalidate();
+            // A refused or failed write left the store as it was (see
+            // `Store::apply`); any other error, and what the store holds
+            // now is not known: forget it all.
+            if !e.is_unwritable() {
+                self.cache.invalidate();
+            }
             return Err(e);
         }
         for op in delta.ops {
@@ -954,6 +958,20 @@ impl Replica {
     /// Store errors.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.store.sync()
+    }
+
+    /// Whether the store takes writes now, and its last failure.
+    pub fn health(&self) -> HealthReport {
+        self.store.health()
+    }
+
+    /// While the store refuses writes: probes it and, if the disk takes
+    /// writes again, repairs it ([`Store::recover`]).
+    ///
+    /// # Errors
+    /// The store's: it still refuses writes.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        self.store.recover()
     }
 
     /// Locks the stripes of storage keys in stripe order (so two batches

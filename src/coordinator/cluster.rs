@@ -34,13 +34,14 @@ use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus, OpError,
     ReadOptions, WriteOp, WriteOptions,
 };
-use crate::limits::{READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
+use crate::limits::{PEER_WHOLE_STORE_TIMEOUT_MS, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
 use crate::membership::{Membership, View};
 use crate::model::record::{Record, encode_record};
 use crate::peer::message::{ErrorCode, Request, Response};
 use crate::peer::transport::{PeerError, Transport};
 use crate::replica::Written;
 use crate::ring::{Ring, partition_of};
+use crate::storage::HealthReport;
 use crate::task::stopped;
 use crate::version::NodeId;
 use bytes::Bytes;
@@ -752,7 +753,7 @@ impl Coordinator for ClusterCoordinator {
                 } else {
                     match inner
                         .transport
-                        .request(node, Request::Count { partitions })
+                        .request_up_to(node, Request::Count { partitions }, whole_store_timeout())
                         .await
                     {
                         Ok(Response::Count { dbs }) => {
@@ -786,7 +787,7 @@ impl Coordinator for ClusterCoordinator {
                 } else if !matches!(
                     inner
                         .transport
-                        .request(member.id, Request::Flush { db })
+                        .request_up_to(member.id, Request::Flush { db }, whole_store_timeout())
                         .await,
                     Ok(Response::Ack)
                 ) {
@@ -863,6 +864,10 @@ impl Coordinator for ClusterCoordinator {
         self.inner.local.close()
     }
 
+    fn store_health(&self) -> HealthReport {
+        self.inner.local.store_health()
+    }
+
     fn members(&self) -> Vec<MemberStatus> {
         let inner = &self.inner;
         let ring = inner.ring();
@@ -906,6 +911,13 @@ fn quorums_reachable(ring: &Ring, reachable: &BTreeSet<NodeId>, quorum: usize) -
         let up = replicas.iter().filter(|id| reachable.contains(id)).count();
         up >= quorum.min(replicas.len())
     })
+}
+
+/// How long a peer may take over a request that walks its whole store
+/// (DBSIZE's count, FLUSHALL): [`PEER_WHOLE_STORE_TIMEOUT_MS`], not the
+/// request timeout meant for a batch of keys.
+fn whole_store_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(PEER_WHOLE_STORE_TIMEOUT_MS)
 }
 
 /// The replicas of `key` on `ring`. A batch takes the ring once and

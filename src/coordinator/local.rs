@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
 use crate::model::record::Record;
 use crate::replica::{PerDb, Planner, Received, Replica, WriteGroup, Written, next_key};
-use crate::storage::{JobLost, StorageExecutor, StoreError, storage_key};
+use crate::storage::{HealthReport, JobLost, StorageExecutor, StoreError, storage_key};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -131,16 +131,17 @@ fn submit_combined(
     }
 }
 
-/// Sends `error` to the first caller and its text to the rest: a failed
-/// commit fails every caller whose work was in it.
+/// Sends `error` to the last caller and a duplicate of it to the rest
+/// ([`StoreError::duplicate`]): a failed commit fails every caller whose
+/// work was in it.
 fn fail_all<T>(replies: Vec<Reply<T>>, error: StoreError) {
-    let text = error.to_string();
-    let mut error = Some(error);
+    let mut replies = replies.into_iter();
+    let last = replies.next_back();
     for reply in replies {
-        let e = error
-            .take()
-            .unwrap_or_else(|| StoreError::Engine(text.clone()));
-        let _ = reply.send(Err(e));
+        let _ = reply.send(Err(error.duplicate()));
+    }
+    if let Some(reply) = last {
+        let _ = reply.send(Err(error));
     }
 }
 
@@ -423,6 +424,9 @@ impl Coordinator for LocalCoordinator {
         let meta = replica.meta();
         let stats = replica.stats();
         let cache = replica.cache_stats();
+        let health = replica.health();
+        let failing = health.failing.as_ref();
+        let status = if failing.is_some() { "failing" } else { "ok" };
         CoordinatorInfo {
             fields: vec![
                 ("node_id", format!("{:016x}", meta.node_id)),
@@ -439,6 +443,16 @@ impl Coordinator for LocalCoordinator {
                     stats.writes.load(Ordering::Relaxed).to_string(),
                 ),
                 ("disk_bytes", replica.disk_bytes().to_string()),
+                ("store_status", status.into()),
+                (
+                    "store_error",
+                    failing.map(|f| f.reason.clone()).unwrap_or_default(),
+                ),
+                (
+                    "store_failing_since",
+                    failing.map_or(0, |f| f.since_ms / 1000).to_string(),
+                ),
+                ("store_failures", health.failures.to_string()),
                 ("record_cache_bytes", cache.bytes.to_string()),
                 ("record_cache_hits", cache.hits.to_string()),
                 ("record_cache_misses", cache.misses.to_string()),
@@ -452,5 +466,9 @@ impl Coordinator for LocalCoordinator {
 
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
         Box::pin(self.blocking(|replica| replica.close()))
+    }
+
+    fn store_health(&self) -> HealthReport {
+        self.replica.health()
     }
 }

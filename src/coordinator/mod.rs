@@ -18,7 +18,7 @@ pub use local::LocalCoordinator;
 
 use crate::model::record::Record;
 use crate::replica::Written;
-use crate::storage::StoreError;
+use crate::storage::{HealthReport, StoreError};
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -178,4 +178,8 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Shuts this node's store down cleanly (node shutdown): every write
     /// durable, and cheap to reopen.
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;
+
+    /// Whether this node's store takes writes, and its last failure
+    /// (INFO persistence).
+    fn store_health(&self) -> HealthReport;
 }

@@ -19,6 +19,7 @@ use crate::coordinator::{
 use crate::limits::KEY_BYTES_MAX;
 use crate::model::record::{Record, is_live};
 use crate::replica::Written;
+use crate::storage::StoreError;
 use bytes::Bytes;
 use generic::{TimeUnit, TtlKind};
 
@@ -289,10 +290,18 @@ pub async fn write_namespaced(
     result
 }
 
-/// A coordinator failure as a client sees it.
+/// A coordinator failure as a client sees it. A store that cannot take
+/// writes answers as Redis answers when it cannot persist (`-MISCONF`),
+/// in our own words, and logs nothing here: the store logged the failure
+/// once ([`crate::storage::Health`]).
 pub fn coordinator_error(error: &CoordinatorError) -> Reply {
     match error {
         CoordinatorError::QuorumFailed { .. } => Reply::error(error.to_string()),
+        CoordinatorError::Storage(StoreError::Unwritable { reason }) => Reply::error(format!(
+            "MISCONF dynokv cannot write to its data directory: {}; writes are refused until it \
+             can",
+            reason.replace(['\r', '\n'], " ")
+        )),
         CoordinatorError::Storage(e) => {
             tracing::error!("storage failure: {e}");
             Reply::error(format!("ERR {error}"))
