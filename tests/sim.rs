@@ -1487,7 +1487,8 @@ fn replay() {
     let epilogue = &run.epilogue_report;
     println!(
         "sim seed={seed} faults={} sim_ms={} link_checks={} link_problems={} clears={} \
-         flush_problems={} flush_sequences={} {} epilogue={} epilogue_flushes_acked={} \
+         flush_problems={} flush_sequences={} {} epilogue={} epilogue_flushes={} \
+         epilogue_flushes_acked={} \
          epilogue_lost={} epilogue_incr_lost={} epilogue_phantoms={} epilogue_resurrected={} \
          epilogue_stale_after_flush={} epilogue_converged={} epilogue_converge_ms={}",
         run.faults,
@@ -1499,6 +1500,7 @@ fn replay() {
         run.flush_sequences,
         run.report,
         run.epilogue,
+        epilogue.flushes - run.report.flushes,
         epilogue.flushes_acked - run.report.flushes_acked,
         epilogue.lost,
         epilogue.incr_lost,
@@ -1679,7 +1681,7 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
          incr_lost={} incr_phantoms={} counter_siblings(max)={} flushes={} flushes_acked={} \
          clears={} flushed={} incr_flushed={} stale_after_flush={} revived_across_flush={} \
          lost={} phantoms={} resurrected={} flush_sequences={} (in {} seeds) \
-         epilogue_flushes_acked={} epilogue_lost={} epilogue_incr_lost={} \
+         epilogue_flushes={} epilogue_flushes_acked={} epilogue_lost={} epilogue_incr_lost={} \
          epilogue_stale_after_flush={} epilogue_resurrected={} epilogues_converged={}",
         100.0 * acked as f64 / ops.max(1) as f64,
         converge_ms.get(converge_ms.len() / 2).copied().unwrap_or(0),
@@ -1711,6 +1713,7 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
             .iter()
             .filter(|c| c.field("flush_sequences") > 0)
             .count(),
+        sum("epilogue_flushes"),
         sum("epilogue_flushes_acked"),
         sum("epilogue_lost"),
         sum("epilogue_incr_lost"),
