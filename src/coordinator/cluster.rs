@@ -31,8 +31,8 @@ use super::batches::{KeyRead, ReadBatches, cut};
 use super::local::LocalCoordinator;
 use super::quorum::{self, Replies, Tally};
 use super::{
-    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus, OpError,
-    ReadOptions, WriteOp, WriteOptions,
+    BoxFuture, ClusterReport, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts,
+    MemberStatus, OpError, ReadOptions, WriteOp, WriteOptions,
 };
 use crate::limits::{PEER_WHOLE_STORE_TIMEOUT_MS, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
 use crate::membership::{Membership, View};
@@ -818,46 +818,42 @@ impl Coordinator for ClusterCoordinator {
         let inner = &self.inner;
         let ring = inner.ring();
         let view = inner.membership.view();
-        let up = view
-            .members
-            .keys()
-            .filter(|&&id| inner.transport.connected(id))
-            .count();
         let (primary, replica) = ring.owned(inner.me());
         let n = ring.replicas();
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        // The local replica's own lines, then the cluster's.
-        let mut fields = inner.local.info().fields;
-        fields.extend([
-            ("members", view.members.len().to_string()),
-            ("members_up", up.to_string()),
-            ("members_down", (view.members.len() - up).to_string()),
-            ("partitions_primary", primary.to_string()),
-            ("partitions_replica", replica.to_string()),
-            ("replicas_effective", n.to_string()),
-            (
-                "read_quorum_effective",
-                inner.quorum(None, inner.policy.r, n).to_string(),
-            ),
-            (
-                "write_quorum_effective",
-                inner.quorum(None, inner.policy.w, n).to_string(),
-            ),
-            ("quorum_failures", load(&inner.stats.quorum_failures)),
-            ("read_repairs", load(&inner.stats.read_repairs)),
-            (
-                "read_repairs_dropped",
-                load(&inner.stats.read_repairs_dropped),
-            ),
-            ("writes_forwarded", load(&inner.stats.forwarded)),
-        ]);
-        for (node, micros) in inner.transport.latencies() {
-            let name = view
-                .get(node)
-                .map_or_else(|| format!("{node:016x}"), |m| m.name.clone());
-            fields.push(("peer_latency_us", format!("{name}={micros:.0}")));
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let peer_latency_us = inner
+            .transport
+            .latencies()
+            .into_iter()
+            .map(|(node, micros)| {
+                let name = view
+                    .get(node)
+                    .map_or_else(|| format!("{node:016x}"), |m| m.name.clone());
+                (name, micros)
+            })
+            .collect();
+        let cluster = ClusterReport {
+            members: view.members.len(),
+            members_up: view
+                .members
+                .keys()
+                .filter(|&&id| inner.transport.connected(id))
+                .count(),
+            partitions_primary: primary,
+            partitions_replica: replica,
+            replicas: n,
+            read_quorum: inner.quorum(None, inner.policy.r, n),
+            write_quorum: inner.quorum(None, inner.policy.w, n),
+            quorum_failures: load(&inner.stats.quorum_failures),
+            read_repairs: load(&inner.stats.read_repairs),
+            read_repairs_dropped: load(&inner.stats.read_repairs_dropped),
+            writes_forwarded: load(&inner.stats.forwarded),
+            peer_latency_us,
+        };
+        CoordinatorInfo {
+            cluster: Some(cluster),
+            ..inner.local.info()
         }
-        CoordinatorInfo { fields }
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {

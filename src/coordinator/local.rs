@@ -11,7 +11,7 @@
 
 use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, DbKeys, KeyCounts, OpError,
-    ReadOptions, WriteOp, WriteOptions,
+    ReadOptions, ReplicaReport, WriteOp, WriteOptions,
 };
 use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
@@ -423,44 +423,20 @@ impl Coordinator for LocalCoordinator {
         let replica = &self.replica;
         let meta = replica.meta();
         let stats = replica.stats();
-        let cache = replica.cache_stats();
-        let health = replica.health();
-        let failing = health.failing.as_ref();
-        let status = if failing.is_some() { "failing" } else { "ok" };
         CoordinatorInfo {
-            fields: vec![
-                ("node_id", format!("{:016x}", meta.node_id)),
-                ("partitions", meta.partitions.to_string()),
-                ("fsync", replica.fsync().as_str().to_owned()),
-                ("fsync_group_syncs", replica.group_syncs().to_string()),
-                ("siblings_max", replica.siblings_max().to_string()),
-                (
-                    "siblings_collapsed",
-                    stats.siblings_collapsed.load(Ordering::Relaxed).to_string(),
-                ),
-                (
-                    "records_written",
-                    stats.writes.load(Ordering::Relaxed).to_string(),
-                ),
-                ("disk_bytes", replica.disk_bytes().to_string()),
-                ("store_status", status.into()),
-                (
-                    "store_error",
-                    failing.map(|f| f.reason.clone()).unwrap_or_default(),
-                ),
-                (
-                    "store_failing_since",
-                    failing.map_or(0, |f| f.since_ms / 1000).to_string(),
-                ),
-                ("store_failures", health.failures.to_string()),
-                ("record_cache_bytes", cache.bytes.to_string()),
-                ("record_cache_hits", cache.hits.to_string()),
-                ("record_cache_misses", cache.misses.to_string()),
-                (
-                    "record_cache_complete_shards",
-                    cache.complete_shards.to_string(),
-                ),
-            ],
+            replica: ReplicaReport {
+                node_id: meta.node_id,
+                partitions: meta.partitions,
+                fsync: replica.fsync(),
+                fsync_group_syncs: replica.group_syncs(),
+                siblings_max: replica.siblings_max(),
+                siblings_collapsed: stats.siblings_collapsed.load(Ordering::Relaxed),
+                records_written: stats.writes.load(Ordering::Relaxed),
+                disk_bytes: replica.disk_bytes(),
+                health: replica.health(),
+                cache: replica.cache_stats(),
+            },
+            cluster: None,
         }
     }
 

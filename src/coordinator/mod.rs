@@ -113,11 +113,69 @@ pub struct MemberStatus {
     pub replica: usize,
 }
 
-/// Counters a coordinator reports in `INFO dynamo`.
-#[derive(Debug, Clone, Default)]
+/// What a coordinator reports for `INFO dynamo` and `DYNAMO STATUS`, as
+/// values: the RESP face renders them.
+#[derive(Debug, Clone)]
 pub struct CoordinatorInfo {
-    /// `(field, value)` lines.
-    pub fields: Vec<(&'static str, String)>,
+    /// This node's copy of the data.
+    pub replica: ReplicaReport,
+    /// The cluster as this node sees it (`None` for a coordinator of one
+    /// node's replica alone).
+    pub cluster: Option<ClusterReport>,
+}
+
+/// This node's replica and store.
+#[derive(Debug, Clone)]
+pub struct ReplicaReport {
+    /// The node's id.
+    pub node_id: crate::version::NodeId,
+    /// Q.
+    pub partitions: u32,
+    /// `--fsync`.
+    pub fsync: crate::storage::FsyncPolicy,
+    /// Syncs made by group commit.
+    pub fsync_group_syncs: u64,
+    /// The sibling bound.
+    pub siblings_max: usize,
+    /// Siblings the bound collapsed.
+    pub siblings_collapsed: u64,
+    /// Records written.
+    pub records_written: u64,
+    /// The store's bytes on disk.
+    pub disk_bytes: u64,
+    /// Whether the store takes writes.
+    pub health: HealthReport,
+    /// The record cache.
+    pub cache: crate::storage::CacheStats,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone)]
+pub struct ClusterReport {
+    /// Members in this node's view.
+    pub members: usize,
+    /// Of those, reachable now (this node included).
+    pub members_up: usize,
+    /// Partitions this node holds as first replica.
+    pub partitions_primary: usize,
+    /// Partitions it holds as any replica.
+    pub partitions_replica: usize,
+    /// N as the ring has it (capped at the members).
+    pub replicas: usize,
+    /// R and W, capped at N.
+    pub read_quorum: usize,
+    /// W.
+    pub write_quorum: usize,
+    /// Reads and writes that missed their quorum.
+    pub quorum_failures: u64,
+    /// Read repairs sent.
+    pub read_repairs: u64,
+    /// Read repairs dropped (queue full).
+    pub read_repairs_dropped: u64,
+    /// Writes forwarded to a replica.
+    pub writes_forwarded: u64,
+    /// Average request latency to each connected peer, by name, in µs.
+    pub peer_latency_us: Vec<(String, f64)>,
 }
 
 /// What RESP handlers call for data.

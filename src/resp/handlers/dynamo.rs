@@ -114,7 +114,7 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         )
     };
     match args[1].to_ascii_lowercase().as_slice() {
-        b"status" => pairs(coordinator.info().fields),
+        b"status" => pairs(crate::resp::stats::dynamo_fields(&coordinator.info())),
         b"members" => Reply::Array(
             coordinator
                 .members()

@@ -583,7 +583,10 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         dynamic("Keyspace", fields);
     }
     if wanted("dynamo") {
-        section("Dynamo", coordinator.info().fields);
+        section(
+            "Dynamo",
+            crate::resp::stats::dynamo_fields(&coordinator.info()),
+        );
     }
     Reply::Verbatim(out)
 }
