@@ -239,6 +239,233 @@ async fn mget_and_mset() {
     .await;
 }
 
+/// What `pipelined_and_one_at_a_time_mean_the_same` runs both ways: runs
+/// of GET, SET, MGET and MSET that share a coordinator call when
+/// pipelined, and every way such a run ends: a key that repeats, a
+/// command of the other kind or not a plan, a refused command (arity,
+/// unknown, a key too large, a bad option), and commands that change the
+/// session (SELECT, WATCH, MULTI/EXEC).
+fn mixed_commands() -> Vec<Vec<Vec<u8>>> {
+    let too_large = "k".repeat(60 * 1024 + 1);
+    let list: Vec<Vec<&str>> = vec![
+        vec!["SET", "a", "1"],
+        vec!["SET", "b", "2"],
+        vec!["SET", "c", "3", "EX", "100"],
+        vec!["MSET", "d", "4", "e", "5", "d", "6"],
+        vec!["SET", "a", "10"],
+        vec!["GET", "a"],
+        vec!["GET", "b"],
+        vec!["GET", "nokey"],
+        vec!["MGET", "a", "b", "c", "nokey", "a"],
+        vec!["GET", "a"],
+        vec!["GET", &too_large],
+        vec!["GET", "b"],
+        vec!["SET", "f", "1", "NX"],
+        vec!["SET", "f", "2", "NX"],
+        vec!["SET", "g", "1", "XX"],
+        vec!["SET", "h", "1", "GET"],
+        vec!["SET", "h", "2", "GET"],
+        vec!["SET", "t", "v", "EXAT", "4102444800"],
+        vec!["EXPIRETIME", "t"],
+        vec!["SET", "x", "1", "EX", "0"],
+        vec!["SET", "y", "1", "NOSUCHOPTION"],
+        vec!["SET", &too_large, "1"],
+        vec!["GET"],
+        vec!["NOSUCH", "1"],
+        vec!["MSET", "odd"],
+        vec!["GET", "x"],
+        vec!["INCR", "n"],
+        vec!["GET", "n"],
+        vec!["APPEND", "a", "z"],
+        vec!["GET", "a"],
+        vec!["SELECT", "3"],
+        vec!["SET", "a", "three"],
+        vec!["GET", "a"],
+        vec!["MGET", "a", "b"],
+        vec!["SELECT", "0"],
+        vec!["GET", "a"],
+        vec!["WATCH", "a"],
+        vec!["GET", "a"],
+        vec!["GET", "b"],
+        vec!["MULTI"],
+        vec!["GET", "a"],
+        vec!["SET", "a", "11"],
+        vec!["EXEC"],
+        vec!["GET", "a"],
+        vec!["WATCH", "b"],
+        vec!["GET", "b"],
+        vec!["SET", "b", "20"],
+        vec!["MULTI"],
+        vec!["SET", "c", "30"],
+        vec!["EXEC"],
+        vec!["GET", "c"],
+        vec!["DEL", "a", "b"],
+        vec!["MGET", "a", "b", "c"],
+        vec!["EXISTS", "c", "d"],
+        vec!["DBSIZE"],
+        vec!["GETEX", "d"],
+        vec!["GETDEL", "e"],
+        vec!["GET", "e"],
+        vec!["MSET", "a", "1", "b", "2"],
+        vec!["MSET", "c", "3"],
+        vec!["MGET", "a", "b", "c"],
+    ];
+    list.into_iter()
+        .map(|args| args.into_iter().map(|a| a.as_bytes().to_vec()).collect())
+        .collect()
+}
+
+/// INFO `section`'s `field:value` lines, without the time (`usec`,
+/// `usec_per_call`) fields of commandstats.
+async fn info_lines(con: &mut MultiplexedConnection, section: &str) -> Vec<String> {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query_async(con)
+        .await
+        .expect("INFO");
+    info.lines()
+        .filter(|line| line.contains(':'))
+        .map(|line| {
+            line.split(',')
+                .filter(|field| !field.contains("usec"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// Runs `list` on a fresh connection after FLUSHALL and CONFIG RESETSTAT,
+/// pipelined in one write or one command at a time, and returns the
+/// replies and what INFO then shows: commandstats (calls, rejected and
+/// failed calls), errorstats, keyspace hits and misses, and keyspace.
+async fn run_mixed(
+    node: &TestNode,
+    list: &[Vec<Vec<u8>>],
+    pipelined: bool,
+) -> (Vec<Value>, Vec<String>) {
+    let mut admin = connect(&node.url()).await;
+    assert_eq!(raw(&mut admin, &[b"FLUSHALL"]).await, Value::Okay);
+    let mut con = connect(&node.url()).await;
+    assert_eq!(
+        raw(&mut admin, &[b"CONFIG", b"RESETSTAT"]).await,
+        Value::Okay
+    );
+    let command = |args: &Vec<Vec<u8>>| {
+        let mut cmd = redis::cmd(std::str::from_utf8(&args[0]).expect("UTF-8 name"));
+        for arg in &args[1..] {
+            cmd.arg(arg);
+        }
+        cmd
+    };
+    let mut replies = Vec::new();
+    if pipelined {
+        let mut pipe = redis::pipe();
+        for args in list {
+            pipe.add_command(command(args));
+        }
+        replies = pipe
+            .ignore_errors()
+            .query_async(&mut con)
+            .await
+            .expect("pipeline");
+    } else {
+        for args in list {
+            let one: Vec<Value> = redis::pipe()
+                .add_command(command(args))
+                .ignore_errors()
+                .query_async(&mut con)
+                .await
+                .expect("command");
+            replies.extend(one);
+        }
+    }
+    let mut info = info_lines(&mut admin, "commandstats").await;
+    info.extend(info_lines(&mut admin, "errorstats").await);
+    info.extend(
+        info_lines(&mut admin, "stats")
+            .await
+            .into_iter()
+            .filter(|line| line.starts_with("keyspace_")),
+    );
+    info.extend(info_lines(&mut admin, "keyspace").await);
+    (replies, info)
+}
+
+#[tokio::test]
+async fn pipelined_and_one_at_a_time_mean_the_same() {
+    // Proves a command list gets the same replies, INFO commandstats, errorstats, keyspace hits and misses, and keyspace whether a client pipelines it in one write (runs of GET/SET/MGET/MSET then share a coordinator call) or sends one command at a time; by running it both ways against one node.
+    let node = TestNode::start(&[]);
+    within(async {
+        let list = mixed_commands();
+        let (pipelined, pipelined_info) = run_mixed(&node, &list, true).await;
+        let (alone, alone_info) = run_mixed(&node, &list, false).await;
+        assert_eq!(pipelined.len(), list.len());
+        for (i, (p, a)) in pipelined.iter().zip(&alone).enumerate() {
+            assert_eq!(
+                p,
+                a,
+                "reply {i} to {:?}",
+                String::from_utf8_lossy(&list[i].concat())
+            );
+        }
+        assert_eq!(pipelined_info, alone_info);
+        // What the list means, so both ways cannot agree on nonsense.
+        let at = |words: &[&str]| {
+            list.iter()
+                .position(|args| {
+                    args.iter()
+                        .map(|a| a.as_slice())
+                        .eq(words.iter().map(|w| w.as_bytes()))
+                })
+                .expect("a command of the list")
+        };
+        assert_eq!(
+            pipelined[at(&["MGET", "a", "b", "c", "nokey", "a"])],
+            Value::Array(vec![
+                bulk(b"10"),
+                bulk(b"2"),
+                bulk(b"3"),
+                Value::Nil,
+                bulk(b"10")
+            ])
+        );
+        assert_eq!(pipelined[at(&["SET", "f", "2", "NX"])], Value::Nil);
+        assert_eq!(pipelined[at(&["SET", "h", "2", "GET"])], bulk(b"1"));
+        assert_eq!(
+            pipelined[at(&["MGET", "a", "b"])],
+            Value::Array(vec![bulk(b"three"), Value::Nil])
+        );
+        assert_eq!(
+            pipelined[at(&["EXEC"])],
+            Value::Array(vec![bulk(b"10z"), Value::Okay])
+        );
+        assert_eq!(
+            *pipelined.last().expect("replies"),
+            Value::Array(vec![bulk(b"1"), bulk(b"2"), bulk(b"3")])
+        );
+        assert!(matches!(pipelined[at(&["GET"])], Value::ServerError(_)));
+        // The second EXEC: its session wrote the key it WATCHed.
+        let last_exec = list
+            .iter()
+            .rposition(|args| args[0] == b"EXEC")
+            .expect("EXEC");
+        assert_eq!(pipelined[last_exec], Value::Nil);
+        let hits = |info: &[String]| {
+            info.iter()
+                .find(|l| l.starts_with("keyspace_hits:"))
+                .cloned()
+        };
+        assert_eq!(hits(&pipelined_info).as_deref(), Some("keyspace_hits:24"));
+        assert!(
+            pipelined_info
+                .iter()
+                .any(|l| l.starts_with("cmdstat_get:calls=")),
+            "{pipelined_info:?}"
+        );
+    })
+    .await;
+}
+
 /// VGET's reply: (context, sibling values sorted).
 async fn vget(con: &mut MultiplexedConnection, key: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
     let reply = raw(con, &[b"VGET", key]).await;

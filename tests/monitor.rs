@@ -387,7 +387,13 @@ async fn a_monitor_is_limited_as_in_redis_and_reset_ends_it() {
     }
 
     // CLIENT REPLY OFF holds the lines too, as Redis's replies hold them.
+    // It has no reply: the other monitor's line says when it ran, and
+    // only then may the other client's SET come.
     monitor.send(&command(&[b"CLIENT", b"REPLY", b"OFF"])).await;
+    assert_eq!(
+        second.monitor_line().await,
+        format!(r#"[0 {me}] "CLIENT" "REPLY" "OFF""#)
+    );
     other.roundtrip(&[b"SET", b"a", b"2"], b"+OK\r\n").await;
     monitor
         .roundtrip(&[b"CLIENT", b"REPLY", b"ON"], b"+OK\r\n")
@@ -397,7 +403,6 @@ async fn a_monitor_is_limited_as_in_redis_and_reset_ends_it() {
         format!(r#"[0 {me}] "CLIENT" "REPLY" "ON""#)
     );
     for line in [
-        format!(r#"[0 {me}] "CLIENT" "REPLY" "OFF""#),
         format!(r#"[0 {other_at}] "SET" "a" "2""#),
         format!(r#"[0 {me}] "CLIENT" "REPLY" "ON""#),
     ] {

@@ -12,7 +12,7 @@ mod cluster;
 mod local;
 mod quorum;
 
-pub use crate::model::ops::{Base, Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
+use crate::model::ops::{OpError, WriteOp};
 pub use cluster::{ClusterCoordinator, QuorumPolicy, Repair};
 pub use local::LocalCoordinator;
 

@@ -5,20 +5,18 @@
 
 use super::conn::{ExecWatch, Session, Watched};
 use super::handlers;
+use super::handlers::plan::Batch;
 use super::reply::Reply;
 use super::server::Shared;
 use super::table::{self, CommandMeta};
-use crate::coordinator::{ReadOptions, WriteOp, WriteOptions};
-use crate::limits::KEY_BYTES_MAX;
+use crate::coordinator::ReadOptions;
 use crate::limits::MULTI_QUEUE_LEN_MAX;
 use crate::model::record::is_live;
-use crate::model::record::winner_value;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::LazyLock;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The commands we implement; each has a handler and a [`CommandMeta`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,24 +173,51 @@ pub struct Command {
     pub meta: &'static CommandMeta,
 }
 
-static DISPATCH: LazyLock<HashMap<&'static str, Command>> = LazyLock::new(|| {
+/// FNV-1a over a command name. The map is ours, built once and never
+/// grown by clients, so SipHash's guard against chosen keys buys nothing,
+/// and every command (each of a pipeline) is looked up.
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+type Names = std::hash::BuildHasherDefault<NameHasher>;
+
+static DISPATCH: LazyLock<HashMap<&'static [u8], Command, Names>> = LazyLock::new(|| {
     IMPLEMENTED
         .iter()
         .filter_map(|&(name, cmd)| {
             let meta = table::lookup(name.as_bytes());
             debug_assert!(meta.is_some(), "command {name} has no metadata");
-            Some((name, Command { cmd, meta: meta? }))
+            Some((name.as_bytes(), Command { cmd, meta: meta? }))
         })
         .collect()
 });
 
 /// Looks up a command by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> Option<Command> {
-    if name.len() > 32 {
-        return None;
-    }
-    let lower = name.to_ascii_lowercase();
-    DISPATCH.get(std::str::from_utf8(&lower).ok()?).copied()
+    // Every command is looked up, pipelined ones before they join a
+    // batch: lowercase on the stack, not in an allocation.
+    let mut buffer = [0; 32];
+    let lower = buffer.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    DISPATCH.get(&*lower).copied()
 }
 
 /// Every implemented command, in table order (COMMAND, COMMAND LIST).
@@ -291,124 +316,73 @@ pub fn wrong_arity(full_name: &str) -> Reply {
     ))
 }
 
-/// The plain commands a pipeline may run as one batch: `GET key` and
-/// `SET key value` (no options). Runs of them with distinct keys go to
-/// the coordinator in one call, which is what makes pipelining pay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plain {
-    Get,
-    Set,
-}
-
-fn plain(session: &Session, args: &[Bytes]) -> Option<Plain> {
-    // A session with WATCHed keys reads through the handlers, which note
-    // a read of a watched key (`handlers::read`).
-    // A monitor's GET and SET are refused, by `execute`.
-    if session.multi.is_some()
-        || !session.authenticated
-        || !session.watched.is_empty()
-        || session.monitor.is_some()
-        || args.get(1)?.len() > KEY_BYTES_MAX
-    {
-        return None;
-    }
-    match args.len() {
-        2 if args[0].eq_ignore_ascii_case(b"get") => Some(Plain::Get),
-        3 if args[0].eq_ignore_ascii_case(b"set") => Some(Plain::Set),
-        _ => None,
-    }
-}
-
-/// Executes the next command of a pipeline — or, for a run of plain GETs
-/// or plain SETs on distinct keys, the whole run at once — and returns
-/// the replies in order.
+/// Executes the next command of a pipeline and returns its reply — or,
+/// when it is a plan (`handlers::plan`: GET, SET, MGET, MSET), it and
+/// the plans after it that would run at once and merge with it (all
+/// reads or all writes, no key twice: `plan::Batch::add`), as one
+/// coordinator call, and returns their replies in order. Each command of
+/// a batch passes `check` and `hold` as it would alone, and its reply
+/// is made by its handler's own code from its share of the outcomes.
 pub async fn execute_next(
     shared: &Shared,
     session: &mut Session,
     commands: &mut VecDeque<Vec<Bytes>>,
 ) -> Vec<Reply> {
-    let Some(first) = commands.front() else {
+    let Some(args) = commands.pop_front() else {
         return Vec::new();
     };
-    // While loading, each command goes through `execute`, which refuses it.
-    let Some(kind) = plain(session, first).filter(|_| !shared.loading()) else {
-        let args = commands.pop_front().unwrap_or_default();
-        return vec![execute(shared, session, args).await];
+    let command = match check(shared, session, &args) {
+        Ok(command) => command,
+        Err(refusal) => return vec![refuse(shared, session, refusal)],
     };
-    let mut run: Vec<Vec<Bytes>> = Vec::new();
+    hold(shared, session, command).await;
+    let started = Instant::now();
+    let ctx = handlers::Ctx { shared, session };
+    let planned = match ctx.session.multi {
+        None => handlers::plan(&ctx, command, &args),
+        // In MULTI the command is queued, not run.
+        Some(_) => None,
+    };
+    // A command refused by its own handler (`Some(Err)`) runs alone, and
+    // its handler refuses it again.
+    let Some(Ok(plan)) = planned else {
+        return vec![execute_held(shared, ctx.session, command, args).await];
+    };
+    let mut batch = Batch::new(plan);
+    let mut run = vec![(command, args)];
     while let Some(next) = commands.front() {
-        // `plain` first: only a plain command is sure to have a key.
-        if plain(session, next) != Some(kind) || run.iter().any(|r| r[1] == next[1]) {
+        // Only a command that would run now joins: not one refused, nor
+        // one a pause holds, which waits on its own once the replies
+        // before it are sent (`conn`).
+        let Ok(next_command) = check(shared, ctx.session, next) else {
+            break;
+        };
+        if shared.pause.active() && shared.pause.holds(writes(next_command.meta)) {
             break;
         }
-        run.extend(commands.pop_front());
-    }
-    if run.len() == 1 {
-        let args = run.pop().unwrap_or_default();
-        return vec![execute(shared, session, args).await];
-    }
-    let name = if kind == Plain::Get { "get" } else { "set" };
-    let Some(command) = lookup(name.as_bytes()) else {
-        unreachable!("{name} is in the command table");
-    };
-    shared.pause.wait(kind == Plain::Set).await;
-    let started = Instant::now();
-    session.info.update(|s| {
-        s.last_active = Instant::now();
-        s.last_command = name.to_owned();
-    });
-    let coordinator = &shared.coordinator;
-    let count = run.len();
-    // Each command of the batch is its own MONITOR line, shown once the
-    // batch ran; the clone (reference counts) only while someone monitors.
-    let shown = shared.monitors.active().then(|| run.clone());
-    let outcome = match kind {
-        Plain::Get => {
-            let keys = run.iter().map(|a| session.key(&a[1])).collect();
-            coordinator
-                .read(keys, ReadOptions::default())
-                .await
-                .map(|records| {
-                    let now = coordinator.now_ms();
-                    records
-                        .iter()
-                        .map(|r| {
-                            let value = r.as_ref().and_then(|r| winner_value(r, now)).cloned();
-                            let stat = if value.is_some() {
-                                &shared.stats.keyspace_hits
-                            } else {
-                                &shared.stats.keyspace_misses
-                            };
-                            stat.fetch_add(1, Ordering::Relaxed);
-                            value.map_or(Reply::Nil, Reply::Bulk)
-                        })
-                        .collect()
-                })
+        let Some(Ok(plan)) = handlers::plan(&ctx, next_command, next) else {
+            break;
+        };
+        if !batch.add(plan) {
+            break;
         }
-        Plain::Set => {
-            let writes = run
-                .into_iter()
-                .map(|mut a| {
-                    let value = a.swap_remove(2);
-                    (session.key(&a[1]), WriteOp::set(value))
-                })
-                .collect();
-            coordinator
-                .write(writes, WriteOptions::default())
-                .await
-                .map(|written| written.iter().map(|_| Reply::OK).collect())
-        }
-    };
-    let (replies, failed) = match outcome {
-        Ok(replies) => (replies, 0),
-        Err(e) => (vec![handlers::coordinator_error(&e); count], count as u64),
-    };
-    shared
-        .stats
-        .record_calls(command.meta, count as u64, started.elapsed(), failed);
-    for args in shown.iter().flatten() {
-        show_to_monitors(shared, session, command.meta, args);
+        run.extend(commands.pop_front().map(|args| (next_command, args)));
     }
+    // CLIENT LIST's `cmd=` is the last command a batch ran.
+    if let Some((last, _)) = run.last() {
+        runs(ctx.session, last.meta);
+    }
+    let replies = batch.run(&ctx).await;
+    let done: Vec<Ran<'_>> = run
+        .iter()
+        .zip(&replies)
+        .map(|((command, args), reply)| Ran {
+            meta: command.meta,
+            args,
+            failed: reply.is_error(),
+        })
+        .collect();
+    ran(shared, ctx.session, &done, started.elapsed());
     replies
 }
 
@@ -449,16 +423,73 @@ fn show_to_monitors(shared: &Shared, session: &Session, meta: &CommandMeta, args
         .feed(usize::from(session.db), session.info.addr, &redacted(args));
 }
 
+/// Notes in CLIENT LIST that the session runs `meta` now.
+fn runs(session: &Session, meta: &CommandMeta) {
+    session.info.update(|s| {
+        s.last_active = Instant::now();
+        s.last_command = meta.name.to_owned();
+    });
+}
+
+/// A command that ran, for [`ran`].
+struct Ran<'a> {
+    meta: &'static CommandMeta,
+    args: &'a [Bytes],
+    failed: bool,
+}
+
+/// What commands that ran leave behind, as Redis's `call()` leaves it:
+/// INFO commandstats, then each one's MONITOR line, in order. The
+/// commands of one batch share its time evenly (each waited on the one
+/// coordinator call that served them all).
+fn ran(shared: &Shared, session: &Session, commands: &[Ran<'_>], elapsed: Duration) {
+    let count = commands.len().max(1) as u32;
+    let mut rest = commands;
+    while let Some(first) = rest.first() {
+        let same = rest
+            .iter()
+            .take_while(|r| r.meta.name == first.meta.name)
+            .count();
+        let failed = rest[..same].iter().filter(|r| r.failed).count();
+        let share = elapsed * same as u32 / count;
+        shared
+            .stats
+            .record_calls(first.meta, same as u64, share, failed as u64);
+        rest = &rest[same..];
+    }
+    for command in commands {
+        show_to_monitors(shared, session, command.meta, command.args);
+    }
+}
+
 /// The error a command without the `loading` flag gets while the node
 /// waits for its peers: Redis's LOADING, which clients take as "retry
 /// soon" (Redis 7: `LOADING Redis is loading the dataset in memory`).
 pub const LOADING_ERROR: &str = "LOADING Dynokv is loading the dataset in memory";
 
-/// Executes one client command, with Redis's checks and MULTI queueing.
-pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -> Reply {
+/// Why [`check`] refuses a command.
+enum Refusal {
+    /// An unknown command or subcommand, or `<CONTAINER> HELP` with
+    /// arguments: it fails an open transaction.
+    Unknown(Reply),
+    /// Refused as Redis's `rejectCommand` ([`reject`]); `counted` in
+    /// INFO's `rejected_calls` (arity, NOAUTH).
+    Rejected {
+        command: Command,
+        error: Reply,
+        counted: bool,
+    },
+}
+
+/// Redis's checks before a command runs or is queued, in Redis's order:
+/// lookup, arity, NOAUTH, LOADING, a monitor's keyspace. Changes
+/// nothing: the answer depends on the session's state and on readiness,
+/// which never goes back, so a pipelined command checked before the
+/// commands ahead of it ran gets the answer it would get after them when
+/// they change no session state (plans do not).
+fn check(shared: &Shared, session: &Session, args: &[Bytes]) -> Result<Command, Refusal> {
     let Some(mut command) = lookup(&args[0]) else {
-        session.multi_failed |= session.multi.is_some();
-        return unknown_command(&args);
+        return Err(Refusal::Unknown(unknown_command(args)));
     };
     if !command.meta.subcommands.is_empty() && args.len() >= 2 {
         match command.meta.subcommand(&args[1]) {
@@ -467,55 +498,96 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
             // (`client|help`): checked, queued in MULTI, answered in `run`.
             None if args[1].eq_ignore_ascii_case(b"help") => {
                 if args.len() != 2 {
-                    session.multi_failed |= session.multi.is_some();
-                    return wrong_arity(&format!("{}|help", command.meta.name));
+                    return Err(Refusal::Unknown(wrong_arity(&format!(
+                        "{}|help",
+                        command.meta.name
+                    ))));
                 }
             }
             None => {
-                session.multi_failed |= session.multi.is_some();
-                return Reply::error(format!(
+                return Err(Refusal::Unknown(Reply::error(format!(
                     "ERR unknown subcommand '{}'. Try {} HELP.",
                     String::from_utf8_lossy(&args[1][..args[1].len().min(128)]),
                     command.meta.name.to_ascii_uppercase()
-                ));
+                ))));
             }
         }
     }
+    let rejected = |error: Reply, counted: bool| {
+        Err(Refusal::Rejected {
+            command,
+            error,
+            counted,
+        })
+    };
     if !arity_ok(command.meta.arity, args.len()) {
-        shared.stats.record_rejected(command.meta);
-        return reject(session, command.cmd, wrong_arity(command.meta.name));
+        return rejected(wrong_arity(command.meta.name), true);
     }
     if !session.authenticated && !command.meta.flags.contains(&"no_auth") {
-        shared.stats.record_rejected(command.meta);
-        return reject(
-            session,
-            command.cmd,
-            Reply::error("NOAUTH Authentication required."),
-        );
+        return rejected(Reply::error("NOAUTH Authentication required."), true);
     }
     // Redis's loading check (`is_denyloading_command`), in Redis's place:
     // after NOAUTH, before MULTI queueing. Readiness never goes back, so a
     // queued command passed this check and EXEC needs no second look.
     if shared.loading() && !command.meta.flags.contains(&"loading") {
-        return reject(session, command.cmd, Reply::error(LOADING_ERROR));
+        return rejected(Reply::error(LOADING_ERROR), false);
     }
-    let exec_queued = |test: fn(&CommandMeta) -> bool| {
-        command.cmd == Cmd::Exec
-            && session.multi.as_ref().is_some_and(|queue| {
-                queue
-                    .iter()
-                    .any(|q| lookup(&q[0]).is_some_and(|c| test(queued_meta(c, q))))
-            })
-    };
-    if session.monitor.is_some() {
-        if touches_keyspace(command.meta) || exec_queued(touches_keyspace) {
-            return reject(session, command.cmd, Reply::error(MONITOR_KEYSPACE_ERROR));
+    if session.monitor.is_some()
+        && (touches_keyspace(command.meta) || exec_queued(session, command, touches_keyspace))
+    {
+        return rejected(Reply::error(MONITOR_KEYSPACE_ERROR), false);
+    }
+    Ok(command)
+}
+
+/// What a refused command changes, and its reply.
+fn refuse(shared: &Shared, session: &mut Session, refusal: Refusal) -> Reply {
+    match refusal {
+        Refusal::Unknown(reply) => {
+            session.multi_failed |= session.multi.is_some();
+            reply
         }
-    } else {
-        // Redis never pauses a monitor (a replica to Redis).
-        let exec_writes = exec_queued(writes);
+        Refusal::Rejected {
+            command,
+            error,
+            counted,
+        } => {
+            if counted {
+                shared.stats.record_rejected(command.meta);
+            }
+            reject(session, command.cmd, error)
+        }
+    }
+}
+
+/// Whether `command` is EXEC of a transaction holding a command `test`
+/// picks.
+fn exec_queued(session: &Session, command: Command, test: fn(&CommandMeta) -> bool) -> bool {
+    command.cmd == Cmd::Exec
+        && session.multi.as_ref().is_some_and(|queue| {
+            queue
+                .iter()
+                .any(|q| lookup(&q[0]).is_some_and(|c| test(queued_meta(c, q))))
+        })
+}
+
+/// Waits while CLIENT PAUSE holds `command`. Redis never pauses a monitor
+/// (a replica to Redis).
+async fn hold(shared: &Shared, session: &Session, command: Command) {
+    if session.monitor.is_none() {
+        let exec_writes = exec_queued(session, command, writes);
         shared.pause.wait(exec_writes || writes(command.meta)).await;
     }
+}
+
+/// A command that passed [`check`] and [`hold`]: queued in MULTI, run
+/// here if it is a transaction command, else by its handler.
+async fn execute_held(
+    shared: &Shared,
+    session: &mut Session,
+    command: Command,
+    args: Vec<Bytes>,
+) -> Reply {
     if let Some(queue) = &mut session.multi
         && !matches!(
             command.cmd,
@@ -543,13 +615,12 @@ pub async fn execute(shared: &Shared, session: &mut Session, args: Vec<Bytes>) -
     // session's MULTI state, which `run` (also used by EXEC) must not.
     let started = Instant::now();
     let reply = transaction(shared, session, command, &args).await;
-    shared.stats.record_calls(
-        command.meta,
-        1,
-        started.elapsed(),
-        u64::from(reply.is_error()),
-    );
-    show_to_monitors(shared, session, command.meta, &args);
+    let done = Ran {
+        meta: command.meta,
+        args: &args,
+        failed: reply.is_error(),
+    };
+    ran(shared, session, &[done], started.elapsed());
     reply
 }
 
@@ -728,13 +799,12 @@ fn end_multi(session: &mut Session) -> Option<Vec<Vec<Bytes>>> {
 async fn run(shared: &Shared, session: &mut Session, command: Command, args: &[Bytes]) -> Reply {
     let started = Instant::now();
     let reply = run_handler(shared, session, command, args).await;
-    shared.stats.record_calls(
-        command.meta,
-        1,
-        started.elapsed(),
-        u64::from(reply.is_error()),
-    );
-    show_to_monitors(shared, session, command.meta, args);
+    let done = Ran {
+        meta: command.meta,
+        args,
+        failed: reply.is_error(),
+    };
+    ran(shared, session, &[done], started.elapsed());
     reply
 }
 
@@ -744,10 +814,7 @@ async fn run_handler(
     command: Command,
     args: &[Bytes],
 ) -> Reply {
-    session.info.update(|s| {
-        s.last_active = Instant::now();
-        s.last_command = command.meta.name.to_owned();
-    });
+    runs(session, command.meta);
     if !command.meta.subcommands.is_empty()
         && args.len() == 2
         && args[1].eq_ignore_ascii_case(b"help")
@@ -761,6 +828,219 @@ async fn run_handler(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-node coordinator over the memory store that counts the
+    /// read and write calls it is given.
+    struct Counting {
+        inner: crate::coordinator::LocalCoordinator,
+        reads: std::sync::atomic::AtomicUsize,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    mod counting {
+        use super::Counting;
+        use crate::coordinator::{
+            BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus,
+            ReadOptions, WriteOptions,
+        };
+        use crate::model::ops::WriteOp;
+        use crate::model::record::Record;
+        use crate::replica::Written;
+        use bytes::Bytes;
+        use std::sync::atomic::Ordering;
+
+        impl Coordinator for Counting {
+            fn read(
+                &self,
+                keys: Vec<Bytes>,
+                options: ReadOptions,
+            ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>> {
+                self.reads.fetch_add(1, Ordering::SeqCst);
+                self.inner.read(keys, options)
+            }
+            fn write(
+                &self,
+                writes: Vec<(Bytes, WriteOp)>,
+                options: WriteOptions,
+            ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+                self.inner.write(writes, options)
+            }
+            fn partitions(&self) -> u32 {
+                self.inner.partitions()
+            }
+            fn scan_partition(
+                &self,
+                partition: u16,
+                after: Option<Bytes>,
+                limit: usize,
+            ) -> BoxFuture<'_, Result<Vec<(Bytes, Record)>, CoordinatorError>> {
+                self.inner.scan_partition(partition, after, limit)
+            }
+            fn set_siblings_max(&self, max: usize) {
+                self.inner.set_siblings_max(max);
+            }
+            fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>> {
+                self.inner.key_counts()
+            }
+            fn flush(&self, db: Option<u8>) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+                self.inner.flush(db)
+            }
+            fn now_ms(&self) -> u64 {
+                self.inner.now_ms()
+            }
+            fn info(&self) -> CoordinatorInfo {
+                self.inner.info()
+            }
+            fn members(&self) -> Vec<MemberStatus> {
+                self.inner.members()
+            }
+            fn ring(&self) -> Vec<Vec<String>> {
+                self.inner.ring()
+            }
+            fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
+                self.inner.close()
+            }
+            fn store_health(&self) -> crate::storage::HealthReport {
+                self.inner.store_health()
+            }
+        }
+    }
+
+    /// A node's client face over a [`Counting`] coordinator, and a session.
+    async fn counted_node() -> (
+        std::sync::Arc<Shared>,
+        std::sync::Arc<Counting>,
+        Session,
+        crate::resp::Server,
+    ) {
+        use crate::net::Network;
+        use std::sync::Arc;
+        let replica = crate::replica::Replica::open(
+            Arc::new(crate::storage::MemoryStore::new()),
+            crate::replica::ReplicaSettings {
+                partitions: 64,
+                fsync: crate::storage::FsyncPolicy::No,
+                siblings_max: 8,
+                cache_bytes: 1 << 20,
+            },
+        )
+        .expect("open");
+        let inner = crate::coordinator::LocalCoordinator::new(
+            Arc::new(replica),
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(crate::storage::StorageExecutor::new(1, 64, 0)),
+        );
+        let counting = Arc::new(Counting {
+            inner,
+            reads: Default::default(),
+            writes: Default::default(),
+        });
+        let listener = crate::net::Tcp.bind("127.0.0.1", 0).await.expect("bind");
+        let (_, shutdown) = tokio::sync::watch::channel(false);
+        let (_, ready) = tokio::sync::watch::channel(true);
+        let server = crate::resp::Server::new(
+            listener,
+            crate::config::Config::default(),
+            Arc::clone(&counting) as Arc<dyn crate::coordinator::Coordinator>,
+            shutdown,
+            ready,
+        )
+        .expect("server");
+        let shared = Arc::clone(server.shared());
+        let addr: std::net::SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let info = Arc::new(super::super::conn::ClientInfo::new(1, addr, addr));
+        (shared, counting, Session::new(info, false), server)
+    }
+
+    fn commands(list: &[&[&str]]) -> Vec<Vec<Bytes>> {
+        list.iter()
+            .map(|args| {
+                args.iter()
+                    .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Proves a pipeline's runs of GET, SET, MGET and MSET reach the
+    /// coordinator as one call per run (all reads or all writes, no key
+    /// twice), and that their replies are those of the same commands run
+    /// one at a time; by counting the calls of a wrapped coordinator.
+    #[tokio::test]
+    async fn runs_of_plans_are_one_coordinator_call() {
+        use std::sync::atomic::Ordering;
+        let list = commands(&[
+            &["SET", "a", "1"],
+            &["set", "b", "2"],
+            &["SET", "c", "3", "EX", "100"],
+            &["MSET", "d", "4", "e", "5", "d", "6"], // 1 write: SET a b c, MSET d e
+            &["SET", "a", "again"],                  // 2: a repeats
+            &["SET", "f", "7", "NX"],
+            &["SET", "f", "8", "NX"], // 3: f repeats; nil
+            &["GET", "a"],
+            &["GET", "nokey"],
+            &["MGET", "b", "c", "d", "d"], // 1 read
+            &["GET", "b"],                 // 2: b repeats
+            &["GET", "too", "many"],       // refused: ends the run
+            &["SET", "g", "1", "EX", "0"], // refused by SET: ends the run
+            &["INCR", "n"],                // 4 writes: not a plan
+            &["SET", "h", "9", "GET"],
+            &["SET", "a", "x", "GET"], // 5
+            &["GET", "h"],             // 3
+        ]);
+        let replies = |list: &[Vec<Bytes>], pipelined: bool| {
+            let list = list.to_vec();
+            async move {
+                let (shared, counting, mut session, _server) = counted_node().await;
+                let mut replies = Vec::new();
+                if pipelined {
+                    let mut pending: VecDeque<Vec<Bytes>> = list.into_iter().collect();
+                    while !pending.is_empty() {
+                        replies.extend(execute_next(&shared, &mut session, &mut pending).await);
+                    }
+                } else {
+                    for args in list {
+                        let mut one = VecDeque::from([args]);
+                        replies.extend(execute_next(&shared, &mut session, &mut one).await);
+                    }
+                }
+                let calls = (
+                    counting.reads.load(Ordering::SeqCst),
+                    counting.writes.load(Ordering::SeqCst),
+                );
+                (replies, calls)
+            }
+        };
+        let (pipelined, calls) = replies(&list, true).await;
+        let (alone, calls_alone) = replies(&list, false).await;
+        assert_eq!(pipelined, alone);
+        assert_eq!(calls, (3, 5));
+        assert_eq!(calls_alone, (5, 10));
+        let bulk = |s: &str| Reply::Bulk(Bytes::copy_from_slice(s.as_bytes()));
+        assert_eq!(
+            pipelined,
+            vec![
+                Reply::OK,
+                Reply::OK,
+                Reply::OK,
+                Reply::OK,
+                Reply::OK,
+                Reply::OK,
+                Reply::Nil,
+                bulk("again"),
+                Reply::Nil,
+                Reply::Array(vec![bulk("2"), bulk("3"), bulk("6"), bulk("6")]),
+                bulk("2"),
+                wrong_arity("get"),
+                Reply::error("ERR invalid expire time in 'set' command"),
+                Reply::Integer(1),
+                Reply::Nil,
+                bulk("again"),
+                bulk("9"),
+            ]
+        );
+    }
 
     #[test]
     fn every_implemented_command_has_metadata() {

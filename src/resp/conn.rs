@@ -62,7 +62,9 @@ pub struct ClientState {
 }
 
 impl ClientInfo {
-    fn new(id: u64, addr: SocketAddr, laddr: SocketAddr) -> Self {
+    /// A new client's info (crate-wide for tests that run a session
+    /// without a socket).
+    pub(crate) fn new(id: u64, addr: SocketAddr, laddr: SocketAddr) -> Self {
         let now = Instant::now();
         Self {
             id,

@@ -70,7 +70,7 @@ impl Pause {
 
     /// Whether a command (writing or not) would be held now; may be stale
     /// by a deadline that just passed, which [`Pause::wait`] then clears.
-    fn holds(&self, writes: bool) -> bool {
+    pub fn holds(&self, writes: bool) -> bool {
         match self.kind.load(Ordering::SeqCst) {
             0 => false,
             k if k == PauseKind::Write as u8 => writes,

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::net::Listener;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::monitor::Monitors;
@@ -46,6 +46,9 @@ pub struct Shared {
     /// Turns `true` once the node can serve data commands; until then
     /// they are refused with LOADING (see `node`).
     ready: watch::Receiver<bool>,
+    /// `ready` was seen `true`: it never turns back, and every command
+    /// asks (an atomic load, not the watch's lock).
+    ready_seen: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -73,7 +76,14 @@ impl Shared {
     /// Whether data commands are still refused with LOADING: the node has
     /// not yet reached its peers (Redis's `server.loading`).
     pub fn loading(&self) -> bool {
-        !*self.ready.borrow()
+        if self.ready_seen.load(Ordering::Relaxed) {
+            return false;
+        }
+        let ready = *self.ready.borrow();
+        if ready {
+            self.ready_seen.store(true, Ordering::Relaxed);
+        }
+        !ready
     }
 
     /// Allocates the next client id (from 1, as Redis).
@@ -126,6 +136,7 @@ impl Server {
             next_client_id: AtomicU64::new(0),
             shutdown,
             ready,
+            ready_seen: AtomicBool::new(false),
         });
         Ok(Self { shared, listener })
     }

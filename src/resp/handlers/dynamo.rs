@@ -1,7 +1,8 @@
 //! The Dynamo face: VGET, VSET, VDEL (docs/semantics.md) and DYNAMO.
 
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
-use crate::coordinator::{Base, Change, Condition, Expiry, ReadOptions, WriteOp, WriteOptions};
+use crate::coordinator::{ReadOptions, WriteOptions};
+use crate::model::ops::{Base, Change, Condition, Expiry, WriteOp};
 use crate::resp::reply::Reply;
 use crate::version::{decode_context, encode_context};
 use bytes::Bytes;

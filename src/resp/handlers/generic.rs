@@ -10,11 +10,9 @@ use super::connection::db_arg;
 use super::{
     Ctx, check_keys, coordinator_error, int_arg, read_namespaced, syntax_error, write_namespaced,
 };
-use crate::coordinator::{
-    Change, Condition, CoordinatorError, ExpireWhen, Expiry, OpError, ReadOptions, WriteOp,
-    WriteOptions,
-};
+use crate::coordinator::{CoordinatorError, ReadOptions, WriteOptions};
 use crate::limits::{MOVE_ATTEMPTS_MAX, PARTITION_PAGE_RECORDS, SCAN_PARTITION_RECORDS_MAX};
+use crate::model::ops::{Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
 use crate::model::record::{Record, is_live, lww_order, winner_value};
 use crate::resp::glob::glob_match;
 use crate::resp::reply::Reply;

@@ -1,10 +1,14 @@
 //! Command handlers, grouped as Redis groups them. Each takes the
 //! connection's context and the full argument list (name first) and
-//! returns a [`Reply`]; arity was checked before.
+//! returns a [`Reply`]; arity was checked before. Commands that are one
+//! coordinator call (GET, SET, MGET, MSET) are [`plan::Plan`]s instead:
+//! [`plan`] builds them, and [`plan::Batch`] runs them, alone or merged
+//! with the pipelined plans next to them.
 
 mod connection;
 mod dynamo;
 pub mod generic;
+pub mod plan;
 mod server;
 mod strings;
 
@@ -13,10 +17,9 @@ use super::conn::Session;
 use super::frame::parse_i64;
 use super::reply::Reply;
 use super::server::Shared;
-use crate::coordinator::{
-    Condition, CoordinatorError, OpError, ReadOptions, WriteOp, WriteOptions,
-};
+use crate::coordinator::{CoordinatorError, ReadOptions, WriteOptions};
 use crate::limits::KEY_BYTES_MAX;
+use crate::model::ops::{Condition, OpError, WriteOp};
 use crate::model::record::{Record, is_live};
 use crate::replica::Written;
 use crate::storage::StoreError;
@@ -54,12 +57,12 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
         },
         Cmd::Time => server::time(),
         Cmd::Monitor => server::monitor(ctx),
-        Cmd::Get => strings::get(ctx, args).await,
-        Cmd::Set => strings::set(ctx, args).await,
+        Cmd::Get | Cmd::Set | Cmd::Mget | Cmd::Mset => match plan(ctx, command, args) {
+            Some(planned) => run_plan(ctx, planned).await,
+            None => Reply::error("ERR not a planned command"),
+        },
         Cmd::Del | Cmd::Unlink => strings::del(ctx, args).await,
         Cmd::Exists => strings::exists(ctx, args).await,
-        Cmd::Mget => strings::mget(ctx, args).await,
-        Cmd::Mset => strings::mset(ctx, args).await,
         Cmd::Type => strings::key_type(ctx, args).await,
         Cmd::Setnx => strings::setnx(ctx, args).await,
         Cmd::Msetnx => strings::msetnx(ctx, args).await,
@@ -105,10 +108,36 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
             ctx.session.unwatch();
             Reply::OK
         }
-        // Handled in `command::execute` before dispatch.
+        // Handled in `command::execute_held` before dispatch.
         Cmd::Multi | Cmd::Exec | Cmd::Discard | Cmd::Watch => {
             Reply::error("ERR transaction command reached dispatch")
         }
+    }
+}
+
+/// The command as a [`plan::Plan`], if it is one (GET, SET, MGET, MSET):
+/// the one place that says which commands are. `Some(Err)` is the reply
+/// of a command refused before it reaches the coordinator (a syntax
+/// error, a key too large).
+pub fn plan(ctx: &Ctx<'_>, command: Command, args: &[Bytes]) -> Option<Result<plan::Plan, Reply>> {
+    match command.cmd {
+        Cmd::Get => Some(strings::get(args)),
+        Cmd::Set => Some(strings::set(ctx, args)),
+        Cmd::Mget => Some(strings::mget(args)),
+        Cmd::Mset => Some(strings::mset(args)),
+        _ => None,
+    }
+}
+
+/// Runs a planned command on its own: a batch of one.
+async fn run_plan(ctx: &Ctx<'_>, planned: Result<plan::Plan, Reply>) -> Reply {
+    match planned {
+        Ok(plan) => plan::Batch::new(plan)
+            .run(ctx)
+            .await
+            .pop()
+            .unwrap_or_else(plan::no_outcome),
+        Err(reply) => reply,
     }
 }
 

@@ -1,16 +1,19 @@
 //! String and key commands: GET, SET, DEL/UNLINK, EXISTS, MGET, MSET, TYPE.
 //! Plain commands see one value per key: the last writer among siblings
-//! (docs/semantics.md).
+//! (docs/semantics.md). GET, SET, MGET and MSET are [`Plan`]s: they say what
+//! they read or write and how their reply is made, and `plan::Batch`
+//! runs them, alone or with the pipelined plans next to them.
 
 use super::generic::{TimeUnit, expire_at_ms};
-use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
-use crate::coordinator::{
-    Change, Condition, ExpireWhen, Expiry, ReadOptions, WriteOp, WriteOptions,
-};
+use super::plan::{FromWritten, Plan, no_outcome};
+use super::{Ctx, check_keys, coordinator_error, int_arg, run_plan, syntax_error};
+use crate::coordinator::{ReadOptions, WriteOptions};
+use crate::model::ops::{Change, Condition, ExpireWhen, Expiry, WriteOp};
 use crate::model::record::{Record, is_live, winner_value};
 use crate::replica::Written;
 use crate::resp::reply::Reply;
 use bytes::Bytes;
+use smallvec::smallvec;
 use std::sync::atomic::Ordering;
 
 /// Reads `keys` through the coordinator, counting hits and misses.
@@ -21,23 +24,18 @@ async fn read(ctx: &Ctx<'_>, keys: Vec<Bytes>) -> Result<Vec<Option<Record>>, Re
         .map_err(|e| coordinator_error(&e))
 }
 
-/// The winning value of each record, counted as keyspace hits/misses.
-fn values(ctx: &Ctx<'_>, records: &[Option<Record>]) -> Vec<Option<Bytes>> {
-    let now = ctx.shared.coordinator.now_ms();
+/// The winning value of a record at `now`, counted as a keyspace hit or
+/// miss.
+fn value(ctx: &Ctx<'_>, record: Option<&Record>, now: u64) -> Option<Bytes> {
+    let value = record.and_then(|r| winner_value(r, now)).cloned();
     let stats = &ctx.shared.stats;
-    records
-        .iter()
-        .map(|r| {
-            let value = r.as_ref().and_then(|r| winner_value(r, now)).cloned();
-            let counter = if value.is_some() {
-                &stats.keyspace_hits
-            } else {
-                &stats.keyspace_misses
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            value
-        })
-        .collect()
+    let counter = if value.is_some() {
+        &stats.keyspace_hits
+    } else {
+        &stats.keyspace_misses
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    value
 }
 
 async fn write(ctx: &Ctx<'_>, writes: Vec<(Bytes, WriteOp)>) -> Result<Vec<Written>, Reply> {
@@ -51,18 +49,25 @@ fn bulk_or_nil(value: Option<Bytes>) -> Reply {
     value.map_or(Reply::Nil, Reply::Bulk)
 }
 
-pub async fn get(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
-    match read(ctx, vec![args[1].clone()]).await {
-        Ok(records) => bulk_or_nil(values(ctx, &records).pop().flatten()),
-        Err(reply) => reply,
-    }
+/// GET: a read of its key, answered with the winning value.
+pub fn get(args: &[Bytes]) -> Result<Plan, Reply> {
+    Plan::read(
+        smallvec![args[1].clone()],
+        |ctx, records, now| match records {
+            [record] => bulk_or_nil(value(ctx, record.as_ref(), now)),
+            _ => no_outcome(),
+        },
+    )
 }
 
-pub async fn mget(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
-    match read(ctx, args[1..].to_vec()).await {
-        Ok(records) => Reply::Array(values(ctx, &records).into_iter().map(bulk_or_nil).collect()),
-        Err(reply) => reply,
-    }
+/// MGET: a read of its keys, answered with their winning values.
+pub fn mget(args: &[Bytes]) -> Result<Plan, Reply> {
+    Plan::read(args[1..].iter().cloned().collect(), |ctx, records, now| {
+        let values = records
+            .iter()
+            .map(|r| bulk_or_nil(value(ctx, r.as_ref(), now)));
+        Reply::Array(values.collect())
+    })
 }
 
 /// SET's options, parsed as Redis's `parseExtendedStringArgumentsOrReply`.
@@ -135,36 +140,34 @@ fn parse_set_options(args: &[Bytes], now_ms: u64) -> Result<SetOptions, Reply> {
     })
 }
 
-pub async fn set(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
-    let now = ctx.shared.coordinator.now_ms();
-    let options = match parse_set_options(&args[3..], now) {
-        Ok(options) => options,
-        Err(reply) => return reply,
+/// SET, with its options: a write of its key, answered from the write's
+/// outcome (OK, or nil when NX or XX declined it; the previous value
+/// with GET).
+pub fn set(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<Plan, Reply> {
+    // Only an expiry option needs the time: plain SET reads no clock.
+    let now = match args.len() {
+        3 => 0,
+        _ => ctx.shared.coordinator.now_ms(),
     };
+    let options = parse_set_options(&args[3..], now)?;
     let mut op = WriteOp::set(args[2].clone());
     op.condition = options.condition;
-    if let crate::coordinator::Change::Put { expiry, .. } = &mut op.change {
+    if let Change::Put { expiry, .. } = &mut op.change {
         *expiry = options.expiry;
     }
-    let written = match write(ctx, vec![(args[1].clone(), op)]).await {
-        Ok(mut written) => written.pop(),
-        Err(reply) => return reply,
+    let reply: FromWritten = if options.get {
+        |written, now| match written {
+            [written] => bulk_or_nil(previous_value(written, now)),
+            _ => no_outcome(),
+        }
+    } else {
+        |written, _| match written {
+            [written] if written.current.is_some() => Reply::OK,
+            [_] => Reply::Nil,
+            _ => no_outcome(),
+        }
     };
-    let Some(written) = written else {
-        return Reply::error("ERR write returned no outcome");
-    };
-    if options.get {
-        let previous = written
-            .previous
-            .as_ref()
-            .and_then(|r| winner_value(r, now))
-            .cloned();
-        return bulk_or_nil(previous);
-    }
-    match written.current {
-        Some(_) => Reply::OK,
-        None => Reply::Nil,
-    }
+    Plan::write(smallvec![(args[1].clone(), op)], reply)
 }
 
 pub async fn del(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
@@ -180,9 +183,12 @@ pub async fn del(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
-pub async fn mset(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+/// MSET: a write of its keys, answered OK.
+pub fn mset(args: &[Bytes]) -> Result<Plan, Reply> {
     if args.len().is_multiple_of(2) {
-        return Reply::error("ERR wrong number of arguments for 'mset' command");
+        return Err(Reply::error(
+            "ERR wrong number of arguments for 'mset' command",
+        ));
     }
     // A key given twice gets its last value, as in Redis: write it once,
     // since the writes of one batch may run concurrently.
@@ -193,10 +199,7 @@ pub async fn mset(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         .filter(|(i, pair)| !pairs[i + 1..].iter().any(|later| later[0] == pair[0]))
         .map(|(_, pair)| (pair[0].clone(), WriteOp::set(pair[1].clone())))
         .collect();
-    match write(ctx, writes).await {
-        Ok(_) => Reply::OK,
-        Err(reply) => reply,
-    }
+    Plan::write(writes, |_, _| Reply::OK)
 }
 
 pub async fn exists(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
@@ -223,7 +226,7 @@ async fn write_one(ctx: &Ctx<'_>, key: &Bytes, op: WriteOp) -> Result<Written, R
     write(ctx, vec![(key.clone(), op)])
         .await?
         .pop()
-        .ok_or_else(|| Reply::error("ERR write returned no outcome"))
+        .ok_or_else(no_outcome)
 }
 
 /// The value plain GET saw before a write.
@@ -335,7 +338,7 @@ pub async fn getex(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
             // Redis looks the key up before it checks the time: nil for a
             // missing key, whatever the time.
             Err(reply) => {
-                return match get(ctx, args).await {
+                return match run_plan(ctx, get(args)).await {
                     Reply::Bulk(_) => reply,
                     other => other,
                 };
@@ -343,7 +346,7 @@ pub async fn getex(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         },
     };
     let Some(at) = change else {
-        return get(ctx, args).await;
+        return run_plan(ctx, get(args)).await;
     };
     let op = WriteOp::known(Change::Expire {
         at,
