@@ -26,7 +26,7 @@ use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::{Replica, ReplicaSettings};
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, Store, StoreError};
-use crate::task::stopped;
+use crate::task::{every, stopped};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -464,25 +464,20 @@ fn save_members(replica: Arc<Replica>, executor: Arc<StorageExecutor>) -> SaveMe
 async fn probe_store(
     replica: Arc<Replica>,
     executor: Arc<StorageExecutor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(STORE_PROBE_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = stopped(&mut shutdown) => return,
-            _ = tick.tick() => {}
-        }
+    let period = Duration::from_millis(STORE_PROBE_INTERVAL_MS);
+    every(period, shutdown, || async {
         if replica.health().failing.is_none() {
-            continue;
+            return;
         }
         let replica = Arc::clone(&replica);
         // A failed probe is the state the store already logged.
         if let Err(e) = executor.run(move || replica.recover()).await {
             tracing::error!("store probe task: {e}");
         }
-    }
+    })
+    .await;
 }
 
 /// This machine's host name (containers: the name peers resolve).
@@ -565,16 +560,10 @@ async fn reap_expired(
     replica: Arc<Replica>,
     executor: Arc<StorageExecutor>,
     clock: Arc<dyn Clock>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(EXPIRE_REAP_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = stopped(&mut shutdown) => return,
-            _ = tick.tick() => {}
-        }
+    let period = Duration::from_millis(EXPIRE_REAP_INTERVAL_MS);
+    every(period, shutdown, || async {
         for _ in 0..EXPIRE_REAP_BATCHES_PER_TICK {
             let (replica, now) = (Arc::clone(&replica), clock.now_ms());
             let reaped = executor
@@ -590,31 +579,26 @@ async fn reap_expired(
             }
             break;
         }
-    }
+    })
+    .await;
 }
 
 /// `--fsync everysec`: sync the store once a second until shutdown.
 async fn everysec_sync(
     replica: Arc<Replica>,
     executor: Arc<StorageExecutor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(FSYNC_EVERYSEC_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = crate::task::stopped(&mut shutdown) => return,
-            _ = tick.tick() => {
-                let replica = Arc::clone(&replica);
-                match executor.run(move || replica.sync()).await {
-                    Ok(Ok(())) => {}
-                    // The store logged it when it started failing.
-                    Ok(Err(e)) if e.is_unwritable() => {}
-                    Ok(Err(e)) => tracing::error!("background sync failed: {e}"),
-                    Err(e) => tracing::error!("background sync task failed: {e}"),
-                }
-            }
+    let period = Duration::from_millis(FSYNC_EVERYSEC_INTERVAL_MS);
+    every(period, shutdown, || async {
+        let replica = Arc::clone(&replica);
+        match executor.run(move || replica.sync()).await {
+            Ok(Ok(())) => {}
+            // The store logged it when it started failing.
+            Ok(Err(e)) if e.is_unwritable() => {}
+            Ok(Err(e)) => tracing::error!("background sync failed: {e}"),
+            Err(e) => tracing::error!("background sync task failed: {e}"),
         }
-    }
+    })
+    .await;
 }
