@@ -129,11 +129,6 @@ fn db_index(skey: &[u8]) -> usize {
     usize::from(split_storage_key(skey).map_or(0, |(_, key)| crate::db::db_of(key)))
 }
 
-/// The sum of per-database counters.
-pub fn total(counters: &PerDb<AtomicI64>) -> i64 {
-    counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-}
-
 /// Counters the replica keeps for INFO and DBSIZE.
 #[derive(Debug, Default)]
 pub struct ReplicaStats {
@@ -1017,6 +1012,11 @@ fn corrupt(skey: &[u8], source: crate::wire::DecodeError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sum of per-database counters.
+    fn total(counters: &PerDb<AtomicI64>) -> i64 {
+        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
     use crate::model::record::is_live;
     use crate::storage::MemoryStore;
 
