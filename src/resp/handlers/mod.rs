@@ -121,10 +121,10 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
 /// error, a key too large).
 pub fn plan(ctx: &Ctx<'_>, command: Command, args: &[Bytes]) -> Option<Result<plan::Plan, Reply>> {
     match command.cmd {
-        Cmd::Get => Some(strings::get(args)),
+        Cmd::Get => Some(strings::get(ctx, args)),
         Cmd::Set => Some(strings::set(ctx, args)),
-        Cmd::Mget => Some(strings::mget(args)),
-        Cmd::Mset => Some(strings::mset(args)),
+        Cmd::Mget => Some(strings::mget(ctx, args)),
+        Cmd::Mset => Some(strings::mset(ctx, args)),
         _ => None,
     }
 }
@@ -210,6 +210,19 @@ pub async fn read(
     options: ReadOptions,
 ) -> Result<Vec<Option<Record>>, CoordinatorError> {
     let keys = keys.iter().map(|k| ctx.session.key(k)).collect();
+    read_namespaced(ctx, keys, options).await
+}
+
+/// Reads of namespaced keys (`Session::key`, as plans hold them): see
+/// [`read`].
+///
+/// # Errors
+/// The coordinator's.
+pub async fn read_namespaced(
+    ctx: &Ctx<'_>,
+    keys: Vec<Bytes>,
+    options: ReadOptions,
+) -> Result<Vec<Option<Record>>, CoordinatorError> {
     let coordinator = &ctx.shared.coordinator;
     let watched = &ctx.session.watched;
     if watched.is_empty() {
@@ -253,7 +266,7 @@ pub async fn write(
 }
 
 /// Writes of namespaced keys (`crate::db`: MOVE and COPY ... DB write
-/// another database's): inside an EXEC, the first write of each WATCHed
+/// another database's; plans hold their keys so): inside an EXEC, the first write of each WATCHed
 /// key carries [`Condition::Unchanged`], and a refusal marks the
 /// transaction broken (EXEC then answers the null array).
 ///
