@@ -4,8 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, criterion_group, criterion_main};
+use dynokv::model::record::{Record, Sibling, decode_record, encode_record};
 use dynokv::resp::frame::{Parsed, RequestParser};
-use dynokv::storage::record::{Record, Sibling, decode_record, encode_record};
 use dynokv::storage::{BatchOp, FjallStore, Space, Store, storage_key};
 use dynokv::version::VersionVector;
 use std::hint::black_box;

@@ -10,10 +10,12 @@
 //! | [`clock`] | wall-clock time as a value (tests control it) | — |
 //! | [`random`] | random ids and nonces without a dependency | — |
 //! | [`db`] | Redis's logical databases as a key prefix below the RESP face; pure | I/O |
+//! | [`task`] | the boxed future and the wait for the shutdown signal | — |
 //! | [`wire`] | varints and a bounds-checked reader for our binary formats; pure | I/O |
 //! | [`version`] | dots, version vectors, DVV sets, the VGET context; pure | I/O, clocks, storage |
 //! | [`ring`] | key → partition → preference list (weighted HRW, zones); pure | I/O, membership internals |
-//! | [`storage`] | the `Store` trait, fjall and memory stores, the record format, fsync policy, the storage threads | RESP, quorums |
+//! | [`model`] | the record (DVV set of siblings) and its bytes, liveness, the write ops and their planning; pure | I/O, storage, peers |
+//! | [`storage`] | the `Store` trait, fjall and memory stores, fsync policy, whether the store takes writes (its health, probes and recovery after a failed write), the storage threads, the record cache | RESP, quorums |
 //! | [`replica`] | this node's copy of the data: read-modify-write of DVV sets under per-key locks, the expiry index and reaper | RESP, N/R/W |
 //! | [`net`] | the network as a value: listeners and split connections, real TCP or simulated | what flows over it |
 //! | [`peer`] | the node-to-node protocol: messages, codec (layout documented), handshake proof, transport | storage, RESP |
@@ -24,7 +26,8 @@
 //!
 //! Data flows `resp` → `coordinator` → `replica` → `storage`, and between
 //! nodes `coordinator` → `peer` → the other node's `coordinator`; `version`
-//! is the algebra all of them share.
+//! is the algebra all of them share. docs/architecture.md follows a write
+//! through them.
 
 pub mod clock;
 pub mod config;
@@ -32,6 +35,7 @@ pub mod coordinator;
 pub mod db;
 pub mod limits;
 pub mod membership;
+pub mod model;
 pub mod net;
 pub mod node;
 pub mod peer;
@@ -40,5 +44,6 @@ pub mod replica;
 pub mod resp;
 pub mod ring;
 pub mod storage;
+pub mod task;
 pub mod version;
 pub mod wire;

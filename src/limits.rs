@@ -24,11 +24,24 @@ pub const KEY_BYTES_MAX: usize = 60 * 1024;
 /// database's prefix (`crate::db`, 2 bytes).
 pub const NAMESPACED_KEY_BYTES_MAX: usize = KEY_BYTES_MAX + 2;
 
+/// How long a peer may take to answer a request that walks its whole
+/// store: a count of its keys (DBSIZE and INFO keyspace in a cluster scan
+/// the partitions each node counts) or a FLUSHALL (a tombstone per key).
+/// [`PEER_REQUEST_TIMEOUT_MS`] is for batches of keys; on a node holding
+/// millions of keys these take seconds (issue 17's crash test saw DBSIZE
+/// time out after 2 s on 20,000 keys, in a debug build under load).
+pub const PEER_WHOLE_STORE_TIMEOUT_MS: u64 = 60_000;
+
+/// Times RENAME or MOVE reads its source again when the source changed
+/// between the read and its conditional delete (a racing writer or MOVE);
+/// a bound, far above what contention between a few clients needs.
+pub const MOVE_ATTEMPTS_MAX: usize = 64;
+
 /// Largest value (Redis's string limit).
 pub const VALUE_BYTES_MAX: usize = 512 * 1024 * 1024;
 
 /// Default bound on live siblings per key; past it the oldest collapse
-/// last-writer-wins (design.md §3).
+/// last-writer-wins (docs/semantics.md).
 pub const SIBLINGS_MAX_DEFAULT: usize = 64;
 
 /// Most entries a decoded version vector may carry. A vector has one entry
@@ -255,6 +268,20 @@ pub const DATA_L0_TABLES_STALL: usize = 30;
 /// Longest an ingestion waits for level 0 to shrink below
 /// [`DATA_L0_TABLES_STALL`] before it goes ahead, in milliseconds.
 pub const INGEST_STALL_WAIT_MS: u64 = 10_000;
+
+/// How often a node whose store cannot take writes (a full disk, an I/O
+/// error: `storage::Health`) probes whether it can again, in
+/// milliseconds. Each probe writes and syncs [`STORE_PROBE_BYTES`]; the
+/// first that succeeds repairs the store and writes resume, so writes
+/// come back within about this long of the disk (Redis retries its
+/// failed AOF write about as often, from its once-a-second cron).
+pub const STORE_PROBE_INTERVAL_MS: u64 = 1_000;
+
+/// Bytes a store probe writes and syncs before the store takes writes
+/// again: room for a write of a common size and for what reopening fjall
+/// writes, so that writes do not resume on a disk that has a few blocks
+/// free and fail again at once.
+pub const STORE_PROBE_BYTES: usize = 1024 * 1024;
 
 /// Default budget of the record cache (`--cache-mb`), in bytes.
 pub const RECORD_CACHE_BYTES_DEFAULT: usize = 64 << 20;

@@ -8,7 +8,7 @@
 //! peer transport reads and writes on different tasks, and owned halves
 //! need no lock between them.
 
-use crate::coordinator::BoxFuture;
+use crate::task::BoxFuture;
 use std::io;
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -9,11 +9,14 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::coordinator::{ClusterCoordinator, Coordinator, LocalCoordinator, QuorumPolicy, Repair};
+use crate::coordinator::{
+    ClusterCoordinator, Coordinator, CoordinatorError, LocalCoordinator, QuorumPolicy, Repair,
+};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
     FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS, SHUTDOWN_DRAIN_MS,
     STORAGE_IDLE_YIELDS, STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
+    STORE_PROBE_INTERVAL_MS,
 };
 use crate::membership::{Membership, SaveMembers};
 use crate::net::{Listener, Network, Tcp};
@@ -23,6 +26,7 @@ use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::{Replica, ReplicaSettings};
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, Store, StoreError};
+use crate::task::{every, stopped};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -354,21 +358,12 @@ impl Node {
                 .clone()
                 .run_repairs(repairs, shutdown.subscribe()),
         );
-        let (saver, save_executor) = (Arc::clone(&replica), Arc::clone(&executor));
-        let save: SaveMembers = Arc::new(move |members| {
-            let (replica, executor) = (Arc::clone(&saver), Arc::clone(&save_executor));
-            Box::pin(async move {
-                let bytes = encode_members(&members);
-                match executor
-                    .run(move || replica.set_meta_entry(MEMBERS_META, &bytes))
-                    .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!("cannot save the member list: {e}"),
-                    Err(e) => tracing::error!("cannot save the member list: {e}"),
-                }
-            })
-        });
+        workers.spawn(probe_store(
+            Arc::clone(&replica),
+            Arc::clone(&executor),
+            shutdown.subscribe(),
+        ));
+        let save = save_members(Arc::clone(&replica), Arc::clone(&executor));
         workers.spawn(crate::membership::run(
             Arc::clone(&membership),
             Arc::clone(&transport),
@@ -395,26 +390,100 @@ impl Node {
         let _ = shutdown.send(true);
         while workers.join_next().await.is_some() {}
         transport.join().await;
-        coordinator
-            .close()
-            .await
-            .map_err(|e| StoreError::Engine(e.to_string()))?;
-        tracing::info!("store flushed; node stopped");
+        match coordinator.close().await {
+            Ok(()) => tracing::info!("store flushed; node stopped"),
+            // A disk that cannot take writes is no reason to fail the
+            // shutdown: what it could not flush is in the log.
+            Err(CoordinatorError::Storage(StoreError::Unwritable { reason })) => {
+                tracing::warn!(
+                    %reason,
+                    "node stopped without flushing its store, whose data directory cannot take \
+                     writes: every write it acknowledged is in its log, which the next start \
+                     replays; writes it refused were never acknowledged"
+                );
+            }
+            Err(e) => return Err(StoreError::Engine(e.to_string()).into()),
+        }
         Ok(())
     }
+}
+
+/// Saves the member list in the store when it changed since the last
+/// save that succeeded. A failure is logged when saves start failing and
+/// when they work again, not at each try: a node whose disk is full
+/// tries every membership round.
+fn save_members(replica: Arc<Replica>, executor: Arc<StorageExecutor>) -> SaveMembers {
+    #[derive(Default)]
+    struct Saved {
+        /// The list the store holds, encoded, once a save succeeded.
+        members: Option<Vec<u8>>,
+        failing: bool,
+    }
+    // Held through a save: saves run one at a time.
+    let saved = Arc::new(tokio::sync::Mutex::new(Saved::default()));
+    Arc::new(move |members| {
+        let (replica, executor, saved) = (
+            Arc::clone(&replica),
+            Arc::clone(&executor),
+            Arc::clone(&saved),
+        );
+        Box::pin(async move {
+            let bytes = encode_members(&members);
+            let mut saved = saved.lock().await;
+            if saved.members.as_ref() == Some(&bytes) {
+                return;
+            }
+            let written = bytes.clone();
+            let result = match executor
+                .run(move || replica.set_meta_entry(MEMBERS_META, &written))
+                .await
+            {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => {
+                    if std::mem::take(&mut saved.failing) {
+                        tracing::info!("the member list is saved again");
+                    }
+                    saved.members = Some(bytes);
+                }
+                Err(e) if !std::mem::replace(&mut saved.failing, true) => tracing::error!(
+                    "cannot save the member list: {e}; retried each membership round, logged \
+                     again once it succeeds"
+                ),
+                Err(_) => {}
+            }
+        })
+    })
+}
+
+/// While the store cannot take writes: asks it every
+/// [`STORE_PROBE_INTERVAL_MS`] to probe the disk and recover
+/// ([`Replica::recover`]); the store logs when it does.
+async fn probe_store(
+    replica: Arc<Replica>,
+    executor: Arc<StorageExecutor>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let period = Duration::from_millis(STORE_PROBE_INTERVAL_MS);
+    every(period, shutdown, || async {
+        if replica.health().failing.is_none() {
+            return;
+        }
+        let replica = Arc::clone(&replica);
+        // A failed probe is the state the store already logged.
+        if let Err(e) = executor.run(move || replica.recover()).await {
+            tracing::error!("store probe task: {e}");
+        }
+    })
+    .await;
 }
 
 /// This machine's host name (containers: the name peers resolve).
 fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     Some(name.trim().to_owned()).filter(|n| !n.is_empty())
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not Send; drop it here, not in a
-    // caller's `select!`.
-    let _ = shutdown.wait_for(|&s| s).await;
 }
 
 /// Turns `ready` on once every partition has enough reachable replicas
@@ -491,16 +560,10 @@ async fn reap_expired(
     replica: Arc<Replica>,
     executor: Arc<StorageExecutor>,
     clock: Arc<dyn Clock>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(EXPIRE_REAP_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = stopped(&mut shutdown) => return,
-            _ = tick.tick() => {}
-        }
+    let period = Duration::from_millis(EXPIRE_REAP_INTERVAL_MS);
+    every(period, shutdown, || async {
         for _ in 0..EXPIRE_REAP_BATCHES_PER_TICK {
             let (replica, now) = (Arc::clone(&replica), clock.now_ms());
             let reaped = executor
@@ -509,34 +572,33 @@ async fn reap_expired(
             match reaped {
                 Ok(Ok(n)) if n == EXPIRE_REAP_BATCH_KEYS => continue,
                 Ok(Ok(_)) => break,
+                // The store logged it; the reaper tries again next tick.
+                Ok(Err(e)) if e.is_unwritable() => {}
                 Ok(Err(e)) => tracing::error!("expiry reaper: {e}"),
                 Err(e) => tracing::error!("expiry reaper task: {e}"),
             }
             break;
         }
-    }
+    })
+    .await;
 }
 
 /// `--fsync everysec`: sync the store once a second until shutdown.
 async fn everysec_sync(
     replica: Arc<Replica>,
     executor: Arc<StorageExecutor>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(FSYNC_EVERYSEC_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            () = crate::node::stopped(&mut shutdown) => return,
-            _ = tick.tick() => {
-                let replica = Arc::clone(&replica);
-                match executor.run(move || replica.sync()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!("background sync failed: {e}"),
-                    Err(e) => tracing::error!("background sync task failed: {e}"),
-                }
-            }
+    let period = Duration::from_millis(FSYNC_EVERYSEC_INTERVAL_MS);
+    every(period, shutdown, || async {
+        let replica = Arc::clone(&replica);
+        match executor.run(move || replica.sync()).await {
+            Ok(Ok(())) => {}
+            // The store logged it when it started failing.
+            Ok(Err(e)) if e.is_unwritable() => {}
+            Ok(Err(e)) => tracing::error!("background sync failed: {e}"),
+            Err(e) => tracing::error!("background sync task failed: {e}"),
         }
-    }
+    })
+    .await;
 }

@@ -2,20 +2,21 @@
 //! over a [`Store`], under per-key locks, with the fsync policy applied,
 //! the expiry index kept in step, and expired values reaped.
 //!
-//! Everything here is synchronous and may block on disk; async callers use
-//! `spawn_blocking`. The replica mints dots with this node's id, so only a
-//! replica of a key may coordinate a write to it (design.md §3); it knows
-//! nothing of N, R or W.
+//! Everything here is synchronous and may block on disk; async callers go
+//! through the storage threads (`storage::StorageExecutor`). The replica
+//! mints dots with this node's id, so only a replica of a key may
+//! coordinate a write to it (docs/cluster.md); it knows nothing of N, R
+//! or W.
 
 use crate::db::DATABASES;
 use crate::limits::{KEY_LOCK_STRIPES, STORE_WALK_PAGE_RECORDS};
-use crate::ring::partition_of;
-use crate::storage::record::{
+use crate::model::record::{
     Record, Sibling, decode_record, decode_record_shared, encode_record, lww_order,
 };
+use crate::ring::partition_of;
 use crate::storage::{
-    BatchOp, CacheStats, FsyncPolicy, GroupCommit, Meta, RecordCache, Space, Store, StoreError,
-    load_or_init_meta, partition_end, split_storage_key, storage_key,
+    BatchOp, CacheStats, FsyncPolicy, GroupCommit, HealthReport, Meta, RecordCache, Space, Store,
+    StoreError, load_or_init_meta, partition_end, split_storage_key, storage_key,
 };
 use crate::version::{Dot, Supersedes};
 use bytes::Bytes;
@@ -666,8 +667,12 @@ impl Replica {
             .filter(|op| op.space == Space::Data)
             .count();
         if let Err(e) = self.store.apply(&delta.ops) {
-            // What the store holds now is not known: forget it all.
-            self.cache.invalidate();
+            // A refused or failed write left the store as it was (see
+            // `Store::apply`); any other error, and what the store holds
+            // now is not known: forget it all.
+            if !e.is_unwritable() {
+                self.cache.invalidate();
+            }
             return Err(e);
         }
         for op in delta.ops {
@@ -955,6 +960,20 @@ impl Replica {
         self.store.sync()
     }
 
+    /// Whether the store takes writes now, and its last failure.
+    pub fn health(&self) -> HealthReport {
+        self.store.health()
+    }
+
+    /// While the store refuses writes: probes it and, if the disk takes
+    /// writes again, repairs it ([`Store::recover`]).
+    ///
+    /// # Errors
+    /// The store's: it still refuses writes.
+    pub fn recover(&self) -> Result<(), StoreError> {
+        self.store.recover()
+    }
+
     /// Locks the stripes of storage keys in stripe order (so two batches
     /// never deadlock), each stripe once.
     fn lock_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Vec<MutexGuard<'_, ()>> {
@@ -998,8 +1017,8 @@ fn corrupt(skey: &[u8], source: crate::wire::DecodeError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::record::is_live;
     use crate::storage::MemoryStore;
-    use crate::storage::record::is_live;
 
     fn settings(cache_bytes: usize) -> ReplicaSettings {
         ReplicaSettings {

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{TestNode, connect};
+use common::{TestNode, client_info_field, connect};
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, ServerErrorKind, Value};
 use std::future::Future;
@@ -42,20 +42,6 @@ async fn raw(con: &mut MultiplexedConnection, args: &[&[u8]]) -> Value {
 
 fn bulk(bytes: &[u8]) -> Value {
     Value::BulkString(bytes.to_vec())
-}
-
-/// The `resp=` field of CLIENT INFO: which protocol the server thinks
-/// this connection speaks.
-async fn server_side_protocol(con: &mut MultiplexedConnection) -> String {
-    let info: String = redis::cmd("CLIENT")
-        .arg("INFO")
-        .query_async(con)
-        .await
-        .expect("CLIENT INFO");
-    info.split_whitespace()
-        .find_map(|field| field.strip_prefix("resp="))
-        .unwrap_or_else(|| panic!("no resp= in CLIENT INFO: {info}"))
-        .to_owned()
 }
 
 /// GET/SET/DEL/EXISTS/TYPE and nil replies, the same in either protocol.
@@ -132,7 +118,7 @@ async fn resp2_basics() {
     let node = TestNode::start(&[]);
     within(async {
         let mut con = connect(&node.url()).await;
-        assert_eq!(server_side_protocol(&mut con).await, "2");
+        assert_eq!(client_info_field(&mut con, "resp").await, "2");
         string_basics(&mut con).await;
     })
     .await;
@@ -144,7 +130,7 @@ async fn resp3_basics() {
     let node = TestNode::start(&[]);
     within(async {
         let mut con = connect(&node.url_resp3()).await;
-        assert_eq!(server_side_protocol(&mut con).await, "3");
+        assert_eq!(client_info_field(&mut con, "resp").await, "3");
         string_basics(&mut con).await;
         // HELLO answers with a RESP3 map naming the protocol.
         let hello = raw(&mut con, &[b"HELLO", b"3"]).await;

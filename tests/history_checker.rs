@@ -1,23 +1,32 @@
 //! The history checker itself (`common::history::check`), fed hand-built
 //! histories and final states: a planted lost write and a planted phantom
 //! must both be reported, a clean history must report nothing, and each
-//! rule (superseding, resurrection, failed writes, convergence) holds.
+//! rule (superseding, resurrection, failed writes, convergence, FLUSHALL)
+//! holds.
 
 mod common;
 
-use common::history::{Call, Final, KeyState, Op, Outcome, check};
+use common::history::{Call, ClearsSeen, Final, KeyState, Op, Outcome, Timing, check, check_with};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// A history under construction, one op per call, times increasing.
+/// A history under construction, one op per call, times increasing: op
+/// `i` runs from `10 i` ms to `10 i + 5` ms, plus the gaps inserted.
 #[derive(Default)]
 struct Builder {
     ops: Vec<Op>,
+    /// The gaps inserted so far.
+    offset: Duration,
 }
 
 impl Builder {
+    /// Lets `d` pass before the next op.
+    fn gap(&mut self, d: Duration) {
+        self.offset += d;
+    }
+
     fn push(&mut self, node: usize, key: &str, call: Call, outcome: Outcome) {
-        let t = Duration::from_millis(10 * self.ops.len() as u64);
+        let t = Duration::from_millis(10 * self.ops.len() as u64) + self.offset;
         self.ops.push(Op {
             client: node,
             node,
@@ -297,4 +306,288 @@ fn planted_lost_increment_and_counter_phantoms_are_reported() {
         "{text}"
     );
     assert!(text.contains("c = \"81\""), "{text}");
+}
+
+// ---------------------------------------------------------------------
+// FLUSHALL. Its rules, with a bound on late messages of LATE: what was
+// written strictly after a FLUSHALL could last act is never excused; what
+// was written before or during one may be gone; a value every copy of
+// which had landed before an acknowledged FLUSHALL began must not be read
+// after it returned.
+
+/// The bound on late messages the FLUSHALL tests assume.
+const LATE: Duration = Duration::from_millis(100);
+
+fn timing() -> Timing {
+    Timing {
+        late: Some(LATE),
+        clears: None,
+    }
+}
+
+impl Builder {
+    fn flush(&mut self, node: usize, outcome: Outcome) {
+        self.push(node, "", Call::FlushAll, outcome);
+    }
+
+    /// The last op, to adjust its times.
+    fn last(&mut self) -> &mut Op {
+        let Some(op) = self.ops.last_mut() else {
+            panic!("no op yet");
+        };
+        op
+    }
+}
+
+// Proves a write acknowledged after an acknowledged FLUSHALL returned and missing at the end is
+// reported lost (the issue 17 bug: writes after a flush gone after a restart), while one written
+// before the flush may be gone; the same for increments.
+#[test]
+fn a_write_after_an_acknowledged_flushall_must_survive() {
+    let mut h = Builder::default();
+    h.set(0, "k", &[], "k1", ok());
+    h.incr(0, "c", 1, Outcome::Counted(1));
+    h.flush(1, Outcome::Done);
+    h.set(2, "k", &[], "k2", ok());
+    h.incr(2, "c", 4, Outcome::Counted(4));
+    // A restart lost what came after the flush: k and c are empty.
+    let report = check_with(
+        &h.ops,
+        &final_everywhere(&[("k", &[]), ("c", &[])]),
+        &timing(),
+    );
+    eprintln!("{report}");
+    assert_eq!((report.lost, report.flushed), (1, 1), "{report:#?}");
+    assert_eq!(
+        (report.incr_lost, report.incr_flushed),
+        (1, 1),
+        "{report:#?}"
+    );
+    assert_eq!((report.flushes, report.flushes_acked), (1, 1));
+    assert!(!report.is_clean());
+    let text = report.problems.join("\n");
+    assert!(text.contains("lost: k = \"k2\""), "{text}");
+    assert!(
+        text.contains("lost increment: Incr { by: 4 } of c"),
+        "{text}"
+    );
+    // The same history with the writes after the flush kept is clean.
+    let report = check_with(
+        &h.ops,
+        &final_everywhere(&[("k", &["k2"]), ("c", &["4"])]),
+        &timing(),
+    );
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!((report.flushed, report.incr_flushed), (1, 1), "{report:#?}");
+}
+
+// Proves a write that overlaps a FLUSHALL may be kept or gone: each node clears at its own moment
+// while the FLUSHALL runs, so it may have cleared the write's replicas before or after the write.
+#[test]
+fn writes_concurrent_with_a_flushall_may_go_either_way() {
+    let mut h = Builder::default();
+    h.flush(0, Outcome::Done);
+    h.last().completed += Duration::from_millis(30);
+    // Both invoked while the flush ran: one kept, one cleared.
+    h.set(1, "k", &[], "k1", ok());
+    h.set(2, "j", &[], "j1", ok());
+    let report = check_with(
+        &h.ops,
+        &final_everywhere(&[("k", &["k1"]), ("j", &[])]),
+        &timing(),
+    );
+    eprintln!("{report}");
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!((report.lost, report.flushed), (0, 1), "{report:#?}");
+}
+
+// Proves an unacknowledged FLUSHALL (which may have cleared any nodes, until LATE after it
+// returned) excuses writes invoked before that bound and no later ones; one refused before it was
+// sent excuses nothing; and with no bound on late messages it excuses everything after it.
+#[test]
+fn an_unacknowledged_flushall_excuses_writes_until_its_messages_are_in() {
+    let mut h = Builder::default();
+    h.flush(0, noquorum());
+    h.set(1, "k", &[], "k1", ok()); // LATE has not passed: excused
+    h.gap(LATE * 2);
+    h.set(1, "j", &[], "j1", ok()); // past LATE: must survive
+    h.flush(
+        2,
+        Outcome::Failed {
+            error: "connect: refused".into(),
+            sent: false,
+        },
+    );
+    h.set(1, "m", &[], "m1", ok()); // after a flush never sent: must survive
+    let fin = final_everywhere(&[("k", &[]), ("j", &[]), ("m", &[])]);
+    let report = check_with(&h.ops, &fin, &timing());
+    eprintln!("{report}");
+    assert_eq!((report.lost, report.flushed), (2, 1), "{report:#?}");
+    let text = report.problems.join("\n");
+    assert!(text.contains("lost: j = \"j1\""), "{text}");
+    assert!(text.contains("lost: m = \"m1\""), "{text}");
+    assert_eq!((report.flushes, report.flushes_acked), (2, 0));
+    // No bound: the failed FLUSHALL's requests may still be on their way,
+    // so nothing after it is sure to survive.
+    let report = check(&h.ops, &fin);
+    assert_eq!((report.lost, report.flushed), (0, 3), "{report:#?}");
+}
+
+// Proves a value (and a counter's increment) written long before an acknowledged FLUSHALL and
+// read after it returned, or present at the end, is reported stale: every copy had landed before
+// the flush began, and every node cleared after that.
+#[test]
+fn a_value_from_before_an_acknowledged_flushall_is_stale_after_it() {
+    let mut h = Builder::default();
+    h.set(0, "k", &[], "k1", ok());
+    h.incr(0, "c", 1, Outcome::Counted(1));
+    h.gap(LATE * 2);
+    h.flush(1, Outcome::Done);
+    h.get(2, "k", "c1", &["k1"]);
+    h.incr(2, "c", 4, Outcome::Counted(5));
+    let fin = final_everywhere(&[("k", &["k1"]), ("c", &["5"])]);
+    let report = check_with(&h.ops, &fin, &timing());
+    eprintln!("{report}");
+    assert_eq!(
+        report.stale_after_flush, 2,
+        "k1 and c = 5, once each: {report:#?}"
+    );
+    assert_eq!((report.lost, report.incr_lost, report.phantoms), (0, 0, 0));
+    assert!(!report.is_clean());
+    let text = report.problems.join("\n");
+    assert!(
+        text.contains("stale after FLUSHALL: k = \"k1\" in a read at"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stale after FLUSHALL: c = 5 in a reply at"),
+        "{text}"
+    );
+    // Cleared as promised: a fresh value after the flush, the old one gone.
+    let mut h = Builder::default();
+    h.set(0, "k", &[], "k1", ok());
+    h.gap(LATE * 2);
+    h.flush(1, Outcome::Done);
+    h.get(2, "k", "c1", &[]);
+    h.set(2, "k", &[], "k2", ok());
+    let report = check_with(&h.ops, &final_everywhere(&[("k", &["k2"])]), &timing());
+    assert!(report.is_clean(), "{report:#?}");
+}
+
+// Proves a value may come back after an acknowledged FLUSHALL when a copy of it may still have
+// been on its way (an operation that carries it ended less than LATE before the flush began, or
+// ran across it), and after an unacknowledged one always; with no bound on late messages, after
+// any.
+#[test]
+fn a_value_in_flight_across_a_flushall_may_come_back() {
+    let mut h = Builder::default();
+    h.set(0, "j", &[], "j1", ok());
+    h.set(0, "m", &[], "m1", ok());
+    h.gap(LATE * 2);
+    // j1 written long before, but a read that returned it (and may repair
+    // with it) ended just before the flush.
+    h.get(1, "j", "c1", &["j1"]);
+    // m1 written long before, but a write of another value of m ran across
+    // the flush (its coordinator's record may hold m1 as a sibling).
+    h.set(1, "m", &[], "m2", ok());
+    h.last().completed += Duration::from_millis(40);
+    // k1 written just before the flush: the copy to its third replica may
+    // land after that node cleared.
+    h.set(0, "k", &[], "k1", ok());
+    h.flush(1, Outcome::Done);
+    h.get(2, "k", "c2", &["k1"]);
+    let fin = final_everywhere(&[("k", &["k1"]), ("j", &["j1"]), ("m", &["m1", "m2"])]);
+    let report = check_with(&h.ops, &fin, &timing());
+    eprintln!("{report}");
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(report.stale_after_flush, 0);
+    // After an unacknowledged FLUSHALL nothing is promised.
+    let mut h = Builder::default();
+    h.set(0, "k", &[], "k1", ok());
+    h.gap(LATE * 2);
+    h.flush(1, noquorum());
+    h.get(2, "k", "c1", &["k1"]);
+    let report = check_with(&h.ops, &final_everywhere(&[("k", &["k1"])]), &timing());
+    assert!(report.is_clean(), "{report:#?}");
+    // With no bound on late messages, a copy may always be on its way.
+    let mut h = Builder::default();
+    h.set(0, "k", &[], "k1", ok());
+    h.gap(LATE * 2);
+    h.flush(1, Outcome::Done);
+    h.get(2, "k", "c1", &["k1"]);
+    let report = check(&h.ops, &final_everywhere(&[("k", &["k1"])]));
+    assert!(report.is_clean(), "{report:#?}");
+}
+
+// Proves a value an acknowledged write superseded, present at the end, is excused only when a
+// FLUSHALL may have cleared the superseding record while a copy of the value was on its way, and
+// reported otherwise.
+#[test]
+fn resurrection_across_a_flushall_needs_a_copy_in_flight() {
+    let mut h = Builder::default();
+    h.set(0, "d", &[], "d1", ok());
+    h.get(0, "d", "c1", &["d1"]);
+    h.del(0, "d", &["d1"], ok());
+    // A FLUSHALL right after: d1's tail may land after its node cleared,
+    // with no tombstone left to cover it.
+    h.flush(1, noquorum());
+    let report = check_with(&h.ops, &final_everywhere(&[("d", &["d1"])]), &timing());
+    eprintln!("{report}");
+    assert_eq!(
+        (report.resurrected, report.revived_across_flush),
+        (0, 1),
+        "{report:#?}"
+    );
+    // The same FLUSHALL long after every copy of d1 landed: resurrected.
+    let mut h = Builder::default();
+    h.set(0, "d", &[], "d1", ok());
+    h.get(0, "d", "c1", &["d1"]);
+    h.del(0, "d", &["d1"], ok());
+    h.gap(LATE * 2);
+    h.flush(1, noquorum());
+    let report = check_with(&h.ops, &final_everywhere(&[("d", &["d1"])]), &timing());
+    assert_eq!(
+        (report.resurrected, report.revived_across_flush),
+        (3, 0),
+        "{report:#?}"
+    );
+}
+
+// Proves the clears a recorder saw replace what unacknowledged FLUSHALLs might have done: a write
+// after the last clear seen must survive even within LATE of a failed FLUSHALL; one before it may
+// be gone only if at least W nodes (every node that held it at its acknowledgement, at least) were
+// cleared after it began.
+#[test]
+fn clears_seen_bound_what_a_flushall_excuses() {
+    let mut h = Builder::default();
+    h.set(1, "j", &[], "j1", ok());
+    h.flush(0, noquorum());
+    h.set(1, "k", &[], "k1", ok());
+    let cleared_at = h.ops[1].invoked + Duration::from_millis(2);
+    let seen = |nodes: &[usize]| Timing {
+        clears: Some(ClearsSeen {
+            at: nodes.iter().map(|&node| (node, cleared_at)).collect(),
+            write_quorum: 2,
+        }),
+        ..timing()
+    };
+    let fin = final_everywhere(&[("j", &[]), ("k", &[])]);
+    // The failed FLUSHALL reached two nodes: j1 may have been on just them.
+    let report = check_with(&h.ops, &fin, &seen(&[0, 1]));
+    eprintln!("{report}");
+    assert_eq!((report.lost, report.flushed), (1, 1), "{report:#?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("lost: k = \"k1\"")),
+        "{report:#?}"
+    );
+    // It reached one: j1 was on two nodes when acknowledged, one kept it.
+    let report = check_with(&h.ops, &fin, &seen(&[0]));
+    assert_eq!((report.lost, report.flushed), (2, 0), "{report:#?}");
+    // Without them, the failed FLUSHALL may have cleared any node within
+    // LATE of its end.
+    let report = check_with(&h.ops, &fin, &timing());
+    assert_eq!((report.lost, report.flushed), (0, 2), "{report:#?}");
 }

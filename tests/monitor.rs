@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{TestNode, connect};
+use common::{TestNode, client_info_field, command, connect};
 use redis::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -162,17 +162,6 @@ impl Raw {
     }
 }
 
-/// `args` as a RESP multibulk request.
-fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// A MONITOR line less its `+<secs>.<micros> ` stamp, which must be now
 /// give or take a minute, with six digits of microseconds.
 fn unstamp(line: &[u8]) -> String {
@@ -197,19 +186,6 @@ fn unstamp(line: &[u8]) -> String {
     rest.to_owned()
 }
 
-/// The `addr=` field of `CLIENT INFO` on `con`.
-async fn client_addr(con: &mut redis::aio::MultiplexedConnection) -> String {
-    let info: String = redis::cmd("CLIENT")
-        .arg("INFO")
-        .query_async(con)
-        .await
-        .expect("CLIENT INFO");
-    info.split_whitespace()
-        .find_map(|field| field.strip_prefix("addr="))
-        .expect("addr= in CLIENT INFO")
-        .to_owned()
-}
-
 /// Proves a monitor gets one exact line per command another client ran:
 /// binary arguments escaped as Redis escapes them, each command of a
 /// pipelined GET/SET batch (the batched path) its own line, MULTI/EXEC in
@@ -219,7 +195,7 @@ async fn client_addr(con: &mut redis::aio::MultiplexedConnection) -> String {
 async fn monitor_shows_each_command_of_other_clients_exactly() {
     let node = TestNode::start(&[]);
     let mut client = connect(&node.url()).await;
-    let client_at = client_addr(&mut client).await;
+    let client_at = client_info_field(&mut client, "addr").await;
     let mut raw = Raw::connect(node.addr()).await;
     let raw_at = raw.addr();
     let mut monitor = Raw::connect(node.addr()).await;
@@ -411,7 +387,13 @@ async fn a_monitor_is_limited_as_in_redis_and_reset_ends_it() {
     }
 
     // CLIENT REPLY OFF holds the lines too, as Redis's replies hold them.
+    // It has no reply: the other monitor's line says when it ran, and
+    // only then may the other client's SET come.
     monitor.send(&command(&[b"CLIENT", b"REPLY", b"OFF"])).await;
+    assert_eq!(
+        second.monitor_line().await,
+        format!(r#"[0 {me}] "CLIENT" "REPLY" "OFF""#)
+    );
     other.roundtrip(&[b"SET", b"a", b"2"], b"+OK\r\n").await;
     monitor
         .roundtrip(&[b"CLIENT", b"REPLY", b"ON"], b"+OK\r\n")
@@ -421,7 +403,6 @@ async fn a_monitor_is_limited_as_in_redis_and_reset_ends_it() {
         format!(r#"[0 {me}] "CLIENT" "REPLY" "ON""#)
     );
     for line in [
-        format!(r#"[0 {me}] "CLIENT" "REPLY" "OFF""#),
         format!(r#"[0 {other_at}] "SET" "a" "2""#),
         format!(r#"[0 {me}] "CLIENT" "REPLY" "ON""#),
     ] {

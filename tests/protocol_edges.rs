@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::TestNode;
+use common::{TestNode, command};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -18,16 +18,6 @@ fn connect(node: &TestNode) -> TcpStream {
         .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     stream
-}
-
-fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
 }
 
 /// Reads one reply line (simple replies only) or one bulk reply whole.

@@ -159,3 +159,123 @@ fn incr_through_three_nodes_sums_exactly() {
         );
     }
 }
+
+/// Rounds of [`moves_race`].
+const MOVE_ROUNDS: usize = 60;
+/// Clients racing to move one key in a round, each to its own database.
+const MOVERS: usize = 4;
+
+/// How a racing client moves the key.
+#[derive(Debug, Clone, Copy)]
+enum Move {
+    /// `MOVE key <c + 1>`: to its own database.
+    ToDatabase,
+    /// `RENAME key key:to:<c>`: to its own name.
+    Rename,
+}
+
+/// Each round: `key:<round>` is set in database 0, then [`MOVERS`]
+/// clients (client `c` through `addrs[c % len]`) move it at once, each
+/// to its own place (`how`). Returns, per round, how many moves succeeded
+/// and in how many places the value then is (source included).
+fn moves_race(addrs: &[SocketAddr], how: Move) -> Vec<(usize, usize)> {
+    let mut setup = connect_sync(addrs[0]);
+    (0..MOVE_ROUNDS)
+        .map(|round| {
+            let key = format!("key:{round}");
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(round)
+                .query(&mut setup)
+                .expect("SET");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(MOVERS));
+            let movers: Vec<_> = (0..MOVERS)
+                .map(|c| {
+                    let (addr, key, barrier) =
+                        (addrs[c % addrs.len()], key.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let mut con = connect_sync(addr);
+                        barrier.wait();
+                        match how {
+                            Move::ToDatabase => {
+                                let moved: i64 = redis::cmd("MOVE")
+                                    .arg(&key)
+                                    .arg(c + 1)
+                                    .query(&mut con)
+                                    .expect("MOVE");
+                                moved == 1
+                            }
+                            Move::Rename => {
+                                let renamed: redis::RedisResult<()> = redis::cmd("RENAME")
+                                    .arg(&key)
+                                    .arg(format!("{key}:to:{c}"))
+                                    .query(&mut con);
+                                match renamed {
+                                    Ok(()) => true,
+                                    Err(e) if e.to_string().contains("no such key") => false,
+                                    Err(e) => panic!("RENAME: {e}"),
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let won = movers
+                .into_iter()
+                .map(|m| m.join().expect("a mover panicked"))
+                .filter(|&m| m)
+                .count();
+            let mut con = connect_sync(addrs[0]);
+            let places: Vec<(usize, String)> = (0..=MOVERS)
+                .map(|c| match how {
+                    Move::ToDatabase => (c, key.clone()),
+                    Move::Rename if c == 0 => (0, key.clone()),
+                    Move::Rename => (0, format!("{key}:to:{}", c - 1)),
+                })
+                .collect();
+            let held = places
+                .iter()
+                .filter(|(db, name)| {
+                    let _: () = redis::cmd("SELECT")
+                        .arg(*db)
+                        .query(&mut con)
+                        .expect("SELECT");
+                    let value: Option<usize> =
+                        redis::cmd("GET").arg(name).query(&mut con).expect("GET");
+                    value == Some(round)
+                })
+                .count();
+            (won, held)
+        })
+        .collect()
+}
+
+#[test]
+fn racing_moves_of_one_key_move_it_once() {
+    // Proves MOVE and RENAME are read-modify-writes that lose nothing and copy nothing under concurrency: 4 clients MOVE (or RENAME) one key at once, each to its own database (or name), 60 rounds each on one node and through the three nodes of a cluster; every round exactly one succeeds and the value is in exactly one place. Before, the source's delete was unconditional, and on one node 44 rounds of 60 left the key in two to four databases.
+    let node = TestNode::start(&[]);
+    let cluster = TestCluster::start(3, &[]);
+    for (what, addrs, how) in [
+        ("one node", vec![node.addr()], Move::ToDatabase),
+        ("one node", vec![node.addr()], Move::Rename),
+        ("three nodes", cluster.addrs(), Move::ToDatabase),
+        ("three nodes", cluster.addrs(), Move::Rename),
+    ] {
+        let what = format!("{what}, {how:?}");
+        let rounds = moves_race(&addrs, how);
+        let bad: Vec<_> = rounds
+            .iter()
+            .enumerate()
+            .filter(|&(_, &(won, held))| (won, held) != (1, 1))
+            .collect();
+        println!(
+            "{what}: {} rounds, {} not moved exactly once",
+            rounds.len(),
+            bad.len()
+        );
+        assert!(
+            bad.is_empty(),
+            "{what}: (round, (moves won, places holding it)): {bad:?}"
+        );
+    }
+}

@@ -13,14 +13,21 @@
 //! `VDEL` with the context read, on a few keys, through changing nodes,
 //! and record every operation in a `common::history::History`; on
 //! [`COUNTERS`] other keys they add unique powers of two with `INCRBY` or
-//! a WATCH transaction (WATCH, GET, MULTI, SET, EXEC). Meanwhile
-//! the fault driver partitions the nodes (minority and majority sides),
-//! crashes and restarts them, holds links (delay) and makes links drop
-//! messages. Then everything heals, a checker client reads every key
-//! through every node until they agree, and `common::history::check`
-//! judges the history: nothing acknowledged lost, no phantom values,
-//! nothing resurrected, replicas converged, no acknowledged increment
-//! missing from the counters and none counted that was not sent or twice.
+//! a WATCH transaction (WATCH, GET, MULTI, SET, EXEC); a flusher sends
+//! FLUSHALL early on. Meanwhile the fault driver partitions the nodes
+//! (minority and majority sides), kills and restarts them (and, with
+//! `DYNOKV_SIM_GRACEFUL=1`, shuts them down gracefully and starts them
+//! again), holds links (delay) and makes links drop messages, and watches
+//! every store for clears. Then
+//! everything heals, a checker client reads every key through every node
+//! until they agree, and `common::history::check_with` judges the
+//! history: nothing acknowledged lost, no phantom values, nothing
+//! resurrected, replicas converged, no acknowledged increment missing
+//! from the counters and none counted that was not sent or twice, nothing
+//! read after an acknowledged FLUSHALL that it had to clear. Then the
+//! epilogue, on the quiet cluster: FLUSHALL, writes, one to three of their
+//! replicas killed (or shut down) and started again, reads, and the same
+//! judgement on the state it leaves.
 //!
 //! Links (issue 17): a prober asks every node `DYNAMO MEMBERS` every
 //! [`LINK_PROBE_EVERY`]; once no fault has touched a pair of live nodes
@@ -37,15 +44,17 @@
 mod common;
 
 use common::Rng;
-use common::history::{self, Call, Final, History, Op, Outcome, Read, Report};
+use common::history::{self, Call, ClearsSeen, Final, History, Op, Outcome, Read, Report, Timing};
 use dynokv::clock::Clock;
 use dynokv::config::{Config, Settings};
 use dynokv::coordinator::BoxFuture;
-use dynokv::limits::{PEER_BACKOFF_MAX_MS, PEER_PING_AFTER_MS, PEER_SILENCE_MAX_MS};
+use dynokv::limits::{
+    PEER_BACKOFF_MAX_MS, PEER_PING_AFTER_MS, PEER_REQUEST_TIMEOUT_MS, PEER_SILENCE_MAX_MS,
+};
+use dynokv::model::record::{Record, decode_record};
 use dynokv::net::{Connection, Listener, Network};
 use dynokv::node::{Environment, Node};
 use dynokv::ring::partition_of;
-use dynokv::storage::record::{Record, decode_record};
 use dynokv::storage::{FsyncPolicy, MemoryStore, Space, StorageExecutor, Store, storage_key};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -60,6 +69,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const NODES: usize = 5;
 /// Replicas per key.
 const N: usize = 3;
+/// Write quorum.
+const W: usize = 2;
 /// Clients per run.
 const CLIENTS: usize = 4;
 /// Keys the clients share.
@@ -106,6 +117,39 @@ const LINK_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// one second more for the handshake and the probe itself.
 const LINK_REPAIR_MAX: Duration =
     Duration::from_millis(PEER_SILENCE_MAX_MS + PEER_PING_AFTER_MS + PEER_BACKOFF_MAX_MS + 1_000);
+/// A fault lasts this long at least, in milliseconds.
+const FAULT_MIN_MS: u64 = 300;
+/// A fault lasts this long at most, in milliseconds: a held link delivers
+/// what it held at most this late.
+const FAULT_MAX_MS: u64 = 2_500;
+/// How long into the faults the flusher sends FLUSHALLs.
+const FLUSH_WINDOW: Duration = Duration::from_millis(1_500);
+/// Acknowledged FLUSHALLs after which the flusher stops.
+const FLUSHES_ACKED: usize = 1;
+/// The flusher waits this long before each FLUSHALL, at least, in
+/// milliseconds.
+const FLUSH_GAP_MIN_MS: u64 = 200;
+/// See [`FLUSH_GAP_MIN_MS`].
+const FLUSH_GAP_MAX_MS: u64 = 800;
+/// How long a FLUSHALL's client waits for the reply: past the longest
+/// fan-out (the coordinator asks the other nodes one by one, each for up
+/// to a peer request timeout).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after an operation completed a message it caused may still act
+/// on a node (the checker's `Timing::late`, and the quiet time before the
+/// epilogue): a read listens to slow replicas for a peer request timeout
+/// and queues their repairs, a queued repair waits for the one before it
+/// (a request timeout), a held link delivers what it held when the fault
+/// heals ([`FAULT_MAX_MS`]), and a second of margin. The stores' clears
+/// are checked against it (`flush_problems`).
+const LATE: Duration = Duration::from_millis(2 * PEER_REQUEST_TIMEOUT_MS + FAULT_MAX_MS + 1_000);
+/// Keys the epilogue writes after its FLUSHALL.
+const EPILOGUE_KEYS: usize = 3;
+/// FLUSHALLs the epilogue tries until one is acknowledged (links may
+/// still be coming back after the heal).
+const EPILOGUE_FLUSH_TRIES: usize = 10;
+/// How often a node's host looks at its [`Switch`].
+const SWITCH_POLL: Duration = Duration::from_millis(10);
 /// Sim time per run at most (turmoil fails the run past it).
 const RUN_MAX: Duration = Duration::from_secs(300);
 
@@ -194,29 +238,84 @@ fn node_config(i: usize, fsync: FsyncPolicy) -> Config {
         fsync: Some(fsync),
         replicas: Some(N),
         read_quorum: Some(2),
-        write_quorum: Some(2),
+        write_quorum: Some(W),
         partitions: Some(PARTITIONS),
         ..Settings::default()
     };
     Config::resolve(settings, None).unwrap_or_else(|e| panic!("sim config: {e}"))
 }
 
+/// A switch the fault driver flips between steps and a node's host polls.
+#[derive(Debug, Clone, Default)]
+struct Switch(Rc<Cell<bool>>);
+
+impl Switch {
+    fn set(&self, on: bool) {
+        self.0.set(on);
+    }
+
+    /// Waits until the switch is `on`, looking every [`SWITCH_POLL`].
+    async fn wait_for(&self, on: bool) {
+        while self.0.get() != on {
+            tokio::time::sleep(SWITCH_POLL).await;
+        }
+    }
+}
+
+/// `DYNOKV_SIM_GRACEFUL=1` adds graceful shutdowns to the faults (half the
+/// held links' share) and to the epilogue (half its stops). Off by
+/// default: the node's shutdown wakes its tasks through a
+/// `tokio::sync::watch`, whose waiters tokio files under one of eight
+/// slots drawn from its own random generator, which turmoil seeds only
+/// under `--cfg tokio_unstable`; so the tasks stop in a different order
+/// from run to run and a seed no longer replays exactly.
+fn graceful_restarts() -> bool {
+    std::env::var("DYNOKV_SIM_GRACEFUL").as_deref() == Ok("1")
+}
+
 /// Registers node `i`: each (re)start first drops what the store had not
-/// synced, as a crash would, then runs the node on it.
-fn add_node(sim: &mut turmoil::Sim<'_>, i: usize, store: Arc<MemoryStore>, fsync: FsyncPolicy) {
+/// synced, as a crash would, then runs the node on it. With a `stop`
+/// switch, while it is on the node is shut down gracefully (it drains its
+/// clients and syncs its store, as on SIGTERM) and stays down; then it
+/// starts again ([`graceful_restarts`]).
+fn add_node(
+    sim: &mut turmoil::Sim<'_>,
+    i: usize,
+    store: Arc<MemoryStore>,
+    fsync: FsyncPolicy,
+    stop: Option<Switch>,
+) {
     sim.host(node_name(i), move || {
-        let store = Arc::clone(&store);
+        let (store, stop) = (Arc::clone(&store), stop.clone());
         async move {
-            store.crash();
-            let environment = Environment {
-                store,
-                network: Arc::new(SimNet),
-                clock: Arc::new(SimClock),
-                executor: Arc::new(StorageExecutor::inline()),
-            };
-            let node = Node::start_in(node_config(i, fsync), environment).await?;
-            node.run().await?;
-            Ok(())
+            loop {
+                // After a graceful stop this drops nothing: the node synced.
+                store.crash();
+                let environment = Environment {
+                    store: Arc::clone(&store) as Arc<dyn Store>,
+                    network: Arc::new(SimNet),
+                    clock: Arc::new(SimClock),
+                    executor: Arc::new(StorageExecutor::inline()),
+                };
+                let node = Node::start_in(node_config(i, fsync), environment).await?;
+                let shutdown = node.shutdown_handle();
+                let run = node.run();
+                tokio::pin!(run);
+                let Some(stop) = &stop else {
+                    return Ok(run.await?);
+                };
+                tokio::select! {
+                    biased;
+                    ended = &mut run => {
+                        ended?;
+                        return Ok(());
+                    }
+                    () = stop.wait_for(true) => {}
+                }
+                shutdown.shutdown();
+                run.await?;
+                stop.wait_for(false).await;
+            }
         }
     });
 }
@@ -277,7 +376,8 @@ struct SimClient {
     id: usize,
     node: usize,
     history: Arc<History>,
-    started: tokio::time::Instant,
+    /// How long it waits to connect, and for each reply.
+    timeout: Duration,
     con: Option<(turmoil::net::TcpStream, Vec<u8>)>,
 }
 
@@ -295,20 +395,21 @@ impl SimClient {
             id,
             node,
             history,
-            started: tokio::time::Instant::now(),
+            timeout: CLIENT_TIMEOUT,
             con: None,
         }
     }
 
+    /// Simulated time since the run began: the fault driver's clock too,
+    /// so operations and the stores' clears it watches share one clock.
     fn now(&self) -> Duration {
-        self.started.elapsed()
+        turmoil::sim_elapsed().unwrap_or_default()
     }
 
     async fn send(&mut self, args: &[&[u8]]) -> Exchange {
         if self.con.is_none() {
             let addr = (node_name(self.node), PORT);
-            match tokio::time::timeout(CLIENT_TIMEOUT, turmoil::net::TcpStream::connect(addr)).await
-            {
+            match tokio::time::timeout(self.timeout, turmoil::net::TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => self.con = Some((stream, Vec::new())),
                 Ok(Err(e)) => return Exchange::NotSent(format!("connect: {e}")),
                 Err(_) => return Exchange::NotSent("connect timed out".into()),
@@ -338,7 +439,7 @@ impl SimClient {
                 buf.extend_from_slice(&chunk[..n]);
             }
         };
-        match tokio::time::timeout(CLIENT_TIMEOUT, exchange).await {
+        match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(reply)) => Exchange::Replied(reply),
             Ok(Err(e)) => {
                 self.con = None;
@@ -423,6 +524,18 @@ impl SimClient {
         self.run(key, Call::Incr { by }, &args, |reply| match reply {
             redis::Value::Int(v) => Ok(Outcome::Counted(v)),
             other => Err(format!("unexpected reply to INCRBY: {other:?}")),
+        })
+        .await
+    }
+
+    /// `FLUSHALL`, recorded (with an empty key).
+    async fn flushall(&mut self) -> Outcome {
+        self.run("", Call::FlushAll, &[b"FLUSHALL"], |reply| match reply {
+            redis::Value::SimpleString(ok) if ok == "OK" => Ok(Outcome::Done),
+            other => Err(format!(
+                "{}: FLUSHALL answered {other:?}",
+                history::BAD_REPLY
+            )),
         })
         .await
     }
@@ -736,7 +849,7 @@ impl Disturbances {
                 .iter()
                 .flat_map(|&x| b.iter().map(move |&y| (x.min(y), x.max(y))))
                 .collect(),
-            Fault::Crash(i) => (0..NODES)
+            Fault::Crash(i) | Fault::Restart(i) => (0..NODES)
                 .filter(|j| j != i)
                 .map(|j| (j.min(*i), j.max(*i)))
                 .collect(),
@@ -812,13 +925,15 @@ enum Fault {
     Partition(Vec<usize>, Vec<usize>),
     /// A node's software stopped; restarted on heal.
     Crash(usize),
+    /// A node shut down gracefully (drained and synced); started on heal.
+    Restart(usize),
     /// Messages on a link held back, delivered on heal (a long delay).
     Hold(usize, usize),
     /// A link that drops messages at random.
     Lossy(usize, usize),
 }
 
-fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+fn inject(sim: &mut turmoil::Sim<'_>, stops: &[Switch], fault: &Fault) {
     match fault {
         Fault::Partition(a, b) => {
             for &x in a {
@@ -828,12 +943,13 @@ fn inject(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
             }
         }
         Fault::Crash(i) => sim.crash(node_name(*i)),
+        Fault::Restart(i) => stops[*i].set(true),
         Fault::Hold(a, b) => sim.hold(node_name(*a), node_name(*b)),
         Fault::Lossy(a, b) => sim.set_link_fail_rate(node_name(*a), node_name(*b), 0.05),
     }
 }
 
-fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
+fn heal(sim: &mut turmoil::Sim<'_>, stops: &[Switch], fault: &Fault) {
     match fault {
         Fault::Partition(a, b) => {
             for &x in a {
@@ -843,6 +959,7 @@ fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
             }
         }
         Fault::Crash(i) => sim.bounce(node_name(*i)),
+        Fault::Restart(i) => stops[*i].set(false),
         Fault::Hold(a, b) => sim.release(node_name(*a), node_name(*b)),
         Fault::Lossy(a, b) => {
             sim.set_link_fail_rate(node_name(*a), node_name(*b), 0.0);
@@ -851,7 +968,7 @@ fn heal(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
     }
 }
 
-fn pick_fault(rng: &mut Rng, crashed: usize) -> Fault {
+fn pick_fault(rng: &mut Rng, crashed: usize, graceful: bool) -> Fault {
     let node = |rng: &mut Rng| rng.below(NODES);
     let pair = |rng: &mut Rng| {
         let a = node(rng);
@@ -868,6 +985,9 @@ fn pick_fault(rng: &mut Rng, crashed: usize) -> Fault {
             Fault::Partition(side, all)
         }
         1 if crashed < 2 => Fault::Crash(node(rng)),
+        // A graceful shutdown, when on, takes half the held links' share,
+        // so kills stay as frequent as without it.
+        2 if graceful && crashed < 2 && rng.chance(50) => Fault::Restart(node(rng)),
         2 => {
             let (a, b) = pair(rng);
             Fault::Hold(a, b)
@@ -877,6 +997,175 @@ fn pick_fault(rng: &mut Rng, crashed: usize) -> Fault {
             Fault::Lossy(a, b)
         }
     }
+}
+
+/// Every time a node's store was cleared, as the fault driver saw it
+/// between steps: a node's FLUSHALL empties its store and records a new
+/// dot id in one step (`Replica::flush_all`, inline store work), so a new
+/// dot id is a clear. Each is timed at the end of its step, so no earlier
+/// than the clear.
+#[derive(Debug, Default)]
+struct Clears {
+    /// Each node's dot id as last seen (`None` before the node made one).
+    dot_ids: Vec<Option<Vec<u8>>>,
+    /// (node, when) of every clear seen.
+    seen: Vec<(usize, Duration)>,
+}
+
+impl Clears {
+    fn watch(&mut self, stores: &[Arc<MemoryStore>], at: Duration) {
+        self.dot_ids.resize(stores.len(), None);
+        for (node, store) in stores.iter().enumerate() {
+            let dot_id = store.meta_get("dot_id").ok().flatten();
+            let last = &mut self.dot_ids[node];
+            if last.is_some() && dot_id != *last {
+                self.seen.push((node, at));
+            }
+            *last = dot_id;
+        }
+    }
+}
+
+/// What the stores' clears say against the FLUSHALLs recorded: every
+/// acknowledged FLUSHALL cleared every node while it ran (it answers only
+/// once every member did), and every clear fell in the window the checker
+/// allows a FLUSHALL ([`LATE`] past an unacknowledged one's completion) —
+/// the bound the checker's flush rules assume, checked.
+fn flush_problems(ops: &[Op], clears: &[(usize, Duration)]) -> Vec<String> {
+    let flushes: Vec<&Op> = ops
+        .iter()
+        .filter(|op| op.call == Call::FlushAll && op.outcome.maybe_applied())
+        .collect();
+    let mut problems = Vec::new();
+    for flush in flushes.iter().filter(|op| op.outcome.is_ok()) {
+        for node in 0..NODES {
+            let cleared = clears
+                .iter()
+                .any(|&(n, at)| n == node && at >= flush.invoked && at <= flush.completed + TICK);
+            if !cleared {
+                problems.push(format!(
+                    "FLUSHALL acknowledged by n{} at {:?} (invoked at {:?}), but n{node}'s \
+                     store was not cleared meanwhile",
+                    flush.node, flush.completed, flush.invoked
+                ));
+            }
+        }
+    }
+    for &(node, at) in clears {
+        let explained = flushes.iter().any(|flush| {
+            let until = if flush.outcome.is_ok() {
+                flush.completed + TICK
+            } else {
+                flush.completed + LATE
+            };
+            at >= flush.invoked && at <= until
+        });
+        if !explained {
+            problems.push(format!(
+                "n{node}'s store was cleared at {at:?}, outside every FLUSHALL's window"
+            ));
+        }
+    }
+    problems
+}
+
+/// The flusher, in the first [`FLUSH_WINDOW`] of the faults: a FLUSHALL
+/// through a random node every [`FLUSH_GAP_MIN_MS`]–[`FLUSH_GAP_MAX_MS`],
+/// until [`FLUSHES_ACKED`] were acknowledged (one fails whenever a node is
+/// down or cut off from its coordinator, which is most of the time). A
+/// flush excuses the loss of what was written before it, so the faults
+/// after the window meet writes the checker holds to account. It waits
+/// for the coordinator's whole fan-out ([`FLUSH_TIMEOUT`]), so an
+/// unacknowledged FLUSHALL has sent all its requests by the time it is
+/// recorded.
+async fn flusher(seed: u64, history: Arc<History>) {
+    let mut rng = Rng::new(seed ^ 0x0f1a_5a11_d00d_f00d);
+    let mut client = SimClient::new(CLIENTS, rng.below(NODES), history);
+    client.timeout = FLUSH_TIMEOUT;
+    let start = tokio::time::Instant::now();
+    let mut acked = 0;
+    while acked < FLUSHES_ACKED {
+        tokio::time::sleep(rng.millis(FLUSH_GAP_MIN_MS, FLUSH_GAP_MAX_MS)).await;
+        if start.elapsed() >= FLUSH_WINDOW {
+            break;
+        }
+        client.switch(rng.below(NODES));
+        if client.flushall().await.is_ok() {
+            acked += 1;
+        }
+    }
+}
+
+/// What the epilogue wrote, once it has.
+type Written = Rc<RefCell<Option<Vec<String>>>>;
+
+/// The epilogue's client, on a quiet healed cluster: FLUSHALL (again until
+/// acknowledged, at most [`EPILOGUE_FLUSH_TRIES`] times), then a new value
+/// for [`EPILOGUE_KEYS`] keys and an increment of every counter. It puts
+/// its keys in `written`; the fault driver then crashes or gracefully
+/// restarts one, two or all three replicas of the first one, and once
+/// `restarted` is set the epilogue reads its keys back through every node.
+async fn epilogue(
+    seed: u64,
+    history: Arc<History>,
+    increments: Rc<Increments>,
+    written: Written,
+    restarted: Rc<Cell<bool>>,
+) {
+    let id = CLIENTS + 1;
+    let mut rng = Rng::new(seed ^ 0x0e91_1096_e0f0_ab1e);
+    let mut client = SimClient::new(id, rng.below(NODES), history);
+    client.timeout = FLUSH_TIMEOUT;
+    for _ in 0..EPILOGUE_FLUSH_TRIES {
+        if client.flushall().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        client.switch(rng.below(NODES));
+    }
+    client.timeout = CLIENT_TIMEOUT;
+    let mut keys: Vec<String> = (0..KEYS).map(key).collect();
+    let mut chosen = Vec::new();
+    for round in 0..EPILOGUE_KEYS {
+        let key = keys.remove(rng.below(keys.len()));
+        client.switch(rng.below(NODES));
+        if let Some(read) = client.vget(&key, None).await {
+            client
+                .vset(&key, &read, format!("{key}-c{id}-{round}"))
+                .await;
+        }
+        chosen.push(key);
+    }
+    for i in 0..COUNTERS {
+        if let Some(by) = increments.take(i) {
+            client.switch(rng.below(NODES));
+            client.incrby(&counter(i), by).await;
+        }
+    }
+    *written.borrow_mut() = Some(chosen.clone());
+    while !restarted.get() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in 0..NODES {
+        client.switch(node);
+        for key in &chosen {
+            client.vget(key, None).await;
+        }
+    }
+}
+
+/// The nodes whose stores hold `key`.
+fn holders(stores: &[Arc<MemoryStore>], key: &str) -> Vec<usize> {
+    let skey = storage_key(partition_of(key.as_bytes(), PARTITIONS), key.as_bytes());
+    (0..stores.len())
+        .filter(|&node| {
+            stores[node]
+                .get(Space::Data, &skey)
+                .ok()
+                .flatten()
+                .is_some()
+        })
+        .collect()
 }
 
 /// What one run did.
@@ -890,12 +1179,29 @@ struct Run {
     links: Vec<String>,
     /// Pair checks made.
     link_checks: usize,
+    /// Stores cleared, as watched ([`Clears`]).
+    clears: usize,
+    /// Clears that do not fit the FLUSHALLs recorded ([`flush_problems`]).
+    flush_problems: Vec<String>,
+    /// The whole history judged on the state the epilogue left (`report`
+    /// judges the workload on the state before it).
+    epilogue_report: Report,
+    /// The epilogue's fault: how the replicas stopped, and which.
+    epilogue: String,
+    /// Acknowledged FLUSHALLs of the workload followed by a write, a crash
+    /// or shutdown, and a read ([`flush_sequences`]).
+    flush_sequences: usize,
 }
 
-/// Runs the simulation for `seed`, the nodes syncing as `fsync` says.
-fn run(seed: u64, fsync: FsyncPolicy) -> Run {
+/// A simulation of [`NODES`] nodes for `seed`, syncing as `fsync` says:
+/// their stores, and the switches that stop them gracefully (flipped only
+/// if `graceful`).
+fn cluster(
+    seed: u64,
+    fsync: FsyncPolicy,
+    graceful: bool,
+) -> (turmoil::Sim<'static>, Vec<Arc<MemoryStore>>, Vec<Switch>) {
     dynokv::random::seed_thread(seed);
-    let mut rng = Rng::new(seed);
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
         .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_MS))
@@ -906,9 +1212,19 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         .tcp_capacity(1 << 16)
         .build();
     let stores: Vec<Arc<MemoryStore>> = (0..NODES).map(|_| Arc::default()).collect();
+    let stops: Vec<Switch> = (0..NODES).map(|_| Switch::default()).collect();
     for (i, store) in stores.iter().enumerate() {
-        add_node(&mut sim, i, Arc::clone(store), fsync);
+        let stop = graceful.then(|| stops[i].clone());
+        add_node(&mut sim, i, Arc::clone(store), fsync, stop);
     }
+    (sim, stores, stops)
+}
+
+/// Runs the simulation for `seed`, the nodes syncing as `fsync` says.
+fn run(seed: u64, fsync: FsyncPolicy) -> Run {
+    let graceful = graceful_restarts();
+    let (mut sim, stores, stops) = cluster(seed, fsync, graceful);
+    let mut rng = Rng::new(seed);
     let history = Arc::new(History::new());
     let (probes, probing_stop): (Rc<RefCell<Vec<Probe>>>, Rc<Cell<bool>>) = Default::default();
     {
@@ -920,7 +1236,7 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         });
     }
     let mut disturbances = Disturbances::default();
-    let done = Rc::new(std::cell::Cell::new(0usize));
+    let done = Rc::new(Cell::new(0usize));
     let increments = Rc::new(Increments::default());
     for id in 0..CLIENTS {
         let (history, done) = (Arc::clone(&history), Rc::clone(&done));
@@ -932,71 +1248,143 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
             Ok(())
         });
     }
-    let step = |sim: &mut turmoil::Sim<'_>| {
+    {
+        let (history, done) = (Arc::clone(&history), Rc::clone(&done));
+        sim.client("flusher", async move {
+            tokio::time::sleep(WARMUP).await;
+            flusher(seed, history).await;
+            done.set(done.get() + 1);
+            Ok(())
+        });
+    }
+    let mut clears = Clears::default();
+    let step = |sim: &mut turmoil::Sim<'_>, clears: &mut Clears| {
         if let Err(e) = sim.step() {
             panic!("seed {seed}: simulation failed: {e}");
         }
+        clears.watch(&stores, sim.elapsed());
     };
     // Faults while the clients run.
     let mut active: Vec<(Fault, Duration, usize)> = Vec::new();
     let mut next_fault = WARMUP + rng.millis(200, 800);
     let mut faults = 0;
+    // When a node was crashed or shut down.
+    let mut downs = Vec::new();
     while sim.elapsed() < WARMUP + CHAOS {
         let now = sim.elapsed();
         let (due, kept): (Vec<_>, Vec<_>) =
             active.into_iter().partition(|(_, until, _)| *until <= now);
         active = kept;
         for (fault, _, index) in &due {
-            heal(&mut sim, fault);
+            heal(&mut sim, &stops, fault);
             disturbances.healed(*index, now);
         }
         if now >= next_fault {
-            let crashed = active
-                .iter()
-                .filter(|(f, _, _)| matches!(f, Fault::Crash(_)))
-                .count();
-            let fault = pick_fault(&mut rng, crashed);
-            let busy = active.iter().any(|(f, _, _)| match (f, &fault) {
-                (Fault::Crash(a), Fault::Crash(b)) => a == b,
-                _ => false,
-            });
+            let down = |f: &Fault| match f {
+                Fault::Crash(i) | Fault::Restart(i) => Some(*i),
+                _ => None,
+            };
+            let crashed = active.iter().filter(|(f, _, _)| down(f).is_some()).count();
+            let fault = pick_fault(&mut rng, crashed, graceful);
+            let busy =
+                down(&fault).is_some() && active.iter().any(|(f, _, _)| down(f) == down(&fault));
             if !busy {
-                inject(&mut sim, &fault);
+                if down(&fault).is_some() {
+                    downs.push(now);
+                }
+                inject(&mut sim, &stops, &fault);
                 disturbances.injected(&fault, now);
-                active.push((fault, now + rng.millis(300, 2500), faults));
+                active.push((fault, now + rng.millis(FAULT_MIN_MS, FAULT_MAX_MS), faults));
                 faults += 1;
             }
             next_fault = now + rng.millis(200, 800);
         }
-        step(&mut sim);
+        step(&mut sim, &mut clears);
     }
     let now = sim.elapsed();
     for (fault, _, index) in &active {
-        heal(&mut sim, fault);
+        heal(&mut sim, &stops, fault);
         disturbances.healed(*index, now);
     }
-    // The clients finish their rounds on a healed cluster.
-    while done.get() < CLIENTS {
-        step(&mut sim);
+    // The links are checked until a probe past this bound; the epilogue's
+    // own fault leaves the links of its nodes unchecked (the bound after
+    // it would add LINK_REPAIR_MAX of simulated time to every run).
+    let settled_at = disturbances.last_heal() + LINK_REPAIR_MAX;
+    // The clients and the flusher finish on a healed cluster, and the
+    // workload is judged on the state they left.
+    while done.get() < CLIENTS + 1 {
+        step(&mut sim, &mut clears);
     }
-    let final_state: Rc<std::cell::RefCell<Option<Final>>> = Rc::default();
+    let fin = final_state(&mut sim, &stores, &mut clears, &step);
+    let workload_ops = history.ops();
+    let timing = |clears: &Clears| Timing {
+        late: Some(LATE),
+        clears: Some(ClearsSeen {
+            at: clears.seen.clone(),
+            write_quorum: W,
+        }),
+    };
+    let report = history::check_with(&workload_ops, &fin, &timing(&clears));
+    let flush_sequences = flush_sequences(&workload_ops, &downs);
+    // The epilogue, once every copy the workload and those reads sent has
+    // landed: FLUSHALL, writes, one to three of their replicas crashed or
+    // shut down, reads; judged on the state it leaves.
+    let quiet = sim.elapsed() + LATE;
+    while sim.elapsed() < quiet {
+        step(&mut sim, &mut clears);
+    }
+    let (written, restarted): (Written, Rc<Cell<bool>>) = Default::default();
     {
-        let (history, slot) = (Arc::new(History::new()), Rc::clone(&final_state));
-        sim.client("checker", async move {
-            let fin = final_reads(history, stores).await;
-            *slot.borrow_mut() = Some(fin);
+        let (history, increments) = (Arc::clone(&history), Rc::clone(&increments));
+        let (written, restarted) = (Rc::clone(&written), Rc::clone(&restarted));
+        let done = Rc::clone(&done);
+        sim.client("epilogue", async move {
+            epilogue(seed, history, increments, written, restarted).await;
+            done.set(done.get() + 1);
             Ok(())
         });
     }
-    while final_state.borrow().is_none() {
-        step(&mut sim);
+    while written.borrow().is_none() {
+        step(&mut sim, &mut clears);
     }
-    let fin = final_state.take().unwrap_or_default();
+    let first = written.borrow().iter().flatten().next().cloned();
+    let mut victims = first.map_or_else(Vec::new, |key| holders(&stores, &key));
+    // One, two or all of its replicas at once: with all of them down, only
+    // what they kept across the stop can bring the key back.
+    victims.truncate(1 + rng.below(N));
+    let shutdown = graceful && rng.chance(50);
+    let epilogue_fault = format!("{}{victims:?}", if shutdown { "restart" } else { "crash" });
+    let mut down = Vec::new();
+    for &i in &victims {
+        let fault = if shutdown {
+            Fault::Restart(i)
+        } else {
+            Fault::Crash(i)
+        };
+        inject(&mut sim, &stops, &fault);
+        disturbances.injected(&fault, sim.elapsed());
+        down.push((fault, faults));
+        faults += 1;
+    }
+    let up_at = sim.elapsed() + rng.millis(FAULT_MIN_MS, FAULT_MAX_MS / 2);
+    while sim.elapsed() < up_at {
+        step(&mut sim, &mut clears);
+    }
+    for (fault, index) in &down {
+        heal(&mut sim, &stops, fault);
+        disturbances.healed(*index, sim.elapsed());
+    }
+    restarted.set(true);
+    while done.get() < CLIENTS + 2 {
+        step(&mut sim, &mut clears);
+    }
+    let epilogue_fin = final_state(&mut sim, &stores, &mut clears, &step);
+    let ops = history.ops();
+    let epilogue_report = history::check_with(&ops, &epilogue_fin, &timing(&clears));
     // Links: run on until a probe round that began past the bound after
-    // the last heal has finished.
-    let settled_at = disturbances.last_heal() + LINK_REPAIR_MAX;
+    // the last heal of the faults while the clients ran has finished.
     while !probes.borrow().iter().any(|p| p.at >= settled_at) {
-        step(&mut sim);
+        step(&mut sim, &mut clears);
     }
     probing_stop.set(true);
     let (mut links, link_checks) = link_problems(&probes.borrow(), &disturbances);
@@ -1008,16 +1396,66 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
             last.at
         ));
     }
-    let ops = history.ops();
-    let report = history::check(&ops, &fin);
     Run {
+        flush_problems: flush_problems(&ops, &clears.seen),
+        clears: clears.seen.len(),
         ops,
         report,
+        epilogue_report,
         faults,
         sim_ms: sim.elapsed().as_millis() as u64,
         links,
         link_checks,
+        epilogue: epilogue_fault,
+        flush_sequences,
     }
+}
+
+/// How many acknowledged FLUSHALLs of `ops` were followed by an
+/// acknowledged write, then a node crashed or shut down (at one of
+/// `downs`), then an acknowledged read or increment.
+fn flush_sequences(ops: &[Op], downs: &[Duration]) -> usize {
+    let acked_read = |op: &&Op| matches!(op.outcome, Outcome::Read { .. } | Outcome::Counted(_));
+    ops.iter()
+        .filter(|f| f.call == Call::FlushAll && f.outcome.is_ok())
+        .filter(|f| {
+            ops.iter()
+                .filter(|w| w.call.is_write() && w.outcome.is_ok() && w.invoked > f.completed)
+                .any(|w| {
+                    downs.iter().any(|&down| {
+                        down > w.completed
+                            && ops.iter().filter(acked_read).any(|r| r.invoked > down)
+                    })
+                })
+        })
+        .count()
+}
+
+/// Reads every key through every node until they agree ([`final_reads`]),
+/// stepping `sim` meanwhile.
+fn final_state(
+    sim: &mut turmoil::Sim<'_>,
+    stores: &[Arc<MemoryStore>],
+    clears: &mut Clears,
+    step: &impl Fn(&mut turmoil::Sim<'_>, &mut Clears),
+) -> Final {
+    let slot: Rc<RefCell<Option<Final>>> = Rc::default();
+    {
+        let (history, slot) = (Arc::new(History::new()), Rc::clone(&slot));
+        let stores = stores.to_vec();
+        sim.client(
+            format!("checker{}", sim.elapsed().as_millis()),
+            async move {
+                let fin = final_reads(history, stores).await;
+                *slot.borrow_mut() = Some(fin);
+                Ok(())
+            },
+        );
+    }
+    while slot.borrow().is_none() {
+        step(sim, clears);
+    }
+    slot.take().unwrap_or_default()
 }
 
 /// The command that replays `seed`.
@@ -1046,22 +1484,51 @@ fn replay() {
     for op in &run.ops {
         println!("{op:?}");
     }
+    let epilogue = &run.epilogue_report;
     println!(
-        "sim seed={seed} faults={} sim_ms={} link_checks={} link_problems={} {}",
+        "sim seed={seed} faults={} sim_ms={} link_checks={} link_problems={} clears={} \
+         flush_problems={} flush_sequences={} {} epilogue={} epilogue_flushes={} \
+         epilogue_flushes_acked={} \
+         epilogue_lost={} epilogue_incr_lost={} epilogue_phantoms={} epilogue_resurrected={} \
+         epilogue_stale_after_flush={} epilogue_converged={} epilogue_converge_ms={}",
         run.faults,
         run.sim_ms,
         run.link_checks,
         run.links.len(),
-        run.report
+        run.clears,
+        run.flush_problems.len(),
+        run.flush_sequences,
+        run.report,
+        run.epilogue,
+        epilogue.flushes - run.report.flushes,
+        epilogue.flushes_acked - run.report.flushes_acked,
+        epilogue.lost,
+        epilogue.incr_lost,
+        epilogue.phantoms,
+        epilogue.resurrected,
+        epilogue.stale_after_flush,
+        epilogue.converged,
+        epilogue.converge_ms,
     );
-    for problem in run.report.problems.iter().chain(&run.links) {
+    let epilogue_problems = epilogue.problems.iter().map(|p| format!("epilogue: {p}"));
+    let problems = run.report.problems.iter().chain(&run.links);
+    for problem in problems
+        .chain(&run.flush_problems)
+        .cloned()
+        .chain(epilogue_problems)
+    {
         println!("  {problem}");
     }
     assert!(
-        run.report.is_clean() && run.links.is_empty(),
-        "seed {seed} failed: {} link problems: {}\nreplay: {}",
+        run.report.is_clean()
+            && epilogue.is_clean()
+            && run.links.is_empty()
+            && run.flush_problems.is_empty(),
+        "seed {seed} failed: {} epilogue: {} link problems: {} flush problems: {}\nreplay: {}",
         run.report,
+        epilogue,
         run.links.len(),
+        run.flush_problems.len(),
         replay_command(seed)
     );
 }
@@ -1211,7 +1678,11 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
          acknowledged={acked} ({:.1}%) converge_ms(median/max)={}/{} max_siblings={siblings} \
          simulated={:.0}s wall={wall:.1}s seeds/min={:.1} simulated-nodes*seeds/min={:.0} \
          client-ops/s={:.0} incrs={} incrs_acked={} execs_acked={}/{} execs_aborted={} \
-         incr_lost={} incr_phantoms={} counter_siblings(max)={}",
+         incr_lost={} incr_phantoms={} counter_siblings(max)={} flushes={} flushes_acked={} \
+         clears={} flushed={} incr_flushed={} stale_after_flush={} revived_across_flush={} \
+         lost={} phantoms={} resurrected={} flush_sequences={} (in {} seeds) \
+         epilogue_flushes={} epilogue_flushes_acked={} epilogue_lost={} epilogue_incr_lost={} \
+         epilogue_stale_after_flush={} epilogue_resurrected={} epilogues_converged={}",
         100.0 * acked as f64 / ops.max(1) as f64,
         converge_ms.get(converge_ms.len() / 2).copied().unwrap_or(0),
         converge_ms.last().copied().unwrap_or(0),
@@ -1227,6 +1698,31 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
         sum("incr_lost"),
         sum("incr_phantoms"),
         most("counter_siblings"),
+        sum("flushes"),
+        sum("flushes_acked"),
+        sum("clears"),
+        sum("flushed"),
+        sum("incr_flushed"),
+        sum("stale_after_flush"),
+        sum("revived_across_flush"),
+        sum("lost"),
+        sum("phantoms"),
+        sum("resurrected"),
+        sum("flush_sequences"),
+        children
+            .iter()
+            .filter(|c| c.field("flush_sequences") > 0)
+            .count(),
+        sum("epilogue_flushes"),
+        sum("epilogue_flushes_acked"),
+        sum("epilogue_lost"),
+        sum("epilogue_incr_lost"),
+        sum("epilogue_stale_after_flush"),
+        sum("epilogue_resurrected"),
+        children
+            .iter()
+            .filter(|c| c.line.contains("epilogue_converged=true"))
+            .count(),
     );
     let replays: Vec<String> = failed.iter().map(|&s| replay_command(s)).collect();
     assert!(
@@ -1282,8 +1778,8 @@ fn soak() {
 /// seed another run.
 #[test]
 fn a_seed_replays_exactly() {
-    if env_u64("DYNOKV_SIM_SEED").is_some() {
-        return;
+    if env_u64("DYNOKV_SIM_SEED").is_some() || graceful_restarts() {
+        return; // a seed's run, or graceful shutdowns, which do not replay
     }
     let (a, b, c) = (run_child(7), run_child(7), run_child(8));
     assert!(a.passed && b.passed && c.passed, "{}", a.output);
@@ -1315,8 +1811,11 @@ fn fsync_no_loses_writes_and_the_checker_sees_it() {
     let children: Vec<Child> = (0..NO_SYNC_SEEDS)
         .map(|seed| run_child_with(seed, FsyncPolicy::No))
         .collect();
-    let lost: u64 = children.iter().map(|c| c.field("lost")).sum();
-    let incr_lost: u64 = children.iter().map(|c| c.field("incr_lost")).sum();
+    // Lost by the workload, or by the epilogue's writes after its FLUSHALL.
+    let lost_in = |c: &Child| c.field("lost") + c.field("epilogue_lost");
+    let incr_lost_in = |c: &Child| c.field("incr_lost") + c.field("epilogue_incr_lost");
+    let lost: u64 = children.iter().map(lost_in).sum();
+    let incr_lost: u64 = children.iter().map(incr_lost_in).sum();
     let failed: Vec<u64> = children
         .iter()
         .filter(|c| !c.passed)
@@ -1337,7 +1836,96 @@ fn fsync_no_loses_writes_and_the_checker_sees_it() {
     assert!(
         children
             .iter()
-            .all(|c| c.passed == (c.field("lost") + c.field("incr_lost") == 0)),
+            .all(|c| c.passed == (lost_in(c) + incr_lost_in(c) == 0)),
         "a seed failed without reporting a lost write or increment"
+    );
+}
+
+/// The known limit docs/semantics.md states for FLUSHALL, as a test of
+/// what should hold: a write acknowledged before an acknowledged FLUSHALL
+/// stays cleared. It does not yet (ignored; `cargo test --test sim --
+/// --ignored` shows it): a copy of the write still on its way to a
+/// replica when the FLUSHALL cleared that replica lands afterwards, and
+/// reads bring the value back everywhere. Key `k` is written through one
+/// of its replicas while that replica's link to the third is held, so the
+/// write is acknowledged by two replicas and the third's copy waits on
+/// the link; FLUSHALL through the second replica reaches every node and is
+/// acknowledged; then the link is released, and `k` is read.
+#[test]
+#[ignore = "known limit: a copy in flight outlives an acknowledged FLUSHALL (docs/semantics.md)"]
+fn an_acknowledged_flushall_fences_out_copies_in_flight() {
+    if env_u64("DYNOKV_SIM_SEED").is_some() {
+        return;
+    }
+    let (mut sim, stores, _stops) = cluster(1, FsyncPolicy::Always, false);
+    let history = Arc::new(History::new());
+    /// What the scenario saw: `k`'s replicas, the write's and the
+    /// FLUSHALL's outcomes, and the values read after.
+    struct Seen {
+        replicas: Vec<usize>,
+        written: Outcome,
+        flushed: Outcome,
+        after: Vec<String>,
+    }
+    let found: Rc<RefCell<Option<Seen>>> = Rc::default();
+    {
+        let (history, found) = (Arc::clone(&history), Rc::clone(&found));
+        sim.client("scenario", async move {
+            tokio::time::sleep(WARMUP).await;
+            let mut client = SimClient::new(0, 0, history);
+            client.timeout = FLUSH_TIMEOUT;
+            let first = client.vget("k", None).await.unwrap_or_default();
+            client.vset("k", &first, "k-first".into()).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let replicas = holders(&stores, "k");
+            let [a, b, c] = replicas[..] else {
+                panic!("k is on {replicas:?}");
+            };
+            // a coordinates (a blind write is coordinated by the replica it
+            // reaches); its copy to c waits on the held link.
+            turmoil::hold(node_name(a), node_name(c));
+            client.switch(a);
+            let read = client.vget("k", None).await.unwrap_or_default();
+            let written = client.vset("k", &read, "k-before-flush".into()).await;
+            client.switch(b);
+            let flushed = client.flushall().await;
+            turmoil::release(node_name(a), node_name(c));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = client.vget("k", Some(N)).await.unwrap_or_default();
+            *found.borrow_mut() = Some(Seen {
+                replicas,
+                written,
+                flushed,
+                after: after.1,
+            });
+            Ok(())
+        });
+    }
+    while found.borrow().is_none() {
+        if let Err(e) = sim.step() {
+            panic!("simulation failed: {e}");
+        }
+    }
+    let Some(Seen {
+        replicas,
+        written,
+        flushed,
+        after,
+    }) = found.take()
+    else {
+        unreachable!("the loop ends once the scenario reported");
+    };
+    for op in history.ops() {
+        println!("{op:?}");
+    }
+    assert!(
+        written.is_ok(),
+        "the write was not acknowledged: {written:?}"
+    );
+    assert_eq!(flushed, Outcome::Done, "FLUSHALL was not acknowledged");
+    assert!(
+        after.is_empty(),
+        "replicas {replicas:?}: the value written before the acknowledged FLUSHALL came back: \
+         {after:?}"
     );
 }

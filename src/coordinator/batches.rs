@@ -7,9 +7,9 @@
 use super::CoordinatorError;
 use super::answers::Answers;
 use crate::limits::{PEER_BATCH_BYTES_MAX, PEER_BATCH_KEYS_MAX};
+use crate::model::record::{Record, decode_record_shared};
 use crate::peer::message::{Request, Response};
 use crate::peer::transport::{PeerError, Transport};
-use crate::storage::record::{Record, decode_record_shared};
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -163,7 +163,7 @@ fn spread(node: NodeId, keys: Asked, answer: Result<Response, PeerError>) -> (Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::record::encode_record;
+    use crate::model::record::encode_record;
 
     // Proves batches keep order, close at the key count, close once past
     // the byte budget, and hold an oversized item alone.
@@ -194,7 +194,7 @@ mod tests {
         let keys: Asked = (0..3)
             .map(|i| (i * 10, Bytes::from(vec![i as u8])))
             .collect();
-        let record = crate::storage::record::sample();
+        let record = crate::model::record::sample();
         let records = Response::Records {
             records: vec![None, Some(Bytes::from(encode_record(&record)))],
         };

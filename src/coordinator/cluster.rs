@@ -21,24 +21,28 @@
 //! - Writes whose outcome depends on the current value (NX/XX, DEL,
 //!   INCR, APPEND, EXPIRE, KEEPTTL...) first read a quorum and merge it
 //!   into the coordinating replica, then plan against that.
+//!
+//! What this node does for other nodes' requests is in [`serve`].
+
+mod serve;
 
 use super::answers::Answers;
 use super::batches::{KeyRead, ReadBatches, cut};
 use super::local::LocalCoordinator;
+use super::quorum::{self, Replies, Tally};
 use super::{
-    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus, OpError,
-    ReadOptions, WriteOp, WriteOptions,
+    BoxFuture, ClusterReport, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts,
+    MemberStatus, OpError, ReadOptions, WriteOp, WriteOptions,
 };
-use crate::limits::{
-    PEER_BATCH_BYTES_MAX, PEER_LIST_LEN_MAX, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX,
-};
+use crate::limits::{PEER_WHOLE_STORE_TIMEOUT_MS, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
 use crate::membership::{Membership, View};
-use crate::node::stopped;
-use crate::peer::message::{DbCount, ErrorCode, Request, Response};
-use crate::peer::transport::{Handler, PeerError, Transport};
-use crate::replica::{Received, Written};
+use crate::model::record::{Record, encode_record};
+use crate::peer::message::{ErrorCode, Request, Response};
+use crate::peer::transport::{PeerError, Transport};
+use crate::replica::Written;
 use crate::ring::{Ring, partition_of};
-use crate::storage::record::{Record, decode_record_shared, encode_record};
+use crate::storage::HealthReport;
+use crate::task::stopped;
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -85,19 +89,41 @@ struct Inner {
     stats: Stats,
 }
 
-/// One key's read in flight.
-struct ReadPlan {
-    contacted: usize,
-    required: usize,
-    /// Answers still open.
-    open: usize,
-    /// The answers in so far (this node's own first, when it is a replica).
-    got: Vec<(NodeId, Option<Record>)>,
+/// A replica's answer to a read of one key.
+type ReplicaRecord = (NodeId, Option<Record>);
+
+/// The replies to a batch of reads, spread to their keys: a replica that
+/// failed a key counts as no answer for it.
+struct ReadReplies<'a> {
+    reads: &'a mut ReadBatches,
+    transport: &'a Arc<Transport>,
 }
 
-impl ReadPlan {
-    fn done(&self) -> bool {
-        self.got.len() >= self.required || self.got.len() + self.open < self.required
+impl Replies<ReplicaRecord> for ReadReplies<'_> {
+    async fn next(&mut self) -> Option<Vec<(usize, Option<ReplicaRecord>)>> {
+        let answers = self.reads.next(self.transport).await?;
+        Some(
+            answers
+                .into_iter()
+                .map(|(i, node, answer)| (i, answer.ok().map(|record| (node, record))))
+                .collect(),
+        )
+    }
+}
+
+/// The replies to a batch of replications: one acknowledges (or fails)
+/// every key of its request.
+struct AckReplies<'a> {
+    answers: &'a mut Answers<bool>,
+    /// By answer tag, the keys its request carried.
+    batches: &'a [Vec<usize>],
+}
+
+impl Replies<()> for AckReplies<'_> {
+    async fn next(&mut self) -> Option<Vec<(usize, Option<()>)>> {
+        let (batch, acked) = self.answers.next().await?;
+        let keys = self.batches.get(batch).map_or(&[][..], Vec::as_slice);
+        Some(keys.iter().map(|&i| (i, acked.then_some(()))).collect())
     }
 }
 
@@ -139,22 +165,6 @@ fn peer_error(code: ErrorCode, message: String) -> CoordinatorError {
         ErrorCode::Quorum | ErrorCode::Storage | ErrorCode::BadRequest => {
             CoordinatorError::Remote(message)
         }
-    }
-}
-
-fn error_response(error: &CoordinatorError) -> Response {
-    let code = match error {
-        CoordinatorError::Storage(_) | CoordinatorError::Remote(_) => ErrorCode::Storage,
-        CoordinatorError::QuorumFailed { .. } => ErrorCode::Quorum,
-        CoordinatorError::ShuttingDown => ErrorCode::ShuttingDown,
-        CoordinatorError::Rejected(OpError::NotAnInteger) => ErrorCode::NotAnInteger,
-        CoordinatorError::Rejected(OpError::Overflow) => ErrorCode::Overflow,
-        CoordinatorError::Rejected(OpError::TooLarge) => ErrorCode::TooLarge,
-        CoordinatorError::Rejected(OpError::WatchedKeyChanged) => ErrorCode::WatchedKeyChanged,
-    };
-    Response::Error {
-        code,
-        message: error.to_string(),
     }
 }
 
@@ -303,7 +313,7 @@ impl Inner {
     ) -> Result<Vec<Option<Record>>, CoordinatorError> {
         let me = self.me();
         let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
-        let mut plans = Vec::with_capacity(keys.len());
+        let mut tallies = Vec::with_capacity(keys.len());
         let mut asked: BTreeMap<NodeId, Vec<(usize, Bytes)>> = BTreeMap::new();
         let (mut local_keys, mut local_index) = (Vec::new(), Vec::new());
         let ring = self.ring();
@@ -317,19 +327,15 @@ impl Inner {
                     asked.entry(node).or_default().push((i, key.clone()));
                 }
             }
-            plans.push(ReadPlan {
-                contacted: replicas.len(),
-                required: self.quorum(r, self.policy.r, replicas.len()),
-                open: 0,
-                got: Vec::with_capacity(replicas.len()),
-            });
+            let required = self.quorum(r, self.policy.r, replicas.len());
+            tallies.push(Tally::new(required, replicas.len()));
         }
         let mut reads = ReadBatches::default();
         for (node, keys) in asked {
             for batch in cut(keys, |_| 0) {
                 let index: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
                 if reads.ask(&self.transport, node, batch).await.is_ok() {
-                    index.into_iter().for_each(|i| plans[i].open += 1);
+                    index.into_iter().for_each(|i| tallies[i].asked());
                 }
             }
         }
@@ -337,63 +343,35 @@ impl Inner {
             match self.local.read(local_keys, ReadOptions::default()).await {
                 Ok(records) => {
                     for (i, record) in local_index.into_iter().zip(records) {
-                        plans[i].got.push((me, record));
+                        tallies[i].got.push((me, record));
                     }
                 }
                 Err(e) => tracing::warn!("local read failed: {e}"),
             }
         }
-        // Until every key has R answers or cannot get them; a key that
-        // cannot fails the batch, so stop there.
-        let mut waiting = plans.iter().filter(|p| !p.done()).count();
-        // Answers past a key's R, for the tail to look at.
-        let mut late = Vec::new();
-        let _ = tokio::time::timeout_at(deadline, async {
-            let mut hopeless = false;
-            while waiting > 0 && !hopeless {
-                let Some(answers) = reads.next(&self.transport).await else {
-                    break;
-                };
-                for (i, node, answer) in answers {
-                    let plan = &mut plans[i];
-                    let was_done = plan.done();
-                    plan.open -= 1;
-                    match answer {
-                        Ok(record) if !was_done => plan.got.push((node, record)),
-                        Ok(record) => late.push((i, node, Ok(record))),
-                        Err(_) => {}
-                    }
-                    if !was_done && plan.done() {
-                        hopeless |= plan.got.len() < plan.required;
-                        waiting -= 1;
-                    }
-                }
-            }
-        })
-        .await;
-        // The key that cannot reach R, or else one that did not in time.
-        let failed = plans
-            .iter()
-            .find(|p| p.got.len() + p.open < p.required)
-            .or_else(|| plans.iter().find(|p| p.got.len() < p.required));
-        if let Some(plan) = failed {
+        let mut replies = ReadReplies {
+            reads: &mut reads,
+            transport: &self.transport,
+        };
+        let late = quorum::wait(&mut tallies, &mut replies, deadline).await;
+        if let Some(tally) = quorum::failed(&tallies) {
             self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
             return Err(quorum_failed(
                 "read",
-                plan.required,
-                plan.got.len(),
-                plan.contacted,
+                tally.required,
+                tally.got.len(),
+                tally.contacted,
             ));
         }
         let mut out = Vec::with_capacity(keys.len());
         let mut merged_all = Vec::with_capacity(keys.len());
-        for (plan, key) in plans.into_iter().zip(keys) {
+        for (tally, key) in tallies.into_iter().zip(keys) {
             let mut merged: Option<Record> = None;
-            for (_, record) in plan.got.iter().filter_map(|(n, r)| Some((n, r.as_ref()?))) {
+            for (_, record) in tally.got.iter().filter_map(|(n, r)| Some((n, r.as_ref()?))) {
                 merged.get_or_insert_with(Record::new).sync(record);
             }
             if let Some(merged) = &merged {
-                for (node, record) in &plan.got {
+                for (node, record) in &tally.got {
                     self.repair_if_stale(*node, &key, record.as_ref(), merged);
                 }
             }
@@ -413,7 +391,7 @@ impl Inner {
     fn tail(
         self: &Arc<Self>,
         merged: Vec<(Bytes, Option<Record>)>,
-        late: Vec<KeyRead>,
+        late: Vec<(usize, ReplicaRecord)>,
         mut reads: ReadBatches,
         deadline: tokio::time::Instant,
     ) {
@@ -424,7 +402,10 @@ impl Inner {
                 inner.repair_if_stale(node, key, record.as_ref(), merged);
             }
         };
-        for answer in late.into_iter().chain(reads.ready()) {
+        let late = late
+            .into_iter()
+            .map(|(i, (node, record))| (i, node, Ok(record)));
+        for answer in late.chain(reads.ready()) {
             look(self, &merged, answer);
         }
         if reads.is_empty() {
@@ -496,8 +477,7 @@ impl Inner {
         let written = self.local.write(writes, WriteOptions::default()).await?;
         let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
         let me = self.me();
-        // Per key: (acknowledgements still needed, requests open, W, N).
-        let mut quorums = Vec::with_capacity(written.len());
+        let mut tallies = Vec::with_capacity(written.len());
         // Each record is encoded once and the bytes shared by its replicas.
         let mut to: BTreeMap<NodeId, Vec<(usize, Bytes, Bytes)>> = BTreeMap::new();
         let ring = self.ring();
@@ -516,8 +496,10 @@ impl Inner {
                 }
                 None => 1,
             };
+            let mut tally = Tally::new(required, replicas.len());
             // This replica holds it: one acknowledgement.
-            quorums.push((required - 1, 0, required, replicas.len()));
+            tally.got.push(());
+            tallies.push(tally);
         }
         // One request per replica per batch; an answer acknowledges (or
         // fails) every key of its batch.
@@ -532,7 +514,7 @@ impl Inner {
                     .send(node, Request::Replicate { entries })
                     .await
                 {
-                    index.iter().for_each(|&i| quorums[i].1 += 1);
+                    index.iter().for_each(|&i| tallies[i].asked());
                     answers.push(batches.len(), async move {
                         matches!(pending.answer().await, Ok(Response::Ack))
                     });
@@ -540,48 +522,18 @@ impl Inner {
                 }
             }
         }
-        // Until every key has W acknowledgements or one cannot get them.
-        let mut waiting = quorums.iter().filter(|q| q.0 > 0).count();
-        let hopeless = |q: &(usize, usize, usize, usize)| q.0 > q.1;
-        if !quorums.iter().any(hopeless) {
-            let _ = tokio::time::timeout_at(deadline, async {
-                let mut failed = false;
-                while waiting > 0 && !failed {
-                    let Some((batch, acked)) = answers.next().await else {
-                        break;
-                    };
-                    for &i in &batches[batch] {
-                        let quorum = &mut quorums[i];
-                        quorum.1 -= 1;
-                        if quorum.0 == 0 {
-                            continue;
-                        }
-                        if acked {
-                            quorum.0 -= 1;
-                            if quorum.0 == 0 {
-                                waiting -= 1;
-                            }
-                        } else {
-                            failed |= hopeless(quorum);
-                        }
-                    }
-                }
-            })
-            .await;
-        }
-        // The replicas not waited for got their request already; dropping
-        // the answers only forgets them.
-        let failed = quorums
-            .iter()
-            .find(|q| hopeless(q))
-            .or_else(|| quorums.iter().find(|q| q.0 > 0));
-        if let Some(&(needed, _, required, contacted)) = failed {
+        let mut replies = AckReplies {
+            answers: &mut answers,
+            batches: &batches,
+        };
+        quorum::wait(&mut tallies, &mut replies, deadline).await;
+        if let Some(tally) = quorum::failed(&tallies) {
             self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
             return Err(quorum_failed(
                 "write",
-                required,
-                required - needed,
-                contacted,
+                tally.required,
+                tally.got.len(),
+                tally.contacted,
             ));
         }
         Ok(written)
@@ -801,7 +753,7 @@ impl Coordinator for ClusterCoordinator {
                 } else {
                     match inner
                         .transport
-                        .request(node, Request::Count { partitions })
+                        .request_up_to(node, Request::Count { partitions }, whole_store_timeout())
                         .await
                     {
                         Ok(Response::Count { dbs }) => {
@@ -835,7 +787,7 @@ impl Coordinator for ClusterCoordinator {
                 } else if !matches!(
                     inner
                         .transport
-                        .request(member.id, Request::Flush { db })
+                        .request_up_to(member.id, Request::Flush { db }, whole_store_timeout())
                         .await,
                     Ok(Response::Ack)
                 ) {
@@ -866,50 +818,50 @@ impl Coordinator for ClusterCoordinator {
         let inner = &self.inner;
         let ring = inner.ring();
         let view = inner.membership.view();
-        let up = view
-            .members
-            .keys()
-            .filter(|&&id| inner.transport.connected(id))
-            .count();
         let (primary, replica) = ring.owned(inner.me());
         let n = ring.replicas();
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed).to_string();
-        // The local replica's own lines, then the cluster's.
-        let mut fields = inner.local.info().fields;
-        fields.extend([
-            ("members", view.members.len().to_string()),
-            ("members_up", up.to_string()),
-            ("members_down", (view.members.len() - up).to_string()),
-            ("partitions_primary", primary.to_string()),
-            ("partitions_replica", replica.to_string()),
-            ("replicas_effective", n.to_string()),
-            (
-                "read_quorum_effective",
-                inner.quorum(None, inner.policy.r, n).to_string(),
-            ),
-            (
-                "write_quorum_effective",
-                inner.quorum(None, inner.policy.w, n).to_string(),
-            ),
-            ("quorum_failures", load(&inner.stats.quorum_failures)),
-            ("read_repairs", load(&inner.stats.read_repairs)),
-            (
-                "read_repairs_dropped",
-                load(&inner.stats.read_repairs_dropped),
-            ),
-            ("writes_forwarded", load(&inner.stats.forwarded)),
-        ]);
-        for (node, micros) in inner.transport.latencies() {
-            let name = view
-                .get(node)
-                .map_or_else(|| format!("{node:016x}"), |m| m.name.clone());
-            fields.push(("peer_latency_us", format!("{name}={micros:.0}")));
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let peer_latency_us = inner
+            .transport
+            .latencies()
+            .into_iter()
+            .map(|(node, micros)| {
+                let name = view
+                    .get(node)
+                    .map_or_else(|| format!("{node:016x}"), |m| m.name.clone());
+                (name, micros)
+            })
+            .collect();
+        let cluster = ClusterReport {
+            members: view.members.len(),
+            members_up: view
+                .members
+                .keys()
+                .filter(|&&id| inner.transport.connected(id))
+                .count(),
+            partitions_primary: primary,
+            partitions_replica: replica,
+            replicas: n,
+            read_quorum: inner.quorum(None, inner.policy.r, n),
+            write_quorum: inner.quorum(None, inner.policy.w, n),
+            quorum_failures: load(&inner.stats.quorum_failures),
+            read_repairs: load(&inner.stats.read_repairs),
+            read_repairs_dropped: load(&inner.stats.read_repairs_dropped),
+            writes_forwarded: load(&inner.stats.forwarded),
+            peer_latency_us,
+        };
+        CoordinatorInfo {
+            cluster: Some(cluster),
+            ..inner.local.info()
         }
-        CoordinatorInfo { fields }
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
         self.inner.local.close()
+    }
+
+    fn store_health(&self) -> HealthReport {
+        self.inner.local.store_health()
     }
 
     fn members(&self) -> Vec<MemberStatus> {
@@ -946,25 +898,6 @@ impl Coordinator for ClusterCoordinator {
     }
 }
 
-/// Replicated records as received, decoded: a request with a record that
-/// does not decode is refused whole, as a bad request.
-fn decode_entries(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Received>, Response> {
-    entries
-        .into_iter()
-        .map(|(key, bytes)| match decode_record_shared(&bytes) {
-            Ok(record) => Ok(Received {
-                key,
-                record,
-                encoded: Some(bytes),
-            }),
-            Err(e) => Err(Response::Error {
-                code: ErrorCode::BadRequest,
-                message: format!("a replicated record does not decode: {e}"),
-            }),
-        })
-        .collect()
-}
-
 /// Whether each partition of `ring` has at least `quorum` replicas in
 /// `reachable`, or all of them when it has fewer (R and W are capped at
 /// the replicas a key has).
@@ -974,6 +907,13 @@ fn quorums_reachable(ring: &Ring, reachable: &BTreeSet<NodeId>, quorum: usize) -
         let up = replicas.iter().filter(|id| reachable.contains(id)).count();
         up >= quorum.min(replicas.len())
     })
+}
+
+/// How long a peer may take over a request that walks its whole store
+/// (DBSIZE's count, FLUSHALL): [`PEER_WHOLE_STORE_TIMEOUT_MS`], not the
+/// request timeout meant for a batch of keys.
+fn whole_store_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(PEER_WHOLE_STORE_TIMEOUT_MS)
 }
 
 /// The replicas of `key` on `ring`. A batch takes the ring once and
@@ -994,167 +934,10 @@ async fn collect<T: Send + 'static>(
     Ok(out)
 }
 
-impl Inner {
-    /// Answers Read requests, each a list of keys, with one local read
-    /// for all of them, records as stored (not decoded and encoded
-    /// again). Each answer stops short once its records pass
-    /// [`PEER_BATCH_BYTES_MAX`] bytes (the coordinator asks for the rest).
-    async fn answer_reads(&self, reads: Vec<Vec<Bytes>>) -> Vec<Response> {
-        let counts: Vec<usize> = reads.iter().map(Vec::len).collect();
-        let keys = reads.into_iter().flatten().collect();
-        match self.local.read_encoded(keys).await {
-            Ok(records) => {
-                let mut records = records.into_iter();
-                counts
-                    .into_iter()
-                    .map(|n| {
-                        let mut size = 0;
-                        let mut answer: Vec<_> = records.by_ref().take(n).collect();
-                        let past = answer.iter().position(|record| {
-                            size += record.as_ref().map_or(1, Bytes::len);
-                            size >= PEER_BATCH_BYTES_MAX
-                        });
-                        if let Some(last) = past {
-                            answer.truncate(last + 1);
-                        }
-                        Response::Records { records: answer }
-                    })
-                    .collect()
-            }
-            Err(e) => counts.iter().map(|_| error_response(&e)).collect(),
-        }
-    }
-
-    /// Serves one peer request.
-    async fn serve(self: Arc<Self>, request: Request) -> Response {
-        let inner = self;
-        let result = match request {
-            Request::Ping => Ok(Response::Pong),
-            Request::Read { keys } => inner
-                .answer_reads(vec![keys])
-                .await
-                .pop()
-                .ok_or_else(|| CoordinatorError::Remote("no answer".into())),
-            Request::Replicate { entries } => match decode_entries(entries) {
-                Ok(batch) => inner.local.merge_many(batch).await.map(|()| Response::Ack),
-                Err(refused) => return refused,
-            },
-            Request::Coordinate { key, op, w } => {
-                let w = (w > 0).then_some(usize::from(w));
-                Arc::clone(&inner)
-                    .coordinate(vec![(key, op)], w)
-                    .await
-                    .and_then(|mut written| {
-                        written
-                            .pop()
-                            .ok_or_else(|| CoordinatorError::Remote("no outcome".into()))
-                    })
-                    .map(|written| Response::Written {
-                        previous: written.previous.map(Box::new),
-                        current: written.current.map(Box::new),
-                    })
-            }
-            Request::Scan {
-                partition,
-                after,
-                limit,
-            } => inner
-                .local
-                .scan_partition(partition, after, (limit as usize).min(PEER_LIST_LEN_MAX))
-                .await
-                .map(|entries| Response::Entries { entries }),
-            Request::Flush { db } => inner.local.flush(db).await.map(|()| Response::Ack),
-            Request::Count { partitions } => {
-                inner
-                    .local
-                    .count(partitions)
-                    .await
-                    .map(|c| Response::Count {
-                        dbs: (0u8..)
-                            .zip(c.dbs)
-                            .filter(|(_, n)| n.keys > 0)
-                            .map(|(db, n)| DbCount {
-                                db,
-                                keys: n.keys,
-                                expires: n.expires,
-                            })
-                            .collect(),
-                    })
-            }
-            Request::Members { members } => {
-                inner.membership.merge(&members);
-                Ok(Response::Members {
-                    members: inner.membership.members(),
-                })
-            }
-        };
-        result.unwrap_or_else(|e| error_response(&e))
-    }
-}
-
-impl Handler for ClusterCoordinator {
-    fn handle(&self, _from: NodeId, requests: Vec<Request>) -> BoxFuture<'_, Vec<Response>> {
-        let inner = Arc::clone(&self.inner);
-        Box::pin(async move {
-            let mut responses: Vec<Option<Response>> = (0..requests.len()).map(|_| None).collect();
-            // Reads and replications are batched into one store job each;
-            // the rest run concurrently.
-            let (mut reads, mut merges) = (Vec::new(), Vec::new());
-            let mut others = JoinSet::new();
-            for (i, request) in requests.into_iter().enumerate() {
-                match request {
-                    Request::Read { keys } => reads.push((i, keys)),
-                    Request::Replicate { entries } => merges.push((i, entries)),
-                    other => {
-                        let inner = Arc::clone(&inner);
-                        others.spawn(async move { (i, inner.serve(other).await) });
-                    }
-                }
-            }
-            if !reads.is_empty() {
-                let (index, keys): (Vec<usize>, Vec<_>) = reads.into_iter().unzip();
-                let answers = inner.answer_reads(keys).await;
-                for (i, answer) in index.into_iter().zip(answers) {
-                    responses[i] = Some(answer);
-                }
-            }
-            let (mut index, mut batch) = (Vec::new(), Vec::new());
-            for (i, entries) in merges {
-                match decode_entries(entries) {
-                    Ok(records) => {
-                        index.push(i);
-                        batch.extend(records);
-                    }
-                    Err(refused) => responses[i] = Some(refused),
-                }
-            }
-            if !index.is_empty() {
-                let response = match inner.local.merge_many(batch).await {
-                    Ok(()) => Response::Ack,
-                    Err(e) => error_response(&e),
-                };
-                index
-                    .into_iter()
-                    .for_each(|i| responses[i] = Some(response.clone()));
-            }
-            while let Some(joined) = others.join_next().await {
-                if let Ok((i, response)) = joined {
-                    responses[i] = Some(response);
-                }
-            }
-            responses
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| error_response(&CoordinatorError::ShuttingDown)))
-                .collect()
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ring::Placed;
-    use crate::storage::record::sample;
 
     // Proves a node counts as able to serve only when every partition has
     // R/W replicas among itself and its links: three members, N = 3.
@@ -1177,32 +960,5 @@ mod tests {
         // A single node's partitions have one replica: it is its quorum.
         let alone = Ring::new(vec![placed(1)], 64, 3);
         assert!(quorums_reachable(&alone, &set(&[1]), 2));
-    }
-
-    // Proves replicated records are decoded as received, and one that
-    // does not decode refuses the whole request as a bad request.
-    #[test]
-    fn replicated_records_decode_or_refuse_the_request() {
-        let good = (
-            Bytes::from_static(b"k"),
-            Bytes::from(encode_record(&sample())),
-        );
-        let decoded = decode_entries(vec![good.clone()]).expect("decodes");
-        assert_eq!(
-            decoded,
-            vec![Received {
-                key: good.0.clone(),
-                record: sample(),
-                encoded: Some(good.1.clone()),
-            }]
-        );
-        let junk = (Bytes::from_static(b"j"), Bytes::from_static(b"\xffjunk"));
-        match decode_entries(vec![good, junk]) {
-            Err(Response::Error { code, message }) => {
-                assert_eq!(code, ErrorCode::BadRequest);
-                assert!(message.contains("does not decode"), "{message}");
-            }
-            other => panic!("expected a refusal, got {other:?}"),
-        }
     }
 }

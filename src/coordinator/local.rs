@@ -11,13 +11,13 @@
 
 use super::{
     BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, DbKeys, KeyCounts, OpError,
-    ReadOptions, WriteOp, WriteOptions,
+    ReadOptions, ReplicaReport, WriteOp, WriteOptions,
 };
 use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
+use crate::model::record::Record;
 use crate::replica::{PerDb, Planner, Received, Replica, WriteGroup, Written, next_key};
-use crate::storage::record::Record;
-use crate::storage::{JobLost, StorageExecutor, StoreError, storage_key};
+use crate::storage::{HealthReport, JobLost, StorageExecutor, StoreError, storage_key};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -131,16 +131,17 @@ fn submit_combined(
     }
 }
 
-/// Sends `error` to the first caller and its text to the rest: a failed
-/// commit fails every caller whose work was in it.
+/// Sends `error` to the last caller and a duplicate of it to the rest
+/// ([`StoreError::duplicate`]): a failed commit fails every caller whose
+/// work was in it.
 fn fail_all<T>(replies: Vec<Reply<T>>, error: StoreError) {
-    let text = error.to_string();
-    let mut error = Some(error);
+    let mut replies = replies.into_iter();
+    let last = replies.next_back();
     for reply in replies {
-        let e = error
-            .take()
-            .unwrap_or_else(|| StoreError::Engine(text.clone()));
-        let _ = reply.send(Err(e));
+        let _ = reply.send(Err(error.duplicate()));
+    }
+    if let Some(reply) = last {
+        let _ = reply.send(Err(error));
     }
 }
 
@@ -282,8 +283,8 @@ impl LocalCoordinator {
                     let rows = replica.scan_partition(partition, &from, PARTITION_PAGE_RECORDS)?;
                     let done = rows.len() < PARTITION_PAGE_RECORDS;
                     for (_, key, record) in &rows {
-                        if let Some((_, winner)) = record.winner(crate::storage::record::lww_order)
-                            && crate::storage::record::is_live(record, now)
+                        if let Some((_, winner)) = record.winner(crate::model::record::lww_order)
+                            && crate::model::record::is_live(record, now)
                         {
                             let db = &mut counts.dbs[usize::from(crate::db::db_of(key))];
                             db.keys += 1;
@@ -422,35 +423,28 @@ impl Coordinator for LocalCoordinator {
         let replica = &self.replica;
         let meta = replica.meta();
         let stats = replica.stats();
-        let cache = replica.cache_stats();
         CoordinatorInfo {
-            fields: vec![
-                ("node_id", format!("{:016x}", meta.node_id)),
-                ("partitions", meta.partitions.to_string()),
-                ("fsync", replica.fsync().as_str().to_owned()),
-                ("fsync_group_syncs", replica.group_syncs().to_string()),
-                ("siblings_max", replica.siblings_max().to_string()),
-                (
-                    "siblings_collapsed",
-                    stats.siblings_collapsed.load(Ordering::Relaxed).to_string(),
-                ),
-                (
-                    "records_written",
-                    stats.writes.load(Ordering::Relaxed).to_string(),
-                ),
-                ("disk_bytes", replica.disk_bytes().to_string()),
-                ("record_cache_bytes", cache.bytes.to_string()),
-                ("record_cache_hits", cache.hits.to_string()),
-                ("record_cache_misses", cache.misses.to_string()),
-                (
-                    "record_cache_complete_shards",
-                    cache.complete_shards.to_string(),
-                ),
-            ],
+            replica: ReplicaReport {
+                node_id: meta.node_id,
+                partitions: meta.partitions,
+                fsync: replica.fsync(),
+                fsync_group_syncs: replica.group_syncs(),
+                siblings_max: replica.siblings_max(),
+                siblings_collapsed: stats.siblings_collapsed.load(Ordering::Relaxed),
+                records_written: stats.writes.load(Ordering::Relaxed),
+                disk_bytes: replica.disk_bytes(),
+                health: replica.health(),
+                cache: replica.cache_stats(),
+            },
+            cluster: None,
         }
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
         Box::pin(self.blocking(|replica| replica.close()))
+    }
+
+    fn store_health(&self) -> HealthReport {
+        self.replica.health()
     }
 }

@@ -10,22 +10,19 @@ mod answers;
 mod batches;
 mod cluster;
 mod local;
-mod ops;
+mod quorum;
 
+use crate::model::ops::{OpError, WriteOp};
 pub use cluster::{ClusterCoordinator, QuorumPolicy, Repair};
 pub use local::LocalCoordinator;
-pub use ops::{Base, Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
 
+use crate::model::record::Record;
 use crate::replica::Written;
-use crate::storage::StoreError;
-use crate::storage::record::Record;
+use crate::storage::{HealthReport, StoreError};
 use bytes::Bytes;
-use std::future::Future;
-use std::pin::Pin;
 use thiserror::Error;
 
-/// A boxed future, so coordinators can sit behind `dyn Coordinator`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::task::BoxFuture;
 
 /// Why a coordinated operation failed.
 #[derive(Debug, Error)]
@@ -116,11 +113,69 @@ pub struct MemberStatus {
     pub replica: usize,
 }
 
-/// Counters a coordinator reports in `INFO dynamo`.
-#[derive(Debug, Clone, Default)]
+/// What a coordinator reports for `INFO dynamo` and `DYNAMO STATUS`, as
+/// values: the RESP face renders them.
+#[derive(Debug, Clone)]
 pub struct CoordinatorInfo {
-    /// `(field, value)` lines.
-    pub fields: Vec<(&'static str, String)>,
+    /// This node's copy of the data.
+    pub replica: ReplicaReport,
+    /// The cluster as this node sees it (`None` for a coordinator of one
+    /// node's replica alone).
+    pub cluster: Option<ClusterReport>,
+}
+
+/// This node's replica and store.
+#[derive(Debug, Clone)]
+pub struct ReplicaReport {
+    /// The node's id.
+    pub node_id: crate::version::NodeId,
+    /// Q.
+    pub partitions: u32,
+    /// `--fsync`.
+    pub fsync: crate::storage::FsyncPolicy,
+    /// Syncs made by group commit.
+    pub fsync_group_syncs: u64,
+    /// The sibling bound.
+    pub siblings_max: usize,
+    /// Siblings the bound collapsed.
+    pub siblings_collapsed: u64,
+    /// Records written.
+    pub records_written: u64,
+    /// The store's bytes on disk.
+    pub disk_bytes: u64,
+    /// Whether the store takes writes.
+    pub health: HealthReport,
+    /// The record cache.
+    pub cache: crate::storage::CacheStats,
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone)]
+pub struct ClusterReport {
+    /// Members in this node's view.
+    pub members: usize,
+    /// Of those, reachable now (this node included).
+    pub members_up: usize,
+    /// Partitions this node holds as first replica.
+    pub partitions_primary: usize,
+    /// Partitions it holds as any replica.
+    pub partitions_replica: usize,
+    /// N as the ring has it (capped at the members).
+    pub replicas: usize,
+    /// R and W, capped at N.
+    pub read_quorum: usize,
+    /// W.
+    pub write_quorum: usize,
+    /// Reads and writes that missed their quorum.
+    pub quorum_failures: u64,
+    /// Read repairs sent.
+    pub read_repairs: u64,
+    /// Read repairs dropped (queue full).
+    pub read_repairs_dropped: u64,
+    /// Writes forwarded to a replica.
+    pub writes_forwarded: u64,
+    /// Average request latency to each connected peer, by name, in µs.
+    pub peer_latency_us: Vec<(String, f64)>,
 }
 
 /// What RESP handlers call for data.
@@ -181,4 +236,8 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Shuts this node's store down cleanly (node shutdown): every write
     /// durable, and cheap to reopen.
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>>;
+
+    /// Whether this node's store takes writes, and its last failure
+    /// (INFO persistence).
+    fn store_health(&self) -> HealthReport;
 }

@@ -10,12 +10,12 @@
 //! detection and LEAVE replace the internals in a later release; a
 //! transient failure never changes the view, so it never moves data.)
 
-use crate::coordinator::BoxFuture;
 use crate::limits::MEMBERSHIP_EXCHANGE_MS;
-use crate::node::stopped;
 use crate::peer::message::{MemberInfo, Request, Response};
 use crate::peer::transport::Transport;
 use crate::ring::Placed;
+use crate::task::BoxFuture;
+use crate::task::stopped;
 use crate::version::NodeId;
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -25,7 +25,7 @@
 //! option<T>    byte 0 (none), or byte 1 then T
 //! list<T>      varint count (at most PEER_LIST_LEN_MAX), then count Ts
 //! record       bytes holding a record in the storage format
-//!              (storage::record: its own format version byte first)
+//!              (model::record: its own format version byte first)
 //! vector       varint n (at most VECTOR_ENTRIES_MAX),
 //!              n times varint node, varint counter
 //!              (nodes strictly increasing, counters > 0: as in records)
@@ -116,12 +116,12 @@ use super::message::{
     DbCount, ErrorCode, Frame, Hello, MAGIC, MemberInfo, PROTOCOL_VERSION, Purpose, Request,
     Response,
 };
-use crate::coordinator::{Base, Change, Condition, ExpireWhen, Expiry, WriteOp};
 use crate::limits::{
     NAMESPACED_KEY_BYTES_MAX, PEER_FRAME_BYTES_MAX, PEER_HELLO_BYTES_MAX, PEER_LIST_LEN_MAX,
     VALUE_BYTES_MAX, VECTOR_ENTRIES_MAX,
 };
-use crate::storage::record::{Record, decode_record, encode_record_into, encoded_len};
+use crate::model::ops::{Base, Change, Condition, ExpireWhen, Expiry, WriteOp};
+use crate::model::record::{Record, decode_record, encode_record_into, encoded_len};
 use crate::version::VersionVector;
 use crate::wire::{DecodeError, Reader, put_varint};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -877,7 +877,7 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::record::{Content, Sibling, encode_record};
+    use crate::model::record::{Content, Sibling, encode_record};
     use proptest::collection::vec;
     use proptest::option;
     use proptest::prelude::*;
@@ -982,9 +982,9 @@ mod tests {
         assert_golden(&frame, golden);
     }
 
-    /// The record of `storage::record`'s golden test: two siblings.
+    /// The record of `model::record`'s golden test: two siblings.
     fn two_siblings() -> Record {
-        crate::storage::record::sample()
+        crate::model::record::sample()
     }
 
     #[test]
@@ -1537,9 +1537,9 @@ mod tests {
     proptest! {
         #[test]
         fn records_are_as_long_as_said_and_decode_shared(record in arb_record()) {
-            let bytes = Bytes::from(crate::storage::record::encode_record(&record));
+            let bytes = Bytes::from(crate::model::record::encode_record(&record));
             prop_assert_eq!(bytes.len(), encoded_len(&record));
-            let shared = crate::storage::record::decode_record_shared(&bytes);
+            let shared = crate::model::record::decode_record_shared(&bytes);
             prop_assert_eq!(shared.as_ref(), Ok(&record));
             prop_assert_eq!(decode_record(&bytes), shared);
         }

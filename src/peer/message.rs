@@ -1,7 +1,7 @@
 //! The messages nodes exchange. Bytes on the wire: see `codec`.
 
-use crate::coordinator::WriteOp;
-use crate::storage::record::Record;
+use crate::model::ops::WriteOp;
+use crate::model::record::Record;
 use crate::version::NodeId;
 use bytes::Bytes;
 

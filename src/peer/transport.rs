@@ -36,14 +36,14 @@ use super::codec::{
     decode_frame, decode_hello, encode_frame, encode_hello, split_frame, split_hello,
 };
 use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Purpose, Request, Response};
-use crate::coordinator::BoxFuture;
 use crate::limits::{
     PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_INFLIGHT_MAX,
     PEER_PING_AFTER_MS, PEER_QUEUE_FRAMES, PEER_READ_BUFFER_BYTES, PEER_SERVE_CONCURRENCY,
     PEER_SILENCE_MAX_MS, PEER_WRITE_BYTES_MAX,
 };
 use crate::net::{Connection, Listener, Network, ReadHalf, WriteHalf};
-use crate::node::stopped;
+use crate::task::BoxFuture;
+use crate::task::stopped;
 use crate::version::NodeId;
 use crate::wire::DecodeError;
 use bytes::{Bytes, BytesMut};
@@ -154,7 +154,17 @@ impl Pending {
     /// # Errors
     /// [`PeerError::Timeout`] or [`PeerError::Closed`].
     pub async fn wait(self) -> Result<Response, PeerError> {
-        let (node, timeout) = (self.conn.peer.id, self.timeout);
+        let timeout = self.timeout;
+        self.wait_up_to(timeout).await
+    }
+
+    /// Waits for the reply, up to `timeout`: for a request whose work
+    /// grows with the data (a count or a flush of every key).
+    ///
+    /// # Errors
+    /// [`PeerError::Timeout`] or [`PeerError::Closed`].
+    pub async fn wait_up_to(self, timeout: Duration) -> Result<Response, PeerError> {
+        let node = self.conn.peer.id;
         match tokio::time::timeout(timeout, self.answer()).await {
             Ok(answer) => answer,
             Err(_) => Err(PeerError::Timeout {
@@ -484,6 +494,20 @@ impl Transport {
         request: Request,
     ) -> Result<Response, PeerError> {
         self.send(node, request).await?.wait().await
+    }
+
+    /// Sends and waits up to `timeout`, for a request whose work grows
+    /// with the receiver's data.
+    ///
+    /// # Errors
+    /// As [`Transport::send`] and [`Pending::wait_up_to`].
+    pub async fn request_up_to(
+        self: &Arc<Self>,
+        node: NodeId,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, PeerError> {
+        self.send(node, request).await?.wait_up_to(timeout).await
     }
 
     fn hello(&self, nonce: [u8; 16], proof: Vec<u8>, purpose: Purpose) -> Hello {

@@ -11,7 +11,7 @@ use super::server::Shared;
 use super::table::{self, CommandMeta};
 use crate::coordinator::ReadOptions;
 use crate::limits::MULTI_QUEUE_LEN_MAX;
-use crate::storage::record::is_live;
+use crate::model::record::is_live;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -861,10 +861,11 @@ mod tests {
         use super::Counting;
         use crate::coordinator::{
             BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus,
-            ReadOptions, WriteOp, WriteOptions,
+            ReadOptions, WriteOptions,
         };
+        use crate::model::ops::WriteOp;
+        use crate::model::record::Record;
         use crate::replica::Written;
-        use crate::storage::record::Record;
         use bytes::Bytes;
         use std::sync::atomic::Ordering;
 
@@ -919,6 +920,9 @@ mod tests {
             }
             fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
                 self.inner.close()
+            }
+            fn store_health(&self) -> crate::storage::HealthReport {
+                self.inner.store_health()
             }
         }
     }

@@ -388,7 +388,7 @@ async fn run(
                     shared.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 }
             },
-            () = crate::node::stopped(&mut shutdown) => return Ok(()),
+            () = crate::task::stopped(&mut shutdown) => return Ok(()),
             () = info.wake.notified() => {}
             () = monitor_ready(session.monitor.as_ref()) => {}
             () = idle_expired(&mut timeout_secs, last_read), if session.monitor.is_none() => {

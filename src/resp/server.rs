@@ -166,7 +166,7 @@ impl Server {
         loop {
             tokio::select! {
                 biased;
-                () = crate::node::stopped(&mut shutdown) => break,
+                () = crate::task::stopped(&mut shutdown) => break,
                 _ = sampler.tick() => shared.stats.sample_ops(),
                 Some(done) = connections.join_next(), if !connections.is_empty() => {
                     if let Err(e) = done && e.is_panic() {

@@ -367,6 +367,70 @@ fn rusage(who: libc::c_int) -> libc::rusage {
     usage
 }
 
+/// The `# Dynamo` section of INFO and DYNAMO STATUS: the coordinator's
+/// report as `(field, value)` lines, the replica's first, then the
+/// cluster's (one `peer_latency_us` line per connected peer).
+pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'static str, String)> {
+    let replica = &info.replica;
+    let failing = replica.health.failing.as_ref();
+    let mut fields = vec![
+        ("node_id", format!("{:016x}", replica.node_id)),
+        ("partitions", replica.partitions.to_string()),
+        ("fsync", replica.fsync.as_str().to_owned()),
+        ("fsync_group_syncs", replica.fsync_group_syncs.to_string()),
+        ("siblings_max", replica.siblings_max.to_string()),
+        ("siblings_collapsed", replica.siblings_collapsed.to_string()),
+        ("records_written", replica.records_written.to_string()),
+        ("disk_bytes", replica.disk_bytes.to_string()),
+        (
+            "store_status",
+            if failing.is_some() { "failing" } else { "ok" }.to_owned(),
+        ),
+        (
+            "store_error",
+            failing.map(|f| f.reason.clone()).unwrap_or_default(),
+        ),
+        (
+            "store_failing_since",
+            failing.map_or(0, |f| f.since_ms / 1000).to_string(),
+        ),
+        ("store_failures", replica.health.failures.to_string()),
+        ("record_cache_bytes", replica.cache.bytes.to_string()),
+        ("record_cache_hits", replica.cache.hits.to_string()),
+        ("record_cache_misses", replica.cache.misses.to_string()),
+        (
+            "record_cache_complete_shards",
+            replica.cache.complete_shards.to_string(),
+        ),
+    ];
+    if let Some(cluster) = &info.cluster {
+        fields.extend([
+            ("members", cluster.members.to_string()),
+            ("members_up", cluster.members_up.to_string()),
+            (
+                "members_down",
+                (cluster.members - cluster.members_up).to_string(),
+            ),
+            ("partitions_primary", cluster.partitions_primary.to_string()),
+            ("partitions_replica", cluster.partitions_replica.to_string()),
+            ("replicas_effective", cluster.replicas.to_string()),
+            ("read_quorum_effective", cluster.read_quorum.to_string()),
+            ("write_quorum_effective", cluster.write_quorum.to_string()),
+            ("quorum_failures", cluster.quorum_failures.to_string()),
+            ("read_repairs", cluster.read_repairs.to_string()),
+            (
+                "read_repairs_dropped",
+                cluster.read_repairs_dropped.to_string(),
+            ),
+            ("writes_forwarded", cluster.writes_forwarded.to_string()),
+        ]);
+        for (name, micros) in &cluster.peer_latency_us {
+            fields.push(("peer_latency_us", format!("{name}={micros:.0}")));
+        }
+    }
+    fields
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

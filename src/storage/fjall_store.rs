@@ -29,19 +29,48 @@
 //! what is staged, then one table of tombstones for every stored key: as
 //! atomic as any ingestion, nothing to replay, and O(keys) like Redis's
 //! own FLUSHALL.
+//!
+//! # When the disk fails
+//!
+//! A failed write or sync turns the store's [`Health`] to failing, and
+//! every write is refused from then on, before it touches the disk. A
+//! batch whose log entry failed, or whose expiry ops failed to commit
+//! after their entry was written, is cut off the log
+//! ([`StageLog::rollback`]): nothing of a write the client was told failed
+//! can come back at a restart. A batch that failed later (its
+//! generation's seal or ingestion) is logged and staged: it succeeded,
+//! and the store fails from the next write on.
+//!
+//! fjall 3 poisons its database for good after any failed journal write
+//! or fsync, and after a failed flush or compaction in one of its worker
+//! threads (which then exits); every later journal write answers
+//! `Poisoned`, while reads and ingestions go on. A failed ingestion or
+//! compaction leaves the files it began, which fjall deletes only when it
+//! opens a directory. So [`FjallStore::recover`], once a probe file of
+//! [`STORE_PROBE_BYTES`] is written and synced, reopens fjall if anything
+//! of it failed (the staged generations and the log stay as they are;
+//! the expiry ops of the staged batches, which a poisoned journal may have
+//! lost, are committed again from the log), repairs the log, and ingests
+//! everything staged into synced tables, which also heals a log whose
+//! fsync failed (the kernel may have dropped its pages); then writes
+//! resume. Reads wait while fjall reopens, and fail if it cannot reopen,
+//! until a later probe reopens it.
 
+use super::health::{Health, HealthReport};
 use super::stage::{Generation, decode_log, encode_log, merge_scan, staged_range};
 use super::stage_log::StageLog;
 use super::{BatchOp, Doomed, Entries, Space, Store, StoreError};
+use crate::clock::{Clock, SystemClock};
 use crate::limits::{
     DATA_L0_TABLES_COMPACTED, DATA_L0_TABLES_STALL, INGEST_STALL_WAIT_MS, STAGE_GENERATION_BYTES,
-    STAGE_IDLE, STAGE_IDLE_INGEST_BYTES_MIN, STAGE_LOG_BYTES_MAX,
+    STAGE_IDLE, STAGE_IDLE_INGEST_BYTES_MIN, STAGE_LOG_BYTES_MAX, STORE_PROBE_BYTES,
 };
 use bytes::Bytes;
 use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::io::Write;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -59,6 +88,10 @@ const COLLECT_KEY: &str = "collect";
 
 /// How often an ingestion waiting for compaction looks at level 0.
 const INGEST_STALL_POLL: Duration = Duration::from_millis(10);
+
+/// The file a recovery probe writes in the log's directory (whose other
+/// files the log leaves alone), then deletes.
+const PROBE_FILE: &str = "probe.tmp";
 
 /// Bounds of a range of keys.
 type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
@@ -103,12 +136,60 @@ impl Drop for FjallStore {
     }
 }
 
-/// The fjall store's state.
-pub struct Shared {
+/// fjall: the database and its keyspaces, replaced as a whole when the
+/// store reopens it after a failure.
+struct Engine {
     db: Database,
     data: Keyspace,
     expiry: Keyspace,
     meta: Keyspace,
+}
+
+impl Engine {
+    fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder(dir).open().map_err(engine)?;
+        let data = db.keyspace("data", data_options).map_err(engine)?;
+        let [expiry, meta] =
+            ["expiry", "meta"].map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
+        let (expiry, meta) = (expiry.map_err(engine)?, meta.map_err(engine)?);
+        Ok(Self {
+            db,
+            data,
+            expiry,
+            meta,
+        })
+    }
+
+    fn space(&self, space: Space) -> &Keyspace {
+        match space {
+            Space::Data => &self.data,
+            Space::Expiry => &self.expiry,
+        }
+    }
+}
+
+/// The engine, held open: a reopen waits until no one holds it. A holder
+/// must not ask for it again (a reopen waiting between the two would
+/// block the second ask for good): functions that need it take it as an
+/// argument.
+struct EngineRef<'a>(RwLockReadGuard<'a, Option<Engine>>);
+
+impl std::ops::Deref for EngineRef<'_> {
+    type Target = Engine;
+
+    fn deref(&self) -> &Engine {
+        match self.0.as_ref() {
+            Some(engine) => engine,
+            None => unreachable!("an EngineRef is made only over an open engine"),
+        }
+    }
+}
+
+/// The fjall store's state.
+pub struct Shared {
+    dir: PathBuf,
+    /// fjall; `None` only after a reopen failed, until one succeeds.
+    engine: RwLock<Option<Engine>>,
     /// The staged generations' log files.
     log: StageLog,
     /// The generation taking writes. Held from a batch's log entry to its
@@ -117,11 +198,20 @@ pub struct Shared {
     active: Mutex<Active>,
     /// The generation being ingested, at most one.
     sealed: RwLock<Option<Arc<Generation>>>,
-    /// Held through an ingestion and through `clear`: one at a time.
+    /// Held through an ingestion, through `clear` and through a recovery:
+    /// one at a time.
     ingesting: Mutex<()>,
     /// fjall's journal took writes since the last sync. Most batches
     /// write only the log file; a sync then skips fjall's fsync.
     journal_dirty: AtomicBool,
+    /// Whether the store takes writes.
+    health: Health,
+    /// An fjall write failed since fjall was opened: it may be poisoned,
+    /// or hold files of a failed ingestion, and a recovery reopens it.
+    engine_failed: AtomicBool,
+    /// Tests: the next batch's expiry commit fails.
+    #[cfg(test)]
+    fail_next_expiry_commit: AtomicBool,
 }
 
 struct Active {
@@ -137,7 +227,16 @@ impl std::fmt::Debug for FjallStore {
     }
 }
 
+/// fjall's error, by the I/O error under it when there is one (fjall
+/// shows its errors in their debug form).
 fn engine(error: fjall::Error) -> StoreError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return StoreError::Engine(format!("fjall: {io}"));
+        }
+        cause = current.source();
+    }
     StoreError::Engine(error.to_string())
 }
 
@@ -155,52 +254,37 @@ impl FjallStore {
     /// a log entry that does not decode; [`StoreError::StageLog`] when the
     /// log's files cannot be read or written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder(dir).open().map_err(engine)?;
-        let data = db.keyspace("data", data_options).map_err(engine)?;
-        let [expiry, meta] =
-            ["expiry", "meta"].map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
-        let (expiry, meta) = (expiry.map_err(engine)?, meta.map_err(engine)?);
+        let engine = Engine::open(dir)?;
         let stage_dir = dir.join("stage");
-        let mut entries = legacy_log_entries(&db)?;
+        let mut entries = legacy_log_entries(&engine.db)?;
         let recovered = StageLog::recover(&stage_dir)?;
         entries.extend(recovered.entries);
         let number = recovered.last_generation.map_or(0, |last| last + 1);
         let mut generation = Generation::new(number);
-        let mut expiry_ops = db.batch();
-        for entry in &entries {
-            let ops = decode_log(entry).map_err(|source| StoreError::Corrupt {
-                key: b"stage log entry".to_vec(),
-                source,
-            })?;
-            for op in &ops {
-                match (op.space, &op.value) {
-                    (Space::Data, _) => generation.apply(op),
-                    (Space::Expiry, Some(value)) => {
-                        expiry_ops.insert(&expiry, op.key.as_slice(), &value[..]);
-                    }
-                    (Space::Expiry, None) => expiry_ops.remove(&expiry, op.key.as_slice()),
-                }
-            }
-        }
-        expiry_ops.commit().map_err(engine)?;
+        replay_log(&engine, &entries, |op| generation.apply(op))?;
         // What the log held is in the data keyspace, synced, before its
         // files go.
-        ingest_into(&data, &generation)?;
-        db.persist(PersistMode::SyncAll).map_err(engine)?;
-        delete_legacy_logs(&db)?;
+        ingest_into(&engine.data, &generation)?;
+        engine
+            .db
+            .persist(PersistMode::SyncAll)
+            .map_err(self::engine)?;
+        delete_legacy_logs(&engine.db)?;
         let shared = Shared {
+            dir: dir.to_path_buf(),
             active: Mutex::new(Active {
                 generation: Generation::new(number + 1),
                 batches: 0,
             }),
             log: StageLog::create(&stage_dir, number + 1)?,
-            data,
-            expiry,
-            meta,
-            db,
+            engine: RwLock::new(Some(engine)),
             sealed: RwLock::new(None),
             ingesting: Mutex::new(()),
             journal_dirty: AtomicBool::new(false),
+            health: Health::default(),
+            engine_failed: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_expiry_commit: AtomicBool::new(false),
         };
         let (to_ingest, sealed) = mpsc::sync_channel::<Arc<Generation>>(INGEST_QUEUE);
         let (stop_idle, stopped) = mpsc::sync_channel(0);
@@ -229,11 +313,31 @@ impl FjallStore {
 }
 
 impl Shared {
-    fn space(&self, space: Space) -> &Keyspace {
-        match space {
-            Space::Data => &self.data,
-            Space::Expiry => &self.expiry,
+    /// fjall, held open until the result is dropped.
+    fn engine(&self) -> Result<EngineRef<'_>, StoreError> {
+        let engine = self.engine.read().unwrap_or_else(PoisonError::into_inner);
+        if engine.is_none() {
+            return Err(StoreError::Engine(
+                "fjall is closed: reopening it after a failed write failed; retried with \
+                 every probe"
+                    .into(),
+            ));
         }
+        Ok(EngineRef(engine))
+    }
+
+    /// Records a failed write: the store refuses writes until a recovery.
+    /// Returns the error its caller reports.
+    fn write_failed(&self, error: StoreError) -> StoreError {
+        if matches!(error, StoreError::Engine(_)) {
+            self.engine_failed.store(true, Ordering::Release);
+        }
+        let reason = match error {
+            StoreError::Unwritable { reason } => reason,
+            other => other.to_string(),
+        };
+        self.health.fail(&reason, SystemClock.now_ms());
+        StoreError::Unwritable { reason }
     }
 
     fn sealed(&self) -> RwLockReadGuard<'_, Option<Arc<Generation>>> {
@@ -279,31 +383,36 @@ impl Shared {
         }
     }
 
+    /// Tables in the data keyspace (0 while fjall is closed).
+    fn table_count(&self) -> usize {
+        self.engine().map_or(0, |engine| engine.data.table_count())
+    }
+
     /// The idle ingester, at nice [`IDLE_INGEST_NICE`]: once no batch came
     /// for a whole [`STAGE_IDLE`], it seals and ingests the active
     /// generation if it holds [`STAGE_IDLE_INGEST_BYTES_MIN`], and has the
     /// files of compacted tables deleted; it ends when the store drops its
     /// sender. An idle node then holds little in memory and in
     /// its log, and a burst of writes after a pause does not pay for its
-    /// predecessor's ingestion.
+    /// predecessor's ingestion. It writes nothing while the store fails.
     fn run_idle_ingester(&self, stop: &mpsc::Receiver<()>) {
         lower_priority(IDLE_INGEST_NICE);
         let mut batches_seen = None;
-        let mut tables_collected = self.data.table_count();
+        let mut tables_collected = self.table_count();
         while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(STAGE_IDLE) {
             // Idle: no batch since the last tick.
             let batches = lock(&self.active).batches;
-            if batches_seen.replace(batches) != Some(batches) {
+            if batches_seen.replace(batches) != Some(batches) || self.health.is_failing() {
                 continue;
             }
             if let Some(generation) = self.seal_idle() {
                 self.ingest_logged(&generation);
             }
-            let tables = self.data.table_count();
+            let tables = self.table_count();
             if tables != tables_collected {
                 tables_collected = tables;
                 if let Err(error) = self.collect_tables() {
-                    tracing::warn!(%error, "collecting compacted tables failed");
+                    self.write_failed(error);
                 }
             }
         }
@@ -317,15 +426,16 @@ impl Shared {
     /// SETs of 4000 bytes. A rotation of `meta` with one small write in
     /// it moves the watermark and drops the files.
     fn collect_tables(&self) -> Result<(), StoreError> {
-        self.meta.insert(COLLECT_KEY, []).map_err(engine)?;
-        self.meta.rotate_memtable_and_wait().map_err(engine)
+        let engine = self.engine()?;
+        engine.meta.insert(COLLECT_KEY, []).map_err(self::engine)?;
+        engine.meta.rotate_memtable_and_wait().map_err(self::engine)
     }
 
     /// Ingests `generation`; a failed one stays sealed and writers retry
-    /// it.
+    /// it, and the store refuses writes until a recovery.
     fn ingest_logged(&self, generation: &Arc<Generation>) {
         if let Err(error) = self.ingest(generation) {
-            tracing::error!(%error, "ingesting a staged generation failed");
+            self.write_failed(error);
         }
     }
 
@@ -337,7 +447,7 @@ impl Shared {
             return None;
         }
         self.seal(&mut active).unwrap_or_else(|error| {
-            tracing::error!(%error, "sealing an idle generation failed");
+            self.write_failed(error);
             None
         })
     }
@@ -351,9 +461,15 @@ impl Shared {
         if !current.is_some_and(|sealed| Arc::ptr_eq(&sealed, generation)) {
             return Ok(());
         }
-        ingest_into(&self.data, generation)?;
-        // The generation's expiry ops are only in fjall's journal now.
-        self.db.persist(PersistMode::SyncAll).map_err(engine)?;
+        {
+            let engine = self.engine()?;
+            ingest_into(&engine.data, generation)?;
+            // The generation's expiry ops are only in fjall's journal now.
+            engine
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(self::engine)?;
+        }
         self.log.remove(generation.number)?;
         *self.sealed_mut() = None;
         Ok(())
@@ -382,11 +498,13 @@ impl Shared {
         range: KeyRange<'_>,
         limit: usize,
     ) -> Result<Entries, StoreError> {
-        self.space(space)
+        let engine = self.engine()?;
+        engine
+            .space(space)
             .range::<&[u8], _>(range)
             .take(limit)
             .map(|guard| {
-                let (k, v) = guard.into_inner().map_err(engine)?;
+                let (k, v) = guard.into_inner().map_err(self::engine)?;
                 Ok((k.to_vec(), v.to_vec()))
             })
             .collect()
@@ -413,6 +531,263 @@ impl Shared {
         }
         Ok(())
     }
+
+    /// While the store fails: a probe, then what the failure left to
+    /// repair (see the module's header); the store takes writes again
+    /// once it succeeds.
+    fn recover(&self) -> Result<(), StoreError> {
+        if !self.health.is_failing() {
+            return Ok(());
+        }
+        // A failed probe is the failure going on: the reason stays the
+        // write's that started it.
+        if let Err(source) = probe(&self.dir.join("stage").join(PROBE_FILE), STORE_PROBE_BYTES) {
+            tracing::debug!(error = %source, "the data directory still cannot take writes");
+            return self.health.check();
+        }
+        match self.repair() {
+            Ok(()) => {
+                self.health.recovered(SystemClock.now_ms());
+                Ok(())
+            }
+            Err(error) => Err(self.write_failed(error)),
+        }
+    }
+
+    fn repair(&self) -> Result<(), StoreError> {
+        {
+            // No ingestion, and no write that got past the health check
+            // before the failure, while fjall and the log are repaired.
+            let _turn = lock(&self.ingesting);
+            let _active = lock(&self.active);
+            if self.engine_failed.load(Ordering::Acquire) || self.engine_poisoned()? {
+                self.reopen_engine()?;
+            }
+            self.log.repair()?;
+        }
+        self.ingest_staged()
+    }
+
+    /// Whether fjall refuses writes for good (a persist answers
+    /// `Poisoned` without writing anything then), or is closed.
+    fn engine_poisoned(&self) -> Result<bool, StoreError> {
+        let Ok(engine) = self.engine() else {
+            return Ok(true);
+        };
+        match engine.db.persist(PersistMode::SyncAll) {
+            Ok(()) => Ok(false),
+            Err(fjall::Error::Poisoned) => Ok(true),
+            Err(error) => Err(self::engine(error)),
+        }
+    }
+
+    /// Closes fjall and opens it again: fjall recovers its journal as at
+    /// a restart and deletes what failed writes left, and the expiry ops
+    /// of the staged batches are committed again from the log (a failed
+    /// journal write loses what fjall's buffer held). The staged
+    /// generations and the log are not touched. The caller keeps writes
+    /// and ingestions out.
+    fn reopen_engine(&self) -> Result<(), StoreError> {
+        let mut slot = self.engine.write().unwrap_or_else(PoisonError::into_inner);
+        let began = Instant::now();
+        // fjall writes out what it still can, stops its workers and lets
+        // go of the directory's lock.
+        drop(slot.take());
+        let engine = Engine::open(&self.dir)?;
+        let logged = StageLog::recover(&self.dir.join("stage"))?;
+        replay_log(&engine, &logged.entries, |_| {})?;
+        *slot = Some(engine);
+        self.engine_failed.store(false, Ordering::Release);
+        tracing::info!(
+            took_ms = began.elapsed().as_millis() as u64,
+            "fjall reopened after a failed write"
+        );
+        Ok(())
+    }
+
+    /// The store's writes, minus what is checked before them: every
+    /// error marks the store failing.
+    fn apply_checked(
+        &self,
+        ops: &[BatchOp],
+        to_ingest: Option<&mpsc::SyncSender<Arc<Generation>>>,
+    ) -> Result<(), StoreError> {
+        let mut active = lock(&self.active);
+        let appended =
+            self.log
+                .append(|out| encode_log(ops, out))
+                .map_err(|error| match error {
+                    too_large @ StoreError::BatchTooLarge { .. } => too_large,
+                    error => self.write_failed(error),
+                })?;
+        active.batches += 1;
+        let mut expiry = ops.iter().filter(|op| op.space == Space::Expiry).peekable();
+        if expiry.peek().is_some() {
+            if let Err(error) = self.commit_expiry(expiry) {
+                // The batch fails: its entry must not replay at a restart.
+                if let Err(rollback) = self.log.rollback(appended) {
+                    self.write_failed(rollback);
+                }
+                return Err(self.write_failed(error));
+            }
+            self.journal_dirty.store(true, Ordering::Relaxed);
+        }
+        ops.iter()
+            .filter(|op| op.space == Space::Data)
+            .for_each(|op| active.generation.apply(op));
+        // The batch is applied and logged: what fails from here on fails
+        // the store, not the batch.
+        let full = active.generation.bytes() >= STAGE_GENERATION_BYTES
+            || appended.end >= STAGE_LOG_BYTES_MAX;
+        let sealed = if full {
+            self.seal(&mut active).unwrap_or_else(|error| {
+                self.write_failed(error);
+                None
+            })
+        } else {
+            None
+        };
+        let overfull = active.generation.bytes() >= 2 * STAGE_GENERATION_BYTES;
+        drop(active);
+        // The ingest thread takes a sealed generation. Once a second one
+        // is full, writers wait for that ingestion (so that memory stays
+        // bounded), or retry it if it failed.
+        let pending = match sealed {
+            Some(generation) => match to_ingest {
+                Some(to_ingest) => to_ingest.send(generation).err().map(|unsent| unsent.0),
+                None => Some(generation),
+            },
+            None if overfull => self.sealed().clone(),
+            None => None,
+        };
+        if let Some(generation) = pending {
+            self.ingest_logged(&generation);
+        }
+        Ok(())
+    }
+
+    fn commit_expiry<'a>(&self, ops: impl Iterator<Item = &'a BatchOp>) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.fail_next_expiry_commit.swap(false, Ordering::AcqRel) {
+            return Err(StoreError::Engine(
+                "injected: the expiry commit fails".into(),
+            ));
+        }
+        let engine = self.engine()?;
+        let mut batch = engine.db.batch();
+        for op in ops {
+            match &op.value {
+                Some(value) => batch.insert(&engine.expiry, op.key.as_slice(), &value[..]),
+                None => batch.remove(&engine.expiry, op.key.as_slice()),
+            }
+        }
+        batch.commit().map_err(self::engine)
+    }
+
+    fn checkpoint_checked(&self) -> Result<(), StoreError> {
+        // Write the staged generations and the memtables out as tables,
+        // so reopening does not replay the whole journal into memory.
+        self.ingest_staged()?;
+        {
+            let engine = self.engine()?;
+            for keyspace in [&engine.data, &engine.expiry, &engine.meta] {
+                keyspace.rotate_memtable_and_wait().map_err(self::engine)?;
+            }
+        }
+        self.sync_checked()
+    }
+
+    fn sync_checked(&self) -> Result<(), StoreError> {
+        self.log.sync()?;
+        if self.journal_dirty.swap(false, Ordering::AcqRel) {
+            let persisted = self.engine().and_then(|engine| {
+                engine
+                    .db
+                    .persist(PersistMode::SyncAll)
+                    .map_err(self::engine)
+            });
+            if let Err(error) = persisted {
+                self.journal_dirty.store(true, Ordering::Release);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// See [`Store::clear`].
+    fn clear_checked(&self, doomed: &Doomed<'_>) -> Result<(), StoreError> {
+        self.ingest_staged()?;
+        let _turn = lock(&self.ingesting);
+        let active = lock(&self.active);
+        if !active.generation.is_empty() || self.sealed().is_some() {
+            return Err(StoreError::Engine(
+                "FLUSHALL raced a write: staged writes remain".into(),
+            ));
+        }
+        let engine = self.engine()?;
+        for (space, keyspace) in [(Space::Data, &engine.data), (Space::Expiry, &engine.expiry)] {
+            // The iterator reads a snapshot: the tombstones are streamed
+            // into the ingestion, never held as a list of every key.
+            let mut keys = keyspace
+                .iter()
+                .map(|guard| guard.key().map_err(self::engine))
+                .filter(|key| key.as_ref().map_or(true, |k| doomed(space, k)))
+                .peekable();
+            if keys.peek().is_none() {
+                continue;
+            }
+            let mut ingestion = keyspace.start_ingestion().map_err(self::engine)?;
+            for key in keys {
+                ingestion.write_tombstone(key?).map_err(self::engine)?;
+            }
+            ingestion.finish().map_err(self::engine)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` zeros to a new file at `path`, syncs it and deletes it:
+/// whether the disk takes writes. The file is deleted on failure too.
+fn probe(path: &Path, bytes: usize) -> std::io::Result<()> {
+    let written = std::fs::File::create(path).and_then(|mut file| {
+        static CHUNK: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(CHUNK.len());
+            file.write_all(&CHUNK[..n])?;
+            left -= n;
+        }
+        file.sync_all()
+    });
+    let removed = std::fs::remove_file(path);
+    written?;
+    removed
+}
+
+/// Commits the expiry ops of log `entries` to fjall, in order, and hands
+/// their data ops to `data`.
+fn replay_log(
+    engine: &Engine,
+    entries: &[Vec<u8>],
+    mut data: impl FnMut(&BatchOp),
+) -> Result<(), StoreError> {
+    let mut expiry_ops = engine.db.batch();
+    for entry in entries {
+        let ops = decode_log(entry).map_err(|source| StoreError::Corrupt {
+            key: b"stage log entry".to_vec(),
+            source,
+        })?;
+        for op in &ops {
+            match (op.space, &op.value) {
+                (Space::Data, _) => data(op),
+                (Space::Expiry, Some(value)) => {
+                    expiry_ops.insert(&engine.expiry, op.key.as_slice(), &value[..]);
+                }
+                (Space::Expiry, None) => expiry_ops.remove(&engine.expiry, op.key.as_slice()),
+            }
+        }
+    }
+    expiry_ops.commit().map_err(self::engine)
 }
 
 /// Sets the calling thread's nice value (Linux keeps one per thread).
@@ -519,10 +894,11 @@ impl Store for FjallStore {
         {
             return Ok(held.map(|value| value.to_vec()));
         }
-        Ok(self
+        let engine = self.engine()?;
+        Ok(engine
             .space(space)
             .get(key)
-            .map_err(engine)?
+            .map_err(self::engine)?
             .map(|v| v.to_vec()))
     }
 
@@ -530,54 +906,22 @@ impl Store for FjallStore {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut active = lock(&self.active);
-        let log_bytes = self.log.append(|out| encode_log(ops, out))?;
-        active.batches += 1;
-        let mut expiry = ops.iter().filter(|op| op.space == Space::Expiry).peekable();
-        if expiry.peek().is_some() {
-            let mut batch = self.db.batch();
-            for op in expiry {
-                match &op.value {
-                    Some(value) => batch.insert(&self.expiry, op.key.as_slice(), &value[..]),
-                    None => batch.remove(&self.expiry, op.key.as_slice()),
-                }
-            }
-            batch.commit().map_err(engine)?;
-            self.journal_dirty.store(true, Ordering::Relaxed);
-        }
-        ops.iter()
-            .filter(|op| op.space == Space::Data)
-            .for_each(|op| active.generation.apply(op));
-        let full =
-            active.generation.bytes() >= STAGE_GENERATION_BYTES || log_bytes >= STAGE_LOG_BYTES_MAX;
-        let sealed = if full { self.seal(&mut active)? } else { None };
-        let overfull = active.generation.bytes() >= 2 * STAGE_GENERATION_BYTES;
-        drop(active);
-        // The ingest thread takes a sealed generation. Once a second one
-        // is full, writers wait for that ingestion (so that memory stays
-        // bounded), or retry it if it failed.
-        let pending = match sealed {
-            Some(generation) => match &self.to_ingest {
-                Some(to_ingest) => to_ingest.send(generation).err().map(|unsent| unsent.0),
-                None => Some(generation),
-            },
-            None if overfull => self.sealed().clone(),
-            None => None,
-        };
-        if let Some(generation) = pending {
-            self.ingest(&generation)?;
-        }
-        Ok(())
+        self.health.check()?;
+        self.apply_checked(ops, self.to_ingest.as_ref())
     }
 
+    /// While the store fails, a checkpoint tries a recovery first; if that
+    /// fails too, it syncs the log if it can (every write acknowledged is
+    /// in it, and the next open replays it) and reports the failure.
     fn checkpoint(&self) -> Result<(), StoreError> {
-        // Write the staged generations and the memtables out as tables,
-        // so reopening does not replay the whole journal into memory.
-        self.ingest_staged()?;
-        for keyspace in [&self.data, &self.expiry, &self.meta] {
-            keyspace.rotate_memtable_and_wait().map_err(engine)?;
+        if self.health.is_failing() && self.recover().is_err() {
+            if let Err(error) = self.log.sync() {
+                tracing::warn!(%error, "cannot sync the stage log");
+            }
+            return self.health.check();
         }
-        self.sync()
+        self.checkpoint_checked()
+            .map_err(|error| self.write_failed(error))
     }
 
     /// Ingests what is staged, so that no log file holds a write from
@@ -585,43 +929,16 @@ impl Store for FjallStore {
     /// covering every doomed key it holds (the caller keeps writes out
     /// meanwhile). See the module doc for why not fjall's `clear`.
     fn clear(&self, doomed: &Doomed<'_>) -> Result<(), StoreError> {
-        self.ingest_staged()?;
-        let _turn = lock(&self.ingesting);
-        let active = lock(&self.active);
-        if !active.generation.is_empty() || self.sealed().is_some() {
-            return Err(StoreError::Engine(
-                "FLUSHALL raced a write: staged writes remain".into(),
-            ));
-        }
-        for (space, keyspace) in [(Space::Data, &self.data), (Space::Expiry, &self.expiry)] {
-            // The iterator reads a snapshot: the tombstones are streamed
-            // into the ingestion, never held as a list of every key.
-            let mut keys = keyspace
-                .iter()
-                .map(|guard| guard.key().map_err(engine))
-                .filter(|key| key.as_ref().map_or(true, |k| doomed(space, k)))
-                .peekable();
-            if keys.peek().is_none() {
-                continue;
-            }
-            let mut ingestion = keyspace.start_ingestion().map_err(engine)?;
-            for key in keys {
-                ingestion.write_tombstone(key?).map_err(engine)?;
-            }
-            ingestion.finish().map_err(engine)?;
-        }
-        Ok(())
+        self.health.check()?;
+        self.clear_checked(doomed)
+            .map_err(|error| self.write_failed(error))
     }
 
+    /// Syncs even while the store fails: what the log holds was
+    /// acknowledged, and the disk may take a sync still.
     fn sync(&self) -> Result<(), StoreError> {
-        self.log.sync()?;
-        if self.journal_dirty.swap(false, Ordering::AcqRel)
-            && let Err(error) = self.db.persist(PersistMode::SyncAll)
-        {
-            self.journal_dirty.store(true, Ordering::Release);
-            return Err(engine(error));
-        }
-        Ok(())
+        self.sync_checked()
+            .map_err(|error| self.write_failed(error))
     }
 
     fn scan(
@@ -646,16 +963,39 @@ impl Store for FjallStore {
     }
 
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(name).map_err(engine)?.map(|v| v.to_vec()))
+        let engine = self.engine()?;
+        Ok(engine
+            .meta
+            .get(name)
+            .map_err(self::engine)?
+            .map(|v| v.to_vec()))
     }
 
     fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(name, value).map_err(engine)?;
-        self.db.persist(PersistMode::SyncAll).map_err(engine)
+        self.health.check()?;
+        let written = self.engine().and_then(|engine| {
+            engine.meta.insert(name, value).map_err(self::engine)?;
+            engine
+                .db
+                .persist(PersistMode::SyncAll)
+                .map_err(self::engine)
+        });
+        written.map_err(|error| self.write_failed(error))
     }
 
     fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0) + self.log.disk_bytes()
+        let fjall = self
+            .engine()
+            .map_or(0, |engine| engine.db.disk_space().unwrap_or(0));
+        fjall + self.log.disk_bytes()
+    }
+
+    fn health(&self) -> HealthReport {
+        self.health.report()
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        self.shared.recover()
     }
 }
 
@@ -693,6 +1033,11 @@ mod tests {
         );
     }
 
+    /// fjall, open.
+    fn fjall(store: &FjallStore) -> EngineRef<'_> {
+        store.engine().expect("fjall is open")
+    }
+
     fn put(key: &[u8], value: &[u8]) -> BatchOp {
         BatchOp::put(Space::Data, key.to_vec(), value.to_vec())
     }
@@ -703,13 +1048,122 @@ mod tests {
         recovered.entries.len()
     }
 
+    fn refused(result: Result<(), StoreError>) -> String {
+        match result {
+            Err(StoreError::Unwritable { reason }) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    // Proves a write whose log entry fails part way (a full disk, injected)
+    // fails, turns the store to failing so that later writes are refused
+    // untouched, leaves reads working, and comes back neither after a
+    // recovery nor after a crash; a recovery lets writes in again.
+    #[test]
+    fn a_failed_log_write_refuses_writes_until_a_recovery_and_is_never_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = FjallStore::open(dir.path()).expect("open");
+            store.apply(&[put(b"acked", b"1")]).expect("apply");
+            store.log.fail_next_write(5);
+            let reason = refused(store.apply(&[put(b"failed", b"2")]));
+            assert!(reason.contains("stage log"), "{reason}");
+            let health = store.health();
+            assert_eq!(health.failing.map(|f| f.reason), Some(reason));
+            assert_eq!(health.failures, 1);
+            refused(store.apply(&[put(b"refused", b"3")]));
+            refused(store.meta_put("members", b"m"));
+            assert_eq!(log_entries(dir.path()), 1, "only the acknowledged write");
+            assert_eq!(
+                store.get(Space::Data, b"acked").expect("reads go on"),
+                Some(b"1".to_vec())
+            );
+            assert_eq!(store.get(Space::Data, b"failed").expect("get"), None);
+            store.recover().expect("the disk takes writes");
+            assert_eq!(store.health().failing, None);
+            assert_eq!(
+                log_entries(dir.path()),
+                0,
+                "a recovery ingests what is staged"
+            );
+            store.apply(&[put(b"after", b"4")]).expect("writes resume");
+            // Dropped without a checkpoint: a crash.
+        }
+        let store = FjallStore::open(dir.path()).expect("reopen");
+        let all = store.scan(Space::Data, b"", None, 10).expect("scan");
+        assert_eq!(
+            all,
+            vec![
+                (b"acked".to_vec(), b"1".to_vec()),
+                (b"after".to_vec(), b"4".to_vec())
+            ]
+        );
+        assert_eq!(store.health(), HealthReport::default());
+    }
+
+    // Proves a batch whose expiry ops fail to commit after its log entry
+    // was written (injected) leaves nothing a restart replays: its entry
+    // is taken back; fjall, whose write failed, is reopened by the
+    // recovery with the staged batches' expiry entries committed again,
+    // and later batches are kept across a crash.
+    #[test]
+    fn a_failed_expiry_commit_takes_its_entry_back_and_recovery_reopens_fjall() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let expiry = |key: &[u8]| BatchOp::put(Space::Expiry, key.to_vec(), Vec::new());
+        let keys = |store: &FjallStore, space| -> Vec<Vec<u8>> {
+            let rows = store.scan(space, b"", None, 10).expect("scan");
+            rows.into_iter().map(|(k, _)| k).collect()
+        };
+        {
+            let store = FjallStore::open(dir.path()).expect("open");
+            store
+                .apply(&[put(b"k1", b"1"), expiry(b"e1")])
+                .expect("apply");
+            store.fail_next_expiry_commit.store(true, Ordering::Release);
+            refused(store.apply(&[put(b"k2", b"2"), expiry(b"e2")]));
+            assert_eq!(
+                log_entries(dir.path()),
+                1,
+                "the failed batch's entry is gone"
+            );
+            assert_eq!(store.get(Space::Data, b"k2").expect("get"), None);
+            assert!(store.engine_failed.load(Ordering::Acquire));
+            store.recover().expect("recover");
+            assert!(!store.engine_failed.load(Ordering::Acquire), "reopened");
+            assert_eq!(keys(&store, Space::Expiry), [b"e1"]);
+            assert_eq!(keys(&store, Space::Data), [b"k1"]);
+            store
+                .apply(&[put(b"k3", b"3"), expiry(b"e3")])
+                .expect("apply");
+            store.sync().expect("sync");
+        }
+        let store = FjallStore::open(dir.path()).expect("reopen");
+        assert_eq!(keys(&store, Space::Data), [b"k1", b"k3"]);
+        assert_eq!(keys(&store, Space::Expiry), [b"e1", b"e3"]);
+    }
+
+    // Proves a checkpoint of a failing store (a shutdown) tries a
+    // recovery first, and reports the failure if that fails too.
+    #[test]
+    fn a_checkpoint_of_a_failing_store_recovers_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = FjallStore::open(dir.path()).expect("open");
+        store.log.fail_next_write(0);
+        refused(store.apply(&[put(b"k", b"v")]));
+        store
+            .checkpoint()
+            .expect("the disk takes writes: recovered");
+        assert_eq!(store.health().failing, None);
+        assert_eq!(store.health().failures, 1);
+    }
+
     #[test]
     fn a_full_generation_is_ingested_as_a_table_and_its_log_deleted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FjallStore::open(dir.path()).expect("open");
         let value = vec![7u8; 2048];
         let mut written = 0usize;
-        while store.sealed().is_none() && store.data.table_count() == 0 {
+        while store.sealed().is_none() && fjall(&store).data.table_count() == 0 {
             assert!(
                 written * value.len() <= STAGE_GENERATION_BYTES,
                 "no seal at the limit"
@@ -730,7 +1184,7 @@ mod tests {
         while store.sealed().is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data.table_count(), 1);
+        assert_eq!(fjall(&store).data.table_count(), 1);
         assert_eq!(
             log_entries(dir.path()),
             0,
@@ -739,16 +1193,20 @@ mod tests {
         store
             .apply(&[put(b"after", b"v")])
             .expect("apply after the seal");
-        assert_eq!(store.data.table_count(), 1);
+        assert_eq!(fjall(&store).data.table_count(), 1);
         // Only the write after the seal is still logged and staged.
         assert_eq!(log_entries(dir.path()), 1);
-        assert_eq!(store.data.get(b"after").expect("get"), None);
+        assert_eq!(fjall(&store).data.get(b"after").expect("get"), None);
         assert_eq!(
             store.get(Space::Data, b"after").expect("get"),
             Some(b"v".to_vec())
         );
         assert_eq!(
-            store.data.get(0u32.to_be_bytes()).expect("get").as_deref(),
+            fjall(&store)
+                .data
+                .get(0u32.to_be_bytes())
+                .expect("get")
+                .as_deref(),
             Some(&value[..])
         );
     }
@@ -774,7 +1232,7 @@ mod tests {
             );
             assert_eq!(store.get(Space::Data, b"b").expect("get"), None);
             assert_eq!(
-                store.data.get(b"b").expect("get").as_deref(),
+                fjall(&store).data.get(b"b").expect("get").as_deref(),
                 Some(&b"1"[..])
             );
             store.sync().expect("sync");
@@ -897,7 +1355,7 @@ mod tests {
         store.checkpoint().expect("checkpoint");
         drop(store);
         let store = FjallStore::open(dir.path()).expect("reopen");
-        let mut names: Vec<String> = store
+        let mut names: Vec<String> = fjall(&store)
             .db
             .list_keyspace_names()
             .iter()
@@ -927,7 +1385,7 @@ mod tests {
         // fjall's default (4) would have merged them by now. (The first
         // table may have moved down to the empty level 1 unmerged.)
         std::thread::sleep(Duration::from_millis(500));
-        assert_eq!(store.data.table_count(), tables);
+        assert_eq!(fjall(&store).data.table_count(), tables);
     }
 
     #[test]
@@ -941,10 +1399,14 @@ mod tests {
         }
         // One key: the generation holds 64 KiB, far below its limit.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while store.data.table_count() == 0 && Instant::now() < deadline {
+        while fjall(&store).data.table_count() == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data.table_count(), 1, "sealed by the log's length");
+        assert_eq!(
+            fjall(&store).data.table_count(),
+            1,
+            "sealed by the log's length"
+        );
     }
 
     #[test]
@@ -977,7 +1439,7 @@ mod tests {
         assert!(
             LEGACY_LOGS
                 .iter()
-                .all(|name| !store.db.keyspace_exists(name))
+                .all(|name| !fjall(&store).db.keyspace_exists(name))
         );
     }
 
@@ -1014,14 +1476,14 @@ mod tests {
                 .expect("apply");
             written += 1;
         }
-        assert_eq!(store.data.table_count(), 0);
+        assert_eq!(fjall(&store).data.table_count(), 0);
         let deadline = Instant::now() + IDLE_WAIT;
-        while (store.data.table_count() == 0 || store.sealed().is_some())
+        while (fjall(&store).data.table_count() == 0 || store.sealed().is_some())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(store.data.table_count(), 1, "ingested once idle");
+        assert_eq!(fjall(&store).data.table_count(), 1, "ingested once idle");
         assert_eq!(log_entries(dir.path()), 0, "its log file deleted");
         assert_eq!(
             store.get(Space::Data, &0u32.to_be_bytes()).expect("get"),
@@ -1041,7 +1503,7 @@ mod tests {
         let store = FjallStore::open(dir.path()).expect("open");
         store.apply(&[put(b"k", b"v")]).expect("apply");
         std::thread::sleep(STAGE_IDLE * 3);
-        assert_eq!(store.data.table_count(), 0);
+        assert_eq!(fjall(&store).data.table_count(), 0);
         assert_eq!(log_entries(dir.path()), 1);
     }
 
@@ -1055,22 +1517,23 @@ mod tests {
             store.checkpoint().expect("ingest");
         }
         let files = || {
-            let tables = std::fs::read_dir(store.data.path().join("tables")).expect("tables");
+            let tables =
+                std::fs::read_dir(fjall(&store).data.path().join("tables")).expect("tables");
             tables.count()
         };
         // Level 0 reached its threshold: a compaction merges it, and the
         // idle ingester has its inputs' files deleted.
         let deadline = Instant::now() + IDLE_WAIT;
-        while (store.data.table_count() > usize::from(DATA_L0_TABLES_COMPACTED)
-            || files() != store.data.table_count())
+        while (fjall(&store).data.table_count() > usize::from(DATA_L0_TABLES_COMPACTED)
+            || files() != fjall(&store).data.table_count())
             && Instant::now() < deadline
         {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(store.data.table_count() <= usize::from(DATA_L0_TABLES_COMPACTED));
+        assert!(fjall(&store).data.table_count() <= usize::from(DATA_L0_TABLES_COMPACTED));
         assert_eq!(
             files(),
-            store.data.table_count(),
+            fjall(&store).data.table_count(),
             "files of replaced tables kept"
         );
         assert_eq!(

@@ -1,6 +1,7 @@
 //! This node's durable storage: the [`Store`] trait, its fjall and in-memory
-//! implementations, the record format, the fsync policy, the storage
-//! threads and the record cache in front of the store.
+//! implementations, the record format, the fsync policy, the store's
+//! health (whether it can take writes), the storage threads and the
+//! record cache in front of the store.
 //!
 //! Stores are synchronous. Async code reaches them only through the
 //! storage threads ([`StorageExecutor`]), never from a runtime thread; the
@@ -15,8 +16,8 @@ mod cache;
 mod durability;
 mod executor;
 mod fjall_store;
+mod health;
 mod memory;
-pub mod record;
 mod slot_key;
 mod stage;
 mod stage_log;
@@ -25,6 +26,7 @@ pub use cache::{CacheStats, RecordCache};
 pub use durability::{FsyncPolicy, GroupCommit};
 pub use executor::{JobLost, StorageExecutor};
 pub use fjall_store::FjallStore;
+pub use health::{Failure, Health, HealthReport};
 pub use memory::MemoryStore;
 
 use crate::limits::PARTITIONS_MAX;
@@ -76,6 +78,40 @@ pub enum StoreError {
     /// The data directory was made by a release or with settings we cannot use.
     #[error("data directory: {0}")]
     Incompatible(String),
+    /// The store cannot take writes: a write or sync failed and no probe
+    /// has succeeded since ([`Health`]). Nothing of the refused write was
+    /// applied.
+    #[error("the data directory cannot take writes: {reason}")]
+    Unwritable {
+        /// The failure's error.
+        reason: String,
+    },
+    /// A batch too large for one log entry (a bad request, not a disk
+    /// failure).
+    #[error("a batch of {bytes} bytes is over the 4 GiB a log entry holds")]
+    BatchTooLarge {
+        /// The batch's encoded size.
+        bytes: usize,
+    },
+}
+
+impl StoreError {
+    /// Whether this is a refusal because the store cannot take writes.
+    pub fn is_unwritable(&self) -> bool {
+        matches!(self, Self::Unwritable { .. })
+    }
+
+    /// The same error for another caller of a failed batch: an
+    /// [`StoreError::Unwritable`] stays one (its callers answer MISCONF),
+    /// the rest become [`StoreError::Engine`] with this one's text.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::Unwritable { reason } => Self::Unwritable {
+                reason: reason.clone(),
+            },
+            other => Self::Engine(other.to_string()),
+        }
+    }
 }
 
 /// The keyspaces of a store.
@@ -137,15 +173,17 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Applies all ops atomically (all or none visible after a crash).
+    /// On an error nothing of them is applied, now or after a restart.
     ///
     /// # Errors
-    /// [`StoreError::Engine`] when the engine fails.
+    /// [`StoreError::Unwritable`] when the write failed or the store
+    /// refuses writes ([`Store::health`]); [`StoreError::BatchTooLarge`].
     fn apply(&self, ops: &[BatchOp]) -> Result<(), StoreError>;
 
     /// Makes every applied op durable.
     ///
     /// # Errors
-    /// [`StoreError::Engine`] when the engine fails.
+    /// [`StoreError::Unwritable`] when the sync fails.
     fn sync(&self) -> Result<(), StoreError>;
 
     /// Up to `limit` entries of `space` with keys at or after `from` and
@@ -191,6 +229,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bytes the store occupies on disk (0 for memory).
     fn disk_bytes(&self) -> u64;
+
+    /// Whether the store takes writes now, and its last failure.
+    fn health(&self) -> HealthReport {
+        HealthReport::default()
+    }
+
+    /// While the store refuses writes: probes whether the disk takes
+    /// writes again and, if it does, repairs what the failure left and
+    /// takes writes again. Does nothing while the store is healthy.
+    ///
+    /// # Errors
+    /// The probe's or the repair's; the store still refuses writes then.
+    fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Which entries [`Store::clear`] removes: the keyspace and key of each.

@@ -28,10 +28,19 @@
 //! write the machine lost before a sync covered it, and no sync covered
 //! anything written after it either. What it returns is a prefix of the
 //! writes, as Redis loads a truncated AOF.
+//!
+//! A failed write leaves nothing recovery would replay: the file is cut
+//! back to its length before the entry and synced (as Redis truncates a
+//! partly written AOF), and an entry whose batch failed after it was
+//! written is taken back the same way ([`StageLog::rollback`]). Entries
+//! go at the file's known length (`pwrite`), so the next one overwrites
+//! whatever a failed one left. If the cut itself fails, every append
+//! fails until [`StageLog::repair`] manages it.
 
 use super::StoreError;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use xxhash_rust::xxh3::xxh3_64;
@@ -72,18 +81,34 @@ pub struct StageLog {
     dir: PathBuf,
     writer: Mutex<Writer>,
     to_sync: Mutex<ToSync>,
+    /// Tests: the next write stops after this many bytes and fails as a
+    /// full disk would.
+    #[cfg(test)]
+    fail_next_write: Mutex<Option<usize>>,
 }
 
 #[derive(Debug)]
 struct Writer {
     file: Arc<File>,
-    /// The file's length.
+    /// The file's length: where the next entry goes.
     bytes: u64,
     /// An entry being framed; kept to reuse its allocation.
     frame: Vec<u8>,
-    /// A write failed: the file may end in part of an entry, and anything
-    /// appended after it would be lost to recovery. Every append fails.
+    /// A write failed and cutting it off the file failed too: the file
+    /// may end in part of an entry, or in one whose batch failed, and
+    /// anything appended after it would be lost to recovery (or the
+    /// failed batch replayed). Every append fails until
+    /// [`StageLog::repair`] cuts the file back to `bytes`.
     failed: bool,
+}
+
+/// Where an appended entry lies in its file, for [`StageLog::rollback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The file's length before the entry.
+    pub start: u64,
+    /// Its length after it.
+    pub end: u64,
 }
 
 /// What the next sync must cover.
@@ -140,23 +165,28 @@ impl StageLog {
                 files: vec![file],
                 dir: true,
             }),
+            #[cfg(test)]
+            fail_next_write: Mutex::new(None),
         };
         log.sync()?;
         Ok(log)
     }
 
     /// Appends one entry, `encode` writing its body, to the active file;
-    /// returns the file's length. In the OS (not synced) on return.
+    /// returns where it lies. In the OS (not synced) on return. A failed
+    /// write is cut off the file before this returns (see the module's
+    /// header).
     ///
     /// # Errors
-    /// [`StoreError::StageLog`] when the write fails, and for every append
-    /// after a failed one.
-    pub fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<u64, StoreError> {
+    /// [`StoreError::BatchTooLarge`] for a body over 4 GiB (nothing is
+    /// written); [`StoreError::StageLog`] when the write fails, and for
+    /// every append after one whose cut failed too.
+    pub fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<Appended, StoreError> {
         let mut writer = lock(&self.writer);
         let writer = &mut *writer;
         if writer.failed {
             return Err(StoreError::StageLog {
-                what: "append after a failed write",
+                what: "append after a failed write that could not be cut off",
                 source: std::io::Error::other("an earlier write failed"),
             });
         }
@@ -164,31 +194,93 @@ impl StageLog {
         writer.frame.resize(ENTRY_HEADER_BYTES, 0);
         encode(&mut writer.frame);
         let body = &writer.frame[ENTRY_HEADER_BYTES..];
-        let len = u32::try_from(body.len()).map_err(|_| StoreError::StageLog {
-            what: "log an entry",
-            source: std::io::Error::other(format!("a batch of {} bytes is over 4 GiB", body.len())),
-        })?;
+        let len = u32::try_from(body.len())
+            .map_err(|_| StoreError::BatchTooLarge { bytes: body.len() })?;
         let sum = checksum(body);
         writer.frame[..4].copy_from_slice(&len.to_be_bytes());
         writer.frame[4..8].copy_from_slice(&sum.to_be_bytes());
-        if let Err(source) = (&*writer.file).write_all(&writer.frame) {
-            writer.failed = true;
+        let start = writer.bytes;
+        if let Err(source) = self.write_at(&writer.file, &writer.frame, start) {
+            // Part of the entry may be in the file: cut it off, so that
+            // the file is what it was and the next entry goes here.
+            writer.failed = cut(&writer.file, start).is_err();
             return Err(StoreError::StageLog {
                 what: "write a stage log entry",
                 source,
             });
         }
         writer.bytes += writer.frame.len() as u64;
-        Ok(writer.bytes)
+        Ok(Appended {
+            start,
+            end: writer.bytes,
+        })
+    }
+
+    fn write_at(&self, file: &File, frame: &[u8], at: u64) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(written) = lock(&self.fail_next_write).take() {
+            file.write_all_at(&frame[..written.min(frame.len())], at)?;
+            return Err(std::io::ErrorKind::StorageFull.into());
+        }
+        file.write_all_at(frame, at)
+    }
+
+    /// Tests: the next append writes `written` bytes of its entry, then
+    /// fails as a full disk would.
+    #[cfg(test)]
+    pub fn fail_next_write(&self, written: usize) {
+        *lock(&self.fail_next_write) = Some(written);
+    }
+
+    /// Takes back `appended`, the last entry appended, whose batch failed
+    /// after it was logged: the file is cut back to where the entry began
+    /// and synced, so that neither recovery nor a sync that ran meanwhile
+    /// brings it back.
+    ///
+    /// # Errors
+    /// [`StoreError::StageLog`] when the cut or its sync fails; every
+    /// append fails then until [`StageLog::repair`] succeeds.
+    ///
+    /// # Panics
+    /// If `appended` is not the last entry appended (a bug in the caller,
+    /// which must hold appends off between the two).
+    pub fn rollback(&self, appended: Appended) -> Result<(), StoreError> {
+        let mut writer = lock(&self.writer);
+        assert_eq!(
+            writer.bytes, appended.end,
+            "only the last entry appended can be taken back"
+        );
+        writer.bytes = appended.start;
+        if let Err(source) = cut(&writer.file, appended.start) {
+            writer.failed = true;
+            return Err(StoreError::StageLog {
+                what: "take back a stage log entry",
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    /// After a failed write that could not be cut off the file: cuts it
+    /// off now, and appends work again. Does nothing otherwise.
+    ///
+    /// # Errors
+    /// [`StoreError::StageLog`] when the cut fails again.
+    pub fn repair(&self) -> Result<(), StoreError> {
+        let mut writer = lock(&self.writer);
+        repair(&mut writer)
     }
 
     /// Starts `generation`'s file; appends go there from now on.
     ///
     /// # Errors
-    /// [`StoreError::StageLog`] when the file cannot be created.
+    /// [`StoreError::StageLog`] when the file cannot be created, or the
+    /// active one ends in a failed write that cannot be cut off (recovery
+    /// would stop there, and never reach the new file's entries).
     pub fn start(&self, generation: u64) -> Result<(), StoreError> {
-        let file = Arc::new(new_file(&self.dir, generation)?);
         let mut writer = lock(&self.writer);
+        repair(&mut writer)?;
+        let file = Arc::new(new_file(&self.dir, generation)?);
         writer.file = Arc::clone(&file);
         writer.bytes = HEADER_BYTES as u64;
         let mut to_sync = lock(&self.to_sync);
@@ -288,6 +380,20 @@ fn read_entries(content: &[u8], entries: &mut Vec<Vec<u8>>) -> bool {
     true
 }
 
+/// Cuts `file` back to `len` bytes and syncs it.
+fn cut(file: &File, len: u64) -> std::io::Result<()> {
+    file.set_len(len)?;
+    file.sync_data()
+}
+
+fn repair(writer: &mut Writer) -> Result<(), StoreError> {
+    if writer.failed {
+        cut(&writer.file, writer.bytes).map_err(io("cut a failed write off the stage log"))?;
+        writer.failed = false;
+    }
+    Ok(())
+}
+
 fn file_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("{generation:020}.{EXTENSION}"))
 }
@@ -375,7 +481,7 @@ mod tests {
         assert_eq!(
             log.append(|out| out.extend_from_slice(b"ab"))
                 .expect("append"),
-            19
+            Appended { start: 9, end: 19 }
         );
         let content = std::fs::read(dir.path().join("00000000000000000001.log")).expect("read");
         let sum = (xxh3_64(b"ab") & 0xFFFF_FFFF).to_be_bytes();
@@ -413,6 +519,69 @@ mod tests {
         std::fs::write(&first, &content[..5]).expect("write");
         let recovered = StageLog::recover(dir.path()).expect("recover");
         assert!(recovered.entries.is_empty(), "a cut header");
+    }
+
+    // Proves a write that fails part way (a full disk) leaves nothing in
+    // the file: it is cut back, the next entry goes where the failed one
+    // began, and recovery reads exactly the entries that were appended.
+    #[test]
+    fn a_failed_write_is_cut_off_and_the_next_entry_takes_its_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000001.log");
+        let log = StageLog::create(dir.path(), 1).expect("create");
+        append(&log, b"before");
+        let length = std::fs::metadata(&path).expect("metadata").len();
+        for written in [0, 3, ENTRY_HEADER_BYTES + 2] {
+            log.fail_next_write(written);
+            match log.append(|out| out.extend_from_slice(b"failed")) {
+                Err(StoreError::StageLog { source, .. }) => {
+                    assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+                }
+                other => panic!("expected a failed write, got {other:?}"),
+            }
+            assert_eq!(
+                std::fs::metadata(&path).expect("metadata").len(),
+                length,
+                "{written} bytes written, then cut off"
+            );
+        }
+        let after = log
+            .append(|out| out.extend_from_slice(b"after"))
+            .expect("appends work again");
+        assert_eq!(after.start, length);
+        assert_eq!(
+            StageLog::recover(dir.path()).expect("recover").entries,
+            [&b"before"[..], b"after"]
+        );
+    }
+
+    // Proves an entry taken back (its batch failed after it was logged)
+    // is gone from the file, synced, and its place taken by the next one;
+    // and that only the last entry can be taken back.
+    #[test]
+    fn an_entry_taken_back_is_not_recovered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = StageLog::create(dir.path(), 1).expect("create");
+        append(&log, b"kept");
+        let failed = log
+            .append(|out| out.extend_from_slice(b"failed batch"))
+            .expect("append");
+        log.sync().expect("sync");
+        log.rollback(failed).expect("rollback");
+        assert_eq!(
+            StageLog::recover(dir.path()).expect("recover").entries,
+            [b"kept"]
+        );
+        let next = log
+            .append(|out| out.extend_from_slice(b"next"))
+            .expect("append");
+        assert_eq!(next.start, failed.start);
+        assert_eq!(
+            StageLog::recover(dir.path()).expect("recover").entries,
+            [&b"kept"[..], b"next"]
+        );
+        let stale = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.rollback(failed)));
+        assert!(stale.is_err(), "not the last entry: a bug, caught");
     }
 
     proptest! {

@@ -195,7 +195,7 @@ impl<T: Clone> DvvSet<T> {
     /// seen stay, so two writes from one context leave two siblings.
     ///
     /// Only a replica of the key may call this with its own id (dots are
-    /// minted by replicas, design.md §3); `self` must be its local state.
+    /// minted by replicas, docs/cluster.md); `self` must be its local state.
     pub fn update(&mut self, context: &VersionVector, node: NodeId, value: T) -> Dot {
         self.discard(context);
         self.mint(node, value)

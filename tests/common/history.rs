@@ -51,6 +51,43 @@
 //! no value counting an increment that was not sent or twice
 //! (`incr_phantoms`).
 //!
+//! # FLUSHALL
+//!
+//! A [`Call::FlushAll`] clears every node, each at its own moment: its
+//! coordinator clears its own store, then asks the other members one by
+//! one, and answers OK only once every member answered that it had
+//! cleared (docs/semantics.md, "Keyspace walks, FLUSHALL"). Nothing orders
+//! those clears with writes coordinated elsewhere, nor with copies of
+//! earlier writes still on their way between nodes (a write's replication
+//! to the replicas past W, a read repair). So ([`check_with`]):
+//!
+//! - a missing acknowledged value or increment is excused (`flushed`,
+//!   `incr_flushed`) only if some node may have been cleared after its
+//!   write began: within an acknowledged FLUSHALL's run, or up to
+//!   [`Timing::late`] after an unacknowledged one returned (it may have
+//!   reached any nodes, or none) — or, when the recorder watched the
+//!   stores ([`Timing::clears`]), if at least W nodes were seen cleared
+//!   after it began. A write that began after every such moment must
+//!   survive like any other (`lost`): the bug of issue 17 lost exactly
+//!   those, at the next restart. A write concurrent with a FLUSHALL may
+//!   go either way.
+//! - **stale after flush** (must be 0): a value (or a counter value
+//!   counting an increment) read after an acknowledged FLUSHALL returned,
+//!   or present at the end, although every operation that may have sent a
+//!   copy of it (its write; any write of its key, whose record may hold it
+//!   as a sibling; a read that returned it; an unanswered read of the key)
+//!   ended more than [`Timing::late`] before the FLUSHALL began: every
+//!   copy had landed, and every node was cleared after. A value with a
+//!   copy that may still have been on its way may come back: a copy that
+//!   lands on a node after the node cleared is kept and read repair
+//!   spreads it (`tests/sim.rs`,
+//!   `an_acknowledged_flushall_fences_out_copies_in_flight`).
+//!   Without a bound on late messages, nothing is stale.
+//! - a value an acknowledged write superseded that is present at the end
+//!   is not counted resurrected (`revived_across_flush` instead) if a
+//!   clear may have removed every superseding record after that write
+//!   while a copy of the value was still on its way.
+//!
 //! [`Report`] prints as one line: `ops=… acknowledged=… failed=… unknown=…
 //! lost=… phantoms=… max_siblings=… converge_ms=…` and a few more fields.
 
@@ -103,20 +140,23 @@ pub enum Call {
         /// (then no EXEC was sent).
         read: Option<i64>,
     },
+    /// `FLUSHALL`: every node clears its store, one after another (the
+    /// op's key is empty). See [`check_with`] for what it guarantees.
+    FlushAll,
 }
 
 impl Call {
     /// The values this call's context covers (none for a read).
     pub fn covers(&self) -> &[String] {
         match self {
-            Call::Get { .. } | Call::Incr { .. } | Call::Exec { .. } => &[],
+            Call::Get { .. } | Call::Incr { .. } | Call::Exec { .. } | Call::FlushAll => &[],
             Call::Set { covers, .. } | Call::Del { covers, .. } => covers,
         }
     }
 
-    /// Whether it writes.
+    /// Whether it writes a key (FLUSHALL is counted apart).
     pub fn is_write(&self) -> bool {
-        !matches!(self, Call::Get { .. })
+        !matches!(self, Call::Get { .. } | Call::FlushAll)
     }
 
     /// The increment of a counter operation.
@@ -148,6 +188,8 @@ pub enum Outcome {
     Counted(i64),
     /// EXEC's null reply: a watched key changed, nothing was written.
     Aborted,
+    /// An acknowledgement without a value: FLUSHALL's `OK`.
+    Done,
     /// An error reply (`sent`), or no connection to send it on.
     Failed {
         /// The error.
@@ -165,7 +207,7 @@ impl Outcome {
     pub fn is_ok(&self) -> bool {
         matches!(
             self,
-            Outcome::Read { .. } | Outcome::Written { .. } | Outcome::Counted(_)
+            Outcome::Read { .. } | Outcome::Written { .. } | Outcome::Counted(_) | Outcome::Done
         )
     }
 
@@ -620,6 +662,23 @@ pub struct Report {
     pub incr_phantoms: usize,
     /// Most siblings in a final state of a counter key.
     pub counter_siblings: usize,
+    /// FLUSHALLs recorded.
+    pub flushes: usize,
+    /// FLUSHALLs acknowledged.
+    pub flushes_acked: usize,
+    /// Acknowledged values missing, neither superseded nor lost: a
+    /// FLUSHALL may have cleared a node after they were written.
+    pub flushed: usize,
+    /// Acknowledged increments counted by no final sibling, excused the
+    /// same way.
+    pub incr_flushed: usize,
+    /// Values (and counter values) read after an acknowledged FLUSHALL
+    /// returned although every copy of them had landed before it began.
+    pub stale_after_flush: usize,
+    /// Values superseded by an acknowledged write and present at the end,
+    /// excused because a FLUSHALL may have cleared the superseding record
+    /// while a copy of the value was still on its way.
+    pub revived_across_flush: usize,
     /// Whether the nodes converged.
     pub converged: bool,
     /// Time to converge after the heal.
@@ -658,6 +717,7 @@ impl Report {
             && self.incr_lost == 0
             && self.incr_phantoms == 0
             && self.resurrected == 0
+            && self.stale_after_flush == 0
             && self.bad_replies == 0
             && self.converged
     }
@@ -677,7 +737,8 @@ impl std::fmt::Display for Report {
              max_siblings={} converge_ms={} resurrected={} converged={} writes_acked={}/{} \
              superseded={} excused_by_unacked_del={} incrs={} incrs_acked={} execs={} \
              execs_acked={} execs_aborted={} incr_lost={} (must be 0) incr_phantoms={} \
-             counter_siblings={}",
+             counter_siblings={} flushes={} flushes_acked={} flushed={} incr_flushed={} \
+             stale_after_flush={} (must be 0) revived_across_flush={}",
             self.ops,
             self.acknowledged,
             self.failed,
@@ -700,12 +761,178 @@ impl std::fmt::Display for Report {
             self.incr_lost,
             self.incr_phantoms,
             self.counter_siblings,
+            self.flushes,
+            self.flushes_acked,
+            self.flushed,
+            self.incr_flushed,
+            self.stale_after_flush,
+            self.revived_across_flush,
         )
     }
 }
 
-/// Judges `ops` against the final states (see the module docs).
+/// Judges `ops` against the final states (see the module docs), with no
+/// bound on how late a message may arrive ([`Timing::default`]).
 pub fn check(ops: &[Op], fin: &Final) -> Report {
+    check_with(ops, fin, &Timing::default())
+}
+
+/// What the checker may assume about time beyond what the history shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// How long after an operation completed a message it caused may still
+    /// reach a node and act there: a request held on a slow link, a read
+    /// repair queued by a read's tail, the rest of a FLUSHALL's fan-out
+    /// its client stopped waiting for. `None`: no bound, so an
+    /// unacknowledged FLUSHALL may take effect at any later time, and a
+    /// copy of a value may land on a node any time after it was sent.
+    pub late: Option<Duration>,
+    /// The clears the recorder saw, if it watched the stores (the
+    /// simulation does): then what clears excuse is judged from them, not
+    /// from what the FLUSHALLs recorded might have done; those still say
+    /// what must be gone after an acknowledged one.
+    pub clears: Option<ClearsSeen>,
+}
+
+impl Timing {
+    /// The latest time a message caused by an operation that completed at
+    /// `completed` may act (`None`: no bound).
+    fn latest(&self, completed: Duration) -> Option<Duration> {
+        self.late.map(|late| completed + late)
+    }
+}
+
+/// Every clear of a node's store a recorder saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClearsSeen {
+    /// (node, when) of each clear, each time no earlier than the clear (the
+    /// simulation looks between steps and gives a clear the time its step
+    /// ended): a write that began at or after it reached that node after
+    /// the clear.
+    pub at: Vec<(usize, Duration)>,
+    /// W: the nodes that hold a write when it is acknowledged (a write's
+    /// own `W` overrides it). Clears remove a write from every node that
+    /// held it only if at least this many nodes were cleared after it
+    /// began.
+    pub write_quorum: usize,
+}
+
+/// When some node may have been cleared: from a FLUSHALL's invocation
+/// until its completion when acknowledged (every node answered it had
+/// cleared), and until [`Timing::late`] after its completion otherwise (a
+/// failed or unknown one may have reached any node, or none); or exactly
+/// when a clear was seen.
+#[derive(Debug, Clone, Copy)]
+struct ClearWindow {
+    from: Duration,
+    /// `None`: no end.
+    until: Option<Duration>,
+}
+
+/// What the checker knows of the clears: when they may have happened, and
+/// the clears seen if any.
+struct Clearing<'a> {
+    windows: Vec<ClearWindow>,
+    seen: Option<&'a ClearsSeen>,
+}
+
+impl<'a> Clearing<'a> {
+    fn new(ops: &[Op], timing: &'a Timing) -> Self {
+        let windows = match &timing.clears {
+            Some(seen) => seen
+                .at
+                .iter()
+                .map(|&(_, at)| ClearWindow {
+                    from: at,
+                    until: Some(at),
+                })
+                .collect(),
+            None => ops
+                .iter()
+                .filter(|op| op.call == Call::FlushAll && op.outcome.maybe_applied())
+                .map(|op| ClearWindow {
+                    from: op.invoked,
+                    until: if op.outcome.is_ok() {
+                        Some(op.completed)
+                    } else {
+                        timing.latest(op.completed)
+                    },
+                })
+                .collect(),
+        };
+        Clearing {
+            windows,
+            seen: timing.clears.as_ref(),
+        }
+    }
+
+    /// Whether clears after `t` may have removed a write that began at
+    /// `t` from every node that held it: some node may have been cleared
+    /// after `t`, and, when the clears were seen, at least its write
+    /// quorum (`w`, or [`ClearsSeen::write_quorum`]) of distinct nodes were.
+    fn after(&self, t: Duration, w: Option<usize>) -> bool {
+        match self.seen {
+            Some(seen) => {
+                let nodes: BTreeSet<usize> = seen
+                    .at
+                    .iter()
+                    .filter(|&&(_, at)| at > t)
+                    .map(|&(node, _)| node)
+                    .collect();
+                !nodes.is_empty() && nodes.len() >= w.unwrap_or(seen.write_quorum)
+            }
+            None => self
+                .windows
+                .iter()
+                .any(|w| w.until.is_none_or(|until| until > t)),
+        }
+    }
+}
+
+/// A write's own quorum override.
+fn write_quorum(call: &Call) -> Option<usize> {
+    match call {
+        Call::Set { w, .. } | Call::Del { w, .. } => *w,
+        _ => None,
+    }
+}
+
+/// Whether `op`, an operation on `value`'s key, may have sent a copy of
+/// `value` to some node. A write sends its coordinator's whole record,
+/// which holds whatever live siblings that replica had (an INCRBY and a
+/// WATCH transaction also merge a quorum read into it); a read repairs
+/// with its merge, which lists every live value, so an answered read
+/// carries only what it returned and an unanswered one anything; a WATCH
+/// transaction's GET may have run whatever became of its EXEC.
+fn may_carry(op: &Op, value: &str) -> bool {
+    match (&op.call, &op.outcome) {
+        (Call::FlushAll, _) => false,
+        (Call::Exec { .. }, _) => true,
+        (_, Outcome::Failed { sent: false, .. }) => false,
+        (Call::Get { .. }, Outcome::Read { values, .. }) => values.iter().any(|v| v == value),
+        _ => true,
+    }
+}
+
+/// Whether a copy of `value` (of the key of every op in `on_key`) may
+/// have outlived the acknowledged FLUSHALL `flush`: some operation that
+/// may carry it began before the flush returned and completed less than
+/// [`Timing::late`] before it began, so a copy may have landed on a node
+/// after that node cleared. Otherwise every copy had landed before the
+/// flush began, and every node cleared it.
+fn may_outlive(on_key: &[&Op], value: &str, flush: &Op, timing: &Timing) -> bool {
+    on_key.iter().any(|op| {
+        op.invoked <= flush.completed
+            && timing
+                .latest(op.completed)
+                .is_none_or(|t| t >= flush.invoked)
+            && may_carry(op, value)
+    })
+}
+
+/// Judges `ops` against the final states (see the module docs), assuming
+/// `timing`.
+pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
     let mut report = Report {
         ops: ops.len(),
         converged: fin.converged,
@@ -719,9 +946,10 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
     let mut written: HashMap<&str, (&str, usize)> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         match &op.outcome {
-            Outcome::Read { .. } | Outcome::Written { .. } | Outcome::Counted(_) => {
-                report.acknowledged += 1
-            }
+            Outcome::Read { .. }
+            | Outcome::Written { .. }
+            | Outcome::Counted(_)
+            | Outcome::Done => report.acknowledged += 1,
             Outcome::Aborted => {}
             Outcome::Failed { error, .. } => {
                 report.failed += 1;
@@ -736,6 +964,12 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
             report.writes += 1;
             if op.outcome.is_ok() {
                 report.writes_acknowledged += 1;
+            }
+        }
+        if op.call == Call::FlushAll {
+            report.flushes += 1;
+            if op.outcome.is_ok() {
+                report.flushes_acked += 1;
             }
         }
         if let Call::Set { value, .. } = &op.call {
@@ -784,14 +1018,15 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
     }
     // Who supersedes each value: writes whose context's read listed it.
     // A failed or unknown VSET whose value nobody ever saw was not applied.
-    let mut by_acked: HashSet<&str> = HashSet::new();
+    // Acknowledged ones by the latest invocation among them.
+    let mut by_acked: HashMap<&str, Duration> = HashMap::new();
     let mut by_applied: HashSet<&str> = HashSet::new();
     let mut by_unacked_del: HashSet<&str> = HashSet::new();
     for op in ops {
         let acked = op.outcome.is_ok();
         let sent = !matches!(op.outcome, Outcome::Failed { sent: false, .. });
         let applied = match &op.call {
-            Call::Get { .. } | Call::Incr { .. } | Call::Exec { .. } => false,
+            Call::Get { .. } | Call::Incr { .. } | Call::Exec { .. } | Call::FlushAll => false,
             Call::Set { value, .. } => {
                 acked || (sent && observed.contains(&(op.key.as_str(), value.as_str())))
             }
@@ -799,7 +1034,8 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
         };
         for v in op.call.covers() {
             if acked {
-                by_acked.insert(v);
+                let latest = by_acked.entry(v).or_default();
+                *latest = (*latest).max(op.invoked);
             }
             if applied {
                 by_applied.insert(v);
@@ -809,8 +1045,13 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
             }
         }
     }
-    let keys: BTreeSet<&str> = ops.iter().map(|op| op.key.as_str()).collect();
-    // Lost: acknowledged, missing somewhere, superseded by nothing applied.
+    let clearing = Clearing::new(ops, timing);
+    let mut on_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops.iter().filter(|op| op.call != Call::FlushAll) {
+        on_key.entry(&op.key).or_default().push(op);
+    }
+    // Lost: acknowledged, missing somewhere, superseded by nothing applied,
+    // and no FLUSHALL may have cleared a node after it was sent.
     for op in ops {
         let (Call::Set { value, .. }, true) = (&op.call, op.outcome.is_ok()) else {
             continue;
@@ -831,25 +1072,50 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
         }
         if by_applied.contains(value.as_str()) {
             report.superseded += 1;
-            if !by_acked.contains(value.as_str()) && by_unacked_del.contains(value.as_str()) {
+            if !by_acked.contains_key(value.as_str()) && by_unacked_del.contains(value.as_str()) {
                 report.excused_by_unacked_del += 1;
             }
+            continue;
+        }
+        if clearing.after(op.invoked, write_quorum(&op.call)) {
+            report.flushed += 1;
             continue;
         }
         report.lost += 1;
         report.problem(format!(
             "lost: {} = {value:?} (acknowledged by node {} at {:?}) is missing on nodes \
-             {missing:?} and no write superseded it",
+             {missing:?}; no write superseded it and no FLUSHALL may have followed it",
             op.key, op.node, op.completed
         ));
     }
-    // Resurrected: superseded by an acknowledged write, yet present.
+    // Resurrected: superseded by an acknowledged write, yet present —
+    // unless a FLUSHALL may have cleared every superseding record while a
+    // copy of the value was still on its way to some node.
+    let mut revived: BTreeSet<(&str, &str)> = BTreeSet::new();
     for (node, states) in &fin.states {
-        for key in &keys {
+        for (key, on_key) in &on_key {
             let Some((_, values)) = states.get(*key) else {
                 continue;
             };
-            for v in values.iter().filter(|v| by_acked.contains(v.as_str())) {
+            for v in values {
+                let Some(&superseded_at) = by_acked.get(v.as_str()) else {
+                    continue;
+                };
+                let carried_until = on_key
+                    .iter()
+                    .filter(|op| may_carry(op, v))
+                    .map(|op| op.completed)
+                    .max()
+                    .map(|last| timing.latest(last));
+                let revivable = clearing.after(superseded_at, None)
+                    && clearing.windows.iter().any(|w| {
+                        w.until.is_none_or(|until| until > superseded_at)
+                            && carried_until.is_some_and(|c| c.is_none_or(|c| c >= w.from))
+                    });
+                if revivable {
+                    revived.insert((key, v));
+                    continue;
+                }
                 report.resurrected += 1;
                 report.problem(format!(
                     "resurrected: {key} = {v:?} on node {node}, though an acknowledged write \
@@ -858,7 +1124,53 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
             }
         }
     }
-    check_counters(ops, fin, &mut report);
+    report.revived_across_flush = revived.len();
+    // Stale after a flush: a value every copy of which had landed before an
+    // acknowledged FLUSHALL began, read after it returned.
+    let mut stale: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for flush in ops
+        .iter()
+        .filter(|op| op.call == Call::FlushAll && op.outcome.is_ok())
+    {
+        let reads_after = ops.iter().filter_map(|op| match &op.outcome {
+            Outcome::Read { values, .. } if op.invoked > flush.completed => Some((
+                op.key.as_str(),
+                values,
+                format!("a read at {:?}", op.invoked),
+            )),
+            _ => None,
+        });
+        let finals = fin.states.iter().flat_map(|(node, states)| {
+            states.iter().map(move |(key, (_, values))| {
+                (key.as_str(), values, format!("node {node}'s final state"))
+            })
+        });
+        for (key, values, seen) in reads_after.chain(finals) {
+            if counters.contains(key) {
+                continue;
+            }
+            for v in values {
+                let Some(&(_, writer)) = written.get(v.as_str()) else {
+                    continue; // a phantom, reported as such
+                };
+                if ops[writer].invoked > flush.completed
+                    || stale.contains(&(key, v.as_str()))
+                    || may_outlive(on_key.get(key).map_or(&[], Vec::as_slice), v, flush, timing)
+                {
+                    continue;
+                }
+                stale.insert((key, v));
+                report.problem(format!(
+                    "stale after FLUSHALL: {key} = {v:?} in {seen}, though the FLUSHALL \
+                     acknowledged at {:?} (invoked at {:?}) cleared every node after every copy \
+                     of it had landed",
+                    flush.completed, flush.invoked
+                ));
+            }
+        }
+    }
+    report.stale_after_flush = stale.len();
+    check_counters(ops, fin, &clearing, &on_key, timing, &mut report);
     report
 }
 
@@ -880,7 +1192,14 @@ pub fn check(ops: &[Op], fin: &Final) -> Report {
 ///   own increment.
 ///
 /// Failed and unknown increments may or may not be counted.
-fn check_counters(ops: &[Op], fin: &Final, report: &mut Report) {
+fn check_counters(
+    ops: &[Op],
+    fin: &Final,
+    clearing: &Clearing<'_>,
+    on_key: &BTreeMap<&str, Vec<&Op>>,
+    timing: &Timing,
+    report: &mut Report,
+) {
     let mut sent: BTreeMap<&str, i64> = BTreeMap::new();
     for op in ops {
         let Some(by) = op.call.increment() else {
@@ -965,11 +1284,63 @@ fn check_counters(ops: &[Op], fin: &Final, report: &mut Report) {
         if missing.is_empty() && !fin.states.is_empty() {
             continue;
         }
+        if clearing.after(op.invoked, None) {
+            report.incr_flushed += 1;
+            continue;
+        }
         report.incr_lost += 1;
         report.problem(format!(
             "lost increment: {:?} of {} (acknowledged by node {} at {:?}, client {}) is \
-             counted by no sibling on nodes {missing:?}",
+             counted by no sibling on nodes {missing:?} and no FLUSHALL may have followed it",
             op.call, op.key, op.node, op.completed, op.client
         ));
     }
+    // Stale after a flush: a value counting an increment every copy of
+    // which had landed before an acknowledged FLUSHALL began (no counter
+    // operation on the key ran across it), read after it returned.
+    let mut stale: BTreeSet<(&str, String)> = BTreeSet::new();
+    for flush in ops
+        .iter()
+        .filter(|op| op.call == Call::FlushAll && op.outcome.is_ok())
+    {
+        for (&key, on_key) in on_key.iter().filter(|(key, _)| sent.contains_key(*key)) {
+            if may_outlive(on_key, "", flush, timing) {
+                continue;
+            }
+            let before: i64 = on_key
+                .iter()
+                .filter(|op| op.invoked <= flush.completed)
+                .filter_map(|op| op.call.increment())
+                .fold(0, |bits, by| bits | by);
+            let after = on_key.iter().filter_map(|op| {
+                let value = match (&op.call, &op.outcome) {
+                    _ if op.invoked <= flush.completed => return None,
+                    (Call::Incr { .. }, Outcome::Counted(v)) => *v,
+                    (Call::Exec { read: Some(r), .. }, _) => *r,
+                    _ => return None,
+                };
+                Some((value.to_string(), format!("a reply at {:?}", op.invoked)))
+            });
+            let finals = fin.states.iter().flat_map(|(node, states)| {
+                states.get(key).into_iter().flat_map(move |(_, values)| {
+                    values
+                        .iter()
+                        .map(move |v| (v.clone(), format!("node {node}'s final state")))
+                })
+            });
+            for (value, seen) in after.chain(finals) {
+                let old = value.parse::<i64>().map_or(0, |v| v & before);
+                if old == 0 || !stale.insert((key, value.clone())) {
+                    continue;
+                }
+                report.problem(format!(
+                    "stale after FLUSHALL: {key} = {value} in {seen} counts increments \
+                     ({old:#x}) from before the FLUSHALL acknowledged at {:?} (invoked at {:?}), \
+                     which cleared every node after every copy of them had landed",
+                    flush.completed, flush.invoked
+                ));
+            }
+        }
+    }
+    report.stale_after_flush += stale.len();
 }

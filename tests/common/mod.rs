@@ -120,6 +120,8 @@ pub struct TestNode {
     /// Client and peer ports every new process binds; `None`: free ports.
     fixed_ports: Option<(u16, u16)>,
     data_dir: tempfile::TempDir,
+    /// A data directory the test owns, used instead of `data_dir`.
+    data_path: Option<std::path::PathBuf>,
     extra_args: Vec<String>,
     log: Log,
     /// Processes started for this node so far (1 after `start`).
@@ -133,7 +135,7 @@ impl std::fmt::Debug for TestNode {
         f.debug_struct("TestNode")
             .field("addr", &self.addr)
             .field("pid", &self.child.as_ref().map(Child::id))
-            .field("data_dir", &self.data_dir.path())
+            .field("data_dir", &self.data_dir())
             .finish_non_exhaustive()
     }
 }
@@ -159,7 +161,7 @@ impl TestNode {
     /// # Panics
     /// As [`TestNode::start`].
     pub fn start_loading(extra_args: &[&str]) -> TestNode {
-        Self::start_loading_with(extra_args, None)
+        Self::start_loading_with(extra_args, None, None)
     }
 
     /// As [`TestNode::start_loading`], binding these client and peer ports
@@ -168,10 +170,25 @@ impl TestNode {
     /// # Panics
     /// As [`TestNode::start`], or if a port is taken.
     pub fn start_loading_at(ports: (u16, u16), extra_args: &[&str]) -> TestNode {
-        Self::start_loading_with(extra_args, Some(ports))
+        Self::start_loading_with(extra_args, Some(ports), None)
     }
 
-    fn start_loading_with(extra_args: &[&str], fixed_ports: Option<(u16, u16)>) -> TestNode {
+    /// As [`TestNode::start`], on a data directory the test owns (a
+    /// file system it mounted, say), which must outlive the node.
+    ///
+    /// # Panics
+    /// As [`TestNode::start`].
+    pub fn start_in(data_dir: &std::path::Path, extra_args: &[&str]) -> TestNode {
+        let node = Self::start_loading_with(extra_args, None, Some(data_dir.to_path_buf()));
+        node.wait_serving();
+        node
+    }
+
+    fn start_loading_with(
+        extra_args: &[&str],
+        fixed_ports: Option<(u16, u16)>,
+        data_path: Option<std::path::PathBuf>,
+    ) -> TestNode {
         let data_dir = tempfile::Builder::new()
             .prefix("dynokv-test-")
             .tempdir()
@@ -183,6 +200,7 @@ impl TestNode {
             peer_addr: None,
             fixed_ports,
             data_dir,
+            data_path,
             extra_args: extra_args.iter().map(|&a| a.to_owned()).collect(),
             log: Arc::new(Mutex::new(VecDeque::new())),
             generation: 0,
@@ -238,7 +256,9 @@ impl TestNode {
 
     /// The data directory (kept across restarts).
     pub fn data_dir(&self) -> &std::path::Path {
-        self.data_dir.path()
+        self.data_path
+            .as_deref()
+            .unwrap_or_else(|| self.data_dir.path())
     }
 
     /// The process id, while a process runs.
@@ -411,7 +431,7 @@ impl TestNode {
             .args(["--port", &port.to_string()])
             .args(["--peer-port", &peer_port.to_string()])
             .arg("--data-dir")
-            .arg(self.data_dir.path())
+            .arg(self.data_dir())
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -507,7 +527,7 @@ impl Drop for TestNode {
             eprintln!(
                 "--- last stderr lines of dynokv node {} (data dir {}) ---\n{}\n--- end ---",
                 self.addr,
-                self.data_dir.path().display(),
+                self.data_dir().display(),
                 self.log_tail().join("\n")
             );
         }
@@ -1001,4 +1021,30 @@ impl TestCluster {
             .filter_map(|row| by_addr.get(row.get("peer_addr")?).copied())
             .collect())
     }
+}
+
+/// `args` as a RESP multibulk request, for tests that speak raw bytes.
+pub fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A field of `CLIENT INFO` on `con` (`addr`, `resp`, ...): what the
+/// server thinks of this connection.
+pub async fn client_info_field(con: &mut redis::aio::MultiplexedConnection, field: &str) -> String {
+    let info: String = redis::cmd("CLIENT")
+        .arg("INFO")
+        .query_async(con)
+        .await
+        .unwrap_or_else(|e| panic!("CLIENT INFO: {e}"));
+    let prefix = format!("{field}=");
+    info.split_whitespace()
+        .find_map(|f| f.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {field}= in CLIENT INFO: {info}"))
+        .to_owned()
 }

@@ -1,7 +1,8 @@
-//! The Dynamo face: VGET, VSET, VDEL (design.md §2) and DYNAMO.
+//! The Dynamo face: VGET, VSET, VDEL (docs/semantics.md) and DYNAMO.
 
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
-use crate::coordinator::{Base, Change, Condition, Expiry, ReadOptions, WriteOp, WriteOptions};
+use crate::coordinator::{ReadOptions, WriteOptions};
+use crate::model::ops::{Base, Change, Condition, Expiry, WriteOp};
 use crate::resp::reply::Reply;
 use crate::version::{decode_context, encode_context};
 use bytes::Bytes;
@@ -114,7 +115,7 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         )
     };
     match args[1].to_ascii_lowercase().as_slice() {
-        b"status" => pairs(coordinator.info().fields),
+        b"status" => pairs(crate::resp::stats::dynamo_fields(&coordinator.info())),
         b"members" => Reply::Array(
             coordinator
                 .members()

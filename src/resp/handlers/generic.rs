@@ -7,14 +7,15 @@
 //! each partition is read from one live replica.
 
 use super::connection::db_arg;
-use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
-use crate::coordinator::{
-    Change, Condition, ExpireWhen, Expiry, ReadOptions, WriteOp, WriteOptions,
+use super::{
+    Ctx, check_keys, coordinator_error, int_arg, read_namespaced, syntax_error, write_namespaced,
 };
-use crate::limits::{PARTITION_PAGE_RECORDS, SCAN_PARTITION_RECORDS_MAX};
+use crate::coordinator::{CoordinatorError, ReadOptions, WriteOptions};
+use crate::limits::{MOVE_ATTEMPTS_MAX, PARTITION_PAGE_RECORDS, SCAN_PARTITION_RECORDS_MAX};
+use crate::model::ops::{Change, Condition, ExpireWhen, Expiry, OpError, WriteOp};
+use crate::model::record::{Record, is_live, lww_order, winner_value};
 use crate::resp::glob::glob_match;
 use crate::resp::reply::Reply;
-use crate::storage::record::{Record, is_live, lww_order, winner_value};
 use bytes::Bytes;
 
 /// Reads `[first, first + limit)` records of a partition in key order,
@@ -221,9 +222,15 @@ fn winner(record: Option<&Record>, now: u64) -> Option<(Bytes, Option<u64>)> {
 }
 
 /// RENAME, RENAMENX, COPY and MOVE: write the source's value (and
-/// expiry) to the destination `dst` in database `dst_db`. Read-modify-write
-/// at the coordinator: a write to the source between the read and the copy
-/// is not carried over.
+/// expiry) to the destination `dst` in database `dst_db`; RENAME and MOVE
+/// also delete the source. Returns whether it was written (`false`: the
+/// destination held a key and `replace` is off).
+///
+/// Read-modify-write at the coordinator, made safe under concurrency by
+/// deleting the source first, only if it is still as read (of racing
+/// MOVEs of one key exactly one wins; a source changed meanwhile is read
+/// again), then writing the destination. A destination that appears
+/// between the check and the write (NX) gets the source put back.
 async fn copy_value(
     ctx: &Ctx<'_>,
     src: &Bytes,
@@ -231,35 +238,90 @@ async fn copy_value(
     replace: bool,
     delete_src: bool,
 ) -> Result<bool, Reply> {
-    let now = ctx.shared.coordinator.now_ms();
-    let records = read(ctx, std::slice::from_ref(src)).await?;
-    let Some((value, expire_at)) = winner(records[0].as_ref(), now) else {
-        return Err(Reply::error("ERR no such key"));
-    };
-    let mut put = WriteOp::known(Change::Put {
-        value,
-        expiry: expire_at.map_or(Expiry::Never, Expiry::At),
-    });
-    if !replace {
-        put.condition = Condition::IfAbsent;
-    }
-    let (src, dst) = (ctx.session.key(src), crate::db::namespaced(dst_db, dst));
-    let mut writes = vec![(dst.clone(), put)];
-    if delete_src && src != dst {
-        writes.push((src, WriteOp::delete()));
-    }
-    check_keys(writes.iter().map(|(k, _)| k))?;
-    // All or nothing: RENAMENX onto an existing key must keep the source.
-    let options = WriteOptions {
-        all_or_nothing: true,
-        ..WriteOptions::default()
-    };
-    let written = super::write_namespaced(ctx, writes, options)
+    let (src_key, dst_key) = (ctx.session.key(src), crate::db::namespaced(dst_db, dst));
+    check_keys([src, dst])?;
+    let failed = |e: CoordinatorError| coordinator_error(&e);
+    for _ in 0..MOVE_ATTEMPTS_MAX {
+        let now = ctx.shared.coordinator.now_ms();
+        let records = read_namespaced(ctx, vec![src_key.clone()], ReadOptions::default())
+            .await
+            .map_err(failed)?;
+        let Some(record) = records.into_iter().next().flatten() else {
+            return Err(no_such_key());
+        };
+        let Some((value, expire_at)) = winner(Some(&record), now) else {
+            return Err(no_such_key());
+        };
+        let mut put = WriteOp::known(Change::Put {
+            value: value.clone(),
+            expiry: expire_at.map_or(Expiry::Never, Expiry::At),
+        });
+        if !replace {
+            put.condition = Condition::IfAbsent;
+        }
+        if !delete_src || src_key == dst_key {
+            let written = write_namespaced(ctx, vec![(dst_key, put)], WriteOptions::default())
+                .await
+                .map_err(failed)?;
+            return Ok(written.iter().all(|w| w.current.is_some()));
+        }
+        if !replace {
+            let held = read_namespaced(ctx, vec![dst_key.clone()], ReadOptions::default())
+                .await
+                .map_err(failed)?;
+            if held[0].as_ref().is_some_and(|r| is_live(r, now)) {
+                return Ok(false);
+            }
+        }
+        let delete = WriteOp {
+            condition: Condition::Unchanged {
+                context: Box::new(record.context().clone()),
+                live: true,
+            },
+            ..WriteOp::known(Change::Delete)
+        };
+        match write_namespaced(
+            ctx,
+            vec![(src_key.clone(), delete)],
+            WriteOptions::default(),
+        )
         .await
-        .map_err(|e| coordinator_error(&e))?;
-    // Empty when a declining write cancelled the batch; a lone write that
-    // declined comes back with no current record.
-    Ok(!written.is_empty() && written.iter().all(|w| w.current.is_some()))
+        {
+            Ok(_) => {}
+            // Changed since read (a racing MOVE took it, or a write came):
+            // read it again, unless a transaction's WATCH broke.
+            Err(CoordinatorError::Rejected(OpError::WatchedKeyChanged))
+                if !ctx.session.exec_watch().broken =>
+            {
+                continue;
+            }
+            Err(e) => return Err(failed(e)),
+        }
+        let written = write_namespaced(ctx, vec![(dst_key.clone(), put)], WriteOptions::default())
+            .await
+            .map_err(failed)?;
+        if written.iter().all(|w| w.current.is_some()) {
+            return Ok(true);
+        }
+        // The destination appeared meanwhile: the source goes back.
+        let mut restore = WriteOp::known(Change::Put {
+            value,
+            expiry: expire_at.map_or(Expiry::Never, Expiry::At),
+        });
+        restore.condition = Condition::IfAbsent;
+        write_namespaced(ctx, vec![(src_key, restore)], WriteOptions::default())
+            .await
+            .map_err(failed)?;
+        return Ok(false);
+    }
+    Err(Reply::error(format!(
+        "ERR the source key changed on each of {MOVE_ATTEMPTS_MAX} attempts; try again"
+    )))
+}
+
+/// Redis's error for a missing source.
+fn no_such_key() -> Reply {
+    Reply::error("ERR no such key")
 }
 
 pub async fn rename(ctx: &Ctx<'_>, args: &[Bytes], nx: bool) -> Reply {

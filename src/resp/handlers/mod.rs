@@ -17,12 +17,12 @@ use super::conn::Session;
 use super::frame::parse_i64;
 use super::reply::Reply;
 use super::server::Shared;
-use crate::coordinator::{
-    Condition, CoordinatorError, OpError, ReadOptions, WriteOp, WriteOptions,
-};
+use crate::coordinator::{CoordinatorError, ReadOptions, WriteOptions};
 use crate::limits::KEY_BYTES_MAX;
+use crate::model::ops::{Condition, OpError, WriteOp};
+use crate::model::record::{Record, is_live};
 use crate::replica::Written;
-use crate::storage::record::{Record, is_live};
+use crate::storage::StoreError;
 use bytes::Bytes;
 use generic::{TimeUnit, TtlKind};
 
@@ -194,13 +194,8 @@ pub fn check_keys<'a>(keys: impl IntoIterator<Item = &'a Bytes>) -> Result<(), R
     }
 }
 
-/// Every client read of keys goes through here: the keys are the
-/// session's database's (`Session::key`). With keys WATCHed, a read
-/// that returns one of them in another state than WATCH saw marks the
-/// session, and its EXEC aborts. Without that, a GET served by replicas
-/// that had not yet seen a write WATCH had seen returned an older value,
-/// the transaction wrote that value plus one, and its conditional write
-/// still matched (the key was unchanged since WATCH): a lost update.
+/// Every client read of keys goes through here, with client keys of the
+/// session's database: see [`read_namespaced`].
 ///
 /// # Errors
 /// The coordinator's.
@@ -213,8 +208,13 @@ pub async fn read(
     read_namespaced(ctx, keys, options).await
 }
 
-/// Reads of namespaced keys (`Session::key`, as plans hold them): see
-/// [`read`].
+/// Reads of namespaced keys (`crate::db`: MOVE reads another
+/// database's; plans hold their keys so). With keys WATCHed, a read
+/// that returns one of them in another state than WATCH saw marks the
+/// session, and its EXEC aborts. Without that, a GET served by replicas
+/// that had not yet seen a write WATCH had seen returned an older value,
+/// the transaction wrote that value plus one, and its conditional write
+/// still matched (the key was unchanged since WATCH): a lost update.
 ///
 /// # Errors
 /// The coordinator's.
@@ -288,11 +288,14 @@ pub async fn write_namespaced(
             // An unchanged key holds a value exactly when it did at WATCH,
             // which decides NX and XX: they add nothing to the check then.
             // (An NX on a key that held a value writes nothing either way.)
+            // A write already conditional on the key being as read after
+            // WATCH (RENAME's and MOVE's delete of the source) is as
+            // strict with WATCH's context: unchanged since WATCH, it was
+            // read as WATCH saw it.
             let implied = match op.condition {
-                Condition::Always => true,
+                Condition::Always | Condition::Unchanged { .. } => true,
                 Condition::IfAbsent => !watched.live,
                 Condition::IfPresent => watched.live,
-                Condition::Unchanged { .. } => false,
             };
             if implied {
                 op.condition = Condition::Unchanged {
@@ -316,10 +319,18 @@ pub async fn write_namespaced(
     result
 }
 
-/// A coordinator failure as a client sees it.
+/// A coordinator failure as a client sees it. A store that cannot take
+/// writes answers as Redis answers when it cannot persist (`-MISCONF`),
+/// in our own words, and logs nothing here: the store logged the failure
+/// once ([`crate::storage::Health`]).
 pub fn coordinator_error(error: &CoordinatorError) -> Reply {
     match error {
         CoordinatorError::QuorumFailed { .. } => Reply::error(error.to_string()),
+        CoordinatorError::Storage(StoreError::Unwritable { reason }) => Reply::error(format!(
+            "MISCONF dynokv cannot write to its data directory: {}; writes are refused until it \
+             can",
+            reason.replace(['\r', '\n'], " ")
+        )),
         CoordinatorError::Storage(e) => {
             tracing::error!("storage failure: {e}");
             Reply::error(format!("ERR {error}"))

@@ -15,10 +15,11 @@
 //! code batching adds is the grouping.
 
 use super::{Ctx, check_keys, coordinator_error, read_namespaced, write_namespaced};
-use crate::coordinator::{ReadOptions, WriteOp, WriteOptions};
+use crate::coordinator::{ReadOptions, WriteOptions};
+use crate::model::ops::WriteOp;
+use crate::model::record::Record;
 use crate::replica::Written;
 use crate::resp::reply::Reply;
-use crate::storage::record::Record;
 use bytes::Bytes;
 use smallvec::SmallVec;
 

@@ -468,6 +468,11 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         );
     }
     if wanted("persistence") {
+        // The store's write health as Redis shows its AOF's: the status,
+        // and (ours) the last failure's reason and when it began, kept
+        // after a recovery.
+        let health = coordinator.store_health();
+        let last = health.last_failure.as_ref();
         section(
             "Persistence",
             vec![
@@ -476,6 +481,24 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 ("rdb_bgsave_in_progress", "0".to_owned()),
                 ("aof_enabled", "1".to_owned()),
                 ("aof_rewrite_in_progress", "0".to_owned()),
+                (
+                    "aof_last_write_status",
+                    if health.failing.is_some() {
+                        "err"
+                    } else {
+                        "ok"
+                    }
+                    .to_owned(),
+                ),
+                (
+                    "aof_last_write_error",
+                    last.map(|f| f.reason.replace(['\r', '\n'], " "))
+                        .unwrap_or_default(),
+                ),
+                (
+                    "aof_last_write_error_time",
+                    last.map_or(0, |f| f.since_ms / 1000).to_string(),
+                ),
                 ("fsync_policy", config.fsync.as_str().to_owned()),
             ],
         );
@@ -560,7 +583,10 @@ pub async fn info(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         dynamic("Keyspace", fields);
     }
     if wanted("dynamo") {
-        section("Dynamo", coordinator.info().fields);
+        section(
+            "Dynamo",
+            crate::resp::stats::dynamo_fields(&coordinator.info()),
+        );
     }
     Reply::Verbatim(out)
 }

@@ -1,18 +1,17 @@
 //! String and key commands: GET, SET, DEL/UNLINK, EXISTS, MGET, MSET, TYPE.
 //! Plain commands see one value per key: the last writer among siblings
-//! (design.md §2). GET, SET, MGET and MSET are [`Plan`]s: they say what
+//! (docs/semantics.md). GET, SET, MGET and MSET are [`Plan`]s: they say what
 //! they read or write and how their reply is made, and `plan::Batch`
 //! runs them, alone or with the pipelined plans next to them.
 
 use super::generic::{TimeUnit, expire_at_ms};
 use super::plan::{FromWritten, Plan, no_outcome};
 use super::{Ctx, check_keys, coordinator_error, int_arg, run_plan, syntax_error};
-use crate::coordinator::{
-    Change, Condition, ExpireWhen, Expiry, ReadOptions, WriteOp, WriteOptions,
-};
+use crate::coordinator::{ReadOptions, WriteOptions};
+use crate::model::ops::{Change, Condition, ExpireWhen, Expiry, WriteOp};
+use crate::model::record::{Record, is_live, winner_value};
 use crate::replica::Written;
 use crate::resp::reply::Reply;
-use crate::storage::record::{Record, is_live, winner_value};
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
 

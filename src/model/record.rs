@@ -91,7 +91,7 @@ pub fn lww_order(dot: &Dot, sibling: &Sibling) -> (u64, Dot) {
 }
 
 /// The value plain GET returns: the live sibling with the greatest
-/// (timestamp, dot), if that sibling is a live value (design.md §2).
+/// (timestamp, dot), if that sibling is a live value (docs/semantics.md, "Versions").
 pub fn winner_value(record: &Record, now_ms: u64) -> Option<&Bytes> {
     let (_, sibling) = record.winner(lww_order)?;
     sibling.live_value(now_ms)

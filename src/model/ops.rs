@@ -11,7 +11,7 @@
 //! failover) leave two siblings — never a silent loss (docs/semantics.md).
 
 use crate::limits::VALUE_BYTES_MAX;
-use crate::storage::record::{Content, Record, Sibling, is_live, lww_order};
+use crate::model::record::{Content, Record, Sibling, is_live, lww_order};
 use crate::version::{Supersedes, VersionVector};
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
