@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interleaved A/B of two dynokv builds (or two flag sets) on a 3-node
-# cluster: node CPU per operation (perf stat task-clock over the three
-# nodes) and requests/s, round after round, A and B in alternating order
+# cluster (NODES=1: one node): node CPU per operation (perf stat
+# task-clock over the nodes) and requests/s, round after round, A and B in alternating order
 # (A first in odd rounds, B first in even ones). On a shared machine
 # requests/s move by 10-25% between runs, redis-server's too; CPU per op
 # of interleaved rounds is the steadier figure for a change to one build.
@@ -9,6 +9,7 @@
 #   A=/tmp/old/dynokv B=target/release/dynokv benches/ab.sh
 #   A_FLAGS="--cache-mb 0" benches/ab.sh        # one build, two flag sets
 #   TEST=get PIPELINE=16 ROUNDS=5 benches/ab.sh
+#   NODES=1 A=/tmp/old/dynokv benches/ab.sh     # one node: the client path
 #
 # Noise on a shared 2-core machine is 10-25% per round: run 5 rounds or
 # more, and believe a change that wins most rounds twice over.
@@ -28,20 +29,25 @@ PIPELINE=${PIPELINE:-1}
 REQUESTS=${REQUESTS:-200000}
 KEYSPACE=${KEYSPACE:-100000}
 ROUNDS=${ROUNDS:-3}
+NODES=${NODES:-3}
 
 . benches/lib.sh
 
 # round BIN FLAGS -> "rps cpu_us_per_op"
 round() {
     local port dev pids
-    port=$(python3 compat/free_ports.py 3)
+    port=$(python3 compat/free_ports.py "$NODES")
     # shellcheck disable=SC2086 # FLAGS are words
-    "$1" dev --nodes 3 --port "$port" --data-dir "$work/dev-$port" \
+    "$1" dev --nodes "$NODES" --port "$port" --data-dir "$work/dev-$port" \
         -- --fsync everysec --log-level warn $2 >/dev/null 2>&1 &
     dev=$!
-    for i in 0 1 2; do wait_ping $((port + i)); done
+    local ports=()
+    for i in $(seq 0 $((NODES - 1))); do
+        wait_ping $((port + i))
+        ports+=($((port + i)))
+    done
     redis-benchmark -p "$port" -t set -n "$KEYSPACE" -r "$KEYSPACE" -d 100 -P 16 -q >/dev/null
-    pids=$(pgrep -d, -f -- "serve.*--port ($port|$((port + 1))|$((port + 2))) ")
+    pids=$(pgrep -d, -f -- "serve.*--port ($(IFS='|'; echo "${ports[*]}")) ")
     perf stat -e task-clock -x, -p "$pids" -o "$work/stat" &
     local stat=$!
     sleep 0.2
@@ -56,7 +62,7 @@ round() {
     python3 -c "print(f'{float(\"$rps\"):.0f} {float(\"$ms\") * 1000 / $REQUESTS:.1f}')"
 }
 
-echo "$TEST -P $PIPELINE, $ROUNDS rounds; A: $A $A_FLAGS; B: $B $B_FLAGS"
+echo "$TEST -P $PIPELINE, $NODES node(s), $ROUNDS rounds; A: $A $A_FLAGS; B: $B $B_FLAGS"
 printf '%-6s %-3s %10s %12s\n' round ab 'req/s' 'cpu_us/op'
 for r in $(seq "$ROUNDS"); do
     # Odd rounds run A first, even rounds B first: the second run of a

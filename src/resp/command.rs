@@ -354,7 +354,17 @@ pub async fn execute_next(
         // Only a command that would run now joins: not one refused, nor
         // one a pause holds, which waits on its own once the replies
         // before it are sent (`conn`).
-        let Ok(next_command) = check(shared, ctx.session, next) else {
+        // A pipeline repeats its command: a name is looked up once per
+        // run (a command without subcommands is its lookup's).
+        let found = match run.last() {
+            Some((last, last_args))
+                if last_args[0] == next[0] && last.meta.subcommands.is_empty() =>
+            {
+                Some(*last)
+            }
+            _ => lookup(&next[0]),
+        };
+        let Ok(next_command) = check_found(shared, ctx.session, found, next) else {
             break;
         };
         if shared.pause.active() && shared.pause.holds(writes(next_command.meta)) {
@@ -448,7 +458,7 @@ fn ran(shared: &Shared, session: &Session, commands: &[Ran<'_>], elapsed: Durati
     while let Some(first) = rest.first() {
         let same = rest
             .iter()
-            .take_while(|r| r.meta.name == first.meta.name)
+            .take_while(|r| std::ptr::eq(r.meta, first.meta))
             .count();
         let failed = rest[..same].iter().filter(|r| r.failed).count();
         let share = elapsed * same as u32 / count;
@@ -488,7 +498,17 @@ enum Refusal {
 /// commands ahead of it ran gets the answer it would get after them when
 /// they change no session state (plans do not).
 fn check(shared: &Shared, session: &Session, args: &[Bytes]) -> Result<Command, Refusal> {
-    let Some(mut command) = lookup(&args[0]) else {
+    check_found(shared, session, lookup(&args[0]), args)
+}
+
+/// [`check`] of a command already looked up (`found`: `lookup(&args[0])`).
+fn check_found(
+    shared: &Shared,
+    session: &Session,
+    found: Option<Command>,
+    args: &[Bytes],
+) -> Result<Command, Refusal> {
+    let Some(mut command) = found else {
         return Err(Refusal::Unknown(unknown_command(args)));
     };
     if !command.meta.subcommands.is_empty() && args.len() >= 2 {
@@ -907,8 +927,11 @@ mod tests {
         }
     }
 
-    /// A node's client face over a [`Counting`] coordinator, and a session.
-    async fn counted_node() -> (
+    /// A node's client face over a [`Counting`] coordinator whose record
+    /// cache holds `cache_bytes`, and a session.
+    async fn counted_node(
+        cache_bytes: usize,
+    ) -> (
         std::sync::Arc<Shared>,
         std::sync::Arc<Counting>,
         Session,
@@ -922,7 +945,7 @@ mod tests {
                 partitions: 64,
                 fsync: crate::storage::FsyncPolicy::No,
                 siblings_max: 8,
-                cache_bytes: 1 << 20,
+                cache_bytes,
             },
         )
         .expect("open");
@@ -951,6 +974,68 @@ mod tests {
         let addr: std::net::SocketAddr = "127.0.0.1:1".parse().expect("address");
         let info = Arc::new(super::super::conn::ClientInfo::new(1, addr, addr));
         (shared, counting, Session::new(info, false), server)
+    }
+
+    /// This thread's CPU time in ns: what the command path costs, not
+    /// what other processes on the machine took from it.
+    #[expect(unsafe_code, reason = "clock_gettime fills the timespec it is given")]
+    fn thread_cpu_ns() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid timespec for the call to write.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
+    }
+
+    /// Measures (does not prove) the client command path's CPU per
+    /// pipelined GET and SET, in process: 10,000 keys over the memory
+    /// store with the record cache (GETs are answered on this thread),
+    /// 160,000 commands in pipelines of 16 and of 1. docs/benchmarks.md,
+    /// "One command path":
+    /// `cargo test --release --lib path_cost -- --ignored --nocapture`.
+    #[tokio::test(flavor = "current_thread")]
+    #[ignore = "a measurement, run on demand"]
+    async fn path_cost() {
+        // Every key stays cached: GETs run on this thread, as over a warm node.
+        let (shared, _, mut session, _server) = counted_node(64 << 20).await;
+        let value = Bytes::from(vec![b'x'; 100]);
+        let mut seed = 7_u64;
+        let mut key = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            Bytes::from(format!("key:{:012}", seed % 10_000))
+        };
+        for pipeline in [16, 1] {
+            // The first SET grows the store and the cache: a warm-up.
+            for name in ["SET", "SET", "GET", "GET"] {
+                let count = 160_000;
+                let batches: Vec<VecDeque<Vec<Bytes>>> = (0..count / pipeline)
+                    .map(|_| {
+                        (0..pipeline)
+                            .map(|_| {
+                                let mut args = vec![Bytes::from_static(name.as_bytes()), key()];
+                                args.extend((name == "SET").then(|| value.clone()));
+                                args
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let (wall, cpu) = (Instant::now(), thread_cpu_ns());
+                for mut pending in batches {
+                    while !pending.is_empty() {
+                        std::hint::black_box(
+                            execute_next(&shared, &mut session, &mut pending).await,
+                        );
+                    }
+                }
+                let cpu = (thread_cpu_ns() - cpu) as f64 / count as f64;
+                let wall = wall.elapsed().as_nanos() as f64 / count as f64;
+                println!("{name} P{pipeline}: {cpu:.0} ns CPU, {wall:.0} ns wall per command");
+            }
+        }
     }
 
     fn commands(list: &[&[&str]]) -> Vec<Vec<Bytes>> {
@@ -992,7 +1077,7 @@ mod tests {
         let replies = |list: &[Vec<Bytes>], pipelined: bool| {
             let list = list.to_vec();
             async move {
-                let (shared, counting, mut session, _server) = counted_node().await;
+                let (shared, counting, mut session, _server) = counted_node(1 << 20).await;
                 let mut replies = Vec::new();
                 if pipelined {
                     let mut pending: VecDeque<Vec<Bytes>> = list.into_iter().collect();

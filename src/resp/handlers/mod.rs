@@ -121,10 +121,10 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
 /// error, a key too large).
 pub fn plan(ctx: &Ctx<'_>, command: Command, args: &[Bytes]) -> Option<Result<plan::Plan, Reply>> {
     match command.cmd {
-        Cmd::Get => Some(strings::get(args)),
+        Cmd::Get => Some(strings::get(ctx, args)),
         Cmd::Set => Some(strings::set(ctx, args)),
-        Cmd::Mget => Some(strings::mget(args)),
-        Cmd::Mset => Some(strings::mset(args)),
+        Cmd::Mget => Some(strings::mget(ctx, args)),
+        Cmd::Mset => Some(strings::mset(ctx, args)),
         _ => None,
     }
 }
@@ -209,7 +209,7 @@ pub async fn read(
 }
 
 /// Reads of namespaced keys (`crate::db`: MOVE reads another
-/// database's). With keys WATCHed, a read
+/// database's; plans hold their keys so). With keys WATCHed, a read
 /// that returns one of them in another state than WATCH saw marks the
 /// session, and its EXEC aborts. Without that, a GET served by replicas
 /// that had not yet seen a write WATCH had seen returned an older value,
@@ -266,7 +266,7 @@ pub async fn write(
 }
 
 /// Writes of namespaced keys (`crate::db`: MOVE and COPY ... DB write
-/// another database's): inside an EXEC, the first write of each WATCHed
+/// another database's; plans hold their keys so): inside an EXEC, the first write of each WATCHed
 /// key carries [`Condition::Unchanged`], and a refusal marks the
 /// transaction broken (EXEC then answers the null array).
 ///

@@ -5,14 +5,16 @@
 //! its reply is made.
 //!
 //! There is one way to run plans, [`Batch::run`]: one coordinator call
-//! for all of them (through [`super::read`] and [`super::write`], like
-//! every handler: database namespacing, WATCH), then each plan's reply
-//! from its share of the outcomes. A command run on its own is a batch of
+//! for all of them (through [`super::read_namespaced`] and
+//! [`super::write_namespaced`], as every handler's reads and writes:
+//! WATCH, EXEC's guarded writes), then each plan's reply from its share
+//! of the outcomes. A plan holds its keys namespaced (`Session::key`):
+//! the session's database is the plan's. A command run on its own is a batch of
 //! one; a pipeline's run of plans that merge (`command::execute_next`) is
 //! a batch of many. So GET means the same batched or not, and the only
 //! code batching adds is the grouping.
 
-use super::{Ctx, check_keys, coordinator_error};
+use super::{Ctx, check_keys, coordinator_error, read_namespaced, write_namespaced};
 use crate::coordinator::{ReadOptions, WriteOptions};
 use crate::model::ops::WriteOp;
 use crate::model::record::Record;
@@ -40,8 +42,7 @@ pub type FromWritten = fn(&[Written], u64) -> Reply;
 /// check its keys.
 pub struct Plan(Access);
 
-/// What a plan asks for. Keys are the client's (of the session's
-/// database).
+/// What a plan asks for, of namespaced keys.
 enum Access {
     /// Reads `keys` (in the reply's order; they may repeat).
     Read { keys: Keys, reply: FromRecords },
@@ -50,22 +51,33 @@ enum Access {
 }
 
 impl Plan {
-    /// A read of `keys`.
+    /// A read of the client keys `keys`, in the session's database.
     ///
     /// # Errors
     /// A key past `KEY_BYTES_MAX`: the command's reply.
-    pub fn read(keys: Keys, reply: FromRecords) -> Result<Self, Reply> {
-        check_keys(&keys)?;
+    pub fn read(ctx: &Ctx<'_>, keys: &[Bytes], reply: FromRecords) -> Result<Self, Reply> {
+        check_keys(keys)?;
+        let keys = keys.iter().map(|k| ctx.session.key(k)).collect();
         Ok(Self(Access::Read { keys, reply }))
     }
 
-    /// A write of distinct keys (the writes of one call may run
-    /// concurrently).
+    /// A write of distinct client keys (the writes of one call may run
+    /// concurrently), in the session's database.
     ///
     /// # Errors
     /// A key past `KEY_BYTES_MAX`: the command's reply.
-    pub fn write(writes: Writes, reply: FromWritten) -> Result<Self, Reply> {
-        check_keys(writes.iter().map(|(k, _)| k))?;
+    pub fn write<'a>(
+        ctx: &Ctx<'_>,
+        writes: impl IntoIterator<Item = (&'a Bytes, WriteOp)>,
+        reply: FromWritten,
+    ) -> Result<Self, Reply> {
+        let writes = writes
+            .into_iter()
+            .map(|(key, op)| {
+                check_keys([key])?;
+                Ok((ctx.session.key(key), op))
+            })
+            .collect::<Result<Writes, Reply>>()?;
         Ok(Self(Access::Write { writes, reply }))
     }
 }
@@ -146,7 +158,7 @@ impl Batch {
         let clock = &ctx.shared.coordinator;
         // One clock read per batch: each command's time is the batch's.
         let replies = match self.0 {
-            Calls::Reads { keys, replies } => super::read(ctx, keys, ReadOptions::default())
+            Calls::Reads { keys, replies } => read_namespaced(ctx, keys, ReadOptions::default())
                 .await
                 .map(|records| {
                     let now = clock.now_ms();
@@ -154,7 +166,7 @@ impl Batch {
                 }),
             Calls::Writes { writes, replies } => {
                 let now = clock.now_ms();
-                super::write(ctx, writes, WriteOptions::default())
+                write_namespaced(ctx, writes, WriteOptions::default())
                     .await
                     .map(|written| shares(&written, &replies, |reply, share| reply(share, now)))
             }

@@ -13,7 +13,6 @@ use crate::model::record::{Record, is_live, winner_value};
 use crate::replica::Written;
 use crate::resp::reply::Reply;
 use bytes::Bytes;
-use smallvec::smallvec;
 use std::sync::atomic::Ordering;
 
 /// Reads `keys` through the coordinator, counting hits and misses.
@@ -50,19 +49,16 @@ fn bulk_or_nil(value: Option<Bytes>) -> Reply {
 }
 
 /// GET: a read of its key, answered with the winning value.
-pub fn get(args: &[Bytes]) -> Result<Plan, Reply> {
-    Plan::read(
-        smallvec![args[1].clone()],
-        |ctx, records, now| match records {
-            [record] => bulk_or_nil(value(ctx, record.as_ref(), now)),
-            _ => no_outcome(),
-        },
-    )
+pub fn get(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<Plan, Reply> {
+    Plan::read(ctx, &args[1..2], |ctx, records, now| match records {
+        [record] => bulk_or_nil(value(ctx, record.as_ref(), now)),
+        _ => no_outcome(),
+    })
 }
 
 /// MGET: a read of its keys, answered with their winning values.
-pub fn mget(args: &[Bytes]) -> Result<Plan, Reply> {
-    Plan::read(args[1..].iter().cloned().collect(), |ctx, records, now| {
+pub fn mget(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<Plan, Reply> {
+    Plan::read(ctx, &args[1..], |ctx, records, now| {
         let values = records
             .iter()
             .map(|r| bulk_or_nil(value(ctx, r.as_ref(), now)));
@@ -167,7 +163,7 @@ pub fn set(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<Plan, Reply> {
             _ => no_outcome(),
         }
     };
-    Plan::write(smallvec![(args[1].clone(), op)], reply)
+    Plan::write(ctx, [(&args[1], op)], reply)
 }
 
 pub async fn del(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
@@ -184,7 +180,7 @@ pub async fn del(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
 }
 
 /// MSET: a write of its keys, answered OK.
-pub fn mset(args: &[Bytes]) -> Result<Plan, Reply> {
+pub fn mset(ctx: &Ctx<'_>, args: &[Bytes]) -> Result<Plan, Reply> {
     if args.len().is_multiple_of(2) {
         return Err(Reply::error(
             "ERR wrong number of arguments for 'mset' command",
@@ -197,9 +193,8 @@ pub fn mset(args: &[Bytes]) -> Result<Plan, Reply> {
         .iter()
         .enumerate()
         .filter(|(i, pair)| !pairs[i + 1..].iter().any(|later| later[0] == pair[0]))
-        .map(|(_, pair)| (pair[0].clone(), WriteOp::set(pair[1].clone())))
-        .collect();
-    Plan::write(writes, |_, _| Reply::OK)
+        .map(|(_, pair)| (&pair[0], WriteOp::set(pair[1].clone())));
+    Plan::write(ctx, writes, |_, _| Reply::OK)
 }
 
 pub async fn exists(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
@@ -338,7 +333,7 @@ pub async fn getex(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
             // Redis looks the key up before it checks the time: nil for a
             // missing key, whatever the time.
             Err(reply) => {
-                return match run_plan(ctx, get(args)).await {
+                return match run_plan(ctx, get(ctx, args)).await {
                     Reply::Bulk(_) => reply,
                     other => other,
                 };
@@ -346,7 +341,7 @@ pub async fn getex(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         },
     };
     let Some(at) = change else {
-        return run_plan(ctx, get(args)).await;
+        return run_plan(ctx, get(ctx, args)).await;
     };
     let op = WriteOp::known(Change::Expire {
         at,
