@@ -16,7 +16,7 @@
 //! | [`ring`] | key → partition → preference list (weighted HRW, zones); pure | I/O, membership internals |
 //! | [`model`] | the record (DVV set of siblings) and its bytes, liveness, the write ops and their planning; pure | I/O, storage, peers |
 //! | [`storage`] | the `Store` trait, fjall and memory stores, fsync policy, whether the store takes writes (its health, probes and recovery after a failed write), the storage threads, the record cache | RESP, quorums |
-//! | [`replica`] | this node's copy of the data: read-modify-write of DVV sets under per-key locks, the expiry index and reaper | RESP, N/R/W |
+//! | [`replica`] | this node's copy of the data: read-modify-write of DVV sets under per-key locks, the expiry index and reaper, key counts, record-cache coherence; its async front (`ReplicaService`) | RESP, N/R/W |
 //! | [`net`] | the network as a value: listeners and split connections, real TCP or simulated | what flows over it |
 //! | [`peer`] | the node-to-node protocol: messages, codec (layout documented), handshake proof, transport | storage, RESP |
 //! | [`membership`] | the membership view and the exchange that converges it | placement math |

@@ -9,9 +9,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::coordinator::{
-    ClusterCoordinator, Coordinator, CoordinatorError, LocalCoordinator, QuorumPolicy, Repair,
-};
+use crate::coordinator::{ClusterCoordinator, Coordinator, CoordinatorError, QuorumPolicy, Repair};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
     FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS, SHUTDOWN_DRAIN_MS,
@@ -23,7 +21,7 @@ use crate::net::{Listener, Network, Tcp};
 use crate::peer::codec::{decode_members, encode_members};
 use crate::peer::message::MemberInfo;
 use crate::peer::transport::{Transport, TransportConfig};
-use crate::replica::{Replica, ReplicaSettings};
+use crate::replica::{Replica, ReplicaService, ReplicaSettings};
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, Store, StoreError};
 use crate::task::{every, stopped};
@@ -249,7 +247,7 @@ impl Node {
             Some(Err(e)) => tracing::warn!("saved member list unreadable, ignored: {e}"),
             None => {}
         }
-        let local = LocalCoordinator::new(
+        let local = ReplicaService::new(
             Arc::clone(&replica),
             Arc::clone(&clock),
             Arc::clone(&executor),

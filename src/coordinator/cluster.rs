@@ -28,7 +28,6 @@ mod serve;
 
 use super::answers::Answers;
 use super::batches::{KeyRead, ReadBatches, cut};
-use super::local::LocalCoordinator;
 use super::quorum::{self, Replies, Tally};
 use super::{
     BoxFuture, ClusterReport, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts,
@@ -39,7 +38,7 @@ use crate::membership::{Membership, View};
 use crate::model::record::{Record, encode_record};
 use crate::peer::message::{ErrorCode, Request, Response};
 use crate::peer::transport::{PeerError, Transport};
-use crate::replica::Written;
+use crate::replica::{ReplicaService, Written};
 use crate::ring::{Ring, partition_of};
 use crate::storage::HealthReport;
 use crate::task::stopped;
@@ -79,7 +78,7 @@ struct Stats {
 }
 
 struct Inner {
-    local: LocalCoordinator,
+    local: ReplicaService,
     transport: Arc<Transport>,
     membership: Arc<Membership>,
     policy: QuorumPolicy,
@@ -180,7 +179,7 @@ impl ClusterCoordinator {
     /// returns it and the receiving end of its read-repair queue, which
     /// [`ClusterCoordinator::run_repairs`] drains.
     pub fn new(
-        local: LocalCoordinator,
+        local: ReplicaService,
         transport: Arc<Transport>,
         membership: Arc<Membership>,
         policy: QuorumPolicy,
@@ -204,6 +203,34 @@ impl ClusterCoordinator {
             },
             queue,
         )
+    }
+
+    /// A coordinator of a cluster of one (unit tests of the client face):
+    /// a node with no peers, on loopback, N = R = W = 1.
+    #[cfg(test)]
+    pub(crate) fn alone(local: ReplicaService, shutdown: watch::Receiver<bool>) -> Self {
+        use crate::peer::message::MemberInfo;
+        let me = MemberInfo {
+            id: local.replica().meta().node_id,
+            name: "alone".into(),
+            client_addr: "127.0.0.1:0".into(),
+            peer_addr: "127.0.0.1:0".into(),
+            weight: 1.0,
+            zone: None,
+        };
+        let transport = Transport::new(
+            crate::peer::transport::TransportConfig {
+                network: Arc::new(crate::net::Tcp),
+                cluster: "alone".into(),
+                secret: None,
+                me: me.clone(),
+                partitions: local.partitions(),
+                request_timeout: std::time::Duration::from_secs(1),
+            },
+            shutdown,
+        );
+        let policy = QuorumPolicy { n: 1, r: 1, w: 1 };
+        Self::new(local, transport, Membership::new(me), policy).0
     }
 
     /// Whether every partition has enough replicas this node can reach
@@ -246,7 +273,7 @@ impl ClusterCoordinator {
                     .local
                     .merge(repair.key, repair.record)
                     .await
-                    .map(|_| ())
+                    .map_err(CoordinatorError::from)
             } else {
                 match inner
                     .transport
@@ -340,7 +367,7 @@ impl Inner {
             }
         }
         if !local_keys.is_empty() {
-            match self.local.read(local_keys, ReadOptions::default()).await {
+            match self.local.read(local_keys).await {
                 Ok(records) => {
                     for (i, record) in local_index.into_iter().zip(records) {
                         tallies[i].got.push((me, record));
@@ -474,7 +501,7 @@ impl Inner {
                 }
             }
         }
-        let written = self.local.write(writes, WriteOptions::default()).await?;
+        let written = self.local.write(writes, false).await??;
         let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
         let me = self.me();
         let mut tallies = Vec::with_capacity(written.len());
@@ -722,7 +749,7 @@ impl Coordinator for ClusterCoordinator {
             let ring = inner.ring();
             let replicas = ring.replicas_of(partition).to_vec();
             if replicas.contains(&inner.me()) {
-                return inner.local.scan_partition(partition, after, limit).await;
+                return Ok(inner.local.scan_partition(partition, after, limit).await?);
             }
             for node in replicas {
                 let request = Request::Scan {
@@ -744,7 +771,7 @@ impl Coordinator for ClusterCoordinator {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             if inner.membership.view().members.len() == 1 {
-                return inner.local.key_counts().await;
+                return Ok(inner.local.key_counts().await?);
             }
             let mut total = KeyCounts::default();
             for (node, partitions) in inner.counting_plan() {
@@ -851,13 +878,13 @@ impl Coordinator for ClusterCoordinator {
             peer_latency_us,
         };
         CoordinatorInfo {
-            cluster: Some(cluster),
-            ..inner.local.info()
+            replica: inner.local.report(),
+            cluster,
         }
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
-        self.inner.local.close()
+        Box::pin(async move { Ok(self.inner.local.close().await?) })
     }
 
     fn store_health(&self) -> HealthReport {

@@ -2,22 +2,22 @@
 //!
 //! A [`Coordinator`] turns a client's intent ([`WriteOp`], a read of some
 //! keys, a scan) into versioned reads and writes. This is the only layer
-//! that will know N, R and W; the single-node [`LocalCoordinator`] runs
-//! everything against this node's replica. RESP handlers never touch the
-//! replica or the store directly.
+//! that knows N, R and W; it reaches this node's copy of the data through
+//! the replica's service (`replica::ReplicaService`), and a node alone is
+//! a cluster of one. RESP handlers never touch the replica or the store
+//! directly.
 
 mod answers;
 mod batches;
 mod cluster;
-mod local;
 mod quorum;
 
 use crate::model::ops::{OpError, WriteOp};
+pub use crate::replica::{DbKeys, KeyCounts, ReplicaReport};
 pub use cluster::{ClusterCoordinator, QuorumPolicy, Repair};
-pub use local::LocalCoordinator;
 
 use crate::model::record::Record;
-use crate::replica::Written;
+use crate::replica::{ServiceError, Written};
 use crate::storage::{HealthReport, StoreError};
 use bytes::Bytes;
 use thiserror::Error;
@@ -55,6 +55,15 @@ pub enum CoordinatorError {
     Rejected(#[from] OpError),
 }
 
+impl From<ServiceError> for CoordinatorError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Store(e) => Self::Storage(e),
+            ServiceError::Stopped => Self::ShuttingDown,
+        }
+    }
+}
+
 /// Per-request read options (`VGET key R n`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadOptions {
@@ -70,34 +79,6 @@ pub struct WriteOptions {
     /// If any write of the batch does not apply, write none (MSETNX).
     /// Holds on one node; across nodes it is best effort (docs/semantics.md).
     pub all_or_nothing: bool,
-}
-
-/// Key counts for DBSIZE and INFO keyspace.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KeyCounts {
-    /// Per logical database (`crate::db`), by index.
-    pub dbs: crate::replica::PerDb<DbKeys>,
-    /// Keys whose values expired and were removed, since start.
-    pub expired: u64,
-}
-
-/// One logical database's key counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DbKeys {
-    /// Keys holding a live value.
-    pub keys: u64,
-    /// Of those, keys with an expiry.
-    pub expires: u64,
-}
-
-impl KeyCounts {
-    /// Adds `other`'s database counts to these.
-    pub fn add(&mut self, other: &Self) {
-        for (mine, theirs) in self.dbs.iter_mut().zip(&other.dbs) {
-            mine.keys += theirs.keys;
-            mine.expires += theirs.expires;
-        }
-    }
 }
 
 /// A member as `DYNAMO MEMBERS` shows it.
@@ -119,34 +100,8 @@ pub struct MemberStatus {
 pub struct CoordinatorInfo {
     /// This node's copy of the data.
     pub replica: ReplicaReport,
-    /// The cluster as this node sees it (`None` for a coordinator of one
-    /// node's replica alone).
-    pub cluster: Option<ClusterReport>,
-}
-
-/// This node's replica and store.
-#[derive(Debug, Clone)]
-pub struct ReplicaReport {
-    /// The node's id.
-    pub node_id: crate::version::NodeId,
-    /// Q.
-    pub partitions: u32,
-    /// `--fsync`.
-    pub fsync: crate::storage::FsyncPolicy,
-    /// Syncs made by group commit.
-    pub fsync_group_syncs: u64,
-    /// The sibling bound.
-    pub siblings_max: usize,
-    /// Siblings the bound collapsed.
-    pub siblings_collapsed: u64,
-    /// Records written.
-    pub records_written: u64,
-    /// The store's bytes on disk.
-    pub disk_bytes: u64,
-    /// Whether the store takes writes.
-    pub health: HealthReport,
-    /// The record cache.
-    pub cache: crate::storage::CacheStats,
+    /// The cluster as this node sees it.
+    pub cluster: ClusterReport,
 }
 
 /// The cluster as this node sees it.

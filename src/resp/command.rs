@@ -849,10 +849,10 @@ async fn run_handler(
 mod tests {
     use super::*;
 
-    /// A one-node coordinator over the memory store that counts the
-    /// read and write calls it is given.
+    /// A one-node cluster's coordinator over the memory store that counts
+    /// the read and write calls it is given.
     struct Counting {
-        inner: crate::coordinator::LocalCoordinator,
+        inner: crate::coordinator::ClusterCoordinator,
         reads: std::sync::atomic::AtomicUsize,
         writes: std::sync::atomic::AtomicUsize,
     }
@@ -949,18 +949,19 @@ mod tests {
             },
         )
         .expect("open");
-        let inner = crate::coordinator::LocalCoordinator::new(
+        let service = crate::replica::ReplicaService::new(
             Arc::new(replica),
             Arc::new(crate::clock::SystemClock),
             Arc::new(crate::storage::StorageExecutor::new(1, 64, 0)),
         );
+        let (_, shutdown) = tokio::sync::watch::channel(false);
+        let inner = crate::coordinator::ClusterCoordinator::alone(service, shutdown.clone());
         let counting = Arc::new(Counting {
             inner,
             reads: Default::default(),
             writes: Default::default(),
         });
         let listener = crate::net::Tcp.bind("127.0.0.1", 0).await.expect("bind");
-        let (_, shutdown) = tokio::sync::watch::channel(false);
         let (_, ready) = tokio::sync::watch::channel(true);
         let server = crate::resp::Server::new(
             listener,

@@ -403,30 +403,29 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
             replica.cache.complete_shards.to_string(),
         ),
     ];
-    if let Some(cluster) = &info.cluster {
-        fields.extend([
-            ("members", cluster.members.to_string()),
-            ("members_up", cluster.members_up.to_string()),
-            (
-                "members_down",
-                (cluster.members - cluster.members_up).to_string(),
-            ),
-            ("partitions_primary", cluster.partitions_primary.to_string()),
-            ("partitions_replica", cluster.partitions_replica.to_string()),
-            ("replicas_effective", cluster.replicas.to_string()),
-            ("read_quorum_effective", cluster.read_quorum.to_string()),
-            ("write_quorum_effective", cluster.write_quorum.to_string()),
-            ("quorum_failures", cluster.quorum_failures.to_string()),
-            ("read_repairs", cluster.read_repairs.to_string()),
-            (
-                "read_repairs_dropped",
-                cluster.read_repairs_dropped.to_string(),
-            ),
-            ("writes_forwarded", cluster.writes_forwarded.to_string()),
-        ]);
-        for (name, micros) in &cluster.peer_latency_us {
-            fields.push(("peer_latency_us", format!("{name}={micros:.0}")));
-        }
+    let cluster = &info.cluster;
+    fields.extend([
+        ("members", cluster.members.to_string()),
+        ("members_up", cluster.members_up.to_string()),
+        (
+            "members_down",
+            (cluster.members - cluster.members_up).to_string(),
+        ),
+        ("partitions_primary", cluster.partitions_primary.to_string()),
+        ("partitions_replica", cluster.partitions_replica.to_string()),
+        ("replicas_effective", cluster.replicas.to_string()),
+        ("read_quorum_effective", cluster.read_quorum.to_string()),
+        ("write_quorum_effective", cluster.write_quorum.to_string()),
+        ("quorum_failures", cluster.quorum_failures.to_string()),
+        ("read_repairs", cluster.read_repairs.to_string()),
+        (
+            "read_repairs_dropped",
+            cluster.read_repairs_dropped.to_string(),
+        ),
+        ("writes_forwarded", cluster.writes_forwarded.to_string()),
+    ]);
+    for (name, micros) in &cluster.peer_latency_us {
+        fields.push(("peer_latency_us", format!("{name}={micros:.0}")));
     }
     fields
 }

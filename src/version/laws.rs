@@ -97,7 +97,7 @@ impl Run {
 }
 
 /// Plays `ops`; with `bound`, every replica bounds its state after each
-/// write and sync, as `replica.rs` does.
+/// write and sync, as `replica::write` does.
 fn run(ops: &[Op], bound: Option<(usize, Order)>) -> Run {
     let mut replicas = vec![State::new(); REPLICAS];
     let mut snapshots: Vec<(usize, State)> = (0..REPLICAS).map(|r| (r, State::new())).collect();
@@ -419,7 +419,7 @@ proptest! {
         }
     }
 
-    // Law 8d: a system whose replicas bound after every step (as replica.rs does) has, step for
+    // Law 8d: a system whose replicas bound after every step (as replica::write does) has, step for
     // step, the same contexts and dots as the unbounded system and a subset of its siblings (any
     // order); shown by playing one history both ways in lockstep.
     #[test]

@@ -3,7 +3,7 @@
 //! the rest concurrently), with the [`Response`] each gets.
 
 use super::{ClusterCoordinator, Inner};
-use crate::coordinator::{BoxFuture, Coordinator, CoordinatorError, OpError};
+use crate::coordinator::{BoxFuture, CoordinatorError, OpError};
 use crate::limits::{PEER_BATCH_BYTES_MAX, PEER_LIST_LEN_MAX};
 use crate::model::record::decode_record_shared;
 use crate::peer::message::{DbCount, ErrorCode, Request, Response};
@@ -77,7 +77,10 @@ impl Inner {
                     })
                     .collect()
             }
-            Err(e) => counts.iter().map(|_| error_response(&e)).collect(),
+            Err(e) => {
+                let e = CoordinatorError::from(e);
+                counts.iter().map(|_| error_response(&e)).collect()
+            }
         }
     }
 
@@ -92,7 +95,12 @@ impl Inner {
                 .pop()
                 .ok_or_else(|| CoordinatorError::Remote("no answer".into())),
             Request::Replicate { entries } => match decode_entries(entries) {
-                Ok(batch) => inner.local.merge_many(batch).await.map(|()| Response::Ack),
+                Ok(batch) => inner
+                    .local
+                    .merge_many(batch)
+                    .await
+                    .map(|()| Response::Ack)
+                    .map_err(CoordinatorError::from),
                 Err(refused) => return refused,
             },
             Request::Coordinate { key, op, w } => {
@@ -118,25 +126,30 @@ impl Inner {
                 .local
                 .scan_partition(partition, after, (limit as usize).min(PEER_LIST_LEN_MAX))
                 .await
-                .map(|entries| Response::Entries { entries }),
-            Request::Flush { db } => inner.local.flush(db).await.map(|()| Response::Ack),
-            Request::Count { partitions } => {
-                inner
-                    .local
-                    .count(partitions)
-                    .await
-                    .map(|c| Response::Count {
-                        dbs: (0u8..)
-                            .zip(c.dbs)
-                            .filter(|(_, n)| n.keys > 0)
-                            .map(|(db, n)| DbCount {
-                                db,
-                                keys: n.keys,
-                                expires: n.expires,
-                            })
-                            .collect(),
-                    })
-            }
+                .map(|entries| Response::Entries { entries })
+                .map_err(CoordinatorError::from),
+            Request::Flush { db } => inner
+                .local
+                .flush(db)
+                .await
+                .map(|()| Response::Ack)
+                .map_err(CoordinatorError::from),
+            Request::Count { partitions } => inner
+                .local
+                .count(partitions)
+                .await
+                .map(|c| Response::Count {
+                    dbs: (0u8..)
+                        .zip(c.dbs)
+                        .filter(|(_, n)| n.keys > 0)
+                        .map(|(db, n)| DbCount {
+                            db,
+                            keys: n.keys,
+                            expires: n.expires,
+                        })
+                        .collect(),
+                })
+                .map_err(CoordinatorError::from),
             Request::Members { members } => {
                 inner.membership.merge(&members);
                 Ok(Response::Members {
@@ -187,7 +200,7 @@ impl Handler for ClusterCoordinator {
             if !index.is_empty() {
                 let response = match inner.local.merge_many(batch).await {
                     Ok(()) => Response::Ack,
-                    Err(e) => error_response(&e),
+                    Err(e) => error_response(&e.into()),
                 };
                 index
                     .into_iter()

@@ -2,27 +2,49 @@
 //! over a [`Store`], under per-key locks, with the fsync policy applied,
 //! the expiry index kept in step, and expired values reaped.
 //!
-//! Everything here is synchronous and may block on disk; async callers go
-//! through the storage threads (`storage::StorageExecutor`). The replica
-//! mints dots with this node's id, so only a replica of a key may
-//! coordinate a write to it (docs/cluster.md); it knows nothing of N, R
-//! or W.
+//! Everything in [`Replica`] is synchronous and may block on disk; async
+//! callers go through [`ReplicaService`], which runs it on the storage
+//! threads (`storage::StorageExecutor`). The replica mints dots with this
+//! node's id, so only a replica of a key may coordinate a write to it
+//! (docs/cluster.md); it knows nothing of N, R or W.
+//!
+//! | file | concern |
+//! |---|---|
+//! | `mod.rs` | the replica: open, close, scans, FLUSHALL/FLUSHDB, meta |
+//! | `write` | planned writes and merges, committed in one batch |
+//! | `delta` | what a batch changes: store ops, counters, expiry index |
+//! | `reads` | reads through the record cache, and its coherence |
+//! | `expiry` | the expiry index and its reaper |
+//! | `counters` | key counts per database (DBSIZE, INFO keyspace) |
+//! | `locks` | per-key lock stripes |
+//! | `service` | the async front: storage jobs shared by concurrent callers |
+
+mod counters;
+mod delta;
+mod expiry;
+mod locks;
+mod reads;
+mod service;
+mod write;
+
+pub use counters::{DbKeys, KeyCounts, PerDb, ReplicaStats};
+pub use service::{ReplicaReport, ReplicaService, ServiceError};
 
 use crate::db::DATABASES;
-use crate::limits::{KEY_LOCK_STRIPES, STORE_WALK_PAGE_RECORDS};
-use crate::model::record::{
-    Record, Sibling, decode_record, decode_record_shared, encode_record, lww_order,
-};
+use crate::model::record::{Record, Sibling, decode_record};
 use crate::ring::partition_of;
 use crate::storage::{
-    BatchOp, CacheStats, FsyncPolicy, GroupCommit, HealthReport, Meta, RecordCache, Space, Store,
+    CacheStats, FsyncPolicy, GroupCommit, HealthReport, Meta, RecordCache, Space, Store,
     StoreError, load_or_init_meta, partition_end, split_storage_key, storage_key,
 };
-use crate::version::{Dot, Supersedes};
+use crate::version::Supersedes;
 use bytes::Bytes;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use xxhash_rust::xxh3::xxh3_64;
+use counters::db_index;
+use expiry::split_expiry_key;
+use locks::KeyLocks;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 /// Decides a write from the key's current record: `Ok(None)` writes
 /// nothing, `Ok(Some((supersedes, sibling)))` adds `sibling` superseding
@@ -79,71 +101,6 @@ impl<E> std::fmt::Debug for WriteGroup<E> {
     }
 }
 
-/// Records changed by a batch: per storage key, what the record counted
-/// for before the batch and the record now.
-#[derive(Default)]
-struct Changes<'k> {
-    keys: Vec<&'k [u8]>,
-    records: Vec<(Footprint, Record)>,
-    index: std::collections::HashMap<&'k [u8], usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
-}
-
-impl<'k> Changes<'k> {
-    fn get(&self, skey: &[u8]) -> Option<&(Footprint, Record)> {
-        self.index.get(skey).map(|&i| &self.records[i])
-    }
-
-    fn set(&mut self, skey: &'k [u8], before: Footprint, now: Record) {
-        match self.index.get(skey) {
-            Some(&i) => self.records[i].1 = now,
-            None => {
-                self.index.insert(skey, self.keys.len());
-                self.keys.push(skey);
-                self.records.push((before, now));
-            }
-        }
-    }
-
-    /// Takes `later`'s changes on top of these.
-    fn absorb(&mut self, later: Changes<'k>) {
-        if self.keys.is_empty() {
-            // The first group of a batch, often the only one.
-            *self = later;
-            return;
-        }
-        for (skey, (before, now)) in later.keys.into_iter().zip(later.records) {
-            self.set(skey, before, now);
-        }
-    }
-}
-
-/// One count per logical database (`crate::db`), indexed by database.
-pub type PerDb<T> = [T; DATABASES];
-
-/// Value keys and expiring keys per database, as [`ReplicaStats`] holds
-/// them.
-type KeyCounters = (PerDb<i64>, PerDb<i64>);
-
-/// The logical database of a storage key's client key, as an index.
-fn db_index(skey: &[u8]) -> usize {
-    usize::from(split_storage_key(skey).map_or(0, |(_, key)| crate::db::db_of(key)))
-}
-
-/// Counters the replica keeps for INFO and DBSIZE.
-#[derive(Debug, Default)]
-pub struct ReplicaStats {
-    /// Keys holding a value sibling, expired or not, until reaped.
-    pub value_keys: PerDb<AtomicI64>,
-    /// Keys in the expiry index (every value they hold expires).
-    pub expiring_keys: PerDb<AtomicI64>,
-    /// Keys whose values expired and were reaped from disk.
-    pub expired_keys: AtomicU64,
-    /// Siblings collapsed by the sibling bound.
-    pub siblings_collapsed: AtomicU64,
-    /// Records written.
-    pub writes: AtomicU64,
-}
-
 /// How a replica is opened.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicaSettings {
@@ -166,7 +123,7 @@ pub struct Replica {
     meta: RwLock<Meta>,
     fsync: FsyncPolicy,
     group: GroupCommit,
-    locks: Box<[Mutex<()>]>,
+    locks: KeyLocks,
     siblings_max: AtomicUsize,
     stats: ReplicaStats,
     /// Where the expiry reaper resumes in the expiry index.
@@ -178,103 +135,6 @@ impl std::fmt::Debug for Replica {
         f.debug_struct("Replica")
             .field("meta", &self.meta())
             .finish_non_exhaustive()
-    }
-}
-
-/// The time until which a record holds a value, if every value it holds
-/// expires: the key of its expiry-index entry.
-fn live_until(record: &Record) -> Option<u64> {
-    let mut until = None;
-    for (_, sibling) in record.siblings() {
-        if sibling.live_value(0).is_none() {
-            continue; // tombstone
-        }
-        until = Some(until.unwrap_or(0).max(sibling.expire_at_ms?));
-    }
-    until
-}
-
-fn has_value(record: &Record) -> bool {
-    record
-        .siblings()
-        .iter()
-        .any(|(_, s)| s.live_value(0).is_some())
-}
-
-fn expiry_key(until: u64, skey: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + skey.len());
-    key.extend_from_slice(&until.to_be_bytes());
-    key.extend_from_slice(skey);
-    key
-}
-
-/// Meta entry: key counts saved by a clean shutdown.
-const CLEAN_COUNTS_META: &str = "clean_counts";
-
-fn split_expiry_key(key: &[u8]) -> Option<(u64, &[u8])> {
-    let (until, skey) = key.split_first_chunk::<8>()?;
-    Some((u64::from_be_bytes(*until), skey))
-}
-
-/// What a record counts for in the counters and the expiry index: all a
-/// change needs to know of the record it replaces.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Footprint {
-    has_value: bool,
-    live_until: Option<u64>,
-}
-
-impl Footprint {
-    fn of(record: Option<&Record>) -> Self {
-        record.map_or_else(Self::default, |r| Self {
-            has_value: has_value(r),
-            live_until: live_until(r),
-        })
-    }
-}
-
-/// What changing records does to the counters and the expiry index, and
-/// the store writes that make the change.
-#[derive(Debug, Default)]
-struct Delta {
-    value_keys: PerDb<i64>,
-    expiring_keys: PerDb<i64>,
-    ops: Vec<BatchOp>,
-}
-
-impl Delta {
-    fn record(&mut self, skey: &[u8], before: Footprint, current: &Record) {
-        self.record_as(skey, before, current, encode_record(current));
-    }
-
-    /// [`Delta::record`] with `current` already encoded as `encoded`.
-    fn record_as(
-        &mut self,
-        skey: &[u8],
-        before: Footprint,
-        current: &Record,
-        encoded: impl Into<Bytes>,
-    ) {
-        let after = Footprint::of(Some(current));
-        let db = db_index(skey);
-        self.value_keys[db] += i64::from(after.has_value) - i64::from(before.has_value);
-        if before.live_until != after.live_until {
-            if let Some(until) = before.live_until {
-                self.ops
-                    .push(BatchOp::delete(Space::Expiry, expiry_key(until, skey)));
-                self.expiring_keys[db] -= 1;
-            }
-            if let Some(until) = after.live_until {
-                self.ops.push(BatchOp::put(
-                    Space::Expiry,
-                    expiry_key(until, skey),
-                    Vec::new(),
-                ));
-                self.expiring_keys[db] += 1;
-            }
-        }
-        self.ops
-            .push(BatchOp::put(Space::Data, skey.to_vec(), encoded));
     }
 }
 
@@ -294,7 +154,7 @@ impl Replica {
             meta: RwLock::new(meta),
             fsync: settings.fsync,
             group: GroupCommit::default(),
-            locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            locks: KeyLocks::new(),
             siblings_max: AtomicUsize::new(settings.siblings_max),
             stats: ReplicaStats::default(),
             reap_cursor: Mutex::new(Vec::new()),
@@ -309,38 +169,6 @@ impl Replica {
         }
         replica.warm_cache()?;
         Ok(replica)
-    }
-
-    /// Loads the store's records into the record cache, and if all of
-    /// them fit, lets the cache answer for keys it lacks
-    /// ([`RecordCache::mark_complete`]): in a node whose data fits its
-    /// cache, a key never written costs no store lookup. Stops once more
-    /// than the cache's budget is read, so opening a large store reads
-    /// at most that much.
-    fn warm_cache(&self) -> Result<(), StoreError> {
-        let budget = self.cache.budget();
-        if budget == 0 {
-            return Ok(());
-        }
-        let (mut from, mut read) = (Vec::new(), 0);
-        loop {
-            let page = self
-                .store
-                .scan(Space::Data, &from, None, STORE_WALK_PAGE_RECORDS)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            from = next_key(last);
-            for (skey, bytes) in page {
-                read += skey.len() + bytes.len();
-                self.cache.put(&skey, Some(Bytes::from(bytes)));
-            }
-            if read > budget {
-                return Ok(());
-            }
-        }
-        self.cache.mark_complete();
-        Ok(())
     }
 
     /// This node's id and the data directory's Q.
@@ -388,306 +216,6 @@ impl Replica {
         storage_key(partition_of(key, self.meta().partitions), key)
     }
 
-    /// Reads the record of `key`.
-    ///
-    /// # Errors
-    /// Store errors; [`StoreError::Corrupt`] if the record does not decode.
-    pub fn read(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
-        let encoded = self.read_encoded(key)?;
-        self.decode(key, encoded)
-    }
-
-    /// Reads the record of `key` as stored, not decoded: a peer's read is
-    /// answered with these bytes as they are.
-    ///
-    /// # Errors
-    /// Store errors.
-    pub fn read_encoded(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        let skey = self.storage_key(key);
-        if let Some(cached) = self.cache.get(&skey) {
-            return Ok(cached);
-        }
-        // Filling the cache from the store must not race a write of the key.
-        let _guards = self.lock_keys(std::iter::once(skey.as_slice()));
-        let stored = self.stored(&skey)?;
-        self.cache.put(&skey, stored.clone());
-        Ok(stored)
-    }
-
-    /// Reads `keys` as stored from the record cache alone: `None` unless
-    /// every one of them is cached. Never touches the store, so async
-    /// code may call it.
-    pub fn read_encoded_cached(&self, keys: &[Bytes]) -> Option<Vec<Option<Bytes>>> {
-        keys.iter()
-            .map(|key| self.cache.get(&self.storage_key(key)))
-            .collect()
-    }
-
-    /// Decodes what [`Replica::read_encoded`] gave for `key`; the values
-    /// share the bytes.
-    ///
-    /// # Errors
-    /// [`StoreError::Corrupt`] if the record does not decode.
-    pub fn decode(&self, key: &[u8], encoded: Option<Bytes>) -> Result<Option<Record>, StoreError> {
-        encoded
-            .map(|bytes| {
-                decode_record_shared(&bytes).map_err(|e| corrupt(&self.storage_key(key), e))
-            })
-            .transpose()
-    }
-
-    /// Reads a record for a write: the cache, else the store. The caller
-    /// holds the key's lock; the write's commit fills the record cache.
-    fn read_for_write(&self, skey: &[u8]) -> Result<Option<Record>, StoreError> {
-        let bytes = match self.cache.get(skey) {
-            Some(cached) => cached,
-            None => self.stored(skey)?,
-        };
-        decode_cached(skey, bytes)
-    }
-
-    /// The store's bytes for a storage key.
-    fn stored(&self, skey: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.store.get(Space::Data, skey)?.map(Bytes::from))
-    }
-
-    /// Runs each planner against its key's current record under the key's
-    /// lock, stores every planned write in one atomic batch, and returns
-    /// once the batch is as durable as the fsync policy promises. Dots are
-    /// minted with this node's id. With `all_or_nothing`, one declining
-    /// planner cancels every write (MSETNX) and the result is empty.
-    ///
-    /// # Errors
-    /// The outer error is the store's, the inner a planner's rejection;
-    /// nothing is written on either.
-    pub fn update<E>(
-        &self,
-        writes: Vec<(Bytes, Planner<E>)>,
-        all_or_nothing: bool,
-    ) -> Result<Result<Vec<Written>, E>, StoreError> {
-        let mut outcomes = self.update_groups(vec![WriteGroup {
-            writes,
-            all_or_nothing,
-        }])?;
-        outcomes.pop().unwrap_or_else(|| Ok(Ok(Vec::new())))
-    }
-
-    /// [`Replica::update`] for the groups of several callers at once: each
-    /// group applies or fails on its own, as if run one after another in
-    /// order, and every applied group is stored in one atomic batch (one
-    /// journal write for all of them).
-    ///
-    /// # Errors
-    /// The outer error is the store's commit (nothing is written); per
-    /// group, a store error reading its keys or a planner's rejection
-    /// (that group writes nothing).
-    #[expect(
-        clippy::type_complexity,
-        reason = "one result per group, inside the commit's"
-    )]
-    pub fn update_groups<E>(
-        &self,
-        groups: Vec<WriteGroup<E>>,
-    ) -> Result<Vec<Result<Result<Vec<Written>, E>, StoreError>>, StoreError> {
-        let node = self.meta().dot_id;
-        let keys: Vec<Vec<Vec<u8>>> = groups
-            .iter()
-            .map(|g| g.writes.iter().map(|(k, _)| self.storage_key(k)).collect())
-            .collect();
-        let _guards = self.lock_keys(keys.iter().flatten().map(Vec::as_slice));
-        // Every key the applied groups wrote: its record before this call
-        // and its record now; one delta per key at the end, so a key
-        // written twice (MSET a 1 a 2, or two callers) is stored once.
-        let mut batch = Changes::default();
-        let mut results = Vec::with_capacity(groups.len());
-        for (group, keys) in groups.into_iter().zip(&keys) {
-            // A group sees the batch so far and its own earlier writes.
-            let mut staged = Changes::default();
-            let result = self.plan_group(node, group, keys, &batch, &mut staged);
-            if matches!(result, Ok(Ok(_))) {
-                batch.absorb(staged);
-            }
-            results.push(result);
-        }
-        let mut delta = Delta::default();
-        for (skey, (before, after)) in batch.keys.iter().zip(&batch.records) {
-            delta.record(skey, *before, after);
-        }
-        self.commit(delta)?;
-        Ok(results)
-    }
-
-    /// Plans one group of [`Replica::update_groups`] into `staged`.
-    fn plan_group<'k, E>(
-        &self,
-        node: crate::version::NodeId,
-        group: WriteGroup<E>,
-        keys: &'k [Vec<u8>],
-        batch: &Changes<'k>,
-        staged: &mut Changes<'k>,
-    ) -> Result<Result<Vec<Written>, E>, StoreError> {
-        let mut outcomes = Vec::with_capacity(group.writes.len());
-        for ((_, plan), skey) in group.writes.into_iter().zip(keys) {
-            let (before, previous) = match staged.get(skey).or_else(|| batch.get(skey)) {
-                Some((before, now)) => (*before, Some(now.clone())),
-                None => {
-                    let stored = self.read_for_write(skey)?;
-                    (Footprint::of(stored.as_ref()), stored)
-                }
-            };
-            let planned = match plan(previous.as_ref()) {
-                Ok(planned) => planned,
-                Err(rejection) => return Ok(Err(rejection)),
-            };
-            let current = planned.map(|(supersedes, sibling)| {
-                let mut record = previous.clone().unwrap_or_default();
-                let written = record.supersede(&supersedes, node, sibling);
-                self.bound(&mut record, written);
-                record
-            });
-            if let Some(record) = &current {
-                staged.set(skey, before, record.clone());
-            } else if group.all_or_nothing {
-                *staged = Changes::default();
-                return Ok(Ok(Vec::new()));
-            }
-            outcomes.push(Written { previous, current });
-        }
-        Ok(Ok(outcomes))
-    }
-
-    /// Merges a record received from another replica into this one's
-    /// (replication, read repair, hinted handoff). Returns the merged record.
-    ///
-    /// # Errors
-    /// Store errors; nothing is written then.
-    pub fn merge(&self, key: &[u8], incoming: &Record) -> Result<Record, StoreError> {
-        let skey = self.storage_key(key);
-        let _guards = self.lock_keys(std::iter::once(skey.as_slice()));
-        let previous = self.read_for_write(&skey)?;
-        let mut record = previous.clone().unwrap_or_default();
-        if previous.as_ref().is_some_and(|p| p.covers_set(incoming)) {
-            return Ok(record);
-        }
-        // No bound here: only the write's coordinator collapses siblings
-        // (see `bound`), so replicas never drop different ones.
-        record.sync(incoming);
-        let mut delta = Delta::default();
-        delta.record(&skey, Footprint::of(previous.as_ref()), &record);
-        self.commit(delta)?;
-        Ok(record)
-    }
-
-    /// Merges records received from other replicas (a peer's batch of
-    /// replications) in one atomic store batch: one journal write for the
-    /// batch instead of one per record. A key that comes twice is merged
-    /// twice into one record and written once.
-    ///
-    /// # Errors
-    /// Store errors; nothing is written then.
-    pub fn merge_many<'r>(
-        &self,
-        incoming: impl IntoIterator<Item = &'r Received>,
-    ) -> Result<(), StoreError> {
-        // References: the callers' batches are not moved into one list.
-        let incoming: Vec<&Received> = incoming.into_iter().collect();
-        let keys: Vec<Vec<u8>> = incoming.iter().map(|r| self.storage_key(&r.key)).collect();
-        let _guards = self.lock_keys(keys.iter().map(Vec::as_slice));
-        // In key order, so a key's records are next to each other: a
-        // batch of 256 keys is not 256 x 256 comparisons.
-        let mut order: Vec<usize> = (0..incoming.len()).collect();
-        order.sort_by(|&a, &b| keys[a].cmp(&keys[b]));
-        let mut delta = Delta::default();
-        for same_key in order.chunk_by(|&a, &b| keys[a] == keys[b]) {
-            let skey = keys[same_key[0]].as_slice();
-            let previous = self.read_for_write(skey)?;
-            // The common case, a replicated write: one record that
-            // supersedes this replica's (or there is none). The merge is
-            // that record, so it is stored as the bytes it came in.
-            if let [only] = same_key
-                && let Received {
-                    record,
-                    encoded: Some(encoded),
-                    ..
-                } = incoming[*only]
-                && previous.as_ref().is_none_or(|p| record.covers_set(p))
-            {
-                // Unless the two are equal: then there is nothing to write.
-                if previous.as_ref().is_none_or(|p| !p.covers_set(record)) {
-                    let before = Footprint::of(previous.as_ref());
-                    delta.record_as(skey, before, record, encoded.clone());
-                }
-                continue;
-            }
-            let mut current = previous.clone().unwrap_or_default();
-            let mut changed = false;
-            for &i in same_key {
-                let record = &incoming[i].record;
-                // As in `merge`: no sibling bound here.
-                if !current.covers_set(record) {
-                    current.sync(record);
-                    changed = true;
-                }
-            }
-            if changed {
-                delta.record(skey, Footprint::of(previous.as_ref()), &current);
-            }
-        }
-        self.commit(delta)
-    }
-
-    /// The sibling bound, applied by the coordinator of a write only, and
-    /// never to the sibling it just wrote: the collapse is part of that
-    /// write (its context covers the dropped dots, so every replica drops
-    /// them on merge), and the new dot, which no other replica has seen,
-    /// survives every merge. Bounding on merge instead can make two
-    /// replicas drop different siblings and converge to none
-    /// (`version::laws`).
-    fn bound(&self, record: &mut Record, written: Dot) {
-        let dropped = record.bound(self.siblings_max(), |dot, sibling| {
-            (*dot == written, lww_order(dot, sibling))
-        });
-        self.stats
-            .siblings_collapsed
-            .fetch_add(dropped as u64, Ordering::Relaxed);
-    }
-
-    fn commit(&self, delta: Delta) -> Result<(), StoreError> {
-        if delta.ops.is_empty() {
-            return Ok(());
-        }
-        let records = delta
-            .ops
-            .iter()
-            .filter(|op| op.space == Space::Data)
-            .count();
-        if let Err(e) = self.store.apply(&delta.ops) {
-            // A refused or failed write left the store as it was (see
-            // `Store::apply`); any other error, and what the store holds
-            // now is not known: forget it all.
-            if !e.is_unwritable() {
-                self.cache.invalidate();
-            }
-            return Err(e);
-        }
-        for op in delta.ops {
-            if op.space == Space::Data {
-                self.cache.put(&op.key, op.value);
-            }
-        }
-        self.stats
-            .writes
-            .fetch_add(records as u64, Ordering::Relaxed);
-        for db in 0..DATABASES {
-            self.stats.value_keys[db].fetch_add(delta.value_keys[db], Ordering::Relaxed);
-            self.stats.expiring_keys[db].fetch_add(delta.expiring_keys[db], Ordering::Relaxed);
-        }
-        if self.fsync == FsyncPolicy::Always {
-            self.group.wait_durable(self.store.as_ref())?;
-        }
-        Ok(())
-    }
-
     /// Up to `limit` records with storage keys at or after `from` and
     /// before `until` (to the end when `None`), in storage-key order
     /// (partition, then key), as
@@ -730,63 +258,6 @@ impl Replica {
         self.scan(from, end.as_ref().map(|e| &e[..]), limit)
     }
 
-    /// Keys holding a value at `now_ms`: the value-key count less the keys
-    /// whose values have all expired but are not reaped yet (an index scan
-    /// as long as the reaper's backlog).
-    ///
-    /// # Errors
-    /// Store errors.
-    pub fn live_keys(&self, now_ms: u64) -> Result<PerDb<u64>, StoreError> {
-        let expired = self.count_expiry_entries(now_ms)?;
-        Ok(std::array::from_fn(|db| {
-            let values = self.stats.value_keys[db].load(Ordering::Relaxed);
-            values.saturating_sub(expired[db]).max(0) as u64
-        }))
-    }
-
-    /// Counts keys with a value and expiry-index entries: one scan of the
-    /// data, for an open after a crash.
-    fn count_keys(&self) -> Result<KeyCounters, StoreError> {
-        let mut from = Vec::new();
-        let mut value_keys = PerDb::default();
-        loop {
-            let page = self.scan(&from, None, STORE_WALK_PAGE_RECORDS)?;
-            let Some((last, _, _)) = page.last() else {
-                break;
-            };
-            from = next_key(last);
-            for (skey, _, record) in &page {
-                value_keys[db_index(skey)] += i64::from(has_value(record));
-            }
-        }
-        Ok((value_keys, self.count_expiry_entries(u64::MAX)?))
-    }
-
-    /// The counts a clean shutdown saved, removed as they are read: after
-    /// a crash they are absent and the next open counts by scanning.
-    /// Value keys then expiring keys, each one i64 (big-endian) per
-    /// database; a directory from before databases saved one of each.
-    fn take_clean_counts(&self) -> Result<Option<KeyCounters>, StoreError> {
-        let Some(bytes) = self.store.meta_get(CLEAN_COUNTS_META)? else {
-            return Ok(None);
-        };
-        self.store.meta_put(CLEAN_COUNTS_META, &[])?;
-        let counts: Vec<i64> = bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_be_bytes(b.try_into().unwrap_or_default()))
-            .collect();
-        let (mut values, mut expiring) = (PerDb::default(), PerDb::default());
-        match counts.len() {
-            2 => (values[0], expiring[0]) = (counts[0], counts[1]),
-            n if n == 2 * DATABASES => {
-                values.copy_from_slice(&counts[..DATABASES]);
-                expiring.copy_from_slice(&counts[DATABASES..]);
-            }
-            _ => return Ok(None), // emptied by an earlier open: not clean
-        }
-        Ok(Some((values, expiring)))
-    }
-
     /// Shuts the replica down cleanly: flushes the in-memory tables (so
     /// the next open replays a short journal) and saves the key counts (so
     /// it need not scan).
@@ -794,104 +265,11 @@ impl Replica {
     /// # Errors
     /// Store errors.
     pub fn close(&self) -> Result<(), StoreError> {
-        let _guards: Vec<_> = self
-            .locks
-            .iter()
-            .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
-            .collect();
+        let _guards = self.locks.lock_all();
         self.store.checkpoint()?;
-        let counts: Vec<u8> = [&self.stats.value_keys, &self.stats.expiring_keys]
-            .into_iter()
-            .flatten()
-            .flat_map(|c| c.load(Ordering::Relaxed).to_be_bytes())
-            .collect();
-        self.store.meta_put(CLEAN_COUNTS_META, &counts)
+        self.save_clean_counts()
     }
 
-    /// Index entries whose live-until is at or before `until`, per
-    /// database.
-    fn count_expiry_entries(&self, until: u64) -> Result<PerDb<i64>, StoreError> {
-        const PAGE: usize = 4096;
-        let mut from = Vec::new();
-        let mut counts = PerDb::default();
-        loop {
-            let page = self.store.scan(Space::Expiry, &from, None, PAGE)?;
-            let mut done = page.len() < PAGE;
-            for (key, _) in &page {
-                match split_expiry_key(key) {
-                    Some((at, skey)) if at <= until => counts[db_index(skey)] += 1,
-                    _ => done = true,
-                }
-            }
-            match page.last() {
-                Some((last, _)) if !done => from = next_key(last),
-                _ => return Ok(counts),
-            }
-        }
-    }
-
-    /// Removes from disk up to `limit` values that expired at or before
-    /// `now_ms`, oldest first, keeping each record's context (dots stay
-    /// covered, so a later write never re-mints one). Returns how many
-    /// keys were reaped; the expiry worker calls this in bounded steps.
-    ///
-    /// # Errors
-    /// Store errors.
-    pub fn reap_expired(&self, now_ms: u64, limit: usize) -> Result<usize, StoreError> {
-        // Resume after the last entry reaped: the index's front is full of
-        // deleted entries, and an LSM scan from the start would step over
-        // all of them every time. Entries written behind the cursor (an
-        // expiry set in the past) are found when a pass finds nothing due
-        // and the cursor goes back to the start.
-        let mut cursor = self
-            .reap_cursor
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let due: Vec<(u64, Vec<u8>, Vec<u8>)> = self
-            .store
-            .scan(Space::Expiry, &cursor, None, limit)?
-            .into_iter()
-            .filter_map(|(index_key, _)| {
-                let (until, skey) = split_expiry_key(&index_key)?;
-                Some((until, skey.to_vec(), index_key))
-            })
-            .take_while(|(until, _, _)| *until <= now_ms)
-            .collect();
-        match due.last() {
-            Some((_, _, last)) => *cursor = next_key(last),
-            None => cursor.clear(),
-        }
-        let _guards = self.lock_keys(due.iter().map(|(_, skey, _)| skey.as_slice()));
-        let mut delta = Delta::default();
-        let mut reaped = 0;
-        for (until, skey, index_key) in &due {
-            match self.read_for_write(skey)? {
-                Some(previous) if live_until(&previous) == Some(*until) => {
-                    let mut record = previous.clone();
-                    // Drop expired values; tombstones and live values stay.
-                    record.retain(|s| s.live_value(now_ms).is_some() || s.live_value(0).is_none());
-                    delta.record(skey, Footprint::of(Some(&previous)), &record);
-                    reaped += 1;
-                }
-                // The index is kept in the same batch as the record, so a
-                // stale entry means a bug or a torn directory: clean it.
-                _ => {
-                    tracing::warn!(key = ?skey, "stale expiry index entry removed");
-                    delta
-                        .ops
-                        .push(BatchOp::delete(Space::Expiry, index_key.clone()));
-                    delta.expiring_keys[db_index(skey)] -= 1;
-                }
-            }
-        }
-        self.commit(delta)?;
-        self.stats
-            .expired_keys
-            .fetch_add(reaped as u64, Ordering::Relaxed);
-        Ok(reaped)
-    }
-
-    /// Removes every key of database `db` (FLUSHDB), or of every database
     /// (`None`: FLUSHALL), and takes a new dot id, so that dots minted from
     /// now on can never collide with dots of the removed data that other
     /// replicas may still hold in their contexts.
@@ -899,11 +277,7 @@ impl Replica {
     /// # Errors
     /// Store errors.
     pub fn flush(&self, db: Option<u8>) -> Result<(), StoreError> {
-        let _guards: Vec<_> = self
-            .locks
-            .iter()
-            .map(|l| l.lock().unwrap_or_else(PoisonError::into_inner))
-            .collect();
+        let _guards = self.locks.lock_all();
         let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
         let in_db = |skey: &[u8]| db.is_none_or(|db| db_index(skey) == usize::from(db));
         let doomed = |space: Space, key: &[u8]| match space {
@@ -968,20 +342,6 @@ impl Replica {
     pub fn recover(&self) -> Result<(), StoreError> {
         self.store.recover()
     }
-
-    /// Locks the stripes of storage keys in stripe order (so two batches
-    /// never deadlock), each stripe once.
-    fn lock_keys<'a>(&self, keys: impl Iterator<Item = &'a [u8]>) -> Vec<MutexGuard<'_, ()>> {
-        let mut stripes: Vec<usize> = keys
-            .map(|k| (xxh3_64(k) % self.locks.len() as u64) as usize)
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        stripes
-            .into_iter()
-            .map(|i| self.locks[i].lock().unwrap_or_else(PoisonError::into_inner))
-            .collect()
-    }
 }
 
 /// The smallest key after `key`: where the next scan page starts.
@@ -991,18 +351,11 @@ pub fn next_key(key: &[u8]) -> Vec<u8> {
     next
 }
 
-/// Decodes a record the cache or the store gave; its values share the bytes.
-fn decode_cached(skey: &[u8], bytes: Option<Bytes>) -> Result<Option<Record>, StoreError> {
-    bytes
-        .map(|bytes| decode_record_shared(&bytes).map_err(|e| corrupt(skey, e)))
-        .transpose()
-}
-
 fn decode(skey: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
     decode_record(bytes).map_err(|e| corrupt(skey, e))
 }
 
-fn corrupt(skey: &[u8], source: crate::wire::DecodeError) -> StoreError {
+pub(super) fn corrupt(skey: &[u8], source: crate::wire::DecodeError) -> StoreError {
     StoreError::Corrupt {
         key: skey.to_vec(),
         source,
@@ -1012,13 +365,14 @@ fn corrupt(skey: &[u8], source: crate::wire::DecodeError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::record::{encode_record, is_live};
+    use crate::storage::MemoryStore;
+    use std::sync::atomic::AtomicI64;
 
     /// The sum of per-database counters.
     fn total(counters: &PerDb<AtomicI64>) -> i64 {
         counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
-    use crate::model::record::is_live;
-    use crate::storage::MemoryStore;
 
     fn settings(cache_bytes: usize) -> ReplicaSettings {
         ReplicaSettings {

@@ -1,27 +1,66 @@
-//! The single-node coordinator: every operation runs against this node's
-//! replica, on the storage threads, except reads of keys that are all in
-//! the replica's record cache: those are answered in place.
+//! The replica as a service: its async front. Every operation runs
+//! against this node's [`Replica`] on the storage threads, except reads
+//! of keys that are all in the record cache: those are answered in place.
 //!
 //! Reads, writes and merges of concurrent callers are combined: a caller
 //! that finds a storage job already queued adds its work to that job
 //! instead of queueing (and waking a thread for) its own, and the job
-//! stores every write it carries in one batch (one journal write). Under
-//! load this turns one wake-up and one journal write per request into one
+//! stores every write it carries in one batch (one log write). Under
+//! load this turns one wake-up and one log write per request into one
 //! per burst; alone, a caller's job runs as soon as before.
+//!
+//! The coordinator (`coordinator::cluster`) is its one client: a node
+//! alone is a cluster of one, on the same path.
 
-use super::{
-    BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, DbKeys, KeyCounts, OpError,
-    ReadOptions, ReplicaReport, WriteOp, WriteOptions,
-};
+use super::{DbKeys, KeyCounts, PerDb, Planner, Received, Replica, WriteGroup, Written, next_key};
 use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
-use crate::model::record::Record;
-use crate::replica::{PerDb, Planner, Received, Replica, WriteGroup, Written, next_key};
-use crate::storage::{HealthReport, JobLost, StorageExecutor, StoreError, storage_key};
+use crate::model::ops::{OpError, WriteOp};
+use crate::model::record::{Record, is_live, lww_order};
+use crate::storage::{
+    CacheStats, FsyncPolicy, HealthReport, JobLost, StorageExecutor, StoreError, storage_key,
+};
 use bytes::Bytes;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use thiserror::Error;
 use tokio::sync::oneshot;
+
+/// Why the service did not do what it was asked.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The storage threads stopped (the node is shutting down).
+    #[error("storage threads stopped")]
+    Stopped,
+}
+
+/// This node's replica and store, as INFO and `DYNAMO STATUS` show them.
+#[derive(Debug, Clone)]
+pub struct ReplicaReport {
+    /// The node's id.
+    pub node_id: crate::version::NodeId,
+    /// Q.
+    pub partitions: u32,
+    /// `--fsync`.
+    pub fsync: FsyncPolicy,
+    /// Syncs made by group commit.
+    pub fsync_group_syncs: u64,
+    /// The sibling bound.
+    pub siblings_max: usize,
+    /// Siblings the bound collapsed.
+    pub siblings_collapsed: u64,
+    /// Records written.
+    pub records_written: u64,
+    /// The store's bytes on disk.
+    pub disk_bytes: u64,
+    /// Whether the store takes writes.
+    pub health: HealthReport,
+    /// The record cache.
+    pub cache: CacheStats,
+}
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// A caller's keys to read, answered as stored (not decoded).
@@ -145,27 +184,27 @@ fn fail_all<T>(replies: Vec<Reply<T>>, error: StoreError) {
     }
 }
 
-/// A coordinator over one local replica (N = R = W = 1).
+/// The async front of this node's replica.
 #[derive(Clone)]
-pub struct LocalCoordinator {
+pub struct ReplicaService {
     replica: Arc<Replica>,
     clock: Arc<dyn Clock>,
     executor: Arc<StorageExecutor>,
     waiting: Arc<Mutex<Waiting>>,
 }
 
-impl std::fmt::Debug for LocalCoordinator {
+impl std::fmt::Debug for ReplicaService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCoordinator")
+        f.debug_struct("ReplicaService")
             .field("replica", &self.replica)
             .field("executor", &self.executor)
             .finish_non_exhaustive()
     }
 }
 
-impl LocalCoordinator {
-    /// Coordinates over `replica`, timing writes with `clock`, running
-    /// store work on `executor`.
+impl ReplicaService {
+    /// Serves `replica`, timing writes with `clock`, running store work
+    /// on `executor`.
     pub fn new(
         replica: Arc<Replica>,
         clock: Arc<dyn Clock>,
@@ -183,7 +222,7 @@ impl LocalCoordinator {
     async fn combined<T>(
         &self,
         add: impl FnOnce(&mut Waiting, Reply<T>),
-    ) -> Result<T, CoordinatorError> {
+    ) -> Result<T, ServiceError> {
         let (reply, answer) = oneshot::channel();
         let first = {
             let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -203,7 +242,7 @@ impl LocalCoordinator {
         }
         match answer.await {
             Ok(result) => Ok(result?),
-            Err(_) => Err(CoordinatorError::ShuttingDown),
+            Err(_) => Err(ServiceError::Stopped),
         }
     }
 
@@ -211,16 +250,16 @@ impl LocalCoordinator {
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Replica) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, CoordinatorError> {
+    ) -> Result<T, ServiceError> {
         let replica = Arc::clone(&self.replica);
         match self.executor.run(move || work(&replica)).await {
             Ok(result) => Ok(result?),
-            Err(JobLost) => Err(CoordinatorError::ShuttingDown),
+            Err(JobLost) => Err(ServiceError::Stopped),
         }
     }
 }
 
-impl LocalCoordinator {
+impl ReplicaService {
     /// The local replica (INFO, the expiry worker).
     pub fn replica(&self) -> &Arc<Replica> {
         &self.replica
@@ -232,10 +271,7 @@ impl LocalCoordinator {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn read_encoded(
-        &self,
-        keys: Vec<Bytes>,
-    ) -> Result<Vec<Option<Bytes>>, CoordinatorError> {
+    pub async fn read_encoded(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Bytes>>, ServiceError> {
         match self.replica.read_encoded_cached(&keys) {
             Some(cached) => Ok(cached),
             None => self.read_encoded_stored(keys).await,
@@ -245,7 +281,7 @@ impl LocalCoordinator {
     async fn read_encoded_stored(
         &self,
         keys: Vec<Bytes>,
-    ) -> Result<Vec<Option<Bytes>>, CoordinatorError> {
+    ) -> Result<Vec<Option<Bytes>>, ServiceError> {
         self.combined(|waiting, reply| waiting.reads.push((keys, reply)))
             .await
     }
@@ -254,7 +290,7 @@ impl LocalCoordinator {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn merge(&self, key: Bytes, record: Record) -> Result<(), CoordinatorError> {
+    pub async fn merge(&self, key: Bytes, record: Record) -> Result<(), ServiceError> {
         self.merge_many(vec![Received::decoded(key, record)]).await
     }
 
@@ -263,7 +299,7 @@ impl LocalCoordinator {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn merge_many(&self, records: Vec<Received>) -> Result<(), CoordinatorError> {
+    pub async fn merge_many(&self, records: Vec<Received>) -> Result<(), ServiceError> {
         self.combined(|waiting, reply| waiting.merges.push((records, reply)))
             .await
     }
@@ -273,7 +309,7 @@ impl LocalCoordinator {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn count(&self, partitions: Vec<u16>) -> Result<KeyCounts, CoordinatorError> {
+    pub async fn count(&self, partitions: Vec<u16>) -> Result<KeyCounts, ServiceError> {
         let now = self.clock.now_ms();
         self.blocking(move |replica| {
             let mut counts = KeyCounts::default();
@@ -283,8 +319,8 @@ impl LocalCoordinator {
                     let rows = replica.scan_partition(partition, &from, PARTITION_PAGE_RECORDS)?;
                     let done = rows.len() < PARTITION_PAGE_RECORDS;
                     for (_, key, record) in &rows {
-                        if let Some((_, winner)) = record.winner(crate::model::record::lww_order)
-                            && crate::model::record::is_live(record, now)
+                        if let Some((_, winner)) = record.winner(lww_order)
+                            && is_live(record, now)
                         {
                             let db = &mut counts.dbs[usize::from(crate::db::db_of(key))];
                             db.keys += 1;
@@ -303,42 +339,37 @@ impl LocalCoordinator {
     }
 }
 
-impl Coordinator for LocalCoordinator {
-    fn members(&self) -> Vec<super::MemberStatus> {
-        // A lone replica knows no member info; the cluster coordinator
-        // wraps it and answers for the cluster.
-        Vec::new()
-    }
-
-    fn ring(&self) -> Vec<Vec<String>> {
-        Vec::new()
-    }
-
-    fn read(
-        &self,
-        keys: Vec<Bytes>,
-        _options: ReadOptions,
-    ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>> {
-        let decode = |keys: &[Bytes], encoded: Vec<Option<Bytes>>| {
-            keys.iter()
-                .zip(encoded)
-                .map(|(key, bytes)| Ok(self.replica.decode(key, bytes)?))
-                .collect()
+impl ReplicaService {
+    /// Reads the records of `keys`, in order (`None` for a key never
+    /// written): in place when every key is cached.
+    ///
+    /// # Errors
+    /// Store errors; [`StoreError::Corrupt`] for a record that does not
+    /// decode.
+    pub async fn read(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Record>>, ServiceError> {
+        let encoded = match self.replica.read_encoded_cached(&keys) {
+            Some(cached) => cached,
+            None => self.read_encoded_stored(keys.clone()).await?,
         };
-        if let Some(cached) = self.replica.read_encoded_cached(&keys) {
-            return Box::pin(std::future::ready(decode(&keys, cached)));
-        }
-        Box::pin(async move {
-            let encoded = self.read_encoded_stored(keys.clone()).await?;
-            decode(&keys, encoded)
-        })
+        keys.iter()
+            .zip(encoded)
+            .map(|(key, bytes)| Ok(self.replica.decode(key, bytes)?))
+            .collect()
     }
 
-    fn write(
+    /// Runs `writes`, each planned against its key's current record with
+    /// dots of this node, in one store batch (with those of concurrent
+    /// callers). With `all_or_nothing`, one declining op cancels all
+    /// (MSETNX).
+    ///
+    /// # Errors
+    /// The outer error is the service's, the inner an op's rejection;
+    /// nothing is written on either.
+    pub async fn write(
         &self,
         writes: Vec<(Bytes, WriteOp)>,
-        options: WriteOptions,
-    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
+        all_or_nothing: bool,
+    ) -> Result<Result<Vec<Written>, OpError>, ServiceError> {
         let now_ms = self.clock.now_ms();
         let planned: Vec<(Bytes, Planner<OpError>)> = writes
             .into_iter()
@@ -349,27 +380,30 @@ impl Coordinator for LocalCoordinator {
             .collect();
         let group = WriteGroup {
             writes: planned,
-            all_or_nothing: options.all_or_nothing,
+            all_or_nothing,
         };
-        Box::pin(async move {
-            let outcome = self
-                .combined(|waiting, reply| waiting.writes.push((group, reply)))
-                .await?;
-            Ok(outcome?)
-        })
+        self.combined(|waiting, reply| waiting.writes.push((group, reply)))
+            .await
     }
 
-    fn partitions(&self) -> u32 {
+    /// Q, the number of partitions keys are spread over.
+    pub fn partitions(&self) -> u32 {
         self.replica.meta().partitions
     }
 
-    fn scan_partition(
+    /// Up to `limit` records of `partition` whose keys sort after `after`
+    /// (from the partition's start for `None`), in key order, deleted and
+    /// expired ones included.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn scan_partition(
         &self,
         partition: u16,
         after: Option<Bytes>,
         limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<(Bytes, Record)>, CoordinatorError>> {
-        Box::pin(self.blocking(move |replica| {
+    ) -> Result<Vec<(Bytes, Record)>, ServiceError> {
+        self.blocking(move |replica| {
             let from = match &after {
                 Some(key) => next_key(&storage_key(partition, key)),
                 None => storage_key(partition, b""),
@@ -379,16 +413,23 @@ impl Coordinator for LocalCoordinator {
                 .into_iter()
                 .map(|(_, key, record)| (key, record))
                 .collect())
-        }))
+        })
+        .await
     }
 
-    fn set_siblings_max(&self, max: usize) {
+    /// Sets the sibling bound (CONFIG SET siblings-max).
+    pub fn set_siblings_max(&self, max: usize) {
         self.replica.set_siblings_max(max);
     }
 
-    fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>> {
+    /// This replica's key counts from its counters (no scan but of the
+    /// expiry index's due front).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn key_counts(&self) -> Result<KeyCounts, ServiceError> {
         let now_ms = self.clock.now_ms();
-        Box::pin(self.blocking(move |replica| {
+        self.blocking(move |replica| {
             let live = replica.live_keys(now_ms)?;
             let stats = replica.stats();
             let count = |counters: &PerDb<AtomicI64>, db: usize| {
@@ -408,43 +449,54 @@ impl Coordinator for LocalCoordinator {
                 }),
                 expired: stats.expired_keys.load(Ordering::Relaxed),
             })
-        }))
+        })
+        .await
     }
 
-    fn flush(&self, db: Option<u8>) -> BoxFuture<'_, Result<(), CoordinatorError>> {
-        Box::pin(self.blocking(move |replica| replica.flush(db)))
+    /// Removes every key of logical database `db` (FLUSHDB), or of all of
+    /// them (`None`: FLUSHALL), from this replica.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn flush(&self, db: Option<u8>) -> Result<(), ServiceError> {
+        self.blocking(move |replica| replica.flush(db)).await
     }
 
-    fn now_ms(&self) -> u64 {
+    /// Now, in ms since the Unix epoch, by the node's clock.
+    pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
-    fn info(&self) -> CoordinatorInfo {
+    /// This replica and its store, for INFO and `DYNAMO STATUS`.
+    pub fn report(&self) -> ReplicaReport {
         let replica = &self.replica;
         let meta = replica.meta();
         let stats = replica.stats();
-        CoordinatorInfo {
-            replica: ReplicaReport {
-                node_id: meta.node_id,
-                partitions: meta.partitions,
-                fsync: replica.fsync(),
-                fsync_group_syncs: replica.group_syncs(),
-                siblings_max: replica.siblings_max(),
-                siblings_collapsed: stats.siblings_collapsed.load(Ordering::Relaxed),
-                records_written: stats.writes.load(Ordering::Relaxed),
-                disk_bytes: replica.disk_bytes(),
-                health: replica.health(),
-                cache: replica.cache_stats(),
-            },
-            cluster: None,
+        ReplicaReport {
+            node_id: meta.node_id,
+            partitions: meta.partitions,
+            fsync: replica.fsync(),
+            fsync_group_syncs: replica.group_syncs(),
+            siblings_max: replica.siblings_max(),
+            siblings_collapsed: stats.siblings_collapsed.load(Ordering::Relaxed),
+            records_written: stats.writes.load(Ordering::Relaxed),
+            disk_bytes: replica.disk_bytes(),
+            health: replica.health(),
+            cache: replica.cache_stats(),
         }
     }
 
-    fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
-        Box::pin(self.blocking(|replica| replica.close()))
+    /// Shuts the store down cleanly (node shutdown): every write durable,
+    /// and cheap to reopen.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn close(&self) -> Result<(), ServiceError> {
+        self.blocking(|replica| replica.close()).await
     }
 
-    fn store_health(&self) -> HealthReport {
+    /// Whether the store takes writes, and its last failure.
+    pub fn store_health(&self) -> HealthReport {
         self.replica.health()
     }
 }
