@@ -24,13 +24,12 @@ use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::{Replica, ReplicaService, ReplicaSettings};
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, Store, StoreError};
-use crate::task::{every, stopped};
+use crate::task::{WorkerBoard, WorkerStatus, Workers, every, stopped};
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, Error)]
@@ -93,6 +92,8 @@ pub struct Node {
     shutdown: watch::Sender<bool>,
     /// Turns `true` once data commands are served (see [`open_when_reachable`]).
     ready: watch::Sender<bool>,
+    /// The background workers' statuses, shared with `DYNAMO STATUS`.
+    board: WorkerBoard,
 }
 
 impl std::fmt::Debug for Node {
@@ -269,10 +270,12 @@ impl Node {
         // first client; the rest wait for `open_when_reachable`.
         let alone = seeds.is_empty() && membership.view().members.len() == 1;
         let (ready, ready_rx) = watch::channel(alone);
+        let board = WorkerBoard::default();
         let server = Server::new(
             client_listener,
             config,
             Arc::new(coordinator.clone()),
+            board.clone(),
             shutdown_rx,
             ready_rx,
         )
@@ -293,6 +296,7 @@ impl Node {
             server,
             shutdown,
             ready,
+            board,
         })
     }
 
@@ -336,48 +340,57 @@ impl Node {
             server,
             shutdown,
             ready,
+            board,
         } = self;
-        let mut workers = JoinSet::new();
+        let mut workers = Workers::new(board, shutdown.subscribe());
         if replica.fsync() == FsyncPolicy::Everysec {
-            workers.spawn(everysec_sync(
-                Arc::clone(&replica),
-                Arc::clone(&executor),
-                shutdown.subscribe(),
-            ));
+            let (replica, executor) = (Arc::clone(&replica), Arc::clone(&executor));
+            workers.spawn("everysec-sync", |status, shutdown| {
+                everysec_sync(replica, executor, status, shutdown)
+            });
         }
-        workers.spawn(reap_expired(
-            Arc::clone(&replica),
-            Arc::clone(&executor),
-            clock,
-            shutdown.subscribe(),
-        ));
-        workers.spawn(
-            coordinator
-                .clone()
-                .run_repairs(repairs, shutdown.subscribe()),
-        );
-        workers.spawn(probe_store(
-            Arc::clone(&replica),
-            Arc::clone(&executor),
-            shutdown.subscribe(),
-        ));
-        let save = save_members(Arc::clone(&replica), Arc::clone(&executor));
-        workers.spawn(crate::membership::run(
-            Arc::clone(&membership),
-            Arc::clone(&transport),
-            seeds.clone(),
-            save,
-            shutdown.subscribe(),
-        ));
+        {
+            let (replica, executor) = (Arc::clone(&replica), Arc::clone(&executor));
+            workers.spawn("expiry-reaper", |status, shutdown| {
+                reap_expired(replica, executor, clock, status, shutdown)
+            });
+        }
+        {
+            let coordinator = coordinator.clone();
+            workers.spawn("read-repair", |status, shutdown| {
+                coordinator.run_repairs(repairs, status, shutdown)
+            });
+        }
+        {
+            let (replica, executor) = (Arc::clone(&replica), Arc::clone(&executor));
+            workers.spawn("store-probe", |status, shutdown| {
+                probe_store(replica, executor, status, shutdown)
+            });
+        }
+        {
+            let save = save_members(Arc::clone(&replica), Arc::clone(&executor));
+            let (membership, transport) = (Arc::clone(&membership), Arc::clone(&transport));
+            let seeds = seeds.clone();
+            workers.spawn("membership", |status, shutdown| {
+                crate::membership::run(membership, transport, seeds, save, status, shutdown)
+            });
+        }
         transport.serve(peer_listener);
-        workers.spawn(open_when_reachable(
-            coordinator.clone(),
-            Arc::clone(&transport),
-            Arc::clone(&membership),
-            !seeds.is_empty(),
-            ready,
-            shutdown.subscribe(),
-        ));
+        {
+            let (coordinator, transport) = (coordinator.clone(), Arc::clone(&transport));
+            let (membership, joining) = (Arc::clone(&membership), !seeds.is_empty());
+            workers.spawn("readiness", |status, shutdown| {
+                open_when_reachable(
+                    coordinator,
+                    transport,
+                    membership,
+                    joining,
+                    ready,
+                    status,
+                    shutdown,
+                )
+            });
+        }
         if !seeds.is_empty() && membership.view().members.len() == 1 {
             // A node joining a cluster must not serve alone, placing every
             // key on itself: clients wait until a seed answered.
@@ -386,7 +399,7 @@ impl Node {
         }
         server.run(Duration::from_millis(SHUTDOWN_DRAIN_MS)).await;
         let _ = shutdown.send(true);
-        while workers.join_next().await.is_some() {}
+        workers.join().await;
         transport.join().await;
         match coordinator.close().await {
             Ok(()) => tracing::info!("store flushed; node stopped"),
@@ -407,18 +420,13 @@ impl Node {
 }
 
 /// Saves the member list in the store when it changed since the last
-/// save that succeeded. A failure is logged when saves start failing and
-/// when they work again, not at each try: a node whose disk is full
-/// tries every membership round.
+/// save that succeeded. The membership worker reports a failure (once
+/// per change of state, see `task::WorkerStatus`): a node whose disk is
+/// full tries every membership round.
 fn save_members(replica: Arc<Replica>, executor: Arc<StorageExecutor>) -> SaveMembers {
-    #[derive(Default)]
-    struct Saved {
-        /// The list the store holds, encoded, once a save succeeded.
-        members: Option<Vec<u8>>,
-        failing: bool,
-    }
-    // Held through a save: saves run one at a time.
-    let saved = Arc::new(tokio::sync::Mutex::new(Saved::default()));
+    // The list the store holds, encoded, once a save succeeded. Held
+    // through a save: saves run one at a time.
+    let saved: Arc<tokio::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
     Arc::new(move |members| {
         let (replica, executor, saved) = (
             Arc::clone(&replica),
@@ -428,29 +436,20 @@ fn save_members(replica: Arc<Replica>, executor: Arc<StorageExecutor>) -> SaveMe
         Box::pin(async move {
             let bytes = encode_members(&members);
             let mut saved = saved.lock().await;
-            if saved.members.as_ref() == Some(&bytes) {
-                return;
+            if saved.as_ref() == Some(&bytes) {
+                return Ok(());
             }
             let written = bytes.clone();
-            let result = match executor
+            match executor
                 .run(move || replica.set_meta_entry(MEMBERS_META, &written))
                 .await
             {
-                Ok(result) => result.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(()) => {
-                    if std::mem::take(&mut saved.failing) {
-                        tracing::info!("the member list is saved again");
-                    }
-                    saved.members = Some(bytes);
+                Ok(Ok(())) => {
+                    *saved = Some(bytes);
+                    Ok(())
                 }
-                Err(e) if !std::mem::replace(&mut saved.failing, true) => tracing::error!(
-                    "cannot save the member list: {e}; retried each membership round, logged \
-                     again once it succeeds"
-                ),
-                Err(_) => {}
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
             }
         })
     })
@@ -458,22 +457,22 @@ fn save_members(replica: Arc<Replica>, executor: Arc<StorageExecutor>) -> SaveMe
 
 /// While the store cannot take writes: asks it every
 /// [`STORE_PROBE_INTERVAL_MS`] to probe the disk and recover
-/// ([`Replica::recover`]); the store logs when it does.
+/// ([`Replica::recover`]); the store logs when it does, and shows its
+/// state as `store_status` (a probe that finds the disk still full is a
+/// step done, not a failure of the worker).
 async fn probe_store(
     replica: Arc<Replica>,
     executor: Arc<StorageExecutor>,
+    status: Arc<WorkerStatus>,
     shutdown: watch::Receiver<bool>,
 ) {
     let period = Duration::from_millis(STORE_PROBE_INTERVAL_MS);
-    every(period, shutdown, || async {
+    every(period, &status, shutdown, || async {
         if replica.health().failing.is_none() {
-            return;
+            return Ok(());
         }
         let replica = Arc::clone(&replica);
-        // A failed probe is the state the store already logged.
-        if let Err(e) = executor.run(move || replica.recover()).await {
-            tracing::error!("store probe task: {e}");
-        }
+        executor.run(move || replica.recover()).await.map(drop)
     })
     .await;
 }
@@ -496,6 +495,7 @@ async fn open_when_reachable(
     membership: Arc<Membership>,
     joining: bool,
     ready: watch::Sender<bool>,
+    status: Arc<WorkerStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     if joining {
@@ -549,6 +549,7 @@ async fn open_when_reachable(
             _ = views.changed() => {}
         }
     }
+    status.stepped();
     let _ = ready.send(true);
 }
 
@@ -558,25 +559,27 @@ async fn reap_expired(
     replica: Arc<Replica>,
     executor: Arc<StorageExecutor>,
     clock: Arc<dyn Clock>,
+    status: Arc<WorkerStatus>,
     shutdown: watch::Receiver<bool>,
 ) {
     let period = Duration::from_millis(EXPIRE_REAP_INTERVAL_MS);
-    every(period, shutdown, || async {
+    every(period, &status, shutdown, || async {
         for _ in 0..EXPIRE_REAP_BATCHES_PER_TICK {
             let (replica, now) = (Arc::clone(&replica), clock.now_ms());
             let reaped = executor
                 .run(move || replica.reap_expired(now, EXPIRE_REAP_BATCH_KEYS))
-                .await;
+                .await
+                .map_err(|e| e.to_string())?;
             match reaped {
-                Ok(Ok(n)) if n == EXPIRE_REAP_BATCH_KEYS => continue,
-                Ok(Ok(_)) => break,
-                // The store logged it; the reaper tries again next tick.
-                Ok(Err(e)) if e.is_unwritable() => {}
-                Ok(Err(e)) => tracing::error!("expiry reaper: {e}"),
-                Err(e) => tracing::error!("expiry reaper task: {e}"),
+                Ok(n) if n == EXPIRE_REAP_BATCH_KEYS => continue,
+                Ok(_) => break,
+                // The store's state (logged, `store_status`): the reaper
+                // tries again next tick.
+                Err(e) if e.is_unwritable() => break,
+                Err(e) => return Err(e.to_string()),
             }
-            break;
         }
+        Ok(())
     })
     .await;
 }
@@ -585,17 +588,18 @@ async fn reap_expired(
 async fn everysec_sync(
     replica: Arc<Replica>,
     executor: Arc<StorageExecutor>,
+    status: Arc<WorkerStatus>,
     shutdown: watch::Receiver<bool>,
 ) {
     let period = Duration::from_millis(FSYNC_EVERYSEC_INTERVAL_MS);
-    every(period, shutdown, || async {
+    every(period, &status, shutdown, || async {
         let replica = Arc::clone(&replica);
         match executor.run(move || replica.sync()).await {
-            Ok(Ok(())) => {}
-            // The store logged it when it started failing.
-            Ok(Err(e)) if e.is_unwritable() => {}
-            Ok(Err(e)) => tracing::error!("background sync failed: {e}"),
-            Err(e) => tracing::error!("background sync task failed: {e}"),
+            Ok(Ok(())) => Ok(()),
+            // The store's state (logged, `store_status`).
+            Ok(Err(e)) if e.is_unwritable() => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
         }
     })
     .await;

@@ -394,6 +394,28 @@ fn two_of_three_down_fails_fast_with_noquorum() {
     );
 }
 
+/// `DYNAMO STATUS`'s worker lines of the node at `addr`, by worker name.
+fn workers(addr: SocketAddr) -> std::collections::BTreeMap<String, String> {
+    let mut con = redis::Client::open(format!("redis://{addr}/"))
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let flat: Vec<String> = redis::cmd("DYNAMO")
+        .arg("STATUS")
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("DYNAMO STATUS at {addr}: {e}"));
+    flat.chunks(2)
+        .filter_map(|pair| Some((pair[0].strip_prefix("worker:")?.to_owned(), pair[1].clone())))
+        .collect()
+}
+
+/// The `steps=` count of a worker's status line.
+fn steps(line: &str) -> u64 {
+    line.split(',')
+        .find_map(|f| f.strip_prefix("steps="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no steps in {line}"))
+}
+
 // Proves writes made while nodes were down read back through them, and read repair fixes node 2.
 #[test]
 fn restarted_nodes_read_back_and_are_repaired() {
@@ -445,6 +467,28 @@ fn restarted_nodes_read_back_and_are_repaired() {
         )
     });
     eprintln!("read repairs in the cluster: {repaired}");
+    // Each node's workers, as DYNAMO STATUS shows them: running, and the
+    // read-repair workers' steps are the repairs sent.
+    let mut repair_steps = 0;
+    for &addr in &addrs {
+        let workers = workers(addr);
+        for name in ["expiry-reaper", "read-repair", "store-probe", "membership"] {
+            let line = &workers[name];
+            assert!(line.starts_with("running,"), "{addr} {name}: {line}");
+        }
+        assert!(
+            workers["readiness"].starts_with("stopped,steps=1,"),
+            "{workers:?}"
+        );
+        assert!(
+            workers["membership"]
+                .split(',')
+                .any(|f| f.strip_prefix("steps=").is_some_and(|n| n != "0")),
+            "{workers:?}"
+        );
+        repair_steps += steps(&workers["read-repair"]);
+    }
+    assert!(repair_steps >= wanted, "read-repair steps {repair_steps}");
     // Node 2 now holds every value itself.
     cluster.kill9(0);
     cluster.kill9(1);

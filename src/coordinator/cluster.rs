@@ -41,7 +41,7 @@ use crate::peer::transport::{PeerError, Transport};
 use crate::replica::{ReplicaService, Written};
 use crate::ring::{Ring, partition_of};
 use crate::storage::HealthReport;
-use crate::task::stopped;
+use crate::task::{WorkerStatus, stopped};
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -252,55 +252,71 @@ impl ClusterCoordinator {
         )
     }
 
-    /// Sends queued read repairs until shutdown.
+    /// Sends queued read repairs until shutdown; a step on `status` is
+    /// a repair sent, a failure one that was not. At shutdown it lets the
+    /// reads' tails end (each by its read's deadline) rather than abort
+    /// them, and sends what they and earlier reads queued.
     pub async fn run_repairs(
         self,
         mut queue: mpsc::Receiver<Repair>,
+        status: Arc<WorkerStatus>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let inner = &self.inner;
         loop {
             let repair = tokio::select! {
                 biased;
-                () = stopped(&mut shutdown) => return,
+                () = stopped(&mut shutdown) => break,
                 repair = queue.recv() => match repair {
                     Some(repair) => repair,
                     None => return,
                 },
             };
-            let inner = &self.inner;
-            let result = if repair.node == inner.me() {
-                inner
-                    .local
-                    .merge(repair.key, repair.record)
-                    .await
-                    .map_err(CoordinatorError::from)
-            } else {
-                match inner
-                    .transport
-                    .request(
-                        repair.node,
-                        Request::Replicate {
-                            entries: vec![(repair.key, Bytes::from(encode_record(&repair.record)))],
-                        },
-                    )
-                    .await
-                {
-                    Ok(Response::Ack) => Ok(()),
-                    Ok(other) => Err(unexpected(other)),
-                    Err(e) => Err(CoordinatorError::Remote(e.to_string())),
-                }
-            };
-            match result {
-                Ok(()) => {
-                    inner.stats.read_repairs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => tracing::debug!("read repair failed: {e}"),
-            }
+            inner.repair(repair, &status).await;
+        }
+        let mut tails =
+            std::mem::take(&mut *inner.tails.lock().unwrap_or_else(PoisonError::into_inner));
+        while tails.join_next().await.is_some() {}
+        while let Ok(repair) = queue.try_recv() {
+            inner.repair(repair, &status).await;
         }
     }
 }
 
 impl Inner {
+    /// Sends one read repair: merges `repair`'s record into its node's copy.
+    async fn repair(&self, repair: Repair, status: &WorkerStatus) {
+        let result = if repair.node == self.me() {
+            self.local
+                .merge(repair.key, repair.record)
+                .await
+                .map_err(CoordinatorError::from)
+        } else {
+            let entries = vec![(repair.key, Bytes::from(encode_record(&repair.record)))];
+            match self
+                .transport
+                .request(repair.node, Request::Replicate { entries })
+                .await
+            {
+                Ok(Response::Ack) => Ok(()),
+                Ok(other) => Err(unexpected(other)),
+                Err(e) => Err(CoordinatorError::Remote(e.to_string())),
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.stats.read_repairs.fetch_add(1, Ordering::Relaxed);
+                status.stepped();
+            }
+            // A peer that is down fails its repairs: read again, or
+            // anti-entropy, repairs it later.
+            Err(e) => status.failed(format_args!(
+                "read repair of a key on {:016x}: {e}",
+                repair.node
+            )),
+        }
+    }
+
     fn me(&self) -> NodeId {
         self.membership.me().id
     }

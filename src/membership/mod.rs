@@ -14,8 +14,8 @@ use crate::limits::MEMBERSHIP_EXCHANGE_MS;
 use crate::peer::message::{MemberInfo, Request, Response};
 use crate::peer::transport::Transport;
 use crate::ring::Placed;
-use crate::task::BoxFuture;
 use crate::task::stopped;
+use crate::task::{BoxFuture, WorkerStatus};
 use crate::version::NodeId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -124,17 +124,21 @@ impl Membership {
     }
 }
 
-/// Saves the member list where a restart finds it.
-pub type SaveMembers = Arc<dyn Fn(Vec<MemberInfo>) -> BoxFuture<'static, ()> + Send + Sync>;
+/// Saves the member list where a restart finds it; the error says why
+/// it could not.
+pub type SaveMembers =
+    Arc<dyn Fn(Vec<MemberInfo>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// Fills the view from `seeds`, then keeps it converging: every period,
 /// trade views with one member; keep a connection to every member; save
-/// every new view with `save`.
+/// every new view with `save`. A step on `status` is a view saved; a
+/// failure, a save that failed (retried every round).
 pub async fn run(
     membership: Arc<Membership>,
     transport: Arc<Transport>,
     seeds: Vec<String>,
     save: SaveMembers,
+    status: Arc<WorkerStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut views = membership.subscribe();
@@ -151,7 +155,10 @@ pub async fn run(
                 transport.maintain(member.clone());
             }
         }
-        save(view.members.values().cloned().collect()).await;
+        match save(view.members.values().cloned().collect()).await {
+            Ok(()) => status.stepped(),
+            Err(e) => status.failed(format_args!("cannot save the member list: {e}")),
+        }
         tokio::select! {
             biased;
             () = stopped(&mut shutdown) => return,

@@ -967,6 +967,7 @@ mod tests {
             listener,
             crate::config::Config::default(),
             Arc::clone(&counting) as Arc<dyn crate::coordinator::Coordinator>,
+            crate::task::WorkerBoard::default(),
             shutdown,
             ready,
         )

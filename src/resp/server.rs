@@ -5,6 +5,7 @@ use super::conn::{ClientInfo, serve_connection};
 use crate::config::Config;
 use crate::coordinator::Coordinator;
 use crate::net::Listener;
+use crate::task::WorkerBoard;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -23,6 +24,8 @@ pub struct Shared {
     pub config: RwLock<Config>,
     /// Where data commands go.
     pub coordinator: Arc<dyn Coordinator>,
+    /// The node's background workers, for `DYNAMO STATUS`.
+    pub workers: WorkerBoard,
     /// Connected clients by id.
     pub clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     /// Server counters.
@@ -117,6 +120,7 @@ impl Server {
         listener: Box<dyn Listener>,
         config: Config,
         coordinator: Arc<dyn Coordinator>,
+        workers: WorkerBoard,
         shutdown: watch::Receiver<bool>,
         ready: watch::Receiver<bool>,
     ) -> std::io::Result<Self> {
@@ -125,6 +129,7 @@ impl Server {
         let shared = Arc::new(Shared {
             config: RwLock::new(config),
             coordinator,
+            workers,
             clients: Mutex::new(BTreeMap::new()),
             stats: Stats::default(),
             pause: Pause::default(),

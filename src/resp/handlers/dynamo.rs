@@ -115,7 +115,25 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
         )
     };
     match args[1].to_ascii_lowercase().as_slice() {
-        b"status" => pairs(crate::resp::stats::dynamo_fields(&coordinator.info())),
+        b"status" => {
+            let mut fields: Vec<(String, String)> =
+                crate::resp::stats::dynamo_fields(&coordinator.info())
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
+            // One line per background worker: `worker:expiry-reaper` =>
+            // `running,steps=12,failures=0` (docs/operations.md).
+            fields.extend(
+                (ctx.shared.workers.lines().into_iter())
+                    .map(|(name, line)| (format!("worker:{name}"), line)),
+            );
+            Reply::Map(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (Reply::bulk(k), Reply::bulk(v)))
+                    .collect(),
+            )
+        }
         b"members" => Reply::Array(
             coordinator
                 .members()
