@@ -693,6 +693,57 @@ impl Inner {
         }))
     }
 
+    /// Asks every node at once, this one through `local`, the others
+    /// with `request(node)`, and waits up to `timeout` for all: a
+    /// fan-out's quorum is every node asked (one [`Tally`], through
+    /// [`quorum::wait`]). Returns the answers that came and the last
+    /// error, if any node failed or did not answer in time.
+    async fn fan_out<T: Send + 'static>(
+        self: &Arc<Self>,
+        nodes: Vec<NodeId>,
+        local: impl Future<Output = Result<T, CoordinatorError>> + Send + 'static,
+        request: impl Fn(NodeId) -> Request,
+        answer: fn(Response) -> Result<T, CoordinatorError>,
+        timeout: std::time::Duration,
+    ) -> (Vec<T>, Option<CoordinatorError>) {
+        let mut tally = Tally::new(nodes.len(), nodes.len());
+        let mut replies = FanOut {
+            answers: Answers::default(),
+            error: None,
+        };
+        let mut local = Some(local);
+        for node in nodes {
+            tally.asked();
+            if node == self.me() {
+                if let Some(local) = local.take() {
+                    replies.answers.push(0, local);
+                }
+                continue;
+            }
+            let (transport, request) = (Arc::clone(&self.transport), request(node));
+            replies.answers.push(0, async move {
+                match transport.request_up_to(node, request, timeout).await {
+                    Ok(response) => answer(response),
+                    Err(e) => Err(CoordinatorError::Remote(format!("{node:016x}: {e}"))),
+                }
+            });
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tallies = [tally];
+        quorum::wait(&mut tallies, &mut replies, deadline).await;
+        let [tally] = tallies;
+        let error = match replies.error {
+            Some(e) => Some(e),
+            None if !tally.reached() => Some(CoordinatorError::Remote(format!(
+                "{} of {} nodes answered in time",
+                tally.got.len(),
+                tally.contacted
+            ))),
+            None => None,
+        };
+        (tally.got, error)
+    }
+
     /// Partitions grouped by the node that will count them: the first
     /// connected replica of each.
     fn counting_plan(&self) -> BTreeMap<NodeId, Vec<u16>> {
@@ -789,30 +840,36 @@ impl Coordinator for ClusterCoordinator {
             if inner.membership.view().members.len() == 1 {
                 return Ok(inner.local.key_counts().await?);
             }
-            let mut total = KeyCounts::default();
-            for (node, partitions) in inner.counting_plan() {
-                let counts = if node == inner.me() {
-                    inner.local.count(partitions).await?
-                } else {
-                    match inner
-                        .transport
-                        .request_up_to(node, Request::Count { partitions }, whole_store_timeout())
-                        .await
-                    {
-                        Ok(Response::Count { dbs }) => {
-                            let mut counts = KeyCounts::default();
-                            for count in dbs {
-                                let db = &mut counts.dbs[usize::from(count.db)];
-                                db.keys += count.keys;
-                                db.expires += count.expires;
-                            }
-                            counts
-                        }
-                        Ok(other) => return Err(unexpected(other)),
-                        Err(e) => return Err(CoordinatorError::Remote(e.to_string())),
+            let mut plan = inner.counting_plan();
+            let local = {
+                let (local, partitions) = (inner.local.clone(), plan.remove(&inner.me()));
+                async move { Ok(local.count(partitions.unwrap_or_default()).await?) }
+            };
+            let nodes: Vec<NodeId> = plan.keys().copied().chain([inner.me()]).collect();
+            let request = |node| Request::Count {
+                partitions: plan.get(&node).cloned().unwrap_or_default(),
+            };
+            let counted = |response| match response {
+                Response::Count { dbs } => {
+                    let mut counts = KeyCounts::default();
+                    for count in dbs {
+                        let db = &mut counts.dbs[usize::from(count.db)];
+                        db.keys += count.keys;
+                        db.expires += count.expires;
                     }
-                };
-                total.add(&counts);
+                    Ok(counts)
+                }
+                other => Err(unexpected(other)),
+            };
+            let (counts, error) = inner
+                .fan_out(nodes, local, request, counted, whole_store_timeout())
+                .await;
+            if let Some(error) = error {
+                return Err(error);
+            }
+            let mut total = KeyCounts::default();
+            for counts in &counts {
+                total.add(counts);
             }
             total.expired = inner.local.key_counts().await?.expired;
             Ok(total)
@@ -822,30 +879,35 @@ impl Coordinator for ClusterCoordinator {
     fn flush(&self, db: Option<u8>) -> BoxFuture<'_, Result<(), CoordinatorError>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
-            let members = inner.membership.members();
-            let mut failed = 0;
-            for member in &members {
-                if member.id == inner.me() {
-                    inner.local.flush(db).await?;
-                } else if !matches!(
-                    inner
-                        .transport
-                        .request_up_to(member.id, Request::Flush { db }, whole_store_timeout())
-                        .await,
-                    Ok(Response::Ack)
-                ) {
-                    failed += 1;
+            let nodes: Vec<NodeId> = inner.membership.members().iter().map(|m| m.id).collect();
+            let local = {
+                let local = inner.local.clone();
+                async move { Ok(local.flush(db).await?) }
+            };
+            let acked = |response| match response {
+                Response::Ack => Ok(()),
+                other => Err(unexpected(other)),
+            };
+            let asked = nodes.len();
+            let (acks, error) = inner
+                .fan_out(
+                    nodes,
+                    local,
+                    |_| Request::Flush { db },
+                    acked,
+                    whole_store_timeout(),
+                )
+                .await;
+            match error {
+                None => Ok(()),
+                Some(error) => {
+                    let command = if db.is_some() { "FLUSHDB" } else { "FLUSHALL" };
+                    Err(CoordinatorError::Remote(format!(
+                        "{command} reached {} of {asked} nodes: {error}",
+                        acks.len()
+                    )))
                 }
             }
-            if failed > 0 {
-                let command = if db.is_some() { "FLUSHDB" } else { "FLUSHALL" };
-                return Err(CoordinatorError::Remote(format!(
-                    "{command} reached {} of {} nodes",
-                    members.len() - failed,
-                    members.len()
-                )));
-            }
-            Ok(())
         })
     }
 
@@ -955,6 +1017,20 @@ fn quorums_reachable(ring: &Ring, reachable: &BTreeSet<NodeId>, quorum: usize) -
 /// How long a peer may take over a request that walks its whole store
 /// (DBSIZE's count, FLUSHALL): [`PEER_WHOLE_STORE_TIMEOUT_MS`], not the
 /// request timeout meant for a batch of keys.
+/// A fan-out's answers for [`quorum::wait`]: all for one tally (index
+/// 0), each node's answer a success or a failure, the last kept.
+struct FanOut<T> {
+    answers: Answers<Result<T, CoordinatorError>>,
+    error: Option<CoordinatorError>,
+}
+
+impl<T: Send> Replies<T> for FanOut<T> {
+    async fn next(&mut self) -> Option<Vec<(usize, Option<T>)>> {
+        let (_, answer) = self.answers.next().await?;
+        Some(vec![(0, answer.map_err(|e| self.error = Some(e)).ok())])
+    }
+}
+
 fn whole_store_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(PEER_WHOLE_STORE_TIMEOUT_MS)
 }

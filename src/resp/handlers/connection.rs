@@ -1,9 +1,9 @@
 //! Connection commands: PING, HELLO, AUTH, SELECT, RESET, CLIENT.
 
 use super::{Ctx, int_arg, syntax_error};
-use crate::resp::conn::ClientInfo;
 use crate::resp::pause::PauseKind;
 use crate::resp::reply::{Protocol, Reply};
+use crate::resp::session::ClientInfo;
 use bytes::Bytes;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ pub fn ping(args: &[Bytes]) -> Reply {
     match args.len() {
         1 => Reply::Simple("PONG"),
         2 => Reply::Bulk(args[1].clone()),
-        _ => super::super::command::wrong_arity("ping"),
+        _ => crate::resp::registry::wrong_arity("ping"),
     }
 }
 

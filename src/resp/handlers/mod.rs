@@ -12,11 +12,12 @@ pub mod plan;
 mod server;
 mod strings;
 
-use super::command::{Cmd, Command};
-use super::conn::Session;
 use super::frame::parse_i64;
+use super::registry::{Cmd, Command};
 use super::reply::Reply;
-use super::server::Shared;
+pub use super::reply::{c_str, error_from_bytes};
+use super::session::Session;
+use super::shared::Shared;
 use crate::coordinator::{CoordinatorError, ReadOptions, WriteOptions};
 use crate::limits::KEY_BYTES_MAX;
 use crate::model::ops::{Condition, OpError, WriteOp};
@@ -149,34 +150,6 @@ pub fn syntax_error() -> Reply {
 /// Redis's reply for a bad integer argument.
 pub fn not_an_integer() -> Reply {
     Reply::error("ERR value is not an integer or out of range")
-}
-
-/// An argument as C's `%.*s` prints it (Redis's error formats): at most
-/// `max` bytes, stopping at the first NUL.
-pub fn c_str(arg: &[u8], max: usize) -> &[u8] {
-    let end = arg.iter().position(|&b| b == 0).unwrap_or(arg.len());
-    &arg[..end.min(max)]
-}
-
-/// An error reply built from client bytes, as Redis's `addReplyErrorFormat`
-/// sends it: CR and LF become spaces, other bytes go out as they are (a
-/// raw reply when they are not UTF-8).
-pub fn error_from_bytes(mut text: Vec<u8>) -> Reply {
-    for b in &mut text {
-        if *b == b'\r' || *b == b'\n' {
-            *b = b' ';
-        }
-    }
-    match String::from_utf8(text) {
-        Ok(text) => Reply::Error(text),
-        Err(e) => {
-            let mut raw = Vec::with_capacity(e.as_bytes().len() + 3);
-            raw.push(b'-');
-            raw.extend_from_slice(e.as_bytes());
-            raw.extend_from_slice(b"\r\n");
-            Reply::Raw(raw.into())
-        }
-    }
 }
 
 /// Parses an integer argument as Redis does.

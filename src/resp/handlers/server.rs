@@ -3,9 +3,9 @@
 use super::{Ctx, syntax_error};
 use crate::config::Settings;
 use crate::coordinator::KeyCounts;
-use crate::resp::command;
 use crate::resp::glob::glob_match;
 use crate::resp::handlers::connection::REDIS_VERSION;
+use crate::resp::registry;
 use crate::resp::reply::Reply;
 use crate::resp::table::{BeginSearch, CommandMeta, FindKeys};
 use bytes::Bytes;
@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 /// finds it for COMMAND INFO and COMMAND DOCS.
 fn lookup_meta(name: &[u8]) -> Option<&'static CommandMeta> {
     match name.iter().position(|&b| b == b'|') {
-        None => command::lookup(name).map(|c| c.meta),
-        Some(bar) => command::lookup(&name[..bar])?
+        None => registry::lookup(name).map(|c| c.meta),
+        Some(bar) => registry::lookup(&name[..bar])?
             .meta
             .subcommand(&name[bar + 1..]),
     }
@@ -25,16 +25,21 @@ fn lookup_meta(name: &[u8]) -> Option<&'static CommandMeta> {
 
 pub fn command(args: &[Bytes]) -> Reply {
     let Some(sub) = args.get(1) else {
-        return Reply::Array(command::all().iter().map(|c| c.meta.info_reply()).collect());
+        return Reply::Array(
+            registry::all()
+                .iter()
+                .map(|c| c.meta.info_reply())
+                .collect(),
+        );
     };
     match sub.to_ascii_lowercase().as_slice() {
-        b"count" => Reply::Integer(command::all().len() as i64),
+        b"count" => Reply::Integer(registry::all().len() as i64),
         b"list" => {
             if args.len() > 2 {
                 return syntax_error();
             }
             Reply::Array(
-                command::all()
+                registry::all()
                     .iter()
                     .map(|c| Reply::bulk(c.meta.name))
                     .collect(),
@@ -42,7 +47,12 @@ pub fn command(args: &[Bytes]) -> Reply {
         }
         b"info" => {
             if args.len() == 2 {
-                return Reply::Array(command::all().iter().map(|c| c.meta.info_reply()).collect());
+                return Reply::Array(
+                    registry::all()
+                        .iter()
+                        .map(|c| c.meta.info_reply())
+                        .collect(),
+                );
             }
             Reply::Array(
                 args[2..]
@@ -59,7 +69,7 @@ pub fn command(args: &[Bytes]) -> Reply {
         b"getkeysandflags" => getkeys(&args[2..], true),
         b"docs" => {
             let commands: Vec<_> = if args.len() == 2 {
-                command::all().iter().map(|c| c.meta).collect()
+                registry::all().iter().map(|c| c.meta).collect()
             } else {
                 args[2..].iter().filter_map(|n| lookup_meta(n)).collect()
             };
@@ -78,14 +88,14 @@ pub fn command(args: &[Bytes]) -> Reply {
 /// entry, found by its key specs as Redis's `getKeysFromCommandWithSpecs`
 /// finds them, each with its spec's flags when `with_flags`.
 fn getkeys(target: &[Bytes], with_flags: bool) -> Reply {
-    let Some(found) = target.first().and_then(|name| command::lookup(name)) else {
+    let Some(found) = target.first().and_then(|name| registry::lookup(name)) else {
         return Reply::error("ERR Invalid command specified");
     };
     let meta = match (found.meta.subcommands.is_empty(), target.get(1)) {
         (false, Some(sub)) => found.meta.subcommand(sub).unwrap_or(found.meta),
         _ => found.meta,
     };
-    if !command::arity_ok(meta.arity, target.len()) {
+    if !registry::arity_ok(meta.arity, target.len()) {
         return Reply::error("ERR Invalid number of arguments specified for command");
     }
     let mut keys = spec_keys(meta, target.len());
@@ -235,7 +245,7 @@ const TIMEOUT_SECS_MAX: u64 = i32::MAX as u64;
 
 fn config_set(ctx: &Ctx<'_>, pairs: &[Bytes]) -> Reply {
     if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
-        return super::super::command::wrong_arity("config|set");
+        return crate::resp::registry::wrong_arity("config|set");
     }
     let known = parameters(ctx);
     let mut config = ctx.shared.config();
