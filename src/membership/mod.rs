@@ -17,6 +17,7 @@
 //! it gives the ring).
 
 pub mod detector;
+pub mod layout;
 
 use crate::limits::MEMBERSHIP_EXCHANGE_MS;
 use crate::peer::message::{MemberInfo, Request, Response};
