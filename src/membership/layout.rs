@@ -83,7 +83,9 @@ pub const LAYOUT_FORMAT_VERSION: u8 = 1;
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum LayoutError {
     /// The id has a tombstone: it never comes back.
-    #[error("member {id:016x} was removed and cannot come back; start it with a new data directory")]
+    #[error(
+        "member {id:016x} was removed and cannot come back; start it with a new data directory"
+    )]
     Removed {
         /// The removed id.
         id: NodeId,
@@ -236,7 +238,11 @@ impl Assignment {
                 // any total order would do, this one is the same everywhere.
                 let ka = (a, ra.weight.to_bits(), &ra.zone);
                 let kb = (b, rb.weight.to_bits(), &rb.zone);
-                if ka >= kb { self.clone() } else { other.clone() }
+                if ka >= kb {
+                    self.clone()
+                } else {
+                    other.clone()
+                }
             }
         }
     }
@@ -288,7 +294,11 @@ impl Member {
     pub fn state(&self) -> MemberState {
         let target_out = matches!(self.target, Assignment::Out { .. });
         if self.removed
-            || (target_out && matches!(self.current, Assignment::Out { .. } | Assignment::Unassigned))
+            || (target_out
+                && matches!(
+                    self.current,
+                    Assignment::Out { .. } | Assignment::Unassigned
+                ))
         {
             MemberState::Removed
         } else if target_out {
@@ -483,7 +493,9 @@ impl Layout {
     /// then unchanged.
     pub fn apply(&mut self, change: &Change, origin: NodeId) -> Result<Layout, LayoutError> {
         let changed: Vec<Member> = match change {
-            Change::Join { id, endpoint, role } => vec![self.join_member(*id, endpoint, role, origin)?],
+            Change::Join { id, endpoint, role } => {
+                vec![self.join_member(*id, endpoint, role, origin)?]
+            }
             Change::Announce { id, endpoint } => {
                 check_endpoint(endpoint)?;
                 let mut m = self.live(*id)?.clone();
@@ -522,7 +534,9 @@ impl Layout {
                 vec![m]
             }
             Change::Remove { id } => {
-                let m = self.get(*id).ok_or(LayoutError::UnknownMember { id: *id })?;
+                let m = self
+                    .get(*id)
+                    .ok_or(LayoutError::UnknownMember { id: *id })?;
                 if m.removed {
                     return Ok(Layout::new());
                 }
@@ -651,9 +665,7 @@ impl Layout {
     pub fn epoch(&self) -> u64 {
         self.members
             .values()
-            .map(|m| {
-                1 + m.target.counter() + m.current.counter() + u64::from(m.removed)
-            })
+            .map(|m| 1 + m.target.counter() + m.current.counter() + u64::from(m.removed))
             .fold(0u64, u64::saturating_add)
     }
 
@@ -683,13 +695,7 @@ impl Layout {
     /// The members placed by the target: where the data goes. Writes go
     /// to both placements' replicas.
     pub fn target_placement(&self) -> Vec<Placed> {
-        self.placed(|m| {
-            if m.removed {
-                None
-            } else {
-                m.target.role()
-            }
-        })
+        self.placed(|m| if m.removed { None } else { m.target.role() })
     }
 
     fn placed(&self, role: impl Fn(&Member) -> Option<&Role>) -> Vec<Placed> {
