@@ -46,8 +46,9 @@
 //! # Epoch and digest
 //! [`Layout::epoch`] is a number computed from the content (members plus
 //! the change counters of their `target` and `current`, plus tombstones):
-//! every operator change and every settle raises it, a merge never lowers
-//! it, and equal layouts have equal epochs. Two concurrent changes at
+//! every operator change and every settle raises it (except a settle that
+//! only swaps one of two concurrent changes of equal counter for the
+//! other), a merge never lowers it, and equal layouts have equal epochs. Two concurrent changes at
 //! different nodes may give both the same epoch until they meet; the
 //! merge then picks one layout for everybody, and its epoch is at least
 //! theirs. [`Layout::digest`] (xxh3 of the canonical bytes) tells any
