@@ -313,3 +313,84 @@ pub const ERROR_PREFIXES_MAX: usize = 128;
 /// Buckets of each command's latency histogram: four per power of two of
 /// nanoseconds, so the last one starts near 2^40 ns (18 minutes).
 pub const LATENCY_BUCKETS: usize = 160;
+
+/// How often a node sends each peer a heartbeat on their link, in ms
+/// (docs/cluster.md, "Membership changes and failure detection"). The
+/// failure detector never expects a peer more often than this: it is the
+/// floor of the mean interval it learns, and the interval it assumes
+/// before it has learned one.
+pub const DETECTOR_HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+
+/// Default phi past which a peer is suspected (Cassandra's
+/// `phi_convict_threshold`): phi 8 means the silence so far would happen
+/// by chance once in 10^8 heartbeats of the learned distribution.
+/// Cassandra advises 10-12 on noisy clouds.
+pub const DETECTOR_PHI_THRESHOLD_DEFAULT: f64 = 8.0;
+
+/// Heartbeat intervals the detector remembers per peer (a ring buffer):
+/// 100 s of history at one heartbeat a second, long enough for a steady
+/// estimate and short enough to follow a network that changed within a
+/// couple of minutes (Cassandra keeps 1,000, Akka 1,000).
+pub const DETECTOR_WINDOW_SAMPLES: usize = 100;
+
+/// Intervals a peer's window must hold before its own mean and standard
+/// deviation are used; until then the detector assumes
+/// [`DETECTOR_HEARTBEAT_INTERVAL_MS`] with [`DETECTOR_BOOTSTRAP_STD_DEV_MS`].
+pub const DETECTOR_SAMPLES_MIN: usize = 4;
+
+/// The standard deviation assumed before [`DETECTOR_SAMPLES_MIN`]
+/// intervals are known, in ms: a quarter of the heartbeat interval, as
+/// Akka's `first-heartbeat-estimate` does, a little more lenient than the
+/// learned floor while a link is new.
+pub const DETECTOR_BOOTSTRAP_STD_DEV_MS: u64 = 250;
+
+/// Floor of the learned standard deviation, in ms. Heartbeats on an idle
+/// loopback arrive almost exactly on time, and a standard deviation near 0
+/// would suspect a peer 1 ms late. With the 1 s mean floor, 150 ms puts
+/// suspicion 1.8 s after the last heartbeat, so suspicion plus the probe
+/// deadline ([`DETECTOR_PROBE_DEADLINE_MS`]) stays under the 3 s in which
+/// a dead peer must be marked down.
+pub const DETECTOR_STD_DEV_MIN_MS: u64 = 150;
+
+/// Longest interval admitted into the window, in ms; longer ones are
+/// clamped to it (Cassandra's `fd_max_interval_ms`, 2 s). A peer that was
+/// paused for 30 s would otherwise raise the learned mean and deviation so
+/// much that its next real death took tens of seconds to notice.
+pub const DETECTOR_INTERVAL_MAX_MS: u64 = 2 * DETECTOR_HEARTBEAT_INTERVAL_MS;
+
+/// Arrivals sooner than this after the last one taken as a sample only
+/// refresh the peer's last-heard time, in ms. Under load every frame is
+/// evidence of life, but a window of 1 ms intervals would make the first
+/// idle second look like a death; sampling at most every half heartbeat
+/// keeps the window about heartbeats.
+pub const DETECTOR_SAMPLE_GAP_MIN_MS: u64 = DETECTOR_HEARTBEAT_INTERVAL_MS / 2;
+
+/// Other members asked to probe a suspect before it is marked down (SWIM's
+/// indirect probe, k = 2): a link that lost its way in one direction is
+/// not a death if another member still reaches the peer.
+pub const DETECTOR_INDIRECT_PROBES: usize = 2;
+
+/// How long a suspect has for a heartbeat or an indirect probe's ack
+/// before it is marked down, in ms. A helper should give up its own probe
+/// sooner (half of this), so its answer arrives in time.
+pub const DETECTOR_PROBE_DEADLINE_MS: u64 = 800;
+
+/// How long a suspect vouched for by an indirect probe stays up before it
+/// is suspected again while its direct heartbeats stay missing, in ms: one
+/// new round of probes per heartbeat interval, not one per detector tick.
+pub const DETECTOR_REPROBE_AFTER_MS: u64 = DETECTOR_HEARTBEAT_INTERVAL_MS;
+
+/// Members (tombstones included) a layout may hold before a join is
+/// refused. Far above any cluster this design is for (a full mesh of
+/// links), and it bounds what every node keeps and gossips.
+pub const LAYOUT_MEMBERS_MAX: usize = 1024;
+
+/// Members a decoded layout may carry. Larger than [`LAYOUT_MEMBERS_MAX`]:
+/// concurrent joins at different nodes can merge past the join limit, and
+/// a layout every node must accept may not be refused; this only guards
+/// decoding of hostile input.
+pub const LAYOUT_DECODE_MEMBERS_MAX: usize = 64 * 1024;
+
+/// Longest name or address in a layout, in bytes (a DNS name is at most
+/// 253; room for a port and more).
+pub const LAYOUT_TEXT_BYTES_MAX: usize = 1024;

@@ -9,6 +9,15 @@
 //! period, so every view converges to the union. (Gossip with failure
 //! detection and LEAVE replace the internals in a later release; a
 //! transient failure never changes the view, so it never moves data.)
+//!
+//! The pure cores that replace those internals are built, not yet wired
+//! (docs/cluster.md, "Membership changes and failure detection"):
+//! [`detector`] (phi accrual and SWIM's indirect probe) and [`layout`]
+//! (the versioned layout, its merge, digest and bytes, and the placement
+//! it gives the ring).
+
+pub mod detector;
+pub mod layout;
 
 use crate::limits::MEMBERSHIP_EXCHANGE_MS;
 use crate::peer::message::{MemberInfo, Request, Response};
