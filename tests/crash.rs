@@ -445,6 +445,108 @@ async fn kill9_after_ingested_generations_keeps_every_write() {
     assert_eq!(dbsize, keys.len() - 100);
 }
 
+/// `keys` and `expires` of `INFO keyspace`'s db0 line ((0, 0) without one).
+async fn keyspace_db0(con: &mut redis::aio::MultiplexedConnection) -> (usize, usize) {
+    let info: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query_async(con)
+        .await
+        .expect("INFO keyspace");
+    let Some(line) = info.lines().find_map(|line| line.strip_prefix("db0:")) else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .expect("a count")
+    };
+    (field("keys"), field("expires"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_batch_keeps_each_expiry_with_its_record() {
+    // Proves a batch's record and expiry-index entry are one log entry: pipelines of SET EX (each a store batch of both) run until a SIGKILL lands among them; after the restart every acknowledged key holds its value and a TTL, no in-flight key holds a value without one, and the index counted after the crash (INFO keyspace's expires) has exactly one entry per key.
+    const PIPELINE: usize = 200;
+    let mut node = TestNode::start(&["--fsync", "everysec"]);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (url, acked) = (node.url(), Arc::clone(&acked));
+        tokio::spawn(async move {
+            let mut con = connect(&url).await;
+            for round in 0.. {
+                let mut pipe = redis::pipe();
+                for i in 0..PIPELINE {
+                    let key = format!("ex:{}", round * PIPELINE + i);
+                    pipe.cmd("SET")
+                        .arg(&key)
+                        .arg(value_for(&key))
+                        .arg("EX")
+                        .arg(100_000)
+                        .ignore();
+                }
+                if pipe.query_async::<()>(&mut con).await.is_err() {
+                    return round * PIPELINE;
+                }
+                acked.store((round + 1) * PIPELINE, Ordering::SeqCst);
+            }
+            unreachable!("the loop ends at the kill")
+        })
+    };
+    let deadline = Instant::now() + WRITE_PHASE_TIMEOUT;
+    while acked.load(Ordering::SeqCst) < 20 * PIPELINE {
+        assert!(Instant::now() < deadline, "too few SETs acknowledged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::block_in_place(|| node.kill9());
+    let acknowledged = writer.await.expect("the writer");
+    // The pipeline in flight at the kill, and one more for good measure.
+    let attempted = acknowledged + 2 * PIPELINE;
+
+    tokio::task::block_in_place(|| node.restart());
+    let mut con = connect(&node.url()).await;
+    let (mut with_ttl, mut lost, mut bare) = (0, Vec::new(), Vec::new());
+    for first in (0..attempted).step_by(CHECK_BATCH) {
+        let keys: Vec<String> = (first..(first + CHECK_BATCH).min(attempted))
+            .map(|i| format!("ex:{i}"))
+            .collect();
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("GET").arg(key).cmd("TTL").arg(key);
+        }
+        let replies: Vec<(Option<String>, i64)> =
+            pipe.query_async(&mut con).await.expect("GET and TTL");
+        for (i, (key, (value, ttl))) in keys.iter().zip(replies).enumerate() {
+            match (value, ttl > 0) {
+                (Some(v), true) if v == value_for(key) => with_ttl += 1,
+                (None, false) if first + i >= acknowledged => {}
+                (value, _) if first + i < acknowledged && value.is_none() => lost.push(key.clone()),
+                (value, _) => bare.push(format!("{key}: {value:?}, TTL {ttl}")),
+            }
+        }
+    }
+    let (keys, expires) = keyspace_db0(&mut con).await;
+    println!(
+        "SET EX pipelines: {acknowledged} acknowledged before SIGKILL; after the restart \
+         {with_ttl} keys with a TTL, {} lost, {} without their expiry; INFO keys={keys} \
+         expires={expires}",
+        lost.len(),
+        bare.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged keys lost: {:?}",
+        &lost[..lost.len().min(10)]
+    );
+    assert!(
+        bare.is_empty(),
+        "records and expiries apart: {:?}",
+        &bare[..bare.len().min(10)]
+    );
+    assert!(with_ttl >= acknowledged);
+    assert_eq!((keys, expires), (with_ttl, with_ttl));
+}
+
 /// Keys in the scan of a node: SCAN to the end, bounded by pages.
 async fn scan_count(con: &mut redis::aio::MultiplexedConnection) -> usize {
     let (mut cursor, mut keys) = (0u64, 0usize);

@@ -1,21 +1,24 @@
 //! The fjall-backed store: one database per data directory with the
 //! keyspaces `data` (storage key → record), `expiry` (the expiry index)
-//! and `meta`, and beside them, in `stage/`, the write-ahead log of the
-//! staged writes (see [`super::stage`] and [`super::stage_log`]).
+//! and `meta`, and beside them, in `stage/`, the store's write-ahead log
+//! (see [`super::stage`] and [`super::stage_log`]).
 //!
-//! A batch is one entry of the active generation's log file; then its
-//! expiry ops commit to fjall as one batch and its data ops go into the
-//! active generation, where lookups find them. A generation holding
+//! A batch is one entry of the active generation's log file, holding
+//! every op of the batch (data records and expiry-index entries); then
+//! its ops go into the active generation, where lookups find them. The
+//! log entry is the batch's only write: it is there whole or not at all,
+//! and nothing else can fail after it. A generation holding
 //! [`STAGE_GENERATION_BYTES`], or whose log file reached
 //! [`STAGE_LOG_BYTES_MAX`], is sealed, then sorted and ingested into the
-//! data keyspace as a table by the store's ingest thread, and its log
-//! file deleted; meanwhile the next generation takes writes, into a file
-//! of its own. A scan merges what is staged for its range into what it
-//! reads. Opening replays the log files, in order, and ingests what they
-//! hold.
+//! data and expiry keyspaces as tables by the store's ingest thread, and
+//! its log file deleted; meanwhile the next generation takes writes, into
+//! a file of its own. A scan merges what is staged for its range into what
+//! it reads. Opening replays the log files, in order, and ingests what
+//! they hold.
 //!
-//! Data directories of format 2 kept the log in two keyspaces, `log-0`
-//! and `log-1`: opening one replays them first, then deletes them.
+//! fjall's own journal carries no batch: only `meta` entries (node id,
+//! member list, saved key counts), each written alone and synced at once,
+//! and the ingestions' bookkeeping.
 //!
 //! FLUSHALL does not use fjall's `Keyspace::clear`: fjall journals a
 //! clear as a marker that recovery replays, unconditionally, whenever the
@@ -34,12 +37,11 @@
 //!
 //! A failed write or sync turns the store's [`Health`] to failing, and
 //! every write is refused from then on, before it touches the disk. A
-//! batch whose log entry failed, or whose expiry ops failed to commit
-//! after their entry was written, is cut off the log
-//! ([`StageLog::rollback`]): nothing of a write the client was told failed
-//! can come back at a restart. A batch that failed later (its
-//! generation's seal or ingestion) is logged and staged: it succeeded,
-//! and the store fails from the next write on.
+//! batch whose log entry failed is cut off the log ([`StageLog::append`]):
+//! nothing of a write the client was told failed can come back at a
+//! restart. A batch that failed later (its generation's seal or
+//! ingestion) is logged and staged: it succeeded, and the store fails
+//! from the next write on.
 //!
 //! fjall 3 poisons its database for good after any failed journal write
 //! or fsync, and after a failed flush or compaction in one of its worker
@@ -48,12 +50,11 @@
 //! compaction leaves the files it began, which fjall deletes only when it
 //! opens a directory. So [`FjallStore::recover`], once a probe file of
 //! [`STORE_PROBE_BYTES`] is written and synced, reopens fjall if anything
-//! of it failed (the staged generations and the log stay as they are;
-//! the expiry ops of the staged batches, which a poisoned journal may have
-//! lost, are committed again from the log), repairs the log, and ingests
-//! everything staged into synced tables, which also heals a log whose
-//! fsync failed (the kernel may have dropped its pages); then writes
-//! resume. Reads wait while fjall reopens, and fail if it cannot reopen,
+//! of it failed (the staged generations and the log stay as they are:
+//! fjall holds nothing of a batch that is not ingested), repairs the log,
+//! and ingests everything staged into synced tables, which also heals a
+//! log whose fsync failed (the kernel may have dropped its pages); then
+//! writes resume. Reads wait while fjall reopens, and fail if it cannot reopen,
 //! until a later probe reopens it.
 
 use super::health::{Health, HealthReport};
@@ -201,17 +202,11 @@ pub struct Shared {
     /// Held through an ingestion, through `clear` and through a recovery:
     /// one at a time.
     ingesting: Mutex<()>,
-    /// fjall's journal took writes since the last sync. Most batches
-    /// write only the log file; a sync then skips fjall's fsync.
-    journal_dirty: AtomicBool,
     /// Whether the store takes writes.
     health: Health,
     /// An fjall write failed since fjall was opened: it may be poisoned,
     /// or hold files of a failed ingestion, and a recovery reopens it.
     engine_failed: AtomicBool,
-    /// Tests: the next batch's expiry commit fails.
-    #[cfg(test)]
-    fail_next_expiry_commit: AtomicBool,
 }
 
 struct Active {
@@ -255,21 +250,25 @@ impl FjallStore {
     /// log's files cannot be read or written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let engine = Engine::open(dir)?;
+        // A directory of a format this build does not read is refused
+        // before its log (if it has one here) is touched.
+        if let Some(format) = engine.meta.get("format").map_err(self::engine)? {
+            super::readable_format(&format)?;
+        }
         let stage_dir = dir.join("stage");
-        let mut entries = legacy_log_entries(&engine.db)?;
         let recovered = StageLog::recover(&stage_dir)?;
-        entries.extend(recovered.entries);
         let number = recovered.last_generation.map_or(0, |last| last + 1);
         let mut generation = Generation::new(number);
-        replay_log(&engine, &entries, |op| generation.apply(op))?;
-        // What the log held is in the data keyspace, synced, before its
-        // files go.
-        ingest_into(&engine.data, &generation)?;
+        for entry in &recovered.entries {
+            replay_entry(entry, &mut generation)?;
+        }
+        // What the log held is in the keyspaces, synced, before its files
+        // go.
+        ingest_into(&engine, &generation)?;
         engine
             .db
             .persist(PersistMode::SyncAll)
             .map_err(self::engine)?;
-        delete_legacy_logs(&engine.db)?;
         let shared = Shared {
             dir: dir.to_path_buf(),
             active: Mutex::new(Active {
@@ -280,11 +279,8 @@ impl FjallStore {
             engine: RwLock::new(Some(engine)),
             sealed: RwLock::new(None),
             ingesting: Mutex::new(()),
-            journal_dirty: AtomicBool::new(false),
             health: Health::default(),
             engine_failed: AtomicBool::new(false),
-            #[cfg(test)]
-            fail_next_expiry_commit: AtomicBool::new(false),
         };
         let (to_ingest, sealed) = mpsc::sync_channel::<Arc<Generation>>(INGEST_QUEUE);
         let (stop_idle, stopped) = mpsc::sync_channel(0);
@@ -348,17 +344,17 @@ impl Shared {
         self.sealed.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// What a staged generation holds for `key`: `None` if nothing,
-    /// `Some(None)` if a delete.
-    fn staged(&self, key: &[u8]) -> Option<Option<Bytes>> {
+    /// What a staged generation holds for `key` in `space`: `None` if
+    /// nothing, `Some(None)` if a delete.
+    fn staged(&self, space: Space, key: &[u8]) -> Option<Option<Bytes>> {
         // The active generation first: a seal meanwhile moves it to
         // `sealed`, looked at next, and an ingestion finishing meanwhile
-        // has put it in the data keyspace, looked at last.
-        if let Some(held) = lock(&self.active).generation.get(key) {
+        // has put it in the keyspace, looked at last.
+        if let Some(held) = lock(&self.active).generation.get(space, key) {
             return Some(held.cloned());
         }
         let sealed = self.sealed();
-        sealed.as_ref()?.get(key).map(|held| held.cloned())
+        sealed.as_ref()?.get(space, key).map(|held| held.cloned())
     }
 
     /// Seals the active generation unless it is empty or another is
@@ -463,8 +459,8 @@ impl Shared {
         }
         {
             let engine = self.engine()?;
-            ingest_into(&engine.data, generation)?;
-            // The generation's expiry ops are only in fjall's journal now.
+            ingest_into(&engine, generation)?;
+            // Synced before the log file that holds the same writes goes.
             engine
                 .db
                 .persist(PersistMode::SyncAll)
@@ -481,14 +477,21 @@ impl Shared {
         lock(&self.active).generation.bytes()
     }
 
-    /// What is staged for keys in `[from, until)`, newest write first.
-    fn staged_range(&self, from: &[u8], until: Option<&[u8]>) -> Vec<(Vec<u8>, Option<Bytes>)> {
+    /// What is staged for keys of `space` in `[from, until)`, each key's
+    /// newest write, in key order (see [`staged_range`] for `limit`).
+    fn staged_range(
+        &self,
+        space: Space,
+        from: &[u8],
+        until: Option<&[u8]>,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Option<Bytes>)> {
         let active = lock(&self.active);
         let sealed = self.sealed();
         let generations: Vec<&Generation> = std::iter::once(&active.generation)
             .chain(sealed.as_deref())
             .collect();
-        staged_range(&generations, from, until)
+        staged_range(&generations, space, from, until, limit)
     }
 
     /// Up to `limit` entries of what `space` itself holds in `range`.
@@ -582,21 +585,16 @@ impl Shared {
     }
 
     /// Closes fjall and opens it again: fjall recovers its journal as at
-    /// a restart and deletes what failed writes left, and the expiry ops
-    /// of the staged batches are committed again from the log (a failed
-    /// journal write loses what fjall's buffer held). The staged
-    /// generations and the log are not touched. The caller keeps writes
-    /// and ingestions out.
+    /// a restart and deletes what failed writes left. The staged
+    /// generations and the log are not touched: fjall held nothing of
+    /// theirs. The caller keeps writes and ingestions out.
     fn reopen_engine(&self) -> Result<(), StoreError> {
         let mut slot = self.engine.write().unwrap_or_else(PoisonError::into_inner);
         let began = Instant::now();
         // fjall writes out what it still can, stops its workers and lets
         // go of the directory's lock.
         drop(slot.take());
-        let engine = Engine::open(&self.dir)?;
-        let logged = StageLog::recover(&self.dir.join("stage"))?;
-        replay_log(&engine, &logged.entries, |_| {})?;
-        *slot = Some(engine);
+        *slot = Some(Engine::open(&self.dir)?);
         self.engine_failed.store(false, Ordering::Release);
         tracing::info!(
             took_ms = began.elapsed().as_millis() as u64,
@@ -613,6 +611,8 @@ impl Shared {
         to_ingest: Option<&mpsc::SyncSender<Arc<Generation>>>,
     ) -> Result<(), StoreError> {
         let mut active = lock(&self.active);
+        // The batch's one write: a failed one is cut off the log, and
+        // nothing else of the batch was done.
         let appended =
             self.log
                 .append(|out| encode_log(ops, out))
@@ -621,20 +621,7 @@ impl Shared {
                     error => self.write_failed(error),
                 })?;
         active.batches += 1;
-        let mut expiry = ops.iter().filter(|op| op.space == Space::Expiry).peekable();
-        if expiry.peek().is_some() {
-            if let Err(error) = self.commit_expiry(expiry) {
-                // The batch fails: its entry must not replay at a restart.
-                if let Err(rollback) = self.log.rollback(appended) {
-                    self.write_failed(rollback);
-                }
-                return Err(self.write_failed(error));
-            }
-            self.journal_dirty.store(true, Ordering::Relaxed);
-        }
-        ops.iter()
-            .filter(|op| op.space == Space::Data)
-            .for_each(|op| active.generation.apply(op));
+        ops.iter().for_each(|op| active.generation.apply(op));
         // The batch is applied and logged: what fails from here on fails
         // the store, not the batch.
         let full = active.generation.bytes() >= STAGE_GENERATION_BYTES
@@ -666,27 +653,12 @@ impl Shared {
         Ok(())
     }
 
-    fn commit_expiry<'a>(&self, ops: impl Iterator<Item = &'a BatchOp>) -> Result<(), StoreError> {
-        #[cfg(test)]
-        if self.fail_next_expiry_commit.swap(false, Ordering::AcqRel) {
-            return Err(StoreError::Engine(
-                "injected: the expiry commit fails".into(),
-            ));
-        }
-        let engine = self.engine()?;
-        let mut batch = engine.db.batch();
-        for op in ops {
-            match &op.value {
-                Some(value) => batch.insert(&engine.expiry, op.key.as_slice(), &value[..]),
-                None => batch.remove(&engine.expiry, op.key.as_slice()),
-            }
-        }
-        batch.commit().map_err(self::engine)
-    }
-
     fn checkpoint_checked(&self) -> Result<(), StoreError> {
-        // Write the staged generations and the memtables out as tables,
-        // so reopening does not replay the whole journal into memory.
+        // Write the staged generations out as tables, so reopening has no
+        // log to replay, and the memtables (only `meta`'s takes writes
+        // now, but a directory written by an earlier build may have
+        // replayed expiry entries into `expiry`'s), so that it has no
+        // journal to replay either.
         self.ingest_staged()?;
         {
             let engine = self.engine()?;
@@ -694,24 +666,7 @@ impl Shared {
                 keyspace.rotate_memtable_and_wait().map_err(self::engine)?;
             }
         }
-        self.sync_checked()
-    }
-
-    fn sync_checked(&self) -> Result<(), StoreError> {
-        self.log.sync()?;
-        if self.journal_dirty.swap(false, Ordering::AcqRel) {
-            let persisted = self.engine().and_then(|engine| {
-                engine
-                    .db
-                    .persist(PersistMode::SyncAll)
-                    .map_err(self::engine)
-            });
-            if let Err(error) = persisted {
-                self.journal_dirty.store(true, Ordering::Release);
-                return Err(error);
-            }
-        }
-        Ok(())
+        self.log.sync()
     }
 
     /// See [`Store::clear`].
@@ -764,30 +719,14 @@ fn probe(path: &Path, bytes: usize) -> std::io::Result<()> {
     removed
 }
 
-/// Commits the expiry ops of log `entries` to fjall, in order, and hands
-/// their data ops to `data`.
-fn replay_log(
-    engine: &Engine,
-    entries: &[Vec<u8>],
-    mut data: impl FnMut(&BatchOp),
-) -> Result<(), StoreError> {
-    let mut expiry_ops = engine.db.batch();
-    for entry in entries {
-        let ops = decode_log(entry).map_err(|source| StoreError::Corrupt {
-            key: b"stage log entry".to_vec(),
-            source,
-        })?;
-        for op in &ops {
-            match (op.space, &op.value) {
-                (Space::Data, _) => data(op),
-                (Space::Expiry, Some(value)) => {
-                    expiry_ops.insert(&engine.expiry, op.key.as_slice(), &value[..]);
-                }
-                (Space::Expiry, None) => expiry_ops.remove(&engine.expiry, op.key.as_slice()),
-            }
-        }
-    }
-    expiry_ops.commit().map_err(self::engine)
+/// Applies the ops of one log entry to `generation`.
+fn replay_entry(entry: &[u8], generation: &mut Generation) -> Result<(), StoreError> {
+    let ops = decode_log(entry).map_err(|source| StoreError::Corrupt {
+        key: b"stage log entry".to_vec(),
+        source,
+    })?;
+    ops.iter().for_each(|op| generation.apply(op));
+    Ok(())
 }
 
 /// Sets the calling thread's nice value (Linux keeps one per thread).
@@ -803,21 +742,34 @@ fn lower_priority(nice: i32) {
     }
 }
 
-/// Writes `generation` into `data` as new tables.
-fn ingest_into(data: &Keyspace, generation: &Generation) -> Result<(), StoreError> {
+/// Writes `generation` into the data and expiry keyspaces as new tables.
+/// The two ingestions are not one atomic change, nor need to be: the
+/// generation's log file, which holds both, is deleted only after both,
+/// and replaying it again writes the same values.
+fn ingest_into(engine: &Engine, generation: &Generation) -> Result<(), StoreError> {
     if generation.is_empty() {
         return Ok(());
     }
-    wait_for_compaction(data);
-    let mut ingestion = data.start_ingestion().map_err(engine)?;
-    for (key, value) in generation.sorted() {
-        match value {
-            Some(value) => ingestion.write(key, &value[..]),
-            None => ingestion.write_tombstone(key),
+    wait_for_compaction(&engine.data);
+    for space in [Space::Data, Space::Expiry] {
+        let entries = generation.sorted(space);
+        if entries.is_empty() {
+            continue;
         }
-        .map_err(engine)?;
+        let mut ingestion = engine
+            .space(space)
+            .start_ingestion()
+            .map_err(self::engine)?;
+        for (key, value) in entries {
+            match value {
+                Some(value) => ingestion.write(key, &value[..]),
+                None => ingestion.write_tombstone(key),
+            }
+            .map_err(self::engine)?;
+        }
+        ingestion.finish().map_err(self::engine)?;
     }
-    ingestion.finish().map_err(engine)
+    Ok(())
 }
 
 /// Waits while `data`'s level 0 holds [`DATA_L0_TABLES_STALL`] tables, up
@@ -837,48 +789,6 @@ fn wait_for_compaction(data: &Keyspace) {
     }
 }
 
-/// The keyspaces that held the log in data directories of format 2.
-const LEGACY_LOGS: [&str; 2] = ["log-0", "log-1"];
-
-/// A format-2 directory's log keyspaces (none in a newer one).
-fn legacy_logs(db: &Database) -> Result<Vec<Keyspace>, StoreError> {
-    LEGACY_LOGS
-        .into_iter()
-        .filter(|name| db.keyspace_exists(name))
-        .map(|name| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(engine)
-        })
-        .collect()
-}
-
-/// The entries of a format-2 directory's log keyspaces, oldest first.
-fn legacy_log_entries(db: &Database) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut entries = Vec::new();
-    for log in legacy_logs(db)? {
-        for guard in log.iter() {
-            let (key, value) = guard.into_inner().map_err(engine)?;
-            // Entries are keyed by generation ‖ sequence number (16 bytes,
-            // in write order); the one other key, an empty anchor, is not
-            // an entry.
-            if key.len() == 16 {
-                entries.push((key.to_vec(), value.to_vec()));
-            }
-        }
-    }
-    entries.sort_unstable();
-    Ok(entries.into_iter().map(|(_, value)| value).collect())
-}
-
-/// Deletes a format-2 directory's log keyspaces once what they held is
-/// ingested.
-fn delete_legacy_logs(db: &Database) -> Result<(), StoreError> {
-    for log in legacy_logs(db)? {
-        db.delete_keyspace(log).map_err(engine)?;
-    }
-    Ok(())
-}
-
 /// The data keyspace's options: its tables come from ingestions of
 /// staged generations (see [`DATA_L0_TABLES_COMPACTED`]).
 fn data_options() -> KeyspaceCreateOptions {
@@ -889,9 +799,7 @@ fn data_options() -> KeyspaceCreateOptions {
 
 impl Store for FjallStore {
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if space == Space::Data
-            && let Some(held) = self.staged(key)
-        {
+        if let Some(held) = self.staged(space, key) {
             return Ok(held.map(|value| value.to_vec()));
         }
         let engine = self.engine()?;
@@ -934,11 +842,11 @@ impl Store for FjallStore {
             .map_err(|error| self.write_failed(error))
     }
 
-    /// Syncs even while the store fails: what the log holds was
-    /// acknowledged, and the disk may take a sync still.
+    /// Syncs the log (every batch is there, and nothing of a batch in
+    /// fjall's journal), even while the store fails: what the log holds
+    /// was acknowledged, and the disk may take a sync still.
     fn sync(&self) -> Result<(), StoreError> {
-        self.sync_checked()
-            .map_err(|error| self.write_failed(error))
+        self.log.sync().map_err(|error| self.write_failed(error))
     }
 
     fn scan(
@@ -952,14 +860,12 @@ impl Store for FjallStore {
             Bound::Included(from),
             until.map_or(Bound::Unbounded, Bound::Excluded),
         );
-        if space == Space::Data {
-            let staged = self.staged_range(from, until);
-            if !staged.is_empty() {
-                let stored = self.scan_stored(space, range, limit.saturating_add(staged.len()))?;
-                return Ok(merge_scan(staged, stored, limit));
-            }
+        let staged = self.staged_range(space, from, until, limit);
+        if staged.is_empty() {
+            return self.scan_stored(space, range, limit);
         }
-        self.scan_stored(space, range, limit)
+        let stored = self.scan_stored(space, range, limit.saturating_add(staged.len()))?;
+        Ok(merge_scan(staged, stored, limit))
     }
 
     fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -1042,6 +948,10 @@ mod tests {
         BatchOp::put(Space::Data, key.to_vec(), value.to_vec())
     }
 
+    fn expiry(key: &[u8]) -> BatchOp {
+        BatchOp::put(Space::Expiry, key.to_vec(), Vec::new())
+    }
+
     /// Entries in the log files of the store in `dir`.
     fn log_entries(dir: &Path) -> usize {
         let recovered = StageLog::recover(&dir.join("stage")).expect("read the log");
@@ -1066,7 +976,7 @@ mod tests {
             let store = FjallStore::open(dir.path()).expect("open");
             store.apply(&[put(b"acked", b"1")]).expect("apply");
             store.log.fail_next_write(5);
-            let reason = refused(store.apply(&[put(b"failed", b"2")]));
+            let reason = refused(store.apply(&[put(b"failed", b"2"), expiry(b"failed")]));
             assert!(reason.contains("stage log"), "{reason}");
             let health = store.health();
             assert_eq!(health.failing.map(|f| f.reason), Some(reason));
@@ -1079,6 +989,7 @@ mod tests {
                 Some(b"1".to_vec())
             );
             assert_eq!(store.get(Space::Data, b"failed").expect("get"), None);
+            assert_eq!(store.get(Space::Expiry, b"failed").expect("get"), None);
             store.recover().expect("the disk takes writes");
             assert_eq!(store.health().failing, None);
             assert_eq!(
@@ -1099,47 +1010,160 @@ mod tests {
             ]
         );
         assert_eq!(store.health(), HealthReport::default());
+        assert_eq!(
+            store.scan(Space::Expiry, b"", None, 10).expect("scan"),
+            vec![]
+        );
     }
 
-    // Proves a batch whose expiry ops fail to commit after its log entry
-    // was written (injected) leaves nothing a restart replays: its entry
-    // is taken back; fjall, whose write failed, is reopened by the
-    // recovery with the staged batches' expiry entries committed again,
-    // and later batches are kept across a crash.
+    // Proves a directory of format 2 (its log in fjall keyspaces) is
+    // refused at open with a message naming the format and what to do,
+    // and left as it was: its log keyspace and its format unchanged.
     #[test]
-    fn a_failed_expiry_commit_takes_its_entry_back_and_recovery_reopens_fjall() {
+    fn a_format_2_directory_is_refused_at_open_and_left_untouched() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let expiry = |key: &[u8]| BatchOp::put(Space::Expiry, key.to_vec(), Vec::new());
+        let write_format_2 = || {
+            let db = Database::builder(dir.path()).open().expect("fjall");
+            let log = db
+                .keyspace("log-1", KeyspaceCreateOptions::default)
+                .expect("log-1");
+            let key = [3u64.to_be_bytes(), 0u64.to_be_bytes()].concat();
+            log.insert(key, [1, 1, b'a', 1, 1, b'1']).expect("insert");
+            let meta = db
+                .keyspace("meta", KeyspaceCreateOptions::default)
+                .expect("meta");
+            meta.insert("format", 2u32.to_be_bytes()).expect("insert");
+            db.persist(PersistMode::SyncAll).expect("persist");
+        };
+        write_format_2();
+        match FjallStore::open(dir.path()) {
+            Err(StoreError::Incompatible(message)) => {
+                assert!(message.contains("data format 2,"), "{message}");
+                assert!(message.contains("move the directory away"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(!dir.path().join("stage").exists(), "no log started");
+        let db = Database::builder(dir.path()).open().expect("fjall");
+        assert!(db.keyspace_exists("log-1"));
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .expect("meta");
+        assert_eq!(
+            meta.get("format").expect("get").as_deref(),
+            Some(&2u32.to_be_bytes()[..])
+        );
+    }
+
+    /// Two batches, each a record and its expiry-index entry, logged and
+    /// synced by a store dropped without a checkpoint (a crash); returns
+    /// the log file that holds them.
+    fn two_batches_logged(dir: &Path) -> PathBuf {
+        let store = FjallStore::open(dir).expect("open");
+        for key in [&b"k1"[..], b"k2"] {
+            store.apply(&[put(key, b"v"), expiry(key)]).expect("apply");
+        }
+        store.sync().expect("sync");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("stage"))
+            .expect("stage")
+            .map(|entry| entry.expect("entry").path())
+            .collect();
+        files.sort();
+        files.pop().expect("the active log file")
+    }
+
+    // Proves replay takes whole log entries only, and a batch's record
+    // and expiry-index entry (one entry) come back or vanish together:
+    // the log as written replays both batches; a torn tail (the file cut
+    // in the last entry's header or body) or a flipped byte in the last
+    // entry replays the first batch alone, with its expiry entry.
+    #[test]
+    fn replay_takes_whole_entries_and_a_batch_s_data_and_expiry_together() {
         let keys = |store: &FjallStore, space| -> Vec<Vec<u8>> {
             let rows = store.scan(space, b"", None, 10).expect("scan");
             rows.into_iter().map(|(k, _)| k).collect()
         };
+        type Damage = fn(&mut Vec<u8>);
+        let cases: [(&str, Damage, &[&[u8]]); 5] = [
+            ("intact", |_| {}, &[b"k1", b"k2"]),
+            (
+                "cut by one byte",
+                |log| log.truncate(log.len() - 1),
+                &[b"k1"],
+            ),
+            (
+                "cut in the header",
+                |log| log.truncate(log.len() - 15),
+                &[b"k1"],
+            ),
+            (
+                "flipped in the body",
+                |log| *log.last_mut().expect("byte") ^= 0x40,
+                &[b"k1"],
+            ),
+            (
+                "flipped in the checksum",
+                |log| {
+                    let at = log.len() - 16;
+                    log[at] ^= 1;
+                },
+                &[b"k1"],
+            ),
+        ];
+        for (damage, apply_damage, expected) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = two_batches_logged(dir.path());
+            let mut bytes = std::fs::read(&log).expect("read the log");
+            apply_damage(&mut bytes);
+            std::fs::write(&log, &bytes).expect("write the log");
+            let store = FjallStore::open(dir.path()).expect("reopen");
+            assert_eq!(keys(&store, Space::Data), expected, "{damage}: data");
+            assert_eq!(keys(&store, Space::Expiry), expected, "{damage}: expiry");
+        }
+    }
+
+    // Proves expiry-index entries are staged like records: readable and
+    // scanned before any fjall write (fjall's journal and memtable hold
+    // none), ingested as a table by a checkpoint, and replayed from the
+    // log after a crash.
+    #[test]
+    fn expiry_entries_are_staged_logged_and_ingested() {
+        let dir = tempfile::tempdir().expect("tempdir");
         {
             let store = FjallStore::open(dir.path()).expect("open");
             store
-                .apply(&[put(b"k1", b"1"), expiry(b"e1")])
+                .apply(&[put(b"a", b"1"), expiry(b"a"), expiry(b"b")])
                 .expect("apply");
-            store.fail_next_expiry_commit.store(true, Ordering::Release);
-            refused(store.apply(&[put(b"k2", b"2"), expiry(b"e2")]));
+            assert_eq!(fjall(&store).expiry.get(b"a").expect("get"), None);
             assert_eq!(
-                log_entries(dir.path()),
-                1,
-                "the failed batch's entry is gone"
+                store.get(Space::Expiry, b"a").expect("get"),
+                Some(Vec::new())
             );
-            assert_eq!(store.get(Space::Data, b"k2").expect("get"), None);
-            assert!(store.engine_failed.load(Ordering::Acquire));
-            store.recover().expect("recover");
-            assert!(!store.engine_failed.load(Ordering::Acquire), "reopened");
-            assert_eq!(keys(&store, Space::Expiry), [b"e1"]);
-            assert_eq!(keys(&store, Space::Data), [b"k1"]);
+            store.checkpoint().expect("checkpoint");
+            assert_eq!(log_entries(dir.path()), 0);
+            assert_eq!(fjall(&store).expiry.table_count(), 1);
+            // Staged over the ingested: a delete hides, a put adds.
             store
-                .apply(&[put(b"k3", b"3"), expiry(b"e3")])
+                .apply(&[BatchOp::delete(Space::Expiry, b"a".to_vec()), expiry(b"c")])
                 .expect("apply");
+            let scanned = store.scan(Space::Expiry, b"", None, 10).expect("scan");
+            assert_eq!(
+                scanned,
+                vec![(b"b".to_vec(), vec![]), (b"c".to_vec(), vec![])]
+            );
+            assert_eq!(
+                store.scan(Space::Expiry, b"", None, 1).expect("scan"),
+                vec![(b"b".to_vec(), vec![])]
+            );
             store.sync().expect("sync");
+            // Dropped without a checkpoint: a crash.
         }
         let store = FjallStore::open(dir.path()).expect("reopen");
-        assert_eq!(keys(&store, Space::Data), [b"k1", b"k3"]);
-        assert_eq!(keys(&store, Space::Expiry), [b"e1", b"e3"]);
+        let scanned = store.scan(Space::Expiry, b"", None, 10).expect("scan");
+        assert_eq!(
+            scanned,
+            vec![(b"b".to_vec(), vec![]), (b"c".to_vec(), vec![])]
+        );
     }
 
     // Proves a checkpoint of a failing store (a shutdown) tries a
@@ -1406,40 +1430,6 @@ mod tests {
             fjall(&store).data.table_count(),
             1,
             "sealed by the log's length"
-        );
-    }
-
-    #[test]
-    fn a_format_2_directory_s_log_keyspaces_are_replayed_and_deleted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            // What a format-2 build left: version-1 entries keyed by
-            // generation ‖ sequence number, and the anchor.
-            let db = Database::builder(dir.path()).open().expect("fjall");
-            let log = db
-                .keyspace("log-1", KeyspaceCreateOptions::default)
-                .expect("log-1");
-            let key =
-                |generation: u64, seq: u64| [generation.to_be_bytes(), seq.to_be_bytes()].concat();
-            log.insert(key(3, 0), [1, 1, b'a', 1, 1, b'1'])
-                .expect("insert");
-            log.insert(key(3, 1), [1, 1, b'a', 1, 1, b'2', 1, b'b', 1, 1, b'3'])
-                .expect("insert");
-            log.insert(b"anchor", []).expect("insert");
-            db.persist(PersistMode::SyncAll).expect("persist");
-        }
-        let store = FjallStore::open(dir.path()).expect("open");
-        assert_eq!(
-            store.scan(Space::Data, b"", None, 10).expect("scan"),
-            vec![
-                (b"a".to_vec(), b"2".to_vec()),
-                (b"b".to_vec(), b"3".to_vec())
-            ]
-        );
-        assert!(
-            LEGACY_LOGS
-                .iter()
-                .all(|name| !fjall(&store).db.keyspace_exists(name))
         );
     }
 

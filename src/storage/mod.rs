@@ -41,6 +41,9 @@ use thiserror::Error;
 /// format 2 would not see either.
 /// Format 4 holds the keys of Redis's logical databases (`crate::db`),
 /// which a release of format 3 would show as database 0's.
+/// (The log's entries have carried a batch's expiry-index entries since
+/// format 3; that fjall's journal no longer does changed nothing on disk
+/// that a build of format 4 cannot read.)
 pub const DATA_FORMAT: u32 = 4;
 
 /// The first format with logical databases: in an older directory, a
@@ -50,7 +53,9 @@ const DATA_FORMAT_DATABASES: u32 = 4;
 
 /// Formats this build reads. A directory of an older one is marked as
 /// [`DATA_FORMAT`] when opened: from then on its log may hold writes.
-const DATA_FORMATS_READ: [u32; 4] = [1, 2, 3, DATA_FORMAT];
+/// Formats 1 and 2 (whose log was in fjall keyspaces) are refused: no
+/// release wrote them, and their readers are gone.
+const DATA_FORMATS_READ: [u32; 2] = [3, DATA_FORMAT];
 
 /// Errors from a store.
 #[derive(Debug, Error)]
@@ -291,12 +296,7 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
             Ok(meta)
         }
         Some(format) => {
-            let format = u32::from_be_bytes(format.try_into().map_err(|_| bad("format"))?);
-            if !DATA_FORMATS_READ.contains(&format) {
-                return Err(StoreError::Incompatible(format!(
-                    "format {format} is not readable by this release (reads {DATA_FORMATS_READ:?})"
-                )));
-            }
+            let format = readable_format(&format)?;
             let read_u64 = |name: &'static str| -> Result<u64, StoreError> {
                 let bytes = store.meta_get(name)?.ok_or_else(|| bad(name))?;
                 Ok(u64::from_be_bytes(bytes.try_into().map_err(|_| bad(name))?))
@@ -320,6 +320,35 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
             Ok(meta)
         }
     }
+}
+
+/// The data format of a directory whose meta `format` entry is `bytes`,
+/// if this build reads it. Stores that keep a log check this before they
+/// replay it, so a directory of another format is refused untouched.
+///
+/// # Errors
+/// [`StoreError::Incompatible`], naming the format and what to do.
+pub(crate) fn readable_format(bytes: &[u8]) -> Result<u32, StoreError> {
+    let format = u32::from_be_bytes(
+        bytes
+            .try_into()
+            .map_err(|_| StoreError::Incompatible("meta entry format is malformed".into()))?,
+    );
+    if format < DATA_FORMATS_READ[0] {
+        return Err(StoreError::Incompatible(format!(
+            "this directory is of data format {format}, written by a development build \
+             before any release; this release reads formats {DATA_FORMATS_READ:?}. Its data \
+             cannot be read here: copy it out with the build that wrote it, or move the \
+             directory away and start with an empty one"
+        )));
+    }
+    if !DATA_FORMATS_READ.contains(&format) {
+        return Err(StoreError::Incompatible(format!(
+            "this directory is of data format {format}, newer than this release reads \
+             ({DATA_FORMATS_READ:?}): run the release that wrote it"
+        )));
+    }
+    Ok(format)
 }
 
 /// Refuses a directory from before logical databases that holds a key
@@ -401,26 +430,42 @@ mod tests {
         assert!(load_or_init_meta(&MemoryStore::new(), 1000).is_err());
     }
 
+    // Proves the formats read are read and marked current, and formats
+    // 1 and 2 and a newer one are refused, unchanged, with a message that
+    // names the format and what to do.
     #[test]
-    fn an_older_format_is_read_and_marked_current_and_a_newer_refused() {
+    fn formats_read_are_marked_current_and_the_rest_refused_by_name() {
         let format = |store: &MemoryStore| store.meta_get("format").expect("meta").expect("format");
         let store = MemoryStore::new();
         let meta = load_or_init_meta(&store, 64).expect("new meta");
         assert_eq!(format(&store), DATA_FORMAT.to_be_bytes());
-        for older in 1..DATA_FORMAT {
-            store
-                .meta_put("format", &older.to_be_bytes())
-                .expect("meta");
-            assert_eq!(load_or_init_meta(&store, 64).expect("older format"), meta);
+        for read in DATA_FORMATS_READ {
+            store.meta_put("format", &read.to_be_bytes()).expect("meta");
+            assert_eq!(load_or_init_meta(&store, 64).expect("format read"), meta);
             assert_eq!(format(&store), DATA_FORMAT.to_be_bytes());
         }
-        store
-            .meta_put("format", &(DATA_FORMAT + 1).to_be_bytes())
-            .expect("meta");
-        assert!(matches!(
-            load_or_init_meta(&store, 64),
-            Err(StoreError::Incompatible(_))
-        ));
+        for (refused, advice) in [
+            (1, "move the directory away"),
+            (2, "move the directory away"),
+        ]
+        .into_iter()
+        .chain([(DATA_FORMAT + 1, "run the release that wrote it")])
+        {
+            store
+                .meta_put("format", &refused.to_be_bytes())
+                .expect("meta");
+            match load_or_init_meta(&store, 64) {
+                Err(StoreError::Incompatible(message)) => {
+                    assert!(
+                        message.contains(&format!("data format {refused},")),
+                        "{message}"
+                    );
+                    assert!(message.contains(advice), "{message}");
+                }
+                other => panic!("format {refused}: expected a refusal, got {other:?}"),
+            }
+            assert_eq!(format(&store), refused.to_be_bytes(), "left as it was");
+        }
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! Writes to the data keyspace on their way into fjall (pure: no I/O).
+//! Writes on their way into fjall (pure: no I/O): every op of a store
+//! batch, to the data keyspace and to the expiry index alike.
 //!
 //! A write into fjall's memtable is a skiplist insert: at a random key,
 //! a walk of cache misses that also evicts what the rest of the write path
-//! had cached. So the fjall store does not write data records there.
-//! Each batch becomes one entry of a write-ahead log (a file per
-//! generation: `stage_log`), and its records go into a [`Generation`],
-//! hash maps (one per partition) that reads and scans look at until the
-//! records reach the data keyspace. A full generation is sorted and
-//! ingested into the data keyspace as a table, bypassing the memtable, and
-//! its log file is deleted.
+//! had cached. So the fjall store writes neither keyspace there. Each
+//! batch becomes one entry of the store's one write-ahead log (a file per
+//! generation: `stage_log`), and its ops go into a [`Generation`]: data
+//! records into hash maps (one per partition), expiry-index entries into
+//! an ordered map; reads and scans look at both until they reach fjall. A
+//! full generation is sorted and ingested into the two keyspaces as
+//! tables, bypassing the memtables, and its log file is deleted. A batch
+//! is thus in one place until it is ingested: its log entry, replayed
+//! whole or not at all.
 //!
 //! On a 3-node cluster (SET -d 100 -P 16, `benches/ab.sh`, 1,000,000 SETs,
 //! 5 rounds) this took 16.3 µs of node CPU per SET against 22.8 with the
-//! memtable (docs/benchmarks.md, session 9).
+//! memtable (docs/benchmarks.md, session 9; measured again against one
+//! fjall batch per store batch in "One write-ahead log").
 //!
 //! Log entry, format version 2: every op of a batch, so that an expiry
 //! index entry is recovered with its record, as the batch applied them.
@@ -25,22 +29,20 @@
 //!               [varint value length, value bytes]   if put
 //! ```
 //!
-//! Version 1, read only from the `log-0` / `log-1` keyspaces of data
-//! directories of format 2, is the same without the keyspace byte: its
-//! ops are all of the data keyspace.
+//! Version 1 (data ops only, no keyspace byte) was written only to the
+//! log keyspaces of data directories of format 2, which this release
+//! refuses (`super::DATA_FORMATS_READ`); it is no longer read.
 
 use super::slot_key::SlotKey;
 use super::{BatchOp, Entries, Space};
 use crate::wire::{DecodeError, Reader, put_varint, varint_len};
 use bytes::Bytes;
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-/// The log entry format this build writes.
+/// The log entry format this build writes and reads.
 const LOG_FORMAT: u8 = 2;
-/// The log entry format of data directories of format 2.
-const LOG_FORMAT_V1: u8 = 1;
 
 const SPACE_DATA: u8 = 0;
 const SPACE_EXPIRY: u8 = 1;
@@ -89,23 +91,22 @@ pub fn encode_log(ops: &[BatchOp], out: &mut Vec<u8>) {
     }
 }
 
-/// The ops of one log entry, in order (of either format).
+/// The ops of one log entry, in order.
 ///
 /// # Errors
 /// [`DecodeError`] when the entry is malformed.
 pub fn decode_log(entry: &[u8]) -> Result<Vec<BatchOp>, DecodeError> {
     let mut reader = Reader::new(entry);
-    let spaced = match reader.u8()? {
-        LOG_FORMAT => true,
-        LOG_FORMAT_V1 => false,
+    match reader.u8()? {
+        LOG_FORMAT => {}
         found => return Err(DecodeError::UnknownVersion { found }),
-    };
+    }
     let mut ops = Vec::new();
     while reader.remaining() > 0 {
-        let space = match spaced.then(|| reader.u8()).transpose()? {
-            None | Some(SPACE_DATA) => Space::Data,
-            Some(SPACE_EXPIRY) => Space::Expiry,
-            Some(_) => {
+        let space = match reader.u8()? {
+            SPACE_DATA => Space::Data,
+            SPACE_EXPIRY => Space::Expiry,
+            _ => {
                 return Err(DecodeError::Malformed {
                     what: "log keyspace",
                 });
@@ -138,17 +139,22 @@ fn shard_of(key: &[u8]) -> u16 {
     ])
 }
 
-/// Records written since the last ingestion, by storage key: a value, or
-/// `None` for a delete. Held in hash maps, one per partition (shard), so
-/// that a write is a hash insert and a scan of a partition looks at that
-/// partition's keys only.
+/// Ops applied since the last ingestion: data records by storage key in
+/// hash maps, one per partition (shard), so that a write is a hash
+/// insert and a scan of a partition looks at that partition's keys only;
+/// expiry-index entries in an ordered map, as the reaper reads them in
+/// order from its cursor (their keys start with a time, so they would all
+/// fall in a few shards). Each holds a value, or `None` for a delete.
 #[derive(Debug, Default)]
 pub struct Generation {
-    /// Its number; its log entries' keys start with it.
+    /// Its number: its log file's.
     pub number: u64,
-    /// Indexed by [`shard_of`]: 65,536 maps (3 MiB of empty ones), made at
-    /// the first write.
+    /// Data records, indexed by [`shard_of`]: 65,536 maps (3 MiB of
+    /// empty ones), made at the first write.
     shards: Vec<Shard>,
+    /// Expiry-index entries.
+    expiry: BTreeMap<Vec<u8>, Option<Bytes>>,
+    /// Keys held, in both.
     len: usize,
     bytes: usize,
     /// Entries a shard has room for when first written: what the
@@ -169,20 +175,39 @@ impl Generation {
     /// The next generation, sized for as many writes per shard as this one.
     pub fn successor(&self) -> Self {
         let shards_used = self.shards.iter().filter(|shard| !shard.is_empty()).count();
+        let data_len = self.len - self.expiry.len();
         Self {
             number: self.number + 1,
-            shard_capacity: self.len.div_ceil(shards_used.max(1)),
+            shard_capacity: data_len.div_ceil(shards_used.max(1)),
             ..Self::default()
         }
     }
 
-    /// Records `op`, replacing what the generation held for its key.
+    /// Records `op`, replacing what the generation held for its key in
+    /// its keyspace.
     pub fn apply(&mut self, op: &BatchOp) {
-        self.put(&op.key, op.value.clone());
+        let key = &op.key[..];
+        let (replaced, added) = match op.space {
+            Space::Data => self.put_data(key, op.value.clone()),
+            Space::Expiry => match self.expiry.get_mut(key) {
+                Some(held) => (Some(std::mem::replace(held, op.value.clone())), false),
+                None => {
+                    self.expiry.insert(key.to_vec(), op.value.clone());
+                    (None, true)
+                }
+            },
+        };
+        if added {
+            self.bytes += key.len() + ENTRY_OVERHEAD_BYTES;
+            self.len += 1;
+        }
+        self.bytes -= replaced.flatten().map_or(0, |v| v.len());
+        self.bytes += op.value.as_ref().map_or(0, Bytes::len);
     }
 
-    fn put(&mut self, key: &[u8], value: Option<Bytes>) {
-        let len = value.as_ref().map_or(0, Bytes::len);
+    /// Puts a data record; returns what it replaced and whether its key
+    /// is new.
+    fn put_data(&mut self, key: &[u8], value: Option<Bytes>) -> (Option<Option<Bytes>>, bool) {
         if self.shards.is_empty() {
             self.shards
                 .resize_with(usize::from(u16::MAX) + 1, Shard::default);
@@ -192,24 +217,24 @@ impl Generation {
             shard.reserve(self.shard_capacity);
         }
         match shard.entry(SlotKey::new(key)) {
-            Entry::Occupied(mut held) => {
-                self.bytes -= held.get().as_ref().map_or(0, Bytes::len);
-                held.insert(value);
-            }
+            Entry::Occupied(mut held) => (Some(held.insert(value)), false),
             Entry::Vacant(slot) => {
-                self.bytes += key.len() + ENTRY_OVERHEAD_BYTES;
-                self.len += 1;
                 slot.insert(value);
+                (None, true)
             }
         }
-        self.bytes += len;
     }
 
-    /// What the generation holds for `key`: `None` if nothing, `Some(None)`
-    /// if a delete.
-    pub fn get(&self, key: &[u8]) -> Option<Option<&Bytes>> {
-        let shard = self.shards.get(usize::from(shard_of(key)))?;
-        shard.get(key).map(Option::as_ref)
+    /// What the generation holds for `key` in `space`: `None` if nothing,
+    /// `Some(None)` if a delete.
+    pub fn get(&self, space: Space, key: &[u8]) -> Option<Option<&Bytes>> {
+        match space {
+            Space::Data => {
+                let shard = self.shards.get(usize::from(shard_of(key)))?;
+                shard.get(key).map(Option::as_ref)
+            }
+            Space::Expiry => self.expiry.get(key).map(Option::as_ref),
+        }
     }
 
     /// Bytes held (keys, values and [`ENTRY_OVERHEAD_BYTES`] each).
@@ -222,8 +247,8 @@ impl Generation {
         self.len == 0
     }
 
-    /// The entries with keys in `[from, until)`, in no order.
-    fn range<'a>(
+    /// The data entries with keys in `[from, until)`, in no order.
+    fn data_range<'a>(
         &'a self,
         from: &'a [u8],
         until: Option<&'a [u8]>,
@@ -239,35 +264,98 @@ impl Generation {
             .filter(move |(key, _)| *key >= from && until.is_none_or(|until| *key < until))
     }
 
-    /// The entries in key order, as an ingestion takes them.
-    pub fn sorted(&self) -> Vec<(&[u8], Option<&Bytes>)> {
-        let mut entries = Vec::with_capacity(self.len);
-        for shard in &self.shards {
-            let first = entries.len();
-            entries.extend(shard.iter().map(|(k, v)| (k.as_slice(), v.as_ref())));
-            entries[first..].sort_unstable_by(|a, b| a.0.cmp(b.0));
+    /// The expiry entries with keys in `[from, until)`, in key order.
+    fn expiry_range<'a>(
+        &'a self,
+        from: &'a [u8],
+        until: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a [u8], Option<&'a Bytes>)> + 'a {
+        use std::ops::Bound;
+        // Up to `from` itself, excluded (an empty range), when `until` is
+        // not after it: BTreeMap's `range` panics at an end before the
+        // start.
+        let end = match until {
+            Some(until) if until <= from => Bound::Excluded(from),
+            Some(until) => Bound::Excluded(until),
+            None => Bound::Unbounded,
+        };
+        self.expiry
+            .range::<[u8], _>((Bound::Included(from), end))
+            .map(|(key, value)| (key.as_slice(), value.as_ref()))
+    }
+
+    /// The entries of `space` in key order, as an ingestion takes them.
+    pub fn sorted(&self, space: Space) -> Vec<(&[u8], Option<&Bytes>)> {
+        match space {
+            Space::Data => {
+                let mut entries = Vec::with_capacity(self.len - self.expiry.len());
+                for shard in &self.shards {
+                    let first = entries.len();
+                    entries.extend(shard.iter().map(|(k, v)| (k.as_slice(), v.as_ref())));
+                    entries[first..].sort_unstable_by(|a, b| a.0.cmp(b.0));
+                }
+                entries
+            }
+            Space::Expiry => self.expiry_range(&[], None).collect(),
         }
-        entries
     }
 }
 
-/// What `generations` (newest first) hold for keys in `[from, until)`:
-/// each key's newest write, in key order.
+/// What `generations` (newest first) hold for keys of `space` in `[from,
+/// until)`: each key's newest write, in key order. Of the expiry index,
+/// whose staged range can be long (the reaper reads from its cursor to
+/// the end), only a prefix holding `puts_max` puts: a scan of up to
+/// `puts_max` entries cannot go past it (see [`merge_scan`]).
 pub fn staged_range(
     generations: &[&Generation],
+    space: Space,
     from: &[u8],
     until: Option<&[u8]>,
+    puts_max: usize,
 ) -> Vec<(Vec<u8>, Option<Bytes>)> {
-    let mut found: HashMap<&[u8], Option<&Bytes>, Xxh3DefaultBuilder> = HashMap::default();
-    for generation in generations.iter().rev() {
-        found.extend(generation.range(from, until));
+    match space {
+        Space::Data => {
+            let mut found: HashMap<&[u8], Option<&Bytes>, Xxh3DefaultBuilder> = HashMap::default();
+            for generation in generations.iter().rev() {
+                found.extend(generation.data_range(from, until));
+            }
+            let mut range: Vec<_> = found
+                .into_iter()
+                .map(|(key, value)| (key.to_vec(), value.cloned()))
+                .collect();
+            range.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            range
+        }
+        Space::Expiry => {
+            let mut sources: Vec<_> = generations
+                .iter()
+                .map(|generation| generation.expiry_range(from, until).peekable())
+                .collect();
+            let mut range = Vec::new();
+            let mut puts = 0;
+            while puts < puts_max {
+                // The smallest key at the sources' heads; the newest
+                // source holding it has its newest write.
+                let Some(key) = sources
+                    .iter_mut()
+                    .filter_map(|s| s.peek().map(|e| e.0))
+                    .min()
+                else {
+                    break;
+                };
+                let mut newest = None;
+                for source in &mut sources {
+                    if let Some((_, value)) = source.next_if(|entry| entry.0 == key) {
+                        newest.get_or_insert(value);
+                    }
+                }
+                let value = newest.flatten().cloned();
+                puts += usize::from(value.is_some());
+                range.push((key.to_vec(), value));
+            }
+            range
+        }
     }
-    let mut range: Vec<_> = found
-        .into_iter()
-        .map(|(key, value)| (key.to_vec(), value.cloned()))
-        .collect();
-    range.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    range
 }
 
 /// The first `limit` live entries of `stored` (a scan of the store from
@@ -309,18 +397,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn op(key: &[u8], value: Option<&[u8]>) -> BatchOp {
+        op_in(Space::Data, key, value)
+    }
+
+    fn op_in(space: Space, key: &[u8], value: Option<&[u8]>) -> BatchOp {
         match value {
-            Some(v) => BatchOp::put(Space::Data, key.to_vec(), v.to_vec()),
-            None => BatchOp::delete(Space::Data, key.to_vec()),
+            Some(v) => BatchOp::put(space, key.to_vec(), v.to_vec()),
+            None => BatchOp::delete(space, key.to_vec()),
         }
     }
 
-    /// Recovery's path: a log entry's data ops into a generation.
+    /// Recovery's path: a log entry's ops into a generation.
     fn replay(generation: &mut Generation, entry: &[u8]) -> Result<(), DecodeError> {
         let ops = decode_log(entry)?;
-        ops.iter()
-            .filter(|op| op.space == Space::Data)
-            .for_each(|op| generation.apply(op));
+        ops.iter().for_each(|op| generation.apply(op));
         Ok(())
     }
 
@@ -340,20 +430,23 @@ mod tests {
         ];
         assert_eq!(decode_log(&encoded(&ops)).expect("decode"), ops);
         let mut applied = Generation::new(7);
-        ops[..2]
-            .iter()
-            .chain(&ops[3..])
-            .for_each(|op| applied.apply(op));
+        ops.iter().for_each(|op| applied.apply(op));
         let mut replayed = Generation::new(7);
         replay(&mut replayed, &encoded(&ops)).expect("replay");
-        assert_eq!(replayed.sorted(), applied.sorted());
+        for space in [Space::Data, Space::Expiry] {
+            assert_eq!(replayed.sorted(space), applied.sorted(space));
+        }
         assert_eq!(replayed.bytes(), applied.bytes());
         assert_eq!(
-            applied.sorted(),
+            applied.sorted(Space::Data),
             vec![
                 (&b"\0\x01a"[..], Some(&Bytes::from_static(b"2"))),
                 (&b"\0\x02b"[..], None)
             ]
+        );
+        assert_eq!(
+            applied.sorted(Space::Expiry),
+            vec![(&b"\0\x01when"[..], Some(&Bytes::new()))]
         );
     }
 
@@ -370,10 +463,10 @@ mod tests {
                 2, 0, 1, b'k', 1, 2, b'v', b'v', 0, 1, b'd', 0, 1, 1, b'e', 0
             ]
         );
-        // Version 1 (format-2 data directories): data ops, no keyspace byte.
+        // Version 1 (format-2 data directories, refused) is not read.
         assert_eq!(
-            decode_log(&[1, 1, b'k', 1, 2, b'v', b'v', 1, b'd', 0]).expect("v1"),
-            ops[..2]
+            decode_log(&[1, 1, b'k', 1, 2, b'v', b'v', 1, b'd', 0]),
+            Err(DecodeError::UnknownVersion { found: 1 })
         );
     }
 
@@ -426,9 +519,11 @@ mod tests {
 
     proptest! {
         /// A scan merged from a store and staged writes equals a scan of
-        /// the store with the writes applied.
+        /// the store with the writes applied, in either keyspace (the
+        /// expiry index's staged range is cut after `limit` puts).
         #[test]
         fn a_merged_scan_equals_a_scan_of_the_applied_writes(
+            expiry in any::<bool>(),
             stored in proptest::collection::btree_map(key(), any::<u8>(), 0..30),
             older in proptest::collection::vec((key(), proptest::option::of(any::<u8>())), 0..20),
             newer in proptest::collection::vec((key(), proptest::option::of(any::<u8>())), 0..20),
@@ -436,11 +531,12 @@ mod tests {
             until in proptest::option::of(key()),
             limit in 0usize..40,
         ) {
+            let space = if expiry { Space::Expiry } else { Space::Data };
             let mut generations = [Generation::new(0), Generation::new(1)];
             let mut model = stored.clone();
             for (generation, writes) in generations.iter_mut().zip([&older, &newer]) {
                 for (key, value) in writes {
-                    generation.apply(&op(key, value.as_ref().map(std::slice::from_ref)));
+                    generation.apply(&op_in(space, key, value.as_ref().map(std::slice::from_ref)));
                     match value {
                         Some(value) => model.insert(key.clone(), *value),
                         None => model.remove(key),
@@ -448,7 +544,13 @@ mod tests {
                 }
             }
             let in_range = |k: &Vec<u8>| *k >= from && until.as_ref().is_none_or(|u| k < u);
-            let staged = staged_range(&[&generations[1], &generations[0]], &from, until.as_deref());
+            let staged = staged_range(
+                &[&generations[1], &generations[0]],
+                space,
+                &from,
+                until.as_deref(),
+                limit,
+            );
             let stored: Entries = stored
                 .iter()
                 .filter(|(k, _)| in_range(k))
@@ -469,7 +571,8 @@ mod tests {
         fn sorted_is_key_order(keys in proptest::collection::vec(key(), 0..30)) {
             let mut generation = Generation::new(0);
             keys.iter().for_each(|k| generation.apply(&op(k, Some(b"v"))));
-            let sorted: Vec<&[u8]> = generation.sorted().into_iter().map(|(k, _)| k).collect();
+            let sorted: Vec<&[u8]> =
+                generation.sorted(Space::Data).into_iter().map(|(k, _)| k).collect();
             let mut expected: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
             expected.sort_unstable();
             expected.dedup();

@@ -1,9 +1,9 @@
-//! The staged generations' write-ahead log: one file per generation in the
+//! The store's write-ahead log: one file per staged generation in the
 //! store's `stage/` directory, named by the generation's number. Each
-//! store batch is one entry (`stage::encode_log`), written with one
-//! `write` while the store holds its active generation, so a file holds
-//! its generation's batches in the order they were applied. Once a
-//! generation is ingested its file is deleted.
+//! store batch is one entry (`stage::encode_log`) holding every op of the
+//! batch, written with one `write` while the store holds its active
+//! generation, so a file holds its generation's batches in the order they
+//! were applied. Once a generation is ingested its file is deleted.
 //!
 //! These are plain files, not fjall keyspaces as before: a keyspace's
 //! memtable kept a second in-memory copy of every staged write, 40-50 MiB
@@ -31,11 +31,10 @@
 //!
 //! A failed write leaves nothing recovery would replay: the file is cut
 //! back to its length before the entry and synced (as Redis truncates a
-//! partly written AOF), and an entry whose batch failed after it was
-//! written is taken back the same way ([`StageLog::rollback`]). Entries
-//! go at the file's known length (`pwrite`), so the next one overwrites
-//! whatever a failed one left. If the cut itself fails, every append
-//! fails until [`StageLog::repair`] manages it.
+//! partly written AOF). Entries go at the file's known length (`pwrite`),
+//! so the next one overwrites whatever a failed one left. If the cut
+//! itself fails, every append fails until [`StageLog::repair`] manages
+//! it.
 
 use super::StoreError;
 use std::fs::{File, OpenOptions};
@@ -95,14 +94,13 @@ struct Writer {
     /// An entry being framed; kept to reuse its allocation.
     frame: Vec<u8>,
     /// A write failed and cutting it off the file failed too: the file
-    /// may end in part of an entry, or in one whose batch failed, and
-    /// anything appended after it would be lost to recovery (or the
-    /// failed batch replayed). Every append fails until
+    /// may end in part of an entry, and anything appended after it would
+    /// be lost to recovery. Every append fails until
     /// [`StageLog::repair`] cuts the file back to `bytes`.
     failed: bool,
 }
 
-/// Where an appended entry lies in its file, for [`StageLog::rollback`].
+/// Where an appended entry lies in its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     /// The file's length before the entry.
@@ -230,35 +228,6 @@ impl StageLog {
     #[cfg(test)]
     pub fn fail_next_write(&self, written: usize) {
         *lock(&self.fail_next_write) = Some(written);
-    }
-
-    /// Takes back `appended`, the last entry appended, whose batch failed
-    /// after it was logged: the file is cut back to where the entry began
-    /// and synced, so that neither recovery nor a sync that ran meanwhile
-    /// brings it back.
-    ///
-    /// # Errors
-    /// [`StoreError::StageLog`] when the cut or its sync fails; every
-    /// append fails then until [`StageLog::repair`] succeeds.
-    ///
-    /// # Panics
-    /// If `appended` is not the last entry appended (a bug in the caller,
-    /// which must hold appends off between the two).
-    pub fn rollback(&self, appended: Appended) -> Result<(), StoreError> {
-        let mut writer = lock(&self.writer);
-        assert_eq!(
-            writer.bytes, appended.end,
-            "only the last entry appended can be taken back"
-        );
-        writer.bytes = appended.start;
-        if let Err(source) = cut(&writer.file, appended.start) {
-            writer.failed = true;
-            return Err(StoreError::StageLog {
-                what: "take back a stage log entry",
-                source,
-            });
-        }
-        Ok(())
     }
 
     /// After a failed write that could not be cut off the file: cuts it
@@ -553,35 +522,6 @@ mod tests {
             StageLog::recover(dir.path()).expect("recover").entries,
             [&b"before"[..], b"after"]
         );
-    }
-
-    // Proves an entry taken back (its batch failed after it was logged)
-    // is gone from the file, synced, and its place taken by the next one;
-    // and that only the last entry can be taken back.
-    #[test]
-    fn an_entry_taken_back_is_not_recovered() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = StageLog::create(dir.path(), 1).expect("create");
-        append(&log, b"kept");
-        let failed = log
-            .append(|out| out.extend_from_slice(b"failed batch"))
-            .expect("append");
-        log.sync().expect("sync");
-        log.rollback(failed).expect("rollback");
-        assert_eq!(
-            StageLog::recover(dir.path()).expect("recover").entries,
-            [b"kept"]
-        );
-        let next = log
-            .append(|out| out.extend_from_slice(b"next"))
-            .expect("append");
-        assert_eq!(next.start, failed.start);
-        assert_eq!(
-            StageLog::recover(dir.path()).expect("recover").entries,
-            [&b"kept"[..], b"next"]
-        );
-        let stale = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.rollback(failed)));
-        assert!(stale.is_err(), "not the last entry: a bug, caught");
     }
 
     proptest! {
