@@ -183,6 +183,8 @@ impl Node {
             siblings_max: config.siblings_max,
             cache_bytes: config.cache_bytes,
         };
+        // The store's own workers (its ingestion) run on its threads.
+        let store_workers = store.workers();
         // Opening scans the keys: store work.
         let replica = executor
             .run(move || Replica::open(store, settings))
@@ -271,6 +273,9 @@ impl Node {
         let alone = seeds.is_empty() && membership.view().members.len() == 1;
         let (ready, ready_rx) = watch::channel(alone);
         let board = WorkerBoard::default();
+        for status in store_workers {
+            board.show(status);
+        }
         let server = Server::new(
             client_listener,
             config,

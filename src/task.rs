@@ -35,12 +35,17 @@ pub struct WorkerStatus {
     running: AtomicBool,
     steps: AtomicU64,
     failures: AtomicU64,
-    /// The last failure, while the worker is failing.
-    failing: Mutex<Option<String>>,
+    /// The last failure while the worker is failing, and whether its
+    /// first failure was logged here.
+    failing: Mutex<Option<(String, bool)>>,
 }
 
 impl WorkerStatus {
-    fn new(name: &'static str) -> Self {
+    /// A running worker's status. [`Workers::spawn`] makes one for each
+    /// task it starts; a lower layer that runs a worker on a thread of
+    /// its own (the store's ingestion) makes its own and shows it with
+    /// [`WorkerBoard::show`].
+    pub fn new(name: &'static str) -> Self {
         Self {
             name,
             running: AtomicBool::new(true),
@@ -54,23 +59,45 @@ impl WorkerStatus {
     pub fn stepped(&self) {
         self.steps.fetch_add(1, Ordering::Relaxed);
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-        if failing.take().is_some() {
+        if let Some((_, true)) = failing.take() {
             tracing::info!(worker = self.name, "works again");
         }
     }
 
     /// A step failed with `error`; the worker goes on.
     pub fn failed(&self, error: impl Display) {
+        self.record_failure(error, true);
+    }
+
+    /// A step failed with an `error` that was logged where it happened
+    /// (the store's health logs a failed ingestion, once per change of
+    /// state): shown on the status line, not logged twice.
+    pub fn failed_logged(&self, error: impl Display) {
+        self.record_failure(error, false);
+    }
+
+    fn record_failure(&self, error: impl Display, log: bool) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let error = error.to_string();
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-        if failing.is_none() {
-            tracing::error!(
-                worker = self.name,
-                "failing: {error}; logged again when it works"
-            );
-        }
-        *failing = Some(error);
+        let logged = match &*failing {
+            Some((_, logged)) => *logged,
+            None if log => {
+                tracing::error!(
+                    worker = self.name,
+                    "failing: {error}; logged again when it works"
+                );
+                true
+            }
+            None => false,
+        };
+        *failing = Some((error, logged));
+    }
+
+    /// The worker returned (after the shutdown signal, or its owner's
+    /// close).
+    pub fn ended(&self) {
+        self.running.store(false, Ordering::Relaxed);
     }
 
     /// The worker's name and its status line, as `DYNAMO STATUS` shows
@@ -87,7 +114,7 @@ impl WorkerStatus {
             self.steps.load(Ordering::Relaxed),
             self.failures.load(Ordering::Relaxed)
         );
-        if let Some(error) = &*self.failing.lock().unwrap_or_else(PoisonError::into_inner) {
+        if let Some((error, _)) = &*self.failing.lock().unwrap_or_else(PoisonError::into_inner) {
             line.push_str(",failing=");
             line.push_str(error);
         }
@@ -101,6 +128,14 @@ impl WorkerStatus {
 pub struct WorkerBoard(Arc<Mutex<Vec<Arc<WorkerStatus>>>>);
 
 impl WorkerBoard {
+    /// Shows `status` on the board, after those shown before.
+    pub fn show(&self, status: Arc<WorkerStatus>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(status);
+    }
+
     /// Each worker's name and status line, in the order they started.
     pub fn lines(&self) -> Vec<(&'static str, String)> {
         let statuses = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -136,15 +171,11 @@ impl Workers {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let status = Arc::new(WorkerStatus::new(name));
-        self.board
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&status));
+        self.board.show(Arc::clone(&status));
         let work = work(Arc::clone(&status), self.shutdown.clone());
         self.set.spawn(async move {
             work.await;
-            status.running.store(false, Ordering::Relaxed);
+            status.ended();
         });
     }
 

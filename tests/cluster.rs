@@ -472,7 +472,14 @@ fn restarted_nodes_read_back_and_are_repaired() {
     let mut repair_steps = 0;
     for &addr in &addrs {
         let workers = workers(addr);
-        for name in ["expiry-reaper", "read-repair", "store-probe", "membership"] {
+        for name in [
+            "expiry-reaper",
+            "read-repair",
+            "store-probe",
+            "membership",
+            "ingest",
+            "idle-ingest",
+        ] {
             let line = &workers[name];
             assert!(line.starts_with("running,"), "{addr} {name}: {line}");
         }

@@ -266,7 +266,7 @@ impl Replica {
     /// Store errors.
     pub fn close(&self) -> Result<(), StoreError> {
         let _guards = self.locks.lock_all();
-        self.store.checkpoint()?;
+        self.store.close()?;
         self.save_clean_counts()
     }
 

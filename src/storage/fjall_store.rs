@@ -66,6 +66,7 @@ use crate::limits::{
     DATA_L0_TABLES_COMPACTED, DATA_L0_TABLES_STALL, INGEST_STALL_WAIT_MS, STAGE_GENERATION_BYTES,
     STAGE_IDLE, STAGE_IDLE_INGEST_BYTES_MIN, STAGE_LOG_BYTES_MAX, STORE_PROBE_BYTES,
 };
+use crate::task::WorkerStatus;
 use bytes::Bytes;
 use fjall::compaction::Leveled;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -106,15 +107,19 @@ type KeyRange<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 const IDLE_INGEST_NICE: i32 = 19;
 
 /// A [`Store`] on fjall: its state, shared with its two ingest threads,
-/// and those threads.
+/// and those threads, its workers (shown in `DYNAMO STATUS` as
+/// `worker:ingest` and `worker:idle-ingest`, stopped and joined by
+/// [`Store::close`] or, failing that, on drop).
 pub struct FjallStore {
     shared: Arc<Shared>,
-    /// Sealed generations on their way to the ingest thread; dropping it
-    /// ends the thread.
-    to_ingest: Option<mpsc::SyncSender<Arc<Generation>>>,
-    /// Never sent on: dropping it ends the idle ingester.
-    stop_idle: Option<mpsc::SyncSender<()>>,
-    threads: Vec<JoinHandle<()>>,
+    /// Sealed generations on their way to the ingest thread; `None`
+    /// stops it.
+    to_ingest: mpsc::SyncSender<Option<Arc<Generation>>>,
+    /// A send (a rendezvous) stops the idle ingester.
+    stop_idle: mpsc::SyncSender<()>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    ingester: Arc<WorkerStatus>,
+    idle_ingester: Arc<WorkerStatus>,
 }
 
 impl std::ops::Deref for FjallStore {
@@ -127,13 +132,7 @@ impl std::ops::Deref for FjallStore {
 
 impl Drop for FjallStore {
     fn drop(&mut self) {
-        drop(self.to_ingest.take());
-        drop(self.stop_idle.take());
-        for thread in self.threads.drain(..) {
-            if thread.join().is_err() {
-                tracing::error!("an ingest thread panicked");
-            }
-        }
+        self.stop_workers();
     }
 }
 
@@ -282,29 +281,54 @@ impl FjallStore {
             health: Health::default(),
             engine_failed: AtomicBool::new(false),
         };
-        let (to_ingest, sealed) = mpsc::sync_channel::<Arc<Generation>>(INGEST_QUEUE);
+        let (to_ingest, sealed) = mpsc::sync_channel(INGEST_QUEUE);
         let (stop_idle, stopped) = mpsc::sync_channel(0);
-        let mut store = Self {
+        let store = Self {
             shared: Arc::new(shared),
-            to_ingest: Some(to_ingest),
-            stop_idle: Some(stop_idle),
-            threads: Vec::new(),
+            to_ingest,
+            stop_idle,
+            threads: Mutex::new(Vec::new()),
+            ingester: Arc::new(WorkerStatus::new("ingest")),
+            idle_ingester: Arc::new(WorkerStatus::new("idle-ingest")),
         };
         // Dropping `store` on an error below ends the threads started.
-        let ingesting = Arc::clone(&store.shared);
-        store.spawn("dynokv-ingest", move || ingesting.run_ingester(&sealed))?;
-        let ingesting = Arc::clone(&store.shared);
-        store.spawn("dynokv-idle", move || ingesting.run_idle_ingester(&stopped))?;
+        let (ingesting, status) = (Arc::clone(&store.shared), Arc::clone(&store.ingester));
+        store.spawn("dynokv-ingest", move || {
+            ingesting.run_ingester(&sealed, &status);
+            status.ended();
+        })?;
+        let (ingesting, status) = (Arc::clone(&store.shared), Arc::clone(&store.idle_ingester));
+        store.spawn("dynokv-idle", move || {
+            ingesting.run_idle_ingester(&stopped, &status);
+            status.ended();
+        })?;
         Ok(store)
     }
 
-    fn spawn(&mut self, name: &str, run: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
+    fn spawn(&self, name: &str, run: impl FnOnce() + Send + 'static) -> Result<(), StoreError> {
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(run)
             .map_err(|error| StoreError::Engine(format!("cannot start {name}: {error}")))?;
-        self.threads.push(thread);
+        lock(&self.threads).push(thread);
         Ok(())
+    }
+
+    /// Stops the ingest threads and joins them (once; later calls find
+    /// none). A write after this ingests what it seals itself.
+    fn stop_workers(&self) {
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        if threads.is_empty() {
+            return;
+        }
+        // Either fails only if its thread already ended (it panicked).
+        let _ = self.to_ingest.send(None);
+        let _ = self.stop_idle.send(());
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("an ingest thread panicked");
+            }
+        }
     }
 }
 
@@ -371,11 +395,18 @@ impl Shared {
         Ok(Some(generation))
     }
 
-    /// The ingest thread: ingests what writers seal, until the store drops
-    /// its sender.
-    fn run_ingester(&self, sealed: &mpsc::Receiver<Arc<Generation>>) {
-        for generation in sealed {
-            self.ingest_logged(&generation);
+    /// The ingest thread: ingests what writers seal, until it is told to
+    /// stop (or the store is gone).
+    fn run_ingester(
+        &self,
+        sealed: &mpsc::Receiver<Option<Arc<Generation>>>,
+        status: &WorkerStatus,
+    ) {
+        while let Ok(Some(generation)) = sealed.recv() {
+            match self.ingest(&generation) {
+                Ok(()) => status.stepped(),
+                Err(error) => status.failed_logged(self.write_failed(error)),
+            }
         }
     }
 
@@ -391,7 +422,8 @@ impl Shared {
     /// sender. An idle node then holds little in memory and in
     /// its log, and a burst of writes after a pause does not pay for its
     /// predecessor's ingestion. It writes nothing while the store fails.
-    fn run_idle_ingester(&self, stop: &mpsc::Receiver<()>) {
+    /// Its steps are the idle ticks that ingested or collected.
+    fn run_idle_ingester(&self, stop: &mpsc::Receiver<()>, status: &WorkerStatus) {
         lower_priority(IDLE_INGEST_NICE);
         let mut batches_seen = None;
         let mut tables_collected = self.table_count();
@@ -401,15 +433,20 @@ impl Shared {
             if batches_seen.replace(batches) != Some(batches) || self.health.is_failing() {
                 continue;
             }
-            if let Some(generation) = self.seal_idle() {
-                self.ingest_logged(&generation);
-            }
+            let ingested = self.seal_idle().map(|generation| self.ingest(&generation));
             let tables = self.table_count();
-            if tables != tables_collected {
+            let collected = (tables != tables_collected).then(|| {
                 tables_collected = tables;
-                if let Err(error) = self.collect_tables() {
-                    self.write_failed(error);
-                }
+                self.collect_tables()
+            });
+            match ingested
+                .into_iter()
+                .chain(collected)
+                .collect::<Result<Vec<()>, _>>()
+            {
+                Ok(done) if done.is_empty() => {}
+                Ok(_) => status.stepped(),
+                Err(error) => status.failed_logged(self.write_failed(error)),
             }
         }
     }
@@ -608,7 +645,7 @@ impl Shared {
     fn apply_checked(
         &self,
         ops: &[BatchOp],
-        to_ingest: Option<&mpsc::SyncSender<Arc<Generation>>>,
+        to_ingest: &mpsc::SyncSender<Option<Arc<Generation>>>,
     ) -> Result<(), StoreError> {
         let mut active = lock(&self.active);
         // The batch's one write: a failed one is cut off the log, and
@@ -640,10 +677,10 @@ impl Shared {
         // is full, writers wait for that ingestion (so that memory stays
         // bounded), or retry it if it failed.
         let pending = match sealed {
-            Some(generation) => match to_ingest {
-                Some(to_ingest) => to_ingest.send(generation).err().map(|unsent| unsent.0),
-                None => Some(generation),
-            },
+            Some(generation) => to_ingest
+                .send(Some(generation))
+                .err()
+                .and_then(|unsent| unsent.0),
             None if overfull => self.sealed().clone(),
             None => None,
         };
@@ -815,7 +852,7 @@ impl Store for FjallStore {
             return Ok(());
         }
         self.health.check()?;
-        self.apply_checked(ops, self.to_ingest.as_ref())
+        self.apply_checked(ops, &self.to_ingest)
     }
 
     /// While the store fails, a checkpoint tries a recovery first; if that
@@ -887,6 +924,15 @@ impl Store for FjallStore {
                 .map_err(self::engine)
         });
         written.map_err(|error| self.write_failed(error))
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        self.stop_workers();
+        self.checkpoint()
+    }
+
+    fn workers(&self) -> Vec<Arc<WorkerStatus>> {
+        vec![Arc::clone(&self.ingester), Arc::clone(&self.idle_ingester)]
     }
 
     fn disk_bytes(&self) -> u64 {
@@ -1484,6 +1530,30 @@ mod tests {
         assert!(
             nice.iter().all(|&n| n == i64::from(IDLE_INGEST_NICE)),
             "{nice:?}"
+        );
+        let lines = || store.workers().iter().map(|s| s.line()).collect::<Vec<_>>();
+        // The step is counted once the tick's table collection is done too.
+        let deadline = Instant::now() + IDLE_WAIT;
+        while lines()[1].1.contains("steps=0") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            lines(),
+            [
+                ("ingest", "running,steps=0,failures=0".to_owned()),
+                ("idle-ingest", "running,steps=1,failures=0".to_owned()),
+            ]
+        );
+        // Closing stops and joins both workers; a write after it still
+        // lands, and what it seals is ingested by the writer.
+        store.close().expect("close");
+        assert!(lines().iter().all(|(_, line)| line.starts_with("stopped,")));
+        store
+            .apply(&[put(b"after", b"close")])
+            .expect("apply after close");
+        assert_eq!(
+            store.get(Space::Data, b"after").expect("get"),
+            Some(b"close".to_vec())
         );
     }
 

@@ -30,8 +30,10 @@ pub use health::{Failure, Health, HealthReport};
 pub use memory::MemoryStore;
 
 use crate::limits::PARTITIONS_MAX;
+use crate::task::WorkerStatus;
 use crate::version::NodeId;
 use bytes::Bytes;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// The data directory layout this build writes (meta key `format`).
@@ -230,6 +232,22 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Engine`] when the engine fails.
     fn checkpoint(&self) -> Result<(), StoreError> {
         self.sync()
+    }
+
+    /// Stops and joins the store's own workers, then checkpoints: the
+    /// node's shutdown. The store still serves reads and writes after it
+    /// (doing inline what its workers did).
+    ///
+    /// # Errors
+    /// [`StoreError::Engine`] when the engine fails.
+    fn close(&self) -> Result<(), StoreError> {
+        self.checkpoint()
+    }
+
+    /// The statuses of the workers the store runs on threads of its own,
+    /// for `DYNAMO STATUS` (none for memory).
+    fn workers(&self) -> Vec<Arc<WorkerStatus>> {
+        Vec::new()
     }
 
     /// Bytes the store occupies on disk (0 for memory).
