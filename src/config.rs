@@ -7,8 +7,8 @@
 //! is what the node runs with.
 
 use crate::limits::{
-    BULK_BYTES_MAX_DEFAULT, CLIENTS_MAX_DEFAULT, PARTITIONS_DEFAULT, RECORD_CACHE_BYTES_DEFAULT,
-    SIBLINGS_MAX_DEFAULT,
+    BULK_BYTES_MAX_DEFAULT, CLIENTS_MAX_DEFAULT, DETECTOR_PHI_THRESHOLD_DEFAULT,
+    PARTITIONS_DEFAULT, RECORD_CACHE_BYTES_DEFAULT, SIBLINGS_MAX_DEFAULT,
 };
 use crate::storage::FsyncPolicy;
 use serde::{Deserialize, Serialize};
@@ -150,6 +150,12 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_CACHE_MB")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_mb: Option<usize>,
+    /// Suspicion level (phi) at which a silent peer is suspected, probed
+    /// through other members, then marked down; higher waits longer
+    /// (Cassandra's phi_convict_threshold) [default: 8].
+    #[arg(long, env = "DYNOKV_PHI_THRESHOLD")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phi_threshold: Option<f64>,
 }
 
 impl Settings {
@@ -201,7 +207,8 @@ impl Settings {
             siblings_max,
             proto_max_bulk_len,
             worker_threads,
-            cache_mb
+            cache_mb,
+            phi_threshold
         )
     }
 }
@@ -234,6 +241,7 @@ impl From<&Config> for Settings {
             proto_max_bulk_len: Some(c.proto_max_bulk_len),
             worker_threads: c.worker_threads,
             cache_mb: Some(c.cache_bytes >> 20),
+            phi_threshold: Some(c.phi_threshold),
         }
     }
 }
@@ -290,6 +298,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// Record cache budget in bytes (whole MiB). Default 64 MiB.
     pub cache_bytes: usize,
+    /// The failure detector's phi threshold. Default 8.
+    pub phi_threshold: f64,
     /// The TOML file the settings came from, if any (CONFIG REWRITE target).
     pub config_file: Option<PathBuf>,
 }
@@ -341,6 +351,15 @@ impl Config {
         if !(weight.is_finite() && weight > 0.0) {
             return invalid("weight", format!("{weight} is not a positive number"));
         }
+        let phi_threshold = settings
+            .phi_threshold
+            .unwrap_or(DETECTOR_PHI_THRESHOLD_DEFAULT);
+        if !(phi_threshold.is_finite() && phi_threshold > 0.0) {
+            return invalid(
+                "phi-threshold",
+                format!("{phi_threshold} is not a positive number"),
+            );
+        }
         Ok(Config {
             node_name: settings
                 .node_name
@@ -376,6 +395,7 @@ impl Config {
                 })?,
                 None => RECORD_CACHE_BYTES_DEFAULT,
             },
+            phi_threshold,
             config_file,
         })
     }

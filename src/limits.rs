@@ -144,8 +144,10 @@ pub const PEER_BACKOFF_MAX_MS: u64 = 2_000;
 
 /// How long a handshake may take, in ms.
 pub const PEER_HANDSHAKE_TIMEOUT_MS: u64 = 3_000;
-/// A peer connection with nothing received for this long gets a ping.
-pub const PEER_PING_AFTER_MS: u64 = 1_000;
+/// Each side of a link pings the other this often, busy or idle: the
+/// heartbeat the failure detector learns the link's rhythm from (docs/cluster.md,
+/// "Failure detection").
+pub const PEER_HEARTBEAT_MS: u64 = DETECTOR_HEARTBEAT_INTERVAL_MS;
 /// A peer connection with nothing received for this long (pings
 /// unanswered) is taken for dead and reopened: a connection can stall
 /// without closing (a peer frozen, a flow dropped along the way), and
@@ -339,10 +341,12 @@ pub const DETECTOR_WINDOW_SAMPLES: usize = 100;
 pub const DETECTOR_SAMPLES_MIN: usize = 4;
 
 /// The standard deviation assumed before [`DETECTOR_SAMPLES_MIN`]
-/// intervals are known, in ms: a quarter of the heartbeat interval, as
-/// Akka's `first-heartbeat-estimate` does, a little more lenient than the
-/// learned floor while a link is new.
-pub const DETECTOR_BOOTSTRAP_STD_DEV_MS: u64 = 250;
+/// intervals are known, in ms: a fifth of the heartbeat interval, a
+/// little more lenient than the learned floor while a link is new (Akka's
+/// `first-heartbeat-estimate` takes a quarter, which with the probe
+/// deadline below would put a detection in a node's first seconds at
+/// 3.1 s, past the 3 s the design asks for).
+pub const DETECTOR_BOOTSTRAP_STD_DEV_MS: u64 = 200;
 
 /// Floor of the learned standard deviation, in ms. Heartbeats on an idle
 /// loopback arrive almost exactly on time, and a standard deviation near 0
@@ -372,13 +376,24 @@ pub const DETECTOR_INDIRECT_PROBES: usize = 2;
 
 /// How long a suspect has for a heartbeat or an indirect probe's ack
 /// before it is marked down, in ms. A helper should give up its own probe
-/// sooner (half of this), so its answer arrives in time.
-pub const DETECTOR_PROBE_DEADLINE_MS: u64 = 800;
+/// sooner (half of this), so its answer arrives in time. With the
+/// learned floor this marks a dead peer down 1.8 + 0.6 s after its last
+/// heartbeat (2.1 + 0.6 s while its link is new), plus one tick; a 1 s
+/// pause (a 2 s gap) ends before the deadline.
+pub const DETECTOR_PROBE_DEADLINE_MS: u64 = 600;
 
 /// How long a suspect vouched for by an indirect probe stays up before it
 /// is suspected again while its direct heartbeats stay missing, in ms: one
 /// new round of probes per heartbeat interval, not one per detector tick.
 pub const DETECTOR_REPROBE_AFTER_MS: u64 = DETECTOR_HEARTBEAT_INTERVAL_MS;
+
+/// How long a helper waits for the suspect's answer to its ping, in ms:
+/// half the deadline, so that its answer reaches the asking node in time.
+pub const DETECTOR_PROBE_PING_MS: u64 = DETECTOR_PROBE_DEADLINE_MS / 2;
+
+/// How often the failure-detection worker feeds the detector what the
+/// links heard and ticks it, in ms: a detection is late by at most this.
+pub const DETECTOR_TICK_MS: u64 = 100;
 
 /// Members (tombstones included) a layout may hold before a join is
 /// refused. Far above any cluster this design is for (a full mesh of

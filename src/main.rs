@@ -326,15 +326,25 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
         }
         (OwnedFrame::Array(members), AdminView::Members) => {
             println!(
-                "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<5} {:>8} {:>8}",
-                "id", "name", "client", "peer", "weight", "zone", "state", "primary", "replica"
+                "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",
+                "id",
+                "name",
+                "client",
+                "peer",
+                "weight",
+                "zone",
+                "state",
+                "phi",
+                "silent_ms",
+                "primary",
+                "replica"
             );
             for member in members {
                 let m: std::collections::HashMap<String, String> =
                     pairs(member).into_iter().collect();
                 let get = |k: &str| m.get(k).cloned().unwrap_or_default();
                 println!(
-                    "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<5} {:>8} {:>8}",
+                    "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",
                     get("id"),
                     get("name"),
                     get("client_addr"),
@@ -342,6 +352,8 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                     get("weight"),
                     get("zone"),
                     get("status"),
+                    get("phi"),
+                    get("silent_ms"),
                     get("partitions_primary"),
                     get("partitions_replica")
                 );

@@ -16,6 +16,8 @@ use crate::limits::{
     STORAGE_IDLE_YIELDS, STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
     STORE_PROBE_INTERVAL_MS,
 };
+use crate::membership::detector::{DetectorConfig, DetectorError};
+use crate::membership::failure::FailureDetection;
 use crate::membership::{Membership, SaveMembers};
 use crate::net::{Listener, Network, Tcp};
 use crate::peer::codec::{decode_members, encode_members};
@@ -45,6 +47,9 @@ pub enum NodeError {
     /// The store failed to open, sync or flush.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The failure detector's settings are unusable.
+    #[error(transparent)]
+    Detector(#[from] DetectorError),
     /// The client port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -86,6 +91,7 @@ pub struct Node {
     repairs: mpsc::Receiver<Repair>,
     transport: Arc<Transport>,
     membership: Arc<Membership>,
+    failures: Arc<FailureDetection>,
     peer_listener: Box<dyn Listener>,
     seeds: Vec<String>,
     server: Server,
@@ -260,10 +266,18 @@ impl Node {
             r: config.read_quorum,
             w: config.write_quorum,
         };
+        let detector = DetectorConfig {
+            threshold: config.phi_threshold,
+            ..DetectorConfig::default()
+        };
+        // Seeded by the node id: distinct per node, and it leaves the
+        // simulation's random sequence untouched.
+        let failures = FailureDetection::new(detector, meta.node_id)?;
         let (coordinator, repairs) = ClusterCoordinator::new(
             local,
             Arc::clone(&transport),
             Arc::clone(&membership),
+            Arc::clone(&failures),
             policy,
         );
         transport.set_handler(Arc::new(coordinator.clone()));
@@ -296,6 +310,7 @@ impl Node {
             repairs,
             transport,
             membership,
+            failures,
             peer_listener,
             seeds,
             server,
@@ -340,6 +355,7 @@ impl Node {
             repairs,
             transport,
             membership,
+            failures,
             peer_listener,
             seeds,
             server,
@@ -378,6 +394,12 @@ impl Node {
             let seeds = seeds.clone();
             workers.spawn("membership", |status, shutdown| {
                 crate::membership::run(membership, transport, seeds, save, status, shutdown)
+            });
+        }
+        {
+            let (membership, transport) = (Arc::clone(&membership), Arc::clone(&transport));
+            workers.spawn("failure-detector", |status, shutdown| {
+                crate::membership::failure::run(failures, membership, transport, status, shutdown)
             });
         }
         transport.serve(peer_listener);
@@ -520,7 +542,7 @@ async fn open_when_reachable(
         if coordinator.quorums_reachable() {
             let view = membership.view();
             let linked: Vec<&str> = transport
-                .connected_peers()
+                .reachable_peers()
                 .iter()
                 .filter_map(|id| view.get(*id).map(|m| m.name.as_str()))
                 .collect();
@@ -544,7 +566,7 @@ async fn open_when_reachable(
             () = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(
                     after_ms = started.elapsed().as_millis() as u64,
-                    linked = transport.connected_peers().len(),
+                    linked = transport.reachable_peers().len(),
                     "serving data commands although some partitions lack R/W reachable replicas: \
                      the wait for peers ran out"
                 );

@@ -477,6 +477,7 @@ fn restarted_nodes_read_back_and_are_repaired() {
             "read-repair",
             "store-probe",
             "membership",
+            "failure-detector",
             "ingest",
             "idle-ingest",
         ] {
@@ -716,4 +717,104 @@ fn restarted_seed_rejoins_and_never_acts_alone() {
     }
     cluster.restart(0);
     cluster.wait_converged(3);
+}
+
+/// The `status` node `i`'s row has in `DYNAMO MEMBERS` at `addr`.
+fn status_of(cluster: &TestCluster, addr: SocketAddr, i: usize) -> Option<String> {
+    let peer = cluster.member_addr(i).to_string();
+    let rows = dynamo_members(addr).ok()?;
+    rows.into_iter()
+        .find(|row| row.get("peer_addr") == Some(&peer))
+        .and_then(|row| row.get("status").cloned())
+}
+
+/// Waits until every node in `watchers` shows node `i` as `status`;
+/// returns how long that took.
+fn wait_status(cluster: &TestCluster, watchers: &[usize], i: usize, status: &str) -> Duration {
+    let started = Instant::now();
+    eventually(SETTLE_TIMEOUT, Duration::from_millis(50), || {
+        watchers
+            .iter()
+            .all(|&w| status_of(cluster, cluster.node(w).addr(), i).as_deref() == Some(status))
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        let seen: Vec<_> = watchers
+            .iter()
+            .map(|&w| status_of(cluster, cluster.node(w).addr(), i))
+            .collect();
+        panic!("node {i} not {status} on {watchers:?} in {SETTLE_TIMEOUT:?}: {seen:?}")
+    });
+    started.elapsed()
+}
+
+// Proves a frozen (SIGSTOP) node, whose links stay open, is marked down by
+// the failure detector on every peer (detection time from the nodes' own
+// INFO within 3 s), that reads and writes go on without waiting for it,
+// that it is up again once it runs, and that a SIGKILLed node is marked
+// down the same way.
+#[test]
+fn a_frozen_or_killed_node_is_marked_down_within_3s() {
+    let quorum = [
+        "--replicas",
+        "3",
+        "--read-quorum",
+        "2",
+        "--write-quorum",
+        "2",
+    ];
+    let mut cluster = TestCluster::start(3, &quorum);
+    cluster.wait_converged(3);
+    write_all(&mut con(cluster.node(0)), "fd", 1);
+
+    cluster.pause(2);
+    let took = wait_status(&cluster, &[0, 1], 2, "down");
+    let detected: Vec<u64> = [0, 1]
+        .iter()
+        .map(|&w| info_count(cluster.node(w).addr(), "failure_detection_last_ms"))
+        .collect();
+    eprintln!("SIGSTOP: marked down on both peers after {took:?}; detection times {detected:?} ms");
+    assert!(
+        detected.iter().all(|&ms| ms > 0 && ms <= 3_000),
+        "detection times {detected:?} ms"
+    );
+    for w in [0, 1] {
+        assert_eq!(info_count(cluster.node(w).addr(), "members_down"), 1);
+        assert!(info_count(cluster.node(w).addr(), "failure_detections") >= 1);
+    }
+    // The frozen node's links are open, but requests skip it: every
+    // write and read is answered by the two others, within the client's
+    // timeout and without NOQUORUM.
+    write_all(&mut con(cluster.node(1)), "fd", 2);
+    check_all(&mut con(cluster.node(0)), "fd", "node 2 frozen", |k| {
+        value("fd", k, 2)
+    });
+
+    cluster.resume(2);
+    let back = wait_status(&cluster, &[0, 1], 2, "up");
+    eprintln!("SIGCONT: up again on both peers after {back:?}");
+
+    // A killed node's links close at once, so it is down for routing at
+    // once; the detector marks it down too, once it has been silent.
+    cluster.kill9(2);
+    let took = wait_status(&cluster, &[0, 1], 2, "down");
+    let detected = eventually(SETTLE_TIMEOUT, Duration::from_millis(50), || {
+        [0, 1]
+            .iter()
+            .all(|&w| info_count(cluster.node(w).addr(), "failure_detections") >= 2)
+            .then_some(())
+    });
+    assert!(detected.is_some(), "the detector never marked node 2 down");
+    let detected: Vec<u64> = [0, 1]
+        .iter()
+        .map(|&w| info_count(cluster.node(w).addr(), "failure_detection_last_ms"))
+        .collect();
+    eprintln!("SIGKILL: unlinked on both peers after {took:?}; detection times {detected:?} ms");
+    assert!(
+        detected.iter().all(|&ms| ms > 0 && ms <= 3_000),
+        "detection times {detected:?} ms"
+    );
+    check_all(&mut con(cluster.node(1)), "fd", "node 2 killed", |k| {
+        value("fd", k, 2)
+    });
 }

@@ -49,7 +49,7 @@ use dynokv::clock::Clock;
 use dynokv::config::{Config, Settings};
 use dynokv::coordinator::BoxFuture;
 use dynokv::limits::{
-    PEER_BACKOFF_MAX_MS, PEER_PING_AFTER_MS, PEER_REQUEST_TIMEOUT_MS, PEER_SILENCE_MAX_MS,
+    PEER_BACKOFF_MAX_MS, PEER_HEARTBEAT_MS, PEER_REQUEST_TIMEOUT_MS, PEER_SILENCE_MAX_MS,
 };
 use dynokv::model::record::{Record, decode_record};
 use dynokv::net::{Connection, Listener, Network};
@@ -113,10 +113,10 @@ const LINK_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How soon after the last fault touching a pair heals both ends must list
 /// their link up: a link that stalled in the fault is found dead after
 /// [`PEER_SILENCE_MAX_MS`] (noticed at a ping tick, every
-/// [`PEER_PING_AFTER_MS`]) and redialed within [`PEER_BACKOFF_MAX_MS`];
+/// [`PEER_HEARTBEAT_MS`]) and redialed within [`PEER_BACKOFF_MAX_MS`];
 /// one second more for the handshake and the probe itself.
 const LINK_REPAIR_MAX: Duration =
-    Duration::from_millis(PEER_SILENCE_MAX_MS + PEER_PING_AFTER_MS + PEER_BACKOFF_MAX_MS + 1_000);
+    Duration::from_millis(PEER_SILENCE_MAX_MS + PEER_HEARTBEAT_MS + PEER_BACKOFF_MAX_MS + 1_000);
 /// A fault lasts this long at least, in milliseconds.
 const FAULT_MIN_MS: u64 = 300;
 /// A fault lasts this long at most, in milliseconds: a held link delivers

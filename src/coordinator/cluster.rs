@@ -34,6 +34,7 @@ use super::{
     MemberStatus, OpError, ReadOptions, WriteOp, WriteOptions,
 };
 use crate::limits::{PEER_WHOLE_STORE_TIMEOUT_MS, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
+use crate::membership::failure::FailureDetection;
 use crate::membership::{Membership, View};
 use crate::model::record::{Record, encode_record};
 use crate::peer::message::{ErrorCode, Request, Response};
@@ -81,6 +82,9 @@ struct Inner {
     local: ReplicaService,
     transport: Arc<Transport>,
     membership: Arc<Membership>,
+    /// The failure detector's view of each peer (reports only: routing
+    /// asks the transport, which holds its down marks).
+    failures: Arc<FailureDetection>,
     policy: QuorumPolicy,
     ring: Mutex<(Arc<View>, Arc<Ring>)>,
     repairs: mpsc::Sender<Repair>,
@@ -182,6 +186,7 @@ impl ClusterCoordinator {
         local: ReplicaService,
         transport: Arc<Transport>,
         membership: Arc<Membership>,
+        failures: Arc<FailureDetection>,
         policy: QuorumPolicy,
     ) -> (Self, mpsc::Receiver<Repair>) {
         let view = membership.view();
@@ -191,6 +196,7 @@ impl ClusterCoordinator {
             local,
             transport,
             membership,
+            failures,
             policy,
             ring: Mutex::new((view, ring)),
             repairs,
@@ -230,7 +236,8 @@ impl ClusterCoordinator {
             shutdown,
         );
         let policy = QuorumPolicy { n: 1, r: 1, w: 1 };
-        Self::new(local, transport, Membership::new(me), policy).0
+        let failures = FailureDetection::new(Default::default(), 0).expect("default settings");
+        Self::new(local, transport, Membership::new(me), failures, policy).0
     }
 
     /// Whether every partition has enough replicas this node can reach
@@ -241,7 +248,7 @@ impl ClusterCoordinator {
         let inner = &self.inner;
         let reachable: BTreeSet<NodeId> = inner
             .transport
-            .connected_peers()
+            .reachable_peers()
             .into_iter()
             .chain([inner.me()])
             .collect();
@@ -602,7 +609,7 @@ impl Inner {
             let coordinates_here = if write.1.reads_current() {
                 replicas
                     .iter()
-                    .find(|&&n| n == me || self.transport.connected(n))
+                    .find(|&&n| n == me || self.transport.reachable(n))
                     == Some(&me)
             } else {
                 replicas.contains(&me)
@@ -754,7 +761,7 @@ impl Inner {
             if let Some(&node) = ring
                 .replicas_of(partition)
                 .iter()
-                .find(|&&n| self.transport.connected(n))
+                .find(|&&n| self.transport.reachable(n))
             {
                 plan.entry(node).or_default().push(partition);
             }
@@ -942,7 +949,7 @@ impl Coordinator for ClusterCoordinator {
             members_up: view
                 .members
                 .keys()
-                .filter(|&&id| inner.transport.connected(id))
+                .filter(|&&id| inner.transport.reachable(id))
                 .count(),
             partitions_primary: primary,
             partitions_replica: replica,
@@ -953,6 +960,7 @@ impl Coordinator for ClusterCoordinator {
             read_repairs: load(&inner.stats.read_repairs),
             read_repairs_dropped: load(&inner.stats.read_repairs_dropped),
             writes_forwarded: load(&inner.stats.forwarded),
+            failures: inner.failures.counts(),
             peer_latency_us,
         };
         CoordinatorInfo {
@@ -978,10 +986,12 @@ impl Coordinator for ClusterCoordinator {
             .into_iter()
             .map(|info| {
                 let (primary, replica) = ring.owned(info.id);
-                let up = inner.transport.connected(info.id);
+                let up = inner.transport.reachable(info.id);
+                let health = inner.failures.peer(info.id);
                 MemberStatus {
                     info,
                     up,
+                    health,
                     primary,
                     replica,
                 }

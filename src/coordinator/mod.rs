@@ -86,8 +86,10 @@ pub struct WriteOptions {
 pub struct MemberStatus {
     /// Who.
     pub info: crate::peer::message::MemberInfo,
-    /// Reachable from this node now.
+    /// Reachable from this node now: linked, and not marked down.
     pub up: bool,
+    /// What the failure detector thinks of it (`None` for this node).
+    pub health: Option<crate::membership::failure::PeerHealth>,
     /// Partitions it holds as first replica.
     pub primary: usize,
     /// Partitions it holds as any replica.
@@ -129,6 +131,8 @@ pub struct ClusterReport {
     pub read_repairs_dropped: u64,
     /// Writes forwarded to a replica.
     pub writes_forwarded: u64,
+    /// The failure detector's totals.
+    pub failures: crate::membership::failure::DetectionCounts,
     /// Average request latency to each connected peer, by name, in µs.
     pub peer_latency_us: Vec<(String, f64)>,
 }

@@ -377,12 +377,28 @@ impl Detector {
         self.peers.keys().copied()
     }
 
-    /// Takes an arrival from `peer` at `now_ms`: a heartbeat, or any frame
-    /// on its link. Returns the event when this brings it back up. An
-    /// unwatched peer is ignored.
+    /// Takes a heartbeat from `peer` at `now_ms` (or any arrival, when
+    /// the caller cannot tell heartbeats apart): evidence of life, and a
+    /// sample of the rhythm the window learns. Returns the event when
+    /// this brings it back up. An unwatched peer is ignored.
     pub fn heartbeat(&mut self, peer: NodeId, now_ms: u64) -> Option<Event> {
+        let config = self.config.clone();
+        self.arrival(peer, |state| state.arrive(now_ms, &config))
+    }
+
+    /// Takes an arrival from `peer` at `now_ms` that is not a heartbeat
+    /// (a request or a reply on its link): evidence of life only, so the
+    /// window keeps the heartbeats' rhythm, not the traffic's. Returns the
+    /// event when this brings it back up.
+    pub fn heard(&mut self, peer: NodeId, now_ms: u64) -> Option<Event> {
+        self.arrival(peer, |state| {
+            state.last_heard_ms = state.last_heard_ms.max(now_ms);
+        })
+    }
+
+    fn arrival(&mut self, peer: NodeId, take: impl FnOnce(&mut Peer)) -> Option<Event> {
         let state = self.peers.get_mut(&peer)?;
-        state.arrive(now_ms, &self.config);
+        take(state);
         let was = state.health;
         if was == Health::Up {
             return None;

@@ -1,22 +1,23 @@
-//! Who is in the cluster: the membership view, and the worker that fills
-//! it from the seeds and keeps all nodes' views the same.
+//! Who is in the cluster: the membership view, the worker that fills it
+//! from the seeds and keeps all nodes' views the same, and the failure
+//! detection that tells which members answer.
 //!
 //! The view is a value others subscribe to (a `watch` channel): the
 //! coordinator rebuilds its ring from it, the transport keeps connections
 //! to its members. Membership here is static — nodes are added by joining,
 //! never removed — and spreads by pairwise exchange: a joining node trades
 //! views with a seed, and every node trades with one random member per
-//! period, so every view converges to the union. (Gossip with failure
-//! detection and LEAVE replace the internals in a later release; a
-//! transient failure never changes the view, so it never moves data.)
+//! period, so every view converges to the union.
 //!
-//! The pure cores that replace those internals are built, not yet wired
-//! (docs/cluster.md, "Membership changes and failure detection"):
-//! [`detector`] (phi accrual and SWIM's indirect probe) and [`layout`]
-//! (the versioned layout, its merge, digest and bytes, and the placement
-//! it gives the ring).
+//! [`failure`] runs the [`detector`] (phi accrual and SWIM's indirect
+//! probe) over the links' heartbeats and marks silent peers down on the
+//! transport: routing skips them, the view keeps them, no data moves.
+//! [`layout`] (the versioned layout, its merge, digest and bytes, and the
+//! placement it gives the ring) is built and tested, not yet wired
+//! (docs/cluster.md, "Membership changes and failure detection").
 
 pub mod detector;
+pub mod failure;
 pub mod layout;
 
 use crate::limits::MEMBERSHIP_EXCHANGE_MS;
@@ -194,7 +195,7 @@ pub async fn run(
             .members
             .keys()
             .copied()
-            .filter(|&id| id != membership.me().id && transport.connected(id))
+            .filter(|&id| id != membership.me().id && transport.reachable(id))
             .collect();
         if others.is_empty() {
             continue;

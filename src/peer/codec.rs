@@ -70,6 +70,8 @@
 //!   6 Flush       option<byte> database (none: every database)
 //!   7 Members     list<member>
 //!   8 Count       list<u16> partitions
+//!   9 Probe       u64 node id: ping it for the sender (SWIM's indirect
+//!                 probe of a suspect)
 //!
 //! write op:
 //! byte         base: 1 known | 2 context, then vector
@@ -105,6 +107,7 @@
 //!                 string message
 //!   8 Count       list<byte database (below crate::db::DATABASES),
 //!                 varint keys, varint expires>
+//!   9 Probed      byte alive (0 or 1): whether the probed node answered
 //! ```
 //!
 //! Tags count from 1, so zeroed bytes are never a message. An unknown kind,
@@ -193,7 +196,7 @@ tags! {
     /// Which [`Request`].
     RequestTag, "request" {
         Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, Flush = 6, Members = 7,
-        Count = 8,
+        Count = 8, Probe = 9,
     }
 }
 
@@ -201,7 +204,7 @@ tags! {
     /// Which [`Response`].
     ResponseTag, "response" {
         Pong = 1, Records = 2, Ack = 3, Written = 4, Entries = 5, Members = 6, Error = 7,
-        Count = 8,
+        Count = 8, Probed = 9,
     }
 }
 
@@ -387,6 +390,10 @@ fn put_request(out: &mut BytesMut, request: &Request) {
             out.put_u8(RequestTag::Count as u8);
             put_list(out, partitions, |out, &partition| out.put_u16(partition));
         }
+        Request::Probe { target } => {
+            out.put_u8(RequestTag::Probe as u8);
+            out.put_u64(*target);
+        }
     }
 }
 
@@ -490,6 +497,10 @@ fn put_response(out: &mut BytesMut, response: &Response) {
                 put_varint(out, count.keys);
                 put_varint(out, count.expires);
             });
+        }
+        Response::Probed { alive } => {
+            out.put_u8(ResponseTag::Probed as u8);
+            out.put_u8(u8::from(*alive));
         }
     }
 }
@@ -772,6 +783,9 @@ fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
         RequestTag::Count => Request::Count {
             partitions: get_list(r, "partition", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
         },
+        RequestTag::Probe => Request::Probe {
+            target: u64::from_be_bytes(fixed(r)?),
+        },
     })
 }
 
@@ -786,15 +800,7 @@ fn get_write_op(r: &mut Reader<'_>) -> Result<WriteOp, DecodeError> {
         ConditionTag::IfPresent => Condition::IfPresent,
         ConditionTag::Unchanged => Condition::Unchanged {
             context: Box::new(get_vector(r)?),
-            live: match r.u8()? {
-                0 => false,
-                1 => true,
-                _ => {
-                    return Err(DecodeError::Malformed {
-                        what: "watched liveness",
-                    });
-                }
-            },
+            live: get_flag(r, "watched liveness")?,
         },
     };
     let change = match ChangeTag::try_from(r.u8()?)? {
@@ -871,7 +877,19 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
                 })
             })?,
         },
+        ResponseTag::Probed => Response::Probed {
+            alive: get_flag(r, "probe outcome")?,
+        },
     })
+}
+
+/// A byte that is 0 (false) or 1 (true).
+fn get_flag(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError::Malformed { what }),
+    }
 }
 
 #[cfg(test)]
@@ -923,7 +941,7 @@ mod tests {
         0, 0, 0, 61,                    // length
         1,                              // kind: hello
         b'D', b'Y', b'K', b'V',         // magic
-        0, 4,                           // protocol version 4
+        0, 5,                           // protocol version 5
         1, b'c',                        // cluster "c"
         0, 0, 0, 0, 0, 0, 0, 7,         // node id 7
         2, b'n', b'1',                  // name "n1"
@@ -980,6 +998,47 @@ mod tests {
             2, b'a', b'b',              //   "ab"
         ];
         assert_golden(&frame, golden);
+    }
+
+    #[test]
+    fn golden_probe_and_probed() {
+        #[rustfmt::skip]
+        let probe: &[u8] = &[
+            0, 0, 0, 18,                // length
+            2,                          // kind: request
+            0, 0, 0, 0, 0, 0, 0, 3,     // id 3
+            9,                          // Probe
+            0, 0, 0, 0, 0, 0, 0, 7,     // target: node 7
+        ];
+        assert_golden(
+            &Frame::Request {
+                id: 3,
+                request: Request::Probe { target: 7 },
+            },
+            probe,
+        );
+        #[rustfmt::skip]
+        let probed: &[u8] = &[
+            0, 0, 0, 11,                // length
+            3,                          // kind: response
+            0, 0, 0, 0, 0, 0, 0, 3,     // id 3
+            9,                          // Probed
+            1,                          // alive
+        ];
+        let frame = Frame::Response {
+            id: 3,
+            response: Response::Probed { alive: true },
+        };
+        assert_golden(&frame, probed);
+        // Only 0 and 1 are a flag.
+        let mut body = probed[4..].to_vec();
+        body[10] = 2;
+        assert_eq!(
+            decode_frame(&body),
+            Err(DecodeError::Malformed {
+                what: "probe outcome"
+            })
+        );
     }
 
     /// The record of `model::record`'s golden test: two siblings.
@@ -1453,6 +1512,7 @@ mod tests {
             option::of(0u8..16).prop_map(|db| Request::Flush { db }),
             vec(arb_member(), 0..3).prop_map(|members| Request::Members { members }),
             vec(any::<u16>(), 0..4).prop_map(|partitions| Request::Count { partitions }),
+            any::<u64>().prop_map(|target| Request::Probe { target }),
         ]
     }
 
@@ -1481,6 +1541,7 @@ mod tests {
                     .map(|(db, keys, expires)| DbCount { db, keys, expires })
                     .collect()
             }),
+            any::<bool>().prop_map(|alive| Response::Probed { alive }),
         ]
     }
 

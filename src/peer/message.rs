@@ -6,7 +6,7 @@ use crate::version::NodeId;
 use bytes::Bytes;
 
 /// The peer protocol version this build speaks (in the handshake).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The first bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DYKV";
@@ -122,6 +122,13 @@ pub enum Request {
         /// Members the sender knows.
         members: Vec<MemberInfo>,
     },
+    /// Ping `target` on the sender's behalf: the sender suspects it and
+    /// asks before marking it down (SWIM's indirect probe), so that a
+    /// fault of its own link alone is not taken for a death.
+    Probe {
+        /// The suspect.
+        target: NodeId,
+    },
 }
 
 /// A reply to a [`Request`].
@@ -159,6 +166,11 @@ pub enum Response {
     Count {
         /// By database, in any order.
         dbs: Vec<DbCount>,
+    },
+    /// To Probe: whether the suspect answered this node's ping in time.
+    Probed {
+        /// It answered.
+        alive: bool,
     },
     /// To Members.
     Members {

@@ -37,8 +37,8 @@ use super::codec::{
 };
 use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Purpose, Request, Response};
 use crate::limits::{
-    PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_INFLIGHT_MAX,
-    PEER_PING_AFTER_MS, PEER_QUEUE_FRAMES, PEER_READ_BUFFER_BYTES, PEER_SERVE_CONCURRENCY,
+    PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_HEARTBEAT_MS,
+    PEER_INFLIGHT_MAX, PEER_QUEUE_FRAMES, PEER_READ_BUFFER_BYTES, PEER_SERVE_CONCURRENCY,
     PEER_SILENCE_MAX_MS, PEER_WRITE_BYTES_MAX,
 };
 use crate::net::{Connection, Listener, Network, ReadHalf, WriteHalf};
@@ -125,6 +125,8 @@ struct Conn {
     inflight: Arc<Semaphore>,
     /// When bytes last arrived (see [`PEER_SILENCE_MAX_MS`]).
     heard: Mutex<tokio::time::Instant>,
+    /// When the peer's last heartbeat (its keepalive ping) arrived.
+    beat: Mutex<Option<tokio::time::Instant>>,
     /// Told when a newer link from the same peer took this one's place:
     /// the connection then closes, so its dialer hears it end.
     superseded: Notify,
@@ -201,6 +203,21 @@ impl Drop for Pending {
     }
 }
 
+/// The request id of a heartbeat ping: never a pending request's (ids
+/// count from 1), so its answer only counts as something heard.
+const HEARTBEAT_ID: u64 = 0;
+
+/// What a link heard from its peer (see [`Transport::heard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    /// The peer.
+    pub node: NodeId,
+    /// Its last heartbeat's arrival.
+    pub beat: Option<tokio::time::Instant>,
+    /// The last arrival of anything.
+    pub any: tokio::time::Instant,
+}
+
 /// This node's side of the peer protocol.
 pub struct Transport {
     config: TransportConfig,
@@ -212,9 +229,12 @@ pub struct Transport {
     shutdown: watch::Receiver<bool>,
     /// Serial of the next connection (see `Conn::serial`).
     next_serial: AtomicU64,
-    /// Bumped whenever a link is registered or removed: readiness waits
-    /// on it instead of polling.
+    /// Bumped whenever a link is registered or removed, or a peer marked
+    /// down or up: readiness waits on it instead of polling.
     links: watch::Sender<u64>,
+    /// Peers the failure detector marked down: not routed to, even while
+    /// their link stays open (a frozen process keeps its sockets).
+    down: RwLock<HashSet<NodeId>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -238,6 +258,7 @@ impl Transport {
             shutdown,
             next_serial: AtomicU64::new(1),
             links: watch::Sender::new(0),
+            down: RwLock::new(HashSet::new()),
         })
     }
 
@@ -391,31 +412,72 @@ impl Transport {
         }
     }
 
-    /// Whether a live connection to `node` exists (always true for self).
-    pub fn connected(&self, node: NodeId) -> bool {
+    /// Whether requests may be routed to `node`: it has a live link and
+    /// the failure detector has not marked it down (always true for
+    /// self).
+    pub fn reachable(&self, node: NodeId) -> bool {
         node == self.config.me.id
-            || self
+            || (self
                 .conns
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains_key(&node)
+                && !self.is_down(node))
     }
 
-    /// The peers with a live link.
-    pub fn connected_peers(&self) -> Vec<NodeId> {
+    /// The peers [`Transport::reachable`] now, in id order.
+    pub fn reachable_peers(&self) -> Vec<NodeId> {
         let mut peers: Vec<NodeId> = self
             .conns
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .keys()
             .copied()
+            .filter(|&node| !self.is_down(node))
             .collect();
         peers.sort_unstable();
         peers
     }
 
+    fn is_down(&self, node: NodeId) -> bool {
+        let down = self.down.read().unwrap_or_else(PoisonError::into_inner);
+        !down.is_empty() && down.contains(&node)
+    }
+
+    /// Marks `node` down (not routed to) or up again: the failure
+    /// detector's verdict (`crate::membership::failure`).
+    pub fn mark_down(&self, node: NodeId, down: bool) {
+        let changed = {
+            let mut marked = self.down.write().unwrap_or_else(PoisonError::into_inner);
+            if down {
+                marked.insert(node)
+            } else {
+                marked.remove(&node)
+            }
+        };
+        if changed {
+            self.links.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// What the failure detector learns from, for each linked peer:
+    /// when its last heartbeat arrived (if one did), and when anything
+    /// last arrived.
+    pub fn heard(&self) -> Vec<Heard> {
+        self.conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(&node, conn)| Heard {
+                node,
+                beat: *conn.beat.lock().unwrap_or_else(PoisonError::into_inner),
+                any: *conn.heard.lock().unwrap_or_else(PoisonError::into_inner),
+            })
+            .collect()
+    }
+
     /// A receiver that sees a change whenever a link comes up or goes
-    /// down.
+    /// down, or a peer is marked down or up.
     pub fn link_changes(&self) -> watch::Receiver<u64> {
         self.links.subscribe()
     }
@@ -712,6 +774,7 @@ impl Transport {
             next_id: AtomicU64::new(1),
             inflight: Arc::new(Semaphore::new(PEER_INFLIGHT_MAX)),
             heard: Mutex::new(tokio::time::Instant::now()),
+            beat: Mutex::new(None),
             superseded: Notify::new(),
         });
         let link = purpose == Purpose::Link && peer.id != self.config.me.id;
@@ -726,7 +789,7 @@ impl Transport {
             biased;
             () = stopped(&mut shutdown) => Ok(()),
             () = conn.superseded.notified() => Ok(()),
-            () = keepalive(&conn) => Err(PeerError::Timeout {
+            () = keepalive(&conn, link) => Err(PeerError::Timeout {
                 node: peer.id,
                 ms: PEER_SILENCE_MAX_MS,
             }),
@@ -768,6 +831,14 @@ impl Transport {
                             let _ = waiter.send(response);
                         }
                     }
+                    Frame::Request {
+                        id: HEARTBEAT_ID,
+                        request: Request::Ping,
+                    } => {
+                        *conn.beat.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some(tokio::time::Instant::now());
+                        requests.push((HEARTBEAT_ID, Request::Ping));
+                    }
                     Frame::Request { id, request } => requests.push((id, request)),
                 }
             }
@@ -805,13 +876,18 @@ impl Transport {
     }
 }
 
-/// Pings a quiet peer and returns once it has been silent too long: both
-/// sides run this, so a stalled connection is noticed even by the side
-/// that has nothing to send. The ping's id (0) is never a pending
-/// request's, so its answer only counts as something heard.
-async fn keepalive(conn: &Conn) {
-    let ping_after = Duration::from_millis(PEER_PING_AFTER_MS);
-    let mut tick = tokio::time::interval(ping_after);
+/// Sends the link's heartbeat, a ping every [`PEER_HEARTBEAT_MS`] busy
+/// or idle, and returns once the peer has been silent too long. Both sides
+/// run this: each hears the other's pings at the sender's steady rhythm,
+/// which the failure detector learns, and a stalled connection is noticed
+/// even by the side with nothing else to send ([`HEARTBEAT_ID`]). A full
+/// queue skips the ping: the link is busy, and its frames are heard.
+/// An exchange connection (one request, one reply, its dialer reading
+/// nothing but that reply) gets no pings, only the silence bound; the
+/// first ping goes one period after the link opens.
+async fn keepalive(conn: &Conn, link: bool) {
+    let period = Duration::from_millis(PEER_HEARTBEAT_MS);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -823,13 +899,14 @@ async fn keepalive(conn: &Conn) {
         if silent >= Duration::from_millis(PEER_SILENCE_MAX_MS) {
             return;
         }
-        if silent >= ping_after {
-            let ping = Frame::Request {
-                id: 0,
-                request: Request::Ping,
-            };
-            let _ = conn.outgoing.try_send(ping);
+        if !link {
+            continue;
         }
+        let ping = Frame::Request {
+            id: HEARTBEAT_ID,
+            request: Request::Ping,
+        };
+        let _ = conn.outgoing.try_send(ping);
     }
 }
 

@@ -411,6 +411,14 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
             "members_down",
             (cluster.members - cluster.members_up).to_string(),
         ),
+        (
+            "failure_detections",
+            cluster.failures.detections.to_string(),
+        ),
+        (
+            "failure_detection_last_ms",
+            cluster.failures.last_detection_ms.to_string(),
+        ),
         ("partitions_primary", cluster.partitions_primary.to_string()),
         ("partitions_replica", cluster.partitions_replica.to_string()),
         ("replicas_effective", cluster.replicas.to_string()),

@@ -4,7 +4,7 @@
 
 use super::{ClusterCoordinator, Inner};
 use crate::coordinator::{BoxFuture, CoordinatorError, OpError};
-use crate::limits::{PEER_BATCH_BYTES_MAX, PEER_LIST_LEN_MAX};
+use crate::limits::{DETECTOR_PROBE_PING_MS, PEER_BATCH_BYTES_MAX, PEER_LIST_LEN_MAX};
 use crate::model::record::decode_record_shared;
 use crate::peer::message::{DbCount, ErrorCode, Request, Response};
 use crate::peer::transport::Handler;
@@ -12,6 +12,7 @@ use crate::replica::Received;
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// A failure as the requesting node receives it.
@@ -155,6 +156,20 @@ impl Inner {
                 Ok(Response::Members {
                     members: inner.membership.members(),
                 })
+            }
+            Request::Probe { target } => {
+                // Pinged on its link even if this node marked it down:
+                // the question is whether it answers now.
+                let ping = Duration::from_millis(DETECTOR_PROBE_PING_MS);
+                let alive = target == inner.me()
+                    || matches!(
+                        inner
+                            .transport
+                            .request_up_to(target, Request::Ping, ping)
+                            .await,
+                        Ok(Response::Pong)
+                    );
+                Ok(Response::Probed { alive })
             }
         };
         result.unwrap_or_else(|e| error_response(&e))

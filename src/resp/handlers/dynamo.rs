@@ -2,6 +2,7 @@
 
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
 use crate::coordinator::{ReadOptions, WriteOptions};
+use crate::membership::detector::Health;
 use crate::model::ops::{Base, Change, Condition, Expiry, WriteOp};
 use crate::resp::reply::Reply;
 use crate::version::{decode_context, encode_context};
@@ -139,6 +140,14 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 .members()
                 .into_iter()
                 .map(|m| {
+                    // `down`: no link, or marked down by the failure
+                    // detector; `suspect`: routed to, being probed.
+                    let status = match m.health.map(|h| h.health) {
+                        _ if !m.up => "down",
+                        Some(Health::Suspect) => "suspect",
+                        _ => "up",
+                    };
+                    let health = m.health.as_ref();
                     pairs(vec![
                         ("id", format!("{:016x}", m.info.id)),
                         ("name", m.info.name),
@@ -146,7 +155,21 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                         ("peer_addr", m.info.peer_addr),
                         ("weight", m.info.weight.to_string()),
                         ("zone", m.info.zone.unwrap_or_default()),
-                        ("status", if m.up { "up" } else { "down" }.to_owned()),
+                        ("status", status.to_owned()),
+                        (
+                            "phi",
+                            health.map_or(String::new(), |h| format!("{:.2}", h.phi)),
+                        ),
+                        (
+                            "silent_ms",
+                            health.map_or(String::new(), |h| h.silent_ms.to_string()),
+                        ),
+                        (
+                            "last_detection_ms",
+                            health
+                                .and_then(|h| h.last_detection_ms)
+                                .map_or(String::new(), |ms| ms.to_string()),
+                        ),
                         ("partitions_primary", m.primary.to_string()),
                         ("partitions_replica", m.replica.to_string()),
                     ])
