@@ -31,6 +31,15 @@ const PARTITIONS: u64 = 4096;
 const FAIL_FAST: Duration = Duration::from_secs(3);
 /// Bound on waits for background work (read repair, refusals in the log).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// N = 3, R = W = 2: one replica of three may be down.
+const QUORUM_2_OF_3: [&str; 6] = [
+    "--replicas",
+    "3",
+    "--read-quorum",
+    "2",
+    "--write-quorum",
+    "2",
+];
 
 fn key(tag: &str, i: usize) -> String {
     format!("{tag}:key:{i:03}")
@@ -280,15 +289,7 @@ fn five_nodes_n3_spread_and_readable_everywhere() {
 // Proves R=W=2 survives 1 of 3 SIGKILLed: every write OK, every read right via the other two.
 #[test]
 fn one_of_three_down_reads_and_writes_go_on() {
-    let quorum = [
-        "--replicas",
-        "3",
-        "--read-quorum",
-        "2",
-        "--write-quorum",
-        "2",
-    ];
-    let mut cluster = TestCluster::start(3, &quorum);
+    let mut cluster = TestCluster::start(3, &QUORUM_2_OF_3);
     write_all(&mut con(cluster.node(0)), "t3old", 1);
     cluster.kill9(2);
     let started = Instant::now();
@@ -312,15 +313,7 @@ fn one_of_three_down_reads_and_writes_go_on() {
 // Proves with 2 of 3 SIGKILLed, writes and R=2 reads reply NOQUORUM in < 3 s and never OK.
 #[test]
 fn two_of_three_down_fails_fast_with_noquorum() {
-    let quorum = [
-        "--replicas",
-        "3",
-        "--read-quorum",
-        "2",
-        "--write-quorum",
-        "2",
-    ];
-    let mut cluster = TestCluster::start(3, &quorum);
+    let mut cluster = TestCluster::start(3, &QUORUM_2_OF_3);
     let mut c = con(cluster.node(0));
     // One live key per round for DEL: a DEL that failed its quorum may
     // still have left its tombstone on the coordinator (as any failed
@@ -419,15 +412,7 @@ fn steps(line: &str) -> u64 {
 // Proves writes made while nodes were down read back through them, and read repair fixes node 2.
 #[test]
 fn restarted_nodes_read_back_and_are_repaired() {
-    let quorum = [
-        "--replicas",
-        "3",
-        "--read-quorum",
-        "2",
-        "--write-quorum",
-        "2",
-    ];
-    let mut cluster = TestCluster::start(3, &quorum);
+    let mut cluster = TestCluster::start(3, &QUORUM_2_OF_3);
     cluster.kill9(2);
     write_all(&mut con(cluster.node(0)), "t5", 1);
     write_all(&mut con(cluster.node(1)), "t5b", 1);
@@ -755,15 +740,7 @@ fn wait_status(cluster: &TestCluster, watchers: &[usize], i: usize, status: &str
 // down the same way.
 #[test]
 fn a_frozen_or_killed_node_is_marked_down_within_3s() {
-    let quorum = [
-        "--replicas",
-        "3",
-        "--read-quorum",
-        "2",
-        "--write-quorum",
-        "2",
-    ];
-    let mut cluster = TestCluster::start(3, &quorum);
+    let mut cluster = TestCluster::start(3, &QUORUM_2_OF_3);
     cluster.wait_converged(3);
     write_all(&mut con(cluster.node(0)), "fd", 1);
 

@@ -383,7 +383,7 @@ impl Detector {
     /// this brings it back up. An unwatched peer is ignored.
     pub fn heartbeat(&mut self, peer: NodeId, now_ms: u64) -> Option<Event> {
         let config = self.config.clone();
-        self.arrival(peer, |state| state.arrive(now_ms, &config))
+        self.arrival(peer, Via::Heartbeat, |state| state.arrive(now_ms, &config))
     }
 
     /// Takes an arrival from `peer` at `now_ms` that is not a heartbeat
@@ -391,12 +391,14 @@ impl Detector {
     /// window keeps the heartbeats' rhythm, not the traffic's. Returns the
     /// event when this brings it back up.
     pub fn heard(&mut self, peer: NodeId, now_ms: u64) -> Option<Event> {
-        self.arrival(peer, |state| {
+        self.arrival(peer, Via::Heartbeat, |state| {
             state.last_heard_ms = state.last_heard_ms.max(now_ms);
         })
     }
 
-    fn arrival(&mut self, peer: NodeId, take: impl FnOnce(&mut Peer)) -> Option<Event> {
+    /// Signs of life from `peer` (`take` records them): up, with the
+    /// event if it was not.
+    fn arrival(&mut self, peer: NodeId, via: Via, take: impl FnOnce(&mut Peer)) -> Option<Event> {
         let state = self.peers.get_mut(&peer)?;
         take(state);
         let was = state.health;
@@ -404,11 +406,7 @@ impl Detector {
             return None;
         }
         state.health = Health::Up;
-        Some(Event::Up {
-            peer,
-            was,
-            via: Via::Heartbeat,
-        })
+        Some(Event::Up { peer, was, via })
     }
 
     /// Takes a helper's ack of an indirect probe of `peer`: it is alive,
@@ -416,18 +414,9 @@ impl Detector {
     /// for the reprobe period. Returns the event when this brings it back
     /// up.
     pub fn probe_ack(&mut self, peer: NodeId, now_ms: u64) -> Option<Event> {
-        let reprobe = self.config.reprobe_after_ms;
-        let state = self.peers.get_mut(&peer)?;
-        state.vouched_until_ms = state.vouched_until_ms.max(now_ms.saturating_add(reprobe));
-        let was = state.health;
-        if was == Health::Up {
-            return None;
-        }
-        state.health = Health::Up;
-        Some(Event::Up {
-            peer,
-            was,
-            via: Via::IndirectProbe,
+        let until = now_ms.saturating_add(self.config.reprobe_after_ms);
+        self.arrival(peer, Via::IndirectProbe, |state| {
+            state.vouched_until_ms = state.vouched_until_ms.max(until);
         })
     }
 
