@@ -123,7 +123,7 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect();
             // One line per background worker: `worker:expiry-reaper` =>
-            // `running,steps=12,failures=0` (docs/operations.md).
+            // `running,steps=12,failures=0` (docs/architecture.md, "Background work").
             fields.extend(
                 (ctx.shared.workers.lines().into_iter())
                     .map(|(name, line)| (format!("worker:{name}"), line)),
