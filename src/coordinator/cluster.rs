@@ -68,6 +68,10 @@ pub struct Repair {
     node: NodeId,
     key: Bytes,
     record: Record,
+    /// [`Inner::flushes`] when the read that found it began: a repair of a
+    /// read from before a FLUSHALL is dropped, not sent, so that it cannot
+    /// bring a flushed key back.
+    flushes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +81,10 @@ struct Stats {
     read_repairs_dropped: AtomicU64,
     forwarded: AtomicU64,
 }
+
+/// The count of flushes ([`Inner::flushes`]) a read began after; its
+/// repairs carry it.
+type ReadEpoch = u64;
 
 struct Inner {
     local: ReplicaService,
@@ -90,6 +98,8 @@ struct Inner {
     repairs: mpsc::Sender<Repair>,
     tails: Mutex<JoinSet<()>>,
     stats: Stats,
+    /// FLUSHALL/FLUSHDB this node took part in, counted as each begins.
+    flushes: AtomicU64,
 }
 
 /// A replica's answer to a read of one key.
@@ -202,6 +212,7 @@ impl ClusterCoordinator {
             repairs,
             tails: Mutex::new(JoinSet::new()),
             stats: Stats::default(),
+            flushes: AtomicU64::new(0),
         };
         (
             Self {
@@ -291,8 +302,24 @@ impl ClusterCoordinator {
 }
 
 impl Inner {
-    /// Sends one read repair: merges `repair`'s record into its node's copy.
+    /// This node's part of a FLUSHALL (`db` `None`) or FLUSHDB: counted
+    /// first, so that the repairs of every read begun before it, queued or
+    /// still to come from a read's tail, are dropped rather than bring
+    /// flushed keys back; then the replica's flush.
+    async fn flush_here(&self, db: Option<u8>) -> Result<(), CoordinatorError> {
+        self.flushes.fetch_add(1, Ordering::AcqRel);
+        Ok(self.local.flush(db).await?)
+    }
+
+    /// Sends one read repair: merges `repair`'s record into its node's
+    /// copy, unless a FLUSHALL began here since its read began.
     async fn repair(&self, repair: Repair, status: &WorkerStatus) {
+        if repair.flushes != self.flushes.load(Ordering::Acquire) {
+            self.stats
+                .read_repairs_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let result = if repair.node == self.me() {
             self.local
                 .merge(repair.key, repair.record)
@@ -362,6 +389,7 @@ impl Inner {
         r: Option<usize>,
     ) -> Result<Vec<Option<Record>>, CoordinatorError> {
         let me = self.me();
+        let epoch: ReadEpoch = self.flushes.load(Ordering::Acquire);
         let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
         let mut tallies = Vec::with_capacity(keys.len());
         let mut asked: BTreeMap<NodeId, Vec<(usize, Bytes)>> = BTreeMap::new();
@@ -422,13 +450,13 @@ impl Inner {
             }
             if let Some(merged) = &merged {
                 for (node, record) in &tally.got {
-                    self.repair_if_stale(*node, &key, record.as_ref(), merged);
+                    self.repair_if_stale(*node, &key, record.as_ref(), merged, epoch);
                 }
             }
             out.push(merged.clone());
             merged_all.push((key, merged));
         }
-        self.tail(merged_all, late, reads, deadline);
+        self.tail(merged_all, late, reads, deadline, epoch);
         Ok(out)
     }
 
@@ -444,12 +472,13 @@ impl Inner {
         late: Vec<(usize, ReplicaRecord)>,
         mut reads: ReadBatches,
         deadline: tokio::time::Instant,
+        epoch: ReadEpoch,
     ) {
-        let look = |inner: &Inner, merged: &[(Bytes, Option<Record>)], answer: KeyRead| {
+        let look = move |inner: &Inner, merged: &[(Bytes, Option<Record>)], answer: KeyRead| {
             if let (i, node, Ok(record)) = answer
                 && let Some((key, Some(merged))) = merged.get(i)
             {
-                inner.repair_if_stale(node, key, record.as_ref(), merged);
+                inner.repair_if_stale(node, key, record.as_ref(), merged, epoch);
             }
         };
         let late = late
@@ -484,7 +513,14 @@ impl Inner {
 
     /// Queues a read repair of `node`'s copy of `key` if `record` (what it
     /// answered) lacks part of `merged`.
-    fn repair_if_stale(&self, node: NodeId, key: &Bytes, record: Option<&Record>, merged: &Record) {
+    fn repair_if_stale(
+        &self,
+        node: NodeId,
+        key: &Bytes,
+        record: Option<&Record>,
+        merged: &Record,
+        epoch: ReadEpoch,
+    ) {
         if record.is_some_and(|r| r.covers_set(merged)) {
             return;
         }
@@ -492,6 +528,7 @@ impl Inner {
             node,
             key: key.clone(),
             record: merged.clone(),
+            flushes: epoch,
         };
         if self.repairs.try_send(repair).is_err() {
             self.stats
@@ -888,8 +925,8 @@ impl Coordinator for ClusterCoordinator {
         Box::pin(async move {
             let nodes: Vec<NodeId> = inner.membership.members().iter().map(|m| m.id).collect();
             let local = {
-                let local = inner.local.clone();
-                async move { Ok(local.flush(db).await?) }
+                let inner = Arc::clone(&inner);
+                async move { inner.flush_here(db).await }
             };
             let acked = |response| match response {
                 Response::Ack => Ok(()),

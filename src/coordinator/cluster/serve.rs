@@ -129,12 +129,7 @@ impl Inner {
                 .await
                 .map(|entries| Response::Entries { entries })
                 .map_err(CoordinatorError::from),
-            Request::Flush { db } => inner
-                .local
-                .flush(db)
-                .await
-                .map(|()| Response::Ack)
-                .map_err(CoordinatorError::from),
+            Request::Flush { db } => inner.flush_here(db).await.map(|()| Response::Ack),
             Request::Count { partitions } => inner
                 .local
                 .count(partitions)
