@@ -1127,4 +1127,51 @@ mod tests {
         let alone = Ring::new(vec![placed(1)], 64, 3);
         assert!(quorums_reachable(&alone, &set(&[1]), 2));
     }
+
+    // Proves a read repair from a read begun before a FLUSHALL is dropped,
+    // not sent (the flushed key stays gone, the drop is counted), and one
+    // from a read begun after it is sent: the check can fail.
+    #[tokio::test]
+    async fn a_repair_from_before_a_flush_is_dropped() {
+        let replica = crate::replica::Replica::open(
+            Arc::new(crate::storage::MemoryStore::new()),
+            crate::replica::ReplicaSettings {
+                partitions: 64,
+                fsync: crate::storage::FsyncPolicy::No,
+                siblings_max: 8,
+                cache_bytes: 0,
+            },
+        )
+        .expect("open");
+        let service = ReplicaService::new(
+            Arc::new(replica),
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(crate::storage::StorageExecutor::new(1, 64, 0)),
+        );
+        let (_stop, shutdown) = watch::channel(false);
+        let inner = ClusterCoordinator::alone(service, shutdown).inner;
+        let status = WorkerStatus::new("read-repair");
+        let key = Bytes::from_static(b"\0\0k");
+        let repair = |flushes| Repair {
+            node: inner.me(),
+            key: key.clone(),
+            record: crate::model::record::sample(),
+            flushes,
+        };
+        let stored = || async {
+            let mut records = inner.local.read_encoded(vec![key.clone()]).await;
+            records.expect("read").pop().flatten()
+        };
+        let before = inner.flushes.load(Ordering::Acquire);
+        inner.flush_here(None).await.expect("flush");
+        inner.repair(repair(before), &status).await;
+        assert!(stored().await.is_none(), "a pre-flush repair was applied");
+        assert_eq!(inner.stats.read_repairs_dropped.load(Ordering::Relaxed), 1);
+        let after = inner.flushes.load(Ordering::Acquire);
+        inner.repair(repair(after), &status).await;
+        assert!(
+            stored().await.is_some(),
+            "a repair after the flush was dropped"
+        );
+    }
 }
