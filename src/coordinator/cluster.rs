@@ -1159,7 +1159,7 @@ mod tests {
             flushes,
         };
         let stored = || async {
-            let mut records = inner.local.read_encoded(vec![key.clone()]).await;
+            let records = inner.local.read_encoded(vec![key.clone()]).await;
             records.expect("read").pop().flatten()
         };
         let before = inner.flushes.load(Ordering::Acquire);
