@@ -395,6 +395,11 @@ pub const DETECTOR_PROBE_PING_MS: u64 = DETECTOR_PROBE_DEADLINE_MS / 2;
 /// links heard and ticks it, in ms: a detection is late by at most this.
 pub const DETECTOR_TICK_MS: u64 = 100;
 
+/// Probe acks waiting for the failure-detection worker. Each suspicion
+/// asks [`DETECTOR_INDIRECT_PROBES`] helpers, so this holds the acks of
+/// 32 suspects at once; one dropped past it only lets the deadline run.
+pub const DETECTOR_ACKS_QUEUE: usize = 32 * DETECTOR_INDIRECT_PROBES;
+
 /// Members (tombstones included) a layout may hold before a join is
 /// refused. Far above any cluster this design is for (a full mesh of
 /// links), and it bounds what every node keeps and gossips.

@@ -1133,21 +1133,7 @@ mod tests {
     // from a read begun after it is sent: the check can fail.
     #[tokio::test]
     async fn a_repair_from_before_a_flush_is_dropped() {
-        let replica = crate::replica::Replica::open(
-            Arc::new(crate::storage::MemoryStore::new()),
-            crate::replica::ReplicaSettings {
-                partitions: 64,
-                fsync: crate::storage::FsyncPolicy::No,
-                siblings_max: 8,
-                cache_bytes: 0,
-            },
-        )
-        .expect("open");
-        let service = ReplicaService::new(
-            Arc::new(replica),
-            Arc::new(crate::clock::SystemClock),
-            Arc::new(crate::storage::StorageExecutor::new(1, 64, 0)),
-        );
+        let service = ReplicaService::in_memory(0);
         let (_stop, shutdown) = watch::channel(false);
         let inner = ClusterCoordinator::alone(service, shutdown).inner;
         let status = WorkerStatus::new("read-repair");

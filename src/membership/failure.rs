@@ -10,7 +10,7 @@
 
 use super::Membership;
 use super::detector::{Detection, Detector, DetectorConfig, DetectorError, Event, Health, Via};
-use crate::limits::{DETECTOR_PROBE_DEADLINE_MS, DETECTOR_TICK_MS};
+use crate::limits::{DETECTOR_ACKS_QUEUE, DETECTOR_PROBE_DEADLINE_MS, DETECTOR_TICK_MS};
 use crate::peer::message::{Request, Response};
 use crate::peer::transport::{Heard, Transport};
 use crate::task::{WorkerStatus, stopped};
@@ -148,8 +148,10 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Each link's last arrivals already fed, so each counts once.
     let mut fed: HashMap<NodeId, Heard> = HashMap::new();
-    // Probes in flight report acks here; they end with the worker.
-    let (acks, mut acked) = mpsc::unbounded_channel::<NodeId>();
+    // Probes in flight report acks here; they end with the worker. A full
+    // queue drops an ack: the suspect then goes down only if no other ack
+    // and no heartbeat comes before its deadline.
+    let (acks, mut acked) = mpsc::channel::<NodeId>(DETECTOR_ACKS_QUEUE);
     let mut probes = JoinSet::new();
     loop {
         tokio::select! {
@@ -212,7 +214,7 @@ fn act(
     transport: &Arc<Transport>,
     event: Option<Event>,
     probes: &mut JoinSet<()>,
-    acks: &mpsc::UnboundedSender<NodeId>,
+    acks: &mpsc::Sender<NodeId>,
 ) {
     let name = |id: NodeId| {
         membership
@@ -238,7 +240,7 @@ fn act(
                         Duration::from_millis(DETECTOR_PROBE_DEADLINE_MS),
                     );
                     if let Ok(Response::Probed { alive: true }) = asked.await {
-                        let _ = acks.send(peer);
+                        let _ = acks.try_send(peer);
                     }
                 });
             }

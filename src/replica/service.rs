@@ -218,6 +218,28 @@ impl ReplicaService {
         }
     }
 
+    /// A service over a fresh memory store (64 partitions, no fsync, the
+    /// system clock, one storage thread), for unit tests of the layers
+    /// above.
+    #[cfg(test)]
+    pub(crate) fn in_memory(cache_bytes: usize) -> Self {
+        let replica = Replica::open(
+            Arc::new(crate::storage::MemoryStore::new()),
+            super::ReplicaSettings {
+                partitions: 64,
+                fsync: crate::storage::FsyncPolicy::No,
+                siblings_max: 8,
+                cache_bytes,
+            },
+        )
+        .expect("a memory store opens");
+        Self::new(
+            Arc::new(replica),
+            Arc::new(crate::clock::SystemClock),
+            Arc::new(StorageExecutor::new(1, 64, 0)),
+        )
+    }
+
     /// Adds work to the queued storage job, queueing one if none is.
     async fn combined<T>(
         &self,

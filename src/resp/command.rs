@@ -640,21 +640,7 @@ mod tests {
     ) {
         use crate::net::Network;
         use std::sync::Arc;
-        let replica = crate::replica::Replica::open(
-            Arc::new(crate::storage::MemoryStore::new()),
-            crate::replica::ReplicaSettings {
-                partitions: 64,
-                fsync: crate::storage::FsyncPolicy::No,
-                siblings_max: 8,
-                cache_bytes,
-            },
-        )
-        .expect("open");
-        let service = crate::replica::ReplicaService::new(
-            Arc::new(replica),
-            Arc::new(crate::clock::SystemClock),
-            Arc::new(crate::storage::StorageExecutor::new(1, 64, 0)),
-        );
+        let service = crate::replica::ReplicaService::in_memory(cache_bytes);
         let (_, shutdown) = tokio::sync::watch::channel(false);
         let inner = crate::coordinator::ClusterCoordinator::alone(service, shutdown.clone());
         let counting = Arc::new(Counting {
