@@ -156,6 +156,11 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_PHI_THRESHOLD")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phi_threshold: Option<f64>,
+    /// Handoff throttle: MiB per second a node receives when partitions
+    /// move to it (joins, leaves, removes, reweights) [default: 32].
+    #[arg(long, env = "DYNOKV_HANDOFF_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff_rate: Option<u64>,
 }
 
 impl Settings {
@@ -208,7 +213,8 @@ impl Settings {
             proto_max_bulk_len,
             worker_threads,
             cache_mb,
-            phi_threshold
+            phi_threshold,
+            handoff_rate
         )
     }
 }
@@ -242,6 +248,7 @@ impl From<&Config> for Settings {
             worker_threads: c.worker_threads,
             cache_mb: Some(c.cache_bytes >> 20),
             phi_threshold: Some(c.phi_threshold),
+            handoff_rate: Some((c.handoff_rate >> 20).max(1)),
         }
     }
 }
@@ -300,6 +307,8 @@ pub struct Config {
     pub cache_bytes: usize,
     /// The failure detector's phi threshold. Default 8.
     pub phi_threshold: f64,
+    /// Handoff throttle in bytes per second (whole MiB). Default 32 MiB.
+    pub handoff_rate: u64,
     /// The TOML file the settings came from, if any (CONFIG REWRITE target).
     pub config_file: Option<PathBuf>,
 }
@@ -396,6 +405,14 @@ impl Config {
                 None => RECORD_CACHE_BYTES_DEFAULT,
             },
             phi_threshold,
+            handoff_rate: match settings.handoff_rate {
+                Some(0) => return invalid("handoff-rate", "must be at least 1 MiB/s".into()),
+                Some(mb) => mb.checked_mul(1 << 20).ok_or(ConfigError::Invalid {
+                    name: "handoff-rate",
+                    reason: format!("{mb} MiB/s is too large"),
+                })?,
+                None => crate::limits::HANDOFF_RATE_DEFAULT,
+            },
             config_file,
         })
     }

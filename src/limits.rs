@@ -414,3 +414,33 @@ pub const LAYOUT_DECODE_MEMBERS_MAX: usize = 64 * 1024;
 /// Longest name or address in a layout, in bytes (a DNS name is at most
 /// 253; room for a port and more).
 pub const LAYOUT_TEXT_BYTES_MAX: usize = 1024;
+
+/// Handoff streams a node receives at once (docs/cluster.md, "Handoff"):
+/// each pulls one partition from one source.
+pub const HANDOFF_STREAMS_IN: usize = 2;
+
+/// Handoff streams a node serves at once; a `Fetch` past them is answered
+/// Busy, and the receiver tries another source or waits.
+pub const HANDOFF_STREAMS_OUT: usize = 2;
+
+/// Records per handoff batch (one `Fetch` and its merge, and the cursor
+/// saved after it).
+pub const HANDOFF_BATCH_KEYS: u32 = 512;
+
+/// Default handoff throttle, in bytes per second per node received
+/// (`--handoff-rate`): a move must not starve the clients.
+pub const HANDOFF_RATE_DEFAULT: u64 = 32 * 1024 * 1024;
+
+/// How long one handoff batch may take (the sender's scan, the transfer
+/// and the merge) before the stream counts as stuck: it is dropped, its
+/// slot freed, and retried from its cursor.
+pub const HANDOFF_BATCH_DEADLINE_MS: u64 = 10_000;
+
+/// How often the handoff worker looks at the layout when nothing wakes it,
+/// and how long a failed stream waits before it is retried.
+pub const HANDOFF_TICK_MS: u64 = 200;
+
+/// How long after every live member has gossiped the new target a handoff
+/// waits before streaming: writes a coordinator placed by the old layout
+/// are still in flight for at most a request timeout.
+pub const HANDOFF_START_GRACE_MS: u64 = PEER_REQUEST_TIMEOUT_MS;

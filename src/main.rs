@@ -52,9 +52,13 @@ struct AdminArgs {
     /// Its client port.
     #[arg(long, default_value_t = 6379)]
     port: u16,
-    /// What to show.
+    /// What to show, or the layout change to make: `leave` (the node at
+    /// --host/--port hands its data over and exits), `remove MEMBER` (a
+    /// dead member, by name or id), `weight MEMBER W`.
     #[arg(value_enum, default_value = "status")]
     what: AdminView,
+    /// The member (and weight) for `remove` and `weight`.
+    args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -64,6 +68,9 @@ enum AdminView {
     Ring,
     Hints,
     Aae,
+    Leave,
+    Remove,
+    Weight,
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -275,30 +282,50 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
 /// How often `dynokv dev` checks that its nodes are still running.
 const DEV_POLL_MS: u64 = 200;
 
+/// Sends one command to a node and reads its reply.
+fn ask(addr: (&str, u16), words: &[&str]) -> anyhow::Result<redis_protocol::resp2::types::OwnedFrame> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)
+        .with_context(|| format!("cannot connect to {}:{}", addr.0, addr.1))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut request = format!("*{}\r\n", words.len());
+    for word in words {
+        request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = stream.read(&mut chunk)?;
+        anyhow::ensure!(n > 0, "the node closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((frame, _)) = redis_protocol::resp2::decode::decode(&buf)? {
+            return Ok(frame);
+        }
+    }
+}
+
+/// A progress bar of `done` out of `total`, `width` cells wide.
+fn progress_bar(done: usize, total: usize, width: usize) -> String {
+    let filled = (done * width).checked_div(total).unwrap_or(width);
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
 /// `dynokv admin`: one DYNAMO command, printed for people.
 fn admin(args: &AdminArgs) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
     let sub = match args.what {
         AdminView::Status => "STATUS",
         AdminView::Members => "MEMBERS",
         AdminView::Ring => "RING",
         AdminView::Hints => "HINTS",
         AdminView::Aae => "AAE",
+        AdminView::Leave => "LEAVE",
+        AdminView::Remove => "REMOVE",
+        AdminView::Weight => "WEIGHT",
     };
-    let mut stream = std::net::TcpStream::connect((args.host.as_str(), args.port))
-        .with_context(|| format!("cannot connect to {}:{}", args.host, args.port))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    write!(stream, "*2\r\n$6\r\nDYNAMO\r\n${}\r\n{sub}\r\n", sub.len())?;
-    let mut buf = Vec::new();
-    let frame = loop {
-        let mut chunk = [0u8; 64 * 1024];
-        let n = stream.read(&mut chunk)?;
-        anyhow::ensure!(n > 0, "the node closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some((frame, _)) = redis_protocol::resp2::decode::decode(&buf)? {
-            break frame;
-        }
-    };
+    let mut words = vec!["DYNAMO", sub];
+    words.extend(args.args.iter().map(String::as_str));
+    let frame = ask((args.host.as_str(), args.port), &words)?;
     use redis_protocol::resp2::types::OwnedFrame;
     let text = |f: &OwnedFrame| match f {
         OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
@@ -321,12 +348,58 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
         (OwnedFrame::Error(e), _) => anyhow::bail!("{e}"),
         (_, AdminView::Status) => {
             for (k, v) in pairs(&frame) {
-                println!("{k:<24} {v}");
+                println!("{k:<32} {v}");
+            }
+            // Every member's handoff, as that member reports it.
+            let members = ask((args.host.as_str(), args.port), &["DYNAMO", "MEMBERS"])?;
+            let OwnedFrame::Array(members) = members else {
+                return Ok(());
+            };
+            println!();
+            println!(
+                "{:<16} {:<8} {:<24} {:>11} {:>9} {:>9} {:>6} {:>5} {:>7}",
+                "member", "state", "receiving", "partitions", "MiB/s", "ETA s", "out", "stuck", "dropped"
+            );
+            for member in &members {
+                let m: std::collections::HashMap<String, String> =
+                    pairs(member).into_iter().collect();
+                let get = |k: &str| m.get(k).cloned().unwrap_or_default();
+                let client = get("client_addr");
+                let Some((host, port)) = client.rsplit_once(':') else {
+                    continue;
+                };
+                let status = port
+                    .parse()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|port: u16| ask((host, port), &["DYNAMO", "STATUS"]));
+                let Ok(status) = status else {
+                    println!("{:<16} {:<8} (unreachable)", get("name"), get("state"));
+                    continue;
+                };
+                let h: std::collections::HashMap<String, String> =
+                    pairs(&status).into_iter().collect();
+                let num = |k: &str| h.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                let (done, total) = (
+                    num("handoff_partitions_done") as usize,
+                    num("handoff_partitions_to_receive") as usize,
+                );
+                println!(
+                    "{:<16} {:<8} {:<24} {:>11} {:>9.1} {:>9} {:>6} {:>5} {:>7}",
+                    get("name"),
+                    get("state"),
+                    progress_bar(done, total, 22),
+                    format!("{done}/{total}"),
+                    num("handoff_rate_bytes_per_s") / f64::from(1 << 20),
+                    h.get("handoff_eta_s").cloned().unwrap_or_default(),
+                    num("handoff_streams_out") as usize,
+                    num("handoff_stuck") as usize,
+                    num("handoff_partitions_dropped") as usize,
+                );
             }
         }
         (OwnedFrame::Array(members), AdminView::Members) => {
             println!(
-                "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",
+                "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",
                 "id",
                 "name",
                 "client",
@@ -334,6 +407,7 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                 "weight",
                 "zone",
                 "state",
+                "status",
                 "phi",
                 "silent_ms",
                 "primary",
@@ -344,13 +418,14 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                     pairs(member).into_iter().collect();
                 let get = |k: &str| m.get(k).cloned().unwrap_or_default();
                 println!(
-                    "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",
+                    "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",
                     get("id"),
                     get("name"),
                     get("client_addr"),
                     get("peer_addr"),
                     get("weight"),
                     get("zone"),
+                    get("state"),
                     get("status"),
                     get("phi"),
                     get("silent_ms"),

@@ -12,15 +12,16 @@ use crate::config::Config;
 use crate::coordinator::{ClusterCoordinator, Coordinator, CoordinatorError, QuorumPolicy, Repair};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
-    FSYNC_EVERYSEC_INTERVAL_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS, SHUTDOWN_DRAIN_MS,
+    FSYNC_EVERYSEC_INTERVAL_MS, HANDOFF_START_GRACE_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS, SHUTDOWN_DRAIN_MS,
     STORAGE_IDLE_YIELDS, STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
     STORE_PROBE_INTERVAL_MS,
 };
 use crate::membership::detector::{DetectorConfig, DetectorError};
 use crate::membership::failure::FailureDetection;
-use crate::membership::{Membership, SaveMembers};
+use crate::membership::layout::{Endpoint, Layout, LayoutError, Role};
+use crate::membership::{Membership, SaveLayout};
 use crate::net::{Listener, Network, Tcp};
-use crate::peer::codec::{decode_members, encode_members};
+use crate::peer::codec::decode_members;
 use crate::peer::message::MemberInfo;
 use crate::peer::transport::{Transport, TransportConfig};
 use crate::replica::{Replica, ReplicaService, ReplicaSettings};
@@ -50,6 +51,10 @@ pub enum NodeError {
     /// The failure detector's settings are unusable.
     #[error(transparent)]
     Detector(#[from] DetectorError),
+    /// This node's id was removed from the cluster (or it left): it
+    /// must not serve again with this data directory.
+    #[error("{0}")]
+    Removed(LayoutError),
     /// The client port could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -110,8 +115,15 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// The meta entry holding the member list.
+/// The meta entry holding the layout (`membership::layout`'s bytes).
+const LAYOUT_META: &str = "layout";
+
+/// The meta entry holding the member list of data directories from before
+/// layouts: read once, into a settled layout.
 const MEMBERS_META: &str = "members";
+
+/// The meta entry holding the last start's incarnation (u64, big-endian).
+const INCARNATION_META: &str = "incarnation";
 
 /// Signals a running node to stop.
 #[derive(Debug, Clone)]
@@ -239,22 +251,21 @@ impl Node {
             },
             shutdown_rx.clone(),
         );
-        let membership = Membership::new(me);
-        // Members saved by an earlier run: a restarted node knows its
-        // cluster before any peer answers.
-        let saved = {
+        let (saved, incarnation) = {
             let replica = Arc::clone(&replica);
             executor
-                .run(move || replica.meta_entry(MEMBERS_META))
+                .run(move || saved_layout(&replica))
                 .await
                 .map_err(|e| StoreError::Engine(format!("meta read: {e}")))??
         };
-        match saved.as_deref().map(decode_members) {
-            Some(Ok(members)) => {
-                membership.merge(&members);
-            }
-            Some(Err(e)) => tracing::warn!("saved member list unreadable, ignored: {e}"),
-            None => {}
+        let membership = Membership::new(me, incarnation);
+        // The layout saved by an earlier run: a restarted node knows its
+        // cluster before any peer answers.
+        membership.merge(&saved);
+        if !saved.is_empty() || config.join.is_empty() {
+            // Known to the cluster, or founding one; a new node with seeds
+            // enters once a seed has answered (the membership worker).
+            membership.enter().map_err(NodeError::Removed)?;
         }
         let local = ReplicaService::new(
             Arc::clone(&replica),
@@ -279,6 +290,7 @@ impl Node {
             Arc::clone(&membership),
             Arc::clone(&failures),
             policy,
+            config.handoff_rate,
         );
         transport.set_handler(Arc::new(coordinator.clone()));
         let seeds = config.join.clone();
@@ -389,7 +401,7 @@ impl Node {
             });
         }
         {
-            let save = save_members(Arc::clone(&replica), Arc::clone(&executor));
+            let save = save_layout(Arc::clone(&replica), Arc::clone(&executor));
             let (membership, transport) = (Arc::clone(&membership), Arc::clone(&transport));
             let seeds = seeds.clone();
             workers.spawn("membership", |status, shutdown| {
@@ -400,6 +412,12 @@ impl Node {
             let (membership, transport) = (Arc::clone(&membership), Arc::clone(&transport));
             workers.spawn("failure-detector", |status, shutdown| {
                 crate::membership::failure::run(failures, membership, transport, status, shutdown)
+            });
+        }
+        {
+            let coordinator = coordinator.clone();
+            workers.spawn("handoff", |status, shutdown| {
+                coordinator.run_handoff(status, shutdown)
             });
         }
         transport.serve(peer_listener);
@@ -424,7 +442,18 @@ impl Node {
             tracing::info!(?seeds, "waiting for a seed before serving clients");
             membership.joined(&mut shutdown.subscribe()).await;
         }
-        server.run(Duration::from_millis(SHUTDOWN_DRAIN_MS)).await;
+        // A node removed from the layout, or done leaving, stops serving.
+        let serving = server.run(Duration::from_millis(SHUTDOWN_DRAIN_MS));
+        tokio::pin!(serving);
+        let removed = tokio::select! {
+            () = &mut serving => None,
+            () = membership.removed() => {
+                let removed = leave_or_removal(&membership, &coordinator).await;
+                let _ = shutdown.send(true);
+                serving.await;
+                Some(removed)
+            }
+        };
         let _ = shutdown.send(true);
         workers.join().await;
         transport.join().await;
@@ -442,33 +471,102 @@ impl Node {
             }
             Err(e) => return Err(StoreError::Engine(e.to_string()).into()),
         }
-        Ok(())
+        match removed {
+            Some(Some(error)) => Err(NodeError::Removed(error)),
+            _ => Ok(()),
+        }
     }
 }
 
-/// Saves the member list in the store when it changed since the last
-/// save that succeeded. The membership worker reports a failure (once
-/// per change of state, see `task::WorkerStatus`): a node whose disk is
-/// full tries every membership round.
-fn save_members(replica: Arc<Replica>, executor: Arc<StorageExecutor>) -> SaveMembers {
-    // The list the store holds, encoded, once a save succeeded. Held
-    // through a save: saves run one at a time.
+/// What a node found removed from the layout does before it stops. A
+/// node that left (its data handed over, the layout settled) waits for
+/// the readers still placing by the old layout, drops its copies and
+/// stops cleanly (`None`); a node removed by an operator stops at once
+/// with the error that says so.
+async fn leave_or_removal(
+    membership: &Membership,
+    coordinator: &ClusterCoordinator,
+) -> Option<LayoutError> {
+    let me = membership.me().id;
+    let tombstoned = membership.view().layout.get(me).is_some_and(|m| m.removed);
+    if tombstoned {
+        let error = LayoutError::Removed { id: me };
+        tracing::error!("this node was removed from the cluster (DYNAMO REMOVE); it stops: {error}");
+        return Some(error);
+    }
+    tracing::info!("this node left the cluster: its data is handed over; it stops");
+    tokio::time::sleep(Duration::from_millis(HANDOFF_START_GRACE_MS)).await;
+    if let Err(e) = coordinator.drop_all_data().await {
+        tracing::warn!("cannot drop the data a node that left holds: {e}");
+    }
+    None
+}
+
+/// The layout a data directory holds (a member list from before layouts
+/// becomes a settled layout), and this start's incarnation: one more than
+/// the last start's, saved before the node serves, so that every start of
+/// the directory has a larger one.
+fn saved_layout(replica: &Replica) -> Result<(Layout, u64), StoreError> {
+    let layout = match replica.meta_entry(LAYOUT_META)? {
+        Some(bytes) => Layout::decode(&bytes)
+            .map_err(|e| StoreError::Engine(format!("the saved layout is unreadable: {e}")))?,
+        None => match replica.meta_entry(MEMBERS_META)?.as_deref().map(decode_members) {
+            Some(Ok(members)) => Layout::settled(members.into_iter().map(|m| {
+                let endpoint = Endpoint {
+                    incarnation: 0,
+                    name: m.name,
+                    peer_addr: m.peer_addr,
+                    client_addr: m.client_addr,
+                };
+                let role = Role {
+                    weight: m.weight,
+                    zone: m.zone,
+                };
+                (m.id, endpoint, role)
+            })),
+            Some(Err(e)) => {
+                tracing::warn!("saved member list unreadable, ignored: {e}");
+                Layout::new()
+            }
+            None => Layout::new(),
+        },
+    };
+    let last = match replica.meta_entry(INCARNATION_META)? {
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice()).map_or(0, u64::from_be_bytes),
+        None => 0,
+    };
+    // Never below what the layout knows (a directory restored from an
+    // older copy).
+    let known = layout
+        .get(replica.meta().node_id)
+        .map_or(0, |m| m.endpoint.incarnation);
+    let incarnation = last.max(known) + 1;
+    replica.set_meta_entry(INCARNATION_META, &incarnation.to_be_bytes())?;
+    Ok((layout, incarnation))
+}
+
+/// Saves the layout in the store when it changed since the last save that
+/// succeeded. The membership worker reports a failure (once per change of
+/// state, see `task::WorkerStatus`): a node whose disk is full tries every
+/// membership round.
+fn save_layout(replica: Arc<Replica>, executor: Arc<StorageExecutor>) -> SaveLayout {
+    // The bytes the store holds, once a save succeeded. Held through a
+    // save: saves run one at a time.
     let saved: Arc<tokio::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
-    Arc::new(move |members| {
+    Arc::new(move |bytes| {
         let (replica, executor, saved) = (
             Arc::clone(&replica),
             Arc::clone(&executor),
             Arc::clone(&saved),
         );
         Box::pin(async move {
-            let bytes = encode_members(&members);
             let mut saved = saved.lock().await;
             if saved.as_ref() == Some(&bytes) {
                 return Ok(());
             }
             let written = bytes.clone();
             match executor
-                .run(move || replica.set_meta_entry(MEMBERS_META, &written))
+                .run(move || replica.set_meta_entry(LAYOUT_META, &written))
                 .await
             {
                 Ok(Ok(())) => {

@@ -24,17 +24,21 @@
 //!
 //! What this node does for other nodes' requests is in [`serve`].
 
+mod handoff;
 mod serve;
+
 
 use super::answers::Answers;
 use super::batches::{KeyRead, ReadBatches, cut};
 use super::quorum::{self, Replies, Tally};
+use handoff::Handoff;
 use super::{
     BoxFuture, ClusterReport, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts,
-    MemberStatus, OpError, ReadOptions, WriteOp, WriteOptions,
+    LayoutCommand, LayoutReport, MemberStatus, OpError, ReadOptions, WriteOp, WriteOptions,
 };
 use crate::limits::{PEER_WHOLE_STORE_TIMEOUT_MS, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
 use crate::membership::failure::FailureDetection;
+use crate::membership::layout::{Change, MemberState, Transition};
 use crate::membership::{Membership, View};
 use crate::model::record::{Record, encode_record};
 use crate::peer::message::{ErrorCode, Request, Response};
@@ -94,7 +98,11 @@ struct Inner {
     /// asks the transport, which holds its down marks).
     failures: Arc<FailureDetection>,
     policy: QuorumPolicy,
-    ring: Mutex<(Arc<View>, Arc<Ring>)>,
+    /// The placement of the layout last seen: reads by its current ring,
+    /// writes by both (rebuilt when the view changes).
+    placement: Mutex<(Arc<View>, Arc<Transition>)>,
+    /// Partitions moving to this node, and the batches it serves.
+    handoff: Handoff,
     repairs: mpsc::Sender<Repair>,
     tails: Mutex<JoinSet<()>>,
     stats: Stats,
@@ -175,7 +183,7 @@ fn peer_error(code: ErrorCode, message: String) -> CoordinatorError {
         ErrorCode::TooLarge => OpError::TooLarge.into(),
         ErrorCode::WatchedKeyChanged => OpError::WatchedKeyChanged.into(),
         ErrorCode::ShuttingDown => CoordinatorError::ShuttingDown,
-        ErrorCode::Quorum | ErrorCode::Storage | ErrorCode::BadRequest => {
+        ErrorCode::Quorum | ErrorCode::Storage | ErrorCode::BadRequest | ErrorCode::Busy => {
             CoordinatorError::Remote(message)
         }
     }
@@ -198,9 +206,14 @@ impl ClusterCoordinator {
         membership: Arc<Membership>,
         failures: Arc<FailureDetection>,
         policy: QuorumPolicy,
+        handoff_rate: u64,
     ) -> (Self, mpsc::Receiver<Repair>) {
         let view = membership.view();
-        let ring = Arc::new(Ring::new(view.placed(), local.partitions(), policy.n));
+        let placement = Arc::new(Transition::new(
+            &view.layout,
+            local.partitions(),
+            policy.n,
+        ));
         let (repairs, queue) = mpsc::channel(READ_REPAIR_QUEUE_LEN);
         let inner = Inner {
             local,
@@ -208,7 +221,8 @@ impl ClusterCoordinator {
             membership,
             failures,
             policy,
-            ring: Mutex::new((view, ring)),
+            placement: Mutex::new((view, placement)),
+            handoff: Handoff::new(handoff_rate),
             repairs,
             tails: Mutex::new(JoinSet::new()),
             stats: Stats::default(),
@@ -248,7 +262,10 @@ impl ClusterCoordinator {
         );
         let policy = QuorumPolicy { n: 1, r: 1, w: 1 };
         let failures = FailureDetection::new(Default::default(), 0).expect("default settings");
-        Self::new(local, transport, Membership::new(me), failures, policy).0
+        let membership = Membership::new(me, 1);
+        membership.enter().expect("an empty layout takes its founder");
+        let rate = crate::limits::HANDOFF_RATE_DEFAULT;
+        Self::new(local, transport, membership, failures, policy, rate).0
     }
 
     /// Whether every partition has enough replicas this node can reach
@@ -263,11 +280,12 @@ impl ClusterCoordinator {
             .into_iter()
             .chain([inner.me()])
             .collect();
+        let placement = inner.placement();
         quorums_reachable(
-            &inner.ring(),
+            placement.current(),
             &reachable,
             inner.policy.r.max(inner.policy.w),
-        )
+        ) && quorums_reachable(placement.target(), &reachable, inner.policy.w)
     }
 
     /// Sends queued read repairs until shutdown; a step on `status` is
@@ -355,23 +373,23 @@ impl Inner {
         self.membership.me().id
     }
 
-    /// The ring for the current view (rebuilt when the view changes).
-    fn ring(&self) -> Arc<Ring> {
+    /// The placement of the current view (rebuilt when the view changes).
+    fn placement(&self) -> Arc<Transition> {
         let view = self.membership.view();
-        let mut cached = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cached = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
         if !Arc::ptr_eq(&cached.0, &view) {
-            let ring = Arc::new(Ring::new(
-                view.placed(),
+            let placement = Arc::new(Transition::new(
+                &view.layout,
                 self.local.partitions(),
                 self.policy.n,
             ));
-            *cached = (view, ring);
+            *cached = (view, placement);
         }
         Arc::clone(&cached.1)
     }
 
     fn replicas(&self, key: &[u8]) -> Vec<NodeId> {
-        replicas_in(&self.ring(), key).to_vec()
+        replicas_in(self.placement().current(), key).to_vec()
     }
 
     /// R or W for a request: the override or the default, capped at N.
@@ -394,9 +412,9 @@ impl Inner {
         let mut tallies = Vec::with_capacity(keys.len());
         let mut asked: BTreeMap<NodeId, Vec<(usize, Bytes)>> = BTreeMap::new();
         let (mut local_keys, mut local_index) = (Vec::new(), Vec::new());
-        let ring = self.ring();
+        let placement = self.placement();
         for (i, key) in keys.iter().enumerate() {
-            let replicas = replicas_in(&ring, key);
+            let replicas = replicas_in(placement.current(), key);
             for &node in replicas {
                 if node == me {
                     local_keys.push(key.clone());
@@ -564,29 +582,57 @@ impl Inner {
         let written = self.local.write(writes, false).await??;
         let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
         let me = self.me();
-        let mut tallies = Vec::with_capacity(written.len());
-        // Each record is encoded once and the bytes shared by its replicas.
-        let mut to: BTreeMap<NodeId, Vec<(usize, Bytes, Bytes)>> = BTreeMap::new();
-        let ring = self.ring();
+        // Two tallies per key: W of its current replicas, and W of its
+        // target replicas while its partition moves (otherwise nothing):
+        // a write acknowledged by the old set alone could be missing once
+        // reads move to the new one (docs/cluster.md, "Placement during a
+        // change").
+        let mut tallies = Vec::with_capacity(2 * written.len());
+        // Each record is encoded once and the bytes shared by its replicas;
+        // each entry names the tallies its acknowledgement counts for.
+        let mut to: BTreeMap<NodeId, Vec<(Vec<usize>, Bytes, Bytes)>> = BTreeMap::new();
+        let placement = self.placement();
+        let partitions = placement.current().partitions();
         for (i, (key, outcome)) in keys.into_iter().zip(&written).enumerate() {
-            let replicas = replicas_in(&ring, &key);
+            let partition = partition_of(&key, partitions);
+            let current = placement.current().replicas_of(partition);
+            let target = placement.target().replicas_of(partition);
+            let moving = !same_members(current, target);
+            let (now_at, next_at) = (2 * i, 2 * i + 1);
+            let counts_for = |node: NodeId| -> Vec<usize> {
+                let mut at = Vec::with_capacity(2);
+                if current.contains(&node) {
+                    at.push(now_at);
+                }
+                if moving && target.contains(&node) {
+                    at.push(next_at);
+                }
+                at
+            };
             // A write that did not apply has nothing to replicate; this
             // replica's answer is all it needs.
-            let required = match &outcome.current {
-                Some(record) => {
-                    let encoded = Bytes::from(encode_record(record));
-                    for &node in replicas.iter().filter(|&&n| n != me) {
-                        let entry = (i, key.clone(), encoded.clone());
-                        to.entry(node).or_default().push(entry);
-                    }
-                    self.quorum(w, self.policy.w, replicas.len())
-                }
-                None => 1,
+            let Some(record) = &outcome.current else {
+                tallies.extend([Tally::new(0, 1), Tally::new(0, 0)]);
+                continue;
             };
-            let mut tally = Tally::new(required, replicas.len());
-            // This replica holds it: one acknowledgement.
-            tally.got.push(());
-            tallies.push(tally);
+            let encoded = Bytes::from(encode_record(record));
+            for node in placement.write_replicas(partition) {
+                if node != me {
+                    let entry = (counts_for(node), key.clone(), encoded.clone());
+                    to.entry(node).or_default().push(entry);
+                }
+            }
+            let mut now = Tally::new(self.quorum(w, self.policy.w, current.len()), current.len());
+            let mut next = if moving {
+                Tally::new(self.quorum(w, self.policy.w, target.len()), target.len())
+            } else {
+                Tally::new(0, 0)
+            };
+            // This replica holds it: one acknowledgement in each set it is in.
+            for at in counts_for(me) {
+                if at == now_at { &mut now } else { &mut next }.got.push(());
+            }
+            tallies.extend([now, next]);
         }
         // One request per replica per batch; an answer acknowledges (or
         // fails) every key of its batch.
@@ -594,8 +640,9 @@ impl Inner {
         let mut batches: Vec<Vec<usize>> = Vec::new();
         for (node, entries) in to {
             for batch in cut(entries, |(_, key, record)| key.len() + record.len()) {
-                let (index, entries): (Vec<usize>, Vec<_>) =
-                    batch.into_iter().map(|(i, k, r)| (i, (k, r))).unzip();
+                let (index, entries): (Vec<Vec<usize>>, Vec<_>) =
+                    batch.into_iter().map(|(at, k, r)| (at, (k, r))).unzip();
+                let index: Vec<usize> = index.into_iter().flatten().collect();
                 if let Ok(pending) = self
                     .transport
                     .send(node, Request::Replicate { entries })
@@ -640,9 +687,10 @@ impl Inner {
     ) -> Result<Vec<Written>, CoordinatorError> {
         let me = self.me();
         let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
-        let ring = self.ring();
+        let placement = self.placement();
         for (i, write) in writes.into_iter().enumerate() {
-            let replicas = replicas_in(&ring, &write.0);
+            // Coordinators are current replicas: they hold the data.
+            let replicas = replicas_in(placement.current(), &write.0);
             let coordinates_here = if write.1.reads_current() {
                 replicas
                     .iter()
@@ -791,7 +839,8 @@ impl Inner {
     /// Partitions grouped by the node that will count them: the first
     /// connected replica of each.
     fn counting_plan(&self) -> BTreeMap<NodeId, Vec<u16>> {
-        let ring = self.ring();
+        let placement = self.placement();
+        let ring = placement.current();
         let mut plan: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
         for partition in 0..ring.partitions() {
             let partition = partition as u16;
@@ -857,7 +906,8 @@ impl Coordinator for ClusterCoordinator {
     ) -> BoxFuture<'_, Result<Vec<(Bytes, Record)>, CoordinatorError>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
-            let ring = inner.ring();
+            let placement = inner.placement();
+            let ring = placement.current();
             let replicas = ring.replicas_of(partition).to_vec();
             if replicas.contains(&inner.me()) {
                 return Ok(inner.local.scan_partition(partition, after, limit).await?);
@@ -965,7 +1015,8 @@ impl Coordinator for ClusterCoordinator {
 
     fn info(&self) -> CoordinatorInfo {
         let inner = &self.inner;
-        let ring = inner.ring();
+        let placement = inner.placement();
+        let ring = placement.current();
         let view = inner.membership.view();
         let (primary, replica) = ring.owned(inner.me());
         let n = ring.replicas();
@@ -999,6 +1050,8 @@ impl Coordinator for ClusterCoordinator {
             writes_forwarded: load(&inner.stats.forwarded),
             failures: inner.failures.counts(),
             peer_latency_us,
+            layout: layout_report(&view),
+            handoff: inner.handoff.report(),
         };
         CoordinatorInfo {
             replica: inner.local.report(),
@@ -1016,21 +1069,21 @@ impl Coordinator for ClusterCoordinator {
 
     fn members(&self) -> Vec<MemberStatus> {
         let inner = &self.inner;
-        let ring = inner.ring();
-        inner
-            .membership
-            .members()
-            .into_iter()
+        let placement = inner.placement();
+        let view = inner.membership.view();
+        view.members
+            .values()
             .map(|info| {
-                let (primary, replica) = ring.owned(info.id);
-                let up = inner.transport.reachable(info.id);
-                let health = inner.failures.peer(info.id);
+                let (primary, replica) = placement.current().owned(info.id);
+                let member = view.layout.get(info.id);
                 MemberStatus {
-                    info,
-                    up,
-                    health,
+                    info: info.clone(),
+                    up: inner.transport.reachable(info.id),
+                    health: inner.failures.peer(info.id),
                     primary,
                     replica,
+                    state: member.map_or(MemberState::Member, |m| m.state()),
+                    incarnation: member.map_or(0, |m| m.endpoint.incarnation),
                 }
             })
             .collect()
@@ -1038,7 +1091,8 @@ impl Coordinator for ClusterCoordinator {
 
     fn ring(&self) -> Vec<Vec<String>> {
         let inner = &self.inner;
-        let ring = inner.ring();
+        let placement = inner.placement();
+        let ring = placement.current();
         let view = inner.membership.view();
         let name = |id: &NodeId| {
             view.get(*id)
@@ -1047,6 +1101,53 @@ impl Coordinator for ClusterCoordinator {
         (0..ring.partitions())
             .map(|p| ring.replicas_of(p as u16).iter().map(name).collect())
             .collect()
+    }
+
+    fn change_layout(&self, command: LayoutCommand) -> Result<(), CoordinatorError> {
+        let membership = &self.inner.membership;
+        let member = |given: &str| -> Result<NodeId, CoordinatorError> {
+            let view = membership.view();
+            let by_id = u64::from_str_radix(given, 16).ok().filter(|_| given.len() == 16);
+            view.members
+                .values()
+                .find(|m| m.name == given || Some(m.id) == by_id)
+                .map(|m| m.id)
+                .or_else(|| by_id.filter(|id| view.layout.get(*id).is_some()))
+                .ok_or_else(|| CoordinatorError::UnknownMember(given.to_owned()))
+        };
+        let change = match command {
+            LayoutCommand::Leave => Change::Leave {
+                id: self.inner.me(),
+            },
+            LayoutCommand::Remove(given) => Change::Remove { id: member(&given)? },
+            LayoutCommand::Weight(given, weight) => Change::Weight {
+                id: member(&given)?,
+                weight,
+            },
+        };
+        membership.apply(&change)?;
+        tracing::info!(?change, epoch = membership.view().layout.epoch(), "layout changed by an operator");
+        Ok(())
+    }
+}
+
+/// Whether two replica lists hold the same members (in any order).
+fn same_members(a: &[NodeId], b: &[NodeId]) -> bool {
+    a.len() == b.len() && a.iter().all(|id| b.contains(id))
+}
+
+/// The layout's numbers for INFO and `DYNAMO STATUS`.
+fn layout_report(view: &View) -> LayoutReport {
+    let layout = &view.layout;
+    let count = |state| layout.members().filter(|m| m.state() == state).count();
+    LayoutReport {
+        epoch: layout.epoch(),
+        digest: layout.digest(),
+        settled: layout.is_settled(),
+        joining: count(MemberState::Joining),
+        leaving: count(MemberState::Leaving),
+        removed: count(MemberState::Removed),
+        waiting_to_settle: layout.waiting_to_settle().len(),
     }
 }
 

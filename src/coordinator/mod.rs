@@ -53,6 +53,12 @@ pub enum CoordinatorError {
     /// A write could not be applied to the current value.
     #[error(transparent)]
     Rejected(#[from] OpError),
+    /// A layout change was refused (`DYNAMO LEAVE|REMOVE|WEIGHT`).
+    #[error(transparent)]
+    Layout(#[from] crate::membership::layout::LayoutError),
+    /// No member has this name or id.
+    #[error("no member named {0:?} (a name or a 16-digit hex id, as DYNAMO MEMBERS shows)")]
+    UnknownMember(String),
 }
 
 impl From<ServiceError> for CoordinatorError {
@@ -94,6 +100,79 @@ pub struct MemberStatus {
     pub primary: usize,
     /// Partitions it holds as any replica.
     pub replica: usize,
+    /// Its state in the layout.
+    pub state: crate::membership::layout::MemberState,
+    /// Its incarnation (raised at each of its starts).
+    pub incarnation: u64,
+}
+
+/// A layout change an operator asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LayoutCommand {
+    /// `DYNAMO LEAVE`: this node hands its data over and exits.
+    Leave,
+    /// `DYNAMO REMOVE member`: a dead member's data is re-replicated from
+    /// the survivors, and its id never comes back.
+    Remove(String),
+    /// `DYNAMO WEIGHT member w`.
+    Weight(String, f64),
+}
+
+/// The handoff's numbers (docs/cluster.md, "Handoff").
+#[derive(Debug, Clone, Default)]
+pub struct HandoffReport {
+    /// Partitions the current target gives this node to receive.
+    pub partitions_to_receive: usize,
+    /// Of those, received.
+    pub partitions_done: usize,
+    /// Streams receiving now.
+    pub streams_in: usize,
+    /// Batches being served now.
+    pub streams_out: usize,
+    /// Streams that failed several batches in a row.
+    pub stuck: usize,
+    /// Partitions to receive, but not every member has gossiped the new
+    /// target yet.
+    pub waiting_for_gossip: bool,
+    /// Bytes per second received since the current handoff began.
+    pub rate_bytes_per_s: f64,
+    /// Seconds left at the pace so far, once a partition is in.
+    pub eta_s: Option<f64>,
+    /// Records received since start (a record received twice counts twice).
+    pub keys_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
+    /// Partitions received whole since start.
+    pub partitions_received: u64,
+    /// Batches served to other nodes' streams.
+    pub batches_served: u64,
+    /// Their bytes.
+    pub bytes_served: u64,
+    /// Batches refused because the node served as many as it may.
+    pub busy_refusals: u64,
+    /// Failed batches (each retried from its cursor).
+    pub retries: u64,
+    /// Partitions whose old copies were dropped.
+    pub partitions_dropped: u64,
+}
+
+/// The layout as this node holds it.
+#[derive(Debug, Clone, Default)]
+pub struct LayoutReport {
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its digest.
+    pub digest: u64,
+    /// Whether reads follow the target: nothing is moving.
+    pub settled: bool,
+    /// Members joining (receiving, not read from yet).
+    pub joining: usize,
+    /// Members leaving (read from, giving their data away).
+    pub leaving: usize,
+    /// Removed ids kept as tombstones.
+    pub removed: usize,
+    /// Target members that have not synced the target yet.
+    pub waiting_to_settle: usize,
 }
 
 /// What a coordinator reports for `INFO dynamo` and `DYNAMO STATUS`, as
@@ -135,6 +214,10 @@ pub struct ClusterReport {
     pub failures: crate::membership::failure::DetectionCounts,
     /// Average request latency to each connected peer, by name, in µs.
     pub peer_latency_us: Vec<(String, f64)>,
+    /// The layout.
+    pub layout: LayoutReport,
+    /// The handoff.
+    pub handoff: HandoffReport,
 }
 
 /// What RESP handlers call for data.
@@ -191,6 +274,9 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Every partition's preference list (replicas first), by member name.
     fn ring(&self) -> Vec<Vec<String>>;
+
+    /// Makes an operator's layout change on this node; gossip spreads it.
+    fn change_layout(&self, command: LayoutCommand) -> Result<(), CoordinatorError>;
 
     /// Shuts this node's store down cleanly (node shutdown): every write
     /// durable, and cheap to reopen.

@@ -319,6 +319,14 @@ impl Member {
             .map(|r| r.weight)
     }
 
+    /// Its zone: the target's if it has a role, else the current one's.
+    pub fn zone(&self) -> Option<&str> {
+        self.target
+            .role()
+            .or_else(|| self.current.role())
+            .and_then(|r| r.zone.as_deref())
+    }
+
     /// Whether reads place it as the target does.
     pub fn is_settled(&self) -> bool {
         self.current == self.target
@@ -434,6 +442,36 @@ impl Layout {
     /// An empty layout (a node that has not joined anything yet).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A settled layout of `members`, each placed with its role as if it
+    /// had founded the cluster (stamp: counter 1, its own id): what a data
+    /// directory from before layouts (a saved member list) becomes. Every
+    /// node converting the same list gets the same layout.
+    pub fn settled(members: impl IntoIterator<Item = (NodeId, Endpoint, Role)>) -> Self {
+        let members = members
+            .into_iter()
+            .filter(|(_, _, role)| check_weight(role.weight).is_ok())
+            .map(|(id, endpoint, role)| {
+                let placed = Assignment::Owner {
+                    stamp: Stamp {
+                        counter: 1,
+                        origin: id,
+                    },
+                    role,
+                };
+                let member = Member {
+                    id,
+                    endpoint,
+                    target: placed.clone(),
+                    current: placed,
+                    removed: false,
+                    synced: Synced::default(),
+                };
+                (id, member)
+            })
+            .collect();
+        Self { members }
     }
 
     /// The member with `id`, tombstones included.

@@ -1,77 +1,98 @@
-//! Who is in the cluster: the membership view, the worker that fills it
-//! from the seeds and keeps all nodes' views the same, and the failure
-//! detection that tells which members answer.
+//! Who is in the cluster: the layout (docs/cluster.md, "The layout"), the
+//! worker that fills it from the seeds and spreads it by gossip, and the
+//! failure detection that tells which members answer.
 //!
 //! The view is a value others subscribe to (a `watch` channel): the
-//! coordinator rebuilds its ring from it, the transport keeps connections
-//! to its members. Membership here is static — nodes are added by joining,
-//! never removed — and spreads by pairwise exchange: a joining node trades
-//! views with a seed, and every node trades with one random member per
-//! period, so every view converges to the union.
+//! coordinator rebuilds its placement ([`layout::Transition`]) from it,
+//! the transport keeps links to its members and refuses removed ones, the
+//! handoff worker streams what the layout's change moves. Changes are
+//! made on one node ([`Membership::apply`]: a join with `--join`, an
+//! operator's leave, remove or weight, a member's sync, a settle) and
+//! spread by gossip: every period each node trades summaries with one
+//! member, and whole layouts only when the digests differ. The merge is
+//! a least upper bound, so every node ends with the same layout.
 //!
 //! [`failure`] runs the [`detector`] (phi accrual and SWIM's indirect
 //! probe) over the links' heartbeats and marks silent peers down on the
-//! transport: routing skips them, the view keeps them, no data moves.
-//! [`layout`] (the versioned layout, its merge, digest and bytes, and the
-//! placement it gives the ring) is built and tested, not yet wired
-//! (docs/cluster.md, "Membership changes and failure detection").
+//! transport: routing skips them, the layout keeps them, no data moves.
 
 pub mod detector;
 pub mod failure;
 pub mod layout;
 
 use crate::limits::MEMBERSHIP_EXCHANGE_MS;
-use crate::peer::message::{MemberInfo, Request, Response};
+use crate::peer::message::{Gossip, MemberInfo, Request, Response};
 use crate::peer::transport::Transport;
-use crate::ring::Placed;
 use crate::task::stopped;
 use crate::task::{BoxFuture, WorkerStatus};
 use crate::version::NodeId;
+use bytes::Bytes;
+use layout::{Change, Endpoint, Layout, LayoutError, MemberState, Role};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The members this node knows, by id.
+/// The layout, and what the rest of the node reads of it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct View {
-    /// Members by id (this node included).
+    /// The layout, tombstones included.
+    pub layout: Layout,
+    /// Every member that is not removed, as it is reached (derived from
+    /// the layout).
     pub members: BTreeMap<NodeId, MemberInfo>,
 }
 
 impl View {
-    /// What placement needs of each member.
-    pub fn placed(&self) -> Vec<Placed> {
-        self.members
-            .values()
-            .map(|m| Placed {
-                id: m.id,
-                weight: m.weight,
-                zone: m.zone.clone(),
+    fn of(layout: Layout) -> Self {
+        let members = layout
+            .members()
+            .filter(|m| m.state() != MemberState::Removed)
+            .map(|m| {
+                let info = MemberInfo {
+                    id: m.id,
+                    name: m.endpoint.name.clone(),
+                    client_addr: m.endpoint.client_addr.clone(),
+                    peer_addr: m.endpoint.peer_addr.clone(),
+                    weight: m.weight().unwrap_or(1.0),
+                    zone: m.zone().map(str::to_owned),
+                };
+                (m.id, info)
             })
-            .collect()
+            .collect();
+        Self { layout, members }
     }
 
-    /// The member with `id`.
+    /// The member with `id`, if it is not removed.
     pub fn get(&self, id: NodeId) -> Option<&MemberInfo> {
         self.members.get(&id)
     }
 }
 
-/// The membership view and its subscribers.
+/// This node's layout, its subscribers, and what gossip learned of the
+/// others'.
 #[derive(Debug)]
 pub struct Membership {
     me: MemberInfo,
+    incarnation: u64,
     view: watch::Sender<Arc<View>>,
+    /// What each peer last gossiped (its target fingerprint and layout
+    /// digest): a handoff starts once every live member has the target it
+    /// streams for, and old copies go once every member has the settle.
+    seen: Mutex<BTreeMap<NodeId, (u64, u64)>>,
 }
 
 impl Membership {
-    /// A view holding only this node.
-    pub fn new(me: MemberInfo) -> Arc<Self> {
-        let mut view = View::default();
-        view.members.insert(me.id, me.clone());
-        let (view, _) = watch::channel(Arc::new(view));
-        Arc::new(Self { me, view })
+    /// An empty layout: this node has not joined or founded anything yet.
+    /// `incarnation` is this process's (raised at every start).
+    pub fn new(me: MemberInfo, incarnation: u64) -> Arc<Self> {
+        let (view, _) = watch::channel(Arc::new(View::default()));
+        Arc::new(Self {
+            me,
+            incarnation,
+            view,
+            seen: Mutex::default(),
+        })
     }
 
     /// This node.
@@ -89,65 +110,198 @@ impl Membership {
         self.view.subscribe()
     }
 
-    /// Adds members not known yet (and updates changed details of known
-    /// ones); returns whether the view changed.
-    pub fn merge(&self, members: &[MemberInfo]) -> bool {
+    /// Every member that is not removed, this node included.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.view().members.values().cloned().collect()
+    }
+
+    /// Makes `change` here; gossip spreads it.
+    ///
+    /// # Errors
+    /// Why the layout refused it; the view is then unchanged.
+    pub fn apply(&self, change: &Change) -> Result<(), LayoutError> {
+        let mut result = Ok(());
         self.view.send_if_modified(|view| {
-            let mut changed = false;
-            for member in members {
-                // This node's own entry is its own to say.
-                if member.id == self.me.id {
-                    continue;
+            let mut layout = view.layout.clone();
+            match layout.apply(change, self.me.id) {
+                Ok(delta) if !delta.is_empty() => {
+                    *view = Arc::new(View::of(layout));
+                    true
                 }
-                if !(member.weight.is_finite() && member.weight > 0.0) {
-                    tracing::warn!(member = %member.name, weight = member.weight, "member with an invalid weight ignored");
-                    continue;
-                }
-                if view.members.get(&member.id) != Some(member) {
-                    let mut next = (**view).clone();
-                    next.members.insert(member.id, member.clone());
-                    *view = Arc::new(next);
-                    tracing::info!(member = %member.name, addr = %member.peer_addr, "member joined the view");
-                    changed = true;
+                Ok(_) => false,
+                Err(e) => {
+                    result = Err(e);
+                    false
                 }
             }
-            changed
+        });
+        result
+    }
+
+    /// Merges `layout` into the view; returns whether it changed.
+    pub fn merge(&self, layout: &Layout) -> bool {
+        self.view.send_if_modified(|view| {
+            let mut merged = view.layout.clone();
+            if !merged.merge(layout) {
+                return false;
+            }
+            *view = Arc::new(View::of(merged));
+            true
         })
     }
 
-    /// Resolves once the view holds another member than this node (a
+    /// Makes this node a member of the layout it holds: its first member
+    /// (when the layout is empty), a joining one, or a known one with its
+    /// new incarnation and addresses. Nothing if it is already known as
+    /// this process.
+    ///
+    /// # Errors
+    /// [`LayoutError::Removed`] when its id has a tombstone: the node must
+    /// not serve (node.rs says why and stops).
+    pub fn enter(&self) -> Result<(), LayoutError> {
+        let endpoint = Endpoint {
+            incarnation: self.incarnation,
+            name: self.me.name.clone(),
+            peer_addr: self.me.peer_addr.clone(),
+            client_addr: self.me.client_addr.clone(),
+        };
+        let view = self.view();
+        let change = match view.layout.get(self.me.id) {
+            None => Change::Join {
+                id: self.me.id,
+                endpoint,
+                role: Role {
+                    weight: self.me.weight,
+                    zone: self.me.zone.clone(),
+                },
+            },
+            Some(m) if m.state() == MemberState::Removed => {
+                return Err(LayoutError::Removed { id: self.me.id });
+            }
+            Some(m) if m.endpoint.incarnation >= self.incarnation => return Ok(()),
+            Some(_) => Change::Announce {
+                id: self.me.id,
+                endpoint,
+            },
+        };
+        self.apply(&change)
+    }
+
+    /// Whether this node is in the layout (founded, joined or restarted).
+    pub fn entered(&self) -> bool {
+        self.view().layout.get(self.me.id).is_some()
+    }
+
+    /// This node's state in the layout (`None` before it entered).
+    pub fn state(&self) -> Option<MemberState> {
+        self.view().layout.get(self.me.id).map(|m| m.state())
+    }
+
+    /// Resolves once this node is in the layout with another member (a
     /// joining node must not serve alone), or at shutdown.
     pub async fn joined(&self, shutdown: &mut watch::Receiver<bool>) {
         let mut views = self.subscribe();
+        let me = self.me.id;
         tokio::select! {
             biased;
             () = stopped(shutdown) => {}
             () = async {
-                let _ = views.wait_for(|v| v.members.len() > 1).await;
+                let _ = views
+                    .wait_for(|v| v.members.len() > 1 && v.layout.get(me).is_some())
+                    .await;
             } => {}
         }
     }
 
-    /// Every member, this node included.
-    pub fn members(&self) -> Vec<MemberInfo> {
-        self.view().members.values().cloned().collect()
+    /// Resolves once this node is removed from the layout (a remove, or
+    /// its leave is done); never otherwise.
+    pub async fn removed(&self) {
+        let mut views = self.subscribe();
+        let me = self.me.id;
+        if views.wait_for(|v| v.layout.is_removed(me)).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// What this node gossips: its summary, and its layout if `whole`.
+    pub fn gossip(&self, whole: bool) -> Gossip {
+        let layout = &self.view().layout;
+        let summary = layout.summary();
+        Gossip {
+            epoch: summary.epoch,
+            digest: summary.digest,
+            target: layout.target_fingerprint(),
+            layout: whole.then(|| Bytes::from(layout.encode())),
+        }
+    }
+
+    /// Takes another node's gossip: merges its layout, if it carries one,
+    /// and notes its target (`from`: the peer, when it is linked). Returns
+    /// whether our layout now differs from the sender's: it needs ours.
+    pub fn receive(&self, from: Option<NodeId>, gossip: &Gossip) -> bool {
+        if let Some(bytes) = &gossip.layout {
+            match Layout::decode(bytes) {
+                Ok(layout) => {
+                    self.merge(&layout);
+                }
+                Err(e) => tracing::warn!(?from, "gossiped layout unreadable, ignored: {e}"),
+            }
+        }
+        if let Some(peer) = from {
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(peer, (gossip.target, gossip.digest));
+        }
+        self.view().layout.digest() != gossip.digest
+    }
+
+    /// The answer to a peer's gossip: ours, with our layout when the
+    /// digests differ after taking theirs.
+    pub fn answer(&self, from: NodeId, gossip: &Gossip) -> Gossip {
+        let differs = self.receive(Some(from), gossip);
+        self.gossip(differs)
+    }
+
+    /// Whether every member that is not removed and `reachable` last
+    /// gossiped `target` (this node counts as having seen it).
+    pub fn seen_by_all(&self, target: u64, reachable: impl Fn(NodeId) -> bool) -> bool {
+        self.all_gossiped(reachable, |(t, _)| t == target)
+    }
+
+    /// Whether every member that is not removed and `reachable` last
+    /// gossiped a layout with `digest`: the same layout as this node's.
+    pub fn digest_seen_by_all(&self, digest: u64, reachable: impl Fn(NodeId) -> bool) -> bool {
+        self.all_gossiped(reachable, |(_, d)| d == digest)
+    }
+
+    fn all_gossiped(
+        &self,
+        reachable: impl Fn(NodeId) -> bool,
+        had: impl Fn((u64, u64)) -> bool,
+    ) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        self.view()
+            .members
+            .keys()
+            .filter(|&&id| id != self.me.id && reachable(id))
+            .all(|id| seen.get(id).is_some_and(|&s| had(s)))
     }
 }
 
-/// Saves the member list where a restart finds it; the error says why
-/// it could not.
-pub type SaveMembers =
-    Arc<dyn Fn(Vec<MemberInfo>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+/// Saves the layout's bytes where a restart finds them; the error says
+/// why it could not.
+pub type SaveLayout = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
-/// Fills the view from `seeds`, then keeps it converging: every period,
-/// trade views with one member; keep a connection to every member; save
-/// every new view with `save`. A step on `status` is a view saved; a
-/// failure, a save that failed (retried every round).
+/// Fills the layout from `seeds`, then keeps it converging: every period,
+/// gossip with one member; keep a link to every member and refuse removed
+/// ones; save every new layout with `save`. A step on `status` is a
+/// layout saved; a failure, a save that failed (retried every round).
 pub async fn run(
     membership: Arc<Membership>,
     transport: Arc<Transport>,
     seeds: Vec<String>,
-    save: SaveMembers,
+    save: SaveLayout,
     status: Arc<WorkerStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -155,19 +309,19 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(MEMBERSHIP_EXCHANGE_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u64 = 0;
-    // A node that knows members already (saved from an earlier run) needs
-    // no seed to find its cluster.
-    let mut seeded = seeds.is_empty() || membership.view().members.len() > 1;
+    let me = membership.me().id;
     loop {
         let view = Arc::clone(&views.borrow_and_update());
-        for member in view.members.values() {
-            if member.id != membership.me().id {
+        for m in view.layout.members().filter(|m| m.id != me) {
+            if m.state() == MemberState::Removed {
+                transport.expel(m.id);
+            } else if let Some(member) = view.get(m.id) {
                 transport.maintain(member.clone());
             }
         }
-        match save(view.members.values().cloned().collect()).await {
+        match save(view.layout.encode()).await {
             Ok(()) => status.stepped(),
-            Err(e) => status.failed(format_args!("cannot save the member list: {e}")),
+            Err(e) => status.failed(format_args!("cannot save the layout: {e}")),
         }
         tokio::select! {
             biased;
@@ -176,36 +330,60 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         round += 1;
-        if !seeded {
-            // Until one seed answered, ask the seeds; afterwards the view
-            // itself has the members to trade with.
+        if !membership.entered() {
+            // Until a seed answered, this node has no layout to join.
             for seed in &seeds {
-                match transport.exchange(seed, membership.members()).await {
-                    Ok(members) => {
-                        membership.merge(&members);
-                        seeded = true;
+                match transport.exchange(seed, membership.gossip(true)).await {
+                    Ok(gossip) => {
+                        membership.receive(None, &gossip);
                     }
                     Err(e) => tracing::warn!(%seed, "cannot reach seed: {e}"),
                 }
             }
+            if !membership.view().layout.is_empty()
+                && let Err(e) = membership.enter()
+            {
+                tracing::error!("cannot join the cluster: {e}");
+            }
             continue;
         }
-        let others: Vec<NodeId> = membership
-            .view()
+        let view = membership.view();
+        let others: Vec<NodeId> = view
             .members
             .keys()
             .copied()
-            .filter(|&id| id != membership.me().id && transport.reachable(id))
+            .filter(|&id| id != me && transport.reachable(id))
             .collect();
         if others.is_empty() {
+            // No link: a node removed while it was down is refused by
+            // every member, and learns it through a one-shot exchange.
+            let peers: Vec<&MemberInfo> = view.members.values().filter(|m| m.id != me).collect();
+            if let Some(peer) = peers.get(round as usize % peers.len().max(1)) {
+                if let Ok(gossip) = transport.exchange(&peer.peer_addr, membership.gossip(true)).await {
+                    membership.receive(None, &gossip);
+                }
+            }
             continue;
         }
         let peer = others[(round as usize) % others.len()];
-        let request = Request::Members {
-            members: membership.members(),
-        };
-        if let Ok(Response::Members { members }) = transport.request(peer, request).await {
-            membership.merge(&members);
+        gossip_with(&membership, &transport, peer).await;
+    }
+}
+
+/// One gossip round with `peer`: summaries first; the peer's layout comes
+/// back if its digest differs, and ours goes to it if it still differs.
+async fn gossip_with(membership: &Membership, transport: &Arc<Transport>, peer: NodeId) {
+    let mut whole = false;
+    for _ in 0..2 {
+        let request = Request::Gossip(membership.gossip(whole));
+        match transport.request(peer, request).await {
+            Ok(Response::Gossip(gossip)) => {
+                if !membership.receive(Some(peer), &gossip) {
+                    return;
+                }
+                whole = true;
+            }
+            _ => return,
         }
     }
 }

@@ -68,10 +68,18 @@
 //!   4 Coordinate  key, write op, byte W (0: the cluster default)
 //!   5 Scan        u16 partition, option<key> after, u32 limit
 //!   6 Flush       option<byte> database (none: every database)
-//!   7 Members     list<member>
+//!   7 Gossip      gossip
 //!   8 Count       list<u16> partitions
 //!   9 Probe       u64 node id: ping it for the sender (SWIM's indirect
 //!                 probe of a suspect)
+//!  10 Fetch       u16 partition, option<key> after, u32 limit (a handoff
+//!                 stream's next batch; answered by Entries)
+//!
+//! gossip:
+//! u64          layout epoch
+//! u64          layout digest
+//! u64          target placement fingerprint
+//! option<bytes>  the layout, in its own format (membership::layout, version 1)
 //!
 //! write op:
 //! byte         base: 1 known | 2 context, then vector
@@ -100,10 +108,10 @@
 //!   3 Ack
 //!   4 Written     option<record> previous, option<record> current
 //!   5 Entries     list<key, record>
-//!   6 Members     list<member>
+//!   6 Gossip      gossip
 //!   7 Error       byte code (1 storage, 2 quorum, 3 shutting down,
 //!                 4 bad request, 5 not an integer, 6 overflow, 7 too large,
-//!                 8 watched key changed),
+//!                 8 watched key changed, 9 busy),
 //!                 string message
 //!   8 Count       list<byte database (below crate::db::DATABASES),
 //!                 varint keys, varint expires>
@@ -116,8 +124,8 @@
 //! [`PROTOCOL_VERSION`].
 
 use super::message::{
-    DbCount, ErrorCode, Frame, Hello, MAGIC, MemberInfo, PROTOCOL_VERSION, Purpose, Request,
-    Response,
+    DbCount, ErrorCode, Frame, Gossip, Hello, MAGIC, MemberInfo, PROTOCOL_VERSION, Purpose,
+    Request, Response,
 };
 use crate::limits::{
     NAMESPACED_KEY_BYTES_MAX, PEER_FRAME_BYTES_MAX, PEER_HELLO_BYTES_MAX, PEER_LIST_LEN_MAX,
@@ -195,15 +203,15 @@ impl From<PurposeTag> for Purpose {
 tags! {
     /// Which [`Request`].
     RequestTag, "request" {
-        Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, Flush = 6, Members = 7,
-        Count = 8, Probe = 9,
+        Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, Flush = 6, Gossip = 7,
+        Count = 8, Probe = 9, Fetch = 10,
     }
 }
 
 tags! {
     /// Which [`Response`].
     ResponseTag, "response" {
-        Pong = 1, Records = 2, Ack = 3, Written = 4, Entries = 5, Members = 6, Error = 7,
+        Pong = 1, Records = 2, Ack = 3, Written = 4, Entries = 5, Gossip = 6, Error = 7,
         Count = 8, Probed = 9,
     }
 }
@@ -248,6 +256,7 @@ impl TryFrom<u8> for ErrorCode {
             6 => Self::Overflow,
             7 => Self::TooLarge,
             8 => Self::WatchedKeyChanged,
+            9 => Self::Busy,
             found => {
                 return Err(DecodeError::UnknownTag {
                     what: "error code",
@@ -382,9 +391,19 @@ fn put_request(out: &mut BytesMut, request: &Request) {
             out.put_u8(RequestTag::Flush as u8);
             put_option(out, db.as_ref(), |out, db| out.put_u8(*db));
         }
-        Request::Members { members } => {
-            out.put_u8(RequestTag::Members as u8);
-            put_list(out, members, put_member);
+        Request::Gossip(gossip) => {
+            out.put_u8(RequestTag::Gossip as u8);
+            put_gossip(out, gossip);
+        }
+        Request::Fetch {
+            partition,
+            after,
+            limit,
+        } => {
+            out.put_u8(RequestTag::Fetch as u8);
+            out.put_u16(*partition);
+            put_option(out, after.as_ref(), |out, key| put_bytes(out, key));
+            out.put_u32(*limit);
         }
         Request::Count { partitions } => {
             out.put_u8(RequestTag::Count as u8);
@@ -481,9 +500,9 @@ fn put_response(out: &mut BytesMut, response: &Response) {
                 put_record(out, record);
             });
         }
-        Response::Members { members } => {
-            out.put_u8(ResponseTag::Members as u8);
-            put_list(out, members, put_member);
+        Response::Gossip(gossip) => {
+            out.put_u8(ResponseTag::Gossip as u8);
+            put_gossip(out, gossip);
         }
         Response::Error { code, message } => {
             out.put_u8(ResponseTag::Error as u8);
@@ -503,6 +522,24 @@ fn put_response(out: &mut BytesMut, response: &Response) {
             out.put_u8(u8::from(*alive));
         }
     }
+}
+
+fn put_gossip(out: &mut BytesMut, gossip: &Gossip) {
+    out.put_u64(gossip.epoch);
+    out.put_u64(gossip.digest);
+    out.put_u64(gossip.target);
+    put_option(out, gossip.layout.as_ref(), |out, layout| {
+        put_bytes(out, layout)
+    });
+}
+
+fn get_gossip(r: &mut Reader<'_>) -> Result<Gossip, DecodeError> {
+    Ok(Gossip {
+        epoch: u64::from_be_bytes(fixed(r)?),
+        digest: u64::from_be_bytes(fixed(r)?),
+        target: u64::from_be_bytes(fixed(r)?),
+        layout: get_option(r, |r| get_bytes(r, "layout byte", PEER_FRAME_BYTES_MAX))?,
+    })
 }
 
 // ---------------------------------------------------------------- framing
@@ -777,8 +814,11 @@ fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
         RequestTag::Flush => Request::Flush {
             db: get_option(r, get_db)?,
         },
-        RequestTag::Members => Request::Members {
-            members: get_list(r, "member", get_member)?,
+        RequestTag::Gossip => Request::Gossip(get_gossip(r)?),
+        RequestTag::Fetch => Request::Fetch {
+            partition: u16::from_be_bytes(fixed(r)?),
+            after: get_option(r, get_key)?,
+            limit: u32::from_be_bytes(fixed(r)?),
         },
         RequestTag::Count => Request::Count {
             partitions: get_list(r, "partition", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
@@ -861,9 +901,7 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
         ResponseTag::Entries => Response::Entries {
             entries: get_list(r, "entry", |r| Ok((get_key(r)?, get_record(r)?)))?,
         },
-        ResponseTag::Members => Response::Members {
-            members: get_list(r, "member", get_member)?,
-        },
+        ResponseTag::Gossip => Response::Gossip(get_gossip(r)?),
         ResponseTag::Error => Response::Error {
             code: ErrorCode::try_from(r.u8()?)?,
             message: get_string(r, "error message")?,

@@ -6,7 +6,7 @@ use crate::version::NodeId;
 use bytes::Bytes;
 
 /// The peer protocol version this build speaks (in the handshake).
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The first bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DYKV";
@@ -26,6 +26,21 @@ pub struct MemberInfo {
     pub weight: f64,
     /// Failure zone.
     pub zone: Option<String>,
+}
+
+/// One side of a layout gossip exchange. The layout travels as its own
+/// versioned bytes (`membership::layout`), decoded by membership.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gossip {
+    /// The sender's layout epoch.
+    pub epoch: u64,
+    /// The sender's layout digest: equal digests, equal layouts.
+    pub digest: u64,
+    /// The fingerprint of the sender's target placement: what a handoff
+    /// waits for every live member to have seen.
+    pub target: u64,
+    /// The sender's whole layout, when it is needed.
+    pub layout: Option<Bytes>,
 }
 
 /// The first frame each side sends.
@@ -116,11 +131,21 @@ pub enum Request {
         /// The partitions.
         partitions: Vec<u16>,
     },
-    /// Exchange membership views: the sender's members; the reply is the
-    /// receiver's.
-    Members {
-        /// Members the sender knows.
-        members: Vec<MemberInfo>,
+    /// Gossip the layout (docs/cluster.md, "The layout"): the sender's
+    /// summary, and its layout when it knows the receiver's differs (or
+    /// from a joining node, always); the reply is the receiver's gossip.
+    Gossip(Gossip),
+    /// Up to `limit` records of a partition after a key, for a handoff
+    /// stream (the receiver pulls what it is to hold): as Scan, but each
+    /// node serves at most `HANDOFF_STREAMS_OUT` streams at once and
+    /// answers Busy past them.
+    Fetch {
+        /// The partition.
+        partition: u16,
+        /// Start after this key (`None`: at the partition's start).
+        after: Option<Bytes>,
+        /// Most records to return.
+        limit: u32,
     },
     /// Ping `target` on the sender's behalf: the sender suspects it and
     /// asks before marking it down (SWIM's indirect probe), so that a
@@ -172,11 +197,9 @@ pub enum Response {
         /// It answered.
         alive: bool,
     },
-    /// To Members.
-    Members {
-        /// Members the receiver knows.
-        members: Vec<MemberInfo>,
-    },
+    /// To Gossip: the receiver's summary, and its layout when the
+    /// sender's summary differs from it.
+    Gossip(Gossip),
     /// The request failed on the receiver.
     Error {
         /// What kind of failure.
@@ -216,6 +239,9 @@ pub enum ErrorCode {
     TooLarge = 7,
     /// The write was refused: a WATCHed key changed.
     WatchedKeyChanged = 8,
+    /// The node serves as many handoff streams as it may: try later or
+    /// another source.
+    Busy = 9,
 }
 
 /// One frame after the handshake.

@@ -35,7 +35,9 @@ use super::auth;
 use super::codec::{
     decode_frame, decode_hello, encode_frame, encode_hello, split_frame, split_hello,
 };
-use super::message::{Frame, Hello, MemberInfo, PROTOCOL_VERSION, Purpose, Request, Response};
+use super::message::{
+    Frame, Gossip, Hello, MemberInfo, PROTOCOL_VERSION, Purpose, Request, Response,
+};
 use crate::limits::{
     PEER_BACKOFF_MAX_MS, PEER_BACKOFF_MIN_MS, PEER_HANDSHAKE_TIMEOUT_MS, PEER_HEARTBEAT_MS,
     PEER_INFLIGHT_MAX, PEER_QUEUE_FRAMES, PEER_READ_BUFFER_BYTES, PEER_SERVE_CONCURRENCY,
@@ -224,7 +226,12 @@ pub struct Transport {
     conns: RwLock<HashMap<NodeId, Arc<Conn>>>,
     handler: OnceLock<Arc<dyn Handler>>,
     tasks: Mutex<JoinSet<()>>,
-    dialing: Mutex<HashSet<NodeId>>,
+    /// Members this node dials, with their latest addresses: a dial loop
+    /// reads its member's entry before each attempt (a restarted member
+    /// may have moved) and ends when it is gone.
+    dialing: Mutex<HashMap<NodeId, MemberInfo>>,
+    /// Removed members: never dialed, their links closed and refused.
+    expelled: RwLock<HashSet<NodeId>>,
     latency_us: Mutex<HashMap<NodeId, f64>>,
     shutdown: watch::Receiver<bool>,
     /// Serial of the next connection (see `Conn::serial`).
@@ -253,7 +260,8 @@ impl Transport {
             conns: RwLock::new(HashMap::new()),
             handler: OnceLock::new(),
             tasks: Mutex::new(JoinSet::new()),
-            dialing: Mutex::new(HashSet::new()),
+            dialing: Mutex::new(HashMap::new()),
+            expelled: RwLock::new(HashSet::new()),
             latency_us: Mutex::new(HashMap::new()),
             shutdown,
             next_serial: AtomicU64::new(1),
@@ -321,16 +329,19 @@ impl Transport {
     }
 
     /// Keeps a connection to `member` if this node is the one that dials
-    /// it (smaller id), reconnecting with backoff until shutdown.
+    /// it (smaller id), reconnecting with backoff until shutdown or until
+    /// it is expelled; a later call with new addresses is dialed there.
     pub fn maintain(self: &Arc<Self>, member: MemberInfo) {
-        if member.id <= self.config.me.id {
+        if member.id <= self.config.me.id || self.is_expelled(member.id) {
             return;
         }
-        if !self
+        let id = member.id;
+        if self
             .dialing
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(member.id)
+            .insert(id, member)
+            .is_some()
         {
             return;
         }
@@ -339,6 +350,15 @@ impl Transport {
             let mut shutdown = transport.shutdown.clone();
             let mut backoff = Duration::from_millis(PEER_BACKOFF_MIN_MS);
             loop {
+                let Some(member) = transport
+                    .dialing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&id)
+                    .cloned()
+                else {
+                    return;
+                };
                 let attempt = async {
                     let (connection, peer) =
                         transport.dial(&member.peer_addr, Purpose::Link).await?;
@@ -374,22 +394,54 @@ impl Transport {
         });
     }
 
-    /// One-shot membership exchange with a node at `addr` (a seed):
-    /// returns the members it knows.
+    /// Removes `node` for good (it was removed from the layout): its dial
+    /// loop ends, its link closes, and its handshakes for a link are
+    /// refused (a one-shot exchange is still answered, so that it can
+    /// learn it was removed).
+    pub fn expel(&self, node: NodeId) {
+        if !self
+            .expelled
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node)
+        {
+            return;
+        }
+        self.dialing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node);
+        let link = self
+            .conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .cloned();
+        if let Some(conn) = link {
+            tracing::info!(peer = %conn.peer.name, "link to a removed member closed");
+            conn.superseded.notify_one();
+        }
+    }
+
+    fn is_expelled(&self, node: NodeId) -> bool {
+        self.expelled
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&node)
+    }
+
+    /// One-shot gossip with a node at `addr` (a seed, or a member this
+    /// node has no link to): returns its gossip.
     ///
     /// # Errors
     /// Connection, handshake or protocol errors.
-    pub async fn exchange(
-        &self,
-        addr: &str,
-        members: Vec<MemberInfo>,
-    ) -> Result<Vec<MemberInfo>, PeerError> {
+    pub async fn exchange(&self, addr: &str, gossip: Gossip) -> Result<Gossip, PeerError> {
         let (mut connection, _) = self.dial(addr, Purpose::Exchange).await?;
         let mut out = BytesMut::new();
         encode_frame(
             &Frame::Request {
                 id: 1,
-                request: Request::Members { members },
+                request: Request::Gossip(gossip),
             },
             &mut out,
         );
@@ -403,9 +455,9 @@ impl Transport {
         .await?;
         match decode_frame(&body)? {
             Frame::Response {
-                response: Response::Members { members },
+                response: Response::Gossip(gossip),
                 ..
-            } => Ok(members),
+            } => Ok(gossip),
             other => Err(PeerError::Refused(format!(
                 "unexpected reply to a membership exchange: {other:?}"
             ))),
@@ -667,6 +719,13 @@ impl Transport {
             let mut buf = BytesMut::new();
             let first = decode_hello(&read_hello(reader, &mut buf, timeout).await?)?;
             self.check_identity(&first)?;
+            if first.purpose == Purpose::Link && self.is_expelled(first.member.id) {
+                return Err(PeerError::Refused(format!(
+                    "node {} ({:016x}, {}) was removed from the cluster: its link is refused; \
+                     it must start again with a new data directory to rejoin",
+                    first.member.name, first.member.id, first.member.peer_addr
+                )));
+            }
             // Only the smaller id dials the pair's link: a link from a
             // larger id (or from this node) would make two links of one.
             if first.purpose == Purpose::Link && first.member.id >= self.config.me.id {

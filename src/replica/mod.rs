@@ -304,6 +304,48 @@ impl Replica {
         self.store.sync()
     }
 
+    /// Removes every record of the partitions `doomed` says (a handoff's
+    /// old copies, once no live layout places them here), with their
+    /// expiry entries and cached records, then counts the keys anew and
+    /// takes a new dot id: should a partition come back to this node, the
+    /// dots it mints can never repeat ones the removed records held.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn drop_partitions(&self, doomed: impl Fn(u16) -> bool) -> Result<(), StoreError> {
+        let _guards = self.locks.lock_all();
+        let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
+        let of = |skey: &[u8]| split_storage_key(skey).is_some_and(|(p, _)| doomed(p));
+        let dropped = |space: Space, key: &[u8]| match space {
+            Space::Data => of(key),
+            Space::Expiry => split_expiry_key(key).is_some_and(|(_, skey)| of(skey)),
+        };
+        match self.store.clear(&dropped) {
+            Ok(()) => self.cache.forget(of),
+            Err(e) => {
+                self.cache.invalidate();
+                return Err(e);
+            }
+        }
+        *meta = crate::storage::renew_dot_id(self.store.as_ref(), *meta)?;
+        drop(meta);
+        let (value_keys, expiring) = self.count_keys()?;
+        for db in 0..DATABASES {
+            self.stats.value_keys[db].store(value_keys[db], Ordering::Relaxed);
+            self.stats.expiring_keys[db].store(expiring[db], Ordering::Relaxed);
+        }
+        self.store.sync()
+    }
+
+    /// Whether this replica holds any record of `partition`.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn holds_partition(&self, partition: u16) -> Result<bool, StoreError> {
+        let from = storage_key(partition, b"");
+        Ok(!self.scan_partition(partition, &from, 1)?.is_empty())
+    }
+
     /// A named entry of the store's meta keyspace (e.g. the saved member
     /// list).
     ///

@@ -484,6 +484,56 @@ impl ReplicaService {
         self.blocking(move |replica| replica.flush(db)).await
     }
 
+    /// Removes the partitions `doomed` says ([`Replica::drop_partitions`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn drop_partitions(
+        &self,
+        doomed: impl Fn(u16) -> bool + Send + 'static,
+    ) -> Result<(), ServiceError> {
+        self.blocking(move |replica| replica.drop_partitions(doomed))
+            .await
+    }
+
+    /// Which of `partitions` this replica holds records of.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn held(&self, partitions: Vec<u16>) -> Result<Vec<u16>, ServiceError> {
+        self.blocking(move |replica| {
+            let mut held = Vec::new();
+            for p in partitions {
+                if replica.holds_partition(p)? {
+                    held.push(p);
+                }
+            }
+            Ok(held)
+        })
+        .await
+    }
+
+    /// Makes every write so far durable, then saves a named meta entry: a
+    /// handoff's cursor is saved only once what it passed is on disk.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn save_after_sync(&self, name: &'static str, value: Vec<u8>) -> Result<(), ServiceError> {
+        self.blocking(move |replica| {
+            replica.sync()?;
+            replica.set_meta_entry(name, &value)
+        })
+        .await
+    }
+
+    /// A named meta entry.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn meta_entry(&self, name: &'static str) -> Result<Option<Vec<u8>>, ServiceError> {
+        self.blocking(move |replica| replica.meta_entry(name)).await
+    }
+
     /// Now, in ms since the Unix epoch, by the node's clock.
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()

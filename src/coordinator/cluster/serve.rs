@@ -3,6 +3,7 @@
 //! the rest concurrently), with the [`Response`] each gets.
 
 use super::{ClusterCoordinator, Inner};
+use super::handoff::serve_fetch;
 use crate::coordinator::{BoxFuture, CoordinatorError, OpError};
 use crate::limits::{DETECTOR_PROBE_PING_MS, PEER_BATCH_BYTES_MAX, PEER_LIST_LEN_MAX};
 use crate::model::record::decode_record_shared;
@@ -16,10 +17,11 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// A failure as the requesting node receives it.
-pub(super) fn error_response(error: &CoordinatorError) -> Response {
+pub(in crate::coordinator) fn error_response(error: &CoordinatorError) -> Response {
     let code = match error {
         CoordinatorError::Storage(_) | CoordinatorError::Remote(_) => ErrorCode::Storage,
         CoordinatorError::QuorumFailed { .. } => ErrorCode::Quorum,
+        CoordinatorError::Layout(_) | CoordinatorError::UnknownMember(_) => ErrorCode::BadRequest,
         CoordinatorError::ShuttingDown => ErrorCode::ShuttingDown,
         CoordinatorError::Rejected(OpError::NotAnInteger) => ErrorCode::NotAnInteger,
         CoordinatorError::Rejected(OpError::Overflow) => ErrorCode::Overflow,
@@ -86,7 +88,7 @@ impl Inner {
     }
 
     /// Serves one peer request.
-    async fn serve(self: Arc<Self>, request: Request) -> Response {
+    async fn serve(self: Arc<Self>, from: NodeId, request: Request) -> Response {
         let inner = self;
         let result = match request {
             Request::Ping => Ok(Response::Pong),
@@ -146,12 +148,12 @@ impl Inner {
                         .collect(),
                 })
                 .map_err(CoordinatorError::from),
-            Request::Members { members } => {
-                inner.membership.merge(&members);
-                Ok(Response::Members {
-                    members: inner.membership.members(),
-                })
-            }
+            Request::Gossip(gossip) => Ok(Response::Gossip(inner.membership.answer(from, &gossip))),
+            Request::Fetch {
+                partition,
+                after,
+                limit,
+            } => serve_fetch(&inner.handoff, &inner.local, partition, after, limit).await,
             Request::Probe { target } => {
                 // Pinged on its link even if this node marked it down:
                 // the question is whether it answers now.
@@ -172,7 +174,7 @@ impl Inner {
 }
 
 impl Handler for ClusterCoordinator {
-    fn handle(&self, _from: NodeId, requests: Vec<Request>) -> BoxFuture<'_, Vec<Response>> {
+    fn handle(&self, from: NodeId, requests: Vec<Request>) -> BoxFuture<'_, Vec<Response>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let mut responses: Vec<Option<Response>> = (0..requests.len()).map(|_| None).collect();
@@ -186,7 +188,7 @@ impl Handler for ClusterCoordinator {
                     Request::Replicate { entries } => merges.push((i, entries)),
                     other => {
                         let inner = Arc::clone(&inner);
-                        others.spawn(async move { (i, inner.serve(other).await) });
+                        others.spawn(async move { (i, inner.serve(from, other).await) });
                     }
                 }
             }

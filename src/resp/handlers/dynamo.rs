@@ -1,7 +1,8 @@
 //! The Dynamo face: VGET, VSET, VDEL (docs/semantics.md) and DYNAMO.
 
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
-use crate::coordinator::{ReadOptions, WriteOptions};
+use crate::coordinator::{LayoutCommand, ReadOptions, WriteOptions};
+use crate::membership::layout::MemberState;
 use crate::membership::detector::Health;
 use crate::model::ops::{Base, Change, Condition, Expiry, WriteOp};
 use crate::resp::reply::Reply;
@@ -156,6 +157,8 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                         ("weight", m.info.weight.to_string()),
                         ("zone", m.info.zone.unwrap_or_default()),
                         ("status", status.to_owned()),
+                        ("state", state_name(m.state).to_owned()),
+                        ("incarnation", m.incarnation.to_string()),
                         (
                             "phi",
                             health.map_or(String::new(), |h| format!("{:.2}", h.phi)),
@@ -188,9 +191,51 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 })
                 .collect(),
         ),
+        b"leave" | b"remove" | b"weight" => {
+            let command = match layout_command(args) {
+                Ok(command) => command,
+                Err(reply) => return reply,
+            };
+            match coordinator.change_layout(command) {
+                Ok(()) => Reply::OK,
+                Err(e) => coordinator_error(&e),
+            }
+        }
         sub => Reply::error(format!(
             "ERR DYNAMO {} is not available: hinted handoff and anti-entropy are not built yet",
             String::from_utf8_lossy(sub).to_ascii_uppercase()
         )),
+    }
+}
+
+/// A member's layout state as `DYNAMO MEMBERS` names it.
+fn state_name(state: MemberState) -> &'static str {
+    match state {
+        MemberState::Joining => "joining",
+        MemberState::Member => "member",
+        MemberState::Leaving => "leaving",
+        MemberState::Removed => "removed",
+    }
+}
+
+/// `DYNAMO LEAVE`, `DYNAMO REMOVE member`, `DYNAMO WEIGHT member w`.
+fn layout_command(args: &[Bytes]) -> Result<LayoutCommand, Reply> {
+    let text = |arg: &Bytes| String::from_utf8_lossy(arg).into_owned();
+    let wrong = || {
+        let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+        Reply::error(format!(
+            "ERR wrong number of arguments for 'dynamo|{sub}' command"
+        ))
+    };
+    match (args[1].to_ascii_lowercase().as_slice(), &args[2..]) {
+        (b"leave", []) => Ok(LayoutCommand::Leave),
+        (b"remove", [member]) => Ok(LayoutCommand::Remove(text(member))),
+        (b"weight", [member, weight]) => {
+            match std::str::from_utf8(weight).ok().and_then(|w| w.parse::<f64>().ok()) {
+                Some(w) if w.is_finite() && w > 0.0 => Ok(LayoutCommand::Weight(text(member), w)),
+                _ => Err(Reply::error("ERR weight is not a positive number")),
+            }
+        }
+        _ => Err(wrong()),
     }
 }

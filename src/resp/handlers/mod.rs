@@ -311,5 +311,7 @@ pub fn coordinator_error(error: &CoordinatorError) -> Reply {
         CoordinatorError::ShuttingDown => Reply::error("ERR node is shutting down"),
         CoordinatorError::Remote(e) => Reply::error(format!("ERR {e}")),
         CoordinatorError::Rejected(e) => Reply::error(format!("ERR {e}")),
+        CoordinatorError::Layout(e) => Reply::error(format!("ERR {e}")),
+        CoordinatorError::UnknownMember(_) => Reply::error(format!("ERR {error}")),
     }
 }
