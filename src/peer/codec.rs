@@ -979,7 +979,7 @@ mod tests {
         0, 0, 0, 61,                    // length
         1,                              // kind: hello
         b'D', b'Y', b'K', b'V',         // magic
-        0, 5,                           // protocol version 5
+        0, 6,                           // protocol version 6
         1, b'c',                        // cluster "c"
         0, 0, 0, 0, 0, 0, 0, 7,         // node id 7
         2, b'n', b'1',                  // name "n1"
@@ -1036,6 +1036,44 @@ mod tests {
             2, b'a', b'b',              //   "ab"
         ];
         assert_golden(&frame, golden);
+    }
+
+    #[test]
+    fn golden_gossip_and_fetch() {
+        #[rustfmt::skip]
+        let gossip: &[u8] = &[
+            0, 0, 0, 38,                // length
+            2,                          // kind: request
+            0, 0, 0, 0, 0, 0, 0, 4,     // id 4
+            7,                          // Gossip
+            0, 0, 0, 0, 0, 0, 0, 5,     // epoch 5
+            0, 0, 0, 0, 0, 0, 0, 6,     // digest 6
+            0, 0, 0, 0, 0, 0, 0, 7,     // target fingerprint 7
+            1, 2, 1, 0,                 // layout: Some, 2 bytes [1, 0]
+        ];
+        let request = Request::Gossip(Gossip {
+            epoch: 5,
+            digest: 6,
+            target: 7,
+            layout: Some(Bytes::from_static(&[1, 0])),
+        });
+        assert_golden(&Frame::Request { id: 4, request }, gossip);
+        #[rustfmt::skip]
+        let fetch: &[u8] = &[
+            0, 0, 0, 19,                // length
+            2,                          // kind: request
+            0, 0, 0, 0, 0, 0, 0, 5,     // id 5
+            10,                         // Fetch
+            0, 9,                       // partition 9
+            1, 1, b'k',                 // after: Some("k")
+            0, 0, 2, 0,                 // limit 512
+        ];
+        let request = Request::Fetch {
+            partition: 9,
+            after: Some(Bytes::from_static(b"k")),
+            limit: 512,
+        };
+        assert_golden(&Frame::Request { id: 5, request }, fetch);
     }
 
     #[test]
@@ -1371,14 +1409,19 @@ mod tests {
                 found: 2
             })
         );
-        // Members with a count past the list bound, then past the input
-        let mut huge = vec![7];
+        // Count with a list past the list bound, then past the input
+        let mut huge = vec![8];
         huge.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x01]);
         assert!(matches!(with(&huge), Err(DecodeError::TooMany { .. })));
         assert!(matches!(
-            with(&[7, 100]),
+            with(&[8, 100]),
             Err(DecodeError::Truncated { .. })
         ));
+        // Gossip whose layout is longer than the input
+        let mut gossip = vec![7];
+        gossip.extend_from_slice(&[0; 24]);
+        gossip.extend_from_slice(&[1, 100]);
+        assert!(matches!(with(&gossip), Err(DecodeError::Truncated { .. })));
         // a key past NAMESPACED_KEY_BYTES_MAX (a Read of one key)
         let mut long_key = vec![2, 1];
         crate::wire::put_varint(&mut long_key, NAMESPACED_KEY_BYTES_MAX as u64 + 1);
@@ -1405,10 +1448,10 @@ mod tests {
             })
         );
         assert_eq!(
-            response(&[7, 9, 0]),
+            response(&[7, 10, 0]),
             Err(DecodeError::UnknownTag {
                 what: "error code",
-                found: 9
+                found: 10
             })
         );
     }
@@ -1548,14 +1591,36 @@ mod tests {
                 }
             ),
             option::of(0u8..16).prop_map(|db| Request::Flush { db }),
-            vec(arb_member(), 0..3).prop_map(|members| Request::Members { members }),
+            arb_gossip().prop_map(Request::Gossip),
             vec(any::<u16>(), 0..4).prop_map(|partitions| Request::Count { partitions }),
             any::<u64>().prop_map(|target| Request::Probe { target }),
+            (any::<u16>(), option::of(arb_bytes(8)), any::<u32>()).prop_map(
+                |(partition, after, limit)| Request::Fetch {
+                    partition,
+                    after,
+                    limit
+                }
+            ),
         ]
     }
 
+    fn arb_gossip() -> impl Strategy<Value = Gossip> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            option::of(arb_bytes(32)),
+        )
+            .prop_map(|(epoch, digest, target, layout)| Gossip {
+                epoch,
+                digest,
+                target,
+                layout,
+            })
+    }
+
     fn arb_error_code() -> impl Strategy<Value = ErrorCode> {
-        (1u8..=8).prop_map(|code| ErrorCode::try_from(code).unwrap())
+        (1u8..=9).prop_map(|code| ErrorCode::try_from(code).unwrap())
     }
 
     fn arb_response() -> impl Strategy<Value = Response> {
@@ -1570,7 +1635,7 @@ mod tests {
                 .prop_map(|(previous, current)| Response::Written { previous, current }),
             vec((arb_bytes(8), arb_record()), 0..4)
                 .prop_map(|entries| Response::Entries { entries }),
-            vec(arb_member(), 0..3).prop_map(|members| Response::Members { members }),
+            arb_gossip().prop_map(Response::Gossip),
             (arb_error_code(), arb_string())
                 .prop_map(|(code, message)| Response::Error { code, message }),
             vec((0u8..16, any::<u64>(), any::<u64>()), 0..3).prop_map(|dbs| Response::Count {
@@ -1706,7 +1771,7 @@ mod tests {
         #[test]
         fn garbage_after_a_valid_head_never_panics(
             kind in 1u8..=3,
-            tag in 0u8..=9,
+            tag in 0u8..=10,
             tail in vec(any::<u8>(), 0..64),
         ) {
             let mut body = vec![kind, 0, 0, 0, 0, 0, 0, 0, 1, tag];

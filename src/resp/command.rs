@@ -619,6 +619,12 @@ mod tests {
             fn ring(&self) -> Vec<Vec<String>> {
                 self.inner.ring()
             }
+            fn change_layout(
+                &self,
+                command: crate::coordinator::LayoutCommand,
+            ) -> Result<(), CoordinatorError> {
+                self.inner.change_layout(command)
+            }
             fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
                 self.inner.close()
             }
