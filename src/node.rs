@@ -262,9 +262,12 @@ impl Node {
         // The layout saved by an earlier run: a restarted node knows its
         // cluster before any peer answers.
         membership.merge(&saved);
-        if !saved.is_empty() || config.join.is_empty() {
-            // Known to the cluster, or founding one; a new node with seeds
-            // enters once a seed has answered (the membership worker).
+        // Known to the cluster, or founding one: with no seeds, or with its
+        // own address among them (Cassandra's rule: a seed that lists
+        // itself starts the cluster). A new node with seeds enters once a
+        // seed has answered with a cluster (the membership worker).
+        let founds = config.join.is_empty() || config.join.contains(&membership.me().peer_addr);
+        if !saved.is_empty() || founds {
             membership.enter().map_err(NodeError::Removed)?;
         }
         let local = ReplicaService::new(
@@ -436,7 +439,7 @@ impl Node {
                 )
             });
         }
-        if !seeds.is_empty() && membership.view().members.len() == 1 {
+        if !seeds.is_empty() && !membership.has_joined() {
             // A node joining a cluster must not serve alone, placing every
             // key on itself: clients wait until a seed answered.
             tracing::info!(?seeds, "waiting for a seed before serving clients");

@@ -226,8 +226,9 @@ fn node_name(i: usize) -> String {
 }
 
 fn node_config(i: usize, fsync: FsyncPolicy) -> Config {
-    // Every node has a seed, so none serves alone before it has a cluster.
-    let seed = if i == 0 { 1 } else { 0 };
+    // Node 0 founds the cluster (its own address among its seeds); the
+    // others join it.
+    let seed = 0;
     let settings = Settings {
         bind: Some("0.0.0.0".into()),
         port: Some(PORT),

@@ -197,8 +197,14 @@ impl Membership {
         self.view().layout.get(self.me.id).map(|m| m.state())
     }
 
-    /// Resolves once this node is in the layout with another member (a
-    /// joining node must not serve alone), or at shutdown.
+    /// Whether this node is in the layout with another member: a node
+    /// given seeds serves only then (alone, it would place every key on
+    /// itself).
+    pub fn has_joined(&self) -> bool {
+        joined(&self.view(), self.me.id)
+    }
+
+    /// Resolves once [`Membership::has_joined`], or at shutdown.
     pub async fn joined(&self, shutdown: &mut watch::Receiver<bool>) {
         let mut views = self.subscribe();
         let me = self.me.id;
@@ -206,9 +212,7 @@ impl Membership {
             biased;
             () = stopped(shutdown) => {}
             () = async {
-                let _ = views
-                    .wait_for(|v| v.members.len() > 1 && v.layout.get(me).is_some())
-                    .await;
+                let _ = views.wait_for(|v| joined(v, me)).await;
             } => {}
         }
     }
@@ -289,6 +293,10 @@ impl Membership {
     }
 }
 
+fn joined(view: &View, me: NodeId) -> bool {
+    view.members.len() > 1 && view.layout.get(me).is_some()
+}
+
 /// Saves the layout's bytes where a restart finds them; the error says
 /// why it could not.
 pub type SaveLayout = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -340,9 +348,15 @@ pub async fn run(
                     Err(e) => tracing::warn!(%seed, "cannot reach seed: {e}"),
                 }
             }
-            if !membership.view().layout.is_empty()
-                && let Err(e) = membership.enter()
-            {
+            if membership.view().layout.is_empty() {
+                if round % 20 == 1 {
+                    tracing::warn!(
+                        ?seeds,
+                        "no seed has a cluster yet: start one node without --join, or with its \
+                         own address among its --join seeds, to found it"
+                    );
+                }
+            } else if let Err(e) = membership.enter() {
                 tracing::error!("cannot join the cluster: {e}");
             }
             continue;

@@ -74,6 +74,7 @@
 //!                 probe of a suspect)
 //!  10 Fetch       u16 partition, option<key> after, u32 limit (a handoff
 //!                 stream's next batch; answered by Entries)
+//!  11 Held        list<u16> partitions (which hold a record here?)
 //!
 //! gossip:
 //! u64          layout epoch
@@ -116,6 +117,7 @@
 //!   8 Count       list<byte database (below crate::db::DATABASES),
 //!                 varint keys, varint expires>
 //!   9 Probed      byte alive (0 or 1): whether the probed node answered
+//!  10 Held        list<u16> partitions: those asked that hold a record
 //! ```
 //!
 //! Tags count from 1, so zeroed bytes are never a message. An unknown kind,
@@ -204,7 +206,7 @@ tags! {
     /// Which [`Request`].
     RequestTag, "request" {
         Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, Flush = 6, Gossip = 7,
-        Count = 8, Probe = 9, Fetch = 10,
+        Count = 8, Probe = 9, Fetch = 10, Held = 11,
     }
 }
 
@@ -212,7 +214,7 @@ tags! {
     /// Which [`Response`].
     ResponseTag, "response" {
         Pong = 1, Records = 2, Ack = 3, Written = 4, Entries = 5, Gossip = 6, Error = 7,
-        Count = 8, Probed = 9,
+        Count = 8, Probed = 9, Held = 10,
     }
 }
 
@@ -413,6 +415,10 @@ fn put_request(out: &mut BytesMut, request: &Request) {
             out.put_u8(RequestTag::Probe as u8);
             out.put_u64(*target);
         }
+        Request::Held { partitions } => {
+            out.put_u8(RequestTag::Held as u8);
+            put_list(out, partitions, |out, &partition| out.put_u16(partition));
+        }
     }
 }
 
@@ -520,6 +526,10 @@ fn put_response(out: &mut BytesMut, response: &Response) {
         Response::Probed { alive } => {
             out.put_u8(ResponseTag::Probed as u8);
             out.put_u8(u8::from(*alive));
+        }
+        Response::Held { partitions } => {
+            out.put_u8(ResponseTag::Held as u8);
+            put_list(out, partitions, |out, &partition| out.put_u16(partition));
         }
     }
 }
@@ -826,6 +836,9 @@ fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
         RequestTag::Probe => Request::Probe {
             target: u64::from_be_bytes(fixed(r)?),
         },
+        RequestTag::Held => Request::Held {
+            partitions: get_list(r, "partition", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
+        },
     })
 }
 
@@ -917,6 +930,9 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
         },
         ResponseTag::Probed => Response::Probed {
             alive: get_flag(r, "probe outcome")?,
+        },
+        ResponseTag::Held => Response::Held {
+            partitions: get_list(r, "partition", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
         },
     })
 }
@@ -1601,6 +1617,7 @@ mod tests {
                     limit
                 }
             ),
+            vec(any::<u16>(), 0..4).prop_map(|partitions| Request::Held { partitions }),
         ]
     }
 
@@ -1636,6 +1653,7 @@ mod tests {
             vec((arb_bytes(8), arb_record()), 0..4)
                 .prop_map(|entries| Response::Entries { entries }),
             arb_gossip().prop_map(Response::Gossip),
+            vec(any::<u16>(), 0..4).prop_map(|partitions| Response::Held { partitions }),
             (arb_error_code(), arb_string())
                 .prop_map(|(code, message)| Response::Error { code, message }),
             vec((0u8..16, any::<u64>(), any::<u64>()), 0..3).prop_map(|dbs| Response::Count {
@@ -1771,7 +1789,7 @@ mod tests {
         #[test]
         fn garbage_after_a_valid_head_never_panics(
             kind in 1u8..=3,
-            tag in 0u8..=10,
+            tag in 0u8..=11,
             tail in vec(any::<u8>(), 0..64),
         ) {
             let mut body = vec![kind, 0, 0, 0, 0, 0, 0, 0, 1, tag];

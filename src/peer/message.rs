@@ -147,6 +147,12 @@ pub enum Request {
         /// Most records to return.
         limit: u32,
     },
+    /// Which of these partitions this node holds any record of (a
+    /// handoff's survey of its sources).
+    Held {
+        /// The partitions asked about.
+        partitions: Vec<u16>,
+    },
     /// Ping `target` on the sender's behalf: the sender suspects it and
     /// asks before marking it down (SWIM's indirect probe), so that a
     /// fault of its own link alone is not taken for a death.
@@ -191,6 +197,11 @@ pub enum Response {
     Count {
         /// By database, in any order.
         dbs: Vec<DbCount>,
+    },
+    /// To Held: the partitions asked about that hold a record here.
+    Held {
+        /// The partitions.
+        partitions: Vec<u16>,
     },
     /// To Probe: whether the suspect answered this node's ping in time.
     Probed {

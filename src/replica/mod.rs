@@ -306,15 +306,15 @@ impl Replica {
 
     /// Removes every record of the partitions `doomed` says (a handoff's
     /// old copies, once no live layout places them here), with their
-    /// expiry entries and cached records, then counts the keys anew and
-    /// takes a new dot id: should a partition come back to this node, the
-    /// dots it mints can never repeat ones the removed records held.
+    /// expiry entries and cached records, then counts the keys anew. The
+    /// dot id stays: should a partition come back to this node, it
+    /// coordinates writes to it only once the partition's records (and so
+    /// the dots it minted) have been handed back to it (docs/cluster.md).
     ///
     /// # Errors
     /// Store errors.
     pub fn drop_partitions(&self, doomed: impl Fn(u16) -> bool) -> Result<(), StoreError> {
         let _guards = self.locks.lock_all();
-        let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
         let of = |skey: &[u8]| split_storage_key(skey).is_some_and(|(p, _)| doomed(p));
         let dropped = |space: Space, key: &[u8]| match space {
             Space::Data => of(key),
@@ -327,8 +327,6 @@ impl Replica {
                 return Err(e);
             }
         }
-        *meta = crate::storage::renew_dot_id(self.store.as_ref(), *meta)?;
-        drop(meta);
         let (value_keys, expiring) = self.count_keys()?;
         for db in 0..DATABASES {
             self.stats.value_keys[db].store(value_keys[db], Ordering::Relaxed);

@@ -971,16 +971,20 @@ impl TestCluster {
                                 } else {
                                     "down"
                                 };
+                                // Settled: every member is placed for reads
+                                // (no join or leave still moving data).
                                 row.get("status").map(String::as_str) == Some(expected)
+                                    && row.get("state").map(String::as_str) == Some("member")
                             });
                         ok &= agrees;
                         let view: Vec<String> = rows
                             .iter()
                             .map(|r| {
                                 format!(
-                                    "{}={}",
+                                    "{}={}/{}",
                                     r.get("peer_addr").map_or("?", String::as_str),
-                                    r.get("status").map_or("?", String::as_str)
+                                    r.get("status").map_or("?", String::as_str),
+                                    r.get("state").map_or("?", String::as_str)
                                 )
                             })
                             .collect();

@@ -68,13 +68,23 @@ const PROGRESS_FORMAT_VERSION: u8 = 1;
 /// Failed batches in a row after which a stream is reported stuck.
 const STUCK_AFTER_FAILURES: u32 = 3;
 
-/// Where one partition's stream is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Cursor {
-    /// Received everything after this key (`None`: nothing yet).
-    After(Option<Bytes>),
-    /// Received whole.
-    Done,
+/// Where one partition's move is. A partition is in once the whole copy
+/// of `need` distinct sources is (module docs: why more than one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Cursor {
+    /// Sources whose whole copy is in: `need` of them and it is done.
+    need: u8,
+    /// Sources whose whole copy is in (streamed, or found empty).
+    passes: Vec<NodeId>,
+    /// The pass in progress: its source, and the last key received from
+    /// it (`None`: nothing yet).
+    pass: Option<(NodeId, Option<Bytes>)>,
+}
+
+impl Cursor {
+    fn is_done(&self) -> bool {
+        self.passes.len() >= usize::from(self.need)
+    }
 }
 
 /// What this node is receiving for one target placement.
@@ -87,18 +97,15 @@ struct Progress {
 }
 
 impl Progress {
-    fn pending(&self) -> impl Iterator<Item = (u16, &Option<Bytes>)> + '_ {
-        self.partitions.iter().filter_map(|(&p, c)| match c {
-            Cursor::After(after) => Some((p, after)),
-            Cursor::Done => None,
-        })
+    fn pending(&self) -> impl Iterator<Item = (u16, &Cursor)> + '_ {
+        self.partitions
+            .iter()
+            .filter(|(_, c)| !c.is_done())
+            .map(|(&p, c)| (p, c))
     }
 
     fn done(&self) -> usize {
-        self.partitions
-            .values()
-            .filter(|c| **c == Cursor::Done)
-            .count()
+        self.partitions.values().filter(|c| c.is_done()).count()
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -107,14 +114,25 @@ impl Progress {
         put_varint(&mut out, self.partitions.len() as u64);
         for (p, cursor) in &self.partitions {
             out.extend_from_slice(&p.to_le_bytes());
-            match cursor {
-                Cursor::After(None) => out.push(0),
-                Cursor::After(Some(key)) => {
+            out.push(cursor.need);
+            out.push(cursor.passes.len() as u8);
+            for source in &cursor.passes {
+                out.extend_from_slice(&source.to_le_bytes());
+            }
+            match &cursor.pass {
+                None => out.push(0),
+                Some((source, after)) => {
                     out.push(1);
-                    put_varint(&mut out, key.len() as u64);
-                    out.extend_from_slice(key);
+                    out.extend_from_slice(&source.to_le_bytes());
+                    match after {
+                        None => out.push(0),
+                        Some(key) => {
+                            out.push(1);
+                            put_varint(&mut out, key.len() as u64);
+                            out.extend_from_slice(key);
+                        }
+                    }
                 }
-                Cursor::Done => out.push(2),
             }
         }
         out
@@ -126,34 +144,43 @@ impl Progress {
         if version != PROGRESS_FORMAT_VERSION {
             return Err(DecodeError::UnknownVersion { found: version });
         }
-        let mut target = [0u8; 8];
-        target.copy_from_slice(r.bytes(8)?);
+        let u64_le = |r: &mut Reader<'_>| -> Result<u64, DecodeError> {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(r.bytes(8)?);
+            Ok(u64::from_le_bytes(word))
+        };
+        let tag = |r: &mut Reader<'_>, what| match r.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            found => Err(DecodeError::UnknownTag { what, found }),
+        };
+        let target = u64_le(&mut r)?;
         let count = r.count("handoff partition", 1 << 16)?;
         let mut partitions = BTreeMap::new();
         for _ in 0..count {
             let mut p = [0u8; 2];
             p.copy_from_slice(r.bytes(2)?);
-            let cursor = match r.u8()? {
-                0 => Cursor::After(None),
-                1 => {
+            let need = r.u8()?;
+            let passes = (0..r.u8()?)
+                .map(|_| u64_le(&mut r))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pass = if tag(&mut r, "handoff pass")? {
+                let source = u64_le(&mut r)?;
+                let after = if tag(&mut r, "handoff cursor")? {
                     let len = r.count("handoff cursor byte", NAMESPACED_KEY_BYTES_MAX)?;
-                    Cursor::After(Some(Bytes::copy_from_slice(r.bytes(len)?)))
-                }
-                2 => Cursor::Done,
-                found => {
-                    return Err(DecodeError::UnknownTag {
-                        what: "handoff cursor",
-                        found,
-                    });
-                }
+                    Some(Bytes::copy_from_slice(r.bytes(len)?))
+                } else {
+                    None
+                };
+                Some((source, after))
+            } else {
+                None
             };
+            let cursor = Cursor { need, passes, pass };
             partitions.insert(u16::from_le_bytes(p), cursor);
         }
         r.finish()?;
-        Ok(Self {
-            target: u64::from_le_bytes(target),
-            partitions,
-        })
+        Ok(Self { target, partitions })
     }
 }
 
@@ -183,6 +210,8 @@ struct State {
     bytes_at_start: u64,
     /// The gate: since when every reachable member has the target.
     seen_since: Option<Instant>,
+    /// Whether the sources were surveyed for this progress.
+    surveyed: bool,
 }
 
 /// A node's handoff: its streams, what it serves, its counters.
@@ -212,6 +241,7 @@ impl Handoff {
                 started: Instant::now(),
                 bytes_at_start: 0,
                 seen_since: None,
+                surveyed: false,
             }),
             saving: tokio::sync::Mutex::new(()),
         }
@@ -406,11 +436,21 @@ impl ClusterCoordinator {
     async fn plan(&self, placement: &Transition, target: u64) {
         let inner = &self.inner;
         let me = inner.me();
+        // N - W + 1 sources: any W replicas holding a write meet them.
+        let policy = inner.policy;
+        let sources_needed = (policy.n + 1).saturating_sub(policy.w).max(1);
         let partitions: BTreeMap<u16, Cursor> = placement
             .moves()
             .into_iter()
             .filter(|m| m.to.contains(&me))
-            .map(|m| (m.partition, Cursor::After(None)))
+            .map(|m| {
+                let need = sources_needed.min(m.from.len()).clamp(1, 255) as u8;
+                let cursor = Cursor {
+                    need,
+                    ..Cursor::default()
+                };
+                (m.partition, cursor)
+            })
             .collect();
         if !partitions.is_empty() {
             tracing::info!(
@@ -426,6 +466,7 @@ impl ClusterCoordinator {
             state.started = Instant::now();
             state.bytes_at_start = inner.handoff.counters.bytes_received.load(Ordering::Relaxed);
             state.seen_since = None;
+            state.surveyed = false;
         }
         if let Err(e) = self.save_progress().await {
             tracing::warn!("handoff: cannot save the cursors: {e}");
@@ -463,6 +504,12 @@ impl ClusterCoordinator {
                 .map(|m| (m.partition, m.from))
                 .collect(),
         );
+        if !std::mem::replace(&mut inner.handoff.state().surveyed, true) {
+            let this = self.clone();
+            let (sources, status) = (Arc::clone(&sources), Arc::clone(status));
+            streams.spawn(async move { this.survey(&sources, &status).await });
+            return;
+        }
         while streams.len() < HANDOFF_STREAMS_IN {
             let Some(first) = self.claim() else {
                 return;
@@ -470,9 +517,9 @@ impl ClusterCoordinator {
             let (this, sources, status) = (self.clone(), Arc::clone(&sources), Arc::clone(status));
             streams.spawn(async move {
                 let mut next = Some(first);
-                while let Some((partition, after)) = next {
+                while let Some((partition, cursor)) = next {
                     let from = sources.get(&partition).cloned().unwrap_or_default();
-                    let ended = this.stream(partition, from, after).await;
+                    let ended = this.stream(partition, from, cursor).await;
                     this.stream_ended(partition, ended, &status);
                     next = this.claim();
                 }
@@ -482,68 +529,128 @@ impl ClusterCoordinator {
 
     /// Takes the next pending partition no stream has and whose retry
     /// time has come.
-    fn claim(&self) -> Option<(u16, Option<Bytes>)> {
+    fn claim(&self) -> Option<(u16, Cursor)> {
         let mut state = self.inner.handoff.state();
         let now = Instant::now();
-        let (partition, after) = state
+        let (partition, cursor) = state
             .progress
             .pending()
             .find(|(p, _)| {
                 !state.active.contains(p)
                     && state.failures.get(p).is_none_or(|(_, retry)| *retry <= now)
             })
-            .map(|(p, after)| (p, after.clone()))?;
+            .map(|(p, cursor)| (p, cursor.clone()))?;
         state.active.insert(partition);
-        Some((partition, after))
+        Some((partition, cursor))
     }
 
-    /// Pulls `partition` from `sources`, after `after`, batch by batch.
-    async fn stream(&self, partition: u16, sources: Vec<NodeId>, mut after: Option<Bytes>) -> Ended {
+    /// Asks each reachable source which of its partitions to send hold
+    /// any record (one `Held` each): a source holding none of a partition
+    /// has its whole copy in already, so a new cluster's bootstrap or a
+    /// sparse one moves in a few requests, not one per partition.
+    async fn survey(&self, sources: &BTreeMap<u16, Vec<NodeId>>, status: &WorkerStatus) {
         let inner = &self.inner;
-        if after.is_some() {
-            tracing::info!(partition, "handoff: stream resumed from its cursor");
-        }
-        // Whether this stream merged records: only then must its end be
-        // saved at once (an empty partition's end is saved with the sync).
-        let mut merged = false;
-        let deadline = Duration::from_millis(HANDOFF_BATCH_DEADLINE_MS);
-        let mut source = 0;
-        loop {
-            // A source that is reachable and has a slot: each once.
-            let mut entries = None;
-            let mut failure = None;
-            for offset in 0..sources.len() {
-                let node = sources[(source + offset) % sources.len()];
-                if !inner.transport.reachable(node) {
-                    continue;
-                }
-                let request = Request::Fetch {
-                    partition,
-                    after: after.clone(),
-                    limit: HANDOFF_BATCH_KEYS,
-                };
-                match inner.transport.request_up_to(node, request, deadline).await {
-                    Ok(Response::Entries { entries: got }) => {
-                        source = (source + offset) % sources.len();
-                        entries = Some(got);
-                        break;
+        let mut asks: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+        {
+            let state = inner.handoff.state();
+            for (partition, cursor) in state.progress.pending() {
+                for &node in sources.get(&partition).into_iter().flatten() {
+                    if !cursor.passes.contains(&node) && inner.transport.reachable(node) {
+                        asks.entry(node).or_default().push(partition);
                     }
-                    Ok(Response::Error {
-                        code: ErrorCode::Busy,
-                        ..
-                    }) => continue,
-                    Ok(other) => failure = Some(format!("{node:016x} answered {other:?}")),
-                    Err(e) => failure = Some(format!("{node:016x}: {e}")),
                 }
             }
-            let Some(entries) = entries else {
-                return failure.map_or(Ended::Busy, Ended::Failed);
+        }
+        let deadline = Duration::from_millis(HANDOFF_BATCH_DEADLINE_MS);
+        for (node, partitions) in asks {
+            let request = Request::Held {
+                partitions: partitions.clone(),
+            };
+            let held = match inner.transport.request_up_to(node, request, deadline).await {
+                Ok(Response::Held { partitions }) => partitions,
+                Ok(other) => {
+                    status.failed(format_args!("{node:016x} answered a survey with {other:?}"));
+                    continue;
+                }
+                Err(e) => {
+                    status.failed(format_args!("survey of {node:016x}: {e}"));
+                    continue;
+                }
+            };
+            let held: BTreeSet<u16> = held.into_iter().collect();
+            let mut state = inner.handoff.state();
+            for partition in partitions.into_iter().filter(|p| !held.contains(p)) {
+                if let Some(cursor) = state.progress.partitions.get_mut(&partition)
+                    && !cursor.is_done()
+                    && !cursor.passes.contains(&node)
+                    && cursor.pass.as_ref().is_none_or(|(from, _)| *from != node)
+                {
+                    cursor.passes.push(node);
+                }
+            }
+        }
+        let (done, total) = {
+            let state = inner.handoff.state();
+            (state.progress.done(), state.progress.partitions.len())
+        };
+        tracing::info!(done, total, "handoff: surveyed the sources; the rest is streamed");
+        if let Err(e) = self.save_progress().await {
+            status.failed(format_args!("cannot save the handoff cursors: {e}"));
+        }
+    }
+
+    /// Pulls `partition`, one source's whole copy after another, until
+    /// `need` sources' copies are in: a pass sticks to its source (a pass
+    /// mixing sources would prove nothing); a source that is busy or
+    /// unreachable ends the stream, to be retried later.
+    async fn stream(&self, partition: u16, sources: Vec<NodeId>, mut cursor: Cursor) -> Ended {
+        let inner = &self.inner;
+        if cursor.pass.as_ref().is_some_and(|(_, after)| after.is_some()) {
+            tracing::info!(partition, "handoff: stream resumed from its cursor");
+        }
+        let deadline = Duration::from_millis(HANDOFF_BATCH_DEADLINE_MS);
+        while !cursor.is_done() {
+            let (source, after) = match cursor.pass.clone() {
+                Some(pass) => pass,
+                None => {
+                    let next = sources
+                        .iter()
+                        .copied()
+                        .filter(|n| !cursor.passes.contains(n))
+                        .find(|&n| inner.transport.reachable(n));
+                    match next {
+                        Some(source) => (source, None),
+                        None => {
+                            return Ended::Failed(format!(
+                                "{} of {} source copies in, no other source reachable",
+                                cursor.passes.len(),
+                                cursor.need
+                            ));
+                        }
+                    }
+                }
+            };
+            let request = Request::Fetch {
+                partition,
+                after: after.clone(),
+                limit: HANDOFF_BATCH_KEYS,
+            };
+            let entries = match inner.transport.request_up_to(source, request, deadline).await {
+                Ok(Response::Entries { entries }) => entries,
+                Ok(Response::Error {
+                    code: ErrorCode::Busy,
+                    ..
+                }) => return Ended::Busy,
+                Ok(other) => return Ended::Failed(format!("{source:016x} answered {other:?}")),
+                Err(e) => return Ended::Failed(format!("{source:016x}: {e}")),
             };
             let Some((last, _)) = entries.last() else {
-                return match self.cursor_moved(partition, Cursor::Done, merged).await {
-                    Ok(()) => Ended::Done,
-                    Err(e) => Ended::Failed(e.to_string()),
-                };
+                // This source's whole copy is in. Its end is saved with the
+                // next save (an empty pass lost to a crash is redone).
+                cursor.passes.push(source);
+                cursor.pass = None;
+                self.cursor_moved(partition, &cursor);
+                continue;
             };
             let last = last.clone();
             let bytes: usize = entries.iter().map(|(k, r)| k.len() + encoded_len(r)).sum();
@@ -560,38 +667,25 @@ impl ClusterCoordinator {
             counters
                 .bytes_received
                 .fetch_add(bytes as u64, Ordering::Relaxed);
-            merged = true;
-            if let Err(e) = self
-                .cursor_moved(partition, Cursor::After(Some(last.clone())), true)
-                .await
-            {
+            cursor.pass = Some((source, Some(last)));
+            self.cursor_moved(partition, &cursor);
+            if let Err(e) = self.save_progress().await {
                 return Ended::Failed(format!("saving the cursor: {e}"));
             }
-            after = Some(last);
             // The rate is shared: each of the streams takes its part.
             let pause = bytes as f64 * HANDOFF_STREAMS_IN as f64 / inner.handoff.rate as f64;
             tokio::time::sleep(Duration::from_secs_f64(pause.min(60.0))).await;
         }
+        Ended::Done
     }
 
-    /// Moves `partition`'s cursor, and if `save`, saves the cursors after a
-    /// sync: a cursor on disk never passes records that are not.
-    async fn cursor_moved(
-        &self,
-        partition: u16,
-        cursor: Cursor,
-        save: bool,
-    ) -> Result<(), CoordinatorError> {
-        {
-            let mut state = self.inner.handoff.state();
-            if let Some(c) = state.progress.partitions.get_mut(&partition) {
-                *c = cursor;
-            }
+    /// Moves `partition`'s cursor (in memory; [`Self::save_progress`]
+    /// saves every cursor, after a sync).
+    fn cursor_moved(&self, partition: u16, cursor: &Cursor) {
+        let mut state = self.inner.handoff.state();
+        if let Some(c) = state.progress.partitions.get_mut(&partition) {
+            *c = cursor.clone();
         }
-        if save {
-            self.save_progress().await?;
-        }
-        Ok(())
     }
 
     async fn save_progress(&self) -> Result<(), CoordinatorError> {
@@ -722,9 +816,31 @@ mod tests {
         let progress = Progress {
             target: 0xfeed,
             partitions: [
-                (0, Cursor::After(None)),
-                (7, Cursor::After(Some(Bytes::from_static(b"key")))),
-                (4095, Cursor::Done),
+                (0, Cursor { need: 2, ..Cursor::default() }),
+                (
+                    7,
+                    Cursor {
+                        need: 2,
+                        passes: vec![3],
+                        pass: Some((9, Some(Bytes::from_static(b"key")))),
+                    },
+                ),
+                (
+                    8,
+                    Cursor {
+                        need: 1,
+                        passes: vec![],
+                        pass: Some((9, None)),
+                    },
+                ),
+                (
+                    4095,
+                    Cursor {
+                        need: 1,
+                        passes: vec![4],
+                        pass: None,
+                    },
+                ),
             ]
             .into_iter()
             .collect(),

@@ -154,6 +154,12 @@ impl Inner {
                 after,
                 limit,
             } => serve_fetch(&inner.handoff, &inner.local, partition, after, limit).await,
+            Request::Held { partitions } => inner
+                .local
+                .held(partitions)
+                .await
+                .map(|partitions| Response::Held { partitions })
+                .map_err(CoordinatorError::from),
             Request::Probe { target } => {
                 // Pinged on its link even if this node marked it down:
                 // the question is whether it answers now.
