@@ -56,6 +56,9 @@ pub struct ReplicaReport {
     pub records_written: u64,
     /// The store's bytes on disk.
     pub disk_bytes: u64,
+    /// Keys this replica holds a value of (expired or not, every logical
+    /// database): its own copy, not the cluster's count.
+    pub keys_held: u64,
     /// Whether the store takes writes.
     pub health: HealthReport,
     /// The record cache.
@@ -553,6 +556,11 @@ impl ReplicaService {
             siblings_collapsed: stats.siblings_collapsed.load(Ordering::Relaxed),
             records_written: stats.writes.load(Ordering::Relaxed),
             disk_bytes: replica.disk_bytes(),
+            keys_held: stats
+                .value_keys
+                .iter()
+                .map(|n| n.load(Ordering::Relaxed).max(0) as u64)
+                .sum(),
             health: replica.health(),
             cache: replica.cache_stats(),
         }

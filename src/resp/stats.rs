@@ -382,6 +382,7 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
         ("siblings_collapsed", replica.siblings_collapsed.to_string()),
         ("records_written", replica.records_written.to_string()),
         ("disk_bytes", replica.disk_bytes.to_string()),
+        ("keys_held", replica.keys_held.to_string()),
         (
             "store_status",
             if failing.is_some() { "failing" } else { "ok" }.to_owned(),

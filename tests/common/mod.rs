@@ -413,9 +413,78 @@ impl TestNode {
         }
     }
 
+    /// Starts a process on this node's data directory that is expected to
+    /// refuse to start: waits (bounded by [`START_TIMEOUT`]) for it to exit
+    /// and returns its status, or `None` if it became ready instead (it is
+    /// then running).
+    ///
+    /// # Panics
+    /// If a process runs already, or it neither exits nor gets ready.
+    pub fn start_expecting_exit(&mut self) -> Option<ExitStatus> {
+        if self.child.is_some() {
+            self.kill9();
+        }
+        let ready_rx = self.launch();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok((addr, peer_addr)) = ready_rx.try_recv() {
+                self.addr = addr;
+                self.peer_addr = peer_addr;
+                return None;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                self.join_drain();
+                return Some(status);
+            }
+            std::thread::sleep(POLL);
+        }
+        panic!("node {} neither exited nor got ready in {START_TIMEOUT:?}", self.addr);
+    }
+
+    /// Waits (at most `timeout`) for the running process to exit on its
+    /// own; returns its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.child.as_mut()?.try_wait().ok().flatten();
+            if let Some(status) = status {
+                self.child = None;
+                self.join_drain();
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Spawns a process on this node's data directory and waits for its
     /// ready line.
     fn spawn(&mut self) {
+        let ready_rx = self.launch();
+        match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok((addr, peer_addr)) => {
+                self.addr = addr;
+                self.peer_addr = peer_addr;
+            }
+            Err(e) => {
+                // Stop it before reporting, so Drop has nothing left to do.
+                let status = self.child.take().map(|mut child| {
+                    let _ = child.kill();
+                    wait_bounded(&mut child, KILL_TIMEOUT)
+                });
+                self.join_drain();
+                // Drop prints the log while this panic unwinds.
+                panic!("node did not become ready in {START_TIMEOUT:?} ({e}); exit: {status:?}");
+            }
+        }
+    }
+
+    /// Spawns a process on this node's data directory, with a thread that
+    /// drains its log; returns where its ready line will arrive.
+    fn launch(&mut self) -> mpsc::Receiver<(SocketAddr, Option<SocketAddr>)> {
         assert!(self.child.is_none(), "spawn: a process is already running");
         self.generation += 1;
         let mut command = Command::new(env!("CARGO_BIN_EXE_dynokv"));
@@ -460,22 +529,7 @@ impl TestNode {
         };
         self.child = Some(child);
         self.drain = Some(drain);
-        match ready_rx.recv_timeout(START_TIMEOUT) {
-            Ok((addr, peer_addr)) => {
-                self.addr = addr;
-                self.peer_addr = peer_addr;
-            }
-            Err(e) => {
-                // Stop it before reporting, so Drop has nothing left to do.
-                let status = self.child.take().map(|mut child| {
-                    let _ = child.kill();
-                    wait_bounded(&mut child, KILL_TIMEOUT)
-                });
-                self.join_drain();
-                // Drop prints the log while this panic unwinds.
-                panic!("node did not become ready in {START_TIMEOUT:?} ({e}); exit: {status:?}");
-            }
-        }
+        ready_rx
     }
 
     /// Waits for `child` to exit, bounded by `timeout`; past it the child
