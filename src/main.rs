@@ -283,7 +283,10 @@ fn dev(args: DevArgs) -> anyhow::Result<()> {
 const DEV_POLL_MS: u64 = 200;
 
 /// Sends one command to a node and reads its reply.
-fn ask(addr: (&str, u16), words: &[&str]) -> anyhow::Result<redis_protocol::resp2::types::OwnedFrame> {
+fn ask(
+    addr: (&str, u16),
+    words: &[&str],
+) -> anyhow::Result<redis_protocol::resp2::types::OwnedFrame> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)
         .with_context(|| format!("cannot connect to {}:{}", addr.0, addr.1))?;
@@ -358,7 +361,15 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
             println!();
             println!(
                 "{:<16} {:<8} {:<24} {:>11} {:>9} {:>9} {:>6} {:>5} {:>7}",
-                "member", "state", "receiving", "partitions", "MiB/s", "ETA s", "out", "stuck", "dropped"
+                "member",
+                "state",
+                "receiving",
+                "partitions",
+                "MiB/s",
+                "ETA s",
+                "out",
+                "stuck",
+                "dropped"
             );
             for member in &members {
                 let m: std::collections::HashMap<String, String> =

@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::coordinator::{ClusterCoordinator, Coordinator, CoordinatorError, QuorumPolicy, Repair};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
-    FSYNC_EVERYSEC_INTERVAL_MS, HANDOFF_START_GRACE_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS, SHUTDOWN_DRAIN_MS,
-    STORAGE_IDLE_YIELDS, STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS, STORAGE_THREADS_FSYNC_ALWAYS,
-    STORE_PROBE_INTERVAL_MS,
+    FSYNC_EVERYSEC_INTERVAL_MS, HANDOFF_START_GRACE_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS,
+    SHUTDOWN_DRAIN_MS, STORAGE_IDLE_YIELDS, STORAGE_QUEUE_JOBS_MAX, STORAGE_THREADS,
+    STORAGE_THREADS_FSYNC_ALWAYS, STORE_PROBE_INTERVAL_MS,
 };
 use crate::membership::detector::{DetectorConfig, DetectorError};
 use crate::membership::failure::FailureDetection;
@@ -494,7 +494,9 @@ async fn leave_or_removal(
     let tombstoned = membership.view().layout.get(me).is_some_and(|m| m.removed);
     if tombstoned {
         let error = LayoutError::Removed { id: me };
-        tracing::error!("this node was removed from the cluster (DYNAMO REMOVE); it stops: {error}");
+        tracing::error!(
+            "this node was removed from the cluster (DYNAMO REMOVE); it stops: {error}"
+        );
         return Some(error);
     }
     tracing::info!("this node left the cluster: its data is handed over; it stops");
@@ -513,7 +515,11 @@ fn saved_layout(replica: &Replica) -> Result<(Layout, u64), StoreError> {
     let layout = match replica.meta_entry(LAYOUT_META)? {
         Some(bytes) => Layout::decode(&bytes)
             .map_err(|e| StoreError::Engine(format!("the saved layout is unreadable: {e}")))?,
-        None => match replica.meta_entry(MEMBERS_META)?.as_deref().map(decode_members) {
+        None => match replica
+            .meta_entry(MEMBERS_META)?
+            .as_deref()
+            .map(decode_members)
+        {
             Some(Ok(members)) => Layout::settled(members.into_iter().map(|m| {
                 let endpoint = Endpoint {
                     incarnation: 0,

@@ -30,7 +30,8 @@ fn args() -> Vec<&'static str> {
 /// An `INFO dynamo` number of the node at `addr`.
 fn number(addr: SocketAddr, field: &str) -> u64 {
     let text = info_dynamo_field(addr, field).unwrap_or_else(|e| panic!("{e}"));
-    text.parse().unwrap_or_else(|e| panic!("{field} = {text:?}: {e}"))
+    text.parse()
+        .unwrap_or_else(|e| panic!("{field} = {text:?}: {e}"))
 }
 
 fn value(prefix: &str, i: usize, size: usize) -> String {
@@ -60,7 +61,12 @@ fn load(addr: SocketAddr, prefix: &str, range: std::ops::Range<usize>, size: usi
 }
 
 /// The keys of `ids` that do not read back as written through `addr`.
-fn missing(addr: SocketAddr, prefix: &str, ids: &[usize], size: usize) -> Result<Vec<usize>, String> {
+fn missing(
+    addr: SocketAddr,
+    prefix: &str,
+    ids: &[usize],
+    size: usize,
+) -> Result<Vec<usize>, String> {
     let mut con = common::try_connect_sync(addr).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for chunk in ids.chunks(BATCH) {
@@ -145,7 +151,11 @@ fn a_join_under_load_moves_a_quarter_and_loses_nothing() {
     let mut threads = Vec::new();
     // Readers: every loaded key, over and over, through each old node.
     for (t, addr) in cluster.addrs().into_iter().enumerate() {
-        let (stop, reads, unreadable) = (Arc::clone(&stop), Arc::clone(&reads), Arc::clone(&unreadable));
+        let (stop, reads, unreadable) = (
+            Arc::clone(&stop),
+            Arc::clone(&reads),
+            Arc::clone(&unreadable),
+        );
         threads.push(std::thread::spawn(move || {
             let ids: Vec<usize> = (0..KEYS).collect();
             let mut offset = t * KEYS / 3;
@@ -154,7 +164,10 @@ fn a_join_under_load_moves_a_quarter_and_loses_nothing() {
                 match missing(addr, "k", &ids[offset..end], SIZE) {
                     Ok(lost) => {
                         if !lost.is_empty() {
-                            unreadable.lock().unwrap().push(format!("via {addr}: {:?}", &lost[..lost.len().min(5)]));
+                            unreadable
+                                .lock()
+                                .unwrap()
+                                .push(format!("via {addr}: {:?}", &lost[..lost.len().min(5)]));
                         }
                         reads.fetch_add((end - offset) as u64, Ordering::Relaxed);
                     }
@@ -166,15 +179,21 @@ fn a_join_under_load_moves_a_quarter_and_loses_nothing() {
     }
     // A writer through every old node, one key at a time, recording acks.
     {
-        let (stop, acked, writes, addrs) =
-            (Arc::clone(&stop), Arc::clone(&acked), Arc::clone(&writes), cluster.addrs());
+        let (stop, acked, writes, addrs) = (
+            Arc::clone(&stop),
+            Arc::clone(&acked),
+            Arc::clone(&writes),
+            cluster.addrs(),
+        );
         threads.push(std::thread::spawn(move || {
             let mut cons: Vec<redis::Connection> = addrs.iter().map(|&a| connect_sync(a)).collect();
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let con = &mut cons[i % 3];
-                let ok: redis::RedisResult<()> =
-                    redis::cmd("SET").arg(format!("w{i}")).arg(value("w", i, SIZE)).query(con);
+                let ok: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(format!("w{i}"))
+                    .arg(value("w", i, SIZE))
+                    .query(con);
                 if ok.is_ok() {
                     acked.lock().unwrap().push(i);
                 }
@@ -188,13 +207,19 @@ fn a_join_under_load_moves_a_quarter_and_loses_nothing() {
         std::thread::sleep(over);
         (what.load(Ordering::Relaxed) - before) as f64 / over.as_secs_f64()
     };
-    let (reads_before, writes_before) = (rate(&reads, Duration::from_secs(3)), rate(&writes, Duration::from_secs(2)));
+    let (reads_before, writes_before) = (
+        rate(&reads, Duration::from_secs(3)),
+        rate(&writes, Duration::from_secs(2)),
+    );
 
     let seed = cluster.member_addr(0);
     let joined = cluster.add(seed, &args());
     let new = cluster.node(joined).addr();
     let move_started = Instant::now();
-    let (reads_during, writes_during) = (rate(&reads, Duration::from_secs(3)), rate(&writes, Duration::from_secs(2)));
+    let (reads_during, writes_during) = (
+        rate(&reads, Duration::from_secs(3)),
+        rate(&writes, Duration::from_secs(2)),
+    );
     cluster.wait_converged(4);
     let moved_in = move_started.elapsed();
     // Keep reading a little past the settle: the old copies go then.
@@ -208,7 +233,10 @@ fn a_join_under_load_moves_a_quarter_and_loses_nothing() {
          during {reads_during:.0}; writes per second before {writes_before:.0}, during {writes_during:.0}"
     );
     let unreadable = unreadable.lock().unwrap();
-    assert!(unreadable.is_empty(), "acknowledged keys unreadable during the move: {unreadable:?}");
+    assert!(
+        unreadable.is_empty(),
+        "acknowledged keys unreadable during the move: {unreadable:?}"
+    );
 
     // The move: a quarter of the replica-partitions, all to the new node.
     let received: Vec<u64> = cluster
@@ -218,14 +246,28 @@ fn a_join_under_load_moves_a_quarter_and_loses_nothing() {
         .collect();
     let total = 256 * N;
     let share = received[joined] as f64 / total as f64;
-    eprintln!("partitions received per node: {received:?} of {total} replica-partitions ({share:.3})");
-    assert_eq!(received.iter().sum::<u64>(), received[joined], "only the new node receives");
-    assert!((share - 0.25).abs() <= 0.025, "the new node received {share:.3} of the replica-partitions");
+    eprintln!(
+        "partitions received per node: {received:?} of {total} replica-partitions ({share:.3})"
+    );
+    assert_eq!(
+        received.iter().sum::<u64>(),
+        received[joined],
+        "only the new node receives"
+    );
+    assert!(
+        (share - 0.25).abs() <= 0.025,
+        "the new node received {share:.3} of the replica-partitions"
+    );
 
     // Every acknowledged write reads back through the new node too.
     let acked = acked.lock().unwrap().clone();
     let lost = missing(new, "w", &acked, SIZE).expect("read the writes");
-    assert!(lost.is_empty(), "{} acknowledged writes lost: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
     let all: Vec<usize> = (0..KEYS).collect();
     let lost = missing(new, "k", &all, SIZE).expect("read the keys");
     assert!(lost.is_empty(), "{} loaded keys lost", lost.len());
@@ -249,14 +291,26 @@ fn a_leave_moves_only_the_leavers_partitions_and_the_node_exits() {
         .parse()
         .expect("partitions_replica");
     let mut con = connect_sync(leaver);
-    let ok: String = redis::cmd("DYNAMO").arg("LEAVE").query(&mut con).expect("DYNAMO LEAVE");
+    let ok: String = redis::cmd("DYNAMO")
+        .arg("LEAVE")
+        .query(&mut con)
+        .expect("DYNAMO LEAVE");
     assert_eq!(ok, "OK");
     let status = cluster.node_mut(3).wait_exit(SETTLE_MAX);
-    assert!(status.is_some_and(|s| s.success()), "the leaver did not exit cleanly: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the leaver did not exit cleanly: {status:?}"
+    );
     assert!(cluster.node(3).log_contains("left the cluster"));
     cluster.wait_converged(3);
-    let received: u64 = addrs[..3].iter().map(|&a| number(a, "handoff_partitions_received")).sum();
-    assert_eq!(received, its_partitions, "the others received exactly the leaver's partitions");
+    let received: u64 = addrs[..3]
+        .iter()
+        .map(|&a| number(a, "handoff_partitions_received"))
+        .sum();
+    assert_eq!(
+        received, its_partitions,
+        "the others received exactly the leaver's partitions"
+    );
     let all: Vec<usize> = (0..KEYS).collect();
     for &addr in &addrs[..3] {
         let lost = missing(addr, "k", &all, 32).expect("read");
@@ -278,7 +332,11 @@ fn a_removed_dead_node_is_rereplicated_and_never_comes_back() {
     let dead_id = info_dynamo_field(addrs[3], "node_id").expect("node id");
     cluster.kill9(3);
     let mut con = connect_sync(addrs[0]);
-    let ok: String = redis::cmd("DYNAMO").arg("REMOVE").arg(&dead_id).query(&mut con).expect("REMOVE");
+    let ok: String = redis::cmd("DYNAMO")
+        .arg("REMOVE")
+        .arg(&dead_id)
+        .query(&mut con)
+        .expect("REMOVE");
     assert_eq!(ok, "OK");
     cluster.wait_converged(3);
     let all: Vec<usize> = (0..KEYS).collect();
@@ -288,19 +346,49 @@ fn a_removed_dead_node_is_rereplicated_and_never_comes_back() {
     }
     wait_exactly_n_copies(&mut cluster, KEYS as u64);
 
-    let status = cluster.node_mut(3).start_expecting_exit();
-    assert!(status.is_some_and(|s| !s.success()), "the removed node started: {status:?}");
+    // Its data directory does not know it was removed (it was dead): it
+    // starts, every member refuses its links, a one-shot exchange tells it,
+    // and it stops with the reason.
+    let node = cluster.node_mut(3);
+    let status = node
+        .start_expecting_exit()
+        .or_else(|| node.wait_exit(Duration::from_secs(30)));
     assert!(
-        cluster.node(3).log_contains("was removed and cannot come back"),
+        status.is_some_and(|s| !s.success()),
+        "the removed node did not stop: {status:?}"
+    );
+    assert!(
+        node.log_contains("was removed and cannot come back"),
         "{:?}",
-        cluster.node(3).log_tail()
+        node.log_tail()
+    );
+    assert!(
+        cluster
+            .node(0)
+            .log_contains("was removed from the cluster: its link is refused")
+            || cluster
+                .node(1)
+                .log_contains("was removed from the cluster: its link is refused")
+            || cluster
+                .node(2)
+                .log_contains("was removed from the cluster: its link is refused"),
+        "no member logged the refusal"
+    );
+    // Started again, it now refuses at once: its own layout says so.
+    let status = cluster.node_mut(3).start_expecting_exit();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the removed node started: {status:?}"
     );
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
         for &addr in &addrs[..3] {
             let rows = dynamo_members(addr).expect("members");
             assert_eq!(rows.len(), 3, "{rows:?}");
-            assert!(rows.iter().all(|r| r.get("id") != Some(&dead_id)), "{rows:?}");
+            assert!(
+                rows.iter().all(|r| r.get("id") != Some(&dead_id)),
+                "{rows:?}"
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -336,7 +424,10 @@ fn a_handoff_resumes_after_its_source_and_then_its_receiver_crash() {
     cluster.restart(0);
     let before = received(number(new, "handoff_keys_received") + 2_000);
     let done = number(new, "handoff_partitions_done");
-    assert!(done < number(new, "handoff_partitions_to_receive"), "the move ended too soon");
+    assert!(
+        done < number(new, "handoff_partitions_to_receive"),
+        "the move ended too soon"
+    );
     cluster.kill9(joined);
     cluster.restart(joined);
     cluster.wait_converged(4);

@@ -27,11 +27,9 @@
 mod handoff;
 mod serve;
 
-
 use super::answers::Answers;
 use super::batches::{KeyRead, ReadBatches, cut};
 use super::quorum::{self, Replies, Tally};
-use handoff::Handoff;
 use super::{
     BoxFuture, ClusterReport, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts,
     LayoutCommand, LayoutReport, MemberStatus, OpError, ReadOptions, WriteOp, WriteOptions,
@@ -49,6 +47,7 @@ use crate::storage::HealthReport;
 use crate::task::{WorkerStatus, stopped};
 use crate::version::NodeId;
 use bytes::Bytes;
+use handoff::Handoff;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -209,11 +208,7 @@ impl ClusterCoordinator {
         handoff_rate: u64,
     ) -> (Self, mpsc::Receiver<Repair>) {
         let view = membership.view();
-        let placement = Arc::new(Transition::new(
-            &view.layout,
-            local.partitions(),
-            policy.n,
-        ));
+        let placement = Arc::new(Transition::new(&view.layout, local.partitions(), policy.n));
         let (repairs, queue) = mpsc::channel(READ_REPAIR_QUEUE_LEN);
         let inner = Inner {
             local,
@@ -263,7 +258,9 @@ impl ClusterCoordinator {
         let policy = QuorumPolicy { n: 1, r: 1, w: 1 };
         let failures = FailureDetection::new(Default::default(), 0).expect("default settings");
         let membership = Membership::new(me, 1);
-        membership.enter().expect("an empty layout takes its founder");
+        membership
+            .enter()
+            .expect("an empty layout takes its founder");
         let rate = crate::limits::HANDOFF_RATE_DEFAULT;
         Self::new(local, transport, membership, failures, policy, rate).0
     }
@@ -376,7 +373,10 @@ impl Inner {
     /// The placement of the current view (rebuilt when the view changes).
     fn placement(&self) -> Arc<Transition> {
         let view = self.membership.view();
-        let mut cached = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cached = self
+            .placement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if !Arc::ptr_eq(&cached.0, &view) {
             let placement = Arc::new(Transition::new(
                 &view.layout,
@@ -1107,7 +1107,9 @@ impl Coordinator for ClusterCoordinator {
         let membership = &self.inner.membership;
         let member = |given: &str| -> Result<NodeId, CoordinatorError> {
             let view = membership.view();
-            let by_id = u64::from_str_radix(given, 16).ok().filter(|_| given.len() == 16);
+            let by_id = u64::from_str_radix(given, 16)
+                .ok()
+                .filter(|_| given.len() == 16);
             view.members
                 .values()
                 .find(|m| m.name == given || Some(m.id) == by_id)
@@ -1119,14 +1121,20 @@ impl Coordinator for ClusterCoordinator {
             LayoutCommand::Leave => Change::Leave {
                 id: self.inner.me(),
             },
-            LayoutCommand::Remove(given) => Change::Remove { id: member(&given)? },
+            LayoutCommand::Remove(given) => Change::Remove {
+                id: member(&given)?,
+            },
             LayoutCommand::Weight(given, weight) => Change::Weight {
                 id: member(&given)?,
                 weight,
             },
         };
         membership.apply(&change)?;
-        tracing::info!(?change, epoch = membership.view().layout.epoch(), "layout changed by an operator");
+        tracing::info!(
+            ?change,
+            epoch = membership.view().layout.epoch(),
+            "layout changed by an operator"
+        );
         Ok(())
     }
 }

@@ -373,7 +373,10 @@ pub async fn run(
             // every member, and learns it through a one-shot exchange.
             let peers: Vec<&MemberInfo> = view.members.values().filter(|m| m.id != me).collect();
             if let Some(peer) = peers.get(round as usize % peers.len().max(1)) {
-                if let Ok(gossip) = transport.exchange(&peer.peer_addr, membership.gossip(true)).await {
+                if let Ok(gossip) = transport
+                    .exchange(&peer.peer_addr, membership.gossip(true))
+                    .await
+                {
                     membership.receive(None, &gossip);
                 }
             }

@@ -521,7 +521,11 @@ impl ReplicaService {
     ///
     /// # Errors
     /// Store errors.
-    pub async fn save_after_sync(&self, name: &'static str, value: Vec<u8>) -> Result<(), ServiceError> {
+    pub async fn save_after_sync(
+        &self,
+        name: &'static str,
+        value: Vec<u8>,
+    ) -> Result<(), ServiceError> {
         self.blocking(move |replica| {
             replica.sync()?;
             replica.set_meta_entry(name, &value)

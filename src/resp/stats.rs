@@ -442,9 +442,18 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
         ("members_joining", layout.joining.to_string()),
         ("members_leaving", layout.leaving.to_string()),
         ("members_removed", layout.removed.to_string()),
-        ("layout_waiting_to_settle", layout.waiting_to_settle.to_string()),
-        ("handoff_partitions_to_receive", handoff.partitions_to_receive.to_string()),
-        ("handoff_partitions_done", handoff.partitions_done.to_string()),
+        (
+            "layout_waiting_to_settle",
+            layout.waiting_to_settle.to_string(),
+        ),
+        (
+            "handoff_partitions_to_receive",
+            handoff.partitions_to_receive.to_string(),
+        ),
+        (
+            "handoff_partitions_done",
+            handoff.partitions_done.to_string(),
+        ),
         ("handoff_streams_in", handoff.streams_in.to_string()),
         ("handoff_streams_out", handoff.streams_out.to_string()),
         ("handoff_stuck", handoff.stuck.to_string()),
@@ -452,19 +461,28 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
             "handoff_waiting_for_gossip",
             u8::from(handoff.waiting_for_gossip).to_string(),
         ),
-        ("handoff_rate_bytes_per_s", format!("{:.0}", handoff.rate_bytes_per_s)),
+        (
+            "handoff_rate_bytes_per_s",
+            format!("{:.0}", handoff.rate_bytes_per_s),
+        ),
         (
             "handoff_eta_s",
             handoff.eta_s.map_or(String::new(), |s| format!("{s:.0}")),
         ),
         ("handoff_keys_received", handoff.keys_received.to_string()),
         ("handoff_bytes_received", handoff.bytes_received.to_string()),
-        ("handoff_partitions_received", handoff.partitions_received.to_string()),
+        (
+            "handoff_partitions_received",
+            handoff.partitions_received.to_string(),
+        ),
         ("handoff_batches_served", handoff.batches_served.to_string()),
         ("handoff_bytes_served", handoff.bytes_served.to_string()),
         ("handoff_busy_refusals", handoff.busy_refusals.to_string()),
         ("handoff_retries", handoff.retries.to_string()),
-        ("handoff_partitions_dropped", handoff.partitions_dropped.to_string()),
+        (
+            "handoff_partitions_dropped",
+            handoff.partitions_dropped.to_string(),
+        ),
     ]);
     for (name, micros) in &cluster.peer_latency_us {
         fields.push(("peer_latency_us", format!("{name}={micros:.0}")));

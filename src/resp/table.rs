@@ -2355,6 +2355,36 @@ pub static COMMANDS: &[CommandMeta] = &[
                 ..CommandMeta::EMPTY
             },
             CommandMeta {
+                name: "dynamo|leave", arity: 2, flags: &["loading", "stale"], first_key: 0,
+                last_key: 0, step: 0, acl_categories: &["@dangerous", "@slow"],
+                doc: Doc {
+                    summary: "Makes this node leave the cluster: its data moves to the others, then it exits.",
+                    since: "0.1.0", group: "dynamo",
+                    complexity: "O(1); the data moves in the background.", ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "dynamo|remove", arity: 3, flags: &["loading", "stale"], first_key: 0,
+                last_key: 0, step: 0, acl_categories: &["@dangerous", "@slow"],
+                doc: Doc {
+                    summary: "Removes a dead member for good (by name or id): its data is copied again from the survivors.",
+                    since: "0.1.0", group: "dynamo",
+                    complexity: "O(1); the data moves in the background.", ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
+                name: "dynamo|weight", arity: 4, flags: &["loading", "stale"], first_key: 0,
+                last_key: 0, step: 0, acl_categories: &["@dangerous", "@slow"],
+                doc: Doc {
+                    summary: "Sets a member's weight (its share of the data); the data moves in the background.",
+                    since: "0.1.0", group: "dynamo",
+                    complexity: "O(1); the data moves in the background.", ..Doc::EMPTY
+                },
+                ..CommandMeta::EMPTY
+            },
+            CommandMeta {
                 name: "dynamo|hints", arity: 2, flags: &["loading", "stale"], first_key: 0,
                 last_key: 0, step: 0, acl_categories: &["@slow"],
                 doc: Doc {

@@ -432,14 +432,21 @@ impl TestNode {
                 self.peer_addr = peer_addr;
                 return None;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 self.join_drain();
                 return Some(status);
             }
             std::thread::sleep(POLL);
         }
-        panic!("node {} neither exited nor got ready in {START_TIMEOUT:?}", self.addr);
+        panic!(
+            "node {} neither exited nor got ready in {START_TIMEOUT:?}",
+            self.addr
+        );
     }
 
     /// Waits (at most `timeout`) for the running process to exit on its

@@ -281,8 +281,8 @@ impl Handoff {
         } else {
             0.0
         };
-        let eta_s = (done > 0 && done < total)
-            .then(|| elapsed / done as f64 * (total - done) as f64);
+        let eta_s =
+            (done > 0 && done < total).then(|| elapsed / done as f64 * (total - done) as f64);
         HandoffReport {
             partitions_to_receive: total,
             partitions_done: done,
@@ -464,7 +464,11 @@ impl ClusterCoordinator {
             state.active.clear();
             state.failures.clear();
             state.started = Instant::now();
-            state.bytes_at_start = inner.handoff.counters.bytes_received.load(Ordering::Relaxed);
+            state.bytes_at_start = inner
+                .handoff
+                .counters
+                .bytes_received
+                .load(Ordering::Relaxed);
             state.seen_since = None;
             state.surveyed = false;
         }
@@ -593,7 +597,11 @@ impl ClusterCoordinator {
             let state = inner.handoff.state();
             (state.progress.done(), state.progress.partitions.len())
         };
-        tracing::info!(done, total, "handoff: surveyed the sources; the rest is streamed");
+        tracing::info!(
+            done,
+            total,
+            "handoff: surveyed the sources; the rest is streamed"
+        );
         if let Err(e) = self.save_progress().await {
             status.failed(format_args!("cannot save the handoff cursors: {e}"));
         }
@@ -605,7 +613,11 @@ impl ClusterCoordinator {
     /// unreachable ends the stream, to be retried later.
     async fn stream(&self, partition: u16, sources: Vec<NodeId>, mut cursor: Cursor) -> Ended {
         let inner = &self.inner;
-        if cursor.pass.as_ref().is_some_and(|(_, after)| after.is_some()) {
+        if cursor
+            .pass
+            .as_ref()
+            .is_some_and(|(_, after)| after.is_some())
+        {
             tracing::info!(partition, "handoff: stream resumed from its cursor");
         }
         let deadline = Duration::from_millis(HANDOFF_BATCH_DEADLINE_MS);
@@ -635,7 +647,11 @@ impl ClusterCoordinator {
                 after: after.clone(),
                 limit: HANDOFF_BATCH_KEYS,
             };
-            let entries = match inner.transport.request_up_to(source, request, deadline).await {
+            let entries = match inner
+                .transport
+                .request_up_to(source, request, deadline)
+                .await
+            {
                 Ok(Response::Entries { entries }) => entries,
                 Ok(Response::Error {
                     code: ErrorCode::Busy,
@@ -692,7 +708,11 @@ impl ClusterCoordinator {
         let handoff = &self.inner.handoff;
         let _turn = handoff.saving.lock().await;
         let bytes = handoff.state().progress.encode();
-        Ok(self.inner.local.save_after_sync(PROGRESS_META, bytes).await?)
+        Ok(self
+            .inner
+            .local
+            .save_after_sync(PROGRESS_META, bytes)
+            .await?)
     }
 
     fn stream_ended(&self, partition: u16, ended: Ended, status: &WorkerStatus) {
@@ -725,7 +745,11 @@ impl ClusterCoordinator {
                 let failed = state.failures.get(&partition).map_or(0, |(n, _)| *n) + 1;
                 state.failures.insert(partition, (failed, retry(failed)));
                 handoff.counters.retries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(partition, failed, "handoff: stream failed, retried from its cursor: {error}");
+                tracing::warn!(
+                    partition,
+                    failed,
+                    "handoff: stream failed, retried from its cursor: {error}"
+                );
                 status.failed(format_args!("partition {partition}: {error}"));
             }
         }
@@ -816,7 +840,13 @@ mod tests {
         let progress = Progress {
             target: 0xfeed,
             partitions: [
-                (0, Cursor { need: 2, ..Cursor::default() }),
+                (
+                    0,
+                    Cursor {
+                        need: 2,
+                        ..Cursor::default()
+                    },
+                ),
                 (
                     7,
                     Cursor {
@@ -848,7 +878,10 @@ mod tests {
         let bytes = progress.encode();
         assert_eq!(Progress::decode(&bytes), Ok(progress));
         assert!(Progress::decode(&[2]).is_err(), "another version");
-        assert!(Progress::decode(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        assert!(
+            Progress::decode(&bytes[..bytes.len() - 1]).is_err(),
+            "truncated"
+        );
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert!(Progress::decode(&trailing).is_err(), "trailing bytes");

@@ -2,8 +2,8 @@
 //! other nodes (reads and replications batched into one store job each,
 //! the rest concurrently), with the [`Response`] each gets.
 
-use super::{ClusterCoordinator, Inner};
 use super::handoff::serve_fetch;
+use super::{ClusterCoordinator, Inner};
 use crate::coordinator::{BoxFuture, CoordinatorError, OpError};
 use crate::limits::{DETECTOR_PROBE_PING_MS, PEER_BATCH_BYTES_MAX, PEER_LIST_LEN_MAX};
 use crate::model::record::decode_record_shared;

@@ -2,8 +2,8 @@
 
 use super::{Ctx, check_keys, coordinator_error, int_arg, syntax_error};
 use crate::coordinator::{LayoutCommand, ReadOptions, WriteOptions};
-use crate::membership::layout::MemberState;
 use crate::membership::detector::Health;
+use crate::membership::layout::MemberState;
 use crate::model::ops::{Base, Change, Condition, Expiry, WriteOp};
 use crate::resp::reply::Reply;
 use crate::version::{decode_context, encode_context};
@@ -218,24 +218,22 @@ fn state_name(state: MemberState) -> &'static str {
     }
 }
 
-/// `DYNAMO LEAVE`, `DYNAMO REMOVE member`, `DYNAMO WEIGHT member w`.
+/// `DYNAMO LEAVE`, `DYNAMO REMOVE member`, `DYNAMO WEIGHT member w` (the
+/// registry checked each one's arity).
 fn layout_command(args: &[Bytes]) -> Result<LayoutCommand, Reply> {
     let text = |arg: &Bytes| String::from_utf8_lossy(arg).into_owned();
-    let wrong = || {
-        let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
-        Reply::error(format!(
-            "ERR wrong number of arguments for 'dynamo|{sub}' command"
-        ))
-    };
     match (args[1].to_ascii_lowercase().as_slice(), &args[2..]) {
         (b"leave", []) => Ok(LayoutCommand::Leave),
         (b"remove", [member]) => Ok(LayoutCommand::Remove(text(member))),
         (b"weight", [member, weight]) => {
-            match std::str::from_utf8(weight).ok().and_then(|w| w.parse::<f64>().ok()) {
+            match std::str::from_utf8(weight)
+                .ok()
+                .and_then(|w| w.parse::<f64>().ok())
+            {
                 Some(w) if w.is_finite() && w > 0.0 => Ok(LayoutCommand::Weight(text(member), w)),
                 _ => Err(Reply::error("ERR weight is not a positive number")),
             }
         }
-        _ => Err(wrong()),
+        _ => Err(syntax_error()),
     }
 }
