@@ -47,7 +47,7 @@ watch unwatch setex psetex getex expire pexpire expireat pexpireat ttl pttl
 expiretime pexpiretime persist setnx msetnx getset getdel append strlen
 setrange getrange substr keys scan randomkey rename renamenx copy move touch
 flushall flushdb incr decr incrby decrby
-vget vset vdel dynamo:status,members,ring,hints,aae
+vget vset vdel dynamo:status,members,ring,leave,remove,weight,hints,aae
 """
 
 # Redis prints command flags in the order of its flag bits (addReplyFlagsForCommand).
@@ -92,9 +92,15 @@ def cmd(name, arity, flags, keys, acl, summary, since, group, complexity, args=(
                  history=list(history), arguments=list(args)))
 
 
-def dynamo_sub(name, summary, complexity):
-    return cmd(f"dynamo|{name}", 2, ["loading", "stale"], (0, 0, 0), ["@slow"], summary,
-               "0.1.0", "dynamo", complexity)
+def dynamo_sub(name, summary, complexity, arity=2, acl=("@slow",), args=()):
+    return cmd(f"dynamo|{name}", arity, ["loading", "stale"], (0, 0, 0), list(acl), summary,
+               "0.1.0", "dynamo", complexity, args=list(args))
+
+
+# A layout change: dangerous (it moves data), answered at once.
+CHANGE = ("@slow", "@dangerous")
+MOVES = "O(1); the data moves in the background."
+MEMBER = arg("member", "string")
 
 
 def quorum(letter):
@@ -142,6 +148,14 @@ HAND_WRITTEN = {
                        "each one as up.", "O(N) where N is the number of members."),
             dynamo_sub("ring", "Shows the consistent-hashing ring: every token and the "
                        "member that owns it.", "O(N) where N is the number of tokens."),
+            dynamo_sub("leave", "Makes this node leave the cluster: its data moves to the "
+                       "others, then it exits.", MOVES, acl=CHANGE),
+            dynamo_sub("remove", "Removes a dead member for good (by name or id): its data "
+                       "is copied again from the survivors.", MOVES, arity=3, acl=CHANGE,
+                       args=[MEMBER]),
+            dynamo_sub("weight", "Sets a member's weight (its share of the data); the data "
+                       "moves in the background.", MOVES, arity=4, acl=CHANGE,
+                       args=[MEMBER, arg("weight", "double")]),
             dynamo_sub("hints", "Shows the hinted-handoff queue: writes held for members "
                        "that were unreachable.", "O(N) where N is the number of members."),
             dynamo_sub("aae", "Shows the state of active anti-entropy (Merkle-tree repair) "

@@ -339,25 +339,38 @@ pub async fn run(
         }
         round += 1;
         if !membership.entered() {
-            // Until a seed answered, this node has no layout to join.
+            // Until a seed answered with a cluster, this node has none to
+            // join.
+            let mut answered = Vec::new();
             for seed in &seeds {
                 match transport.exchange(seed, membership.gossip(true)).await {
-                    Ok(gossip) => {
+                    Ok((peer, gossip)) => {
                         membership.receive(None, &gossip);
+                        answered.push(peer);
                     }
                     Err(e) => tracing::warn!(%seed, "cannot reach seed: {e}"),
                 }
             }
-            if membership.view().layout.is_empty() {
-                if round % 20 == 1 {
-                    tracing::warn!(
-                        ?seeds,
-                        "no seed has a cluster yet: start one node without --join, or with its \
-                         own address among its --join seeds, to found it"
+            let founds = answered.len() == seeds.len() && answered.iter().all(|&id| me < id);
+            if !membership.view().layout.is_empty() || founds {
+                // Seeds that all answered without a cluster wait for one
+                // another (each node lists the others): the smallest id
+                // founds it, and the others join it the next round.
+                if founds && membership.view().layout.is_empty() {
+                    tracing::info!(
+                        "founding the cluster: no seed has one yet, and this node has the \
+                         smallest id among them"
                     );
                 }
-            } else if let Err(e) = membership.enter() {
-                tracing::error!("cannot join the cluster: {e}");
+                if let Err(e) = membership.enter() {
+                    tracing::error!("cannot join the cluster: {e}");
+                }
+            } else if round % 20 == 1 {
+                tracing::warn!(
+                    ?seeds,
+                    "no seed has a cluster yet: waiting for every seed to answer (the smallest \
+                     id then founds one), or start one node without --join"
+                );
             }
             continue;
         }
@@ -372,13 +385,12 @@ pub async fn run(
             // No link: a node removed while it was down is refused by
             // every member, and learns it through a one-shot exchange.
             let peers: Vec<&MemberInfo> = view.members.values().filter(|m| m.id != me).collect();
-            if let Some(peer) = peers.get(round as usize % peers.len().max(1)) {
-                if let Ok(gossip) = transport
+            if let Some(peer) = peers.get(round as usize % peers.len().max(1))
+                && let Ok((_, gossip)) = transport
                     .exchange(&peer.peer_addr, membership.gossip(true))
                     .await
-                {
-                    membership.receive(None, &gossip);
-                }
+            {
+                membership.receive(None, &gossip);
             }
             continue;
         }

@@ -431,12 +431,12 @@ impl Transport {
     }
 
     /// One-shot gossip with a node at `addr` (a seed, or a member this
-    /// node has no link to): returns its gossip.
+    /// node has no link to): returns its id and its gossip.
     ///
     /// # Errors
     /// Connection, handshake or protocol errors.
-    pub async fn exchange(&self, addr: &str, gossip: Gossip) -> Result<Gossip, PeerError> {
-        let (mut connection, _) = self.dial(addr, Purpose::Exchange).await?;
+    pub async fn exchange(&self, addr: &str, gossip: Gossip) -> Result<(NodeId, Gossip), PeerError> {
+        let (mut connection, peer) = self.dial(addr, Purpose::Exchange).await?;
         let mut out = BytesMut::new();
         encode_frame(
             &Frame::Request {
@@ -457,7 +457,7 @@ impl Transport {
             Frame::Response {
                 response: Response::Gossip(gossip),
                 ..
-            } => Ok(gossip),
+            } => Ok((peer.id, gossip)),
             other => Err(PeerError::Refused(format!(
                 "unexpected reply to a membership exchange: {other:?}"
             ))),

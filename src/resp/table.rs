@@ -2356,7 +2356,7 @@ pub static COMMANDS: &[CommandMeta] = &[
             },
             CommandMeta {
                 name: "dynamo|leave", arity: 2, flags: &["loading", "stale"], first_key: 0,
-                last_key: 0, step: 0, acl_categories: &["@dangerous", "@slow"],
+                last_key: 0, step: 0, acl_categories: &["@slow", "@dangerous"],
                 doc: Doc {
                     summary: "Makes this node leave the cluster: its data moves to the others, then it exits.",
                     since: "0.1.0", group: "dynamo",
@@ -2366,21 +2366,27 @@ pub static COMMANDS: &[CommandMeta] = &[
             },
             CommandMeta {
                 name: "dynamo|remove", arity: 3, flags: &["loading", "stale"], first_key: 0,
-                last_key: 0, step: 0, acl_categories: &["@dangerous", "@slow"],
+                last_key: 0, step: 0, acl_categories: &["@slow", "@dangerous"],
                 doc: Doc {
                     summary: "Removes a dead member for good (by name or id): its data is copied again from the survivors.",
                     since: "0.1.0", group: "dynamo",
-                    complexity: "O(1); the data moves in the background.", ..Doc::EMPTY
+                    complexity: "O(1); the data moves in the background.",
+                    arguments: &[Arg { name: "member", kind: "string", ..Arg::EMPTY }], ..Doc::EMPTY
                 },
                 ..CommandMeta::EMPTY
             },
             CommandMeta {
                 name: "dynamo|weight", arity: 4, flags: &["loading", "stale"], first_key: 0,
-                last_key: 0, step: 0, acl_categories: &["@dangerous", "@slow"],
+                last_key: 0, step: 0, acl_categories: &["@slow", "@dangerous"],
                 doc: Doc {
                     summary: "Sets a member's weight (its share of the data); the data moves in the background.",
                     since: "0.1.0", group: "dynamo",
-                    complexity: "O(1); the data moves in the background.", ..Doc::EMPTY
+                    complexity: "O(1); the data moves in the background.",
+                    arguments: &[
+                        Arg { name: "member", kind: "string", ..Arg::EMPTY },
+                        Arg { name: "weight", kind: "double", ..Arg::EMPTY },
+                    ],
+                    ..Doc::EMPTY
                 },
                 ..CommandMeta::EMPTY
             },
@@ -2642,10 +2648,13 @@ mod tests {
         ("vget", [0x9fe729d423c2a948, 0xb76bee2d720de9e4, 0xb4bbadb97a9a4a84, 0x29d21c48aa08af9f]),
         ("vset", [0x43d28ed6ce67dfd3, 0x33fff13d38c9d2e7, 0x09cdee997645e4bd, 0x1a037fad74316b76]),
         ("vdel", [0x4e12c9fd9c947f09, 0x630090c916962439, 0x16fa2a24e264b869, 0xc14306b5c5bb12a7]),
-        ("dynamo", [0x77243a51db606b8e, 0x52efda4ebd44056a, 0x1a708450afa527fe, 0xbfb8e6575524e675]),
+        ("dynamo", [0xbe13a5abc958144d, 0x14d5addfa667cf25, 0x1dcc43d1d6ea765d, 0x5fd249c3cb77deef]),
         ("dynamo|status", [0x47e6c2ab8e645a4f, 0xafc155682fc771f3, 0x3a131963e2ad6e17, 0xceff7d471414e45c]),
         ("dynamo|members", [0xbb490a8b3e65d073, 0xe7359342ba499c8f, 0xc02c3b76a7b7fd64, 0x61143e9bc46fc29d]),
         ("dynamo|ring", [0xcdb44bfc3f8b6de5, 0x564da05a116a80f9, 0x994d3c1c9b41030a, 0x17d82c6ea5076f33]),
+        ("dynamo|leave", [0xc84f7f6e7ad9f700, 0xffbdcaa92471c3dc, 0x9bed0a44e3af8acd, 0xcf6c985eeb7d8b50]),
+        ("dynamo|remove", [0x4601ca89e9049acd, 0xbd9aa6f2390c7079, 0x96257a6703bb46d5, 0x83d67e50a51871a1]),
+        ("dynamo|weight", [0x2b4a7cb3fabd7892, 0xe5c2a81d001b0b2e, 0x5ae2ae91bd107ffe, 0xed280adb8fff71f5]),
         ("dynamo|hints", [0x2cd04528aca91bcc, 0x1257a3370ab6e898, 0x301616cc9ea58ee4, 0x3564123e4247e9d9]),
         ("dynamo|aae", [0x639f21a6cd87f571, 0x06ab4d86853703bd, 0x011f43637971d1d2, 0xe30bdaef88b83de1]),
     ];
