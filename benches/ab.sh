@@ -46,6 +46,7 @@ round() {
         wait_ping $((port + i))
         ports+=($((port + i)))
     done
+    wait_settled "$port"
     redis-benchmark -p "$port" -t set -n "$KEYSPACE" -r "$KEYSPACE" -d 100 -P 16 -q >/dev/null
     pids=$(pgrep -d, -f -- "serve.*--port ($(IFS='|'; echo "${ports[*]}")) ")
     perf stat -e task-clock -x, -p "$pids" -o "$work/stat" &

@@ -42,6 +42,7 @@ else
         >"$work/dev.out" 2>"$work/dynokv.log" &
     pids+=($!)
     for i in $(seq 0 $((NODES - 1))); do wait_ping $((dyno_port + i)); done
+    wait_settled "$dyno_port"
     # every node must see every member before measuring
     for _ in $(seq 100); do
         up=$(redis-cli -p "$dyno_port" info dynamo | tr -d '\r' | sed -n 's/^members_up://p')

@@ -20,3 +20,12 @@ wait_ping() {
     for _ in $(seq 100); do [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.1; done
     echo "server on $1 did not answer" >&2; exit 1
 }
+settled() { redis-cli -p "$1" info dynamo 2>/dev/null | tr -d '\r' | grep -qx 'layout_settled:1'; }
+wait_settled() {
+    # A new cluster's nodes join the first and receive their partitions
+    # (docs/cluster.md, "Handoff"): measure the steady state, once every
+    # member is read from. Builds from before layouts have no such field.
+    redis-cli -p "$1" info dynamo 2>/dev/null | grep -q '^layout_settled:' || return 0
+    for _ in $(seq 600); do settled "$1" && return 0; sleep 0.1; done
+    echo "the cluster behind $1 did not settle" >&2; exit 1
+}

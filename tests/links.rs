@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{TestCluster, TestNode, dynamo_members, try_connect_sync};
+use common::{TestCluster, TestNode, dynamo_members, eventually, try_connect_sync};
 use redis::{Connection, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,6 +22,9 @@ const RUNS_DEFAULT: usize = 20;
 /// How soon after its nodes start a cluster must have every link up on
 /// both ends and take a W = 3 write through every node.
 const LINKS_UP_MAX: Duration = Duration::from_secs(2);
+/// How long a fresh cluster may take to settle its layout (the others
+/// receive their partitions from the first node).
+const SETTLE_MAX: Duration = Duration::from_secs(30);
 /// How often the start-up checks are polled.
 const POLL: Duration = Duration::from_millis(10);
 /// How long after a kill the survivors' logs are watched for a link
@@ -230,6 +233,27 @@ fn fresh_cluster(run: usize) -> Result<Fresh, String> {
         .flat_map(TestNode::log_tail)
         .filter(|l| l.contains("peer link replaced"))
         .count();
+    // A new cluster's first node holds every partition until the others
+    // have received theirs and the layout settles (docs/cluster.md,
+    // "Membership"): the kill comes once it has.
+    let settled = eventually(SETTLE_MAX, POLL, || {
+        nodes
+            .iter()
+            .all(|n| {
+                dynamo_members(n.addr()).is_ok_and(|rows| {
+                    rows.len() == 3
+                        && rows
+                            .iter()
+                            .all(|r| r.get("state").map(String::as_str) == Some("member"))
+                })
+            })
+            .then_some(())
+    });
+    if settled.is_none() {
+        return Err(format!(
+            "run {run}: the layout did not settle in {SETTLE_MAX:?}"
+        ));
+    }
     // Kill one node; the other two must serve W = 2 and R = 2 at once.
     let victim = run % 3;
     nodes[victim].kill9();

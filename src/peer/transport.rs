@@ -435,7 +435,11 @@ impl Transport {
     ///
     /// # Errors
     /// Connection, handshake or protocol errors.
-    pub async fn exchange(&self, addr: &str, gossip: Gossip) -> Result<(NodeId, Gossip), PeerError> {
+    pub async fn exchange(
+        &self,
+        addr: &str,
+        gossip: Gossip,
+    ) -> Result<(NodeId, Gossip), PeerError> {
         let (mut connection, peer) = self.dial(addr, Purpose::Exchange).await?;
         let mut out = BytesMut::new();
         encode_frame(
