@@ -495,6 +495,33 @@ impl Transport {
         peers
     }
 
+    /// Waits until every request sent to `node` so far has been answered
+    /// (or failed), at most `timeout`: a FLUSHALL sent after it cannot
+    /// overtake them on the peer, which serves the link's requests
+    /// concurrently (a write's copy still in flight would otherwise land
+    /// after the clear and bring its key back). Polled: FLUSHALL is rare.
+    pub async fn drain(&self, node: NodeId, timeout: Duration) {
+        let Some(conn) = self
+            .conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .cloned()
+        else {
+            return;
+        };
+        let sent = conn.next_id.load(Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while conn
+            .pending()
+            .keys()
+            .any(|&id| id < sent && id != HEARTBEAT_ID)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     fn is_down(&self, node: NodeId) -> bool {
         let down = self.down.read().unwrap_or_else(PoisonError::into_inner);
         !down.is_empty() && down.contains(&node)

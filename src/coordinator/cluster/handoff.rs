@@ -43,7 +43,7 @@ use crate::limits::{
     HANDOFF_BATCH_DEADLINE_MS, HANDOFF_BATCH_KEYS, HANDOFF_START_GRACE_MS, HANDOFF_STREAMS_IN,
     HANDOFF_STREAMS_OUT, HANDOFF_TICK_MS, NAMESPACED_KEY_BYTES_MAX, PEER_BATCH_BYTES_MAX,
 };
-use crate::membership::layout::{Change, MemberState, Transition};
+use crate::membership::layout::{Change, Layout, MemberState, Transition};
 use crate::model::record::{Record, encoded_len};
 use crate::peer::message::{ErrorCode, Request, Response};
 use crate::replica::{Received, ReplicaService};
@@ -318,6 +318,14 @@ enum Ended {
     Failed(String),
 }
 
+/// When old copies may go: the settled layout whose copies were dropped,
+/// and since when every reachable member has gossiped the one held now.
+#[derive(Debug, Default)]
+struct DropGate {
+    dropped: Option<u64>,
+    seen_since: Option<(u64, Instant)>,
+}
+
 impl ClusterCoordinator {
     /// The handoff worker (see the module docs): streams what the layout
     /// gives this node, records its sync, settles the layout, and drops
@@ -339,10 +347,7 @@ impl ClusterCoordinator {
         // The stream slots: each takes pending partitions one after the
         // other until none is ready.
         let mut streams: JoinSet<()> = JoinSet::new();
-        // The digest whose old copies were dropped, and since when every
-        // member had it.
-        let mut cleaned: Option<u64> = None;
-        let mut settled_since: Option<(u64, Instant)> = None;
+        let mut gate = DropGate::default();
         loop {
             tokio::select! {
                 biased;
@@ -352,83 +357,101 @@ impl ClusterCoordinator {
                 _ = tick.tick() => {}
             }
             let view = inner.membership.view();
-            let layout = &view.layout;
-            let me = inner.me();
-            if layout.get(me).is_none() {
+            if view.layout.get(inner.me()).is_none() {
                 continue;
             }
             status.stepped();
-            if layout.is_settled() {
-                let digest = layout.digest();
-                if cleaned == Some(digest) {
-                    continue;
-                }
-                let all = inner
-                    .membership
-                    .digest_seen_by_all(digest, |id| inner.transport.reachable(id));
-                let since = match settled_since {
-                    Some((d, since)) if d == digest && all => since,
-                    _ if all => {
-                        settled_since = Some((digest, Instant::now()));
-                        continue;
-                    }
-                    _ => {
-                        settled_since = None;
-                        continue;
-                    }
-                };
-                if since.elapsed() < Duration::from_millis(HANDOFF_START_GRACE_MS) {
-                    continue;
-                }
-                match self.drop_old_copies().await {
-                    Ok(()) => cleaned = Some(digest),
-                    Err(e) => status.failed(format_args!("cannot drop old copies: {e}")),
-                }
-                continue;
-            }
-            cleaned = None;
-            settled_since = None;
-            let placement = inner.placement();
-            let target = layout.target_fingerprint();
-            if inner.handoff.state().progress.target != target {
-                streams.abort_all();
-                self.plan(&placement, target).await;
-            }
-            let member = layout.get(me).map(|m| (m.state(), m.synced.fingerprint));
-            let receiving = matches!(
-                member,
-                Some((MemberState::Joining | MemberState::Member, _))
-            );
-            let all_in = inner.handoff.state().progress.pending().next().is_none();
-            if receiving && all_in && member.is_some_and(|(_, synced)| synced != target) {
-                // Empty partitions' ends are saved here, once.
-                if let Err(e) = self.save_progress().await {
-                    status.failed(format_args!("cannot save the handoff cursors: {e}"));
-                    continue;
-                }
-                match inner.membership.apply(&Change::Synced { id: me }) {
-                    Ok(()) => tracing::info!("handoff: every partition this node is to hold is in"),
-                    Err(e) => tracing::warn!("handoff: cannot record the sync: {e}"),
-                }
-            }
-            if !all_in {
-                self.start_streams(&placement, target, &mut streams, &status);
-            }
-            let layout = &inner.membership.view().layout;
-            if layout.waiting_to_settle().is_empty() && !layout.is_settled() {
-                match inner.membership.apply(&Change::Settle) {
-                    Ok(()) => tracing::info!(
-                        epoch = inner.membership.view().layout.epoch(),
-                        "layout settled: reads move to the new replicas"
-                    ),
-                    Err(e) => tracing::debug!("settle refused: {e}"),
-                }
+            if view.layout.is_settled() {
+                self.settled_pass(&view.layout, &mut gate, &status).await;
+            } else {
+                gate = DropGate::default();
+                self.moving_pass(&view.layout, &mut streams, &status).await;
             }
         }
         // Each stream saved its cursor after each batch: the next start
         // resumes from there.
         streams.abort_all();
         while streams.join_next().await.is_some() {}
+    }
+
+    /// A pass over a settled layout: once every reachable member has it,
+    /// and the grace later, drop the copies it no longer places here
+    /// (once per layout).
+    async fn settled_pass(&self, layout: &Layout, gate: &mut DropGate, status: &WorkerStatus) {
+        let inner = &self.inner;
+        let digest = layout.digest();
+        if gate.dropped == Some(digest) {
+            return;
+        }
+        if !inner
+            .membership
+            .digest_seen_by_all(digest, |id| inner.transport.reachable(id))
+        {
+            gate.seen_since = None;
+            return;
+        }
+        let since = match gate.seen_since {
+            Some((d, since)) if d == digest => since,
+            _ => {
+                gate.seen_since = Some((digest, Instant::now()));
+                return;
+            }
+        };
+        if since.elapsed() < Duration::from_millis(HANDOFF_START_GRACE_MS) {
+            return;
+        }
+        match self.drop_old_copies().await {
+            Ok(()) => gate.dropped = Some(digest),
+            Err(e) => status.failed(format_args!("cannot drop old copies: {e}")),
+        }
+    }
+
+    /// A pass over a layout whose data moves: plan for a new target,
+    /// record the sync once every partition is in, start streams for the
+    /// rest, and settle once every target member has synced.
+    async fn moving_pass(
+        &self,
+        layout: &Layout,
+        streams: &mut JoinSet<()>,
+        status: &Arc<WorkerStatus>,
+    ) {
+        let inner = &self.inner;
+        let me = inner.me();
+        let placement = inner.placement();
+        let target = layout.target_fingerprint();
+        if inner.handoff.state().progress.target != target {
+            streams.abort_all();
+            self.plan(&placement, target).await;
+        }
+        let all_in = inner.handoff.state().progress.pending().next().is_none();
+        let unsynced = layout.get(me).is_some_and(|m| {
+            matches!(m.state(), MemberState::Joining | MemberState::Member)
+                && m.synced.fingerprint != target
+        });
+        if all_in && unsynced {
+            // Empty partitions' ends are saved here, once.
+            if let Err(e) = self.save_progress().await {
+                status.failed(format_args!("cannot save the handoff cursors: {e}"));
+                return;
+            }
+            match inner.membership.apply(&Change::Synced { id: me }) {
+                Ok(()) => tracing::info!("handoff: every partition this node is to hold is in"),
+                Err(e) => tracing::warn!("handoff: cannot record the sync: {e}"),
+            }
+        }
+        if !all_in {
+            self.start_streams(&placement, target, streams, status);
+        }
+        let layout = &inner.membership.view().layout;
+        if layout.waiting_to_settle().is_empty() && !layout.is_settled() {
+            match inner.membership.apply(&Change::Settle) {
+                Ok(()) => tracing::info!(
+                    epoch = inner.membership.view().layout.epoch(),
+                    "layout settled: reads move to the new replicas"
+                ),
+                Err(e) => tracing::debug!("settle refused: {e}"),
+            }
+        }
     }
 
     /// Starts a new progress for `target`: the partitions the transition

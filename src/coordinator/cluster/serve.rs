@@ -186,12 +186,15 @@ impl Handler for ClusterCoordinator {
             let mut responses: Vec<Option<Response>> = (0..requests.len()).map(|_| None).collect();
             // Reads and replications are batched into one store job each;
             // the rest run concurrently.
-            let (mut reads, mut merges) = (Vec::new(), Vec::new());
+            let (mut reads, mut merges, mut flushes) = (Vec::new(), Vec::new(), Vec::new());
             let mut others = JoinSet::new();
             for (i, request) in requests.into_iter().enumerate() {
                 match request {
                     Request::Read { keys } => reads.push((i, keys)),
                     Request::Replicate { entries } => merges.push((i, entries)),
+                    // After the batch's merges: a copy sent before the
+                    // flush must not land after it.
+                    flush @ Request::Flush { .. } => flushes.push((i, flush)),
                     other => {
                         let inner = Arc::clone(&inner);
                         others.spawn(async move { (i, inner.serve(from, other).await) });
@@ -223,6 +226,9 @@ impl Handler for ClusterCoordinator {
                 index
                     .into_iter()
                     .for_each(|i| responses[i] = Some(response.clone()));
+            }
+            for (i, flush) in flushes {
+                responses[i] = Some(Arc::clone(&inner).serve(from, flush).await);
             }
             while let Some(joined) = others.join_next().await {
                 if let Ok((i, response)) = joined {
