@@ -1835,11 +1835,21 @@ fn fsync_no_loses_writes_and_the_checker_sees_it() {
         incr_lost > 0,
         "no seed lost an increment under --fsync no: the counter check cannot see loss"
     );
+    // A node that lost unsynced writes in a crash mints their dots again
+    // for other values, and replicas holding one dot with two values never
+    // agree: under --fsync no, replicas that never converged are a loss
+    // the checker saw too (the dot id is not renewed at an unclean start
+    // yet: issue 22's "no key amnesia").
+    let diverged = |c: &Child| {
+        c.line
+            .split_whitespace()
+            .any(|f| f == "converged=false" || f == "epilogue_converged=false")
+    };
     assert!(
         children
             .iter()
-            .all(|c| c.passed == (lost_in(c) + incr_lost_in(c) == 0)),
-        "a seed failed without reporting a lost write or increment"
+            .all(|c| c.passed == (lost_in(c) + incr_lost_in(c) == 0 && !diverged(c))),
+        "a seed failed without reporting a lost write or increment or replicas that diverged"
     );
 }
 
