@@ -431,6 +431,12 @@ pub const HANDOFF_BATCH_KEYS: u32 = 512;
 /// (`--handoff-rate`): a move must not starve the clients.
 pub const HANDOFF_RATE_DEFAULT: u64 = 32 * 1024 * 1024;
 
+/// How often, at most, a handoff saves its cursors: each save syncs the
+/// store first (a cursor on disk never passes records that are not), and
+/// a sync per batch made a move sync-bound. A crash of the receiver costs
+/// the batches since the last save, fetched again (merge is idempotent).
+pub const HANDOFF_CURSOR_SAVE_MS: u64 = 1_000;
+
 /// How long one handoff batch may take (the sender's scan, the transfer
 /// and the merge) before the stream counts as stuck: it is dropped, its
 /// slot freed, and retried from its cursor.

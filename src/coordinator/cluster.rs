@@ -589,8 +589,8 @@ impl Inner {
         // change").
         let mut tallies = Vec::with_capacity(2 * written.len());
         // Each record is encoded once and the bytes shared by its replicas;
-        // each entry names the tallies its acknowledgement counts for.
-        let mut to: BTreeMap<NodeId, Vec<(Vec<usize>, Bytes, Bytes)>> = BTreeMap::new();
+        // each entry says which of its key's tallies an ack counts for.
+        let mut to: BTreeMap<NodeId, Vec<(usize, Sets, Bytes, Bytes)>> = BTreeMap::new();
         let placement = self.placement();
         let partitions = placement.current().partitions();
         for (i, (key, outcome)) in keys.into_iter().zip(&written).enumerate() {
@@ -598,16 +598,9 @@ impl Inner {
             let current = placement.current().replicas_of(partition);
             let target = placement.target().replicas_of(partition);
             let moving = !same_members(current, target);
-            let (now_at, next_at) = (2 * i, 2 * i + 1);
-            let counts_for = |node: NodeId| -> Vec<usize> {
-                let mut at = Vec::with_capacity(2);
-                if current.contains(&node) {
-                    at.push(now_at);
-                }
-                if moving && target.contains(&node) {
-                    at.push(next_at);
-                }
-                at
+            let sets = |node: NodeId| Sets {
+                current: current.contains(&node),
+                target: moving && target.contains(&node),
             };
             // A write that did not apply has nothing to replicate; this
             // replica's answer is all it needs.
@@ -616,11 +609,16 @@ impl Inner {
                 continue;
             };
             let encoded = Bytes::from(encode_record(record));
-            for node in placement.write_replicas(partition) {
-                if node != me {
-                    let entry = (counts_for(node), key.clone(), encoded.clone());
-                    to.entry(node).or_default().push(entry);
-                }
+            let moving_to;
+            let replicas = if moving {
+                moving_to = placement.write_replicas(partition);
+                &moving_to[..]
+            } else {
+                current
+            };
+            for &node in replicas.iter().filter(|&&n| n != me) {
+                let entry = (i, sets(node), key.clone(), encoded.clone());
+                to.entry(node).or_default().push(entry);
             }
             let mut now = Tally::new(self.quorum(w, self.policy.w, current.len()), current.len());
             let mut next = if moving {
@@ -629,20 +627,34 @@ impl Inner {
                 Tally::new(0, 0)
             };
             // This replica holds it: one acknowledgement in each set it is in.
-            for at in counts_for(me) {
-                if at == now_at { &mut now } else { &mut next }.got.push(());
+            let mine = sets(me);
+            if mine.current {
+                now.got.push(());
+            }
+            if mine.target {
+                next.got.push(());
             }
             tallies.extend([now, next]);
         }
         // One request per replica per batch; an answer acknowledges (or
-        // fails) every key of its batch.
+        // fails) every key of its batch, in each set the replica is in.
         let mut answers: Answers<bool> = Answers::default();
         let mut batches: Vec<Vec<usize>> = Vec::new();
         for (node, entries) in to {
-            for batch in cut(entries, |(_, key, record)| key.len() + record.len()) {
-                let (index, entries): (Vec<Vec<usize>>, Vec<_>) =
-                    batch.into_iter().map(|(at, k, r)| (at, (k, r))).unzip();
-                let index: Vec<usize> = index.into_iter().flatten().collect();
+            for batch in cut(entries, |(_, _, key, record)| key.len() + record.len()) {
+                let mut index = Vec::with_capacity(batch.len());
+                let entries = batch
+                    .into_iter()
+                    .map(|(i, sets, key, record)| {
+                        if sets.current {
+                            index.push(2 * i);
+                        }
+                        if sets.target {
+                            index.push(2 * i + 1);
+                        }
+                        (key, record)
+                    })
+                    .collect();
                 if let Ok(pending) = self
                     .transport
                     .send(node, Request::Replicate { entries })
@@ -1145,6 +1157,15 @@ impl Coordinator for ClusterCoordinator {
         );
         Ok(())
     }
+}
+
+/// Which of a key's two quorums a replica's acknowledgement counts for:
+/// its current replicas', and, while its partition moves, its target
+/// replicas'.
+#[derive(Debug, Clone, Copy)]
+struct Sets {
+    current: bool,
+    target: bool,
 }
 
 /// Whether two replica lists hold the same members (in any order).

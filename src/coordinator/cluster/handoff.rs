@@ -40,7 +40,7 @@
 use super::ClusterCoordinator;
 use crate::coordinator::{CoordinatorError, HandoffReport};
 use crate::limits::{
-    HANDOFF_BATCH_DEADLINE_MS, HANDOFF_BATCH_KEYS, HANDOFF_START_GRACE_MS, HANDOFF_STREAMS_IN,
+    HANDOFF_BATCH_DEADLINE_MS, HANDOFF_BATCH_KEYS, HANDOFF_CURSOR_SAVE_MS, HANDOFF_START_GRACE_MS, HANDOFF_STREAMS_IN,
     HANDOFF_STREAMS_OUT, HANDOFF_TICK_MS, NAMESPACED_KEY_BYTES_MAX, PEER_BATCH_BYTES_MAX,
 };
 use crate::membership::layout::{Change, Layout, MemberState, Transition};
@@ -223,8 +223,9 @@ pub(super) struct Handoff {
     out: Arc<Semaphore>,
     counters: Counters,
     state: Mutex<State>,
-    /// Serializes cursor saves, so an older snapshot never lands last.
-    saving: tokio::sync::Mutex<()>,
+    /// Serializes cursor saves, so an older snapshot never lands last;
+    /// holds when the last one was made.
+    saving: tokio::sync::Mutex<Instant>,
 }
 
 impl Handoff {
@@ -243,12 +244,21 @@ impl Handoff {
                 seen_since: None,
                 surveyed: false,
             }),
-            saving: tokio::sync::Mutex::new(()),
+            saving: tokio::sync::Mutex::new(Instant::now()),
         }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the cursors were last saved [`HANDOFF_CURSOR_SAVE_MS`] ago
+    /// or more: each save syncs the store, so streams save at most that
+    /// often (a crash costs the batches since, fetched again).
+    fn save_due(&self) -> bool {
+        self.saving.try_lock().is_ok_and(|last| {
+            last.elapsed() >= Duration::from_millis(HANDOFF_CURSOR_SAVE_MS)
+        })
     }
 
     /// A slot to serve one batch, or `None` when all are taken.
@@ -708,7 +718,9 @@ impl ClusterCoordinator {
                 .fetch_add(bytes as u64, Ordering::Relaxed);
             cursor.pass = Some((source, Some(last)));
             self.cursor_moved(partition, &cursor);
-            if let Err(e) = self.save_progress().await {
+            if inner.handoff.save_due()
+                && let Err(e) = self.save_progress().await
+            {
                 return Ended::Failed(format!("saving the cursor: {e}"));
             }
             // The rate is shared: each of the streams takes its part.
@@ -729,13 +741,14 @@ impl ClusterCoordinator {
 
     async fn save_progress(&self) -> Result<(), CoordinatorError> {
         let handoff = &self.inner.handoff;
-        let _turn = handoff.saving.lock().await;
+        let mut last = handoff.saving.lock().await;
         let bytes = handoff.state().progress.encode();
-        Ok(self
-            .inner
+        self.inner
             .local
             .save_after_sync(PROGRESS_META, bytes)
-            .await?)
+            .await?;
+        *last = Instant::now();
+        Ok(())
     }
 
     fn stream_ended(&self, partition: u16, ended: Ended, status: &WorkerStatus) {
