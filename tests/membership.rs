@@ -5,6 +5,13 @@
 //! (`keys_held`: every key on exactly N nodes once the layout settled and
 //! the old copies are dropped).
 
+// `allow-expect-in-tests` covers `#[test]` bodies only, not the helpers
+// here; in a test, a failed expect is the failure report we want.
+#![expect(
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 mod common;
 
 use common::{TestCluster, connect_sync, dynamo_members, eventually, info_dynamo_field};
