@@ -411,16 +411,19 @@ impl Transport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&node);
-        let link = self
-            .conns
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node)
-            .cloned();
-        if let Some(conn) = link {
+        if let Some(conn) = self.link(node) {
             tracing::info!(peer = %conn.peer.name, "link to a removed member closed");
             conn.superseded.notify_one();
         }
+    }
+
+    /// The link to `node`, if there is one.
+    fn link(&self, node: NodeId) -> Option<Arc<Conn>> {
+        self.conns
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .cloned()
     }
 
     fn is_expelled(&self, node: NodeId) -> bool {
@@ -501,13 +504,7 @@ impl Transport {
     /// concurrently (a write's copy still in flight would otherwise land
     /// after the clear and bring its key back). Polled: FLUSHALL is rare.
     pub async fn drain(&self, node: NodeId, timeout: Duration) {
-        let Some(conn) = self
-            .conns
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node)
-            .cloned()
-        else {
+        let Some(conn) = self.link(node) else {
             return;
         };
         let sent = conn.next_id.load(Ordering::Relaxed);
@@ -599,13 +596,7 @@ impl Transport {
         node: NodeId,
         request: Request,
     ) -> Result<Pending, PeerError> {
-        let conn = self
-            .conns
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&node)
-            .cloned()
-            .ok_or(PeerError::NotConnected(node))?;
+        let conn = self.link(node).ok_or(PeerError::NotConnected(node))?;
         let permit = Arc::clone(&conn.inflight)
             .acquire_owned()
             .await
