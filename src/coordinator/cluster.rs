@@ -986,14 +986,6 @@ impl Coordinator for ClusterCoordinator {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let nodes: Vec<NodeId> = inner.membership.members().iter().map(|m| m.id).collect();
-            // The copies this node sent each peer before the flush land
-            // before it (they are served concurrently on the peer).
-            for &node in nodes.iter().filter(|&&n| n != inner.me()) {
-                inner
-                    .transport
-                    .drain(node, inner.transport.request_timeout())
-                    .await;
-            }
             let local = {
                 let inner = Arc::clone(&inner);
                 async move { inner.flush_here(db).await }

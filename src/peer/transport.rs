@@ -205,6 +205,65 @@ impl Drop for Pending {
     }
 }
 
+/// The batches of one link being served, by arrival number: a batch
+/// holding a flush waits for those that arrived before it.
+#[derive(Debug, Default)]
+struct Batches {
+    running: Mutex<std::collections::BTreeSet<u64>>,
+    ended: Notify,
+}
+
+/// One batch being served; it ends when dropped (a task aborted or
+/// panicking included).
+struct Serving {
+    batches: Arc<Batches>,
+    seq: u64,
+}
+
+impl Serving {
+    fn start(batches: &Arc<Batches>, seq: u64) -> Self {
+        batches
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(seq);
+        Self {
+            batches: Arc::clone(batches),
+            seq,
+        }
+    }
+
+    /// Resolves once no batch that arrived before this one is served.
+    async fn wait_for_earlier(&self) {
+        loop {
+            // Made before looking: a batch ending meanwhile wakes it.
+            let ended = self.batches.ended.notified();
+            let first = self
+                .batches
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .first()
+                .copied();
+            if first.is_none_or(|first| first >= self.seq) {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.batches
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.seq);
+        self.batches.ended.notify_waiters();
+    }
+}
+
 /// The request id of a heartbeat ping: never a pending request's (ids
 /// count from 1), so its answer only counts as something heard.
 const HEARTBEAT_ID: u64 = 0;
@@ -496,27 +555,6 @@ impl Transport {
             .collect();
         peers.sort_unstable();
         peers
-    }
-
-    /// Waits until every request sent to `node` so far has been answered
-    /// (or failed), at most `timeout`: a FLUSHALL sent after it cannot
-    /// overtake them on the peer, which serves the link's requests
-    /// concurrently (a write's copy still in flight would otherwise land
-    /// after the clear and bring its key back). Polled: FLUSHALL is rare.
-    pub async fn drain(&self, node: NodeId, timeout: Duration) {
-        let Some(conn) = self.link(node) else {
-            return;
-        };
-        let sent = conn.next_id.load(Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now() + timeout;
-        while conn
-            .pending()
-            .keys()
-            .any(|&id| id < sent && id != HEARTBEAT_ID)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
     }
 
     fn is_down(&self, node: NodeId) -> bool {
@@ -901,6 +939,8 @@ impl Transport {
         served: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
     ) -> Result<(), PeerError> {
+        let earlier = Arc::new(Batches::default());
+        let mut seq: u64 = 0;
         loop {
             // Requests that arrived together are served together: the
             // handler can batch their store work.
@@ -932,10 +972,24 @@ impl Transport {
                     .map_err(|_| PeerError::Closed(conn.peer.id))?;
                 let outgoing = conn.outgoing.clone();
                 let from = conn.peer.id;
+                // A flush must not overtake what the link carried before
+                // it: a write's copy sent ahead of a FLUSHALL, still being
+                // merged, would land after the clear and bring its key
+                // back. Its batch waits for the batches before it (the
+                // read loop goes on: their replies may need it).
+                let flush = requests
+                    .iter()
+                    .any(|(_, r)| matches!(r, Request::Flush { .. }));
+                seq += 1;
+                let serving = Serving::start(&earlier, seq);
                 while tasks.try_join_next().is_some() {}
                 tasks.spawn(async move {
+                    if flush {
+                        serving.wait_for_earlier().await;
+                    }
                     let (ids, requests): (Vec<u64>, Vec<Request>) = requests.into_iter().unzip();
                     let responses = handler.handle(from, requests).await;
+                    drop(serving);
                     for (id, response) in ids.into_iter().zip(responses) {
                         let _ = outgoing.send(Frame::Response { id, response }).await;
                     }

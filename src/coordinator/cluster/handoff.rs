@@ -40,8 +40,9 @@
 use super::ClusterCoordinator;
 use crate::coordinator::{CoordinatorError, HandoffReport};
 use crate::limits::{
-    HANDOFF_BATCH_DEADLINE_MS, HANDOFF_BATCH_KEYS, HANDOFF_CURSOR_SAVE_MS, HANDOFF_START_GRACE_MS, HANDOFF_STREAMS_IN,
-    HANDOFF_STREAMS_OUT, HANDOFF_TICK_MS, NAMESPACED_KEY_BYTES_MAX, PEER_BATCH_BYTES_MAX,
+    HANDOFF_BATCH_DEADLINE_MS, HANDOFF_BATCH_KEYS, HANDOFF_CURSOR_SAVE_MS, HANDOFF_START_GRACE_MS,
+    HANDOFF_STREAMS_IN, HANDOFF_STREAMS_OUT, HANDOFF_TICK_MS, NAMESPACED_KEY_BYTES_MAX,
+    PEER_BATCH_BYTES_MAX,
 };
 use crate::membership::layout::{Change, Layout, MemberState, Transition};
 use crate::model::record::{Record, encoded_len};
@@ -256,9 +257,9 @@ impl Handoff {
     /// or more: each save syncs the store, so streams save at most that
     /// often (a crash costs the batches since, fetched again).
     fn save_due(&self) -> bool {
-        self.saving.try_lock().is_ok_and(|last| {
-            last.elapsed() >= Duration::from_millis(HANDOFF_CURSOR_SAVE_MS)
-        })
+        self.saving
+            .try_lock()
+            .is_ok_and(|last| last.elapsed() >= Duration::from_millis(HANDOFF_CURSOR_SAVE_MS))
     }
 
     /// A slot to serve one batch, or `None` when all are taken.
