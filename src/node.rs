@@ -258,7 +258,8 @@ impl Node {
                 .await
                 .map_err(|e| StoreError::Engine(format!("meta read: {e}")))??
         };
-        let membership = Membership::new(me, incarnation);
+        let save = save_layout(Arc::clone(&replica), Arc::clone(&executor));
+        let membership = Membership::new(me, incarnation, save);
         // The layout saved by an earlier run: a restarted node knows its
         // cluster before any peer answers.
         membership.merge(&saved);
@@ -404,11 +405,10 @@ impl Node {
             });
         }
         {
-            let save = save_layout(Arc::clone(&replica), Arc::clone(&executor));
             let (membership, transport) = (Arc::clone(&membership), Arc::clone(&transport));
             let seeds = seeds.clone();
             workers.spawn("membership", |status, shutdown| {
-                crate::membership::run(membership, transport, seeds, save, status, shutdown)
+                crate::membership::run(membership, transport, seeds, status, shutdown)
             });
         }
         {

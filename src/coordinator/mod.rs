@@ -53,9 +53,9 @@ pub enum CoordinatorError {
     /// A write could not be applied to the current value.
     #[error(transparent)]
     Rejected(#[from] OpError),
-    /// A layout change was refused (`DYNAMO LEAVE|REMOVE|WEIGHT`).
+    /// A layout change was refused or not saved (`DYNAMO LEAVE|REMOVE|WEIGHT`).
     #[error(transparent)]
-    Layout(#[from] crate::membership::layout::LayoutError),
+    Layout(#[from] crate::membership::ChangeError),
     /// No member has this name or id.
     #[error("no member named {0:?} (a name or a 16-digit hex id, as DYNAMO MEMBERS shows)")]
     UnknownMember(String),
@@ -275,8 +275,9 @@ pub trait Coordinator: Send + Sync + 'static {
     /// Every partition's preference list (replicas first), by member name.
     fn ring(&self) -> Vec<Vec<String>>;
 
-    /// Makes an operator's layout change on this node; gossip spreads it.
-    fn change_layout(&self, command: LayoutCommand) -> Result<(), CoordinatorError>;
+    /// Makes an operator's layout change on this node and saves it before
+    /// answering; gossip spreads it.
+    fn change_layout(&self, command: LayoutCommand) -> BoxFuture<'_, Result<(), CoordinatorError>>;
 
     /// Shuts this node's store down cleanly (node shutdown): every write
     /// durable, and cheap to reopen.

@@ -71,28 +71,60 @@ impl View {
 
 /// This node's layout, its subscribers, and what gossip learned of the
 /// others'.
-#[derive(Debug)]
 pub struct Membership {
     me: MemberInfo,
     incarnation: u64,
     view: watch::Sender<Arc<View>>,
+    /// Where the layout is saved (the data directory's meta `layout`).
+    save: SaveLayout,
     /// What each peer last gossiped (its target fingerprint and layout
     /// digest): a handoff starts once every live member has the target it
     /// streams for, and old copies go once every member has the settle.
     seen: Mutex<BTreeMap<NodeId, (u64, u64)>>,
 }
 
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("me", &self.me.name)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Membership {
     /// An empty layout: this node has not joined or founded anything yet.
-    /// `incarnation` is this process's (raised at every start).
-    pub fn new(me: MemberInfo, incarnation: u64) -> Arc<Self> {
+    /// `incarnation` is this process's (raised at every start); `save`
+    /// keeps the layout where a restart finds it.
+    pub fn new(me: MemberInfo, incarnation: u64, save: SaveLayout) -> Arc<Self> {
         let (view, _) = watch::channel(Arc::new(View::default()));
         Arc::new(Self {
             me,
             incarnation,
             view,
+            save,
             seen: Mutex::default(),
         })
+    }
+
+    /// Saves the layout as it is now.
+    ///
+    /// # Errors
+    /// Why the store could not.
+    pub async fn save(&self) -> Result<(), String> {
+        (self.save)(self.view().layout.encode()).await
+    }
+
+    /// An operator's change (leave, remove, weight): made here, then saved
+    /// before it is acknowledged, so that a crash right after cannot lose
+    /// a change the operator was told is made. Gossip spreads it.
+    ///
+    /// # Errors
+    /// Why the layout refused it, or why it could not be saved (it is
+    /// then made in memory, and saved by the next membership round).
+    pub async fn change(&self, change: &Change) -> Result<(), ChangeError> {
+        self.apply(change)?;
+        self.save().await.map_err(ChangeError::NotSaved)
     }
 
     /// This node.
@@ -297,6 +329,17 @@ fn joined(view: &View, me: NodeId) -> bool {
     view.members.len() > 1 && view.layout.get(me).is_some()
 }
 
+/// Why an operator's layout change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The layout refused it.
+    #[error(transparent)]
+    Refused(#[from] LayoutError),
+    /// It was made here, but the layout could not be saved.
+    #[error("the change is made on this node but could not be saved: {0}")]
+    NotSaved(String),
+}
+
 /// Saves the layout's bytes where a restart finds them; the error says
 /// why it could not.
 pub type SaveLayout = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -309,7 +352,6 @@ pub async fn run(
     membership: Arc<Membership>,
     transport: Arc<Transport>,
     seeds: Vec<String>,
-    save: SaveLayout,
     status: Arc<WorkerStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -327,7 +369,7 @@ pub async fn run(
                 transport.maintain(member.clone());
             }
         }
-        match save(view.layout.encode()).await {
+        match (membership.save)(view.layout.encode()).await {
             Ok(()) => status.stepped(),
             Err(e) => status.failed(format_args!("cannot save the layout: {e}")),
         }

@@ -622,7 +622,7 @@ mod tests {
             fn change_layout(
                 &self,
                 command: crate::coordinator::LayoutCommand,
-            ) -> Result<(), CoordinatorError> {
+            ) -> BoxFuture<'_, Result<(), CoordinatorError>> {
                 self.inner.change_layout(command)
             }
             fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {

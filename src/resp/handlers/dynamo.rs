@@ -106,7 +106,7 @@ pub async fn vdel(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     write_with_context(ctx, args, Change::Delete, &args[3..]).await
 }
 
-pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
+pub async fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     let coordinator = &ctx.shared.coordinator;
     let pairs = |fields: Vec<(&str, String)>| {
         Reply::Map(
@@ -196,7 +196,7 @@ pub fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 Ok(command) => command,
                 Err(reply) => return reply,
             };
-            match coordinator.change_layout(command) {
+            match coordinator.change_layout(command).await {
                 Ok(()) => Reply::OK,
                 Err(e) => coordinator_error(&e),
             }

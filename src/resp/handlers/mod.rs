@@ -103,7 +103,7 @@ pub async fn dispatch(ctx: &mut Ctx<'_>, command: Command, args: &[Bytes]) -> Re
         Cmd::Vget => dynamo::vget(ctx, args).await,
         Cmd::Vset => dynamo::vset(ctx, args).await,
         Cmd::Vdel => dynamo::vdel(ctx, args).await,
-        Cmd::Dynamo => dynamo::dynamo(ctx, args),
+        Cmd::Dynamo => dynamo::dynamo(ctx, args).await,
         // UNWATCH queued in MULTI runs here, at EXEC (which already unwatched).
         Cmd::Unwatch => {
             ctx.session.unwatch();
