@@ -1380,8 +1380,10 @@ const KNOWN_BUG_SEEDS: [u64; 4] = [15, 22, 25, 36];
 /// The node that joins a run with membership changes: a host of its own
 /// after the [`NODES`] that form the cluster, started during the faults.
 const JOINER: usize = NODES;
-/// How long, after the heal, every remaining member may take to list the
-/// same members all settled; and the node that left to stop after that.
+/// How long the members may take to list the same members, all settled:
+/// the five's first layout before the faults, the remaining members'
+/// after the heal; and how long the node that left may take to stop after
+/// that.
 const SETTLE_MAX: Duration = Duration::from_secs(60);
 /// How often the members are asked whether the layout settled.
 const SETTLE_POLL: Duration = Duration::from_millis(200);
@@ -1652,7 +1654,7 @@ impl Changes {
     }
 }
 
-/// The row `node` lists for member `name`, if any.
+/// The row the client's node lists for member `name`, if any.
 async fn member_row(client: &mut SimClient, name: &str) -> Result<Option<MemberRow>, String> {
     match client.send(&[b"DYNAMO", b"MEMBERS"]).await {
         Exchange::Replied(Ok(reply)) => {
