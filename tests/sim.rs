@@ -35,11 +35,38 @@
 //! last heal the run goes on until a probe past that bound has checked
 //! every pair.
 //!
-//! `cargo test --test sim` runs [`SEEDS`] seeds on a few test threads. A
-//! failing run prints its seed and the command that replays it exactly:
-//! `DYNOKV_SIM_SEED=<seed> cargo test --test sim replay -- --nocapture`.
-//! Soak: `DYNOKV_SIM_RUNS=<k> cargo test --release --test sim soak --
-//! --nocapture` runs k seeds from `DYNOKV_SIM_FIRST` (default 0).
+//! Membership changes (`joins_leaves_and_removes_under_faults`): the same
+//! run with a sixth host, [`JOINER`], and three changes during the faults,
+//! drawn from the seed ([`Plan`]) after the flusher's window. The joiner
+//! starts with `--join n0`; a client sends `DYNAMO LEAVE` to one member
+//! (never n0, the joiner's seed), whose `Node::run` must then return `Ok`
+//! (its host ends; no crash touches it once it was asked to leave);
+//! another member is crashed for good and a client sends `DYNAMO REMOVE
+//! n<i>` to a live one. The clients and the faults begin only once the
+//! first layout of the five has settled, so that the leave and the remove
+//! are of members. The clients take up the joiner once it answers and
+//! drop the leaver and the removed node; one node at most is down from a
+//! crash fault while the removed one is down for good (W = 2 tolerates one
+//! replica lost for good). After the heal every remaining member must
+//! list the same members, all `member`, within [`SETTLE_MAX`]; the leaver
+//! must have stopped with an empty store; from then on the final reads,
+//! the replica check (exactly N copies among the remaining members), the
+//! epilogue, the links and the judgement cover the remaining members only;
+//! and at the end no member lists the removed node's name or id. For the
+//! checker the removed node's crash counts as a clear of its store: a
+//! write held by it and by a node a failed FLUSHALL cleared may be gone
+//! from every member. [`REMOVE_CRASH_SEEDS`], where the node that took a
+//! `DYNAMO REMOVE` crashes right after, run as their own test.
+//!
+//! `cargo test --test sim` runs [`SEEDS`] seeds on a few test threads, and
+//! [`CHANGE_SEEDS`] with membership changes. A failing run prints its seed
+//! and the command that replays it exactly:
+//! `DYNOKV_SIM_SEED=<seed> cargo test --test sim replay -- --nocapture`
+//! (with `DYNOKV_SIM_CHANGES=1` for a run with membership changes;
+//! `DYNOKV_SIM_LOG=info`, or any `RUST_LOG`-style filter, prints the
+//! nodes' log with simulated times). Soak: `DYNOKV_SIM_RUNS=<k> cargo test
+//! --release --test sim soak -- --nocapture` runs k seeds from
+//! `DYNOKV_SIM_FIRST` (default 0).
 
 mod common;
 
@@ -278,17 +305,23 @@ fn graceful_restarts() -> bool {
 /// synced, as a crash would, then runs the node on it. With a `stop`
 /// switch, while it is on the node is shut down gracefully (it drains its
 /// clients and syncs its store, as on SIGTERM) and stays down; then it
-/// starts again ([`graceful_restarts`]).
+/// starts again ([`graceful_restarts`]). With a `start` switch the node
+/// first waits for it to be on (a node that joins a running cluster when
+/// the fault driver says); a restart after that starts at once.
 fn add_node(
     sim: &mut turmoil::Sim<'_>,
     i: usize,
     store: Arc<MemoryStore>,
     fsync: FsyncPolicy,
     stop: Option<Switch>,
+    start: Option<Switch>,
 ) {
     sim.host(node_name(i), move || {
-        let (store, stop) = (Arc::clone(&store), stop.clone());
+        let (store, stop, start) = (Arc::clone(&store), stop.clone(), start.clone());
         async move {
+            if let Some(start) = &start {
+                start.wait_for(true).await;
+            }
             loop {
                 // After a graceful stop this drops nothing: the node synced.
                 store.crash();
@@ -634,6 +667,49 @@ fn key(i: usize) -> String {
     format!("key{i}")
 }
 
+/// The nodes the clients pick from, in order: all [`NODES`] in a run
+/// without membership changes; in one with them the fault driver adds the
+/// joiner once it answers and takes out a node once it is asked to leave
+/// or crashed for good (see [`Changes`]). Shared by the clients and the
+/// driver (one thread).
+#[derive(Debug, Clone)]
+struct Serving(Rc<RefCell<Vec<usize>>>);
+
+impl Serving {
+    fn new(nodes: impl IntoIterator<Item = usize>) -> Self {
+        Self(Rc::new(RefCell::new(nodes.into_iter().collect())))
+    }
+
+    /// A node drawn from `rng`: over the [`NODES`] of a run without
+    /// changes, the same draw as `rng.below(NODES)`, so those runs repeat
+    /// as before the list existed.
+    fn pick(&self, rng: &mut Rng) -> usize {
+        let nodes = self.0.borrow();
+        nodes[rng.below(nodes.len())]
+    }
+
+    /// The `i`th node, counted around the list.
+    fn nth(&self, i: usize) -> usize {
+        let nodes = self.0.borrow();
+        nodes[i % nodes.len()]
+    }
+
+    fn nodes(&self) -> Vec<usize> {
+        self.0.borrow().clone()
+    }
+
+    fn add(&self, node: usize) {
+        let mut nodes = self.0.borrow_mut();
+        if !nodes.contains(&node) {
+            nodes.push(node);
+        }
+    }
+
+    fn remove(&self, node: usize) {
+        self.0.borrow_mut().retain(|&n| n != node);
+    }
+}
+
 fn counter(i: usize) -> String {
     format!("ctr{i}")
 }
@@ -660,9 +736,15 @@ impl Increments {
 /// One client's workload: read a key, then write or delete it with the
 /// context read; or add to a counter key with INCRBY or a WATCH
 /// transaction; on a failure, try another node.
-async fn workload(id: usize, seed: u64, history: Arc<History>, increments: Rc<Increments>) {
+async fn workload(
+    id: usize,
+    seed: u64,
+    history: Arc<History>,
+    increments: Rc<Increments>,
+    serving: Serving,
+) {
     let mut rng = Rng::new(seed ^ (id as u64).wrapping_mul(0x51_7cc1_b727_220a));
-    let mut client = SimClient::new(id, id % NODES, history);
+    let mut client = SimClient::new(id, serving.nth(id), history);
     for round in 0..ROUNDS {
         tokio::time::sleep(rng.millis(0, 100)).await;
         if rng.chance(COUNTER_PERCENT) {
@@ -676,14 +758,14 @@ async fn workload(id: usize, seed: u64, history: Arc<History>, increments: Rc<In
                 };
                 let aborted = matches!(outcome, Outcome::Aborted);
                 if (!outcome.is_ok() && !aborted) || rng.chance(10) {
-                    client.switch(rng.below(NODES));
+                    client.switch(serving.pick(&mut rng));
                 }
                 continue;
             }
         }
         let key = key(rng.below(KEYS));
         let Some(read) = client.vget(&key, None).await else {
-            client.switch(rng.below(NODES));
+            client.switch(serving.pick(&mut rng));
             continue;
         };
         let outcome = if rng.chance(15) {
@@ -694,22 +776,27 @@ async fn workload(id: usize, seed: u64, history: Arc<History>, increments: Rc<In
                 .await
         };
         if !outcome.is_ok() || rng.chance(10) {
-            client.switch(rng.below(NODES));
+            client.switch(serving.pick(&mut rng));
         }
     }
 }
 
-/// Why the replicas (read straight from each node's store) do not hold
-/// the same record of some key, if they do not: every key is on no node
-/// or on exactly N, all with the same DVV set.
-fn replicas_differ(stores: &[Arc<MemoryStore>], keys: &[String]) -> Option<String> {
+/// Why the replicas (read straight from the stores of the nodes
+/// `members`) do not hold the same record of some key, if they do not:
+/// every key is on no member or on exactly N, all with the same DVV set.
+/// (A node that left or was removed is not a member: what its store
+/// still holds is no replica.)
+fn replicas_differ(
+    stores: &[Arc<MemoryStore>],
+    members: &[usize],
+    keys: &[String],
+) -> Option<String> {
     for key in keys {
         let skey = storage_key(partition_of(key.as_bytes(), PARTITIONS), key.as_bytes());
-        let held: Vec<(usize, Record)> = stores
+        let held: Vec<(usize, Record)> = members
             .iter()
-            .enumerate()
-            .filter_map(|(node, store)| {
-                let bytes = store.get(Space::Data, &skey).ok().flatten()?;
+            .filter_map(|&node| {
+                let bytes = stores[node].get(Space::Data, &skey).ok().flatten()?;
                 Some((node, decode_record(&bytes).ok()?))
             })
             .collect();
@@ -724,32 +811,47 @@ fn replicas_differ(stores: &[Arc<MemoryStore>], keys: &[String]) -> Option<Strin
     None
 }
 
-/// After the heal: reads every key through every node until the nodes
-/// agree (see `history::judge_round`) and so do the replicas' stores
+/// After the heal: reads every key through every node of `members` until
+/// they agree (see `history::judge_round`) and so do the replicas' stores
 /// ([`replicas_differ`]), at most [`CONVERGE_MAX`].
-async fn final_reads(history: Arc<History>, stores: Vec<Arc<MemoryStore>>) -> Final {
+async fn final_reads(
+    history: Arc<History>,
+    stores: Vec<Arc<MemoryStore>>,
+    members: Vec<usize>,
+) -> Final {
     let healed = tokio::time::Instant::now();
     let keys: Vec<String> = (0..KEYS)
         .map(key)
         .chain((0..COUNTERS).map(counter))
         .collect();
-    let mut clients: Vec<SimClient> = (0..NODES)
-        .map(|node| SimClient::new(usize::MAX, node, Arc::clone(&history)))
+    let mut clients: Vec<SimClient> = members
+        .iter()
+        .map(|&node| SimClient::new(usize::MAX, node, Arc::clone(&history)))
         .collect();
     loop {
+        // Keyed by the position in `members`, as `judge_round` counts.
         let mut reads: HashMap<(usize, String, usize), Option<Read>> = HashMap::new();
-        for (node, client) in clients.iter_mut().enumerate() {
+        for (at, client) in clients.iter_mut().enumerate() {
             for key in &keys {
                 for r in [N, 1] {
-                    reads.insert((node, key.clone(), r), client.vget(key, Some(r)).await);
+                    reads.insert((at, key.clone(), r), client.vget(key, Some(r)).await);
                 }
             }
         }
-        let (states, mut divergence) = history::judge_round(&keys, NODES, N, |node, key, r| {
-            reads.remove(&(node, key.to_owned(), r)).flatten()
-        });
+        let (states, mut divergence) =
+            history::judge_round(&keys, members.len(), N, |at, key, r| {
+                reads.remove(&(at, key.to_owned(), r)).flatten()
+            });
+        // The checker names nodes: positions back to node numbers.
+        let states = states
+            .into_iter()
+            .map(|(at, keys)| (members[at], keys))
+            .collect();
+        if members.iter().enumerate().any(|(at, &node)| at != node) {
+            divergence = divergence.map(|d| format!("{d} (nodes counted in {members:?})"));
+        }
         if divergence.is_none() {
-            divergence = replicas_differ(&stores, &keys);
+            divergence = replicas_differ(&stores, &members, &keys);
         }
         let converged = divergence.is_none();
         if converged || healed.elapsed() >= CONVERGE_MAX {
@@ -776,8 +878,11 @@ struct Probe {
     up: Vec<Option<BTreeSet<usize>>>,
 }
 
-/// The node indexes a `DYNAMO MEMBERS` reply lists as up.
-fn listed_up(reply: &redis::Value) -> Option<BTreeSet<usize>> {
+/// One row of a `DYNAMO MEMBERS` reply: field → value.
+type MemberRow = HashMap<String, String>;
+
+/// The rows of a `DYNAMO MEMBERS` reply (`None`: not such a reply).
+fn member_rows(reply: &redis::Value) -> Option<Vec<MemberRow>> {
     let redis::Value::Array(rows) = reply else {
         return None;
     };
@@ -786,34 +891,59 @@ fn listed_up(reply: &redis::Value) -> Option<BTreeSet<usize>> {
         redis::Value::SimpleString(s) => Some(s.clone()),
         _ => None,
     };
-    let mut up = BTreeSet::new();
-    for row in rows {
-        let redis::Value::Array(flat) = row else {
-            return None;
-        };
-        let field = |name: &str| {
+    rows.iter()
+        .map(|row| {
+            let redis::Value::Array(flat) = row else {
+                return None;
+            };
             flat.chunks(2)
-                .find(|kv| kv.len() == 2 && text(&kv[0]).as_deref() == Some(name))
-                .and_then(|kv| text(&kv[1]))
-        };
-        let node = field("name")?.strip_prefix('n')?.parse().ok()?;
-        if field("status").as_deref() == Some("up") {
+                .filter(|kv| kv.len() == 2)
+                .map(|kv| Some((text(&kv[0])?, text(&kv[1])?)))
+                .collect()
+        })
+        .collect()
+}
+
+/// The node a row is about (`n<i>`).
+fn row_node(row: &MemberRow) -> Option<usize> {
+    row.get("name")?.strip_prefix('n')?.parse().ok()
+}
+
+/// The node indexes a `DYNAMO MEMBERS` reply lists as up.
+fn listed_up(reply: &redis::Value) -> Option<BTreeSet<usize>> {
+    let mut up = BTreeSet::new();
+    for row in member_rows(reply)? {
+        let node = row_node(&row)?;
+        if row.get("status").map(String::as_str) == Some("up") {
             up.insert(node);
         }
     }
     Some(up)
 }
 
-/// Asks every node for its links every [`LINK_PROBE_EVERY`] until `stop`.
-async fn probe_links(probes: Rc<RefCell<Vec<Probe>>>, stop: Rc<Cell<bool>>) {
+/// Asks each of the `hosts` nodes that is in `asked` for its links every
+/// [`LINK_PROBE_EVERY`] until `stop` (a node not asked counts as one that
+/// did not answer: a node that left or was removed is not asked, or each
+/// round would wait [`LINK_PROBE_TIMEOUT`] for it).
+async fn probe_links(
+    probes: Rc<RefCell<Vec<Probe>>>,
+    stop: Rc<Cell<bool>>,
+    hosts: usize,
+    asked: Serving,
+) {
     let history = Arc::new(History::new());
-    let mut clients: Vec<SimClient> = (0..NODES)
+    let mut clients: Vec<SimClient> = (0..hosts)
         .map(|node| SimClient::new(usize::MAX, node, Arc::clone(&history)))
         .collect();
     while !stop.get() {
         let at = turmoil::sim_elapsed().unwrap_or_default();
-        let mut up = Vec::with_capacity(NODES);
-        for client in &mut clients {
+        let mut up = Vec::with_capacity(hosts);
+        let nodes = asked.nodes();
+        for (node, client) in clients.iter_mut().enumerate() {
+            if !nodes.contains(&node) {
+                up.push(None);
+                continue;
+            }
             let asked =
                 tokio::time::timeout(LINK_PROBE_TIMEOUT, client.send(&[b"DYNAMO", b"MEMBERS"]))
                     .await;
@@ -840,37 +970,66 @@ struct Disturbance {
     pairs: Vec<(usize, usize)>,
 }
 
-/// Every fault injected, by index.
-#[derive(Debug, Default)]
-struct Disturbances(Vec<Disturbance>);
+/// Every fault injected, by index, among `hosts` nodes.
+#[derive(Debug)]
+struct Disturbances {
+    hosts: usize,
+    all: Vec<Disturbance>,
+}
 
 impl Disturbances {
-    fn injected(&mut self, fault: &Fault, at: Duration) {
+    fn new(hosts: usize) -> Self {
+        Self {
+            hosts,
+            all: Vec::new(),
+        }
+    }
+
+    /// Every pair of node `i` with another.
+    fn pairs_of(&self, i: usize) -> Vec<(usize, usize)> {
+        (0..self.hosts)
+            .filter(|&j| j != i)
+            .map(|j| (j.min(i), j.max(i)))
+            .collect()
+    }
+
+    /// A fault injected at `at`; its index.
+    fn injected(&mut self, fault: &Fault, at: Duration) -> usize {
         let pairs = match fault {
             Fault::Partition(a, b) => a
                 .iter()
                 .flat_map(|&x| b.iter().map(move |&y| (x.min(y), x.max(y))))
                 .collect(),
-            Fault::Crash(i) | Fault::Restart(i) => (0..NODES)
-                .filter(|j| j != i)
-                .map(|j| (j.min(*i), j.max(*i)))
-                .collect(),
+            Fault::Crash(i) | Fault::Restart(i) => self.pairs_of(*i),
             Fault::Hold(a, b) | Fault::Lossy(a, b) => vec![(*a.min(b), *a.max(b))],
         };
-        self.0.push(Disturbance {
+        self.all.push(Disturbance {
             injected: at,
             healed: None,
             pairs,
         });
+        self.all.len() - 1
+    }
+
+    /// A membership change of node `i` from `at` (its links come and go
+    /// with it: unchecked until [`Self::healed`], if ever); its index.
+    fn changed(&mut self, i: usize, at: Duration) -> usize {
+        let pairs = self.pairs_of(i);
+        self.all.push(Disturbance {
+            injected: at,
+            healed: None,
+            pairs,
+        });
+        self.all.len() - 1
     }
 
     fn healed(&mut self, fault_index: usize, at: Duration) {
-        self.0[fault_index].healed = Some(at);
+        self.all[fault_index].healed = Some(at);
     }
 
     /// The last heal of any fault.
     fn last_heal(&self) -> Duration {
-        self.0
+        self.all
             .iter()
             .filter_map(|f| f.healed)
             .max()
@@ -880,7 +1039,7 @@ impl Disturbances {
     /// Whether no fault touched `pair` from [`LINK_REPAIR_MAX`] before
     /// `at` until `end`.
     fn settled(&self, pair: (usize, usize), at: Duration, end: Duration) -> bool {
-        self.0.iter().all(|f| {
+        self.all.iter().all(|f| {
             !f.pairs.contains(&pair)
                 || f.injected > end
                 || f.healed.is_some_and(|h| h + LINK_REPAIR_MAX <= at)
@@ -893,8 +1052,9 @@ impl Disturbances {
 fn link_problems(probes: &[Probe], disturbances: &Disturbances) -> (Vec<String>, usize) {
     let (mut problems, mut checked) = (Vec::new(), 0);
     for probe in probes {
-        for x in 0..NODES {
-            for y in x + 1..NODES {
+        let hosts = probe.up.len();
+        for x in 0..hosts {
+            for y in x + 1..hosts {
                 let (Some(xs), Some(ys)) = (&probe.up[x], &probe.up[y]) else {
                     continue;
                 };
@@ -970,26 +1130,40 @@ fn heal(sim: &mut turmoil::Sim<'_>, stops: &[Switch], fault: &Fault) {
     }
 }
 
-fn pick_fault(rng: &mut Rng, crashed: usize, graceful: bool) -> Fault {
-    let node = |rng: &mut Rng| rng.below(NODES);
+/// A fault among `nodes` (the live members), the crash or shutdown of one
+/// of `crashable` (a node that leaves or was removed is not), while
+/// `crashed` nodes are down. Over the [`NODES`] of a run without
+/// membership changes it draws what it always drew.
+fn pick_fault(
+    rng: &mut Rng,
+    nodes: &[usize],
+    crashable: &[usize],
+    crashed: usize,
+    graceful: bool,
+) -> Fault {
+    let one_of = |rng: &mut Rng, from: &[usize]| from[rng.below(from.len())];
     let pair = |rng: &mut Rng| {
-        let a = node(rng);
-        (a, (a + 1 + rng.below(NODES - 1)) % NODES)
+        let a = rng.below(nodes.len());
+        (
+            nodes[a],
+            nodes[(a + 1 + rng.below(nodes.len() - 1)) % nodes.len()],
+        )
     };
+    let can_crash = crashed < 2 && !crashable.is_empty();
     match rng.below(4) {
         0 => {
             // A minority of 1 or 2 against the rest.
-            let mut all: Vec<usize> = (0..NODES).collect();
+            let mut all = nodes.to_vec();
             let mut side = Vec::new();
             for _ in 0..=rng.below(2) {
                 side.push(all.remove(rng.below(all.len())));
             }
             Fault::Partition(side, all)
         }
-        1 if crashed < 2 => Fault::Crash(node(rng)),
+        1 if can_crash => Fault::Crash(one_of(rng, crashable)),
         // A graceful shutdown, when on, takes half the held links' share,
         // so kills stay as frequent as without it.
-        2 if graceful && crashed < 2 && rng.chance(50) => Fault::Restart(node(rng)),
+        2 if graceful && can_crash && rng.chance(50) => Fault::Restart(one_of(rng, crashable)),
         2 => {
             let (a, b) = pair(rng);
             Fault::Hold(a, b)
@@ -1028,19 +1202,34 @@ impl Clears {
     }
 }
 
+/// When a node was a member: from, until (in a run without membership
+/// changes every node is one throughout).
+type Span = (usize, Duration, Duration);
+
+/// Every node of `hosts` a member throughout.
+fn always(hosts: usize) -> Vec<Span> {
+    (0..hosts)
+        .map(|i| (i, Duration::ZERO, Duration::MAX))
+        .collect()
+}
+
 /// What the stores' clears say against the FLUSHALLs recorded: every
-/// acknowledged FLUSHALL cleared every node while it ran (it answers only
-/// once every member did), and every clear fell in the window the checker
-/// allows a FLUSHALL ([`LATE`] past an unacknowledged one's completion) —
-/// the bound the checker's flush rules assume, checked.
-fn flush_problems(ops: &[Op], clears: &[(usize, Duration)]) -> Vec<String> {
+/// acknowledged FLUSHALL cleared every node that was a member while it ran
+/// (per `spans`; it answers only once every member did), and every clear
+/// fell in the window the checker allows a FLUSHALL ([`LATE`] past an
+/// unacknowledged one's completion) — the bound the checker's flush rules
+/// assume, checked.
+fn flush_problems(ops: &[Op], clears: &[(usize, Duration)], spans: &[Span]) -> Vec<String> {
     let flushes: Vec<&Op> = ops
         .iter()
         .filter(|op| op.call == Call::FlushAll && op.outcome.maybe_applied())
         .collect();
     let mut problems = Vec::new();
     for flush in flushes.iter().filter(|op| op.outcome.is_ok()) {
-        for node in 0..NODES {
+        let members = spans
+            .iter()
+            .filter(|&&(_, from, until)| from <= flush.invoked && flush.completed <= until);
+        for &(node, _, _) in members {
             let cleared = clears
                 .iter()
                 .any(|&(n, at)| n == node && at >= flush.invoked && at <= flush.completed + TICK);
@@ -1080,9 +1269,9 @@ fn flush_problems(ops: &[Op], clears: &[(usize, Duration)]) -> Vec<String> {
 /// for the coordinator's whole fan-out ([`FLUSH_TIMEOUT`]), so an
 /// unacknowledged FLUSHALL has sent all its requests by the time it is
 /// recorded.
-async fn flusher(seed: u64, history: Arc<History>) {
+async fn flusher(seed: u64, history: Arc<History>, serving: Serving) {
     let mut rng = Rng::new(seed ^ 0x0f1a_5a11_d00d_f00d);
-    let mut client = SimClient::new(CLIENTS, rng.below(NODES), history);
+    let mut client = SimClient::new(CLIENTS, serving.pick(&mut rng), history);
     client.timeout = FLUSH_TIMEOUT;
     let start = tokio::time::Instant::now();
     let mut acked = 0;
@@ -1091,7 +1280,7 @@ async fn flusher(seed: u64, history: Arc<History>) {
         if start.elapsed() >= FLUSH_WINDOW {
             break;
         }
-        client.switch(rng.below(NODES));
+        client.switch(serving.pick(&mut rng));
         if client.flushall().await.is_ok() {
             acked += 1;
         }
@@ -1113,24 +1302,25 @@ async fn epilogue(
     increments: Rc<Increments>,
     written: Written,
     restarted: Rc<Cell<bool>>,
+    serving: Serving,
 ) {
     let id = CLIENTS + 1;
     let mut rng = Rng::new(seed ^ 0x0e91_1096_e0f0_ab1e);
-    let mut client = SimClient::new(id, rng.below(NODES), history);
+    let mut client = SimClient::new(id, serving.pick(&mut rng), history);
     client.timeout = FLUSH_TIMEOUT;
     for _ in 0..EPILOGUE_FLUSH_TRIES {
         if client.flushall().await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        client.switch(rng.below(NODES));
+        client.switch(serving.pick(&mut rng));
     }
     client.timeout = CLIENT_TIMEOUT;
     let mut keys: Vec<String> = (0..KEYS).map(key).collect();
     let mut chosen = Vec::new();
     for round in 0..EPILOGUE_KEYS {
         let key = keys.remove(rng.below(keys.len()));
-        client.switch(rng.below(NODES));
+        client.switch(serving.pick(&mut rng));
         if let Some(read) = client.vget(&key, None).await {
             client
                 .vset(&key, &read, format!("{key}-c{id}-{round}"))
@@ -1140,7 +1330,7 @@ async fn epilogue(
     }
     for i in 0..COUNTERS {
         if let Some(by) = increments.take(i) {
-            client.switch(rng.below(NODES));
+            client.switch(serving.pick(&mut rng));
             client.incrby(&counter(i), by).await;
         }
     }
@@ -1148,7 +1338,7 @@ async fn epilogue(
     while !restarted.get() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for node in 0..NODES {
+    for node in serving.nodes() {
         client.switch(node);
         for key in &chosen {
             client.vget(key, None).await;
@@ -1156,10 +1346,12 @@ async fn epilogue(
     }
 }
 
-/// The nodes whose stores hold `key`.
-fn holders(stores: &[Arc<MemoryStore>], key: &str) -> Vec<usize> {
+/// The nodes of `members` whose stores hold `key`.
+fn holders(stores: &[Arc<MemoryStore>], members: &[usize], key: &str) -> Vec<usize> {
     let skey = storage_key(partition_of(key.as_bytes(), PARTITIONS), key.as_bytes());
-    (0..stores.len())
+    members
+        .iter()
+        .copied()
         .filter(|&node| {
             stores[node]
                 .get(Space::Data, &skey)
@@ -1168,6 +1360,446 @@ fn holders(stores: &[Arc<MemoryStore>], key: &str) -> Vec<usize> {
                 .is_some()
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------
+// Membership changes during the faults
+// (`joins_leaves_and_removes_under_faults`).
+
+/// Seeds `joins_leaves_and_removes_under_faults` runs (but the
+/// [`REMOVE_CRASH_SEEDS`], run apart).
+const CHANGE_SEEDS: u64 = 20;
+/// Seeds in which the node that answered `DYNAMO REMOVE` crashes soon
+/// after: they lost the acknowledged remove while a change was saved only
+/// by the membership worker's next round (the dead node stayed a member,
+/// the layout never settled); a change is now saved before it is
+/// acknowledged. Run by
+/// `an_acknowledged_remove_survives_a_crash_of_the_node_that_took_it`.
+const REMOVE_CRASH_SEEDS: [u64; 4] = [15, 22, 25, 36];
+/// The node that joins a run with membership changes: a host of its own
+/// after the [`NODES`] that form the cluster, started during the faults.
+const JOINER: usize = NODES;
+/// How long the members may take to list the same members, all settled:
+/// the five's first layout before the faults, the remaining members'
+/// after the heal; and how long the node that left may take to stop after
+/// that.
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+/// How often the members are asked whether the layout settled.
+const SETTLE_POLL: Duration = Duration::from_millis(200);
+/// How long the members must still list the same settled layout at the
+/// end of the run (nothing may bring the removed node back).
+const SETTLED_RECHECK_MAX: Duration = Duration::from_secs(5);
+/// LEAVEs or REMOVEs sent until one is acknowledged.
+const CHANGE_TRIES: usize = 20;
+/// The wait between two of them.
+const CHANGE_RETRY: Duration = Duration::from_millis(250);
+
+/// A run's membership changes, drawn from its seed (apart from the
+/// faults' and the clients' draws, so those stay what they were), at
+/// simulated times during the faults.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// When the [`JOINER`] starts, with `--join n0`.
+    join_at: Duration,
+    /// The node sent `DYNAMO LEAVE`, and when.
+    leaver: usize,
+    leave_at: Duration,
+    /// The node crashed for good and removed, and when it is crashed.
+    removed: usize,
+    remove_at: Duration,
+    /// How long after the crash the REMOVE is sent (an operator's delay).
+    remove_delay: Duration,
+}
+
+impl Plan {
+    /// The changes of `seed`, whose faults begin at `chaos`.
+    fn draw(seed: u64, chaos: Duration) -> Self {
+        let mut rng = Rng::new(seed ^ 0x6d65_6d62_6572_7321);
+        // Never n0: it is the joiner's only seed. Two distinct nodes, so
+        // that one replica of a partition at most is lost for good (the
+        // leaver hands its copies over before it goes), which W = 2
+        // tolerates.
+        let leaver = 1 + rng.below(NODES - 1);
+        let removed = 1 + (leaver + rng.below(NODES - 2)) % (NODES - 1);
+        // After the flusher's window: a handoff stream is a copy in flight,
+        // which an acknowledged FLUSHALL does not fence out (its known
+        // limit, docs/semantics.md); the changes are judged apart from it.
+        let window = (CHAOS - FLUSH_WINDOW - Duration::from_millis(500)).as_millis() as u64;
+        let at = |rng: &mut Rng| chaos + FLUSH_WINDOW + rng.millis(0, window);
+        Self {
+            join_at: at(&mut rng),
+            leaver,
+            leave_at: at(&mut rng),
+            removed,
+            remove_at: at(&mut rng),
+            remove_delay: rng.millis(0, 1_000),
+        }
+    }
+
+    /// The members once every change is done.
+    fn remaining(&self) -> Vec<usize> {
+        (0..=JOINER)
+            .filter(|&i| i != self.leaver && i != self.removed)
+            .collect()
+    }
+}
+
+/// A reply the LEAVE's or the REMOVE's client leaves once it is done:
+/// acknowledged, or why not.
+type Asked = Rc<RefCell<Option<Result<(), String>>>>;
+
+/// Where a run's membership changes are, as the fault driver makes them.
+#[derive(Debug)]
+struct Changes {
+    plan: Plan,
+    /// The [`JOINER`]'s host starts once this is on.
+    joiner: Switch,
+    /// The nodes the clients use, and those the prober asks.
+    serving: Serving,
+    probed: Serving,
+    /// The prober's rounds.
+    probes: Rc<RefCell<Vec<Probe>>>,
+    /// When a probe first found the joiner answering (clients use it
+    /// from then on).
+    joined: Option<Duration>,
+    /// The joiner's links, unchecked until it answers.
+    join_disturbance: usize,
+    /// When the LEAVE was sent.
+    leave_begun: Option<Duration>,
+    /// When the leaver's host ended (`Node::run` returned `Ok`).
+    left: Option<Duration>,
+    /// When the removed node was crashed for good.
+    removed_at: Option<Duration>,
+    leave_reply: Asked,
+    remove_reply: Asked,
+    /// The removed node's id, as a member listed it before the remove.
+    removed_id: Rc<RefCell<Option<String>>>,
+    /// When every remaining member listed the same settled layout.
+    settled: Option<Duration>,
+    /// What went wrong with the changes themselves.
+    problems: Vec<String>,
+}
+
+impl Changes {
+    fn new(
+        plan: Plan,
+        joiner: Switch,
+        (serving, probed): (Serving, Serving),
+        probes: Rc<RefCell<Vec<Probe>>>,
+        disturbances: &mut Disturbances,
+    ) -> Self {
+        Self {
+            plan,
+            joiner,
+            serving,
+            probed,
+            probes,
+            joined: None,
+            join_disturbance: disturbances.changed(JOINER, Duration::ZERO),
+            leave_begun: None,
+            left: None,
+            removed_at: None,
+            leave_reply: Rc::default(),
+            remove_reply: Rc::default(),
+            removed_id: Rc::default(),
+            settled: None,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The nodes faults may touch at `now`: the members whose host runs.
+    fn nodes(&self, now: Duration) -> Vec<usize> {
+        let plan = &self.plan;
+        (0..=JOINER)
+            .filter(|&i| i != JOINER || now >= plan.join_at)
+            .filter(|&i| i != plan.removed || self.removed_at.is_none())
+            .filter(|&i| i != plan.leaver || self.left.is_none())
+            .collect()
+    }
+
+    /// Of those, the ones a crash or shutdown may hit: not the leaver once
+    /// asked to leave (a crash would be healed by starting it again).
+    fn crashable(&self, now: Duration) -> Vec<usize> {
+        let mut nodes = self.nodes(now);
+        if self.leave_begun.is_some() {
+            nodes.retain(|&i| i != self.plan.leaver);
+        }
+        nodes
+    }
+
+    /// Nodes down for good: they count against the crashes at once.
+    fn down_for_good(&self) -> usize {
+        usize::from(self.removed_at.is_some())
+    }
+
+    fn begun(&self) -> bool {
+        self.leave_begun.is_some() && self.removed_at.is_some()
+    }
+
+    fn answered(&self) -> bool {
+        self.leave_reply.borrow().is_some() && self.remove_reply.borrow().is_some()
+    }
+
+    /// When each node was a member (for the FLUSHALLs' clears): the
+    /// joiner from its start, the removed node until its crash, the
+    /// leaver until its host ended.
+    fn spans(&self) -> Vec<Span> {
+        (0..=JOINER)
+            .map(|i| {
+                let from = if i == JOINER {
+                    self.plan.join_at
+                } else {
+                    Duration::ZERO
+                };
+                let until = if i == self.plan.removed {
+                    self.removed_at
+                } else if i == self.plan.leaver {
+                    self.left
+                } else {
+                    None
+                };
+                (i, from, until.unwrap_or(Duration::MAX))
+            })
+            .collect()
+    }
+
+    /// One driver step at `now`: the joiner starts once due, and enters
+    /// the clients' nodes once a probe found it answering; the leave
+    /// begins (and the remove: the crash for good, then the REMOVE) once
+    /// due and the node is not down from a fault, whose heal would start
+    /// it again; the leaver's end is noted. `downed`: the nodes a fault
+    /// keeps down.
+    fn drive(
+        &mut self,
+        sim: &mut turmoil::Sim<'_>,
+        seed: u64,
+        downed: &[usize],
+        disturbances: &mut Disturbances,
+    ) {
+        let (plan, now, serving) = (self.plan, sim.elapsed(), self.serving.clone());
+        if now >= plan.join_at {
+            self.joiner.set(true);
+        }
+        if self.joined.is_none()
+            && self
+                .probes
+                .borrow()
+                .last()
+                .is_some_and(|p| p.up.get(JOINER).is_some_and(Option::is_some))
+        {
+            self.joined = Some(now);
+            serving.add(JOINER);
+            // It serves: it has joined, and its links are held to the
+            // same bound as any other from here on.
+            disturbances.healed(self.join_disturbance, now);
+        }
+        if self.leave_begun.is_none() && now >= plan.leave_at && !downed.contains(&plan.leaver) {
+            self.leave_begun = Some(now);
+            // Clients already talking to it go on until they switch.
+            serving.remove(plan.leaver);
+            disturbances.changed(plan.leaver, now);
+            let reply = Rc::clone(&self.leave_reply);
+            sim.client("leave", async move {
+                *reply.borrow_mut() = Some(ask_leave(plan.leaver).await);
+                Ok(())
+            });
+        }
+        if self.leave_begun.is_some() && self.left.is_none() {
+            self.note_left(sim);
+        }
+        if self.removed_at.is_none() && now >= plan.remove_at && !downed.contains(&plan.removed) {
+            sim.crash(node_name(plan.removed));
+            self.removed_at = Some(now);
+            serving.remove(plan.removed);
+            self.probed.remove(plan.removed);
+            disturbances.changed(plan.removed, now);
+            let (reply, id) = (Rc::clone(&self.remove_reply), Rc::clone(&self.removed_id));
+            let serving = serving.clone();
+            sim.client("remove", async move {
+                tokio::time::sleep(plan.remove_delay).await;
+                *reply.borrow_mut() = Some(ask_remove(seed, plan.removed, serving, id).await);
+                Ok(())
+            });
+        }
+    }
+
+    /// Notes when the leaver's host ended (then it is not asked by the
+    /// prober any more).
+    fn note_left(&mut self, sim: &mut turmoil::Sim<'_>) {
+        if !sim.is_host_running(node_name(self.plan.leaver)) {
+            self.left = Some(sim.elapsed());
+            self.probed.remove(self.plan.leaver);
+        }
+    }
+
+    /// The changes' part of the checker's line.
+    fn line(&self) -> String {
+        let at =
+            |t: Option<Duration>| t.map_or("never".to_owned(), |t| format!("{}", t.as_millis()));
+        let plan = &self.plan;
+        format!(
+            "changes=join:n{JOINER}@{},leave:n{}@{},remove:n{}@{} joined_ms={} left_ms={} \
+             settled_ms={} change_problems={}",
+            plan.join_at.as_millis(),
+            plan.leaver,
+            at(self.leave_begun),
+            plan.removed,
+            at(self.removed_at),
+            at(self.joined),
+            at(self.left),
+            at(self.settled),
+            self.problems.len(),
+        )
+    }
+}
+
+/// The row the client's node lists for member `name`, if any.
+async fn member_row(client: &mut SimClient, name: &str) -> Result<Option<MemberRow>, String> {
+    match client.send(&[b"DYNAMO", b"MEMBERS"]).await {
+        Exchange::Replied(Ok(reply)) => {
+            let rows = member_rows(&reply).ok_or_else(|| format!("not members: {reply:?}"))?;
+            Ok(rows
+                .into_iter()
+                .find(|r| r.get("name").map(String::as_str) == Some(name)))
+        }
+        other => Err(format!("{other:?}")),
+    }
+}
+
+/// Sends `DYNAMO LEAVE` to `node` until acknowledged, at most
+/// [`CHANGE_TRIES`] times. A LEAVE whose reply was lost may have been
+/// applied: the node listing itself `leaving` acknowledges it too.
+async fn ask_leave(node: usize) -> Result<(), String> {
+    let mut client = SimClient::new(usize::MAX, node, Arc::new(History::new()));
+    let mut last = String::new();
+    for _ in 0..CHANGE_TRIES {
+        match client.send(&[b"DYNAMO", b"LEAVE"]).await {
+            Exchange::Replied(Ok(_)) => return Ok(()),
+            other => last = format!("{other:?}"),
+        }
+        if let Ok(Some(row)) = member_row(&mut client, &node_name(node)).await
+            && row.get("state").map(String::as_str) == Some("leaving")
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(CHANGE_RETRY).await;
+    }
+    Err(format!("DYNAMO LEAVE to n{node} not acknowledged: {last}"))
+}
+
+/// Sends `DYNAMO REMOVE n<removed>` to a node of `serving` (another each
+/// try) until acknowledged, at most [`CHANGE_TRIES`] times; first takes
+/// the removed node's id from a member's `DYNAMO MEMBERS` into `id`.
+async fn ask_remove(
+    seed: u64,
+    removed: usize,
+    serving: Serving,
+    id: Rc<RefCell<Option<String>>>,
+) -> Result<(), String> {
+    let mut rng = Rng::new(seed ^ 0x7265_6d6f_7665_6421);
+    let name = node_name(removed);
+    let mut client = SimClient::new(usize::MAX, serving.pick(&mut rng), Arc::new(History::new()));
+    let mut last = String::new();
+    for _ in 0..CHANGE_TRIES {
+        if id.borrow().is_none() {
+            match member_row(&mut client, &name).await {
+                Ok(row) => *id.borrow_mut() = row.and_then(|r| r.get("id").cloned()),
+                Err(e) => last = e,
+            }
+        }
+        if id.borrow().is_some() {
+            match client.send(&[b"DYNAMO", b"REMOVE", name.as_bytes()]).await {
+                Exchange::Replied(Ok(_)) => return Ok(()),
+                other => last = format!("{other:?}"),
+            }
+        }
+        tokio::time::sleep(CHANGE_RETRY).await;
+        client.switch(serving.pick(&mut rng));
+    }
+    Err(format!("DYNAMO REMOVE {name} not acknowledged: {last}"))
+}
+
+/// Asks every node of `remaining` for its members every [`SETTLE_POLL`]
+/// until each lists exactly `remaining`, every one `member`, and none
+/// lists the removed id `gone`; at most `max`. Why not, if not.
+async fn settle(remaining: Vec<usize>, gone: Option<String>, max: Duration) -> Result<(), String> {
+    let start = tokio::time::Instant::now();
+    let history = Arc::new(History::new());
+    let mut clients: Vec<SimClient> = remaining
+        .iter()
+        .map(|&node| SimClient::new(usize::MAX, node, Arc::clone(&history)))
+        .collect();
+    let want: BTreeSet<String> = remaining.iter().map(|&i| node_name(i)).collect();
+    loop {
+        let mut unsettled = None;
+        for client in &mut clients {
+            let seen = match client.send(&[b"DYNAMO", b"MEMBERS"]).await {
+                Exchange::Replied(Ok(reply)) => member_rows(&reply),
+                _ => None,
+            };
+            let ok = seen.as_ref().is_some_and(|rows| {
+                let names: BTreeSet<String> =
+                    rows.iter().filter_map(|r| r.get("name").cloned()).collect();
+                names == want
+                    && rows.len() == want.len()
+                    && rows
+                        .iter()
+                        .all(|r| r.get("state").map(String::as_str) == Some("member"))
+                    && rows
+                        .iter()
+                        .all(|r| gone.as_ref().is_none_or(|g| r.get("id") != Some(g)))
+            });
+            if !ok {
+                let rows: Vec<String> = seen
+                    .iter()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            "{}({}/{}/{})",
+                            r.get("name").map_or("?", String::as_str),
+                            r.get("id").map_or("?", String::as_str),
+                            r.get("state").map_or("?", String::as_str),
+                            r.get("status").map_or("?", String::as_str),
+                        )
+                    })
+                    .collect();
+                unsettled = Some(format!("n{} lists {rows:?}", client.node));
+                break;
+            }
+        }
+        let Some(unsettled) = unsettled else {
+            return Ok(());
+        };
+        if start.elapsed() >= max {
+            return Err(format!(
+                "no settled layout of {want:?} within {max:?}: {unsettled}"
+            ));
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+}
+
+/// Runs [`settle`] in a client of `sim` until it answers, stepping `sim`.
+fn wait_settled(
+    sim: &mut turmoil::Sim<'_>,
+    remaining: Vec<usize>,
+    gone: Option<String>,
+    max: Duration,
+    clears: &mut Clears,
+    step: &impl Fn(&mut turmoil::Sim<'_>, &mut Clears),
+) -> Result<(), String> {
+    let slot: Rc<RefCell<Option<Result<(), String>>>> = Rc::default();
+    {
+        let slot = Rc::clone(&slot);
+        sim.client(format!("settle{}", sim.elapsed().as_millis()), async move {
+            *slot.borrow_mut() = Some(settle(remaining, gone, max).await);
+            Ok(())
+        });
+    }
+    while slot.borrow().is_none() {
+        step(sim, clears);
+    }
+    slot.take().unwrap_or_else(|| Err("no answer".into()))
 }
 
 /// What one run did.
@@ -1193,15 +1825,19 @@ struct Run {
     /// Acknowledged FLUSHALLs of the workload followed by a write, a crash
     /// or shutdown, and a read ([`flush_sequences`]).
     flush_sequences: usize,
+    /// The membership changes, in a run with them.
+    changes: Option<Changes>,
 }
 
-/// A simulation of [`NODES`] nodes for `seed`, syncing as `fsync` says:
-/// their stores, and the switches that stop them gracefully (flipped only
-/// if `graceful`).
+/// A simulation for `seed` of the [`NODES`] that form the cluster and,
+/// with a `joiner` switch, of the [`JOINER`], which starts once it is on;
+/// syncing as `fsync` says: their stores, and the switches that stop them
+/// gracefully (flipped only if `graceful`).
 fn cluster(
     seed: u64,
     fsync: FsyncPolicy,
     graceful: bool,
+    joiner: Option<&Switch>,
 ) -> (turmoil::Sim<'static>, Vec<Arc<MemoryStore>>, Vec<Switch>) {
     dynokv::random::seed_thread(seed);
     let mut sim = turmoil::Builder::new()
@@ -1213,52 +1849,25 @@ fn cluster(
         .max_message_latency(Duration::from_millis(10))
         .tcp_capacity(1 << 16)
         .build();
-    let stores: Vec<Arc<MemoryStore>> = (0..NODES).map(|_| Arc::default()).collect();
-    let stops: Vec<Switch> = (0..NODES).map(|_| Switch::default()).collect();
+    let hosts = NODES + usize::from(joiner.is_some());
+    let stores: Vec<Arc<MemoryStore>> = (0..hosts).map(|_| Arc::default()).collect();
+    let stops: Vec<Switch> = (0..hosts).map(|_| Switch::default()).collect();
     for (i, store) in stores.iter().enumerate() {
         let stop = graceful.then(|| stops[i].clone());
-        add_node(&mut sim, i, Arc::clone(store), fsync, stop);
+        let start = joiner.filter(|_| i == JOINER).cloned();
+        add_node(&mut sim, i, Arc::clone(store), fsync, stop, start);
     }
     (sim, stores, stops)
 }
 
-/// Runs the simulation for `seed`, the nodes syncing as `fsync` says.
-fn run(seed: u64, fsync: FsyncPolicy) -> Run {
+/// Runs the simulation for `seed`, the nodes syncing as `fsync` says; with
+/// `changes`, a node joins, one leaves and one is removed during the
+/// faults ([`Plan`]).
+fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
     let graceful = graceful_restarts();
-    let (mut sim, stores, stops) = cluster(seed, fsync, graceful);
-    let mut rng = Rng::new(seed);
-    let history = Arc::new(History::new());
-    let (probes, probing_stop): (Rc<RefCell<Vec<Probe>>>, Rc<Cell<bool>>) = Default::default();
-    {
-        let (probes, stop) = (Rc::clone(&probes), Rc::clone(&probing_stop));
-        sim.client("links", async move {
-            tokio::time::sleep(WARMUP).await;
-            probe_links(probes, stop).await;
-            Ok(())
-        });
-    }
-    let mut disturbances = Disturbances::default();
-    let done = Rc::new(Cell::new(0usize));
-    let increments = Rc::new(Increments::default());
-    for id in 0..CLIENTS {
-        let (history, done) = (Arc::clone(&history), Rc::clone(&done));
-        let increments = Rc::clone(&increments);
-        sim.client(format!("client{id}"), async move {
-            tokio::time::sleep(WARMUP).await;
-            workload(id, seed, history, increments).await;
-            done.set(done.get() + 1);
-            Ok(())
-        });
-    }
-    {
-        let (history, done) = (Arc::clone(&history), Rc::clone(&done));
-        sim.client("flusher", async move {
-            tokio::time::sleep(WARMUP).await;
-            flusher(seed, history).await;
-            done.set(done.get() + 1);
-            Ok(())
-        });
-    }
+    let joiner = changes.then(Switch::default);
+    let (mut sim, stores, stops) = cluster(seed, fsync, graceful, joiner.as_ref());
+    let hosts = stores.len();
     let mut clears = Clears::default();
     let step = |sim: &mut turmoil::Sim<'_>, clears: &mut Clears| {
         if let Err(e) = sim.step() {
@@ -1266,13 +1875,79 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         }
         clears.watch(&stores, sim.elapsed());
     };
+    // When the clients and the faults begin. A leave or a remove is of a
+    // member: with changes, they begin once the five nodes' first layout
+    // has settled (every one a member), which takes longer than WARMUP.
+    let (chaos, delay) = if changes {
+        let nodes = (0..NODES).collect();
+        if let Err(e) = wait_settled(&mut sim, nodes, None, SETTLE_MAX, &mut clears, &step) {
+            panic!("seed {seed}: the first layout did not settle: {e}");
+        }
+        (sim.elapsed(), Duration::ZERO)
+    } else {
+        (WARMUP, WARMUP)
+    };
+    let serving = Serving::new(0..NODES);
+    let mut rng = Rng::new(seed);
+    let history = Arc::new(History::new());
+    let (probes, probing_stop): (Rc<RefCell<Vec<Probe>>>, Rc<Cell<bool>>) = Default::default();
+    // The nodes the prober asks: every host but, with changes, one that
+    // left or was removed.
+    let probed = Serving::new(0..hosts);
+    {
+        let (probes, stop) = (Rc::clone(&probes), Rc::clone(&probing_stop));
+        let probed = probed.clone();
+        sim.client("links", async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            probe_links(probes, stop, hosts, probed).await;
+            Ok(())
+        });
+    }
+    let mut disturbances = Disturbances::new(hosts);
+    let mut changes = joiner.map(|joiner| {
+        let plan = Plan::draw(seed, chaos);
+        let nodes = (serving.clone(), probed.clone());
+        Changes::new(plan, joiner, nodes, Rc::clone(&probes), &mut disturbances)
+    });
+    let done = Rc::new(Cell::new(0usize));
+    let increments = Rc::new(Increments::default());
+    for id in 0..CLIENTS {
+        let (history, done) = (Arc::clone(&history), Rc::clone(&done));
+        let (increments, serving) = (Rc::clone(&increments), serving.clone());
+        sim.client(format!("client{id}"), async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            workload(id, seed, history, increments, serving).await;
+            done.set(done.get() + 1);
+            Ok(())
+        });
+    }
+    {
+        let (history, done) = (Arc::clone(&history), Rc::clone(&done));
+        let serving = serving.clone();
+        sim.client("flusher", async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            flusher(seed, history, serving).await;
+            done.set(done.get() + 1);
+            Ok(())
+        });
+    }
+    let down = |f: &Fault| match f {
+        Fault::Crash(i) | Fault::Restart(i) => Some(*i),
+        _ => None,
+    };
     // Faults while the clients run.
     let mut active: Vec<(Fault, Duration, usize)> = Vec::new();
-    let mut next_fault = WARMUP + rng.millis(200, 800);
+    let mut next_fault = chaos + rng.millis(200, 800);
     let mut faults = 0;
     // When a node was crashed or shut down.
     let mut downs = Vec::new();
-    while sim.elapsed() < WARMUP + CHAOS {
+    while sim.elapsed() < chaos + CHAOS {
         let now = sim.elapsed();
         let (due, kept): (Vec<_>, Vec<_>) =
             active.into_iter().partition(|(_, until, _)| *until <= now);
@@ -1281,13 +1956,18 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
             heal(&mut sim, &stops, fault);
             disturbances.healed(*index, now);
         }
+        if let Some(changes) = &mut changes {
+            let downed: Vec<usize> = active.iter().filter_map(|(f, _, _)| down(f)).collect();
+            changes.drive(&mut sim, seed, &downed, &mut disturbances);
+        }
         if now >= next_fault {
-            let down = |f: &Fault| match f {
-                Fault::Crash(i) | Fault::Restart(i) => Some(*i),
-                _ => None,
+            let crashed = active.iter().filter(|(f, _, _)| down(f).is_some()).count()
+                + changes.as_ref().map_or(0, Changes::down_for_good);
+            let (nodes, crashable) = match &changes {
+                Some(changes) => (changes.nodes(now), changes.crashable(now)),
+                None => ((0..NODES).collect(), (0..NODES).collect()),
             };
-            let crashed = active.iter().filter(|(f, _, _)| down(f).is_some()).count();
-            let fault = pick_fault(&mut rng, crashed, graceful);
+            let fault = pick_fault(&mut rng, &nodes, &crashable, crashed, graceful);
             let busy =
                 down(&fault).is_some() && active.iter().any(|(f, _, _)| down(f) == down(&fault));
             if !busy {
@@ -1295,8 +1975,8 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
                     downs.push(now);
                 }
                 inject(&mut sim, &stops, &fault);
-                disturbances.injected(&fault, now);
-                active.push((fault, now + rng.millis(FAULT_MIN_MS, FAULT_MAX_MS), faults));
+                let index = disturbances.injected(&fault, now);
+                active.push((fault, now + rng.millis(FAULT_MIN_MS, FAULT_MAX_MS), index));
                 faults += 1;
             }
             next_fault = now + rng.millis(200, 800);
@@ -1308,21 +1988,80 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         heal(&mut sim, &stops, fault);
         disturbances.healed(*index, now);
     }
+    // The clients and the flusher finish on a healed cluster, and the
+    // workload is judged on the state they left; a change a fault put off
+    // begins now, and its LEAVE or REMOVE is answered.
+    while done.get() < CLIENTS + 1
+        || changes
+            .as_ref()
+            .is_some_and(|c| !c.begun() || !c.answered())
+    {
+        if let Some(changes) = &mut changes {
+            changes.drive(&mut sim, seed, &[], &mut disturbances);
+        }
+        step(&mut sim, &mut clears);
+    }
+    // With changes: the members that remain must settle, the leaver must
+    // have stopped with its data dropped, and only the remaining members
+    // are read and judged from here on.
+    let mut members: Vec<usize> = (0..NODES).collect();
+    if let Some(changes) = &mut changes {
+        for reply in [&changes.leave_reply, &changes.remove_reply] {
+            if let Some(Err(e)) = &*reply.borrow() {
+                changes.problems.push(e.clone());
+            }
+        }
+        members = changes.plan.remaining();
+        let gone = changes.removed_id.borrow().clone();
+        match wait_settled(
+            &mut sim,
+            members.clone(),
+            gone,
+            SETTLE_MAX,
+            &mut clears,
+            &step,
+        ) {
+            Ok(()) => changes.settled = Some(sim.elapsed()),
+            Err(e) => changes.problems.push(e),
+        }
+        // It stops once the settle reached it and a grace passed.
+        let leaver = changes.plan.leaver;
+        let until = sim.elapsed() + SETTLE_MAX;
+        while changes.left.is_none() && sim.elapsed() < until {
+            step(&mut sim, &mut clears);
+            changes.note_left(&mut sim);
+        }
+        if changes.left.is_none() {
+            changes.problems.push(format!(
+                "n{leaver} still runs {SETTLE_MAX:?} after the layout settled"
+            ));
+        } else if let Ok(held) = stores[leaver].scan(Space::Data, b"", None, 1)
+            && !held.is_empty()
+        {
+            changes
+                .problems
+                .push(format!("n{leaver} left, but its store still holds data"));
+        }
+        serving.0.replace(members.clone());
+    }
     // The links are checked until a probe past this bound; the epilogue's
     // own fault leaves the links of its nodes unchecked (the bound after
     // it would add LINK_REPAIR_MAX of simulated time to every run).
     let settled_at = disturbances.last_heal() + LINK_REPAIR_MAX;
-    // The clients and the flusher finish on a healed cluster, and the
-    // workload is judged on the state they left.
-    while done.get() < CLIENTS + 1 {
-        step(&mut sim, &mut clears);
-    }
-    let fin = final_state(&mut sim, &stores, &mut clears, &step);
+    let fin = final_state(&mut sim, &stores, &members, &mut clears, &step);
     let workload_ops = history.ops();
+    // The node removed is gone for good from its crash on, as if its
+    // store were cleared then: a write acknowledged by it and one node a
+    // FLUSHALL cleared afterwards (one that failed, reaching a few nodes)
+    // may be gone from every member, and the checker must see both.
+    let lost_for_good: Vec<(usize, Duration)> = changes
+        .iter()
+        .filter_map(|c| Some((c.plan.removed, c.removed_at?)))
+        .collect();
     let timing = |clears: &Clears| Timing {
         late: Some(LATE),
         clears: Some(ClearsSeen {
-            at: clears.seen.clone(),
+            at: clears.seen.iter().chain(&lost_for_good).copied().collect(),
             write_quorum: W,
         }),
     };
@@ -1339,9 +2078,9 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
     {
         let (history, increments) = (Arc::clone(&history), Rc::clone(&increments));
         let (written, restarted) = (Rc::clone(&written), Rc::clone(&restarted));
-        let done = Rc::clone(&done);
+        let (done, serving) = (Rc::clone(&done), serving.clone());
         sim.client("epilogue", async move {
-            epilogue(seed, history, increments, written, restarted).await;
+            epilogue(seed, history, increments, written, restarted, serving).await;
             done.set(done.get() + 1);
             Ok(())
         });
@@ -1350,7 +2089,7 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         step(&mut sim, &mut clears);
     }
     let first = written.borrow().iter().flatten().next().cloned();
-    let mut victims = first.map_or_else(Vec::new, |key| holders(&stores, &key));
+    let mut victims = first.map_or_else(Vec::new, |key| holders(&stores, &members, &key));
     // One, two or all of its replicas at once: with all of them down, only
     // what they kept across the stop can bring the key back.
     victims.truncate(1 + rng.below(N));
@@ -1364,8 +2103,8 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
             Fault::Crash(i)
         };
         inject(&mut sim, &stops, &fault);
-        disturbances.injected(&fault, sim.elapsed());
-        down.push((fault, faults));
+        let index = disturbances.injected(&fault, sim.elapsed());
+        down.push((fault, index));
         faults += 1;
     }
     let up_at = sim.elapsed() + rng.millis(FAULT_MIN_MS, FAULT_MAX_MS / 2);
@@ -1380,7 +2119,7 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
     while done.get() < CLIENTS + 2 {
         step(&mut sim, &mut clears);
     }
-    let epilogue_fin = final_state(&mut sim, &stores, &mut clears, &step);
+    let epilogue_fin = final_state(&mut sim, &stores, &members, &mut clears, &step);
     let ops = history.ops();
     let epilogue_report = history::check_with(&ops, &epilogue_fin, &timing(&clears));
     // Links: run on until a probe round that began past the bound after
@@ -1391,15 +2130,34 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
     probing_stop.set(true);
     let (mut links, link_checks) = link_problems(&probes.borrow(), &disturbances);
     if let Some(last) = probes.borrow().iter().rev().find(|p| p.at >= settled_at)
-        && let Some(silent) = last.up.iter().position(Option::is_none)
+        && let Some(silent) = members.iter().find(|&&i| last.up[i].is_none())
     {
         links.push(format!(
             "at {:?}: n{silent} did not answer DYNAMO MEMBERS after every fault healed",
             last.at
         ));
     }
+    // At the very end, after the epilogue's stops: still the same settled
+    // members, and the removed id nowhere.
+    if let Some(changes) = &mut changes {
+        let gone = changes.removed_id.borrow().clone();
+        let again = wait_settled(
+            &mut sim,
+            members.clone(),
+            gone,
+            SETTLED_RECHECK_MAX,
+            &mut clears,
+            &step,
+        );
+        if let Err(e) = again {
+            changes.problems.push(format!("at the end: {e}"));
+        }
+    }
+    let spans = changes
+        .as_ref()
+        .map_or_else(|| always(hosts), Changes::spans);
     Run {
-        flush_problems: flush_problems(&ops, &clears.seen),
+        flush_problems: flush_problems(&ops, &clears.seen, &spans),
         clears: clears.seen.len(),
         ops,
         report,
@@ -1410,6 +2168,7 @@ fn run(seed: u64, fsync: FsyncPolicy) -> Run {
         link_checks,
         epilogue: epilogue_fault,
         flush_sequences,
+        changes,
     }
 }
 
@@ -1433,22 +2192,23 @@ fn flush_sequences(ops: &[Op], downs: &[Duration]) -> usize {
         .count()
 }
 
-/// Reads every key through every node until they agree ([`final_reads`]),
-/// stepping `sim` meanwhile.
+/// Reads every key through every node of `members` until they agree
+/// ([`final_reads`]), stepping `sim` meanwhile.
 fn final_state(
     sim: &mut turmoil::Sim<'_>,
     stores: &[Arc<MemoryStore>],
+    members: &[usize],
     clears: &mut Clears,
     step: &impl Fn(&mut turmoil::Sim<'_>, &mut Clears),
 ) -> Final {
     let slot: Rc<RefCell<Option<Final>>> = Rc::default();
     {
         let (history, slot) = (Arc::new(History::new()), Rc::clone(&slot));
-        let stores = stores.to_vec();
+        let (stores, members) = (stores.to_vec(), members.to_vec());
         sim.client(
             format!("checker{}", sim.elapsed().as_millis()),
             async move {
-                let fin = final_reads(history, stores).await;
+                let fin = final_reads(history, stores, members).await;
                 *slot.borrow_mut() = Some(fin);
                 Ok(())
             },
@@ -1460,13 +2220,49 @@ fn final_state(
     slot.take().unwrap_or_default()
 }
 
-/// The command that replays `seed`.
-fn replay_command(seed: u64) -> String {
-    format!("DYNOKV_SIM_SEED={seed} cargo test --test sim replay -- --exact --nocapture")
+/// The command that replays `seed` (a run with membership changes if
+/// `changes`).
+fn replay_command(seed: u64, changes: bool) -> String {
+    let changes = if changes { "DYNOKV_SIM_CHANGES=1 " } else { "" };
+    format!("{changes}DYNOKV_SIM_SEED={seed} cargo test --test sim replay -- --exact --nocapture")
+}
+
+/// Whether this process runs a seed with membership changes
+/// (`DYNOKV_SIM_CHANGES=1`).
+fn with_changes() -> bool {
+    std::env::var("DYNOKV_SIM_CHANGES").as_deref() == Ok("1")
+}
+
+/// Simulated time in the log lines of [`log_nodes`].
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        write!(w, "{:>9.3}s", at.as_secs_f64())
+    }
+}
+
+/// `DYNOKV_SIM_LOG=<filter>` (as `RUST_LOG`, e.g. `info` or
+/// `dynokv=debug`): the nodes' log on the test's output, each line with
+/// its simulated time and its host (turmoil's `node` span).
+fn log_nodes() {
+    let Ok(filter) = std::env::var("DYNOKV_SIM_LOG") else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_timer(SimTime)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
 }
 
 /// `DYNOKV_SIM_SEED=<seed>`: runs that one seed in this process, prints
-/// every operation and the checker's line, fails if the checker does.
+/// every operation and the checker's line, fails if the checker does;
+/// with `DYNOKV_SIM_CHANGES=1` the run with membership changes
+/// (`joins_leaves_and_removes_under_faults`), with `DYNOKV_SIM_LOG` the
+/// nodes' log ([`log_nodes`]).
 /// The other tests run each seed through this, in a process of its own:
 /// tokio numbers tasks process-wide and a crashed host's tasks are dropped
 /// in an order that depends on those numbers, so two simulations sharing
@@ -1482,17 +2278,24 @@ fn replay() {
         Ok("no") => FsyncPolicy::No,
         _ => FsyncPolicy::Always,
     };
-    let run = run(seed, fsync);
+    log_nodes();
+    let changes = with_changes();
+    let run = run(seed, fsync, changes);
     for op in &run.ops {
         println!("{op:?}");
     }
+    let (change_line, change_problems) = run
+        .changes
+        .as_ref()
+        .map(|c| (format!(" {}", c.line()), c.problems.clone()))
+        .unwrap_or_default();
     let epilogue = &run.epilogue_report;
     println!(
         "sim seed={seed} faults={} sim_ms={} link_checks={} link_problems={} clears={} \
          flush_problems={} flush_sequences={} {} epilogue={} epilogue_flushes={} \
          epilogue_flushes_acked={} \
          epilogue_lost={} epilogue_incr_lost={} epilogue_phantoms={} epilogue_resurrected={} \
-         epilogue_stale_after_flush={} epilogue_converged={} epilogue_converge_ms={}",
+         epilogue_stale_after_flush={} epilogue_converged={} epilogue_converge_ms={}{change_line}",
         run.faults,
         run.sim_ms,
         run.link_checks,
@@ -1513,11 +2316,13 @@ fn replay() {
         epilogue.converge_ms,
     );
     let epilogue_problems = epilogue.problems.iter().map(|p| format!("epilogue: {p}"));
+    let membership_problems = change_problems.iter().map(|p| format!("membership: {p}"));
     let problems = run.report.problems.iter().chain(&run.links);
     for problem in problems
         .chain(&run.flush_problems)
         .cloned()
         .chain(epilogue_problems)
+        .chain(membership_problems)
     {
         println!("  {problem}");
     }
@@ -1525,13 +2330,16 @@ fn replay() {
         run.report.is_clean()
             && epilogue.is_clean()
             && run.links.is_empty()
-            && run.flush_problems.is_empty(),
-        "seed {seed} failed: {} epilogue: {} link problems: {} flush problems: {}\nreplay: {}",
+            && run.flush_problems.is_empty()
+            && change_problems.is_empty(),
+        "seed {seed} failed: {} epilogue: {} link problems: {} flush problems: {} membership \
+         problems: {}\nreplay: {}",
         run.report,
         epilogue,
         run.links.len(),
         run.flush_problems.len(),
-        replay_command(seed)
+        change_problems.len(),
+        replay_command(seed, changes)
     );
 }
 
@@ -1561,15 +2369,18 @@ impl Child {
 const CHILD_MAX: Duration = Duration::from_secs(300);
 
 fn run_child(seed: u64) -> Child {
-    run_child_with(seed, FsyncPolicy::Always)
+    run_child_with(seed, FsyncPolicy::Always, false)
 }
 
-fn run_child_with(seed: u64, fsync: FsyncPolicy) -> Child {
+/// `seed` in a process of its own, syncing as `fsync` says, with
+/// membership changes if `changes`.
+fn run_child_with(seed: u64, fsync: FsyncPolicy, changes: bool) -> Child {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("own test binary: {e}"));
     let mut child = std::process::Command::new(exe)
         .args(["replay", "--exact", "--nocapture", "--test-threads=1"])
         .env("DYNOKV_SIM_SEED", seed.to_string())
         .env("DYNOKV_SIM_FSYNC", fsync.as_str())
+        .env("DYNOKV_SIM_CHANGES", if changes { "1" } else { "0" })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1622,10 +2433,10 @@ fn run_child_with(seed: u64, fsync: FsyncPolicy) -> Child {
     }
 }
 
-/// Runs `seeds`, each in its own process, `workers` at a time, printing
-/// one line each and a summary; fails listing every seed that failed and
-/// how to replay it.
-fn run_seeds(seeds: Vec<u64>, workers: usize) {
+/// Runs `seeds`, each in its own process, `workers` at a time, with
+/// membership changes if `changes`, printing one line each and a summary;
+/// fails listing every seed that failed and how to replay it.
+fn run_seeds(seeds: Vec<u64>, workers: usize, changes: bool) {
     let started = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let children = std::sync::Mutex::new(Vec::new());
@@ -1635,7 +2446,7 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
                 while let Some(&seed) =
                     seeds.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
                 {
-                    let child = run_child(seed);
+                    let child = run_child_with(seed, FsyncPolicy::Always, changes);
                     if child.passed {
                         println!("{}", child.line);
                     } else {
@@ -1675,8 +2486,10 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
         .collect();
     failed.sort_unstable();
     let wall = started.elapsed().as_secs_f64();
+    // Hosts: the joiner too, in runs with membership changes.
+    let nodes = NODES + usize::from(changes);
     println!(
-        "sim summary: seeds={runs} nodes={NODES} clients={CLIENTS} faults={faults} ops={ops} \
+        "sim summary: seeds={runs} nodes={nodes} clients={CLIENTS} faults={faults} ops={ops} \
          acknowledged={acked} ({:.1}%) converge_ms(median/max)={}/{} max_siblings={siblings} \
          simulated={:.0}s wall={wall:.1}s seeds/min={:.1} simulated-nodes*seeds/min={:.0} \
          client-ops/s={:.0} incrs={} incrs_acked={} execs_acked={}/{} execs_aborted={} \
@@ -1690,7 +2503,7 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
         converge_ms.last().copied().unwrap_or(0),
         sim_ms as f64 / 1000.0,
         runs as f64 * 60.0 / wall,
-        (runs * NODES as u64) as f64 * 60.0 / wall,
+        (runs * nodes as u64) as f64 * 60.0 / wall,
         ops as f64 / wall,
         sum("incrs"),
         sum("incrs_acked"),
@@ -1726,7 +2539,7 @@ fn run_seeds(seeds: Vec<u64>, workers: usize) {
             .filter(|c| c.line.contains("epilogue_converged=true"))
             .count(),
     );
-    let replays: Vec<String> = failed.iter().map(|&s| replay_command(s)).collect();
+    let replays: Vec<String> = failed.iter().map(|&s| replay_command(s, changes)).collect();
     assert!(
         failed.is_empty(),
         "seeds failed: {failed:?}\n{}",
@@ -1742,7 +2555,7 @@ fn shard(k: u64) {
     if env_u64("DYNOKV_SIM_SEED").is_some() {
         return; // this process is one seed's run
     }
-    run_seeds((0..SEEDS).filter(|s| s % SHARDS == k).collect(), 1);
+    run_seeds((0..SEEDS).filter(|s| s % SHARDS == k).collect(), 1, false);
 }
 
 #[test]
@@ -1765,7 +2578,36 @@ fn seeds_shard_3() {
     shard(3);
 }
 
-/// `DYNOKV_SIM_RUNS=<k>`: k seeds from `DYNOKV_SIM_FIRST` (soak).
+// Proves membership changes under the faults lose nothing: in each seed
+// a sixth node joins, a member leaves (and its process ends cleanly) and
+// another is crashed for good and removed, while the clients and the
+// faults go on; the remaining members settle, every key ends on exactly N
+// of them, and the history checker finds nothing lost (see the module
+// docs).
+#[test]
+fn joins_leaves_and_removes_under_faults() {
+    if env_u64("DYNOKV_SIM_SEED").is_some() {
+        return;
+    }
+    let seeds = (0..CHANGE_SEEDS).filter(|s| !REMOVE_CRASH_SEEDS.contains(s));
+    run_seeds(seeds.collect(), 1, true);
+}
+
+// Proves an acknowledged `DYNAMO REMOVE` survives a crash of the node
+// that took it: in each of these seeds a crash fault hits that node soon
+// after it answered OK. Before the fix it came back with the layout it had
+// saved before, no node ever learned the remove, the dead node stayed a
+// member (listed `down`) and the layout never settled.
+#[test]
+fn an_acknowledged_remove_survives_a_crash_of_the_node_that_took_it() {
+    if env_u64("DYNOKV_SIM_SEED").is_some() {
+        return;
+    }
+    run_seeds(REMOVE_CRASH_SEEDS.to_vec(), 1, true);
+}
+
+/// `DYNOKV_SIM_RUNS=<k>`: k seeds from `DYNOKV_SIM_FIRST` (soak; with
+/// `DYNOKV_SIM_CHANGES=1`, runs with membership changes).
 #[test]
 fn soak() {
     let (Some(runs), None) = (env_u64("DYNOKV_SIM_RUNS"), env_u64("DYNOKV_SIM_SEED")) else {
@@ -1773,7 +2615,7 @@ fn soak() {
     };
     let first = env_u64("DYNOKV_SIM_FIRST").unwrap_or(0);
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    run_seeds((first..first + runs).collect(), workers);
+    run_seeds((first..first + runs).collect(), workers, with_changes());
 }
 
 /// The same seed twice gives the same run, operation for operation; another
@@ -1811,7 +2653,7 @@ fn fsync_no_loses_writes_and_the_checker_sees_it() {
         return;
     }
     let children: Vec<Child> = (0..NO_SYNC_SEEDS)
-        .map(|seed| run_child_with(seed, FsyncPolicy::No))
+        .map(|seed| run_child_with(seed, FsyncPolicy::No, false))
         .collect();
     // Lost by the workload, or by the epilogue's writes after its FLUSHALL.
     let lost_in = |c: &Child| c.field("lost") + c.field("epilogue_lost");
@@ -1869,7 +2711,7 @@ fn an_acknowledged_flushall_fences_out_copies_in_flight() {
     if env_u64("DYNOKV_SIM_SEED").is_some() {
         return;
     }
-    let (mut sim, stores, _stops) = cluster(1, FsyncPolicy::Always, false);
+    let (mut sim, stores, _stops) = cluster(1, FsyncPolicy::Always, false, None);
     let history = Arc::new(History::new());
     /// What the scenario saw: `k`'s replicas, the write's and the
     /// FLUSHALL's outcomes, and the values read after.
@@ -1889,7 +2731,8 @@ fn an_acknowledged_flushall_fences_out_copies_in_flight() {
             let first = client.vget("k", None).await.unwrap_or_default();
             client.vset("k", &first, "k-first".into()).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let replicas = holders(&stores, "k");
+            let members: Vec<usize> = (0..NODES).collect();
+            let replicas = holders(&stores, &members, "k");
             let [a, b, c] = replicas[..] else {
                 panic!("k is on {replicas:?}");
             };
@@ -1975,7 +2818,14 @@ fn detections(seed: u64, pause: Duration) -> Vec<u64> {
         .tcp_capacity(1 << 16)
         .build();
     for i in 0..QUIET_NODES {
-        add_node(&mut sim, i, Arc::default(), FsyncPolicy::Everysec, None);
+        add_node(
+            &mut sim,
+            i,
+            Arc::default(),
+            FsyncPolicy::Everysec,
+            None,
+            None,
+        );
     }
     let counts: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();
     {
