@@ -205,8 +205,9 @@ impl Drop for Pending {
     }
 }
 
-/// The batches of one link being served, by arrival number: a batch
-/// holding a flush waits for those that arrived before it.
+/// The batches of one link that carry copies (Replicate) being served, by
+/// arrival number: a batch holding a flush waits for those that arrived
+/// before it.
 #[derive(Debug, Default)]
 struct Batches {
     running: Mutex<std::collections::BTreeSet<u64>>,
@@ -980,11 +981,18 @@ impl Transport {
                 let flush = requests
                     .iter()
                     .any(|(_, r)| matches!(r, Request::Flush { .. }));
+                // Only batches carrying copies (and the flush) are
+                // tracked: nothing else can bring a flushed key back, and
+                // reads pay nothing.
+                let copies = flush
+                    || requests
+                        .iter()
+                        .any(|(_, r)| matches!(r, Request::Replicate { .. }));
                 seq += 1;
-                let serving = Serving::start(&earlier, seq);
+                let serving = copies.then(|| Serving::start(&earlier, seq));
                 while tasks.try_join_next().is_some() {}
                 tasks.spawn(async move {
-                    if flush {
+                    if let Some(serving) = serving.as_ref().filter(|_| flush) {
                         serving.wait_for_earlier().await;
                     }
                     let (ids, requests): (Vec<u64>, Vec<Request>) = requests.into_iter().unzip();
