@@ -19,8 +19,8 @@
 //! | [`replica`] | this node's copy of the data: read-modify-write of DVV sets under per-key locks, the expiry index and reaper, key counts, record-cache coherence; its async front (`ReplicaService`) | RESP, N/R/W |
 //! | [`net`] | the network as a value: listeners and split connections, real TCP or simulated | what flows over it |
 //! | [`peer`] | the node-to-node protocol: messages, codec (layout documented), handshake proof, transport | storage, RESP |
-//! | [`membership`] | the membership view and the exchange that converges it; `failure`, the failure-detection worker over the links' heartbeats; pure cores: `detector` (phi accrual, indirect probe), `layout` (versioned layout, merge, digest, bytes, read/write placement; not wired yet) | placement math, I/O in `detector` and `layout` |
-//! | [`coordinator`] | the seam every client data command goes through; the only place that knows N/R/W | RESP, fjall |
+//! | [`membership`] | the layout as this node holds it: founding, joining, operator changes saved before they are acknowledged, the gossip that converges it; `failure`, the failure-detection worker over the links' heartbeats; pure cores: `detector` (phi accrual, indirect probe), `layout` (versioned layout, merge, digest, bytes, read/write placement) | placement math, I/O in `detector` and `layout` |
+//! | [`coordinator`] | the seam every client data command goes through; the only place that knows N/R/W; the handoff of partitions when the layout changes | RESP, fjall |
 //! | [`resp`] | RESP2/RESP3 framing, connections, the command table and handlers | fjall, DVV internals, peers |
 //! | [`node`] | wires the parts on an `Environment` (store, network, clock, storage threads), owns the listeners, background workers and shutdown | — |
 //!
