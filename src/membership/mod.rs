@@ -329,6 +329,10 @@ fn joined(view: &View, me: NodeId) -> bool {
     view.members.len() > 1 && view.layout.get(me).is_some()
 }
 
+/// Rounds between two warnings that no seed has a cluster yet (10 s at
+/// the exchange period): said, not repeated every round.
+const SEEDLESS_WARN_ROUNDS: u64 = 20;
+
 /// Why an operator's layout change failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChangeError {
@@ -407,7 +411,7 @@ pub async fn run(
                 if let Err(e) = membership.enter() {
                     tracing::error!("cannot join the cluster: {e}");
                 }
-            } else if round % 20 == 1 {
+            } else if round % SEEDLESS_WARN_ROUNDS == 1 {
                 tracing::warn!(
                     ?seeds,
                     "no seed has a cluster yet: waiting for every seed to answer (the smallest \

@@ -156,7 +156,7 @@ impl Progress {
             found => Err(DecodeError::UnknownTag { what, found }),
         };
         let target = u64_le(&mut r)?;
-        let count = r.count("handoff partition", 1 << 16)?;
+        let count = r.count("handoff partition", crate::limits::PARTITIONS_MAX as usize)?;
         let mut partitions = BTreeMap::new();
         for _ in 0..count {
             let mut p = [0u8; 2];
