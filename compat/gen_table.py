@@ -129,14 +129,14 @@ HAND_WRITTEN = {
         "Writes a value superseding exactly the versions in the given causal context; "
         "returns the new context.", "0.1.0", "dynamo",
         "O(N) where N is the number of siblings the key has.",
-        args=[KEY, CONTEXT, arg("value", "string"), quorum("W")],
+        args=[KEY, CONTEXT, arg("value", "string"), quorum("W"), quorum("PW")],
         key_specs=[key_spec(["RW", "update"])]),
     "vdel": cmd(
         "vdel", -3, ["write"], (1, 1, 1), ["@write", "@keyspace", "@slow"],
         "Writes a tombstone superseding exactly the versions in the given causal context; "
         "returns the new context.", "0.1.0", "dynamo",
         "O(N) where N is the number of siblings the key has.",
-        args=[KEY, CONTEXT, quorum("W")], key_specs=[key_spec(["RW", "delete"])]),
+        args=[KEY, CONTEXT, quorum("W"), quorum("PW")], key_specs=[key_spec(["RW", "delete"])]),
     "dynamo": cmd(
         "dynamo", -2, ["loading", "stale"], (0, 0, 0), ["@slow", "@admin"],
         "A container for dynokv cluster commands.", "0.1.0", "dynamo",
@@ -156,8 +156,9 @@ HAND_WRITTEN = {
             dynamo_sub("weight", "Sets a member's weight (its share of the data); the data "
                        "moves in the background.", MOVES, arity=4, acl=CHANGE,
                        args=[MEMBER, arg("weight", "double")]),
-            dynamo_sub("hints", "Shows the hinted-handoff queue: writes held for members "
-                       "that were unreachable.", "O(N) where N is the number of members."),
+            dynamo_sub("hints", "Lists the hints this node keeps as a fallback for replicas "
+                       "that were down, per target: keys, bytes, oldest age, replayed, "
+                       "dropped.", "O(N) where N is the number of members."),
             dynamo_sub("aae", "Shows the state of active anti-entropy (Merkle-tree repair) "
                        "with each peer.", "O(N) where N is the number of members."),
         ]),

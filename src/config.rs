@@ -161,6 +161,47 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_HANDOFF_RATE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handoff_rate: Option<u64>,
+    /// Whether a fallback's hint counts towards W when a replica is down
+    /// (Dynamo's sloppy quorum); off, W counts real replicas only and
+    /// hints are still kept [default: on].
+    #[arg(long, env = "DYNOKV_SLOPPY_QUORUM", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sloppy_quorum: Option<Toggle>,
+    /// Seconds after a replica's first hint during which fallbacks keep
+    /// new hints for it [default: 10800, 3 hours].
+    #[arg(long, env = "DYNOKV_HINT_WINDOW")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint_window: Option<u64>,
+    /// Most bytes of hints a fallback keeps for one replica; 0 keeps none
+    /// [default: 268435456, 256 MiB].
+    #[arg(long, env = "DYNOKV_HINT_MAX_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint_max_bytes: Option<u64>,
+    /// Hint replay throttle: KiB per second a node sends to replicas that
+    /// came back [default: 1024].
+    #[arg(long, env = "DYNOKV_HINT_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint_rate: Option<u64>,
+    /// Whether reads repair the replicas they find stale [default: on].
+    #[arg(long, env = "DYNOKV_READ_REPAIR", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_repair: Option<Toggle>,
+}
+
+/// A setting that is on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Toggle {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+impl Toggle {
+    fn from_bool(on: bool) -> Self {
+        if on { Self::On } else { Self::Off }
+    }
 }
 
 impl Settings {
@@ -214,7 +255,12 @@ impl Settings {
             worker_threads,
             cache_mb,
             phi_threshold,
-            handoff_rate
+            handoff_rate,
+            sloppy_quorum,
+            hint_window,
+            hint_max_bytes,
+            hint_rate,
+            read_repair
         )
     }
 }
@@ -249,6 +295,11 @@ impl From<&Config> for Settings {
             cache_mb: Some(c.cache_bytes >> 20),
             phi_threshold: Some(c.phi_threshold),
             handoff_rate: Some((c.handoff_rate >> 20).max(1)),
+            sloppy_quorum: Some(Toggle::from_bool(c.sloppy_quorum)),
+            hint_window: Some(c.hint_window_secs),
+            hint_max_bytes: Some(c.hint_max_bytes),
+            hint_rate: Some(c.hint_rate >> 10),
+            read_repair: Some(Toggle::from_bool(c.read_repair)),
         }
     }
 }
@@ -309,6 +360,16 @@ pub struct Config {
     pub phi_threshold: f64,
     /// Handoff throttle in bytes per second (whole MiB). Default 32 MiB.
     pub handoff_rate: u64,
+    /// Whether fallbacks' hints count towards W. Default on.
+    pub sloppy_quorum: bool,
+    /// Hint window in seconds. Default 3 hours.
+    pub hint_window_secs: u64,
+    /// Hint bytes kept per target. Default 256 MiB.
+    pub hint_max_bytes: u64,
+    /// Hint replay throttle in bytes per second (whole KiB). Default 1 MiB.
+    pub hint_rate: u64,
+    /// Whether reads repair stale replicas. Default on.
+    pub read_repair: bool,
     /// The TOML file the settings came from, if any (CONFIG REWRITE target).
     pub config_file: Option<PathBuf>,
 }
@@ -413,6 +474,22 @@ impl Config {
                 })?,
                 None => crate::limits::HANDOFF_RATE_DEFAULT,
             },
+            sloppy_quorum: settings.sloppy_quorum != Some(Toggle::Off),
+            hint_window_secs: settings
+                .hint_window
+                .unwrap_or(crate::limits::HINT_WINDOW_SECS_DEFAULT),
+            hint_max_bytes: settings
+                .hint_max_bytes
+                .unwrap_or(crate::limits::HINT_BYTES_MAX_DEFAULT),
+            hint_rate: match settings.hint_rate {
+                Some(0) => return invalid("hint-rate", "must be at least 1 KiB/s".into()),
+                Some(kib) => kib.checked_mul(1 << 10).ok_or(ConfigError::Invalid {
+                    name: "hint-rate",
+                    reason: format!("{kib} KiB/s is too large"),
+                })?,
+                None => crate::limits::HINT_RATE_KIB_DEFAULT << 10,
+            },
+            read_repair: settings.read_repair != Some(Toggle::Off),
             config_file,
         })
     }

@@ -450,3 +450,27 @@ pub const HANDOFF_TICK_MS: u64 = 200;
 /// waits before streaming: writes a coordinator placed by the old layout
 /// are still in flight for at most a request timeout.
 pub const HANDOFF_START_GRACE_MS: u64 = PEER_REQUEST_TIMEOUT_MS;
+
+/// Default hint window (`--hint-window`, seconds): how long after a
+/// target's first hint a fallback still keeps new ones (Cassandra's
+/// `max_hint_window`, 3 h).
+pub const HINT_WINDOW_SECS_DEFAULT: u64 = 3 * 60 * 60;
+
+/// Default cap on the hint bytes one fallback keeps per target
+/// (`--hint-max-bytes`): past it, new hints are dropped and counted
+/// (Cassandra added such a cap after unbounded growth, CASSANDRA-17142).
+pub const HINT_BYTES_MAX_DEFAULT: u64 = 256 << 20;
+
+/// Default hint replay throttle in KiB per second per node sending
+/// (`--hint-rate`; Cassandra's `hinted_handoff_throttle`, 1024 KiB/s).
+pub const HINT_RATE_KIB_DEFAULT: u64 = 1024;
+
+/// Hints per replay batch (one Replicate request).
+pub const HINT_REPLAY_BATCH_KEYS: usize = 256;
+
+/// How often the hint replay looks for targets that are up and hinted.
+pub const HINT_REPLAY_TICK_MS: u64 = 500;
+
+/// Write tails (a write's replies after its quorum, which hint the
+/// replicas that fail) kept at once; past it a write waits for one to end.
+pub const WRITE_TAILS_MAX: usize = 4096;

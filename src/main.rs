@@ -408,6 +408,59 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                 );
             }
         }
+        // Every member's hints, as that member reports them: who keeps
+        // how much for whom, and a progress bar while it replays.
+        (_, AdminView::Hints) => {
+            let members = ask((args.host.as_str(), args.port), &["DYNAMO", "MEMBERS"])?;
+            let OwnedFrame::Array(members) = members else {
+                return Ok(());
+            };
+            println!(
+                "{:<16} {:<16} {:>9} {:>12} {:>8} {:>9} {:>8}  replay",
+                "kept by", "for", "keys", "bytes", "age s", "replayed", "dropped"
+            );
+            for member in &members {
+                let m: std::collections::HashMap<String, String> =
+                    pairs(member).into_iter().collect();
+                let name = m.get("name").cloned().unwrap_or_default();
+                let client = m.get("client_addr").cloned().unwrap_or_default();
+                let Some((host, port)) = client.rsplit_once(':') else {
+                    continue;
+                };
+                let hints = port
+                    .parse()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|port: u16| ask((host, port), &["DYNAMO", "HINTS"]));
+                let Ok(OwnedFrame::Array(targets)) = hints else {
+                    println!("{name:<16} (unreachable)");
+                    continue;
+                };
+                for target in &targets {
+                    let t: std::collections::HashMap<String, String> =
+                        pairs(target).into_iter().collect();
+                    let get = |k: &str| t.get(k).cloned().unwrap_or_default();
+                    let num = |k: &str| t.get(k).and_then(|v| v.parse::<usize>().ok());
+                    let keys = num("keys").unwrap_or(0);
+                    let replay = match num("replaying") {
+                        Some(total) if total > 0 => {
+                            let done = total.saturating_sub(keys);
+                            format!("{} {done}/{total}", progress_bar(done, total, 22))
+                        }
+                        _ => String::new(),
+                    };
+                    println!(
+                        "{:<16} {:<16} {:>9} {:>12} {:>8} {:>9} {:>8}  {replay}",
+                        name,
+                        get("name"),
+                        keys,
+                        get("bytes"),
+                        get("oldest_age_s"),
+                        get("replayed"),
+                        get("dropped"),
+                    );
+                }
+            }
+        }
         (OwnedFrame::Array(members), AdminView::Members) => {
             println!(
                 "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",

@@ -9,7 +9,9 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::coordinator::{ClusterCoordinator, Coordinator, CoordinatorError, QuorumPolicy, Repair};
+use crate::coordinator::{
+    ClusterCoordinator, Coordinator, CoordinatorError, Healing, QuorumPolicy, Repair,
+};
 use crate::limits::{
     EXPIRE_REAP_BATCH_KEYS, EXPIRE_REAP_BATCHES_PER_TICK, EXPIRE_REAP_INTERVAL_MS,
     FSYNC_EVERYSEC_INTERVAL_MS, HANDOFF_START_GRACE_MS, PEER_REQUEST_TIMEOUT_MS, READY_WAIT_MS,
@@ -24,6 +26,7 @@ use crate::net::{Listener, Network, Tcp};
 use crate::peer::codec::decode_members;
 use crate::peer::message::MemberInfo;
 use crate::peer::transport::{Transport, TransportConfig};
+use crate::replica::hints::HintLimits;
 use crate::replica::{Replica, ReplicaService, ReplicaSettings};
 use crate::resp::Server;
 use crate::storage::{FjallStore, FsyncPolicy, StorageExecutor, Store, StoreError};
@@ -294,7 +297,16 @@ impl Node {
             Arc::clone(&membership),
             Arc::clone(&failures),
             policy,
-            config.handoff_rate,
+            Healing {
+                sloppy_quorum: config.sloppy_quorum,
+                read_repair: config.read_repair,
+                hints: HintLimits {
+                    window_ms: config.hint_window_secs.saturating_mul(1000),
+                    max_bytes: config.hint_max_bytes,
+                },
+                hint_rate: config.hint_rate,
+                handoff_rate: config.handoff_rate,
+            },
         );
         transport.set_handler(Arc::new(coordinator.clone()));
         let seeds = config.join.clone();
@@ -421,6 +433,12 @@ impl Node {
             let coordinator = coordinator.clone();
             workers.spawn("handoff", |status, shutdown| {
                 coordinator.run_handoff(status, shutdown)
+            });
+        }
+        {
+            let coordinator = coordinator.clone();
+            workers.spawn("hints", |status, shutdown| {
+                coordinator.run_hints(status, shutdown)
             });
         }
         transport.serve(peer_listener);

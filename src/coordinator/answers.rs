@@ -35,6 +35,11 @@ impl<T> Answers<T> {
         self.open.is_empty()
     }
 
+    /// The tags of the answers still open, dropping them.
+    pub(super) fn into_tags(self) -> Vec<usize> {
+        self.open.into_iter().map(|(tag, _)| tag).collect()
+    }
+
     /// The next answer to come in, or `None` when none is open.
     pub(super) async fn next(&mut self) -> Option<(usize, T)> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await

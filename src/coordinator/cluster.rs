@@ -25,6 +25,8 @@
 //! What this node does for other nodes' requests is in [`serve`].
 
 mod handoff;
+mod hints;
+mod replicate;
 mod serve;
 
 use super::answers::Answers;
@@ -41,6 +43,7 @@ use crate::membership::{Membership, View};
 use crate::model::record::{Record, encode_record};
 use crate::peer::message::{ErrorCode, Request, Response};
 use crate::peer::transport::{PeerError, Transport};
+use crate::replica::hints::HintLimits;
 use crate::replica::{ReplicaService, Written};
 use crate::ring::{Ring, partition_of};
 use crate::storage::HealthReport;
@@ -49,7 +52,7 @@ use crate::version::NodeId;
 use bytes::Bytes;
 use handoff::Handoff;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -63,6 +66,58 @@ pub struct QuorumPolicy {
     pub r: usize,
     /// Durable acknowledgements a write waits for.
     pub w: usize,
+}
+
+/// How the cluster heals what a failure left (docs/cluster.md, "Sloppy
+/// quorum and hinted handoff").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Healing {
+    /// Whether a fallback's hint counts towards W (`--sloppy-quorum`).
+    pub sloppy_quorum: bool,
+    /// Whether reads repair the replicas they find stale (`--read-repair`).
+    pub read_repair: bool,
+    /// The hint window and cap (`--hint-window`, `--hint-max-bytes`).
+    pub hints: HintLimits,
+    /// Hint replay throttle in bytes per second (`--hint-rate`).
+    pub hint_rate: u64,
+    /// Handoff throttle in bytes per second (`--handoff-rate`).
+    pub handoff_rate: u64,
+}
+
+impl Default for Healing {
+    fn default() -> Self {
+        use crate::limits::{
+            HANDOFF_RATE_DEFAULT, HINT_BYTES_MAX_DEFAULT, HINT_RATE_KIB_DEFAULT,
+            HINT_WINDOW_SECS_DEFAULT,
+        };
+        Self {
+            sloppy_quorum: true,
+            read_repair: true,
+            hints: HintLimits {
+                window_ms: HINT_WINDOW_SECS_DEFAULT * 1000,
+                max_bytes: HINT_BYTES_MAX_DEFAULT,
+            },
+            hint_rate: HINT_RATE_KIB_DEFAULT << 10,
+            handoff_rate: HANDOFF_RATE_DEFAULT,
+        }
+    }
+}
+
+/// The acknowledgements a write asks for: W and PW (`None`: the
+/// cluster's).
+#[derive(Debug, Clone, Copy, Default)]
+struct Acks {
+    w: Option<usize>,
+    pw: Option<usize>,
+}
+
+impl Acks {
+    fn of(options: &WriteOptions) -> Self {
+        Self {
+            w: options.w,
+            pw: options.pw,
+        }
+    }
 }
 
 /// A repair: bring `node`'s record of `key` up to `record`.
@@ -83,6 +138,10 @@ struct Stats {
     read_repairs: AtomicU64,
     read_repairs_dropped: AtomicU64,
     forwarded: AtomicU64,
+    /// Copies acknowledged by fallbacks as hints, in keys.
+    hints_sent: AtomicU64,
+    /// Write tails not started: past [`WRITE_TAILS_MAX`] at once.
+    write_tails_dropped: AtomicU64,
 }
 
 /// The count of flushes ([`Inner::flushes`]) a read began after; its
@@ -97,6 +156,9 @@ struct Inner {
     /// asks the transport, which holds its down marks).
     failures: Arc<FailureDetection>,
     policy: QuorumPolicy,
+    healing: Healing,
+    /// Whether reads repair stale replicas (`--read-repair`, CONFIG SET).
+    read_repair: AtomicBool,
     /// The placement of the layout last seen: reads by its current ring,
     /// writes by both (rebuilt when the view changes).
     placement: Mutex<(Arc<View>, Arc<Transition>)>,
@@ -104,6 +166,10 @@ struct Inner {
     handoff: Handoff,
     repairs: mpsc::Sender<Repair>,
     tails: Mutex<JoinSet<()>>,
+    /// Writes' tails (`replicate`): the replies after the quorum.
+    write_tails: Mutex<JoinSet<()>>,
+    /// Hints this node replays to replicas that came back (`hints`).
+    hints: hints::Replay,
     stats: Stats,
     /// FLUSHALL/FLUSHDB this node took part in, counted as each begins.
     flushes: AtomicU64,
@@ -128,22 +194,6 @@ impl Replies<ReplicaRecord> for ReadReplies<'_> {
                 .map(|(i, node, answer)| (i, answer.ok().map(|record| (node, record))))
                 .collect(),
         )
-    }
-}
-
-/// The replies to a batch of replications: one acknowledges (or fails)
-/// every key of its request.
-struct AckReplies<'a> {
-    answers: &'a mut Answers<bool>,
-    /// By answer tag, the keys its request carried.
-    batches: &'a [Vec<usize>],
-}
-
-impl Replies<()> for AckReplies<'_> {
-    async fn next(&mut self) -> Option<Vec<(usize, Option<()>)>> {
-        let (batch, acked) = self.answers.next().await?;
-        let keys = self.batches.get(batch).map_or(&[][..], Vec::as_slice);
-        Some(keys.iter().map(|&i| (i, acked.then_some(()))).collect())
     }
 }
 
@@ -182,9 +232,11 @@ fn peer_error(code: ErrorCode, message: String) -> CoordinatorError {
         ErrorCode::TooLarge => OpError::TooLarge.into(),
         ErrorCode::WatchedKeyChanged => OpError::WatchedKeyChanged.into(),
         ErrorCode::ShuttingDown => CoordinatorError::ShuttingDown,
-        ErrorCode::Quorum | ErrorCode::Storage | ErrorCode::BadRequest | ErrorCode::Busy => {
-            CoordinatorError::Remote(message)
-        }
+        ErrorCode::Quorum
+        | ErrorCode::Storage
+        | ErrorCode::BadRequest
+        | ErrorCode::Busy
+        | ErrorCode::HintRefused => CoordinatorError::Remote(message),
     }
 }
 
@@ -205,7 +257,7 @@ impl ClusterCoordinator {
         membership: Arc<Membership>,
         failures: Arc<FailureDetection>,
         policy: QuorumPolicy,
-        handoff_rate: u64,
+        healing: Healing,
     ) -> (Self, mpsc::Receiver<Repair>) {
         let view = membership.view();
         let placement = Arc::new(Transition::new(&view.layout, local.partitions(), policy.n));
@@ -216,10 +268,14 @@ impl ClusterCoordinator {
             membership,
             failures,
             policy,
+            healing,
+            read_repair: AtomicBool::new(healing.read_repair),
             placement: Mutex::new((view, placement)),
-            handoff: Handoff::new(handoff_rate),
+            handoff: Handoff::new(healing.handoff_rate),
             repairs,
             tails: Mutex::new(JoinSet::new()),
+            write_tails: Mutex::new(JoinSet::new()),
+            hints: hints::Replay::default(),
             stats: Stats::default(),
             flushes: AtomicU64::new(0),
         };
@@ -262,8 +318,15 @@ impl ClusterCoordinator {
         membership
             .enter()
             .expect("an empty layout takes its founder");
-        let rate = crate::limits::HANDOFF_RATE_DEFAULT;
-        Self::new(local, transport, membership, failures, policy, rate).0
+        Self::new(
+            local,
+            transport,
+            membership,
+            failures,
+            policy,
+            Healing::default(),
+        )
+        .0
     }
 
     /// Whether every partition has enough replicas this node can reach
@@ -369,6 +432,15 @@ impl Inner {
 
     fn me(&self) -> NodeId {
         self.membership.me().id
+    }
+
+    /// Counts copies a fallback acknowledged as hints.
+    fn note_hinted(&self, hint: bool, keys: usize) {
+        if hint {
+            self.stats
+                .hints_sent
+                .fetch_add(keys as u64, Ordering::Relaxed);
+        }
     }
 
     /// The placement of the current view (rebuilt when the view changes).
@@ -540,7 +612,8 @@ impl Inner {
         merged: &Record,
         epoch: ReadEpoch,
     ) {
-        if record.is_some_and(|r| r.covers_set(merged)) {
+        if !self.read_repair.load(Ordering::Relaxed) || record.is_some_and(|r| r.covers_set(merged))
+        {
             return;
         }
         let repair = Repair {
@@ -562,7 +635,7 @@ impl Inner {
     async fn coordinate(
         self: Arc<Self>,
         writes: Vec<(Bytes, WriteOp)>,
-        w: Option<usize>,
+        Acks { w, pw }: Acks,
     ) -> Result<Vec<Written>, CoordinatorError> {
         let keys: Vec<Bytes> = writes.iter().map(|(k, _)| k.clone()).collect();
         // Writes that depend on the current value are planned against a
@@ -580,25 +653,29 @@ impl Inner {
                 }
             }
         }
+        let flushes = self.flushes.load(Ordering::Acquire);
         let written = self.local.write(writes, false).await??;
         let deadline = tokio::time::Instant::now() + self.transport.request_timeout();
         let me = self.me();
-        // Two tallies per key: W of its current replicas, and W of its
-        // target replicas while its partition moves (otherwise nothing):
-        // a write acknowledged by the old set alone could be missing once
-        // reads move to the new one (docs/cluster.md, "Placement during a
-        // change").
-        let mut tallies = Vec::with_capacity(2 * written.len());
-        // Each record is encoded once and the bytes shared by its replicas;
-        // each entry says which of its key's tallies an ack counts for.
-        let mut to: BTreeMap<NodeId, Vec<(usize, Sets, Bytes, Bytes)>> = BTreeMap::new();
+        let pw = pw.unwrap_or(if self.healing.sloppy_quorum {
+            1
+        } else {
+            self.policy.w
+        });
+        // Three tallies per key (`replicate`): W of its current replicas
+        // (fallbacks' hints count with the sloppy quorum), PW of them
+        // (real ones), and W of its target replicas while its partition
+        // moves: a write acknowledged by the old set alone could be
+        // missing once reads move to the new one (docs/cluster.md,
+        // "Placement during a change").
+        let mut tallies = Vec::with_capacity(replicate::TALLIES * written.len());
+        let mut to: BTreeMap<NodeId, Vec<replicate::Copy>> = BTreeMap::new();
         let placement = self.placement();
-        let partitions = placement.current().partitions();
-        for (i, (key, outcome)) in keys.into_iter().zip(&written).enumerate() {
-            let partition = partition_of(&key, partitions);
+        for (index, (key, outcome)) in keys.into_iter().zip(&written).enumerate() {
+            let partition = replicate::partition(&placement, &key);
             let current = placement.current().replicas_of(partition);
+            let moving = replicate::moving(&placement, partition);
             let target = placement.target().replicas_of(partition);
-            let moving = !same_members(current, target);
             let sets = |node: NodeId| Sets {
                 current: current.contains(&node),
                 target: moving && target.contains(&node),
@@ -606,9 +683,11 @@ impl Inner {
             // A write that did not apply has nothing to replicate; this
             // replica's answer is all it needs.
             let Some(record) = &outcome.current else {
-                tallies.extend([Tally::new(0, 1), Tally::new(0, 0)]);
+                tallies.extend([Tally::new(0, 1), Tally::new(0, 0), Tally::new(0, 0)]);
                 continue;
             };
+            // Each record is encoded once and the bytes shared by its
+            // replicas.
             let encoded = Bytes::from(encode_record(record));
             let moving_to;
             let replicas = if moving {
@@ -618,11 +697,18 @@ impl Inner {
                 current
             };
             for &node in replicas.iter().filter(|&&n| n != me) {
-                let entry = (i, sets(node), key.clone(), encoded.clone());
-                to.entry(node).or_default().push(entry);
+                to.entry(node).or_default().push(replicate::Copy {
+                    index,
+                    partition,
+                    key: key.clone(),
+                    record: encoded.clone(),
+                    sets: sets(node),
+                });
             }
-            let mut now = Tally::new(self.quorum(w, self.policy.w, current.len()), current.len());
-            let mut next = if moving {
+            let n = current.len();
+            let mut w_now = Tally::new(self.quorum(w, self.policy.w, n), n);
+            let mut pw_now = Tally::new(self.quorum(Some(pw), pw, n), n);
+            let mut w_next = if moving {
                 Tally::new(self.quorum(w, self.policy.w, target.len()), target.len())
             } else {
                 Tally::new(0, 0)
@@ -630,50 +716,18 @@ impl Inner {
             // This replica holds it: one acknowledgement in each set it is in.
             let mine = sets(me);
             if mine.current {
-                now.got.push(());
+                w_now.got.push(());
+                pw_now.got.push(());
             }
             if mine.target {
-                next.got.push(());
+                w_next.got.push(());
             }
-            tallies.extend([now, next]);
+            tallies.extend([w_now, pw_now, w_next]);
         }
-        // One request per replica per batch; an answer acknowledges (or
-        // fails) every key of its batch, in each set the replica is in.
-        let mut answers: Answers<bool> = Answers::default();
-        let mut batches: Vec<Vec<usize>> = Vec::new();
-        for (node, entries) in to {
-            for batch in cut(entries, |(_, _, key, record)| key.len() + record.len()) {
-                let mut index = Vec::with_capacity(batch.len());
-                let entries = batch
-                    .into_iter()
-                    .map(|(i, sets, key, record)| {
-                        if sets.current {
-                            index.push(2 * i);
-                        }
-                        if sets.target {
-                            index.push(2 * i + 1);
-                        }
-                        (key, record)
-                    })
-                    .collect();
-                if let Ok(pending) = self
-                    .transport
-                    .send(node, Request::Replicate { entries })
-                    .await
-                {
-                    index.iter().for_each(|&i| tallies[i].asked());
-                    answers.push(batches.len(), async move {
-                        matches!(pending.answer().await, Ok(Response::Ack))
-                    });
-                    batches.push(index);
-                }
-            }
-        }
-        let mut replies = AckReplies {
-            answers: &mut answers,
-            batches: &batches,
-        };
-        quorum::wait(&mut tallies, &mut replies, deadline).await;
+        let mut replication = replicate::Replication::new(Arc::clone(&self), placement, flushes);
+        replication.start(to, &mut tallies).await;
+        replication.wait(&mut tallies, deadline).await;
+        replication.finish(deadline);
         if let Some(tally) = quorum::failed(&tallies) {
             self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
             return Err(quorum_failed(
@@ -696,7 +750,7 @@ impl Inner {
     async fn write_many(
         self: Arc<Self>,
         writes: Vec<(Bytes, WriteOp)>,
-        w: Option<usize>,
+        acks: Acks,
     ) -> Result<Vec<Written>, CoordinatorError> {
         let me = self.me();
         let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
@@ -733,18 +787,18 @@ impl Inner {
                 sequential.push((i, key, op));
             } else {
                 let inner = Arc::clone(&self);
-                forwarded.spawn(async move { (i, inner.forward(key, op, w).await) });
+                forwarded.spawn(async move { (i, inner.forward(key, op, acks).await) });
             }
         }
         if !here.is_empty() {
             let (index, batch): (Vec<usize>, Vec<_>) = here.into_iter().unzip();
-            let written = Arc::clone(&self).coordinate(batch, w).await?;
+            let written = Arc::clone(&self).coordinate(batch, acks).await?;
             for (i, outcome) in index.into_iter().zip(written) {
                 out[i] = Some(outcome);
             }
         }
         for (i, key, op) in sequential {
-            out[i] = Some(Arc::clone(&self).forward(key, op, w).await?);
+            out[i] = Some(Arc::clone(&self).forward(key, op, acks).await?);
         }
         for (i, outcome) in collect(forwarded).await? {
             out[i] = Some(outcome);
@@ -757,17 +811,20 @@ impl Inner {
         self: Arc<Self>,
         key: Bytes,
         op: WriteOp,
-        w: Option<usize>,
+        acks: Acks,
     ) -> Result<Written, CoordinatorError> {
         let replicas = self.replicas(&key);
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-        let w_byte = w.map_or(0, |w| w.min(255) as u8);
+        let byte = |n: Option<usize>| n.map_or(0, |n| n.min(255) as u8);
         let mut last: Option<CoordinatorError> = None;
-        for &node in &replicas {
+        // A replica marked down is skipped: the next one coordinates,
+        // with fallbacks for those down (`replicate`).
+        for &node in replicas.iter().filter(|&&n| self.transport.reachable(n)) {
             let request = Request::Coordinate {
                 key: key.clone(),
                 op: op.clone(),
-                w: w_byte,
+                w: byte(acks.w),
+                pw: byte(acks.pw),
             };
             match self.transport.request(node, request).await {
                 Ok(Response::Written { previous, current }) => {
@@ -791,7 +848,7 @@ impl Inner {
         Err(last.unwrap_or_else(|| {
             quorum_failed(
                 "write",
-                self.quorum(w, self.policy.w, replicas.len()),
+                self.quorum(acks.w, self.policy.w, replicas.len()),
                 0,
                 replicas.len(),
             )
@@ -903,7 +960,7 @@ impl Coordinator for ClusterCoordinator {
                     }
                 }
             }
-            inner.write_many(writes, options.w).await
+            inner.write_many(writes, Acks::of(&options)).await
         })
     }
 
@@ -1022,6 +1079,10 @@ impl Coordinator for ClusterCoordinator {
         self.inner.local.set_siblings_max(max);
     }
 
+    fn set_read_repair(&self, on: bool) {
+        self.inner.read_repair.store(on, Ordering::Relaxed);
+    }
+
     fn now_ms(&self) -> u64 {
         self.inner.local.now_ms()
     }
@@ -1065,6 +1126,7 @@ impl Coordinator for ClusterCoordinator {
             peer_latency_us,
             layout: layout_report(&view),
             handoff: inner.handoff.report(),
+            hints: inner.hints_report(),
         };
         CoordinatorInfo {
             replica: inner.local.report(),

@@ -14,11 +14,12 @@ mod quorum;
 
 use crate::model::ops::{OpError, WriteOp};
 pub use crate::replica::{DbKeys, KeyCounts, ReplicaReport};
-pub use cluster::{ClusterCoordinator, QuorumPolicy, Repair};
+pub use cluster::{ClusterCoordinator, Healing, QuorumPolicy, Repair};
 
 use crate::model::record::Record;
 use crate::replica::{ServiceError, Written};
 use crate::storage::{HealthReport, StoreError};
+use crate::version::NodeId;
 use bytes::Bytes;
 use thiserror::Error;
 
@@ -82,6 +83,9 @@ pub struct ReadOptions {
 pub struct WriteOptions {
     /// W for this request; `None` uses the cluster default.
     pub w: Option<usize>,
+    /// PW for this request: acknowledgements of real replicas, not
+    /// fallbacks, it needs; `None` uses the cluster default.
+    pub pw: Option<usize>,
     /// If any write of the batch does not apply, write none (MSETNX).
     /// Holds on one node; across nodes it is best effort (docs/semantics.md).
     pub all_or_nothing: bool,
@@ -156,6 +160,49 @@ pub struct HandoffReport {
     pub partitions_dropped: u64,
 }
 
+/// The hints this node keeps as a fallback (docs/cluster.md, "Sloppy
+/// quorum and hinted handoff").
+#[derive(Debug, Clone, Default)]
+pub struct HintsReport {
+    /// By target replica.
+    pub targets: Vec<TargetHintsReport>,
+    /// Copies this node's writes handed to fallbacks, acknowledged, in
+    /// keys.
+    pub sent: u64,
+    /// Write tails not started (too many at once): replicas that fail
+    /// those writes get no hint.
+    pub write_tails_dropped: u64,
+}
+
+/// The hints kept for one target.
+#[derive(Debug, Clone, Default)]
+pub struct TargetHintsReport {
+    /// The target's id.
+    pub id: NodeId,
+    /// Its name (its id in hex when it is not a member).
+    pub name: String,
+    /// Keys hinted.
+    pub keys: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Age of the oldest hint held (the window's start), if any.
+    pub oldest_age_ms: Option<u64>,
+    /// Handed over since start.
+    pub replayed: u64,
+    /// Refused or discarded since start, in keys.
+    pub dropped: u64,
+    /// While its hints are being replayed: how many there were when the
+    /// replay began.
+    pub replaying: Option<u64>,
+}
+
+impl HintsReport {
+    /// Keys hinted, over every target.
+    pub fn keys(&self) -> u64 {
+        self.targets.iter().map(|t| t.keys).sum()
+    }
+}
+
 /// The layout as this node holds it.
 #[derive(Debug, Clone, Default)]
 pub struct LayoutReport {
@@ -218,6 +265,8 @@ pub struct ClusterReport {
     pub layout: LayoutReport,
     /// The handoff.
     pub handoff: HandoffReport,
+    /// The hints kept here.
+    pub hints: HintsReport,
 }
 
 /// What RESP handlers call for data.
@@ -253,6 +302,9 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Sets the sibling bound (CONFIG SET siblings-max).
     fn set_siblings_max(&self, max: usize);
+
+    /// Turns read repair on or off (CONFIG SET read-repair).
+    fn set_read_repair(&self, on: bool);
 
     /// Keys holding a live value, and how many of them expire, per
     /// logical database.

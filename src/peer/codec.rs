@@ -37,7 +37,7 @@
 //!
 //! ```text
 //! 4 bytes      magic "DYKV"
-//! u16          protocol version (3)
+//! u16          protocol version (`PROTOCOL_VERSION`, 7)
 //! string       cluster name
 //! member       the sender
 //! u32          partitions (Q)
@@ -65,7 +65,8 @@
 //!   2 Read        list<key>
 //!   3 Replicate   list<key, bytes>: records as stored, checked where
 //!                 they are used (the receiver decodes them)
-//!   4 Coordinate  key, write op, byte W (0: the cluster default)
+//!   4 Coordinate  key, write op, byte W, byte PW (0: the cluster
+//!                 default; PW from version 7)
 //!   5 Scan        u16 partition, option<key> after, u32 limit
 //!   6 Flush       option<byte> database (none: every database)
 //!   7 Gossip      gossip
@@ -75,6 +76,8 @@
 //!  10 Fetch       u16 partition, option<key> after, u32 limit (a handoff
 //!                 stream's next batch; answered by Entries)
 //!  11 Held        list<u16> partitions (which hold a record here?)
+//!  12 Hint        u64 target node id, list<key, bytes>: records as
+//!                 stored, to keep as hints for the target (version 7)
 //!
 //! gossip:
 //! u64          layout epoch
@@ -112,7 +115,7 @@
 //!   6 Gossip      gossip
 //!   7 Error       byte code (1 storage, 2 quorum, 3 shutting down,
 //!                 4 bad request, 5 not an integer, 6 overflow, 7 too large,
-//!                 8 watched key changed, 9 busy),
+//!                 8 watched key changed, 9 busy, 10 hint refused),
 //!                 string message
 //!   8 Count       list<byte database (below crate::db::DATABASES),
 //!                 varint keys, varint expires>
@@ -206,7 +209,7 @@ tags! {
     /// Which [`Request`].
     RequestTag, "request" {
         Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, Flush = 6, Gossip = 7,
-        Count = 8, Probe = 9, Fetch = 10, Held = 11,
+        Count = 8, Probe = 9, Fetch = 10, Held = 11, Hint = 12,
     }
 }
 
@@ -259,6 +262,7 @@ impl TryFrom<u8> for ErrorCode {
             7 => Self::TooLarge,
             8 => Self::WatchedKeyChanged,
             9 => Self::Busy,
+            10 => Self::HintRefused,
             found => {
                 return Err(DecodeError::UnknownTag {
                     what: "error code",
@@ -373,11 +377,20 @@ fn put_request(out: &mut BytesMut, request: &Request) {
                 put_bytes(out, record);
             });
         }
-        Request::Coordinate { key, op, w } => {
+        Request::Coordinate { key, op, w, pw } => {
             out.put_u8(RequestTag::Coordinate as u8);
             put_bytes(out, key);
             put_write_op(out, op);
             out.put_u8(*w);
+            out.put_u8(*pw);
+        }
+        Request::Hint { target, entries } => {
+            out.put_u8(RequestTag::Hint as u8);
+            out.put_u64(*target);
+            put_list(out, entries, |out, (key, record)| {
+                put_bytes(out, key);
+                put_bytes(out, record);
+            });
         }
         Request::Scan {
             partition,
@@ -815,6 +828,11 @@ fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
             key: get_key(r)?,
             op: get_write_op(r)?,
             w: r.u8()?,
+            pw: r.u8()?,
+        },
+        RequestTag::Hint => Request::Hint {
+            target: u64::from_be_bytes(fixed(r)?),
+            entries: get_list(r, "entry", |r| Ok((get_key(r)?, get_record_bytes(r)?)))?,
         },
         RequestTag::Scan => Request::Scan {
             partition: u16::from_be_bytes(fixed(r)?),
@@ -995,7 +1013,7 @@ mod tests {
         0, 0, 0, 61,                    // length
         1,                              // kind: hello
         b'D', b'Y', b'K', b'V',         // magic
-        0, 6,                           // protocol version 6
+        0, 7,                           // protocol version 7
         1, b'c',                        // cluster "c"
         0, 0, 0, 0, 0, 0, 0, 7,         // node id 7
         2, b'n', b'1',                  // name "n1"
@@ -1093,6 +1111,26 @@ mod tests {
     }
 
     #[test]
+    fn golden_hint_request() {
+        #[rustfmt::skip]
+        let hint: &[u8] = &[
+            0, 0, 0, 25,                // length
+            2,                          // kind: request
+            0, 0, 0, 0, 0, 0, 0, 8,     // id 8
+            12,                         // Hint
+            0, 0, 0, 0, 0, 0, 0, 7,     // target: node 7
+            1,                          // one entry
+            1, b'k',                    //   key "k"
+            3, b'r', b'e', b'c',        //   record bytes "rec"
+        ];
+        let request = Request::Hint {
+            target: 7,
+            entries: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"rec"))],
+        };
+        assert_golden(&Frame::Request { id: 8, request }, hint);
+    }
+
+    #[test]
     fn golden_probe_and_probed() {
         #[rustfmt::skip]
         let probe: &[u8] = &[
@@ -1183,11 +1221,12 @@ mod tests {
                     },
                 },
                 w: 2,
+                pw: 1,
             },
         };
         #[rustfmt::skip]
         let golden: &[u8] = &[
-            0, 0, 0, 26,                // length
+            0, 0, 0, 27,                // length
             2,                          // kind: request
             0, 0, 0, 0, 0, 0, 0, 3,     // id 3
             4,                          // Coordinate
@@ -1197,6 +1236,7 @@ mod tests {
             1, 1, b'v',                 // Put "v"
             2, 0x88, 0x27,              //   expires at 5000
             2,                          // W 2
+            1,                          // PW 1
         ];
         assert_golden(&frame, golden);
     }
@@ -1464,10 +1504,10 @@ mod tests {
             })
         );
         assert_eq!(
-            response(&[7, 10, 0]),
+            response(&[7, 11, 0]),
             Err(DecodeError::UnknownTag {
                 what: "error code",
-                found: 10
+                found: 11
             })
         );
     }
@@ -1597,8 +1637,16 @@ mod tests {
             vec(arb_bytes(8), 0..4).prop_map(|keys| Request::Read { keys }),
             vec((arb_bytes(8), arb_bytes(24)), 0..4)
                 .prop_map(|entries| Request::Replicate { entries }),
-            (arb_bytes(8), arb_write_op(), any::<u8>())
-                .prop_map(|(key, op, w)| Request::Coordinate { key, op, w }),
+            (any::<u64>(), vec((arb_bytes(8), arb_bytes(24)), 0..4))
+                .prop_map(|(target, entries)| Request::Hint { target, entries }),
+            (arb_bytes(8), arb_write_op(), any::<u8>()).prop_map(|(key, op, w)| {
+                Request::Coordinate {
+                    key,
+                    op,
+                    w,
+                    pw: w / 2,
+                }
+            }),
             (any::<u16>(), option::of(arb_bytes(8)), any::<u32>()).prop_map(
                 |(partition, after, limit)| Request::Scan {
                     partition,

@@ -6,7 +6,7 @@ use crate::version::NodeId;
 use bytes::Bytes;
 
 /// The peer protocol version this build speaks (in the handshake).
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The first bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DYKV";
@@ -109,6 +109,9 @@ pub enum Request {
         op: WriteOp,
         /// W for this write; 0 means the cluster default.
         w: u8,
+        /// PW for this write: acknowledgements of real replicas, not
+        /// fallbacks, it needs; 0 means the cluster default.
+        pw: u8,
     },
     /// Up to `limit` records of a partition after a key.
     Scan {
@@ -152,6 +155,17 @@ pub enum Request {
     Held {
         /// The partitions asked about.
         partitions: Vec<u16>,
+    },
+    /// Keep these records as hints for `target`, a replica of their keys
+    /// that the sender could not reach (the sloppy quorum: this node is
+    /// a fallback): merged into the hints already kept, answered Ack once
+    /// durable per the receiver's fsync, or HintRefused past its hint
+    /// window or cap (then none is kept).
+    Hint {
+        /// The replica the records are for.
+        target: NodeId,
+        /// The keys and their records, as stored.
+        entries: Vec<(Bytes, Bytes)>,
     },
     /// Ping `target` on the sender's behalf: the sender suspects it and
     /// asks before marking it down (SWIM's indirect probe), so that a
@@ -253,6 +267,9 @@ pub enum ErrorCode {
     /// The node serves as many handoff streams as it may: try later or
     /// another source.
     Busy = 9,
+    /// The hints were not kept: the target's hint window has passed, or
+    /// its hints are at the cap.
+    HintRefused = 10,
 }
 
 /// One frame after the handshake.

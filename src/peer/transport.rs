@@ -205,7 +205,7 @@ impl Drop for Pending {
     }
 }
 
-/// The batches of one link that carry copies (Replicate) being served, by
+/// The batches of one link that carry copies (Replicate, Hint) being served, by
 /// arrival number: a batch holding a flush waits for those that arrived
 /// before it.
 #[derive(Debug, Default)]
@@ -985,9 +985,9 @@ impl Transport {
                 // tracked: nothing else can bring a flushed key back, and
                 // reads pay nothing.
                 let copies = flush
-                    || requests
-                        .iter()
-                        .any(|(_, r)| matches!(r, Request::Replicate { .. }));
+                    || requests.iter().any(|(_, r)| {
+                        matches!(r, Request::Replicate { .. } | Request::Hint { .. })
+                    });
                 seq += 1;
                 let serving = copies.then(|| Serving::start(&earlier, seq));
                 while tasks.try_join_next().is_some() {}

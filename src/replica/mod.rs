@@ -15,6 +15,7 @@
 //! | `delta` | what a batch changes: store ops, counters, expiry index |
 //! | `reads` | reads through the record cache, and its coherence |
 //! | `expiry` | the expiry index and its reaper |
+//! | `hints` | records kept for replicas that were down, until replayed |
 //! | `counters` | key counts per database (DBSIZE, INFO keyspace) |
 //! | `locks` | per-key lock stripes |
 //! | `service` | the async front: storage jobs shared by concurrent callers |
@@ -22,6 +23,7 @@
 mod counters;
 mod delta;
 mod expiry;
+pub mod hints;
 mod locks;
 mod reads;
 mod service;
@@ -128,6 +130,10 @@ pub struct Replica {
     stats: ReplicaStats,
     /// Where the expiry reaper resumes in the expiry index.
     reap_cursor: Mutex<Vec<u8>>,
+    /// The hints held, by target (`hints`).
+    hints: hints::HintBook,
+    /// Taken by every write of hints (`hints`).
+    hint_writes: Mutex<()>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -158,6 +164,8 @@ impl Replica {
             siblings_max: AtomicUsize::new(settings.siblings_max),
             stats: ReplicaStats::default(),
             reap_cursor: Mutex::new(Vec::new()),
+            hints: hints::HintBook::default(),
+            hint_writes: Mutex::new(()),
         };
         let (value_keys, expiring) = match replica.take_clean_counts()? {
             Some(counts) => counts,
@@ -167,6 +175,7 @@ impl Replica {
             replica.stats.value_keys[db].store(value_keys[db], Ordering::Relaxed);
             replica.stats.expiring_keys[db].store(expiring[db], Ordering::Relaxed);
         }
+        replica.count_hints()?;
         replica.warm_cache()?;
         Ok(replica)
     }
@@ -278,11 +287,21 @@ impl Replica {
     /// Store errors.
     pub fn flush(&self, db: Option<u8>) -> Result<(), StoreError> {
         let _guards = self.locks.lock_all();
+        // A clear must not race a write: hint writes take no key lock.
+        let _hint_turn = self
+            .hint_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut meta = self.meta.write().unwrap_or_else(PoisonError::into_inner);
         let in_db = |skey: &[u8]| db.is_none_or(|db| db_index(skey) == usize::from(db));
         let doomed = |space: Space, key: &[u8]| match space {
             Space::Data => in_db(key),
             Space::Expiry => split_expiry_key(key).is_some_and(|(_, skey)| in_db(skey)),
+            // FLUSHALL takes every hint and window entry: a hint of a
+            // flushed key must not bring it back to its replica.
+            Space::Hints => {
+                db.is_none() || hints::split_hint_key(key).is_some_and(|(_, skey)| in_db(skey))
+            }
         };
         // Then the store holds nothing the cache lacks; if the clear
         // failed part way, what it holds is not known.
@@ -295,6 +314,7 @@ impl Replica {
             }
         }
         *meta = crate::storage::renew_dot_id(self.store.as_ref(), *meta)?;
+        self.count_hints()?;
         for at in 0..DATABASES {
             if db.is_none_or(|db| usize::from(db) == at) {
                 self.stats.value_keys[at].store(0, Ordering::Relaxed);
@@ -315,10 +335,16 @@ impl Replica {
     /// Store errors.
     pub fn drop_partitions(&self, doomed: impl Fn(u16) -> bool) -> Result<(), StoreError> {
         let _guards = self.locks.lock_all();
+        let _hint_turn = self
+            .hint_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let of = |skey: &[u8]| split_storage_key(skey).is_some_and(|(p, _)| doomed(p));
         let dropped = |space: Space, key: &[u8]| match space {
             Space::Data => of(key),
             Space::Expiry => split_expiry_key(key).is_some_and(|(_, skey)| of(skey)),
+            // Hints are kept for other nodes, whatever this one holds.
+            Space::Hints => false,
         };
         match self.store.clear(&dropped) {
             Ok(()) => self.cache.forget(of),

@@ -12,6 +12,7 @@
 //! The coordinator (`coordinator::cluster`) is its one client: a node
 //! alone is a cluster of one, on the same path.
 
+use super::hints::{HintLimits, Refusal, TargetHints};
 use super::{DbKeys, KeyCounts, PerDb, Planner, Received, Replica, WriteGroup, Written, next_key};
 use crate::clock::Clock;
 use crate::limits::{PARTITION_PAGE_RECORDS, STORAGE_JOB_KEYS_MAX};
@@ -20,6 +21,7 @@ use crate::model::record::{Record, is_live, lww_order};
 use crate::storage::{
     CacheStats, FsyncPolicy, HealthReport, JobLost, StorageExecutor, StoreError, storage_key,
 };
+use crate::version::NodeId;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -531,6 +533,64 @@ impl ReplicaService {
             replica.set_meta_entry(name, &value)
         })
         .await
+    }
+
+    /// Keeps `entries` as hints for `target` ([`Replica::store_hints`]),
+    /// now by this node's clock.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn store_hints(
+        &self,
+        target: NodeId,
+        entries: Vec<Received>,
+        limits: HintLimits,
+    ) -> Result<Result<(), Refusal>, ServiceError> {
+        let now = self.now_ms();
+        self.blocking(move |replica| replica.store_hints(target, &entries, now, limits))
+            .await
+    }
+
+    /// A page of `target`'s hints ([`Replica::hints_of`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn hints_of(
+        &self,
+        target: NodeId,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Bytes, Bytes)>, ServiceError> {
+        self.blocking(move |replica| replica.hints_of(target, after.as_deref(), limit))
+            .await
+    }
+
+    /// Deletes the hints handed over that did not change since
+    /// ([`Replica::delete_hints`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn delete_hints(
+        &self,
+        target: NodeId,
+        sent: Vec<(Vec<u8>, Bytes)>,
+    ) -> Result<u64, ServiceError> {
+        self.blocking(move |replica| replica.delete_hints(target, &sent))
+            .await
+    }
+
+    /// Forgets `target`'s hints ([`Replica::discard_hints`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn discard_hints(&self, target: NodeId) -> Result<(), ServiceError> {
+        self.blocking(move |replica| replica.discard_hints(target))
+            .await
+    }
+
+    /// Every target's hints here.
+    pub fn hint_report(&self) -> std::collections::BTreeMap<NodeId, TargetHints> {
+        self.replica.hint_report()
     }
 
     /// A named meta entry.

@@ -601,6 +601,9 @@ mod tests {
             fn set_siblings_max(&self, max: usize) {
                 self.inner.set_siblings_max(max);
             }
+            fn set_read_repair(&self, on: bool) {
+                self.inner.set_read_repair(on);
+            }
             fn key_counts(&self) -> BoxFuture<'_, Result<KeyCounts, CoordinatorError>> {
                 self.inner.key_counts()
             }

@@ -484,10 +484,55 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
             handoff.partitions_dropped.to_string(),
         ),
     ]);
+    let hints = &cluster.hints;
+    let sum = |of: fn(&crate::coordinator::TargetHintsReport) -> u64| {
+        hints.targets.iter().map(of).sum::<u64>().to_string()
+    };
+    let oldest = hints.targets.iter().filter_map(|t| t.oldest_age_ms).max();
+    fields.extend([
+        ("hints_held", hints.keys().to_string()),
+        ("hints_bytes", sum(|t| t.bytes)),
+        (
+            "hints_oldest_age_s",
+            oldest.map_or(0, |ms| ms / 1000).to_string(),
+        ),
+        ("hints_replayed", sum(|t| t.replayed)),
+        ("hints_dropped", sum(|t| t.dropped)),
+        ("hints_sent", hints.sent.to_string()),
+        (
+            "hints_targets",
+            hints
+                .targets
+                .iter()
+                .filter(|t| t.keys > 0)
+                .count()
+                .to_string(),
+        ),
+        ("write_tails_dropped", hints.write_tails_dropped.to_string()),
+    ]);
+    // One line per target with hints held or counted: `hints_target` =>
+    // `n2,keys=10,bytes=2410,oldest_age_s=3,replayed=0,dropped=0,replaying=0`.
+    for target in &hints.targets {
+        fields.push(("hints_target", hint_target_line(target)));
+    }
     for (name, micros) in &cluster.peer_latency_us {
         fields.push(("peer_latency_us", format!("{name}={micros:.0}")));
     }
     fields
+}
+
+/// One target's hints as an INFO value.
+fn hint_target_line(t: &crate::coordinator::TargetHintsReport) -> String {
+    format!(
+        "{},keys={},bytes={},oldest_age_s={},replayed={},dropped={},replaying={}",
+        t.name,
+        t.keys,
+        t.bytes,
+        t.oldest_age_ms.map_or(0, |ms| ms / 1000),
+        t.replayed,
+        t.dropped,
+        u8::from(t.replaying.is_some()),
+    )
 }
 
 #[cfg(test)]

@@ -2290,6 +2290,10 @@ pub static COMMANDS: &[CommandMeta] = &[
                     name: "w", kind: "block", token: Some("W"), flags: &["optional"],
                     arguments: &[Arg { name: "n", kind: "integer", ..Arg::EMPTY }], ..Arg::EMPTY
                 },
+                Arg {
+                    name: "pw", kind: "block", token: Some("PW"), flags: &["optional"],
+                    arguments: &[Arg { name: "n", kind: "integer", ..Arg::EMPTY }], ..Arg::EMPTY
+                },
             ],
             ..Doc::EMPTY
         },
@@ -2313,6 +2317,10 @@ pub static COMMANDS: &[CommandMeta] = &[
                 Arg { name: "context", kind: "string", ..Arg::EMPTY },
                 Arg {
                     name: "w", kind: "block", token: Some("W"), flags: &["optional"],
+                    arguments: &[Arg { name: "n", kind: "integer", ..Arg::EMPTY }], ..Arg::EMPTY
+                },
+                Arg {
+                    name: "pw", kind: "block", token: Some("PW"), flags: &["optional"],
                     arguments: &[Arg { name: "n", kind: "integer", ..Arg::EMPTY }], ..Arg::EMPTY
                 },
             ],
@@ -2394,7 +2402,7 @@ pub static COMMANDS: &[CommandMeta] = &[
                 name: "dynamo|hints", arity: 2, flags: &["loading", "stale"], first_key: 0,
                 last_key: 0, step: 0, acl_categories: &["@slow"],
                 doc: Doc {
-                    summary: "Shows the hinted-handoff queue: writes held for members that were unreachable.",
+                    summary: "Lists the hints this node keeps as a fallback for replicas that were down, per target: keys, bytes, oldest age, replayed, dropped.",
                     since: "0.1.0", group: "dynamo",
                     complexity: "O(N) where N is the number of members.", ..Doc::EMPTY
                 },
@@ -2646,16 +2654,16 @@ mod tests {
         ("incrby", [0x52e8497b3ff7f8f9, 0xdc2e35e5a7bf4a45, 0x55db88635dd5f4d9, 0x8051c39eac05c267]),
         ("decrby", [0x5bbc6bbb5c792931, 0x70cbcb63117b93ad, 0xc570dd9d418cde6c, 0x6230612b0d9c7fae]),
         ("vget", [0x9fe729d423c2a948, 0xb76bee2d720de9e4, 0xb4bbadb97a9a4a84, 0x29d21c48aa08af9f]),
-        ("vset", [0x43d28ed6ce67dfd3, 0x33fff13d38c9d2e7, 0x09cdee997645e4bd, 0x1a037fad74316b76]),
-        ("vdel", [0x4e12c9fd9c947f09, 0x630090c916962439, 0x16fa2a24e264b869, 0xc14306b5c5bb12a7]),
-        ("dynamo", [0xbe13a5abc958144d, 0x14d5addfa667cf25, 0x1dcc43d1d6ea765d, 0x5fd249c3cb77deef]),
+        ("vset", [0x43d28ed6ce67dfd3, 0x33fff13d38c9d2e7, 0x3c0f9e0738818372, 0xf40c24f3f5a5607b]),
+        ("vdel", [0x4e12c9fd9c947f09, 0x630090c916962439, 0xe1fd63a5bf80b742, 0x35c115d8cd2ea7c8]),
+        ("dynamo", [0xbe13a5abc958144d, 0x14d5addfa667cf25, 0xbc37daddc8926ff4, 0x3b6c83ebbe7c0498]),
         ("dynamo|status", [0x47e6c2ab8e645a4f, 0xafc155682fc771f3, 0x3a131963e2ad6e17, 0xceff7d471414e45c]),
         ("dynamo|members", [0xbb490a8b3e65d073, 0xe7359342ba499c8f, 0xc02c3b76a7b7fd64, 0x61143e9bc46fc29d]),
         ("dynamo|ring", [0xcdb44bfc3f8b6de5, 0x564da05a116a80f9, 0x994d3c1c9b41030a, 0x17d82c6ea5076f33]),
         ("dynamo|leave", [0xc84f7f6e7ad9f700, 0xffbdcaa92471c3dc, 0x9bed0a44e3af8acd, 0xcf6c985eeb7d8b50]),
         ("dynamo|remove", [0x4601ca89e9049acd, 0xbd9aa6f2390c7079, 0x96257a6703bb46d5, 0x83d67e50a51871a1]),
         ("dynamo|weight", [0x2b4a7cb3fabd7892, 0xe5c2a81d001b0b2e, 0x5ae2ae91bd107ffe, 0xed280adb8fff71f5]),
-        ("dynamo|hints", [0x2cd04528aca91bcc, 0x1257a3370ab6e898, 0x301616cc9ea58ee4, 0x3564123e4247e9d9]),
+        ("dynamo|hints", [0x2cd04528aca91bcc, 0x1257a3370ab6e898, 0x200b261602375b5f, 0x05b1309657d7cb60]),
         ("dynamo|aae", [0x639f21a6cd87f571, 0x06ab4d86853703bd, 0x011f43637971d1d2, 0xe30bdaef88b83de1]),
     ];
     // END GENERATED GOLDEN

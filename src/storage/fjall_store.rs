@@ -1,16 +1,16 @@
 //! The fjall-backed store: one database per data directory with the
-//! keyspaces `data` (storage key → record), `expiry` (the expiry index)
-//! and `meta`, and beside them, in `stage/`, the store's write-ahead log
+//! keyspaces `data` (storage key → record), `expiry` (the expiry index),
+//! `hints` (records kept for replicas that were down) and `meta`, and beside them, in `stage/`, the store's write-ahead log
 //! (see [`super::stage`] and [`super::stage_log`]).
 //!
 //! A batch is one entry of the active generation's log file, holding
-//! every op of the batch (data records and expiry-index entries); then
+//! every op of the batch (records, expiry-index entries, hints); then
 //! its ops go into the active generation, where lookups find them. The
 //! log entry is the batch's only write: it is there whole or not at all,
 //! and nothing else can fail after it. A generation holding
 //! [`STAGE_GENERATION_BYTES`], or whose log file reached
 //! [`STAGE_LOG_BYTES_MAX`], is sealed, then sorted and ingested into the
-//! data and expiry keyspaces as tables by the store's ingest thread, and
+//! keyspaces as tables by the store's ingest thread, and
 //! its log file deleted; meanwhile the next generation takes writes, into
 //! a file of its own. A scan merges what is staged for its range into what
 //! it reads. Opening replays the log files, in order, and ingests what
@@ -142,6 +142,7 @@ struct Engine {
     db: Database,
     data: Keyspace,
     expiry: Keyspace,
+    hints: Keyspace,
     meta: Keyspace,
 }
 
@@ -149,13 +150,15 @@ impl Engine {
     fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(dir).open().map_err(engine)?;
         let data = db.keyspace("data", data_options).map_err(engine)?;
-        let [expiry, meta] =
-            ["expiry", "meta"].map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
-        let (expiry, meta) = (expiry.map_err(engine)?, meta.map_err(engine)?);
+        let [expiry, hints, meta] = ["expiry", "hints", "meta"]
+            .map(|name| db.keyspace(name, KeyspaceCreateOptions::default));
+        let (expiry, hints) = (expiry.map_err(engine)?, hints.map_err(engine)?);
+        let meta = meta.map_err(engine)?;
         Ok(Self {
             db,
             data,
             expiry,
+            hints,
             meta,
         })
     }
@@ -164,6 +167,7 @@ impl Engine {
         match space {
             Space::Data => &self.data,
             Space::Expiry => &self.expiry,
+            Space::Hints => &self.hints,
         }
     }
 }
@@ -699,7 +703,7 @@ impl Shared {
         self.ingest_staged()?;
         {
             let engine = self.engine()?;
-            for keyspace in [&engine.data, &engine.expiry, &engine.meta] {
+            for keyspace in [&engine.data, &engine.expiry, &engine.hints, &engine.meta] {
                 keyspace.rotate_memtable_and_wait().map_err(self::engine)?;
             }
         }
@@ -717,7 +721,8 @@ impl Shared {
             ));
         }
         let engine = self.engine()?;
-        for (space, keyspace) in [(Space::Data, &engine.data), (Space::Expiry, &engine.expiry)] {
+        for space in Space::ALL {
+            let keyspace = engine.space(space);
             // The iterator reads a snapshot: the tombstones are streamed
             // into the ingestion, never held as a list of every key.
             let mut keys = keyspace
@@ -788,7 +793,7 @@ fn ingest_into(engine: &Engine, generation: &Generation) -> Result<(), StoreErro
         return Ok(());
     }
     wait_for_compaction(&engine.data);
-    for space in [Space::Data, Space::Expiry] {
+    for space in Space::ALL {
         let entries = generation.sorted(space);
         if entries.is_empty() {
             continue;
@@ -1432,7 +1437,7 @@ mod tests {
             .map(|name| name.to_string())
             .collect();
         names.sort();
-        assert_eq!(names, ["data", "expiry", "meta"]);
+        assert_eq!(names, ["data", "expiry", "hints", "meta"]);
         assert_eq!(
             store.scan(Space::Data, b"", None, 10).expect("scan"),
             vec![(b"last".to_vec(), b"v".to_vec())]

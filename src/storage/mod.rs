@@ -46,7 +46,9 @@ use thiserror::Error;
 /// (The log's entries have carried a batch's expiry-index entries since
 /// format 3; that fjall's journal no longer does changed nothing on disk
 /// that a build of format 4 cannot read.)
-pub const DATA_FORMAT: u32 = 4;
+/// Format 5 adds the `hints` keyspace, whose entries the log carries
+/// under a keyspace byte a release of format 4 does not know.
+pub const DATA_FORMAT: u32 = 5;
 
 /// The first format with logical databases: in an older directory, a
 /// database-0 key that starts with `crate::db::ESCAPE` was stored as it
@@ -57,7 +59,7 @@ const DATA_FORMAT_DATABASES: u32 = 4;
 /// [`DATA_FORMAT`] when opened: from then on its log may hold writes.
 /// Formats 1 and 2 (whose log was in fjall keyspaces) are refused: no
 /// release wrote them, and their readers are gone.
-const DATA_FORMATS_READ: [u32; 2] = [3, DATA_FORMAT];
+const DATA_FORMATS_READ: [u32; 3] = [3, 4, DATA_FORMAT];
 
 /// Errors from a store.
 #[derive(Debug, Error)]
@@ -131,6 +133,16 @@ pub enum Space {
     /// same batch as the record, so the reaper finds what expired without
     /// scanning the data.
     Expiry,
+    /// Hints this node keeps as a fallback for replicas that were down
+    /// (`crate::replica::hints`): target node id (8 bytes, big-endian) ‖
+    /// storage key → the merged record, and target ‖ nothing → when its
+    /// hint window began.
+    Hints,
+}
+
+impl Space {
+    /// Every keyspace but meta, in a fixed order.
+    pub const ALL: [Space; 3] = [Space::Data, Space::Expiry, Space::Hints];
 }
 
 /// One change in a batch: `Some` puts the bytes, `None` deletes the key.

@@ -1,13 +1,13 @@
 //! Writes on their way into fjall (pure: no I/O): every op of a store
-//! batch, to the data keyspace and to the expiry index alike.
+//! batch, to the data keyspace, the expiry index and the hints alike.
 //!
 //! A write into fjall's memtable is a skiplist insert: at a random key,
 //! a walk of cache misses that also evicts what the rest of the write path
 //! had cached. So the fjall store writes neither keyspace there. Each
 //! batch becomes one entry of the store's one write-ahead log (a file per
 //! generation: `stage_log`), and its ops go into a [`Generation`]: data
-//! records into hash maps (one per partition), expiry-index entries into
-//! an ordered map; reads and scans look at both until they reach fjall. A
+//! records into hash maps (one per partition), expiry-index entries and
+//! hints into ordered maps; reads and scans look at both until they reach fjall. A
 //! full generation is sorted and ingested into the two keyspaces as
 //! tables, bypassing the memtables, and its log file is deleted. A batch
 //! is thus in one place until it is ingested: its log entry, replayed
@@ -23,7 +23,8 @@
 //!
 //! ```text
 //! byte 0        format version (2)
-//! then, per op  byte keyspace: 0 (data) or 1 (expiry),
+//! then, per op  byte keyspace: 0 (data), 1 (expiry) or 2 (hints, from
+//!               data format 5 on),
 //!               varint key length, key bytes,
 //!               byte 0 (delete) or 1 (put),
 //!               [varint value length, value bytes]   if put
@@ -46,6 +47,7 @@ const LOG_FORMAT: u8 = 2;
 
 const SPACE_DATA: u8 = 0;
 const SPACE_EXPIRY: u8 = 1;
+const SPACE_HINTS: u8 = 2;
 
 const OP_DELETE: u8 = 0;
 const OP_PUT: u8 = 1;
@@ -77,6 +79,7 @@ pub fn encode_log(ops: &[BatchOp], out: &mut Vec<u8>) {
         out.push(match op.space {
             Space::Data => SPACE_DATA,
             Space::Expiry => SPACE_EXPIRY,
+            Space::Hints => SPACE_HINTS,
         });
         put_varint(out, op.key.len() as u64);
         out.extend_from_slice(&op.key);
@@ -106,6 +109,7 @@ pub fn decode_log(entry: &[u8]) -> Result<Vec<BatchOp>, DecodeError> {
         let space = match reader.u8()? {
             SPACE_DATA => Space::Data,
             SPACE_EXPIRY => Space::Expiry,
+            SPACE_HINTS => Space::Hints,
             _ => {
                 return Err(DecodeError::Malformed {
                     what: "log keyspace",
@@ -129,6 +133,17 @@ pub fn decode_log(entry: &[u8]) -> Result<Vec<BatchOp>, DecodeError> {
 
 type Shard = HashMap<SlotKey, Option<Bytes>, Xxh3DefaultBuilder>;
 
+type Ordered = BTreeMap<Vec<u8>, Option<Bytes>>;
+
+/// Where a keyspace kept in order is in [`Generation`]'s ordered maps
+/// (the data keyspace is not: it is in shards).
+fn ordered_index(space: Space) -> usize {
+    match space {
+        Space::Data | Space::Expiry => 0,
+        Space::Hints => 1,
+    }
+}
+
 /// The shard of `key`: its first two bytes (a storage key's partition),
 /// 0 for a missing one. Key order never decreases it, so the keys of a
 /// range are in the shards between its ends' shards.
@@ -142,9 +157,10 @@ fn shard_of(key: &[u8]) -> u16 {
 /// Ops applied since the last ingestion: data records by storage key in
 /// hash maps, one per partition (shard), so that a write is a hash
 /// insert and a scan of a partition looks at that partition's keys only;
-/// expiry-index entries in an ordered map, as the reaper reads them in
-/// order from its cursor (their keys start with a time, so they would all
-/// fall in a few shards). Each holds a value, or `None` for a delete.
+/// expiry-index entries and hints in ordered maps, as the reaper and the
+/// hint replay read them in order from a cursor (their keys start with a
+/// time or a node id, so they would all fall in a few shards). Each holds
+/// a value, or `None` for a delete.
 #[derive(Debug, Default)]
 pub struct Generation {
     /// Its number: its log file's.
@@ -152,9 +168,9 @@ pub struct Generation {
     /// Data records, indexed by [`shard_of`]: 65,536 maps (3 MiB of
     /// empty ones), made at the first write.
     shards: Vec<Shard>,
-    /// Expiry-index entries.
-    expiry: BTreeMap<Vec<u8>, Option<Bytes>>,
-    /// Keys held, in both.
+    /// Expiry-index entries, then hints (see [`ordered_index`]).
+    ordered: [Ordered; 2],
+    /// Keys held, in all.
     len: usize,
     bytes: usize,
     /// Entries a shard has room for when first written: what the
@@ -175,7 +191,7 @@ impl Generation {
     /// The next generation, sized for as many writes per shard as this one.
     pub fn successor(&self) -> Self {
         let shards_used = self.shards.iter().filter(|shard| !shard.is_empty()).count();
-        let data_len = self.len - self.expiry.len();
+        let data_len = self.len - self.ordered_len();
         Self {
             number: self.number + 1,
             shard_capacity: data_len.div_ceil(shards_used.max(1)),
@@ -189,13 +205,16 @@ impl Generation {
         let key = &op.key[..];
         let (replaced, added) = match op.space {
             Space::Data => self.put_data(key, op.value.clone()),
-            Space::Expiry => match self.expiry.get_mut(key) {
-                Some(held) => (Some(std::mem::replace(held, op.value.clone())), false),
-                None => {
-                    self.expiry.insert(key.to_vec(), op.value.clone());
-                    (None, true)
+            Space::Expiry | Space::Hints => {
+                let map = &mut self.ordered[ordered_index(op.space)];
+                match map.get_mut(key) {
+                    Some(held) => (Some(std::mem::replace(held, op.value.clone())), false),
+                    None => {
+                        map.insert(key.to_vec(), op.value.clone());
+                        (None, true)
+                    }
                 }
-            },
+            }
         };
         if added {
             self.bytes += key.len() + ENTRY_OVERHEAD_BYTES;
@@ -233,7 +252,9 @@ impl Generation {
                 let shard = self.shards.get(usize::from(shard_of(key)))?;
                 shard.get(key).map(Option::as_ref)
             }
-            Space::Expiry => self.expiry.get(key).map(Option::as_ref),
+            Space::Expiry | Space::Hints => self.ordered[ordered_index(space)]
+                .get(key)
+                .map(Option::as_ref),
         }
     }
 
@@ -264,9 +285,16 @@ impl Generation {
             .filter(move |(key, _)| *key >= from && until.is_none_or(|until| *key < until))
     }
 
-    /// The expiry entries with keys in `[from, until)`, in key order.
-    fn expiry_range<'a>(
+    /// Entries held in ordered maps.
+    fn ordered_len(&self) -> usize {
+        self.ordered.iter().map(BTreeMap::len).sum()
+    }
+
+    /// The entries of `space` (expiry or hints) with keys in `[from,
+    /// until)`, in key order.
+    fn ordered_range<'a>(
         &'a self,
+        space: Space,
         from: &'a [u8],
         until: Option<&'a [u8]>,
     ) -> impl Iterator<Item = (&'a [u8], Option<&'a Bytes>)> + 'a {
@@ -279,7 +307,7 @@ impl Generation {
             Some(until) => Bound::Excluded(until),
             None => Bound::Unbounded,
         };
-        self.expiry
+        self.ordered[ordered_index(space)]
             .range::<[u8], _>((Bound::Included(from), end))
             .map(|(key, value)| (key.as_slice(), value.as_ref()))
     }
@@ -288,7 +316,7 @@ impl Generation {
     pub fn sorted(&self, space: Space) -> Vec<(&[u8], Option<&Bytes>)> {
         match space {
             Space::Data => {
-                let mut entries = Vec::with_capacity(self.len - self.expiry.len());
+                let mut entries = Vec::with_capacity(self.len - self.ordered_len());
                 for shard in &self.shards {
                     let first = entries.len();
                     entries.extend(shard.iter().map(|(k, v)| (k.as_slice(), v.as_ref())));
@@ -296,15 +324,15 @@ impl Generation {
                 }
                 entries
             }
-            Space::Expiry => self.expiry_range(&[], None).collect(),
+            Space::Expiry | Space::Hints => self.ordered_range(space, &[], None).collect(),
         }
     }
 }
 
 /// What `generations` (newest first) hold for keys of `space` in `[from,
-/// until)`: each key's newest write, in key order. Of the expiry index,
-/// whose staged range can be long (the reaper reads from its cursor to
-/// the end), only a prefix holding `puts_max` puts: a scan of up to
+/// until)`: each key's newest write, in key order. Of the expiry index
+/// and the hints, whose staged range can be long (the reaper reads from
+/// its cursor to the end), only a prefix holding `puts_max` puts: a scan of up to
 /// `puts_max` entries cannot go past it (see [`merge_scan`]).
 pub fn staged_range(
     generations: &[&Generation],
@@ -326,10 +354,10 @@ pub fn staged_range(
             range.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             range
         }
-        Space::Expiry => {
+        Space::Expiry | Space::Hints => {
             let mut sources: Vec<_> = generations
                 .iter()
-                .map(|generation| generation.expiry_range(from, until).peekable())
+                .map(|generation| generation.ordered_range(space, from, until).peekable())
                 .collect();
             let mut range = Vec::new();
             let mut puts = 0;
@@ -479,7 +507,7 @@ mod tests {
             &[3][..],
             &good[..good.len() - 1],
             &[2, 0, 1, b'k', 9],
-            &[2, 2, 1, b'k', 0],
+            &[2, 3, 1, b'k', 0],
         ] {
             assert!(replay(&mut generation, bad).is_err(), "{bad:?}");
         }

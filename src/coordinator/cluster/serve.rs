@@ -106,10 +106,14 @@ impl Inner {
                     .map_err(CoordinatorError::from),
                 Err(refused) => return refused,
             },
-            Request::Coordinate { key, op, w } => {
-                let w = (w > 0).then_some(usize::from(w));
+            Request::Coordinate { key, op, w, pw } => {
+                let given = |n: u8| (n > 0).then_some(usize::from(n));
+                let acks = super::Acks {
+                    w: given(w),
+                    pw: given(pw),
+                };
                 Arc::clone(&inner)
-                    .coordinate(vec![(key, op)], w)
+                    .coordinate(vec![(key, op)], acks)
                     .await
                     .and_then(|mut written| {
                         written
@@ -160,6 +164,10 @@ impl Inner {
                 .await
                 .map(|partitions| Response::Held { partitions })
                 .map_err(CoordinatorError::from),
+            Request::Hint { target, entries } => match decode_entries(entries) {
+                Ok(batch) => inner.keep_hints(target, batch).await,
+                Err(refused) => return refused,
+            },
             Request::Probe { target } => {
                 // Pinged on its link even if this node marked it down:
                 // the question is whether it answers now.

@@ -9,23 +9,42 @@ use crate::resp::reply::Reply;
 use crate::version::{decode_context, encode_context};
 use bytes::Bytes;
 
-/// Parses a trailing `[<token> n]` quorum option (R for reads, W for writes).
-fn quorum_option(rest: &[Bytes], token: &[u8]) -> Result<Option<usize>, Reply> {
-    match rest {
-        [] => Ok(None),
-        [name, n] if name.eq_ignore_ascii_case(token) => match int_arg(n)? {
-            n if n >= 1 => Ok(Some(n as usize)),
-            _ => Err(Reply::error(format!(
-                "ERR {} must be a positive integer",
-                String::from_utf8_lossy(token)
-            ))),
-        },
-        _ => Err(syntax_error()),
+/// Parses trailing `<token> n` quorum options, each of `tokens` at most
+/// once, in any order (R for reads; W and PW for writes); returns them
+/// in the order of `tokens`.
+fn quorum_options<const K: usize>(
+    rest: &[Bytes],
+    tokens: [&str; K],
+) -> Result<[Option<usize>; K], Reply> {
+    let mut found = [None; K];
+    for pair in rest.chunks(2) {
+        let [name, n] = pair else {
+            return Err(syntax_error());
+        };
+        let Some(at) = tokens
+            .iter()
+            .position(|t| name.eq_ignore_ascii_case(t.as_bytes()))
+        else {
+            return Err(syntax_error());
+        };
+        if found[at].is_some() {
+            return Err(syntax_error());
+        }
+        found[at] = match int_arg(n)? {
+            n if n >= 1 => Some(n as usize),
+            _ => {
+                return Err(Reply::error(format!(
+                    "ERR {} must be a positive integer",
+                    tokens[at]
+                )));
+            }
+        };
     }
+    Ok(found)
 }
 
 pub async fn vget(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
-    let r = match quorum_option(&args[2..], b"R") {
+    let [r] = match quorum_options(&args[2..], ["R"]) {
         Ok(r) => r,
         Err(reply) => return reply,
     };
@@ -52,16 +71,18 @@ pub async fn vget(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
     }
 }
 
-/// VSET key context value [W n] and VDEL key context [W n]: a write that
-/// supersedes exactly the client's context; replies with the new context.
+/// VSET key context value [W n] [PW m] and VDEL key context [W n] [PW m]:
+/// a write that supersedes exactly the client's context; replies with the
+/// new context. PW: acknowledgements of real replicas (not fallbacks'
+/// hints) the write needs (docs/semantics.md).
 async fn write_with_context(
     ctx: &Ctx<'_>,
     args: &[Bytes],
     change: Change,
     rest: &[Bytes],
 ) -> Reply {
-    let w = match quorum_option(rest, b"W") {
-        Ok(w) => w,
+    let [w, pw] = match quorum_options(rest, ["W", "PW"]) {
+        Ok(acks) => acks,
         Err(reply) => return reply,
     };
     if let Err(reply) = check_keys(&args[1..2]) {
@@ -81,6 +102,7 @@ async fn write_with_context(
         vec![(args[1].clone(), op)],
         WriteOptions {
             w,
+            pw,
             ..WriteOptions::default()
         },
     )
@@ -191,6 +213,33 @@ pub async fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 })
                 .collect(),
         ),
+        // One map per target replica with hints here (held now, or
+        // counted since start).
+        b"hints" => Reply::Array(
+            coordinator
+                .info()
+                .cluster
+                .hints
+                .targets
+                .into_iter()
+                .map(|t| {
+                    pairs(vec![
+                        ("id", format!("{:016x}", t.id)),
+                        ("name", t.name),
+                        ("keys", t.keys.to_string()),
+                        ("bytes", t.bytes.to_string()),
+                        (
+                            "oldest_age_s",
+                            t.oldest_age_ms.map_or(0, |ms| ms / 1000).to_string(),
+                        ),
+                        ("replayed", t.replayed.to_string()),
+                        ("dropped", t.dropped.to_string()),
+                        // While replaying: the hints there were when it began.
+                        ("replaying", t.replaying.unwrap_or(0).to_string()),
+                    ])
+                })
+                .collect(),
+        ),
         b"leave" | b"remove" | b"weight" => {
             let command = match layout_command(args) {
                 Ok(command) => command,
@@ -202,7 +251,7 @@ pub async fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
             }
         }
         sub => Reply::error(format!(
-            "ERR DYNAMO {} is not available: hinted handoff and anti-entropy are not built yet",
+            "ERR DYNAMO {} is not available: anti-entropy is not built yet",
             String::from_utf8_lossy(sub).to_ascii_uppercase()
         )),
     }

@@ -191,7 +191,18 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("write-quorum", c.write_quorum.to_string()),
         ("partitions", c.partitions.to_string()),
         ("siblings-max", c.siblings_max.to_string()),
+        ("read-repair", yes_no(c.read_repair)),
+        ("sloppy-quorum", yes_no(c.sloppy_quorum)),
+        ("hint-window", c.hint_window_secs.to_string()),
+        ("hint-max-bytes", c.hint_max_bytes.to_string()),
+        ("hint-rate", (c.hint_rate >> 10).to_string()),
+        ("handoff-rate", (c.handoff_rate >> 20).to_string()),
     ]
+}
+
+/// A boolean parameter as Redis shows one.
+fn yes_no(on: bool) -> String {
+    if on { "yes" } else { "no" }.to_owned()
 }
 
 pub fn config(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
@@ -238,6 +249,7 @@ const SETTABLE: &[&str] = &[
     "siblings-max",
     "proto-max-bulk-len",
     "timeout",
+    "read-repair",
 ];
 
 /// Redis's bound on `timeout` (an int config).
@@ -275,6 +287,12 @@ fn config_set(ctx: &Ctx<'_>, pairs: &[Bytes]) -> Reply {
                 },
                 Err(_) => return failed("argument couldn't be parsed into an integer"),
             },
+            // Redis's boolean words; the flag's on|off too.
+            "read-repair" => match value.to_ascii_lowercase().as_str() {
+                "yes" | "on" => config.read_repair = true,
+                "no" | "off" => config.read_repair = false,
+                _ => return failed("argument must be 'yes' or 'no'"),
+            },
             "siblings-max" => match number() {
                 Some(n) => config.siblings_max = n,
                 None => return failed("argument couldn't be parsed into an integer"),
@@ -286,6 +304,7 @@ fn config_set(ctx: &Ctx<'_>, pairs: &[Bytes]) -> Reply {
         }
     }
     ctx.shared.coordinator.set_siblings_max(config.siblings_max);
+    ctx.shared.coordinator.set_read_repair(config.read_repair);
     ctx.shared
         .idle_timeout_secs
         .send_replace(config.timeout_secs);
