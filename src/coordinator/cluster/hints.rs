@@ -48,8 +48,12 @@ enum Ended {
     Done,
     /// The node is shutting down.
     Stopped,
-    /// A batch failed: retried at a later tick.
+    /// This node failed (its store): retried at a later tick.
     Failed(String),
+    /// The node handed to did not take the batch (unreachable, or its
+    /// store refuses writes): its own condition, not this node's
+    /// failure; retried at a later tick.
+    Refused(String),
 }
 
 impl super::Inner {
@@ -162,6 +166,9 @@ impl ClusterCoordinator {
                     Ended::Failed(why) => {
                         status.failed(format_args!("hint replay to {target:016x}: {why}"));
                     }
+                    Ended::Refused(why) => {
+                        tracing::debug!("hint replay to {target:016x} put off: {why}");
+                    }
                 }
             }
         }
@@ -220,8 +227,8 @@ impl ClusterCoordinator {
                 return Ended::Failed("a FLUSHALL began during the replay".into());
             }
             for (node, entries) in to {
-                if let Err(e) = self.hand_over(node, entries).await {
-                    return Ended::Failed(e);
+                if let Err(ended) = self.hand_over(node, entries).await {
+                    return ended;
                 }
             }
             let sent: Vec<(Vec<u8>, Bytes)> = page.into_iter().map(|(k, _, v)| (k, v)).collect();
@@ -238,7 +245,7 @@ impl ClusterCoordinator {
 
     /// Merges `entries` into `node`'s replica (this node's own, or a
     /// peer's, acknowledged once durable there).
-    async fn hand_over(&self, node: NodeId, entries: Vec<(Bytes, Bytes)>) -> Result<(), String> {
+    async fn hand_over(&self, node: NodeId, entries: Vec<(Bytes, Bytes)>) -> Result<(), Ended> {
         let inner = &self.inner;
         if node == inner.me() {
             let received = entries
@@ -256,7 +263,7 @@ impl ClusterCoordinator {
                 .local
                 .merge_many(received)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| Ended::Failed(format!("cannot merge hints here: {e}")));
         }
         match inner
             .transport
@@ -264,8 +271,8 @@ impl ClusterCoordinator {
             .await
         {
             Ok(Response::Ack) => Ok(()),
-            Ok(other) => Err(format!("{node:016x} answered {other:?}")),
-            Err(e) => Err(e.to_string()),
+            Ok(other) => Err(Ended::Refused(format!("{node:016x} answered {other:?}"))),
+            Err(e) => Err(Ended::Refused(e.to_string())),
         }
     }
 }
