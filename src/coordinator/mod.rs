@@ -194,7 +194,7 @@ pub struct TargetHintsReport {
     pub oldest_age_ms: Option<u64>,
     /// Handed over since start.
     pub replayed: u64,
-    /// Refused or discarded since start, in keys.
+    /// Refused (window or cap) since start, in keys.
     pub dropped: u64,
     /// While its hints are being replayed: how many there were when the
     /// replay began.

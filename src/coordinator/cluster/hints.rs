@@ -13,8 +13,9 @@
 //! only a batch sent again (merging is idempotent).
 //!
 //! A hint whose partition is no longer placed on its target (the layout
-//! changed) goes to the partition's replicas now instead. Hints for a
-//! member removed from the layout are discarded and counted as dropped.
+//! changed, or the target was removed from the cluster) goes to the
+//! partition's replicas now instead: a write a fallback's hint counted
+//! for is not lost with the replica it was meant for.
 
 use super::ClusterCoordinator;
 use crate::coordinator::{HintsReport, TargetHintsReport};
@@ -131,25 +132,17 @@ impl ClusterCoordinator {
                 _ = tick.tick() => {}
             }
             let view = inner.membership.view();
+            if view.layout.get(inner.me()).is_none() {
+                continue;
+            }
             for (target, held) in inner.local.hint_report() {
-                if held.keys == 0 {
-                    continue;
-                }
+                // A target removed from the cluster never comes back: its
+                // hints go to the replicas that took its place.
                 let removed = view
                     .layout
                     .get(target)
                     .is_none_or(|m| m.state() == MemberState::Removed);
-                if removed && view.layout.get(inner.me()).is_some() {
-                    tracing::info!(
-                        keys = held.keys,
-                        "hints for {target:016x} discarded: it was removed from the cluster"
-                    );
-                    if let Err(e) = inner.local.discard_hints(target).await {
-                        status.failed(format_args!("cannot discard hints: {e}"));
-                    }
-                    continue;
-                }
-                if !inner.transport.reachable(target) {
+                if held.keys == 0 || !(removed || inner.transport.reachable(target)) {
                     continue;
                 }
                 *inner
