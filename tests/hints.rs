@@ -5,8 +5,9 @@
 //! lost two replicas fail); the replay after they come back, timed
 //! against hinted bytes ÷ `--hint-rate`; fallbacks stopped (SIGTERM and
 //! kill -9) while they hold hints, and a target killed mid-replay; the cap
-//! on hint bytes, with read repair filling the gap; the hint window and
-//! the remove of a dead target, whose hints are discarded as dropped.
+//! on hint bytes, with read repair filling the gap; the hint window; the
+//! remove of a dead target, whose hints go to the replicas that take its
+//! place; a replica whose disk fills.
 //!
 //! What a replica holds is checked in its own store, not through a read
 //! that could repair it: the nodes are stopped (SIGTERM) and each data
@@ -99,7 +100,24 @@ struct Placement(Vec<Vec<usize>>);
 impl Placement {
     /// The ring as node `at` of `cluster` sees it; its member names are
     /// mapped to nodes by their client addresses (`DYNAMO MEMBERS`).
+    ///
+    /// # Panics
+    /// If the ring names a node `DYNAMO MEMBERS` does not list (one
+    /// removed, before the layout settles: see [`Placement::settled`]).
     fn of(cluster: &TestCluster, at: usize) -> Placement {
+        Self::try_of(cluster, at).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Placement::of`], once the ring names only listed members.
+    fn settled(cluster: &TestCluster, at: usize) -> Placement {
+        let mut last = String::new();
+        let settled = eventually(SETTLE, POLL, || {
+            Self::try_of(cluster, at).map_err(|e| last = e).ok()
+        });
+        settled.unwrap_or_else(|| panic!("the ring never settled: {last}"))
+    }
+
+    fn try_of(cluster: &TestCluster, at: usize) -> Result<Placement, String> {
         let addr = cluster.node(at).addr();
         let by_addr: BTreeMap<String, usize> = cluster
             .addrs()
@@ -130,14 +148,23 @@ impl Placement {
             .map(|(p, row)| match row {
                 redis::Value::Array(items) => {
                     assert_eq!(items.first(), Some(&redis::Value::Int(p as i64)));
-                    items[1..].iter().map(|n| by_name[&text(n)]).collect()
+                    items[1..]
+                        .iter()
+                        .map(|n| {
+                            let name = text(n);
+                            by_name
+                                .get(&name)
+                                .copied()
+                                .ok_or_else(|| format!("partition {p}: {name} is no member"))
+                        })
+                        .collect()
                 }
                 other => panic!("a ring row {other:?}"),
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         assert_eq!(ring.len(), Q as usize);
         assert!(ring.iter().all(|r| r.len() == 3), "{:?}", ring);
-        Placement(ring)
+        Ok(Placement(ring))
     }
 
     /// The replicas of `key`.
@@ -629,7 +656,7 @@ fn hints_survive_their_fallbacks_restarts_and_a_target_killed_mid_replay_loses_n
     eprintln!("hints for the dead node: {held:?} keys, {bytes:?} bytes");
     for (&i, &n) in held.iter().filter(|(_, n)| **n > 0) {
         let line = info_dynamo_field(cluster.node(i).addr(), "hints_target").expect("a line");
-        let head = format!("{},keys={n},bytes={},", names[target], bytes[&i]);
+        let head = format!("name={},keys={n},bytes={},", names[target], bytes[&i]);
         assert!(line.starts_with(&head), "node {i}: hints_target:{line}");
         assert!(line.ends_with(",dropped=0,replaying=0"), "node {i}: {line}");
     }
@@ -773,14 +800,15 @@ fn past_the_hint_cap_drops_are_counted_and_read_repair_restores_the_target() {
     assert_on_every_replica(&cluster, &placement, &data);
 }
 
-// Proves the hint window and the remove of a dead target: with
+// Proves the hint window and a hint that outlives its target: with
 // --hint-window 3 and a replica down, writes more than 3 s after its
 // first hint are not hinted (counted as dropped) while the hints of
-// before stay; `DYNAMO REMOVE` of the dead replica then discards its
-// hints on every node, counted as dropped, and every key stays
-// readable with its partitions copied again.
+// before stay; `DYNAMO REMOVE` of the dead replica then hands its hints
+// to the replicas that took its place (replayed, not dropped), and once
+// the layout settles every key is on all three of its new replicas' own
+// stores.
 #[test]
-fn past_the_window_hints_are_dropped_and_a_removed_targets_hints_are_discarded() {
+fn past_the_window_hints_are_dropped_and_a_removed_targets_hints_go_to_its_successors() {
     const KEYS: usize = 1_000;
     const WINDOW: Duration = Duration::from_secs(3);
     let mut cluster = TestCluster::start(4, &args(&["--hint-window", "3"]));
@@ -812,19 +840,19 @@ fn past_the_window_hints_are_dropped_and_a_removed_targets_hints_are_discarded()
             .iter()
             .all(Result::is_ok)
     );
-    let mut last = 0;
+    let mut dropped = 0;
     let counted = eventually(SETTLE, POLL, || {
-        last = numbers(&mut cluster, "hints_dropped").values().sum();
-        (last >= hinted(&late)).then_some(())
+        dropped = numbers(&mut cluster, "hints_dropped").values().sum();
+        (dropped >= hinted(&late)).then_some(())
     });
     assert!(
         counted.is_some(),
-        "{last} dropped, not {} or more",
+        "{dropped} dropped, not {} or more",
         hinted(&late)
     );
     let held: u64 = numbers(&mut cluster, "hints_held").values().sum();
     eprintln!(
-        "window {WINDOW:?}: {held} hints held (of {}), {last} dropped after it (of {} to hint)",
+        "window {WINDOW:?}: {held} hints held (of {}), {dropped} dropped after it (of {} to hint)",
         hinted(&early),
         hinted(&late)
     );
@@ -842,23 +870,24 @@ fn past_the_window_hints_are_dropped_and_a_removed_targets_hints_are_discarded()
         .query(&mut con)
         .expect("DYNAMO REMOVE");
     assert_eq!(ok, "OK");
-    wait_hints_held(&mut cluster, 0, SETTLE);
-    let dropped: u64 = numbers(&mut cluster, "hints_dropped").values().sum();
-    assert!(
-        dropped >= last + held,
-        "{dropped} dropped: the {held} discarded are not counted"
-    );
+    let took = wait_hints_held(&mut cluster, 0, SETTLE);
+    let replayed: u64 = numbers(&mut cluster, "hints_replayed").values().sum();
+    let dropped_after: u64 = numbers(&mut cluster, "hints_dropped").values().sum();
+    eprintln!("removed: its {held} hints gone in {took:?}, {replayed} replayed to its successors");
+    assert_eq!(dropped_after, dropped, "hints dropped by the remove");
+    assert!(replayed >= held, "{replayed} replayed of {held} held");
     cluster.wait_converged(3);
-    for pairs in [&early, &late] {
-        for chunk in pairs.chunks(BATCH) {
-            let keys: Vec<&String> = chunk.iter().map(|(k, _)| k).collect();
-            let got: Vec<Option<String>> =
-                redis::cmd("MGET").arg(&keys).query(&mut con).expect("MGET");
-            for ((key, value), got) in chunk.iter().zip(got) {
-                assert_eq!(got.as_ref(), Some(value), "{key}");
-            }
+    let all: Vec<(String, String)> = early.iter().chain(&late).cloned().collect();
+    for chunk in all.chunks(BATCH) {
+        let keys: Vec<&String> = chunk.iter().map(|(k, _)| k).collect();
+        let got: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(&mut con).expect("MGET");
+        for ((key, value), got) in chunk.iter().zip(got) {
+            assert_eq!(got.as_ref(), Some(value), "{key}");
         }
     }
+    let settled = Placement::settled(&cluster, 0);
+    terminate_all(&mut cluster);
+    assert_on_every_replica(&cluster, &settled, &all);
 }
 
 /// `count` keys `{prefix}{i}` with values of `size` bytes as
