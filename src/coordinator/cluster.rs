@@ -232,11 +232,10 @@ fn peer_error(code: ErrorCode, message: String) -> CoordinatorError {
         ErrorCode::TooLarge => OpError::TooLarge.into(),
         ErrorCode::WatchedKeyChanged => OpError::WatchedKeyChanged.into(),
         ErrorCode::ShuttingDown => CoordinatorError::ShuttingDown,
-        ErrorCode::Quorum
-        | ErrorCode::Storage
-        | ErrorCode::BadRequest
-        | ErrorCode::Busy
-        | ErrorCode::HintRefused => CoordinatorError::Remote(message),
+        ErrorCode::Quorum => CoordinatorError::RemoteQuorumFailed(message),
+        ErrorCode::Storage | ErrorCode::BadRequest | ErrorCode::Busy | ErrorCode::HintRefused => {
+            CoordinatorError::Remote(message)
+        }
     }
 }
 
@@ -1299,6 +1298,24 @@ async fn collect<T: Send + 'static>(
 mod tests {
     use super::*;
     use crate::ring::Placed;
+
+    // Proves a quorum missed by the replica a write was forwarded to
+    // comes back as the error a local one is (`NOQUORUM ...`), not as a
+    // peer's failure, which clients saw as `-ERR NOQUORUM ...`.
+    #[test]
+    fn a_forwarded_quorum_failure_is_a_quorum_failure() {
+        let there = quorum_failed("write", 2, 1, 3);
+        let Response::Error { code, message } = serve::error_response(&there) else {
+            panic!("a failure answers an error");
+        };
+        let here = peer_error(code, message);
+        assert!(
+            matches!(here, CoordinatorError::RemoteQuorumFailed(_)),
+            "{here:?}"
+        );
+        assert_eq!(here.to_string(), there.to_string());
+        assert!(here.to_string().starts_with("NOQUORUM "));
+    }
 
     // Proves a node counts as able to serve only when every partition has
     // R/W replicas among itself and its links: three members, N = 3.

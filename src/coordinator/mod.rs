@@ -45,6 +45,11 @@ pub enum CoordinatorError {
         /// Replicas asked.
         contacted: usize,
     },
+    /// The replica a write was forwarded to coordinated it and missed its
+    /// quorum; its own words (`NOQUORUM ...`), so that clients see the
+    /// same error whichever node they asked.
+    #[error("{0}")]
+    RemoteQuorumFailed(String),
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,

@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 pub(in crate::coordinator) fn error_response(error: &CoordinatorError) -> Response {
     let code = match error {
         CoordinatorError::Storage(_) | CoordinatorError::Remote(_) => ErrorCode::Storage,
-        CoordinatorError::QuorumFailed { .. } => ErrorCode::Quorum,
+        CoordinatorError::QuorumFailed { .. } | CoordinatorError::RemoteQuorumFailed(_) => {
+            ErrorCode::Quorum
+        }
         CoordinatorError::Layout(_) | CoordinatorError::UnknownMember(_) => ErrorCode::BadRequest,
         CoordinatorError::ShuttingDown => ErrorCode::ShuttingDown,
         CoordinatorError::Rejected(OpError::NotAnInteger) => ErrorCode::NotAnInteger,

@@ -298,7 +298,9 @@ pub async fn write_namespaced(
 /// once ([`crate::storage::Health`]).
 pub fn coordinator_error(error: &CoordinatorError) -> Reply {
     match error {
-        CoordinatorError::QuorumFailed { .. } => Reply::error(error.to_string()),
+        CoordinatorError::QuorumFailed { .. } | CoordinatorError::RemoteQuorumFailed(_) => {
+            Reply::error(error.to_string())
+        }
         CoordinatorError::Storage(StoreError::Unwritable { reason }) => Reply::error(format!(
             "MISCONF dynokv cannot write to its data directory: {}; writes are refused until it \
              can",
