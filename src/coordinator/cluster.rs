@@ -31,10 +31,11 @@ mod serve;
 
 use super::answers::Answers;
 use super::batches::{KeyRead, ReadBatches, cut};
-use super::quorum::{self, Replies, Tally};
+use super::quorum::{self, Replies, Tally, Until};
 use super::{
     BoxFuture, ClusterReport, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts,
-    LayoutCommand, LayoutReport, MemberStatus, OpError, ReadOptions, WriteOp, WriteOptions,
+    KeyWritten, LayoutCommand, LayoutReport, MemberStatus, OpError, ReadOptions, WriteOp,
+    WriteOptions,
 };
 use crate::limits::{PEER_WHOLE_STORE_TIMEOUT_MS, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
 use crate::membership::failure::FailureDetection;
@@ -521,7 +522,7 @@ impl Inner {
             reads: &mut reads,
             transport: &self.transport,
         };
-        let late = quorum::wait(&mut tallies, &mut replies, deadline).await;
+        let late = quorum::wait(&mut tallies, &mut replies, deadline, Until::AnyFails).await;
         if let Some(tally) = quorum::failed(&tallies) {
             self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
             return Err(quorum_failed(
@@ -635,7 +636,7 @@ impl Inner {
         self: Arc<Self>,
         writes: Vec<(Bytes, WriteOp)>,
         Acks { w, pw }: Acks,
-    ) -> Result<Vec<Written>, CoordinatorError> {
+    ) -> Result<Vec<KeyWritten>, CoordinatorError> {
         let keys: Vec<Bytes> = writes.iter().map(|(k, _)| k.clone()).collect();
         // Writes that depend on the current value are planned against a
         // quorum's view: merge it into this replica first.
@@ -727,16 +728,24 @@ impl Inner {
         replication.start(to, &mut tallies).await;
         replication.wait(&mut tallies, deadline).await;
         replication.finish(deadline);
-        if let Some(tally) = quorum::failed(&tallies) {
-            self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(quorum_failed(
-                "write",
-                tally.required,
-                tally.got.len(),
-                tally.contacted,
-            ));
-        }
-        Ok(written)
+        // Each key stands or fails on its own tallies.
+        let outcomes = written
+            .into_iter()
+            .zip(tallies.chunks(replicate::TALLIES))
+            .map(|(written, tallies)| match quorum::failed(tallies) {
+                None => Ok(written),
+                Some(tally) => {
+                    self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+                    Err(quorum_failed(
+                        "write",
+                        tally.required,
+                        tally.got.len(),
+                        tally.contacted,
+                    ))
+                }
+            })
+            .collect();
+        Ok(outcomes)
     }
 
     /// Writes from a client: those this node may coordinate are
@@ -750,7 +759,7 @@ impl Inner {
         self: Arc<Self>,
         writes: Vec<(Bytes, WriteOp)>,
         acks: Acks,
-    ) -> Result<Vec<Written>, CoordinatorError> {
+    ) -> Result<Vec<KeyWritten>, CoordinatorError> {
         let me = self.me();
         let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
         let placement = self.placement();
@@ -772,7 +781,7 @@ impl Inner {
             }
         }
         let total = here.len() + elsewhere.len();
-        let mut out: Vec<Option<Written>> = (0..total).map(|_| None).collect();
+        let mut out: Vec<Option<KeyWritten>> = (0..total).map(|_| None).collect();
         // Forwarded writes run in parallel unless a key repeats, when
         // order matters and they go one by one.
         let mut forwarded = JoinSet::new();
@@ -797,9 +806,11 @@ impl Inner {
             }
         }
         for (i, key, op) in sequential {
-            out[i] = Some(Arc::clone(&self).forward(key, op, acks).await?);
+            out[i] = Some(Arc::clone(&self).forward(key, op, acks).await);
         }
-        for (i, outcome) in collect(forwarded).await? {
+        while let Some(joined) = forwarded.join_next().await {
+            let (i, outcome) =
+                joined.map_err(|e| CoordinatorError::Remote(format!("task: {e}")))?;
             out[i] = Some(outcome);
         }
         Ok(out.into_iter().flatten().collect())
@@ -891,7 +902,7 @@ impl Inner {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tallies = [tally];
-        quorum::wait(&mut tallies, &mut replies, deadline).await;
+        quorum::wait(&mut tallies, &mut replies, deadline, Until::AnyFails).await;
         let [tally] = tallies;
         let error = match replies.error {
             Some(e) => Some(e),
@@ -935,11 +946,11 @@ impl Coordinator for ClusterCoordinator {
         Box::pin(async move { inner.read_many(keys, options.r).await })
     }
 
-    fn write(
+    fn write_each(
         &self,
         writes: Vec<(Bytes, WriteOp)>,
         options: WriteOptions,
-    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
+    ) -> BoxFuture<'_, Result<Vec<KeyWritten>, CoordinatorError>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             if options.all_or_nothing && writes.len() > 1 {
@@ -1280,18 +1291,6 @@ fn whole_store_timeout() -> std::time::Duration {
 /// places all its keys on it.
 fn replicas_in<'r>(ring: &'r Ring, key: &[u8]) -> &'r [NodeId] {
     ring.replicas_of(partition_of(key, ring.partitions()))
-}
-
-/// Results of indexed jobs as they finish; the first error wins.
-async fn collect<T: Send + 'static>(
-    mut jobs: JoinSet<(usize, Result<T, CoordinatorError>)>,
-) -> Result<Vec<(usize, T)>, CoordinatorError> {
-    let mut out = Vec::with_capacity(jobs.len());
-    while let Some(joined) = jobs.join_next().await {
-        let (i, result) = joined.map_err(|e| CoordinatorError::Remote(format!("task: {e}")))?;
-        out.push((i, result?));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -274,6 +274,9 @@ pub struct ClusterReport {
     pub hints: HintsReport,
 }
 
+/// One key's outcome of [`Coordinator::write_each`].
+pub type KeyWritten = Result<Written, CoordinatorError>;
+
 /// What RESP handlers call for data.
 pub trait Coordinator: Send + Sync + 'static {
     /// Reads the merged records of `keys`, in order (`None` for a key never
@@ -285,12 +288,30 @@ pub trait Coordinator: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>>;
 
     /// Applies writes, each planned against its key's current record; all
-    /// or none are applied on this node.
+    /// or none are applied on this node. Each key's outcome is its own: a
+    /// key that misses its quorum fails alone (a pipeline of SETs answers
+    /// each as Redis does); the outer error fails them all (this node's
+    /// store, a quorum read before a read-modify-write).
+    fn write_each(
+        &self,
+        writes: Vec<(Bytes, WriteOp)>,
+        options: WriteOptions,
+    ) -> BoxFuture<'_, Result<Vec<KeyWritten>, CoordinatorError>>;
+
+    /// [`Coordinator::write_each`], failed as a whole by the first key
+    /// that failed (one command's keys: MSET, DEL k1 k2 ...).
     fn write(
         &self,
         writes: Vec<(Bytes, WriteOp)>,
         options: WriteOptions,
-    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>>;
+    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
+        Box::pin(async move {
+            self.write_each(writes, options)
+                .await?
+                .into_iter()
+                .collect()
+        })
+    }
 
     /// Q, the number of partitions keys are spread over.
     fn partitions(&self) -> u32;

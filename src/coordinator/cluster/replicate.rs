@@ -26,7 +26,7 @@
 use super::{Inner, Sets, same_members};
 use crate::coordinator::answers::Answers;
 use crate::coordinator::batches::cut;
-use crate::coordinator::quorum::{self, Replies, Tally};
+use crate::coordinator::quorum::{self, Replies, Tally, Until};
 use crate::limits::WRITE_TAILS_MAX;
 use crate::membership::layout::Transition;
 use crate::peer::message::{ErrorCode, Request, Response};
@@ -239,7 +239,7 @@ impl Replication {
 
     /// Waits for the quorums (see `quorum::wait`) until `deadline`.
     pub(super) async fn wait(&mut self, tallies: &mut [Tally<()>], deadline: Instant) {
-        quorum::wait(tallies, self, deadline).await;
+        quorum::wait(tallies, self, deadline, Until::EachSettled).await;
     }
 
     /// Hands what is still in flight to a tail task, if anything is:

@@ -120,7 +120,7 @@ impl Inner {
                     .and_then(|mut written| {
                         written
                             .pop()
-                            .ok_or_else(|| CoordinatorError::Remote("no outcome".into()))
+                            .unwrap_or_else(|| Err(CoordinatorError::Remote("no outcome".into())))
                     })
                     .map(|written| Response::Written {
                         previous: written.previous.map(Box::new),
