@@ -906,37 +906,6 @@ fn random_pairs(prefix: &str, range: std::ops::Range<usize>, size: usize) -> Vec
         .collect()
 }
 
-/// SETs every pair through one of its key's replicas other than
-/// `avoid`, pipelined; returns each SET's reply in order. A write sent
-/// to a node that is not a replica of its key is forwarded to the key's
-/// first replica, which may be `avoid`.
-fn write_around(
-    cluster: &TestCluster,
-    placement: &Placement,
-    pairs: &[(String, String)],
-    avoid: usize,
-) -> Vec<Result<(), redis::RedisError>> {
-    let mut by_node: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, (key, _)) in pairs.iter().enumerate() {
-        let through = placement
-            .replicas(key)
-            .iter()
-            .copied()
-            .find(|&r| r != avoid)
-            .expect("another replica");
-        by_node.entry(through).or_default().push(i);
-    }
-    let mut replies: Vec<Option<redis::RedisResult<()>>> = (0..pairs.len()).map(|_| None).collect();
-    for (node, indexes) in by_node {
-        let mine: Vec<(String, String)> = indexes.iter().map(|&i| pairs[i].clone()).collect();
-        let got = write_all(&[cluster.node(node).addr()], &mine, Send::Pipelined);
-        for (i, reply) in indexes.into_iter().zip(got) {
-            replies[i] = Some(reply);
-        }
-    }
-    replies.into_iter().map(|r| r.expect("a reply")).collect()
-}
-
 /// `store_status` of `DYNAMO STATUS` at `addr` (`ok`, `failing`).
 fn store_status(addr: SocketAddr) -> String {
     let mut con = connect_sync(addr);
@@ -952,8 +921,9 @@ fn store_status(addr: SocketAddr) -> String {
 
 // Proves a replica whose disk is full gets hints, not silence: in a
 // cluster of four whose fourth node's data directory is a 40 MiB tmpfs,
-// writes routed around it go on being acknowledged once its disk is
-// full, its failed copies are kept as hints by fallbacks, which keep
+// writes through the other three (forwarded to the full node too, which
+// refuses them unapplied, so the next replica coordinates) go on being
+// acknowledged once its disk is full, its failed copies are kept as hints by fallbacks, which keep
 // them (nothing deleted, nothing counted replayed) while it cannot store
 // them; once the tmpfs grows to 256 MiB the hints are handed over, and
 // every key is on all three of its replicas' own stores. Needs root or
@@ -980,12 +950,16 @@ fn a_replica_with_a_full_disk_gets_its_writes_as_hints_once_it_grows() {
     cluster.wait_converged(4);
     let placement = Placement::of(&cluster, 0);
     let full_addr = cluster.node(full).addr();
+    // Through every node but the full one: a write a non-replica
+    // forwards to the full node, first in its key's preference list, is
+    // refused there unapplied (Unwritable) and goes to the next replica.
+    let healthy: Vec<SocketAddr> = (0..full).map(|i| cluster.node(i).addr()).collect();
 
     let mut data: Vec<(String, String)> = Vec::new();
     let mut filled_after = None;
     for round in 0..ROUNDS_MAX {
         let more = random_pairs("k", round * ROUND..(round + 1) * ROUND, VALUE_BYTES);
-        let replies = write_around(&cluster, &placement, &more, full);
+        let replies = write_all(&healthy, &more, Send::Pipelined);
         let failed: Vec<&redis::RedisError> =
             replies.iter().filter_map(|r| r.as_ref().err()).collect();
         assert!(

@@ -47,7 +47,7 @@ use crate::peer::transport::{PeerError, Transport};
 use crate::replica::hints::HintLimits;
 use crate::replica::{ReplicaService, Written};
 use crate::ring::{Ring, partition_of};
-use crate::storage::HealthReport;
+use crate::storage::{HealthReport, StoreError};
 use crate::task::{WorkerStatus, stopped};
 use crate::version::NodeId;
 use bytes::Bytes;
@@ -234,6 +234,10 @@ fn peer_error(code: ErrorCode, message: String) -> CoordinatorError {
         ErrorCode::WatchedKeyChanged => OpError::WatchedKeyChanged.into(),
         ErrorCode::ShuttingDown => CoordinatorError::ShuttingDown,
         ErrorCode::Quorum => CoordinatorError::RemoteQuorumFailed(message),
+        // The peer's own words: answered as MISCONF, as a local one is.
+        ErrorCode::Unwritable => CoordinatorError::Storage(StoreError::Unwritable {
+            reason: format!("on a replica: {message}"),
+        }),
         ErrorCode::Storage | ErrorCode::BadRequest | ErrorCode::Busy | ErrorCode::HintRefused => {
             CoordinatorError::Remote(message)
         }
@@ -843,6 +847,13 @@ impl Inner {
                         current: current.map(|r| *r),
                     });
                 }
+                // Its store refuses writes and applied nothing: the
+                // next replica may coordinate (a full disk on one replica
+                // must not fail writes two healthy ones can take).
+                Ok(Response::Error {
+                    code: ErrorCode::Unwritable,
+                    message,
+                }) => last = Some(peer_error(ErrorCode::Unwritable, message)),
                 Ok(other) => return Err(unexpected(other)),
                 // Not reached at all: the next replica may coordinate.
                 Err(PeerError::NotConnected(_)) => continue,

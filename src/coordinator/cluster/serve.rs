@@ -10,6 +10,7 @@ use crate::model::record::decode_record_shared;
 use crate::peer::message::{DbCount, ErrorCode, Request, Response};
 use crate::peer::transport::Handler;
 use crate::replica::Received;
+use crate::storage::StoreError;
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 /// A failure as the requesting node receives it.
 pub(in crate::coordinator) fn error_response(error: &CoordinatorError) -> Response {
     let code = match error {
+        CoordinatorError::Storage(StoreError::Unwritable { .. }) => ErrorCode::Unwritable,
         CoordinatorError::Storage(_) | CoordinatorError::Remote(_) => ErrorCode::Storage,
         CoordinatorError::QuorumFailed { .. } | CoordinatorError::RemoteQuorumFailed(_) => {
             ErrorCode::Quorum
