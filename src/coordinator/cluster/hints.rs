@@ -154,7 +154,7 @@ impl ClusterCoordinator {
                     .active
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some((target, held.keys));
-                let ended = self.replay(target, &mut shutdown).await;
+                let ended = self.replay(target, false, &mut shutdown).await;
                 *inner
                     .hints
                     .active
@@ -181,8 +181,15 @@ impl ClusterCoordinator {
         while tails.join_next().await.is_some() {}
     }
 
-    /// Replays `target`'s hints, a batch at a time, throttled.
-    async fn replay(&self, target: NodeId, shutdown: &mut watch::Receiver<bool>) -> Ended {
+    /// Replays `target`'s hints, a batch at a time, throttled; to the
+    /// replicas of each hint's partition but the target when `around`
+    /// (this node leaves and the target is down: no one else would).
+    async fn replay(
+        &self,
+        target: NodeId,
+        around: bool,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Ended {
         let inner = &self.inner;
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -206,14 +213,18 @@ impl ClusterCoordinator {
             // Where each hint goes: its target, or the partition's
             // replicas now if the layout moved it away.
             let placement = inner.placement();
+            let me = inner.me();
             let mut to: BTreeMap<NodeId, Vec<(Bytes, Bytes)>> = BTreeMap::new();
             for (_, key, record) in &page {
                 let partition = partition_of(key, placement.current().partitions());
                 let replicas = placement.write_replicas(partition);
-                let nodes = if replicas.contains(&target) {
+                let nodes = if replicas.contains(&target) && !around {
                     vec![target]
                 } else {
                     replicas
+                        .into_iter()
+                        .filter(|&n| n != target && !(around && n == me))
+                        .collect()
                 };
                 for node in nodes {
                     to.entry(node)
@@ -241,6 +252,34 @@ impl ClusterCoordinator {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// Before a node that left drops its data: hands every hint it still
+    /// keeps to its target if reachable, else to the other replicas of
+    /// each hint's partition, once (throttled as the replay is). Returns
+    /// the hints left behind (a replica that did not take them): read
+    /// repair or anti-entropy must bring those keys to their target.
+    pub async fn hand_off_hints(&self) -> u64 {
+        let (_keep, mut never) = watch::channel(false);
+        let mut left = 0;
+        for (target, held) in self.inner.local.hint_report() {
+            if held.keys == 0 {
+                continue;
+            }
+            let around = !self.inner.transport.reachable(target);
+            if let Ended::Failed(why) | Ended::Refused(why) =
+                self.replay(target, around, &mut never).await
+            {
+                tracing::warn!("hints for {target:016x} not handed off before leaving: {why}");
+            }
+            left += self
+                .inner
+                .local
+                .hint_report()
+                .get(&target)
+                .map_or(0, |h| h.keys);
+        }
+        left
     }
 
     /// Merges `entries` into `node`'s replica (this node's own, or a
