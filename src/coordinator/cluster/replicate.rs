@@ -313,6 +313,16 @@ impl Replication {
             }
         })
         .await;
+        // Fallbacks that did not answer in time either: their copies are
+        // kept here, not dropped (the fallback may hold them too; two
+        // hints of one record are one merge at the target).
+        for i in std::mem::take(&mut self.answers).into_tags() {
+            if let Some(sent) = self.sent.get_mut(i) {
+                let target = sent.hint_for.unwrap_or(sent.node);
+                let copies = std::mem::take(&mut sent.copies);
+                self.kept.entry(target).or_default().extend(copies);
+            }
+        }
         self.keep().await;
     }
 
