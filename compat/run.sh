@@ -245,7 +245,7 @@ if TERM="${TERM:-xterm}" tmx new-session -d -s compat -x 240 -y 24 \
         "${PROMPT}SET k value [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]"
     hint "set k v (lower case, after the value)" "set k v" \
         "${PROMPT}set k v [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|KEEPTTL]"
-    hint "VSET k" "VSET k" "${PROMPT}VSET k context value [W n]"
+    hint "VSET k" "VSET k" "${PROMPT}VSET k context value [W n] [PW n]"
     hint "VGET k" "VGET k" "${PROMPT}VGET k [R n]"
     tmx send-keys -t compat C-u
     tmx send-keys -t compat -l "GET compat:k1"
