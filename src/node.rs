@@ -467,6 +467,7 @@ impl Node {
         let serving = server.run(Duration::from_millis(SHUTDOWN_DRAIN_MS));
         tokio::pin!(serving);
         let removed = tokio::select! {
+            biased;
             () = &mut serving => None,
             () = membership.removed() => {
                 let removed = leave_or_removal(&membership, &coordinator).await;

@@ -248,6 +248,7 @@ impl ClusterCoordinator {
             }
             let pause = Duration::from_secs_f64(bytes as f64 / inner.healing.hint_rate as f64);
             tokio::select! {
+                biased;
                 () = stopped(shutdown) => return Ended::Stopped,
                 () = tokio::time::sleep(pause) => {}
             }
