@@ -76,8 +76,8 @@
 //! must have stopped with an empty store; from then on the replica check,
 //! the final reads and their copies check (exactly N copies among the
 //! remaining members), the epilogue, the links and the judgement cover
-//! the remaining members only (the replica check counts any layout of the
-//! run's as placing a write's possible coordinators);
+//! the remaining members only (a write's possible coordinators in the
+//! replica check are the replicas of every layout a member listed);
 //! and at the end no member lists the removed node's name or id. For the
 //! checker the removed node's crash counts as a clear of its store: a
 //! write held by it and by a node a failed FLUSHALL cleared may be gone
@@ -1157,22 +1157,28 @@ struct Probe {
     layouts: Vec<Option<Listed>>,
 }
 
-/// The layout a node listed in `DYNAMO MEMBERS`: its members, and whether
-/// every one was `member` (settled).
+/// The layout a node listed in `DYNAMO MEMBERS`: its members, whether
+/// every one was `member` (settled), and its current members (`member` or
+/// `leaving`: those placed for reads, whose replicas coordinate writes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Listed {
     members: BTreeSet<usize>,
     settled: bool,
+    current: BTreeSet<usize>,
 }
 
 impl Listed {
     fn of(reply: &redis::Value) -> Option<Self> {
         let rows = member_rows(reply)?;
+        let state = |r: &MemberRow| r.get("state").cloned().unwrap_or_default();
         Some(Self {
             members: rows.iter().filter_map(row_node).collect(),
-            settled: rows
+            settled: rows.iter().all(|r| state(r) == "member"),
+            current: rows
                 .iter()
-                .all(|r| r.get("state").map(String::as_str) == Some("member")),
+                .filter(|r| matches!(state(r).as_str(), "member" | "leaving"))
+                .filter_map(row_node)
+                .collect(),
         })
     }
 }
@@ -1182,8 +1188,10 @@ impl Listed {
 /// listed another one (or of the first probe, since what came before it
 /// was not seen).
 fn other_layouts_until(probes: &[Probe], members: &[usize]) -> Duration {
+    let members: BTreeSet<usize> = members.iter().copied().collect();
     let settled = Listed {
-        members: members.iter().copied().collect(),
+        current: members.clone(),
+        members,
         settled: true,
     };
     let other = probes
@@ -1697,6 +1705,13 @@ fn holders(stores: &[Arc<MemoryStore>], members: &[usize], key: &str) -> Vec<usi
 /// may take to be replayed: a target's link comes back within
 /// [`LINK_REPAIR_MAX`], and the hints worker looks every 0.5 s.
 const HINTS_MAX: Duration = Duration::from_secs(60);
+/// How long after a node took a layout a probe round may first list it:
+/// a round asks every node in turn, each for up to [`LINK_PROBE_TIMEOUT`],
+/// every [`LINK_PROBE_EVERY`].
+const LAYOUT_SEEN_LAG: Duration = Duration::from_millis(
+    LINK_PROBE_EVERY.as_millis() as u64
+        + (NODES as u64 + 1) * LINK_PROBE_TIMEOUT.as_millis() as u64,
+);
 /// `CONFIG SET read-repair yes` is sent to a node this many times at
 /// most, until it answers OK.
 const CONFIG_TRIES: usize = 10;
@@ -1807,48 +1822,40 @@ struct Replicas {
     members: Vec<usize>,
     /// Key → its replicas under the members' layout, by rank.
     ranked: HashMap<String, Vec<usize>>,
-    /// Key → every node that may have coordinated a write of it before
-    /// `other_layouts_until`: its replicas under any layout the run may
-    /// have gone through.
-    possible: HashMap<String, BTreeSet<usize>>,
+    /// Each set of current members a node listed, from when a probe
+    /// first saw it, with the replicas it places each key on: the
+    /// coordinators of a write begun before `other_layouts_until`.
+    seen: Vec<(Duration, HashMap<String, Vec<usize>>)>,
     /// Until when a node may have placed data by another layout.
     other_layouts_until: Duration,
 }
 
 impl Replicas {
-    /// The replicas among `members`, by rank, and as possible ones those
-    /// of every layout the run may have gone through before
-    /// `other_layouts_until`: with a membership [`Plan`], the joiner, the
-    /// leaver and the removed node each in or out; without, any of the
-    /// nodes that joined n0 (the clients start while they join).
-    fn new(
-        stores: &[Arc<MemoryStore>],
-        members: &[usize],
-        plan: Option<&Plan>,
-        other_layouts_until: Duration,
-    ) -> Self {
+    /// The replicas among `members`, by rank; and those of every set of
+    /// current members a node listed in `probes` (the joins at the start,
+    /// the membership changes), for the writes begun before the layout
+    /// settled (`other_layouts_until`).
+    fn new(stores: &[Arc<MemoryStore>], members: &[usize], probes: &[Probe]) -> Self {
         let keys = workload_keys();
         let ranked = replicas_among(stores, members, &keys);
-        let optional = match plan {
-            Some(plan) => vec![JOINER, plan.leaver, plan.removed],
-            None => (1..NODES).collect(),
-        };
-        let hosts = stores.len();
-        let fixed: Vec<usize> = (0..hosts).filter(|i| !optional.contains(i)).collect();
-        let mut possible: HashMap<String, BTreeSet<usize>> = HashMap::new();
-        for chosen in 0..1usize << optional.len() {
-            let mut nodes = fixed.clone();
-            let with = (0..optional.len()).filter(|b| chosen >> b & 1 == 1);
-            nodes.extend(with.map(|b| optional[b]));
-            for (key, replicas) in replicas_among(stores, &nodes, &keys) {
-                possible.entry(key).or_default().extend(replicas);
+        let mut first_seen: BTreeMap<&BTreeSet<usize>, Duration> = BTreeMap::new();
+        for probe in probes {
+            for listed in probe.layouts.iter().flatten() {
+                first_seen.entry(&listed.current).or_insert(probe.at);
             }
         }
+        let seen = first_seen
+            .into_iter()
+            .map(|(current, at)| {
+                let nodes: Vec<usize> = current.iter().copied().collect();
+                (at, replicas_among(stores, &nodes, &keys))
+            })
+            .collect();
         Self {
             members: members.to_vec(),
             ranked,
-            possible,
-            other_layouts_until,
+            seen,
+            other_layouts_until: other_layouts_until(probes, members),
         }
     }
 
@@ -1926,8 +1933,8 @@ impl Replicas {
     /// the members' layout, holds it (a coordinator's copy is durable
     /// before it replies). Its possible coordinators are the node it was
     /// sent to, for a blind write sent to a replica; else its replicas;
-    /// or, if it began while a node may have placed data by another
-    /// layout, the possible ones.
+    /// and, if it began before the layout settled, its replicas under any
+    /// set of current members a node listed by then.
     fn crash_may_explain(
         &self,
         crashes: &[(usize, Duration)],
@@ -1941,28 +1948,36 @@ impl Replicas {
         // the node it was sent to picked.
         let blind = matches!(op.call, Call::Set { .. } | Call::Del { .. });
         let coordinator = (blind && !other && ranked.contains(&op.node)).then_some(op.node);
+        // A layout a node held when it coordinated the write was listed
+        // by the probe round that asked it next.
+        let listed_by = op.completed + LAYOUT_SEEN_LAG;
         let possible = |node: usize| match coordinator {
             Some(coordinator) => node == coordinator,
             None => {
                 ranked.contains(&node)
                     || (other
-                        && self
-                            .possible
-                            .get(&op.key)
-                            .is_some_and(|p| p.contains(&node)))
+                        && self.seen.iter().any(|(at, placed)| {
+                            *at <= listed_by
+                                && placed.get(&op.key).is_some_and(|r| r.contains(&node))
+                        }))
             }
         };
         let until = op.completed + LATE;
-        let &(node, at) = crashes.iter().find(|&&(node, at)| {
-            at >= op.invoked
-                && at <= until
-                && possible(node)
-                && match ranked.iter().position(|&n| n == node) {
-                    Some(rank) => holding.contains(&rank),
-                    None => true,
-                }
-        })?;
-        Some(format!("n{node} (replicas {ranked:?}) crashed at {at:?}"))
+        let crashed: Vec<String> = crashes
+            .iter()
+            .filter(|&&(node, at)| {
+                at >= op.invoked
+                    && at <= until
+                    && possible(node)
+                    && match ranked.iter().position(|&n| n == node) {
+                        Some(rank) => holding.contains(&rank),
+                        None => true,
+                    }
+            })
+            .map(|(node, at)| format!("n{node} at {at:?}"))
+            .collect();
+        (!crashed.is_empty())
+            .then(|| format!("crashed: {} (replicas {ranked:?})", crashed.join(", ")))
     }
 }
 
@@ -2479,6 +2494,9 @@ struct Run {
     replica_problems: Vec<String>,
     /// Each key's replicas by rank: the replica check's "nodes".
     replica_ranks: String,
+    /// Until when a node listed another layout than the members' settled
+    /// one (the joins at the start, the changes), simulated.
+    layout_settled_ms: u64,
     /// From the clients' end until the replica check looked (simulated):
     /// the settle, the tails, the hint replay.
     hints_ms: u64,
@@ -2789,9 +2807,7 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool, plant: Option<PlantKind>) -
     {
         replica_problems.push(e);
     }
-    let plan = changes.as_ref().map(|c| c.plan);
-    let other_layouts_until = other_layouts_until(&probes.borrow(), &members);
-    let replicas = Replicas::new(&stores, &members, plan.as_ref(), other_layouts_until);
+    let replicas = Replicas::new(&stores, &members, &probes.borrow());
     if let Err(e) = wait_replay(&mut sim, &stores, &replicas, quiet, &mut clears, &step) {
         replica_problems.push(e);
     }
@@ -2806,6 +2822,7 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool, plant: Option<PlantKind>) -
     let replica_report =
         history::check_replicas(&workload_ops, &replica_fin, &timing(&clears), &gaps);
     let replica_ranks = replicas.legend();
+    let layout_settled_ms = replicas.other_layouts_until.as_millis() as u64;
     // From here on the stores are sound again and reads repair: the final
     // reads need it for writes that failed after reaching one replica.
     if let Some(plant) = &plant {
@@ -2910,6 +2927,7 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool, plant: Option<PlantKind>) -
     Run {
         replica_report,
         replica_ranks,
+        layout_settled_ms,
         replica_problems,
         hints_ms,
         plant_dropped: plant.map(|p| p.dropped.load(Ordering::Relaxed)),
@@ -3058,7 +3076,8 @@ fn replay() {
     };
     println!(
         "sim seed={seed} faults={} sim_ms={} link_checks={} link_problems={} clears={} \
-         flush_problems={} flush_sequences={} hints_ms={} replica_lost={} replica_incr_lost={} \
+         flush_problems={} flush_sequences={} layout_settled_ms={} hints_ms={} replica_lost={} \
+         replica_incr_lost={} \
          replica_resurrected={} replica_phantoms={} replica_stale={} crash_gaps={} \
          clear_gaps={} replica_problems={} {} epilogue={} epilogue_flushes={} \
          epilogue_flushes_acked={} \
@@ -3072,6 +3091,7 @@ fn replay() {
         run.clears,
         run.flush_problems.len(),
         run.flush_sequences,
+        run.layout_settled_ms,
         run.hints_ms,
         replicas.lost,
         replicas.incr_lost,
@@ -3279,6 +3299,11 @@ fn run_seeds(seeds: Vec<u64>, workers: usize, changes: bool) {
     converge_ms.sort_unstable();
     let mut hints_ms: Vec<u64> = children.iter().map(|c| c.field("hints_ms")).collect();
     hints_ms.sort_unstable();
+    let mut settled_ms: Vec<u64> = children
+        .iter()
+        .map(|c| c.field("layout_settled_ms"))
+        .collect();
+    settled_ms.sort_unstable();
     let mut failed: Vec<u64> = children
         .iter()
         .filter(|c| !c.passed)
@@ -3300,7 +3325,7 @@ fn run_seeds(seeds: Vec<u64>, workers: usize, changes: bool) {
          epilogue_stale_after_flush={} epilogue_resurrected={} epilogues_converged={} \
          replica_lost={} replica_incr_lost={} replica_resurrected={} replica_phantoms={} \
          replica_stale={} replica_problems={} crash_gaps={} (in {} seeds) clear_gaps={} \
-         hints_ms(median/max)={}/{}",
+         hints_ms(median/max)={}/{} layout_settled_ms(median/max)={}/{}",
         100.0 * acked as f64 / ops.max(1) as f64,
         converge_ms.get(converge_ms.len() / 2).copied().unwrap_or(0),
         converge_ms.last().copied().unwrap_or(0),
@@ -3355,6 +3380,8 @@ fn run_seeds(seeds: Vec<u64>, workers: usize, changes: bool) {
         sum("clear_gaps"),
         hints_ms.get(hints_ms.len() / 2).copied().unwrap_or(0),
         hints_ms.last().copied().unwrap_or(0),
+        settled_ms.get(settled_ms.len() / 2).copied().unwrap_or(0),
+        settled_ms.last().copied().unwrap_or(0),
     );
     let replays: Vec<String> = failed
         .iter()

@@ -992,13 +992,15 @@ impl Gaps<'_> {
         if holding.is_empty() {
             return None; // gone everywhere: the rules of `check_with` alone
         }
-        let crash = (holding.len() >= self.held_min)
-            .then(|| (self.crashed)(op, holding))
-            .flatten();
-        match crash {
-            Some(crash) => Some(Gap::Crash(crash)),
-            None => clearing.after(op.invoked, Some(1)).then_some(Gap::Clear),
+        // A clear first: it is the excuse the history already grants, so
+        // `crash_gaps` counts only what needs the crash.
+        if clearing.after(op.invoked, Some(1)) {
+            return Some(Gap::Clear);
         }
+        if holding.len() < self.held_min {
+            return None;
+        }
+        (self.crashed)(op, holding).map(Gap::Crash)
     }
 }
 
