@@ -475,5 +475,6 @@ pub const HINT_REPLAY_BATCH_KEYS: usize = 256;
 pub const HINT_REPLAY_TICK_MS: u64 = 500;
 
 /// Write tails (a write's replies after its quorum, which hint the
-/// replicas that fail) kept at once; past it a write waits for one to end.
+/// replicas that fail) kept at once; past it a write gets no tail, and
+/// `write_tails_dropped` counts it.
 pub const WRITE_TAILS_MAX: usize = 4096;

@@ -519,6 +519,13 @@ async fn leave_or_removal(
     }
     tracing::info!("this node left the cluster: its data is handed over; it stops");
     tokio::time::sleep(Duration::from_millis(HANDOFF_START_GRACE_MS)).await;
+    let left = coordinator.hand_off_hints().await;
+    if left > 0 {
+        tracing::warn!(
+            hints = left,
+            "left with hints no replica took: read repair must bring those keys to their              replicas"
+        );
+    }
     if let Err(e) = coordinator.drop_all_data().await {
         tracing::warn!("cannot drop the data a node that left holds: {e}");
     }

@@ -23,9 +23,8 @@
 
 mod common;
 
+use common::tmpfs::Tmpfs;
 use common::{TestNode, connect_sync, dynamo_members, eventually};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -55,75 +54,6 @@ const FAILING_FOR: Duration = Duration::from_millis(3_500);
 const CHECK_BATCH: usize = 200;
 /// How long a cluster may take to see all its members up.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A tmpfs mounted on a fresh temporary directory; unmounted on drop
-/// (lazily if something still holds it), then the directory removed.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-/// Runs `program args`; its stderr on failure.
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "`{program} {}` failed ({}): {}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr).trim()
-    ))
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (`40m`).
-    ///
-    /// # Errors
-    /// Why it could not: not permitted, most likely.
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("dynokv-disk-full-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a mount point: {e}"))?;
-        let path = dir.path().to_string_lossy().into_owned();
-        run(
-            "mount",
-            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", &path],
-        )?;
-        Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Grows (or shrinks) the mounted tmpfs to `size`.
-    fn resize(&self, size: &str) {
-        let path = self.path().to_string_lossy().into_owned();
-        run(
-            "mount",
-            &["-o", &format!("remount,size={size}"), "tmpfs", &path],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let path = self.path().to_string_lossy().into_owned();
-        if let Err(e) = run("umount", &[&path]) {
-            eprintln!("{e}; unmounting lazily");
-            if let Err(e) = run("umount", &["-l", &path]) {
-                eprintln!("{e}: {path} stays mounted");
-            }
-        }
-    }
-}
 
 /// The value written to `key`: unique, and as incompressible as random
 /// bytes written as hex, so that tables take the room their data does.

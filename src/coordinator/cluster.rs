@@ -31,10 +31,11 @@ mod serve;
 
 use super::answers::Answers;
 use super::batches::{KeyRead, ReadBatches, cut};
-use super::quorum::{self, Replies, Tally};
+use super::quorum::{self, Replies, Tally, Until};
 use super::{
     BoxFuture, ClusterReport, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts,
-    LayoutCommand, LayoutReport, MemberStatus, OpError, ReadOptions, WriteOp, WriteOptions,
+    KeyWritten, LayoutCommand, LayoutReport, MemberStatus, OpError, ReadOptions, WriteOp,
+    WriteOptions,
 };
 use crate::limits::{PEER_WHOLE_STORE_TIMEOUT_MS, READ_REPAIR_QUEUE_LEN, READ_TAILS_MAX};
 use crate::membership::failure::FailureDetection;
@@ -46,7 +47,7 @@ use crate::peer::transport::{PeerError, Transport};
 use crate::replica::hints::HintLimits;
 use crate::replica::{ReplicaService, Written};
 use crate::ring::{Ring, partition_of};
-use crate::storage::HealthReport;
+use crate::storage::{HealthReport, StoreError};
 use crate::task::{WorkerStatus, stopped};
 use crate::version::NodeId;
 use bytes::Bytes;
@@ -232,11 +233,14 @@ fn peer_error(code: ErrorCode, message: String) -> CoordinatorError {
         ErrorCode::TooLarge => OpError::TooLarge.into(),
         ErrorCode::WatchedKeyChanged => OpError::WatchedKeyChanged.into(),
         ErrorCode::ShuttingDown => CoordinatorError::ShuttingDown,
-        ErrorCode::Quorum
-        | ErrorCode::Storage
-        | ErrorCode::BadRequest
-        | ErrorCode::Busy
-        | ErrorCode::HintRefused => CoordinatorError::Remote(message),
+        ErrorCode::Quorum => CoordinatorError::RemoteQuorumFailed(message),
+        // The peer's own words: answered as MISCONF, as a local one is.
+        ErrorCode::Unwritable => CoordinatorError::Storage(StoreError::Unwritable {
+            reason: format!("on a replica: {message}"),
+        }),
+        ErrorCode::Storage | ErrorCode::BadRequest | ErrorCode::Busy | ErrorCode::HintRefused => {
+            CoordinatorError::Remote(message)
+        }
     }
 }
 
@@ -522,7 +526,7 @@ impl Inner {
             reads: &mut reads,
             transport: &self.transport,
         };
-        let late = quorum::wait(&mut tallies, &mut replies, deadline).await;
+        let late = quorum::wait(&mut tallies, &mut replies, deadline, Until::AnyFails).await;
         if let Some(tally) = quorum::failed(&tallies) {
             self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
             return Err(quorum_failed(
@@ -636,7 +640,7 @@ impl Inner {
         self: Arc<Self>,
         writes: Vec<(Bytes, WriteOp)>,
         Acks { w, pw }: Acks,
-    ) -> Result<Vec<Written>, CoordinatorError> {
+    ) -> Result<Vec<KeyWritten>, CoordinatorError> {
         let keys: Vec<Bytes> = writes.iter().map(|(k, _)| k.clone()).collect();
         // Writes that depend on the current value are planned against a
         // quorum's view: merge it into this replica first.
@@ -728,16 +732,24 @@ impl Inner {
         replication.start(to, &mut tallies).await;
         replication.wait(&mut tallies, deadline).await;
         replication.finish(deadline);
-        if let Some(tally) = quorum::failed(&tallies) {
-            self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(quorum_failed(
-                "write",
-                tally.required,
-                tally.got.len(),
-                tally.contacted,
-            ));
-        }
-        Ok(written)
+        // Each key stands or fails on its own tallies.
+        let outcomes = written
+            .into_iter()
+            .zip(tallies.chunks(replicate::TALLIES))
+            .map(|(written, tallies)| match quorum::failed(tallies) {
+                None => Ok(written),
+                Some(tally) => {
+                    self.stats.quorum_failures.fetch_add(1, Ordering::Relaxed);
+                    Err(quorum_failed(
+                        "write",
+                        tally.required,
+                        tally.got.len(),
+                        tally.contacted,
+                    ))
+                }
+            })
+            .collect();
+        Ok(outcomes)
     }
 
     /// Writes from a client: those this node may coordinate are
@@ -751,7 +763,7 @@ impl Inner {
         self: Arc<Self>,
         writes: Vec<(Bytes, WriteOp)>,
         acks: Acks,
-    ) -> Result<Vec<Written>, CoordinatorError> {
+    ) -> Result<Vec<KeyWritten>, CoordinatorError> {
         let me = self.me();
         let (mut here, mut elsewhere) = (Vec::new(), Vec::new());
         let placement = self.placement();
@@ -773,7 +785,7 @@ impl Inner {
             }
         }
         let total = here.len() + elsewhere.len();
-        let mut out: Vec<Option<Written>> = (0..total).map(|_| None).collect();
+        let mut out: Vec<Option<KeyWritten>> = (0..total).map(|_| None).collect();
         // Forwarded writes run in parallel unless a key repeats, when
         // order matters and they go one by one.
         let mut forwarded = JoinSet::new();
@@ -798,9 +810,11 @@ impl Inner {
             }
         }
         for (i, key, op) in sequential {
-            out[i] = Some(Arc::clone(&self).forward(key, op, acks).await?);
+            out[i] = Some(Arc::clone(&self).forward(key, op, acks).await);
         }
-        for (i, outcome) in collect(forwarded).await? {
+        while let Some(joined) = forwarded.join_next().await {
+            let (i, outcome) =
+                joined.map_err(|e| CoordinatorError::Remote(format!("task: {e}")))?;
             out[i] = Some(outcome);
         }
         Ok(out.into_iter().flatten().collect())
@@ -833,6 +847,13 @@ impl Inner {
                         current: current.map(|r| *r),
                     });
                 }
+                // Its store refuses writes and applied nothing: the
+                // next replica may coordinate (a full disk on one replica
+                // must not fail writes two healthy ones can take).
+                Ok(Response::Error {
+                    code: ErrorCode::Unwritable,
+                    message,
+                }) => last = Some(peer_error(ErrorCode::Unwritable, message)),
                 Ok(other) => return Err(unexpected(other)),
                 // Not reached at all: the next replica may coordinate.
                 Err(PeerError::NotConnected(_)) => continue,
@@ -892,7 +913,7 @@ impl Inner {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tallies = [tally];
-        quorum::wait(&mut tallies, &mut replies, deadline).await;
+        quorum::wait(&mut tallies, &mut replies, deadline, Until::AnyFails).await;
         let [tally] = tallies;
         let error = match replies.error {
             Some(e) => Some(e),
@@ -936,11 +957,11 @@ impl Coordinator for ClusterCoordinator {
         Box::pin(async move { inner.read_many(keys, options.r).await })
     }
 
-    fn write(
+    fn write_each(
         &self,
         writes: Vec<(Bytes, WriteOp)>,
         options: WriteOptions,
-    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
+    ) -> BoxFuture<'_, Result<Vec<KeyWritten>, CoordinatorError>> {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             if options.all_or_nothing && writes.len() > 1 {
@@ -1283,22 +1304,28 @@ fn replicas_in<'r>(ring: &'r Ring, key: &[u8]) -> &'r [NodeId] {
     ring.replicas_of(partition_of(key, ring.partitions()))
 }
 
-/// Results of indexed jobs as they finish; the first error wins.
-async fn collect<T: Send + 'static>(
-    mut jobs: JoinSet<(usize, Result<T, CoordinatorError>)>,
-) -> Result<Vec<(usize, T)>, CoordinatorError> {
-    let mut out = Vec::with_capacity(jobs.len());
-    while let Some(joined) = jobs.join_next().await {
-        let (i, result) = joined.map_err(|e| CoordinatorError::Remote(format!("task: {e}")))?;
-        out.push((i, result?));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ring::Placed;
+
+    // Proves a quorum missed by the replica a write was forwarded to
+    // comes back as the error a local one is (`NOQUORUM ...`), not as a
+    // peer's failure, which clients saw as `-ERR NOQUORUM ...`.
+    #[test]
+    fn a_forwarded_quorum_failure_is_a_quorum_failure() {
+        let there = quorum_failed("write", 2, 1, 3);
+        let Response::Error { code, message } = serve::error_response(&there) else {
+            panic!("a failure answers an error");
+        };
+        let here = peer_error(code, message);
+        assert!(
+            matches!(here, CoordinatorError::RemoteQuorumFailed(_)),
+            "{here:?}"
+        );
+        assert_eq!(here.to_string(), there.to_string());
+        assert!(here.to_string().starts_with("NOQUORUM "));
+    }
 
     // Proves a node counts as able to serve only when every partition has
     // R/W replicas among itself and its links: three members, N = 3.

@@ -45,6 +45,11 @@ pub enum CoordinatorError {
         /// Replicas asked.
         contacted: usize,
     },
+    /// The replica a write was forwarded to coordinated it and missed its
+    /// quorum; its own words (`NOQUORUM ...`), so that clients see the
+    /// same error whichever node they asked.
+    #[error("{0}")]
+    RemoteQuorumFailed(String),
     /// The node is shutting down.
     #[error("node is shutting down")]
     ShuttingDown,
@@ -189,7 +194,7 @@ pub struct TargetHintsReport {
     pub oldest_age_ms: Option<u64>,
     /// Handed over since start.
     pub replayed: u64,
-    /// Refused or discarded since start, in keys.
+    /// Refused (window or cap) since start, in keys.
     pub dropped: u64,
     /// While its hints are being replayed: how many there were when the
     /// replay began.
@@ -269,6 +274,9 @@ pub struct ClusterReport {
     pub hints: HintsReport,
 }
 
+/// One key's outcome of [`Coordinator::write_each`].
+pub type KeyWritten = Result<Written, CoordinatorError>;
+
 /// What RESP handlers call for data.
 pub trait Coordinator: Send + Sync + 'static {
     /// Reads the merged records of `keys`, in order (`None` for a key never
@@ -280,12 +288,30 @@ pub trait Coordinator: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<Option<Record>>, CoordinatorError>>;
 
     /// Applies writes, each planned against its key's current record; all
-    /// or none are applied on this node.
+    /// or none are applied on this node. Each key's outcome is its own: a
+    /// key that misses its quorum fails alone (a pipeline of SETs answers
+    /// each as Redis does); the outer error fails them all (this node's
+    /// store, a quorum read before a read-modify-write).
+    fn write_each(
+        &self,
+        writes: Vec<(Bytes, WriteOp)>,
+        options: WriteOptions,
+    ) -> BoxFuture<'_, Result<Vec<KeyWritten>, CoordinatorError>>;
+
+    /// [`Coordinator::write_each`], failed as a whole by the first key
+    /// that failed (one command's keys: MSET, DEL k1 k2 ...).
     fn write(
         &self,
         writes: Vec<(Bytes, WriteOp)>,
         options: WriteOptions,
-    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>>;
+    ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
+        Box::pin(async move {
+            self.write_each(writes, options)
+                .await?
+                .into_iter()
+                .collect()
+        })
+    }
 
     /// Q, the number of partitions keys are spread over.
     fn partitions(&self) -> u32;

@@ -72,18 +72,32 @@ pub(super) trait Replies<T> {
     fn next(&mut self) -> impl Future<Output = Option<Vec<(usize, Option<T>)>>> + Send;
 }
 
+/// When a wait for a batch's quorums ends early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Until {
+    /// At the first tally that cannot reach its quorum: the batch fails
+    /// as a whole (a read's keys, a fan-out).
+    AnyFails,
+    /// Only when every tally is settled: each key stands or fails on its
+    /// own (a batch of writes, each a command of its own).
+    EachSettled,
+}
+
 /// Feeds `replies` to `tallies` until every tally is settled, one cannot
-/// reach its quorum, no answer is open, or `deadline`. Returns the
-/// successes that came after their key's quorum. Answers not waited for
-/// are dropped: their requests went out, only the answers are forgotten.
+/// reach its quorum (with [`Until::AnyFails`]), no answer is open, or
+/// `deadline`. Returns the successes that came after their key's quorum.
+/// Answers not waited for are dropped: their requests went out, only the
+/// answers are forgotten.
 pub(super) async fn wait<T: Send>(
     tallies: &mut [Tally<T>],
     replies: &mut impl Replies<T>,
     deadline: Instant,
+    until: Until,
 ) -> Vec<(usize, T)> {
+    let fail_fast = until == Until::AnyFails;
     let mut late = Vec::new();
     let mut waiting = tallies.iter().filter(|t| !t.settled()).count();
-    if tallies.iter().any(Tally::hopeless) {
+    if fail_fast && tallies.iter().any(Tally::hopeless) {
         return late;
     }
     let _ = tokio::time::timeout_at(deadline, async {
@@ -100,7 +114,7 @@ pub(super) async fn wait<T: Send>(
                     late.push((i, success));
                 }
                 if !was_settled && tally.settled() {
-                    if tally.hopeless() {
+                    if fail_fast && tally.hopeless() {
                         return;
                     }
                     waiting -= 1;
@@ -166,7 +180,7 @@ mod tests {
             .into(),
             true,
         );
-        let late = wait(&mut t, &mut script, soon()).await;
+        let late = wait(&mut t, &mut script, soon(), Until::AnyFails).await;
         assert!(t.iter().all(Tally::reached));
         assert_eq!(t[0].got, [1, 2]);
         assert_eq!(t[1].got, [1, 3]);
@@ -181,23 +195,55 @@ mod tests {
         // for key 0's second answer, which never comes.
         let mut script = Script(vec![vec![(0, Some(1)), (1, None), (1, None)]].into(), true);
         let started = Instant::now();
-        wait(&mut t, &mut script, started + Duration::from_secs(5)).await;
+        wait(
+            &mut t,
+            &mut script,
+            started + Duration::from_secs(5),
+            Until::AnyFails,
+        )
+        .await;
         assert!(started.elapsed() < Duration::from_secs(1));
         let failed = failed(&t).map(|t| (t.required, t.got.len()));
         assert_eq!(failed, Some((2, 0)));
+    }
+
+    // Proves a batch of writes waits for every key: one key failing early
+    // does not end the wait, and the others reach their quorum.
+    #[tokio::test]
+    async fn each_settled_waits_for_the_other_keys_after_one_fails() {
+        let mut t = tallies(2, 2, 2);
+        let mut script = Script(
+            vec![vec![(0, Some(1)), (1, None), (1, None)], vec![(0, Some(2))]].into(),
+            true,
+        );
+        wait(&mut t, &mut script, soon(), Until::EachSettled).await;
+        assert!(t[0].reached(), "key 0 was not waited for");
+        assert!(t[1].hopeless());
+        // Hopeless before any answer, and still the others are waited for.
+        let mut t = tallies(2, 2, 2);
+        t[1] = Tally::new(2, 3);
+        let mut script = Script(vec![vec![(0, Some(1)), (0, Some(2))]].into(), true);
+        wait(&mut t, &mut script, soon(), Until::EachSettled).await;
+        assert!(t[0].reached() && t[1].hopeless());
     }
 
     #[tokio::test]
     async fn a_key_short_at_the_deadline_fails_and_one_never_asked_fails_at_once() {
         let mut t = tallies(1, 2, 2);
         let mut script = Script(vec![vec![(0, Some(1))]].into(), true);
-        wait(&mut t, &mut script, soon()).await;
+        wait(&mut t, &mut script, soon(), Until::AnyFails).await;
         assert!(!t[0].hopeless() && !t[0].reached());
         assert_eq!(failed(&t).map(|t| t.got.len()), Some(1));
         // Not enough replicas asked: hopeless before any answer.
         let mut t = tallies(1, 2, 1);
         let mut script = Script(VecDeque::new(), true);
-        wait(&mut t, &mut script, Instant::now() + Duration::from_secs(5)).await;
+        wait(
+            &mut t,
+            &mut script,
+            Instant::now() + Duration::from_secs(5),
+            Until::AnyFails,
+        )
+        .await;
         assert!(failed(&t).is_some());
     }
 
@@ -205,7 +251,13 @@ mod tests {
     async fn no_open_reply_ends_the_wait_and_an_unknown_key_is_ignored() {
         let mut t = tallies(1, 1, 1);
         let mut script = Script(vec![vec![(7, Some(1))]].into(), false);
-        wait(&mut t, &mut script, Instant::now() + Duration::from_secs(5)).await;
+        wait(
+            &mut t,
+            &mut script,
+            Instant::now() + Duration::from_secs(5),
+            Until::AnyFails,
+        )
+        .await;
         assert!(failed(&t).is_some());
     }
 }

@@ -115,7 +115,8 @@
 //!   6 Gossip      gossip
 //!   7 Error       byte code (1 storage, 2 quorum, 3 shutting down,
 //!                 4 bad request, 5 not an integer, 6 overflow, 7 too large,
-//!                 8 watched key changed, 9 busy, 10 hint refused),
+//!                 8 watched key changed, 9 busy, 10 hint refused,
+//!                 11 unwritable: nothing applied),
 //!                 string message
 //!   8 Count       list<byte database (below crate::db::DATABASES),
 //!                 varint keys, varint expires>
@@ -263,6 +264,7 @@ impl TryFrom<u8> for ErrorCode {
             8 => Self::WatchedKeyChanged,
             9 => Self::Busy,
             10 => Self::HintRefused,
+            11 => Self::Unwritable,
             found => {
                 return Err(DecodeError::UnknownTag {
                     what: "error code",
@@ -1504,10 +1506,10 @@ mod tests {
             })
         );
         assert_eq!(
-            response(&[7, 11, 0]),
+            response(&[7, 12, 0]),
             Err(DecodeError::UnknownTag {
                 what: "error code",
-                found: 11
+                found: 12
             })
         );
     }

@@ -270,6 +270,9 @@ pub enum ErrorCode {
     /// The hints were not kept: the target's hint window has passed, or
     /// its hints are at the cap.
     HintRefused = 10,
+    /// Its store refuses writes (a full disk): nothing of the request
+    /// was applied, so another replica may take it.
+    Unwritable = 11,
 }
 
 /// One frame after the handshake.

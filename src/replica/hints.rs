@@ -308,44 +308,6 @@ impl Replica {
         Ok(deleted)
     }
 
-    /// Forgets every hint kept for `target` (a member removed from the
-    /// cluster: there is no one to hand them to), a page at a time;
-    /// counted as dropped.
-    ///
-    /// # Errors
-    /// Store errors.
-    pub fn discard_hints(&self, target: NodeId) -> Result<(), StoreError> {
-        let _turn = self
-            .hint_writes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let (from, end) = (target.to_be_bytes(), target_end(target));
-        loop {
-            let page = self.store.scan(
-                Space::Hints,
-                &from,
-                end.as_deref(),
-                crate::limits::STORE_WALK_PAGE_RECORDS,
-            )?;
-            if page.is_empty() {
-                break;
-            }
-            let ops: Vec<BatchOp> = page
-                .into_iter()
-                .map(|(key, _)| BatchOp::delete(Space::Hints, key))
-                .collect();
-            self.store.apply(&ops)?;
-        }
-        let mut book = self.hints.lock();
-        let target = book.entry(target).or_default();
-        *target = TargetHints {
-            replayed: target.replayed,
-            dropped: target.dropped + target.keys,
-            ..TargetHints::default()
-        };
-        Ok(())
-    }
-
     /// Every target's hints (held now, and counted since start).
     pub fn hint_report(&self) -> BTreeMap<NodeId, TargetHints> {
         self.hints.lock().clone()

@@ -579,15 +579,6 @@ impl ReplicaService {
             .await
     }
 
-    /// Forgets `target`'s hints ([`Replica::discard_hints`]).
-    ///
-    /// # Errors
-    /// Store errors.
-    pub async fn discard_hints(&self, target: NodeId) -> Result<(), ServiceError> {
-        self.blocking(move |replica| replica.discard_hints(target))
-            .await
-    }
-
     /// Every target's hints here.
     pub fn hint_report(&self) -> std::collections::BTreeMap<NodeId, TargetHints> {
         self.replica.hint_report()

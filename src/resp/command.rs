@@ -561,12 +561,11 @@ mod tests {
     mod counting {
         use super::Counting;
         use crate::coordinator::{
-            BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, MemberStatus,
-            ReadOptions, WriteOptions,
+            BoxFuture, Coordinator, CoordinatorError, CoordinatorInfo, KeyCounts, KeyWritten,
+            MemberStatus, ReadOptions, WriteOptions,
         };
         use crate::model::ops::WriteOp;
         use crate::model::record::Record;
-        use crate::replica::Written;
         use bytes::Bytes;
         use std::sync::atomic::Ordering;
 
@@ -579,13 +578,13 @@ mod tests {
                 self.reads.fetch_add(1, Ordering::SeqCst);
                 self.inner.read(keys, options)
             }
-            fn write(
+            fn write_each(
                 &self,
                 writes: Vec<(Bytes, WriteOp)>,
                 options: WriteOptions,
-            ) -> BoxFuture<'_, Result<Vec<Written>, CoordinatorError>> {
+            ) -> BoxFuture<'_, Result<Vec<KeyWritten>, CoordinatorError>> {
                 self.writes.fetch_add(1, Ordering::SeqCst);
-                self.inner.write(writes, options)
+                self.inner.write_each(writes, options)
             }
             fn partitions(&self) -> u32 {
                 self.inner.partitions()

@@ -511,7 +511,8 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
         ("write_tails_dropped", hints.write_tails_dropped.to_string()),
     ]);
     // One line per target with hints held or counted: `hints_target` =>
-    // `n2,keys=10,bytes=2410,oldest_age_s=3,replayed=0,dropped=0,replaying=0`.
+    // `name=n2,keys=10,bytes=2410,oldest_age_s=3,replayed=0,dropped=0,replaying=0`
+    // (every item `k=v`, the shape Redis clients parse INFO values in).
     for target in &hints.targets {
         fields.push(("hints_target", hint_target_line(target)));
     }
@@ -524,7 +525,7 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
 /// One target's hints as an INFO value.
 fn hint_target_line(t: &crate::coordinator::TargetHintsReport) -> String {
     format!(
-        "{},keys={},bytes={},oldest_age_s={},replayed={},dropped={},replaying={}",
+        "name={},keys={},bytes={},oldest_age_s={},replayed={},dropped={},replaying={}",
         t.name,
         t.keys,
         t.bytes,

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 pub mod history;
 pub mod proxy;
+pub mod tmpfs;
 
 /// Sends `signal` (`-STOP`, `-TERM`, ...) to process `pid` with `kill`.
 fn kill(signal: &str, pid: &str) -> Result<(), String> {
@@ -873,6 +874,28 @@ impl TestCluster {
         let mut args: Vec<&str> = extra_args.to_vec();
         args.extend(["--join", &seed]);
         self.spawn_node(&args)
+    }
+
+    /// As [`TestCluster::add`], with its data in `data_dir`, a directory
+    /// the test owns (a file system it mounted, say), which must outlive
+    /// the cluster. Not for a proxied cluster.
+    ///
+    /// # Panics
+    /// As [`TestNode::start`], or if the cluster is proxied.
+    pub fn add_in(
+        &mut self,
+        seed: SocketAddr,
+        data_dir: &std::path::Path,
+        extra_args: &[&str],
+    ) -> usize {
+        assert!(self.net.is_none(), "add_in: a proxied cluster");
+        let seed = seed.to_string();
+        let mut args: Vec<&str> = extra_args.to_vec();
+        args.extend(["--join", &seed]);
+        let mut node = TestNode::start_in(data_dir, &args);
+        node.keep_ports();
+        self.nodes.push(node);
+        self.nodes.len() - 1
     }
 
     /// Starts a node (behind a new proxy in a proxied cluster), keeps its

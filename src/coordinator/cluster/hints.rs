@@ -13,8 +13,9 @@
 //! only a batch sent again (merging is idempotent).
 //!
 //! A hint whose partition is no longer placed on its target (the layout
-//! changed) goes to the partition's replicas now instead. Hints for a
-//! member removed from the layout are discarded and counted as dropped.
+//! changed, or the target was removed from the cluster) goes to the
+//! partition's replicas now instead: a write a fallback's hint counted
+//! for is not lost with the replica it was meant for.
 
 use super::ClusterCoordinator;
 use crate::coordinator::{HintsReport, TargetHintsReport};
@@ -47,8 +48,12 @@ enum Ended {
     Done,
     /// The node is shutting down.
     Stopped,
-    /// A batch failed: retried at a later tick.
+    /// This node failed (its store): retried at a later tick.
     Failed(String),
+    /// The node handed to did not take the batch (unreachable, or its
+    /// store refuses writes): its own condition, not this node's
+    /// failure; retried at a later tick.
+    Refused(String),
 }
 
 impl super::Inner {
@@ -131,25 +136,17 @@ impl ClusterCoordinator {
                 _ = tick.tick() => {}
             }
             let view = inner.membership.view();
+            if view.layout.get(inner.me()).is_none() {
+                continue;
+            }
             for (target, held) in inner.local.hint_report() {
-                if held.keys == 0 {
-                    continue;
-                }
+                // A target removed from the cluster never comes back: its
+                // hints go to the replicas that took its place.
                 let removed = view
                     .layout
                     .get(target)
                     .is_none_or(|m| m.state() == MemberState::Removed);
-                if removed && view.layout.get(inner.me()).is_some() {
-                    tracing::info!(
-                        keys = held.keys,
-                        "hints for {target:016x} discarded: it was removed from the cluster"
-                    );
-                    if let Err(e) = inner.local.discard_hints(target).await {
-                        status.failed(format_args!("cannot discard hints: {e}"));
-                    }
-                    continue;
-                }
-                if !inner.transport.reachable(target) {
+                if held.keys == 0 || !(removed || inner.transport.reachable(target)) {
                     continue;
                 }
                 *inner
@@ -157,7 +154,7 @@ impl ClusterCoordinator {
                     .active
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some((target, held.keys));
-                let ended = self.replay(target, &mut shutdown).await;
+                let ended = self.replay(target, false, &mut shutdown).await;
                 *inner
                     .hints
                     .active
@@ -168,6 +165,9 @@ impl ClusterCoordinator {
                     Ended::Stopped => break 'ticks,
                     Ended::Failed(why) => {
                         status.failed(format_args!("hint replay to {target:016x}: {why}"));
+                    }
+                    Ended::Refused(why) => {
+                        tracing::debug!("hint replay to {target:016x} put off: {why}");
                     }
                 }
             }
@@ -181,8 +181,15 @@ impl ClusterCoordinator {
         while tails.join_next().await.is_some() {}
     }
 
-    /// Replays `target`'s hints, a batch at a time, throttled.
-    async fn replay(&self, target: NodeId, shutdown: &mut watch::Receiver<bool>) -> Ended {
+    /// Replays `target`'s hints, a batch at a time, throttled; to the
+    /// replicas of each hint's partition but the target when `around`
+    /// (this node leaves and the target is down: no one else would).
+    async fn replay(
+        &self,
+        target: NodeId,
+        around: bool,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Ended {
         let inner = &self.inner;
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -206,14 +213,18 @@ impl ClusterCoordinator {
             // Where each hint goes: its target, or the partition's
             // replicas now if the layout moved it away.
             let placement = inner.placement();
+            let me = inner.me();
             let mut to: BTreeMap<NodeId, Vec<(Bytes, Bytes)>> = BTreeMap::new();
             for (_, key, record) in &page {
                 let partition = partition_of(key, placement.current().partitions());
                 let replicas = placement.write_replicas(partition);
-                let nodes = if replicas.contains(&target) {
+                let nodes = if replicas.contains(&target) && !around {
                     vec![target]
                 } else {
                     replicas
+                        .into_iter()
+                        .filter(|&n| n != target && !(around && n == me))
+                        .collect()
                 };
                 for node in nodes {
                     to.entry(node)
@@ -227,8 +238,8 @@ impl ClusterCoordinator {
                 return Ended::Failed("a FLUSHALL began during the replay".into());
             }
             for (node, entries) in to {
-                if let Err(e) = self.hand_over(node, entries).await {
-                    return Ended::Failed(e);
+                if let Err(ended) = self.hand_over(node, entries).await {
+                    return ended;
                 }
             }
             let sent: Vec<(Vec<u8>, Bytes)> = page.into_iter().map(|(k, _, v)| (k, v)).collect();
@@ -243,9 +254,37 @@ impl ClusterCoordinator {
         }
     }
 
+    /// Before a node that left drops its data: hands every hint it still
+    /// keeps to its target if reachable, else to the other replicas of
+    /// each hint's partition, once (throttled as the replay is). Returns
+    /// the hints left behind (a replica that did not take them): read
+    /// repair or anti-entropy must bring those keys to their target.
+    pub async fn hand_off_hints(&self) -> u64 {
+        let (_keep, mut never) = watch::channel(false);
+        let mut left = 0;
+        for (target, held) in self.inner.local.hint_report() {
+            if held.keys == 0 {
+                continue;
+            }
+            let around = !self.inner.transport.reachable(target);
+            if let Ended::Failed(why) | Ended::Refused(why) =
+                self.replay(target, around, &mut never).await
+            {
+                tracing::warn!("hints for {target:016x} not handed off before leaving: {why}");
+            }
+            left += self
+                .inner
+                .local
+                .hint_report()
+                .get(&target)
+                .map_or(0, |h| h.keys);
+        }
+        left
+    }
+
     /// Merges `entries` into `node`'s replica (this node's own, or a
     /// peer's, acknowledged once durable there).
-    async fn hand_over(&self, node: NodeId, entries: Vec<(Bytes, Bytes)>) -> Result<(), String> {
+    async fn hand_over(&self, node: NodeId, entries: Vec<(Bytes, Bytes)>) -> Result<(), Ended> {
         let inner = &self.inner;
         if node == inner.me() {
             let received = entries
@@ -263,7 +302,7 @@ impl ClusterCoordinator {
                 .local
                 .merge_many(received)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| Ended::Failed(format!("cannot merge hints here: {e}")));
         }
         match inner
             .transport
@@ -271,8 +310,8 @@ impl ClusterCoordinator {
             .await
         {
             Ok(Response::Ack) => Ok(()),
-            Ok(other) => Err(format!("{node:016x} answered {other:?}")),
-            Err(e) => Err(e.to_string()),
+            Ok(other) => Err(Ended::Refused(format!("{node:016x} answered {other:?}"))),
+            Err(e) => Err(Ended::Refused(e.to_string())),
         }
     }
 }

@@ -13,7 +13,9 @@
 //! A replica that is not reachable (no link, or marked down), or whose
 //! request fails, has its records sent to the next fallback of the
 //! key's preference list that is reachable and not already used for that
-//! key, as hints for it; a fallback that fails passes them to the next.
+//! key, as hints for it; a fallback that fails passes them to the next
+//! (one that refuses them, past the target's hint window or cap, does
+//! not: they are dropped, and counted there).
 //! When none is left, this node keeps the hints itself (they do not
 //! count: it is already one of the W). After the quorum, the rest of the
 //! replies are awaited by a tail task, up to the request timeout: a
@@ -24,10 +26,10 @@
 use super::{Inner, Sets, same_members};
 use crate::coordinator::answers::Answers;
 use crate::coordinator::batches::cut;
-use crate::coordinator::quorum::{self, Replies, Tally};
+use crate::coordinator::quorum::{self, Replies, Tally, Until};
 use crate::limits::WRITE_TAILS_MAX;
 use crate::membership::layout::Transition;
-use crate::peer::message::{Request, Response};
+use crate::peer::message::{ErrorCode, Request, Response};
 use crate::replica::Received;
 use crate::ring::partition_of;
 use crate::version::NodeId;
@@ -56,6 +58,16 @@ pub(super) struct Copy {
     pub(super) sets: Sets,
 }
 
+/// How a request of a write's replication was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Acked,
+    /// A fallback refused the hints (the target's window or cap).
+    Refused,
+    /// Failed, or not answered.
+    Failed,
+}
+
 /// One request of a write's replication.
 struct Sent {
     node: NodeId,
@@ -74,7 +86,7 @@ pub(super) struct Replication {
     /// Whether a fallback's acknowledgement counts towards W.
     sloppy: bool,
     sent: Vec<Sent>,
-    answers: Answers<bool>,
+    answers: Answers<Answer>,
     /// By key index: the fallbacks used for it.
     used: HashMap<usize, Vec<NodeId>>,
     /// Copies no fallback took, by the replica they are for: kept here.
@@ -151,7 +163,14 @@ impl Replication {
                             .collect();
                         asked.extend(&counts);
                         self.answers.push(self.sent.len(), async move {
-                            matches!(pending.answer().await, Ok(Response::Ack))
+                            match pending.answer().await {
+                                Ok(Response::Ack) => Answer::Acked,
+                                Ok(Response::Error {
+                                    code: ErrorCode::HintRefused,
+                                    ..
+                                }) => Answer::Refused,
+                                _ => Answer::Failed,
+                            }
                         });
                         self.sent.push(Sent {
                             node,
@@ -220,7 +239,7 @@ impl Replication {
 
     /// Waits for the quorums (see `quorum::wait`) until `deadline`.
     pub(super) async fn wait(&mut self, tallies: &mut [Tally<()>], deadline: Instant) {
-        quorum::wait(tallies, self, deadline).await;
+        quorum::wait(tallies, self, deadline, Until::EachSettled).await;
     }
 
     /// Hands what is still in flight to a tail task, if anything is:
@@ -231,11 +250,11 @@ impl Replication {
         // The answers already in are looked at here: most writes end now.
         // A failed one stays for the tail, which hands its copies on.
         let mut failed = Vec::new();
-        for (i, acked) in self.answers.ready() {
-            if acked {
+        for (i, answer) in self.answers.ready() {
+            if answer == Answer::Acked {
                 self.acked(i);
             } else {
-                failed.push(i);
+                failed.push((i, answer));
             }
         }
         if self.answers.is_empty() && self.kept.is_empty() && failed.is_empty() {
@@ -255,8 +274,8 @@ impl Replication {
             return;
         }
         tails.spawn(async move {
-            for i in failed {
-                self.take(i, false).await;
+            for (i, answer) in failed {
+                self.take(i, answer).await;
             }
             self.tail(deadline).await;
         });
@@ -265,8 +284,8 @@ impl Replication {
     async fn tail(mut self, deadline: Instant) {
         // Replies until the deadline; failures go to fallbacks meanwhile.
         let _ = tokio::time::timeout_at(deadline, async {
-            while let Some((i, acked)) = self.answers.next().await {
-                self.take(i, acked).await;
+            while let Some((i, answer)) = self.answers.next().await {
+                self.take(i, answer).await;
             }
         })
         .await;
@@ -289,11 +308,21 @@ impl Replication {
         }
         let second = Instant::now() + self.inner.transport.request_timeout();
         let _ = tokio::time::timeout_at(second, async {
-            while let Some((i, acked)) = self.answers.next().await {
-                self.take(i, acked).await;
+            while let Some((i, answer)) = self.answers.next().await {
+                self.take(i, answer).await;
             }
         })
         .await;
+        // Fallbacks that did not answer in time either: their copies are
+        // kept here, not dropped (the fallback may hold them too; two
+        // hints of one record are one merge at the target).
+        for i in std::mem::take(&mut self.answers).into_tags() {
+            if let Some(sent) = self.sent.get_mut(i) {
+                let target = sent.hint_for.unwrap_or(sent.node);
+                let copies = std::mem::take(&mut sent.copies);
+                self.kept.entry(target).or_default().extend(copies);
+            }
+        }
         self.keep().await;
     }
 
@@ -344,18 +373,21 @@ impl Replication {
     /// `None` where it failed and nothing took its place. A failed
     /// request's copies go to the next fallbacks; the tallies those count
     /// for stay open for them.
-    async fn take(&mut self, i: usize, acked: bool) -> Vec<(usize, Option<()>)> {
+    async fn take(&mut self, i: usize, answer: Answer) -> Vec<(usize, Option<()>)> {
         let Some(sent) = self.sent.get_mut(i) else {
             return Vec::new();
         };
-        if acked {
+        if answer == Answer::Acked {
             return self.acked(i);
         }
         let counts = std::mem::take(&mut sent.counts);
         let (node, hint_for) = (sent.node, sent.hint_for);
         let copies = std::mem::take(&mut sent.copies);
         let mut reopened = Vec::new();
-        if self.flushes == self.inner.flushes.load(Ordering::Acquire) {
+        // A refused hint is dropped (and counted by the fallback that
+        // refused it): the target is past its window or cap, and read
+        // repair or anti-entropy brings it the key instead.
+        if answer == Answer::Failed && self.flushes == self.inner.flushes.load(Ordering::Acquire) {
             for (fallback, target, copies) in self.fallbacks(hint_for.unwrap_or(node), copies) {
                 reopened.extend(self.send(fallback, target, copies).await);
             }
@@ -381,8 +413,8 @@ impl Replication {
 
 impl Replies<()> for Replication {
     async fn next(&mut self) -> Option<Vec<(usize, Option<()>)>> {
-        let (i, acked) = self.answers.next().await?;
-        Some(self.take(i, acked).await)
+        let (i, answer) = self.answers.next().await?;
+        Some(self.take(i, answer).await)
     }
 }
 

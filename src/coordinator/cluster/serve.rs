@@ -10,6 +10,7 @@ use crate::model::record::decode_record_shared;
 use crate::peer::message::{DbCount, ErrorCode, Request, Response};
 use crate::peer::transport::Handler;
 use crate::replica::Received;
+use crate::storage::StoreError;
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -19,8 +20,11 @@ use tokio::task::JoinSet;
 /// A failure as the requesting node receives it.
 pub(in crate::coordinator) fn error_response(error: &CoordinatorError) -> Response {
     let code = match error {
+        CoordinatorError::Storage(StoreError::Unwritable { .. }) => ErrorCode::Unwritable,
         CoordinatorError::Storage(_) | CoordinatorError::Remote(_) => ErrorCode::Storage,
-        CoordinatorError::QuorumFailed { .. } => ErrorCode::Quorum,
+        CoordinatorError::QuorumFailed { .. } | CoordinatorError::RemoteQuorumFailed(_) => {
+            ErrorCode::Quorum
+        }
         CoordinatorError::Layout(_) | CoordinatorError::UnknownMember(_) => ErrorCode::BadRequest,
         CoordinatorError::ShuttingDown => ErrorCode::ShuttingDown,
         CoordinatorError::Rejected(OpError::NotAnInteger) => ErrorCode::NotAnInteger,
@@ -118,7 +122,7 @@ impl Inner {
                     .and_then(|mut written| {
                         written
                             .pop()
-                            .ok_or_else(|| CoordinatorError::Remote("no outcome".into()))
+                            .unwrap_or_else(|| Err(CoordinatorError::Remote("no outcome".into())))
                     })
                     .map(|written| Response::Written {
                         previous: written.previous.map(Box::new),

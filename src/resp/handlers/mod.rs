@@ -18,7 +18,7 @@ use super::reply::Reply;
 pub use super::reply::{c_str, error_from_bytes};
 use super::session::Session;
 use super::shared::Shared;
-use crate::coordinator::{CoordinatorError, ReadOptions, WriteOptions};
+use crate::coordinator::{CoordinatorError, KeyWritten, ReadOptions, WriteOptions};
 use crate::limits::KEY_BYTES_MAX;
 use crate::model::ops::{Condition, OpError, WriteOp};
 use crate::model::record::{Record, is_live};
@@ -247,9 +247,26 @@ pub async fn write(
 /// The coordinator's.
 pub async fn write_namespaced(
     ctx: &Ctx<'_>,
-    mut writes: Vec<(Bytes, WriteOp)>,
+    writes: Vec<(Bytes, WriteOp)>,
     options: WriteOptions,
 ) -> Result<Vec<Written>, CoordinatorError> {
+    write_namespaced_each(ctx, writes, options)
+        .await?
+        .into_iter()
+        .collect()
+}
+
+/// [`write_namespaced`] with each key's outcome its own
+/// ([`crate::coordinator::Coordinator::write_each`]): a pipeline's
+/// commands, each answered alone.
+///
+/// # Errors
+/// The coordinator's, for the whole batch.
+pub async fn write_namespaced_each(
+    ctx: &Ctx<'_>,
+    mut writes: Vec<(Bytes, WriteOp)>,
+    options: WriteOptions,
+) -> Result<Vec<KeyWritten>, CoordinatorError> {
     let guarded = {
         let mut exec = ctx.session.exec_watch();
         let mut guarded = false;
@@ -280,12 +297,14 @@ pub async fn write_namespaced(
         }
         guarded
     };
-    let result = ctx.shared.coordinator.write(writes, options).await;
+    let result = ctx.shared.coordinator.write_each(writes, options).await;
+    let changed =
+        |e: &CoordinatorError| matches!(e, CoordinatorError::Rejected(OpError::WatchedKeyChanged));
     if guarded
-        && matches!(
-            result,
-            Err(CoordinatorError::Rejected(OpError::WatchedKeyChanged))
-        )
+        && match &result {
+            Ok(each) => each.iter().any(|r| r.as_ref().is_err_and(changed)),
+            Err(e) => changed(e),
+        }
     {
         ctx.session.exec_watch().broken = true;
     }
@@ -298,7 +317,9 @@ pub async fn write_namespaced(
 /// once ([`crate::storage::Health`]).
 pub fn coordinator_error(error: &CoordinatorError) -> Reply {
     match error {
-        CoordinatorError::QuorumFailed { .. } => Reply::error(error.to_string()),
+        CoordinatorError::QuorumFailed { .. } | CoordinatorError::RemoteQuorumFailed(_) => {
+            Reply::error(error.to_string())
+        }
         CoordinatorError::Storage(StoreError::Unwritable { reason }) => Reply::error(format!(
             "MISCONF dynokv cannot write to its data directory: {}; writes are refused until it \
              can",

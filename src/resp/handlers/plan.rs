@@ -6,7 +6,7 @@
 //!
 //! There is one way to run plans, [`Batch::run`]: one coordinator call
 //! for all of them (through [`super::read_namespaced`] and
-//! [`super::write_namespaced`], as every handler's reads and writes:
+//! [`super::write_namespaced_each`], as every handler's reads and writes:
 //! WATCH, EXEC's guarded writes), then each plan's reply from its share
 //! of the outcomes. A plan holds its keys namespaced (`Session::key`):
 //! the session's database is the plan's. A command run on its own is a batch of
@@ -14,8 +14,8 @@
 //! a batch of many. So GET means the same batched or not, and the only
 //! code batching adds is the grouping.
 
-use super::{Ctx, check_keys, coordinator_error, read_namespaced, write_namespaced};
-use crate::coordinator::{ReadOptions, WriteOptions};
+use super::{Ctx, check_keys, coordinator_error, read_namespaced, write_namespaced_each};
+use crate::coordinator::{KeyWritten, ReadOptions, WriteOptions};
 use crate::model::ops::WriteOp;
 use crate::model::record::Record;
 use crate::replica::Written;
@@ -152,7 +152,8 @@ impl Batch {
     }
 
     /// Runs the batch as one coordinator call and returns each plan's
-    /// reply, in order. A failed call is every plan's error.
+    /// reply, in order. A failed call is every plan's error; a write
+    /// plan whose own keys failed (a quorum) gets its error alone.
     pub async fn run(self, ctx: &Ctx<'_>) -> Vec<Reply> {
         let count = self.len();
         let clock = &ctx.shared.coordinator;
@@ -166,9 +167,28 @@ impl Batch {
                 }),
             Calls::Writes { writes, replies } => {
                 let now = clock.now_ms();
-                write_namespaced(ctx, writes, WriteOptions::default())
+                write_namespaced_each(ctx, writes, WriteOptions::default())
                     .await
-                    .map(|written| shares(&written, &replies, |reply, share| reply(share, now)))
+                    .map(|each| {
+                        // Each plan stands or fails on its own keys: one
+                        // key short of its quorum fails its command only.
+                        let mut each = each.into_iter();
+                        replies
+                            .iter()
+                            .map(|&(len, reply)| {
+                                let share: SmallVec<[KeyWritten; 1]> =
+                                    each.by_ref().take(len).collect();
+                                match share.into_iter().collect::<Result<SmallVec<[_; 1]>, _>>() {
+                                    Ok(share) if share.len() == len => reply(&share, now),
+                                    Ok(_) => {
+                                        debug_assert!(false, "too few outcomes");
+                                        no_outcome()
+                                    }
+                                    Err(e) => coordinator_error(&e),
+                                }
+                            })
+                            .collect()
+                    })
             }
         };
         match replies {
