@@ -7,7 +7,8 @@
 //! inline storage work (`StorageExecutor::inline`): nothing runs on
 //! another thread, so the seed fixes everything — node ids, message
 //! delays and losses, the fault schedule, the clients' choices. Nodes run
-//! `--fsync always` with N = 3, R = W = 2.
+//! `--fsync always` with N = 3, R = W = 2, the sloppy quorum on, and read
+//! repair off until the replica check has looked (below).
 //!
 //! [`CLIENTS`] clients speak RESP to the nodes: `VGET`, then `VSET` or
 //! `VDEL` with the context read, on a few keys, through changing nodes,
@@ -18,16 +19,39 @@
 //! (minority and majority sides), kills and restarts them (and, with
 //! `DYNOKV_SIM_GRACEFUL=1`, shuts them down gracefully and starts them
 //! again), holds links (delay) and makes links drop messages, and watches
-//! every store for clears. Then
-//! everything heals, a checker client reads every key through every node
-//! until they agree, and `common::history::check_with` judges the
-//! history: nothing acknowledged lost, no phantom values, nothing
-//! resurrected, replicas converged, no acknowledged increment missing
-//! from the counters and none counted that was not sent or twice, nothing
-//! read after an acknowledged FLUSHALL that it had to clear. Then the
-//! epilogue, on the quiet cluster: FLUSHALL, writes, one to three of their
-//! replicas killed (or shut down) and started again, reads, and the same
-//! judgement on the state it leaves.
+//! every store for clears. Then everything heals but one node, the
+//! straggler, crashed as the faults end and started again once the
+//! clients are done: their last writes of its keys, which nothing later
+//! supersedes, reach it only as hints.
+//!
+//! The replica check (issue 21): once the layout settled, no write's tail
+//! can still hand a copy to a fallback ([`LATE`] after the last
+//! operation) and no member's store holds a hint, each key's replicas are
+//! read straight from their stores, before any read could repair them,
+//! and `common::history::check_replicas` judges the history against them
+//! ([`Replicas`]): every acknowledged write and increment must be on all N
+//! replicas of its key (present, or superseded by a write applied, or
+//! excused by a clear), unless its coordinator may have crashed before
+//! its tail handed the missing copies to a fallback — then on W at least
+//! (`crash_gaps`; [`Replicas::crash_may_explain`]). Then `CONFIG SET
+//! read-repair yes` on every member (the final reads need it for writes
+//! that failed after reaching one replica).
+//!
+//! Then a checker client reads every key through every node until they
+//! agree, and `common::history::check_with` judges the history: nothing
+//! acknowledged lost, no phantom values, nothing resurrected, replicas
+//! converged, no acknowledged increment missing from the counters and
+//! none counted that was not sent or twice, nothing read after an
+//! acknowledged FLUSHALL that it had to clear. Then the epilogue, on the
+//! quiet cluster: FLUSHALL, writes, one to three of their replicas killed
+//! (or shut down) and started again, reads, and the same judgement on the
+//! state it leaves.
+//!
+//! Planted bugs (`DYNOKV_SIM_PLANT`, [`PlantKind`]): a replica that
+//! acknowledges replicated writes without storing them, and fallbacks
+//! that drop the hints they acknowledge. Two tests run each over
+//! [`PLANT_SEEDS`] seeds: the replica check must see it, the final reads
+//! (which merge and repair) find nothing wrong.
 //!
 //! Links (issue 17): a prober asks every node `DYNAMO MEMBERS` every
 //! [`LINK_PROBE_EVERY`]; once no fault has touched a pair of live nodes
@@ -49,9 +73,11 @@
 //! crash fault while the removed one is down for good (W = 2 tolerates one
 //! replica lost for good). After the heal every remaining member must
 //! list the same members, all `member`, within [`SETTLE_MAX`]; the leaver
-//! must have stopped with an empty store; from then on the final reads,
-//! the replica check (exactly N copies among the remaining members), the
-//! epilogue, the links and the judgement cover the remaining members only;
+//! must have stopped with an empty store; from then on the replica check,
+//! the final reads and their copies check (exactly N copies among the
+//! remaining members), the epilogue, the links and the judgement cover
+//! the remaining members only (a write's possible coordinators in the
+//! replica check are the replicas of every layout a member listed);
 //! and at the end no member lists the removed node's name or id. For the
 //! checker the removed node's crash counts as a clear of its store: a
 //! write held by it and by a node a failed FLUSHALL cleared may be gone
@@ -62,7 +88,8 @@
 //! [`CHANGE_SEEDS`] with membership changes. A failing run prints its seed
 //! and the command that replays it exactly:
 //! `DYNOKV_SIM_SEED=<seed> cargo test --test sim replay -- --nocapture`
-//! (with `DYNOKV_SIM_CHANGES=1` for a run with membership changes;
+//! (with `DYNOKV_SIM_CHANGES=1` for a run with membership changes,
+//! `DYNOKV_SIM_PLANT=<bug>` for one with a planted bug;
 //! `DYNOKV_SIM_LOG=info`, or any `RUST_LOG`-style filter, prints the
 //! nodes' log with simulated times). Soak: `DYNOKV_SIM_RUNS=<k> cargo test
 //! --release --test sim soak -- --nocapture` runs k seeds from
@@ -73,7 +100,7 @@ mod common;
 use common::Rng;
 use common::history::{self, Call, ClearsSeen, Final, History, Op, Outcome, Read, Report, Timing};
 use dynokv::clock::Clock;
-use dynokv::config::{Config, Settings};
+use dynokv::config::{Config, Settings, Toggle};
 use dynokv::coordinator::BoxFuture;
 use dynokv::limits::{
     PEER_BACKOFF_MAX_MS, PEER_HEARTBEAT_MS, PEER_REQUEST_TIMEOUT_MS, PEER_SILENCE_MAX_MS,
@@ -81,14 +108,18 @@ use dynokv::limits::{
 use dynokv::model::record::{Record, decode_record};
 use dynokv::net::{Connection, Listener, Network};
 use dynokv::node::{Environment, Node};
-use dynokv::ring::partition_of;
-use dynokv::storage::{FsyncPolicy, MemoryStore, Space, StorageExecutor, Store, storage_key};
+use dynokv::ring::{Placed, Ring, partition_of};
+use dynokv::storage::{
+    BatchOp, Doomed, Entries, FsyncPolicy, MemoryStore, Space, StorageExecutor, Store, StoreError,
+    storage_key,
+};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -252,11 +283,15 @@ fn node_name(i: usize) -> String {
     format!("n{i}")
 }
 
-fn node_config(i: usize, fsync: FsyncPolicy) -> Config {
+/// Node `i`'s config: syncing as `fsync` says, reading with read repair
+/// as `read_repair` says, without a record cache if `uncached`.
+fn node_config(i: usize, fsync: FsyncPolicy, read_repair: bool, uncached: bool) -> Config {
     // Node 0 founds the cluster (its own address among its seeds); the
     // others join it.
     let seed = 0;
     let settings = Settings {
+        read_repair: Some(if read_repair { Toggle::On } else { Toggle::Off }),
+        cache_mb: uncached.then_some(0),
         bind: Some("0.0.0.0".into()),
         port: Some(PORT),
         peer_port: Some(PEER_PORT),
@@ -278,8 +313,17 @@ fn node_config(i: usize, fsync: FsyncPolicy) -> Config {
 struct Switch(Rc<Cell<bool>>);
 
 impl Switch {
+    /// A switch that is on.
+    fn on() -> Self {
+        Self(Rc::new(Cell::new(true)))
+    }
+
     fn set(&self, on: bool) {
         self.0.set(on);
+    }
+
+    fn get(&self) -> bool {
+        self.0.get()
     }
 
     /// Waits until the switch is `on`, looking every [`SWITCH_POLL`].
@@ -301,37 +345,74 @@ fn graceful_restarts() -> bool {
     std::env::var("DYNOKV_SIM_GRACEFUL").as_deref() == Ok("1")
 }
 
-/// Registers node `i`: each (re)start first drops what the store had not
-/// synced, as a crash would, then runs the node on it. With a `stop`
-/// switch, while it is on the node is shut down gracefully (it drains its
-/// clients and syncs its store, as on SIGTERM) and stays down; then it
-/// starts again ([`graceful_restarts`]). With a `start` switch the node
-/// first waits for it to be on (a node that joins a running cluster when
-/// the fault driver says); a restart after that starts at once.
-fn add_node(
-    sim: &mut turmoil::Sim<'_>,
-    i: usize,
+/// How one node's host runs.
+#[derive(Debug, Clone)]
+struct Host {
     store: Arc<MemoryStore>,
     fsync: FsyncPolicy,
+    /// While on, the node is shut down gracefully ([`add_node`]).
     stop: Option<Switch>,
+    /// The node starts once it is on ([`add_node`]).
     start: Option<Switch>,
-) {
+    /// Read repair at each (re)start: on while this is (a node restarted
+    /// after `CONFIG SET read-repair yes` comes up repairing too).
+    read_repair: Switch,
+    /// A bug planted in this node's store, if any ([`Planted`]).
+    plant: Option<Plant>,
+}
+
+impl Host {
+    /// A node on `store` syncing as `fsync` says, with read repair on,
+    /// started at once, never stopped gracefully, no bug planted.
+    fn plain(store: Arc<MemoryStore>, fsync: FsyncPolicy) -> Self {
+        Self {
+            store,
+            fsync,
+            stop: None,
+            start: None,
+            read_repair: Switch::on(),
+            plant: None,
+        }
+    }
+}
+
+/// Registers node `i` as `host` says: each (re)start first drops what the
+/// store had not synced, as a crash would, then runs the node on it. With
+/// a `stop` switch, while it is on the node is shut down gracefully (it
+/// drains its clients and syncs its store, as on SIGTERM) and stays down;
+/// then it starts again ([`graceful_restarts`]). With a `start` switch the
+/// node first waits for it to be on (a node that joins a running cluster
+/// when the fault driver says); a restart after that starts at once.
+fn add_node(sim: &mut turmoil::Sim<'_>, i: usize, host: Host) {
     sim.host(node_name(i), move || {
-        let (store, stop, start) = (Arc::clone(&store), stop.clone(), start.clone());
+        let Host {
+            store,
+            fsync,
+            stop,
+            start,
+            read_repair,
+            plant,
+        } = host.clone();
         async move {
             if let Some(start) = &start {
                 start.wait_for(true).await;
             }
+            let uncached = plant.as_ref().is_some_and(Plant::uncached);
+            let used: Arc<dyn Store> = match &plant {
+                Some(plant) => Arc::new(Planted::new(Arc::clone(&store), plant.clone())),
+                None => Arc::clone(&store) as Arc<dyn Store>,
+            };
             loop {
                 // After a graceful stop this drops nothing: the node synced.
                 store.crash();
                 let environment = Environment {
-                    store: Arc::clone(&store) as Arc<dyn Store>,
+                    store: Arc::clone(&used),
                     network: Arc::new(SimNet),
                     clock: Arc::new(SimClock),
                     executor: Arc::new(StorageExecutor::inline()),
                 };
-                let node = Node::start_in(node_config(i, fsync), environment).await?;
+                let config = node_config(i, fsync, read_repair.get(), uncached);
+                let node = Node::start_in(config, environment).await?;
                 let shutdown = node.shutdown_handle();
                 let run = node.run();
                 tokio::pin!(run);
@@ -352,6 +433,203 @@ fn add_node(
             }
         }
     });
+}
+
+// ---------------------------------------------------------------------
+// Planted bugs (`DYNOKV_SIM_PLANT`): stores that lose what the node was
+// told they keep, to show the replica check sees what reads do not.
+
+/// The node whose store drops replicated writes under
+/// [`PlantKind::UnstoredReplication`].
+const PLANTED_NODE: usize = 1;
+/// Under [`PlantKind::UnstoredReplication`], one replicated write in this
+/// many is dropped.
+const PLANTED_DROP_EVERY: usize = 3;
+/// Seeds each planted bug is run with.
+const PLANT_SEEDS: u64 = 12;
+
+/// A bug planted in the nodes' stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlantKind {
+    /// [`PLANTED_NODE`] acknowledges a replicated write without storing
+    /// it, one in [`PLANTED_DROP_EVERY`]: a record bringing a dot the
+    /// store had not seen, minted by another node (a coordinator's copy,
+    /// or a hint replayed), is not put. Its record cache is off, so its
+    /// reads do not see the dropped write either: a replica that
+    /// acknowledges without storing.
+    UnstoredReplication,
+    /// Every node drops the hints it is asked to keep (its hint records;
+    /// a target's window entry is kept): a fallback acknowledges a hint
+    /// that is never delivered.
+    LostHints,
+}
+
+impl PlantKind {
+    /// The bug `DYNOKV_SIM_PLANT` names, if any.
+    fn from_env() -> Option<Self> {
+        match std::env::var("DYNOKV_SIM_PLANT").as_deref() {
+            Ok("unstored-replication") => Some(Self::UnstoredReplication),
+            Ok("lost-hints") => Some(Self::LostHints),
+            _ => None,
+        }
+    }
+
+    /// Its name in `DYNOKV_SIM_PLANT`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::UnstoredReplication => "unstored-replication",
+            Self::LostHints => "lost-hints",
+        }
+    }
+
+    /// Whether node `i` carries it.
+    fn on(self, i: usize) -> bool {
+        self == Self::LostHints || i == PLANTED_NODE
+    }
+}
+
+/// A planted bug, shared by the stores that carry it.
+#[derive(Debug, Clone)]
+struct Plant {
+    kind: PlantKind,
+    /// On while the workload runs and until the replica check has looked;
+    /// off from then on, so that the final reads, with read repair, meet
+    /// sound stores and judge what the bug left.
+    armed: Arc<AtomicBool>,
+    /// Puts dropped, for the checker line.
+    dropped: Arc<AtomicUsize>,
+}
+
+impl Plant {
+    fn new(kind: PlantKind) -> Self {
+        Self {
+            kind,
+            armed: Arc::new(AtomicBool::new(true)),
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Whether the node's record cache is off: a replica that does not
+    /// store a write must not serve it from its cache either.
+    fn uncached(&self) -> bool {
+        self.kind == PlantKind::UnstoredReplication
+    }
+}
+
+/// A [`MemoryStore`] with a [`Plant`]: drops some puts, passes the rest on.
+#[derive(Debug)]
+struct Planted {
+    store: Arc<MemoryStore>,
+    plant: Plant,
+    /// Replicated writes seen (for [`PLANTED_DROP_EVERY`]).
+    replicated: AtomicUsize,
+}
+
+impl Planted {
+    fn new(store: Arc<MemoryStore>, plant: Plant) -> Self {
+        Self {
+            store,
+            plant,
+            replicated: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether the plant drops `op`.
+    fn drops(&self, op: &BatchOp) -> bool {
+        let Some(value) = &op.value else {
+            return false;
+        };
+        if !self.plant.armed.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.plant.kind {
+            PlantKind::LostHints => {
+                op.space == Space::Hints
+                    && dynokv::replica::hints::split_hint_key(&op.key).is_some()
+            }
+            PlantKind::UnstoredReplication => {
+                op.space == Space::Data
+                    && self.replicated(&op.key, value)
+                    && self
+                        .replicated
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(PLANTED_DROP_EVERY)
+            }
+        }
+    }
+
+    /// Whether `value`, a record put at `key`, brings a write this node
+    /// neither coordinated nor had: a dot the stored record has not seen,
+    /// none of them minted by this node.
+    fn replicated(&self, key: &[u8], value: &[u8]) -> bool {
+        let Ok(incoming) = decode_record(value) else {
+            return false;
+        };
+        let stored = self
+            .store
+            .get(Space::Data, key)
+            .ok()
+            .flatten()
+            .and_then(|bytes| decode_record(&bytes).ok())
+            .unwrap_or_default();
+        let mine = self
+            .store
+            .meta_get("dot_id")
+            .ok()
+            .flatten()
+            .and_then(|id| <[u8; 8]>::try_from(id.as_slice()).ok())
+            .map(u64::from_be_bytes);
+        let mut new = incoming
+            .siblings()
+            .iter()
+            .map(|(dot, _)| *dot)
+            .filter(|&dot| !stored.context().covers(dot))
+            .peekable();
+        new.peek().is_some() && new.all(|dot| Some(dot.node) != mine)
+    }
+}
+
+impl Store for Planted {
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.get(space, key)
+    }
+
+    fn apply(&self, ops: &[BatchOp]) -> Result<(), StoreError> {
+        let kept: Vec<BatchOp> = ops.iter().filter(|op| !self.drops(op)).cloned().collect();
+        let dropped = ops.len() - kept.len();
+        self.plant.dropped.fetch_add(dropped, Ordering::Relaxed);
+        self.store.apply(&kept)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.store.sync()
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        from: &[u8],
+        until: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StoreError> {
+        self.store.scan(space, from, until, limit)
+    }
+
+    fn clear(&self, doomed: &Doomed<'_>) -> Result<(), StoreError> {
+        self.store.clear(doomed)
+    }
+
+    fn meta_get(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store.meta_get(name)
+    }
+
+    fn meta_put(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.store.meta_put(name, value)
+    }
+
+    fn disk_bytes(&self) -> u64 {
+        self.store.disk_bytes()
+    }
 }
 
 // ---------------------------------------------------------------------
@@ -870,12 +1148,60 @@ async fn final_reads(
 // Links: who lists whom up.
 
 /// One prober round: which nodes each node listed up (`None`: it did not
-/// answer), asked from `at` until `end`.
+/// answer), asked from `at` until `end`; and the layout each listed.
 #[derive(Debug)]
 struct Probe {
     at: Duration,
     end: Duration,
     up: Vec<Option<BTreeSet<usize>>>,
+    layouts: Vec<Option<Listed>>,
+}
+
+/// The layout a node listed in `DYNAMO MEMBERS`: its members, whether
+/// every one was `member` (settled), and its current members (`member` or
+/// `leaving`: those placed for reads, whose replicas coordinate writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    members: BTreeSet<usize>,
+    settled: bool,
+    current: BTreeSet<usize>,
+}
+
+impl Listed {
+    fn of(reply: &redis::Value) -> Option<Self> {
+        let rows = member_rows(reply)?;
+        let state = |r: &MemberRow| r.get("state").cloned().unwrap_or_default();
+        Some(Self {
+            members: rows.iter().filter_map(row_node).collect(),
+            settled: rows.iter().all(|r| state(r) == "member"),
+            current: rows
+                .iter()
+                .filter(|r| matches!(state(r).as_str(), "member" | "leaving"))
+                .filter_map(row_node)
+                .collect(),
+        })
+    }
+}
+
+/// Until when some node may have placed data by another layout than the
+/// settled one of `members`: the end of the last probe in which a node
+/// listed another one (or of the first probe, since what came before it
+/// was not seen).
+fn other_layouts_until(probes: &[Probe], members: &[usize]) -> Duration {
+    let members: BTreeSet<usize> = members.iter().copied().collect();
+    let settled = Listed {
+        current: members.clone(),
+        members,
+        settled: true,
+    };
+    let other = probes
+        .iter()
+        .filter(|p| p.layouts.iter().flatten().any(|l| *l != settled))
+        .map(|p| p.end);
+    other
+        .chain(probes.first().map(|p| p.end))
+        .max()
+        .unwrap_or(Duration::MAX)
 }
 
 /// One row of a `DYNAMO MEMBERS` reply: field → value.
@@ -938,26 +1264,35 @@ async fn probe_links(
     while !stop.get() {
         let at = turmoil::sim_elapsed().unwrap_or_default();
         let mut up = Vec::with_capacity(hosts);
+        let mut layouts = Vec::with_capacity(hosts);
         let nodes = asked.nodes();
         for (node, client) in clients.iter_mut().enumerate() {
             if !nodes.contains(&node) {
                 up.push(None);
+                layouts.push(None);
                 continue;
             }
             let asked =
                 tokio::time::timeout(LINK_PROBE_TIMEOUT, client.send(&[b"DYNAMO", b"MEMBERS"]))
                     .await;
-            up.push(match asked {
-                Ok(Exchange::Replied(Ok(reply))) => listed_up(&reply),
+            let reply = match asked {
+                Ok(Exchange::Replied(Ok(reply))) => Some(reply),
                 Ok(_) => None,
                 Err(_) => {
                     client.con = None;
                     None
                 }
-            });
+            };
+            up.push(reply.as_ref().and_then(listed_up));
+            layouts.push(reply.as_ref().and_then(Listed::of));
         }
         let end = turmoil::sim_elapsed().unwrap_or_default();
-        probes.borrow_mut().push(Probe { at, end, up });
+        probes.borrow_mut().push(Probe {
+            at,
+            end,
+            up,
+            layouts,
+        });
         tokio::time::sleep(LINK_PROBE_EVERY).await;
     }
 }
@@ -1358,6 +1693,329 @@ fn holders(stores: &[Arc<MemoryStore>], members: &[usize], key: &str) -> Vec<usi
                 .ok()
                 .flatten()
                 .is_some()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------
+// The replica check (issue 21): each replica's own store, after hint
+// replay, with read repair off.
+
+/// How long after the clients' last operation (and [`LATE`]) the hints
+/// may take to be replayed: a target's link comes back within
+/// [`LINK_REPAIR_MAX`], and the hints worker looks every 0.5 s.
+const HINTS_MAX: Duration = Duration::from_secs(60);
+/// How long after a node took a layout a probe round may first list it:
+/// a round asks every node in turn, each for up to [`LINK_PROBE_TIMEOUT`],
+/// every [`LINK_PROBE_EVERY`].
+const LAYOUT_SEEN_LAG: Duration = Duration::from_millis(
+    LINK_PROBE_EVERY.as_millis() as u64
+        + (NODES as u64 + 1) * LINK_PROBE_TIMEOUT.as_millis() as u64,
+);
+/// `CONFIG SET read-repair yes` is sent to a node this many times at
+/// most, until it answers OK.
+const CONFIG_TRIES: usize = 10;
+
+/// The keys of the workload: the [`KEYS`] and the [`COUNTERS`].
+fn workload_keys() -> Vec<String> {
+    (0..KEYS)
+        .map(key)
+        .chain((0..COUNTERS).map(counter))
+        .collect()
+}
+
+/// The hint records each store of `members` holds, where any: (node,
+/// count). A target's window entry is no hint.
+fn hints_held(stores: &[Arc<MemoryStore>], members: &[usize]) -> Vec<(usize, usize)> {
+    members
+        .iter()
+        .map(|&node| {
+            let held = stores[node]
+                .scan(Space::Hints, b"", None, usize::MAX)
+                .unwrap_or_default()
+                .iter()
+                .filter(|(key, _)| dynokv::replica::hints::split_hint_key(key).is_some())
+                .count();
+            (node, held)
+        })
+        .filter(|&(_, held)| held > 0)
+        .collect()
+}
+
+/// Steps `sim` until `quiet` has passed, no member's store holds a hint,
+/// and none holds a key it is no replica of (old copies go a grace after
+/// the settle); what is still held [`HINTS_MAX`] after `quiet`, if so.
+fn wait_replay(
+    sim: &mut turmoil::Sim<'_>,
+    stores: &[Arc<MemoryStore>],
+    replicas: &Replicas,
+    quiet: Duration,
+    clears: &mut Clears,
+    step: &impl Fn(&mut turmoil::Sim<'_>, &mut Clears),
+) -> Result<(), String> {
+    let until = quiet.max(sim.elapsed()) + HINTS_MAX;
+    loop {
+        let now = sim.elapsed();
+        if now >= quiet {
+            let held = hints_held(stores, &replicas.members);
+            let misplaced = replicas.misplaced(stores);
+            if held.is_empty() && misplaced.is_empty() {
+                return Ok(());
+            }
+            if now >= until {
+                return Err(format!(
+                    "at {now:?}, {HINTS_MAX:?} after every write's tail: hints (node, records) \
+                     still held: {held:?}; records on nodes that are no replica: {misplaced:?}"
+                ));
+            }
+        }
+        step(sim, clears);
+    }
+}
+
+/// Sends `CONFIG SET read-repair yes` to every node of `members` until
+/// each answers OK ([`CONFIG_TRIES`] times at most), stepping `sim`.
+fn set_read_repair(
+    sim: &mut turmoil::Sim<'_>,
+    members: &[usize],
+    clears: &mut Clears,
+    step: &impl Fn(&mut turmoil::Sim<'_>, &mut Clears),
+) -> Result<(), String> {
+    let slot: Rc<RefCell<Option<Result<(), String>>>> = Rc::default();
+    {
+        let (slot, members) = (Rc::clone(&slot), members.to_vec());
+        sim.client(format!("repair{}", sim.elapsed().as_millis()), async move {
+            let history = Arc::new(History::new());
+            let mut answer = Ok(());
+            'nodes: for node in members {
+                let mut client = SimClient::new(usize::MAX, node, Arc::clone(&history));
+                let mut last = String::new();
+                for _ in 0..CONFIG_TRIES {
+                    let args: [&[u8]; 4] = [b"CONFIG", b"SET", b"read-repair", b"yes"];
+                    match client.send(&args).await {
+                        Exchange::Replied(Ok(redis::Value::SimpleString(ok))) if ok == "OK" => {
+                            continue 'nodes;
+                        }
+                        other => last = format!("{other:?}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                answer = Err(format!("CONFIG SET read-repair yes on n{node}: {last}"));
+                break;
+            }
+            *slot.borrow_mut() = Some(answer);
+            Ok(())
+        });
+    }
+    while slot.borrow().is_none() {
+        step(sim, clears);
+    }
+    slot.take().unwrap_or_else(|| Err("no answer".into()))
+}
+
+/// Where each workload key's replicas are, computed as the nodes place
+/// them (weighted HRW over the members' ids, all of weight 1, no zones:
+/// `dynokv::ring::Ring`), from the node ids in the stores.
+#[derive(Debug)]
+struct Replicas {
+    /// The members.
+    members: Vec<usize>,
+    /// Key → its replicas under the members' layout, by rank.
+    ranked: HashMap<String, Vec<usize>>,
+    /// Each set of current members a node listed, from when a probe
+    /// first saw it, with the replicas it places each key on: the
+    /// coordinators of a write begun before `other_layouts_until`.
+    seen: Vec<(Duration, HashMap<String, Vec<usize>>)>,
+    /// Until when a node may have placed data by another layout.
+    other_layouts_until: Duration,
+}
+
+impl Replicas {
+    /// The replicas among `members`, by rank; and those of every set of
+    /// current members a node listed in `probes` (the joins at the start,
+    /// the membership changes), for the writes begun before the layout
+    /// settled (`other_layouts_until`).
+    fn new(stores: &[Arc<MemoryStore>], members: &[usize], probes: &[Probe]) -> Self {
+        let keys = workload_keys();
+        let ranked = replicas_among(stores, members, &keys);
+        let mut first_seen: BTreeMap<&BTreeSet<usize>, Duration> = BTreeMap::new();
+        for probe in probes {
+            for listed in probe.layouts.iter().flatten() {
+                first_seen.entry(&listed.current).or_insert(probe.at);
+            }
+        }
+        let seen = first_seen
+            .into_iter()
+            .map(|(current, at)| {
+                let nodes: Vec<usize> = current.iter().copied().collect();
+                (at, replicas_among(stores, &nodes, &keys))
+            })
+            .collect();
+        Self {
+            members: members.to_vec(),
+            ranked,
+            seen,
+            other_layouts_until: other_layouts_until(probes, members),
+        }
+    }
+
+    /// Each key's replicas by rank, for the replica check's reports.
+    fn legend(&self) -> String {
+        let ranked: BTreeMap<&String, &Vec<usize>> = self.ranked.iter().collect();
+        let keys: Vec<String> = ranked
+            .into_iter()
+            .map(|(key, nodes)| format!("{key}={nodes:?}"))
+            .collect();
+        keys.join(" ")
+    }
+
+    /// Records on a member that is no replica of their key: old copies
+    /// not dropped yet (a grace after the settle), or a placement this
+    /// test computes wrongly.
+    fn misplaced(&self, stores: &[Arc<MemoryStore>]) -> Vec<String> {
+        let mut found = Vec::new();
+        for (key, replicas) in &self.ranked {
+            let skey = storage_key(partition_of(key.as_bytes(), PARTITIONS), key.as_bytes());
+            for &node in self.members.iter().filter(|n| !replicas.contains(n)) {
+                if stores[node]
+                    .get(Space::Data, &skey)
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
+                    found.push(format!("{key} on n{node}, not one of {replicas:?}"));
+                }
+            }
+        }
+        found
+    }
+
+    /// The replicas' states as the checker's [`Final`], whose "nodes" are
+    /// ranks: rank r holds each key's record on its r-th replica (no
+    /// record: no value), its live values at `now_ms` (the context is left
+    /// empty: nothing compares it).
+    fn states(&self, stores: &[Arc<MemoryStore>], now_ms: u64) -> Final {
+        let mut states: history::States = history::States::new();
+        for (key, replicas) in &self.ranked {
+            let skey = storage_key(partition_of(key.as_bytes(), PARTITIONS), key.as_bytes());
+            for (rank, &node) in replicas.iter().enumerate() {
+                let record = stores[node]
+                    .get(Space::Data, &skey)
+                    .ok()
+                    .flatten()
+                    .and_then(|bytes| decode_record(&bytes).ok());
+                let mut values: Vec<String> = record
+                    .iter()
+                    .flat_map(|r| r.siblings().iter())
+                    .filter_map(|(_, sibling)| sibling.live_value(now_ms))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                values.sort();
+                states
+                    .entry(rank)
+                    .or_default()
+                    .insert(key.clone(), (Vec::new(), values));
+            }
+        }
+        Final {
+            states,
+            converged: true,
+            converge_ms: 0,
+            divergence: None,
+        }
+    }
+
+    /// Whether a crash in `crashes` may have lost the copies of `op`
+    /// (acknowledged) that the replicas of its key lack, given the ranks
+    /// `holding` it: one of its possible coordinators crashed (or was shut
+    /// down) between its invocation and [`LATE`] after its reply — before
+    /// its tail could hand them to a fallback — and, if it is a replica of
+    /// the members' layout, holds it (a coordinator's copy is durable
+    /// before it replies). Its possible coordinators are the node it was
+    /// sent to, for a blind write sent to a replica; else its replicas;
+    /// and, if it began before the layout settled, its replicas under any
+    /// set of current members a node listed by then.
+    fn crash_may_explain(
+        &self,
+        crashes: &[(usize, Duration)],
+        op: &Op,
+        holding: &[usize],
+    ) -> Option<String> {
+        let ranked = self.ranked.get(&op.key)?;
+        let other = op.invoked <= self.other_layouts_until;
+        // A blind write (VSET, VDEL) sent to a replica is coordinated by
+        // it; one sent elsewhere, and a read-modify-write, by a replica
+        // the node it was sent to picked.
+        let blind = matches!(op.call, Call::Set { .. } | Call::Del { .. });
+        let coordinator = (blind && !other && ranked.contains(&op.node)).then_some(op.node);
+        // A layout a node held when it coordinated the write was listed
+        // by the probe round that asked it next.
+        let listed_by = op.completed + LAYOUT_SEEN_LAG;
+        let possible = |node: usize| match coordinator {
+            Some(coordinator) => node == coordinator,
+            None => {
+                ranked.contains(&node)
+                    || (other
+                        && self.seen.iter().any(|(at, placed)| {
+                            *at <= listed_by
+                                && placed.get(&op.key).is_some_and(|r| r.contains(&node))
+                        }))
+            }
+        };
+        let until = op.completed + LATE;
+        let crashed: Vec<String> = crashes
+            .iter()
+            .filter(|&&(node, at)| {
+                at >= op.invoked
+                    && at <= until
+                    && possible(node)
+                    && match ranked.iter().position(|&n| n == node) {
+                        Some(rank) => holding.contains(&rank),
+                        None => true,
+                    }
+            })
+            .map(|(node, at)| format!("n{node} at {at:?}"))
+            .collect();
+        (!crashed.is_empty())
+            .then(|| format!("crashed: {} (replicas {ranked:?})", crashed.join(", ")))
+    }
+}
+
+/// Each of `keys`' replicas among `nodes`, by rank, as the nodes place
+/// them; a node whose store has no id yet (never started) is left out.
+fn replicas_among(
+    stores: &[Arc<MemoryStore>],
+    nodes: &[usize],
+    keys: &[String],
+) -> HashMap<String, Vec<usize>> {
+    let ids: Vec<(usize, u64)> = nodes
+        .iter()
+        .filter_map(|&node| {
+            let id = stores[node].meta_get("node_id").ok().flatten()?;
+            Some((
+                node,
+                u64::from_be_bytes(<[u8; 8]>::try_from(id.as_slice()).ok()?),
+            ))
+        })
+        .collect();
+    let placed = ids
+        .iter()
+        .map(|&(_, id)| Placed {
+            id,
+            weight: 1.0,
+            zone: None,
+        })
+        .collect();
+    let ring = Ring::new(placed, PARTITIONS, N);
+    keys.iter()
+        .map(|key| {
+            let partition = partition_of(key.as_bytes(), PARTITIONS);
+            let replicas = ring
+                .replicas_of(partition)
+                .iter()
+                .filter_map(|id| ids.iter().find(|(_, i)| i == id).map(|&(node, _)| node))
+                .collect();
+            (key.clone(), replicas)
         })
         .collect()
 }
@@ -1827,6 +2485,23 @@ struct Run {
     flush_sequences: usize,
     /// The membership changes, in a run with them.
     changes: Option<Changes>,
+    /// The replica check: the workload judged on the replicas' own
+    /// stores after hint replay, read repair off ([`history::check_replicas`]).
+    replica_report: Report,
+    /// What kept the replica check from its judgement: hints never
+    /// replayed, a record on a node that is no replica of its key, read
+    /// repair not turned back on.
+    replica_problems: Vec<String>,
+    /// Each key's replicas by rank: the replica check's "nodes".
+    replica_ranks: String,
+    /// Until when a node listed another layout than the members' settled
+    /// one (the joins at the start, the changes), simulated.
+    layout_settled_ms: u64,
+    /// From the clients' end until the replica check looked (simulated):
+    /// the settle, the tails, the hint replay.
+    hints_ms: u64,
+    /// Puts the planted bug dropped, in a run with one.
+    plant_dropped: Option<usize>,
 }
 
 /// A simulation for `seed` of the [`NODES`] that form the cluster and,
@@ -1838,6 +2513,8 @@ fn cluster(
     fsync: FsyncPolicy,
     graceful: bool,
     joiner: Option<&Switch>,
+    read_repair: &Switch,
+    plant: Option<&Plant>,
 ) -> (turmoil::Sim<'static>, Vec<Arc<MemoryStore>>, Vec<Switch>) {
     dynokv::random::seed_thread(seed);
     let mut sim = turmoil::Builder::new()
@@ -1853,9 +2530,14 @@ fn cluster(
     let stores: Vec<Arc<MemoryStore>> = (0..hosts).map(|_| Arc::default()).collect();
     let stops: Vec<Switch> = (0..hosts).map(|_| Switch::default()).collect();
     for (i, store) in stores.iter().enumerate() {
-        let stop = graceful.then(|| stops[i].clone());
-        let start = joiner.filter(|_| i == JOINER).cloned();
-        add_node(&mut sim, i, Arc::clone(store), fsync, stop, start);
+        let host = Host {
+            stop: graceful.then(|| stops[i].clone()),
+            start: joiner.filter(|_| i == JOINER).cloned(),
+            read_repair: read_repair.clone(),
+            plant: plant.filter(|p| p.kind.on(i)).cloned(),
+            ..Host::plain(Arc::clone(store), fsync)
+        };
+        add_node(&mut sim, i, host);
     }
     (sim, stores, stops)
 }
@@ -1863,10 +2545,21 @@ fn cluster(
 /// Runs the simulation for `seed`, the nodes syncing as `fsync` says; with
 /// `changes`, a node joins, one leaves and one is removed during the
 /// faults ([`Plan`]).
-fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
+fn run(seed: u64, fsync: FsyncPolicy, changes: bool, plant: Option<PlantKind>) -> Run {
     let graceful = graceful_restarts();
     let joiner = changes.then(Switch::default);
-    let (mut sim, stores, stops) = cluster(seed, fsync, graceful, joiner.as_ref());
+    // Off during the workload, the heal and the hint replay: the replica
+    // check sees what writes and hints alone left on the replicas.
+    let read_repair = Switch::default();
+    let plant = plant.map(Plant::new);
+    let (mut sim, stores, stops) = cluster(
+        seed,
+        fsync,
+        graceful,
+        joiner.as_ref(),
+        &read_repair,
+        plant.as_ref(),
+    );
     let hosts = stores.len();
     let mut clears = Clears::default();
     let step = |sim: &mut turmoil::Sim<'_>, clears: &mut Clears| {
@@ -1945,8 +2638,9 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
     let mut active: Vec<(Fault, Duration, usize)> = Vec::new();
     let mut next_fault = chaos + rng.millis(200, 800);
     let mut faults = 0;
-    // When a node was crashed or shut down.
+    // When a node was crashed or shut down, and which.
     let mut downs = Vec::new();
+    let mut crashes: Vec<(usize, Duration)> = Vec::new();
     while sim.elapsed() < chaos + CHAOS {
         let now = sim.elapsed();
         let (due, kept): (Vec<_>, Vec<_>) =
@@ -1971,8 +2665,9 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
             let busy =
                 down(&fault).is_some() && active.iter().any(|(f, _, _)| down(f) == down(&fault));
             if !busy {
-                if down(&fault).is_some() {
+                if let Some(i) = down(&fault) {
                     downs.push(now);
+                    crashes.push((i, now));
                 }
                 inject(&mut sim, &stops, &fault);
                 let index = disturbances.injected(&fault, now);
@@ -1988,19 +2683,45 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
         heal(&mut sim, &stops, fault);
         disturbances.healed(*index, now);
     }
-    // The clients and the flusher finish on a healed cluster, and the
-    // workload is judged on the state they left; a change a fault put off
-    // begins now, and its LEAVE or REMOVE is answered.
+    // One node, the straggler, is crashed as the faults end and stays down
+    // until the clients are done: their last writes of the keys it holds,
+    // which nothing later supersedes, reach it only as hints, and the
+    // replica check sees whether those are delivered. With changes, never
+    // the leaver nor the removed node, whose ends are their own.
+    let straggler = {
+        let mut nodes = match &changes {
+            Some(changes) => changes.crashable(now),
+            None => (0..NODES).collect(),
+        };
+        if let Some(changes) = &changes {
+            nodes.retain(|&i| i != changes.plan.leaver && i != changes.plan.removed);
+        }
+        let mut rng = Rng::new(seed ^ 0x5772_6167_676c_6572);
+        nodes[rng.below(nodes.len())]
+    };
+    let straggling = Fault::Crash(straggler);
+    inject(&mut sim, &stops, &straggling);
+    let straggling_index = disturbances.injected(&straggling, now);
+    downs.push(now);
+    crashes.push((straggler, now));
+    faults += 1;
+    // The clients and the flusher finish on a healed cluster (but the
+    // straggler), and the workload is judged on the state they left; a
+    // change a fault put off begins now, and its LEAVE or REMOVE is
+    // answered.
     while done.get() < CLIENTS + 1
         || changes
             .as_ref()
             .is_some_and(|c| !c.begun() || !c.answered())
     {
         if let Some(changes) = &mut changes {
-            changes.drive(&mut sim, seed, &[], &mut disturbances);
+            changes.drive(&mut sim, seed, &[straggler], &mut disturbances);
         }
         step(&mut sim, &mut clears);
     }
+    let clients_done = sim.elapsed();
+    heal(&mut sim, &stops, &straggling);
+    disturbances.healed(straggling_index, clients_done);
     // With changes: the members that remain must settle, the leaver must
     // have stopped with its data dropped, and only the remaining members
     // are read and judged from here on.
@@ -2048,7 +2769,6 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
     // own fault leaves the links of its nodes unchecked (the bound after
     // it would add LINK_REPAIR_MAX of simulated time to every run).
     let settled_at = disturbances.last_heal() + LINK_REPAIR_MAX;
-    let fin = final_state(&mut sim, &stores, &members, &mut clears, &step);
     let workload_ops = history.ops();
     // The node removed is gone for good from its crash on, as if its
     // store were cleared then: a write acknowledged by it and one node a
@@ -2058,6 +2778,7 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
         .iter()
         .filter_map(|c| Some((c.plan.removed, c.removed_at?)))
         .collect();
+    crashes.extend(&lost_for_good);
     let timing = |clears: &Clears| Timing {
         late: Some(LATE),
         clears: Some(ClearsSeen {
@@ -2065,6 +2786,53 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
             write_quorum: W,
         }),
     };
+    // The replica check, before any read could repair: once no write's
+    // tail can still hand a copy to a fallback (LATE after the last
+    // operation) and every hint was replayed, each replica's own store.
+    let mut replica_problems = Vec::new();
+    let workload_end = workload_ops.iter().map(|op| op.completed).max();
+    let quiet = workload_end.unwrap_or_default() + LATE;
+    // The replicas hold what the layout gives them only once it settled:
+    // the joins' handoff may still be under way, or have waited for the
+    // straggler (a run with changes waited for this above).
+    if changes.is_none()
+        && let Err(e) = wait_settled(
+            &mut sim,
+            members.clone(),
+            None,
+            SETTLE_MAX,
+            &mut clears,
+            &step,
+        )
+    {
+        replica_problems.push(e);
+    }
+    let replicas = Replicas::new(&stores, &members, &probes.borrow());
+    if let Err(e) = wait_replay(&mut sim, &stores, &replicas, quiet, &mut clears, &step) {
+        replica_problems.push(e);
+    }
+    let hints_ms = (sim.elapsed() - clients_done).as_millis() as u64;
+    let now_ms = EPOCH_MS + sim.elapsed().as_millis() as u64;
+    let replica_fin = replicas.states(&stores, now_ms);
+    let crashed = |op: &Op, holding: &[usize]| replicas.crash_may_explain(&crashes, op, holding);
+    let gaps = history::Gaps {
+        held_min: W,
+        crashed: &crashed,
+    };
+    let replica_report =
+        history::check_replicas(&workload_ops, &replica_fin, &timing(&clears), &gaps);
+    let replica_ranks = replicas.legend();
+    let layout_settled_ms = replicas.other_layouts_until.as_millis() as u64;
+    // From here on the stores are sound again and reads repair: the final
+    // reads need it for writes that failed after reaching one replica.
+    if let Some(plant) = &plant {
+        plant.armed.store(false, Ordering::Relaxed);
+    }
+    read_repair.set(true);
+    if let Err(e) = set_read_repair(&mut sim, &members, &mut clears, &step) {
+        replica_problems.push(e);
+    }
+    let fin = final_state(&mut sim, &stores, &members, &mut clears, &step);
     let report = history::check_with(&workload_ops, &fin, &timing(&clears));
     let flush_sequences = flush_sequences(&workload_ops, &downs);
     // The epilogue, once every copy the workload and those reads sent has
@@ -2157,6 +2925,12 @@ fn run(seed: u64, fsync: FsyncPolicy, changes: bool) -> Run {
         .as_ref()
         .map_or_else(|| always(hosts), Changes::spans);
     Run {
+        replica_report,
+        replica_ranks,
+        layout_settled_ms,
+        replica_problems,
+        hints_ms,
+        plant_dropped: plant.map(|p| p.dropped.load(Ordering::Relaxed)),
         flush_problems: flush_problems(&ops, &clears.seen, &spans),
         clears: clears.seen.len(),
         ops,
@@ -2221,10 +2995,14 @@ fn final_state(
 }
 
 /// The command that replays `seed` (a run with membership changes if
-/// `changes`).
-fn replay_command(seed: u64, changes: bool) -> String {
+/// `changes`, with a planted bug if `plant`).
+fn replay_command(seed: u64, changes: bool, plant: Option<PlantKind>) -> String {
     let changes = if changes { "DYNOKV_SIM_CHANGES=1 " } else { "" };
-    format!("{changes}DYNOKV_SIM_SEED={seed} cargo test --test sim replay -- --exact --nocapture")
+    let plant = plant.map_or(String::new(), |p| format!("DYNOKV_SIM_PLANT={} ", p.name()));
+    format!(
+        "{changes}{plant}DYNOKV_SIM_SEED={seed} cargo test --test sim replay -- --exact \
+         --nocapture"
+    )
 }
 
 /// Whether this process runs a seed with membership changes
@@ -2280,7 +3058,8 @@ fn replay() {
     };
     log_nodes();
     let changes = with_changes();
-    let run = run(seed, fsync, changes);
+    let plant = PlantKind::from_env();
+    let run = run(seed, fsync, changes, plant);
     for op in &run.ops {
         println!("{op:?}");
     }
@@ -2290,12 +3069,21 @@ fn replay() {
         .map(|c| (format!(" {}", c.line()), c.problems.clone()))
         .unwrap_or_default();
     let epilogue = &run.epilogue_report;
+    let replicas = &run.replica_report;
+    let plant_line = match (plant, run.plant_dropped) {
+        (Some(kind), Some(dropped)) => format!(" plant={} plant_dropped={dropped}", kind.name()),
+        _ => String::new(),
+    };
     println!(
         "sim seed={seed} faults={} sim_ms={} link_checks={} link_problems={} clears={} \
-         flush_problems={} flush_sequences={} {} epilogue={} epilogue_flushes={} \
+         flush_problems={} flush_sequences={} layout_settled_ms={} hints_ms={} replica_lost={} \
+         replica_incr_lost={} \
+         replica_resurrected={} replica_phantoms={} replica_stale={} crash_gaps={} \
+         clear_gaps={} replica_problems={} {} epilogue={} epilogue_flushes={} \
          epilogue_flushes_acked={} \
          epilogue_lost={} epilogue_incr_lost={} epilogue_phantoms={} epilogue_resurrected={} \
-         epilogue_stale_after_flush={} epilogue_converged={} epilogue_converge_ms={}{change_line}",
+         epilogue_stale_after_flush={} epilogue_converged={} epilogue_converge_ms={}{change_line}\
+         {plant_line}",
         run.faults,
         run.sim_ms,
         run.link_checks,
@@ -2303,6 +3091,16 @@ fn replay() {
         run.clears,
         run.flush_problems.len(),
         run.flush_sequences,
+        run.layout_settled_ms,
+        run.hints_ms,
+        replicas.lost,
+        replicas.incr_lost,
+        replicas.resurrected,
+        replicas.phantoms + replicas.incr_phantoms,
+        replicas.stale_after_flush,
+        replicas.crash_gaps,
+        replicas.clear_gaps,
+        run.replica_problems.len(),
         run.report,
         run.epilogue,
         epilogue.flushes - run.report.flushes,
@@ -2317,29 +3115,48 @@ fn replay() {
     );
     let epilogue_problems = epilogue.problems.iter().map(|p| format!("epilogue: {p}"));
     let membership_problems = change_problems.iter().map(|p| format!("membership: {p}"));
+    let replica_problems = (replicas.problems.iter())
+        .chain(&run.replica_problems)
+        .map(|p| format!("replicas: {p}"));
+    let gaps = replicas
+        .gaps
+        .iter()
+        .map(|g| format!("replicas, excused: {g}"));
+    if !replicas.problems.is_empty() || !replicas.gaps.is_empty() {
+        println!(
+            "  replicas by rank (the replica check's \"nodes\"): {}",
+            run.replica_ranks
+        );
+    }
     let problems = run.report.problems.iter().chain(&run.links);
     for problem in problems
         .chain(&run.flush_problems)
         .cloned()
         .chain(epilogue_problems)
         .chain(membership_problems)
+        .chain(replica_problems)
+        .chain(gaps)
     {
         println!("  {problem}");
     }
     assert!(
         run.report.is_clean()
             && epilogue.is_clean()
+            && replicas.is_clean()
+            && run.replica_problems.is_empty()
             && run.links.is_empty()
             && run.flush_problems.is_empty()
             && change_problems.is_empty(),
-        "seed {seed} failed: {} epilogue: {} link problems: {} flush problems: {} membership \
-         problems: {}\nreplay: {}",
+        "seed {seed} failed: {} epilogue: {} replicas: {} replica problems: {} link problems: \
+         {} flush problems: {} membership problems: {}\nreplay: {}",
         run.report,
         epilogue,
+        replicas,
+        run.replica_problems.len(),
         run.links.len(),
         run.flush_problems.len(),
         change_problems.len(),
-        replay_command(seed, changes)
+        replay_command(seed, changes, plant)
     );
 }
 
@@ -2369,18 +3186,19 @@ impl Child {
 const CHILD_MAX: Duration = Duration::from_secs(300);
 
 fn run_child(seed: u64) -> Child {
-    run_child_with(seed, FsyncPolicy::Always, false)
+    run_child_with(seed, FsyncPolicy::Always, false, None)
 }
 
 /// `seed` in a process of its own, syncing as `fsync` says, with
-/// membership changes if `changes`.
-fn run_child_with(seed: u64, fsync: FsyncPolicy, changes: bool) -> Child {
+/// membership changes if `changes`, with `plant` planted.
+fn run_child_with(seed: u64, fsync: FsyncPolicy, changes: bool, plant: Option<PlantKind>) -> Child {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("own test binary: {e}"));
     let mut child = std::process::Command::new(exe)
         .args(["replay", "--exact", "--nocapture", "--test-threads=1"])
         .env("DYNOKV_SIM_SEED", seed.to_string())
         .env("DYNOKV_SIM_FSYNC", fsync.as_str())
         .env("DYNOKV_SIM_CHANGES", if changes { "1" } else { "0" })
+        .env("DYNOKV_SIM_PLANT", plant.map_or("none", PlantKind::name))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -2446,7 +3264,7 @@ fn run_seeds(seeds: Vec<u64>, workers: usize, changes: bool) {
                 while let Some(&seed) =
                     seeds.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
                 {
-                    let child = run_child_with(seed, FsyncPolicy::Always, changes);
+                    let child = run_child_with(seed, FsyncPolicy::Always, changes, None);
                     if child.passed {
                         println!("{}", child.line);
                     } else {
@@ -2479,6 +3297,13 @@ fn run_seeds(seeds: Vec<u64>, workers: usize, changes: bool) {
     let siblings = most("max_siblings");
     let mut converge_ms: Vec<u64> = children.iter().map(|c| c.field("converge_ms")).collect();
     converge_ms.sort_unstable();
+    let mut hints_ms: Vec<u64> = children.iter().map(|c| c.field("hints_ms")).collect();
+    hints_ms.sort_unstable();
+    let mut settled_ms: Vec<u64> = children
+        .iter()
+        .map(|c| c.field("layout_settled_ms"))
+        .collect();
+    settled_ms.sort_unstable();
     let mut failed: Vec<u64> = children
         .iter()
         .filter(|c| !c.passed)
@@ -2497,7 +3322,10 @@ fn run_seeds(seeds: Vec<u64>, workers: usize, changes: bool) {
          clears={} flushed={} incr_flushed={} stale_after_flush={} revived_across_flush={} \
          lost={} phantoms={} resurrected={} flush_sequences={} (in {} seeds) \
          epilogue_flushes={} epilogue_flushes_acked={} epilogue_lost={} epilogue_incr_lost={} \
-         epilogue_stale_after_flush={} epilogue_resurrected={} epilogues_converged={}",
+         epilogue_stale_after_flush={} epilogue_resurrected={} epilogues_converged={} \
+         replica_lost={} replica_incr_lost={} replica_resurrected={} replica_phantoms={} \
+         replica_stale={} replica_problems={} crash_gaps={} (in {} seeds) clear_gaps={} \
+         hints_ms(median/max)={}/{} layout_settled_ms(median/max)={}/{}",
         100.0 * acked as f64 / ops.max(1) as f64,
         converge_ms.get(converge_ms.len() / 2).copied().unwrap_or(0),
         converge_ms.last().copied().unwrap_or(0),
@@ -2538,8 +3366,27 @@ fn run_seeds(seeds: Vec<u64>, workers: usize, changes: bool) {
             .iter()
             .filter(|c| c.line.contains("epilogue_converged=true"))
             .count(),
+        sum("replica_lost"),
+        sum("replica_incr_lost"),
+        sum("replica_resurrected"),
+        sum("replica_phantoms"),
+        sum("replica_stale"),
+        sum("replica_problems"),
+        sum("crash_gaps"),
+        children
+            .iter()
+            .filter(|c| c.field("crash_gaps") > 0)
+            .count(),
+        sum("clear_gaps"),
+        hints_ms.get(hints_ms.len() / 2).copied().unwrap_or(0),
+        hints_ms.last().copied().unwrap_or(0),
+        settled_ms.get(settled_ms.len() / 2).copied().unwrap_or(0),
+        settled_ms.last().copied().unwrap_or(0),
     );
-    let replays: Vec<String> = failed.iter().map(|&s| replay_command(s, changes)).collect();
+    let replays: Vec<String> = failed
+        .iter()
+        .map(|&s| replay_command(s, changes, None))
+        .collect();
     assert!(
         failed.is_empty(),
         "seeds failed: {failed:?}\n{}",
@@ -2653,7 +3500,7 @@ fn fsync_no_loses_writes_and_the_checker_sees_it() {
         return;
     }
     let children: Vec<Child> = (0..NO_SYNC_SEEDS)
-        .map(|seed| run_child_with(seed, FsyncPolicy::No, false))
+        .map(|seed| run_child_with(seed, FsyncPolicy::No, false, None))
         .collect();
     // Lost by the workload, or by the epilogue's writes after its FLUSHALL.
     let lost_in = |c: &Child| c.field("lost") + c.field("epilogue_lost");
@@ -2687,12 +3534,118 @@ fn fsync_no_loses_writes_and_the_checker_sees_it() {
             .split_whitespace()
             .any(|f| f == "converged=false" || f == "epilogue_converged=false")
     };
+    // The replica check sees the same losses on the replicas (and a write
+    // the crash took from one replica while others kept it).
+    let replica_lost_in = |c: &Child| {
+        c.field("replica_lost") + c.field("replica_incr_lost") + c.field("replica_resurrected")
+    };
     assert!(
-        children
-            .iter()
-            .all(|c| c.passed == (lost_in(c) + incr_lost_in(c) == 0 && !diverged(c))),
+        children.iter().all(|c| c.passed
+            == (lost_in(c) + incr_lost_in(c) + replica_lost_in(c) == 0 && !diverged(c))),
         "a seed failed without reporting a lost write or increment or replicas that diverged"
     );
+}
+
+/// Runs [`PLANT_SEEDS`] seeds with `kind` planted and asserts that the
+/// replica check reports a loss in one of them at least, and that every
+/// seed fails by the replica check alone: the judgement of the final
+/// reads (read repair back on) finds nothing wrong, as without the plant
+/// (the same seeds pass in `seeds_shard_*`).
+fn the_replica_check_sees(kind: PlantKind) {
+    let children: Vec<Child> = (0..PLANT_SEEDS)
+        .map(|seed| run_child_with(seed, FsyncPolicy::Always, false, Some(kind)))
+        .collect();
+    let sum = |c: &Child, fields: &[&str]| fields.iter().map(|f| c.field(f)).sum::<u64>();
+    let seen = |c: &Child| {
+        sum(
+            c,
+            &["replica_lost", "replica_incr_lost", "replica_resurrected"],
+        )
+    };
+    let judged_otherwise = |c: &Child| {
+        let must_be_zero = [
+            "lost",
+            "incr_lost",
+            "phantoms",
+            "incr_phantoms",
+            "resurrected",
+            "stale_after_flush",
+            "epilogue_lost",
+            "epilogue_incr_lost",
+            "epilogue_phantoms",
+            "epilogue_resurrected",
+            "epilogue_stale_after_flush",
+            "link_problems",
+            "flush_problems",
+            "replica_problems",
+        ];
+        sum(c, &must_be_zero)
+            + u64::from(!c.line.contains(" converged=true"))
+            + u64::from(!c.line.contains("epilogue_converged=true"))
+    };
+    for c in &children {
+        println!("{}", c.line);
+    }
+    let failed: Vec<u64> = children
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| c.seed)
+        .collect();
+    println!(
+        "plant {}: {PLANT_SEEDS} seeds, failed {failed:?}, replica_lost={} replica_incr_lost={} \
+         replica_resurrected={}, the final reads' judgement: lost={} incr_lost={} resurrected={}",
+        kind.name(),
+        children
+            .iter()
+            .map(|c| c.field("replica_lost"))
+            .sum::<u64>(),
+        children
+            .iter()
+            .map(|c| c.field("replica_incr_lost"))
+            .sum::<u64>(),
+        children
+            .iter()
+            .map(|c| c.field("replica_resurrected"))
+            .sum::<u64>(),
+        children.iter().map(|c| c.field("lost")).sum::<u64>(),
+        children.iter().map(|c| c.field("incr_lost")).sum::<u64>(),
+        children.iter().map(|c| c.field("resurrected")).sum::<u64>(),
+    );
+    assert!(
+        children.iter().any(|c| seen(c) > 0),
+        "no seed's replica check saw the planted {}",
+        kind.name()
+    );
+    for c in &children {
+        assert!(
+            !c.line.is_empty() && judged_otherwise(c) == 0,
+            "seed {} failed otherwise than by the replica check:\n{}",
+            c.seed,
+            c.output
+        );
+        assert_eq!(c.passed, seen(c) == 0, "seed {}: {}", c.seed, c.line);
+    }
+}
+
+/// A replica that acknowledges a replicated write without storing it
+/// (one in [`PLANTED_DROP_EVERY`], on [`PLANTED_NODE`]) is seen by the
+/// replica check, not by the final reads, which merge and repair it.
+#[test]
+fn a_replica_that_acks_without_storing_is_seen_by_the_replica_check() {
+    if env_u64("DYNOKV_SIM_SEED").is_some() {
+        return;
+    }
+    the_replica_check_sees(PlantKind::UnstoredReplication);
+}
+
+/// Hints a fallback acknowledges and never keeps (every node drops its
+/// hint records) are seen by the replica check, not by the final reads.
+#[test]
+fn a_hint_never_delivered_is_seen_by_the_replica_check() {
+    if env_u64("DYNOKV_SIM_SEED").is_some() {
+        return;
+    }
+    the_replica_check_sees(PlantKind::LostHints);
 }
 
 /// The known limit docs/semantics.md states for FLUSHALL, as a test of
@@ -2711,7 +3664,8 @@ fn an_acknowledged_flushall_fences_out_copies_in_flight() {
     if env_u64("DYNOKV_SIM_SEED").is_some() {
         return;
     }
-    let (mut sim, stores, _stops) = cluster(1, FsyncPolicy::Always, false, None);
+    let (mut sim, stores, _stops) =
+        cluster(1, FsyncPolicy::Always, false, None, &Switch::on(), None);
     let history = Arc::new(History::new());
     /// What the scenario saw: `k`'s replicas, the write's and the
     /// FLUSHALL's outcomes, and the values read after.
@@ -2831,10 +3785,7 @@ fn detections(seed: u64, pause: Duration) -> Vec<u64> {
         add_node(
             &mut sim,
             i,
-            Arc::default(),
-            FsyncPolicy::Everysec,
-            None,
-            None,
+            Host::plain(Arc::default(), FsyncPolicy::Everysec),
         );
     }
     let counts: Rc<RefCell<Option<Vec<u64>>>> = Rc::default();

@@ -88,6 +88,24 @@
 //!   clear may have removed every superseding record after that write
 //!   while a copy of the value was still on its way.
 //!
+//! # Replica-only state
+//!
+//! Reads merge what R replicas hold and repair the rest, so the judgement
+//! above sees what clients can observe, not where the data is: a write
+//! that reached one replica only passes it. [`check_replicas`] judges the
+//! replicas' own copies instead, read straight from their stores (the
+//! simulation does, with read repair off and once every hint was
+//! replayed): the same rules, with a [`Final`] whose "nodes" are replica
+//! ranks (rank r: each key's r-th replica), so an acknowledged write must
+//! be on all N replicas of its key — present, or superseded by a write
+//! applied, or excused by a clear as above. A write that some replicas
+//! (not all) lack is further excused ([`Gaps`]) only if some node was seen
+//! cleared after it began (a clear takes a fallback's hints, a replica's
+//! copy, and a coordinator's unsent copies), or if it is on at least
+//! [`Gaps::held_min`] replicas and [`Gaps::crashed`] says a crash may
+//! have lost the copies it lacks; these count as `clear_gaps` and
+//! `crash_gaps` (acknowledged operations, each once), not as lost.
+//!
 //! [`Report`] prints as one line: `ops=… acknowledged=… failed=… unknown=…
 //! lost=… phantoms=… max_siblings=… converge_ms=…` and a few more fields.
 
@@ -679,6 +697,15 @@ pub struct Report {
     /// excused because a FLUSHALL may have cleared the superseding record
     /// while a copy of the value was still on its way.
     pub revived_across_flush: usize,
+    /// The replica check only ([`check_replicas`]): acknowledged writes
+    /// and increments some replicas lack, excused by a crash
+    /// ([`Gaps::crashed`]); each operation once.
+    pub crash_gaps: usize,
+    /// The same, excused by a clear seen after they began (and not by a
+    /// crash).
+    pub clear_gaps: usize,
+    /// The excused gaps, named (capped as `problems`).
+    pub gaps: Vec<String>,
     /// Whether the nodes converged.
     pub converged: bool,
     /// Time to converge after the heal.
@@ -933,6 +960,86 @@ fn may_outlive(on_key: &[&Op], value: &str, flush: &Op, timing: &Timing) -> bool
 /// Judges `ops` against the final states (see the module docs), assuming
 /// `timing`.
 pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
+    judge(ops, fin, timing, None)
+}
+
+/// What the replica check ([`check_replicas`]) may excuse beyond the
+/// history: copies a crash may have lost.
+pub struct Gaps<'a> {
+    /// The fewest replicas a write excused by [`Gaps::crashed`] must still
+    /// be on: W. Its coordinator's copy and W - 1 acknowledgements were
+    /// durable, a fallback's hint among them (replayed since); a crash
+    /// loses only the copies not yet sent.
+    pub held_min: usize,
+    /// Whether a crash may have lost the copies of the acknowledged
+    /// operation `op` that some replicas lack, given the ranks that hold
+    /// it: which crash, if one may have.
+    pub crashed: &'a dyn Fn(&Op, &[usize]) -> Option<String>,
+}
+
+/// Why a gap is excused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Gap {
+    /// A crash, named.
+    Crash(String),
+    Clear,
+}
+
+impl Gaps<'_> {
+    /// Whether acknowledged `op`, held by the ranks `holding` (not by
+    /// every rank), may lack the others, and why.
+    fn excuse(&self, op: &Op, holding: &[usize], clearing: &Clearing<'_>) -> Option<Gap> {
+        if holding.is_empty() {
+            return None; // gone everywhere: the rules of `check_with` alone
+        }
+        // A clear first: it is the excuse the history already grants, so
+        // `crash_gaps` counts only what needs the crash.
+        if clearing.after(op.invoked, Some(1)) {
+            return Some(Gap::Clear);
+        }
+        if holding.len() < self.held_min {
+            return None;
+        }
+        (self.crashed)(op, holding).map(Gap::Crash)
+    }
+}
+
+/// The operations a replica check excused, by index in the history.
+#[derive(Debug, Default)]
+struct Excused {
+    crash: BTreeSet<usize>,
+    clear: BTreeSet<usize>,
+}
+
+impl Excused {
+    fn note(&mut self, report: &mut Report, i: usize, gap: Gap, what: String) {
+        let (fresh, why) = match gap {
+            Gap::Crash(crash) => (self.crash.insert(i), crash),
+            Gap::Clear => (self.clear.insert(i), "a clear since it began".to_owned()),
+        };
+        if fresh && report.gaps.len() < PROBLEMS_LISTED {
+            report.gaps.push(format!("{what}: {why}"));
+        }
+    }
+
+    fn count(&self, report: &mut Report) {
+        report.crash_gaps = self.crash.len();
+        report.clear_gaps = self.clear.difference(&self.crash).count();
+    }
+}
+
+/// The replica check: judges `ops` against the replicas' own copies —
+/// `replicas`' "nodes" are replica ranks, rank r holding each key's state
+/// on its r-th replica, read from its store — with every rule of
+/// [`check_with`]; an acknowledged write or increment that some ranks
+/// lack (not all) is excused only by `gaps` (see the module docs).
+pub fn check_replicas(ops: &[Op], replicas: &Final, timing: &Timing, gaps: &Gaps<'_>) -> Report {
+    judge(ops, replicas, timing, Some(gaps))
+}
+
+/// [`check_with`], and with `gaps` the replica check's excuses.
+fn judge(ops: &[Op], fin: &Final, timing: &Timing, gaps: Option<&Gaps<'_>>) -> Report {
+    let mut excused = Excused::default();
     let mut report = Report {
         ops: ops.len(),
         converged: fin.converged,
@@ -1020,9 +1127,11 @@ pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
     // A failed or unknown VSET whose value nobody ever saw was not applied.
     // Acknowledged ones by the latest invocation among them.
     let mut by_acked: HashMap<&str, Duration> = HashMap::new();
+    // The acknowledged writes superseding each value, by index.
+    let mut acked_by: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut by_applied: HashSet<&str> = HashSet::new();
     let mut by_unacked_del: HashSet<&str> = HashSet::new();
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         let acked = op.outcome.is_ok();
         let sent = !matches!(op.outcome, Outcome::Failed { sent: false, .. });
         let applied = match &op.call {
@@ -1036,6 +1145,7 @@ pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
             if acked {
                 let latest = by_acked.entry(v).or_default();
                 *latest = (*latest).max(op.invoked);
+                acked_by.entry(v).or_default().push(i);
             }
             if applied {
                 by_applied.insert(v);
@@ -1052,7 +1162,7 @@ pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
     }
     // Lost: acknowledged, missing somewhere, superseded by nothing applied,
     // and no FLUSHALL may have cleared a node after it was sent.
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         let (Call::Set { value, .. }, true) = (&op.call, op.outcome.is_ok()) else {
             continue;
         };
@@ -1080,6 +1190,17 @@ pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
         if clearing.after(op.invoked, write_quorum(&op.call)) {
             report.flushed += 1;
             continue;
+        }
+        if let Some(gaps) = gaps {
+            let holding = holders(fin, &missing);
+            if let Some(gap) = gaps.excuse(op, &holding, &clearing) {
+                let what = format!(
+                    "{} = {value:?} (acknowledged by node {} at {:?}) is on {holding:?} only",
+                    op.key, op.node, op.completed
+                );
+                excused.note(&mut report, i, gap, what);
+                continue;
+            }
         }
         report.lost += 1;
         report.problem(format!(
@@ -1115,6 +1236,32 @@ pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
                 if revivable {
                     revived.insert((key, v));
                     continue;
+                }
+                // On a replica that some acknowledged superseding write
+                // did not reach: excused only if each such write is.
+                if let Some(gaps) = gaps {
+                    let lacking: Vec<usize> = fin
+                        .states
+                        .iter()
+                        .filter(|(_, s)| s.get(*key).is_none_or(|(_, vs)| !vs.contains(v)))
+                        .map(|(&n, _)| n)
+                        .collect();
+                    let superseders = acked_by.get(v.as_str()).map_or(&[][..], Vec::as_slice);
+                    let each: Option<Vec<Gap>> = superseders
+                        .iter()
+                        .map(|&s| gaps.excuse(&ops[s], &lacking, &clearing))
+                        .collect();
+                    if let Some(each) = each {
+                        for (&s, gap) in superseders.iter().zip(each) {
+                            let what = format!(
+                                "{key} = {v:?} is still on node {node}, which {:?} of \
+                                 client {} (acknowledged at {:?}) superseding it did not reach",
+                                ops[s].call, ops[s].client, ops[s].completed
+                            );
+                            excused.note(&mut report, s, gap, what);
+                        }
+                        continue;
+                    }
                 }
                 report.resurrected += 1;
                 report.problem(format!(
@@ -1170,8 +1317,32 @@ pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
         }
     }
     report.stale_after_flush = stale.len();
-    check_counters(ops, fin, &clearing, &on_key, timing, &mut report);
+    let judged = Judged {
+        clearing: &clearing,
+        on_key: &on_key,
+        timing,
+        gaps,
+    };
+    check_counters(ops, fin, &judged, &mut excused, &mut report);
+    excused.count(&mut report);
     report
+}
+
+/// The nodes (ranks) of `fin` not in `missing`.
+fn holders(fin: &Final, missing: &[usize]) -> Vec<usize> {
+    fin.states
+        .keys()
+        .copied()
+        .filter(|n| !missing.contains(n))
+        .collect()
+}
+
+/// What [`judge`] hands [`check_counters`].
+struct Judged<'a> {
+    clearing: &'a Clearing<'a>,
+    on_key: &'a BTreeMap<&'a str, Vec<&'a Op>>,
+    timing: &'a Timing,
+    gaps: Option<&'a Gaps<'a>>,
 }
 
 /// Judges the counter keys (those of [`Call::Incr`] and [`Call::Exec`]
@@ -1195,11 +1366,16 @@ pub fn check_with(ops: &[Op], fin: &Final, timing: &Timing) -> Report {
 fn check_counters(
     ops: &[Op],
     fin: &Final,
-    clearing: &Clearing<'_>,
-    on_key: &BTreeMap<&str, Vec<&Op>>,
-    timing: &Timing,
+    judged: &Judged<'_>,
+    excused: &mut Excused,
     report: &mut Report,
 ) {
+    let Judged {
+        clearing,
+        on_key,
+        timing,
+        gaps,
+    } = *judged;
     let mut sent: BTreeMap<&str, i64> = BTreeMap::new();
     for op in ops {
         let Some(by) = op.call.increment() else {
@@ -1265,7 +1441,7 @@ fn check_counters(
              sent to {key} (bits no one sent: {unsent:?})"
         ));
     }
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         let (Some(by), true) = (op.call.increment(), op.outcome.is_ok()) else {
             continue;
         };
@@ -1287,6 +1463,17 @@ fn check_counters(
         if clearing.after(op.invoked, None) {
             report.incr_flushed += 1;
             continue;
+        }
+        if let Some(gaps) = gaps {
+            let holding = holders(fin, &missing);
+            if let Some(gap) = gaps.excuse(op, &holding, clearing) {
+                let what = format!(
+                    "{:?} of {} (acknowledged by node {} at {:?}) is counted on {holding:?} only",
+                    op.call, op.key, op.node, op.completed
+                );
+                excused.note(report, i, gap, what);
+                continue;
+            }
         }
         report.incr_lost += 1;
         report.problem(format!(
