@@ -11,23 +11,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-type Answer<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// An answer that is a task's own future, boxed to sit beside others.
+pub(super) type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Open answers, each tagged with what it answers (a key's index).
-pub(super) struct Answers<T> {
-    open: Vec<(usize, Answer<T>)>,
+/// Open answers, each tagged with what it answers (a key's index): any
+/// future that can be polled in place (a boxed one, or a peer request's
+/// `Pending` itself).
+pub(super) struct Answers<F> {
+    open: Vec<(usize, F)>,
 }
 
-impl<T> Default for Answers<T> {
+impl<F> Default for Answers<F> {
     fn default() -> Self {
         Self { open: Vec::new() }
     }
 }
 
-impl<T> Answers<T> {
+impl<F: Future + Unpin> Answers<F> {
     /// Adds an answer to wait for, tagged `tag`.
-    pub(super) fn push(&mut self, tag: usize, answer: impl Future<Output = T> + Send + 'static) {
-        self.open.push((tag, Box::pin(answer)));
+    pub(super) fn push(&mut self, tag: usize, answer: F) {
+        self.open.push((tag, answer));
     }
 
     /// Whether every answer has been taken.
@@ -35,18 +38,18 @@ impl<T> Answers<T> {
         self.open.is_empty()
     }
 
-    /// The tags of the answers still open, dropping them.
-    pub(super) fn into_tags(self) -> Vec<usize> {
-        self.open.into_iter().map(|(tag, _)| tag).collect()
+    /// The answers still open, with their tags, no longer waited for here.
+    pub(super) fn into_open(self) -> Vec<(usize, F)> {
+        self.open
     }
 
     /// The next answer to come in, or `None` when none is open.
-    pub(super) async fn next(&mut self) -> Option<(usize, T)> {
+    pub(super) async fn next(&mut self) -> Option<(usize, F::Output)> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
     /// The answers already in, without waiting for the others.
-    pub(super) fn ready(&mut self) -> Vec<(usize, T)> {
+    pub(super) fn ready(&mut self) -> Vec<(usize, F::Output)> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
         while let Poll::Ready(Some(answer)) = self.poll_next(&mut cx) {
@@ -55,12 +58,12 @@ impl<T> Answers<T> {
         out
     }
 
-    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, T)>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, F::Output)>> {
         if self.open.is_empty() {
             return Poll::Ready(None);
         }
         for i in 0..self.open.len() {
-            if let Poll::Ready(out) = self.open[i].1.as_mut().poll(cx) {
+            if let Poll::Ready(out) = Pin::new(&mut self.open[i].1).poll(cx) {
                 let (tag, _) = self.open.swap_remove(i);
                 return Poll::Ready(Some((tag, out)));
             }
@@ -79,12 +82,12 @@ mod tests {
     // out of order.
     #[tokio::test]
     async fn yields_answers_as_they_finish() {
-        let mut answers = Answers::default();
+        let mut answers: Answers<Boxed<u32>> = Answers::default();
         let mut senders = Vec::new();
         for tag in 0..3 {
             let (tx, rx) = oneshot::channel::<u32>();
             senders.push(tx);
-            answers.push(tag, async move { rx.await.unwrap_or(0) });
+            answers.push(tag, Box::pin(async move { rx.await.unwrap_or(0) }));
         }
         assert!(answers.ready().is_empty());
         let mut senders = senders.into_iter();

@@ -9,7 +9,7 @@ use super::answers::Answers;
 use crate::limits::{PEER_BATCH_BYTES_MAX, PEER_BATCH_KEYS_MAX};
 use crate::model::record::{Record, decode_record_shared};
 use crate::peer::message::{Request, Response};
-use crate::peer::transport::{PeerError, Transport};
+use crate::peer::transport::{PeerError, Pending, Transport};
 use crate::version::NodeId;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -45,7 +45,7 @@ type Asked = Vec<(usize, Bytes)>;
 /// their answers spread back to the keys.
 #[derive(Default)]
 pub(super) struct ReadBatches {
-    answers: Answers<Result<Response, PeerError>>,
+    answers: Answers<Pending>,
     /// By answer tag: the replica and the keys asked of it.
     asked: Vec<(NodeId, Asked)>,
 }
@@ -65,7 +65,7 @@ impl ReadBatches {
         };
         match transport.send(node, request).await {
             Ok(pending) => {
-                self.answers.push(self.asked.len(), pending.answer());
+                self.answers.push(self.asked.len(), pending);
                 self.asked.push((node, keys));
                 Ok(())
             }

@@ -29,7 +29,7 @@ mod hints;
 mod replicate;
 mod serve;
 
-use super::answers::Answers;
+use super::answers::{Answers, Boxed};
 use super::batches::{KeyRead, ReadBatches, cut};
 use super::quorum::{self, Replies, Tally, Until};
 use super::{
@@ -167,7 +167,8 @@ struct Inner {
     handoff: Handoff,
     repairs: mpsc::Sender<Repair>,
     tails: Mutex<JoinSet<()>>,
-    /// Writes' tails (`replicate`): the replies after the quorum.
+    /// Writes' tails (`replicate`): the copies of requests that failed
+    /// after the quorum, on their way to fallbacks; joined by `close`.
     write_tails: Mutex<JoinSet<()>>,
     /// Hints this node replays to replicas that came back (`hints`).
     hints: hints::Replay,
@@ -899,17 +900,20 @@ impl Inner {
             tally.asked();
             if node == self.me() {
                 if let Some(local) = local.take() {
-                    replies.answers.push(0, local);
+                    replies.answers.push(0, Box::pin(local));
                 }
                 continue;
             }
             let (transport, request) = (Arc::clone(&self.transport), request(node));
-            replies.answers.push(0, async move {
-                match transport.request_up_to(node, request, timeout).await {
-                    Ok(response) => answer(response),
-                    Err(e) => Err(CoordinatorError::Remote(format!("{node:016x}: {e}"))),
-                }
-            });
+            replies.answers.push(
+                0,
+                Box::pin(async move {
+                    match transport.request_up_to(node, request, timeout).await {
+                        Ok(response) => answer(response),
+                        Err(e) => Err(CoordinatorError::Remote(format!("{node:016x}: {e}"))),
+                    }
+                }),
+            );
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut tallies = [tally];
@@ -1156,7 +1160,20 @@ impl Coordinator for ClusterCoordinator {
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), CoordinatorError>> {
-        Box::pin(async move { Ok(self.inner.local.close().await?) })
+        Box::pin(async move {
+            // The links are closed by now: a write's copies their
+            // replicas did not acknowledge are handed on (kept here as
+            // hints) before the store closes.
+            let mut tails = std::mem::take(
+                &mut *self
+                    .inner
+                    .write_tails
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            while tails.join_next().await.is_some() {}
+            Ok(self.inner.local.close().await?)
+        })
     }
 
     fn store_health(&self) -> HealthReport {
@@ -1283,7 +1300,7 @@ fn quorums_reachable(ring: &Ring, reachable: &BTreeSet<NodeId>, quorum: usize) -
 /// A fan-out's answers for [`quorum::wait`]: all for one tally (index
 /// 0), each node's answer a success or a failure, the last kept.
 struct FanOut<T> {
-    answers: Answers<Result<T, CoordinatorError>>,
+    answers: Answers<Boxed<Result<T, CoordinatorError>>>,
     error: Option<CoordinatorError>,
 }
 

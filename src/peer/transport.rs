@@ -53,7 +53,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
@@ -112,9 +114,46 @@ pub struct TransportConfig {
 }
 
 /// Waiting requests by id. A fixed hasher: when a connection ends the
-/// waiters are dropped in map order, and the simulation needs that order
-/// to be the same in every run.
-type Waiters = HashMap<u64, oneshot::Sender<Response>, BuildHasherDefault<DefaultHasher>>;
+/// waiters are dropped (or told) in map order, and the simulation needs
+/// that order to be the same in every run.
+type Waiters = HashMap<u64, Waiter, BuildHasherDefault<DefaultHasher>>;
+
+/// Who waits for a request's reply.
+enum Waiter {
+    /// A [`Pending`], through its channel.
+    Reply(oneshot::Sender<Response>),
+    /// No one: the outcome is handed to a callback (see [`Pending::watch`]).
+    Watch(Watch),
+}
+
+/// What becomes of an answer no task waits for.
+pub type Then = Box<dyn FnOnce(Result<Response, PeerError>) + Send>;
+
+/// A request watched by the link itself, not by a task: told its reply
+/// as it is read, or its failure when the link ends or the deadline
+/// passes (the heartbeat looks, [`PEER_HEARTBEAT_MS`]).
+struct Watch {
+    deadline: Instant,
+    /// The request timeout, for the error.
+    timeout: Duration,
+    then: Then,
+    /// The request's in-flight slot, held until it is answered.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Waiter {
+    /// Hands the answer on.
+    fn answer(self, answer: Result<Response, PeerError>) {
+        match self {
+            Self::Reply(tx) => {
+                if let Ok(response) = answer {
+                    let _ = tx.send(response);
+                }
+            }
+            Self::Watch(watch) => (watch.then)(answer),
+        }
+    }
+}
 
 struct Conn {
     /// This transport's number for the connection: which link a log line
@@ -126,9 +165,9 @@ struct Conn {
     next_id: AtomicU64,
     inflight: Arc<Semaphore>,
     /// When bytes last arrived (see [`PEER_SILENCE_MAX_MS`]).
-    heard: Mutex<tokio::time::Instant>,
+    heard: Mutex<Instant>,
     /// When the peer's last heartbeat (its keepalive ping) arrived.
-    beat: Mutex<Option<tokio::time::Instant>>,
+    beat: Mutex<Option<Instant>>,
     /// Told when a newer link from the same peer took this one's place:
     /// the connection then closes, so its dialer hears it end.
     superseded: Notify,
@@ -137,6 +176,40 @@ struct Conn {
 impl Conn {
     fn pending(&self) -> std::sync::MutexGuard<'_, Waiters> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fails every waiting request: the link ended. The callbacks run
+    /// outside the lock.
+    fn fail_pending(&self) {
+        let waiters: Vec<Waiter> = self.pending().drain().map(|(_, w)| w).collect();
+        for waiter in waiters {
+            waiter.answer(Err(PeerError::Closed(self.peer.id)));
+        }
+    }
+
+    /// Fails the watched requests whose deadline passed.
+    fn expire_watches(&self, now: Instant) {
+        let expired: Vec<Watch> = {
+            let mut pending = self.pending();
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, w)| matches!(w, Waiter::Watch(watch) if watch.deadline <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| match pending.remove(id) {
+                    Some(Waiter::Watch(watch)) => Some(watch),
+                    _ => None,
+                })
+                .collect()
+        };
+        for watch in expired {
+            let ms = watch.timeout.as_millis() as u64;
+            (watch.then)(Err(PeerError::Timeout {
+                node: self.peer.id,
+                ms,
+            }));
+        }
     }
 }
 
@@ -149,7 +222,8 @@ pub struct Pending {
     sent: Instant,
     timeout: Duration,
     transport: Arc<Transport>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Held until answered; `None` once handed to a [`Watch`].
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Pending {
@@ -178,30 +252,84 @@ impl Pending {
         }
     }
 
-    /// Waits for the reply with no timeout of its own: for a caller that
-    /// waits for many replies under one deadline (one timer, not one per
-    /// request; see [`Transport::request_timeout`]).
+    /// Waits for the reply with no timeout of its own (the `Future` does
+    /// the same): for a caller that waits for many replies under one
+    /// deadline (one timer, not one per request; see
+    /// [`Transport::request_timeout`]).
     ///
     /// # Errors
     /// [`PeerError::Closed`].
-    pub async fn answer(mut self) -> Result<Response, PeerError> {
+    pub async fn answer(self) -> Result<Response, PeerError> {
+        self.await
+    }
+
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Result<Response, PeerError>> {
         let node = self.conn.peer.id;
-        let Some(reply) = self.reply.take() else {
-            return Err(PeerError::Closed(node));
+        let Some(reply) = self.reply.as_mut() else {
+            return Poll::Ready(Err(PeerError::Closed(node)));
         };
-        match reply.await {
-            Ok(response) => {
+        let answer = match std::pin::Pin::new(reply).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(response)) => {
                 self.transport.record_latency(node, self.sent.elapsed());
                 Ok(response)
             }
-            Err(_) => Err(PeerError::Closed(node)),
-        }
+            Poll::Ready(Err(_)) => Err(PeerError::Closed(node)),
+        };
+        self.reply = None;
+        Poll::Ready(answer)
+    }
+
+    /// Stops waiting, and has the link hand the answer to `then` as it
+    /// comes: the reply, or the failure when the link ends or the
+    /// request timeout passes (counted from when it was sent, looked at
+    /// with each heartbeat). For an answer only its failure matters to:
+    /// no task, timer or wake-up is spent on it. `then` runs on the
+    /// link's read task (or this one, when the answer is already in):
+    /// it must not block.
+    pub fn watch(mut self, then: Then) {
+        let answer = {
+            let mut pending = self.conn.pending();
+            match pending.remove(&self.id) {
+                Some(Waiter::Reply(_)) => {
+                    let Some(permit) = self.permit.take() else {
+                        return;
+                    };
+                    let watch = Watch {
+                        deadline: self.sent + self.timeout,
+                        timeout: self.timeout,
+                        then,
+                        _permit: permit,
+                    };
+                    pending.insert(self.id, Waiter::Watch(watch));
+                    self.reply = None;
+                    return;
+                }
+                // Answered already, or the link ended.
+                _ => match self.reply.take().map(|mut rx| rx.try_recv()) {
+                    Some(Ok(response)) => Ok(response),
+                    _ => Err(PeerError::Closed(self.conn.peer.id)),
+                },
+            }
+        };
+        then(answer);
+    }
+}
+
+impl std::future::Future for Pending {
+    type Output = Result<Response, PeerError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_answer(cx)
     }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.conn.pending().remove(&self.id);
+        // A watched request's entry stays: its watch holds the permit.
+        if self.permit.is_some() {
+            self.conn.pending().remove(&self.id);
+        }
     }
 }
 
@@ -642,7 +770,7 @@ impl Transport {
             .map_err(|_| PeerError::Closed(node))?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        conn.pending().insert(id, tx);
+        conn.pending().insert(id, Waiter::Reply(tx));
         let pending = Pending {
             conn: Arc::clone(&conn),
             id,
@@ -650,7 +778,7 @@ impl Transport {
             sent: Instant::now(),
             timeout: self.config.request_timeout,
             transport: Arc::clone(self),
-            _permit: permit,
+            permit: Some(permit),
         };
         conn.outgoing
             .send(Frame::Request { id, request })
@@ -893,7 +1021,7 @@ impl Transport {
             pending: Mutex::new(Waiters::default()),
             next_id: AtomicU64::new(1),
             inflight: Arc::new(Semaphore::new(PEER_INFLIGHT_MAX)),
-            heard: Mutex::new(tokio::time::Instant::now()),
+            heard: Mutex::new(Instant::now()),
             beat: Mutex::new(None),
             superseded: Notify::new(),
         });
@@ -928,7 +1056,7 @@ impl Transport {
                 }
             }
         }
-        conn.pending().clear();
+        conn.fail_pending();
         tasks.shutdown().await;
     }
 
@@ -949,8 +1077,9 @@ impl Transport {
             while let Some(body) = split_frame(buf)? {
                 match decode_frame(&body)? {
                     Frame::Response { id, response } => {
-                        if let Some(waiter) = conn.pending().remove(&id) {
-                            let _ = waiter.send(response);
+                        let waiter = conn.pending().remove(&id);
+                        if let Some(waiter) = waiter {
+                            waiter.answer(Ok(response));
                         }
                     }
                     Frame::Request {
@@ -958,7 +1087,7 @@ impl Transport {
                         request: Request::Ping,
                     } => {
                         *conn.beat.lock().unwrap_or_else(PoisonError::into_inner) =
-                            Some(tokio::time::Instant::now());
+                            Some(Instant::now());
                         requests.push((HEARTBEAT_ID, Request::Ping));
                     }
                     Frame::Request { id, request } => requests.push((id, request)),
@@ -1014,7 +1143,7 @@ impl Transport {
                 return Err(PeerError::Closed(conn.peer.id));
             }
             *conn.heard.lock().unwrap_or_else(PoisonError::into_inner) =
-                tokio::time::Instant::now();
+                Instant::now();
         }
     }
 }
@@ -1030,7 +1159,7 @@ impl Transport {
 /// first ping goes one period after the link opens.
 async fn keepalive(conn: &Conn, link: bool) {
     let period = Duration::from_millis(PEER_HEARTBEAT_MS);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -1042,6 +1171,7 @@ async fn keepalive(conn: &Conn, link: bool) {
         if silent >= Duration::from_millis(PEER_SILENCE_MAX_MS) {
             return;
         }
+        conn.expire_watches(Instant::now());
         if !link {
             continue;
         }

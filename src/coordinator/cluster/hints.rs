@@ -172,13 +172,6 @@ impl ClusterCoordinator {
                 }
             }
         }
-        let mut tails = std::mem::take(
-            &mut *inner
-                .write_tails
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        while tails.join_next().await.is_some() {}
     }
 
     /// Replays `target`'s hints, a batch at a time, throttled; to the

@@ -17,11 +17,12 @@
 //! (one that refuses them, past the target's hint window or cap, does
 //! not: they are dropped, and counted there).
 //! When none is left, this node keeps the hints itself (they do not
-//! count: it is already one of the W). After the quorum, the rest of the
-//! replies are awaited by a tail task, up to the request timeout: a
-//! replica that failed or did not answer in time by then gets its records
-//! as hints the same way. Fallbacks never mint dots: they only keep the
-//! records the coordinating replica made.
+//! count: it is already one of the W). After the quorum, the requests
+//! still open are watched by their links ([`Pending::watch`]): an
+//! acknowledgement costs nothing more, and a replica that fails or does
+//! not answer within the request timeout gets its records as hints the
+//! same way, from a tail task spawned then. Fallbacks never mint dots:
+//! they only keep the records the coordinating replica made.
 
 use super::{Inner, Sets, same_members};
 use crate::coordinator::answers::Answers;
@@ -30,6 +31,7 @@ use crate::coordinator::quorum::{self, Replies, Tally, Until};
 use crate::limits::WRITE_TAILS_MAX;
 use crate::membership::layout::Transition;
 use crate::peer::message::{ErrorCode, Request, Response};
+use crate::peer::transport::{PeerError, Pending};
 use crate::replica::Received;
 use crate::ring::partition_of;
 use crate::version::NodeId;
@@ -68,6 +70,19 @@ enum Answer {
     Failed,
 }
 
+impl Answer {
+    fn of(answer: Result<Response, PeerError>) -> Self {
+        match answer {
+            Ok(Response::Ack) => Self::Acked,
+            Ok(Response::Error {
+                code: ErrorCode::HintRefused,
+                ..
+            }) => Self::Refused,
+            _ => Self::Failed,
+        }
+    }
+}
+
 /// One request of a write's replication.
 struct Sent {
     node: NodeId,
@@ -86,7 +101,8 @@ pub(super) struct Replication {
     /// Whether a fallback's acknowledgement counts towards W.
     sloppy: bool,
     sent: Vec<Sent>,
-    answers: Answers<Answer>,
+    /// Requests not answered yet, tagged with their index in `sent`.
+    open: Answers<Pending>,
     /// By key index: the fallbacks used for it.
     used: HashMap<usize, Vec<NodeId>>,
     /// Copies no fallback took, by the replica they are for: kept here.
@@ -104,7 +120,7 @@ impl Replication {
             placement,
             sloppy,
             sent: Vec::new(),
-            answers: Answers::default(),
+            open: Answers::default(),
             used: HashMap::new(),
             kept: BTreeMap::new(),
             flushes,
@@ -162,16 +178,7 @@ impl Replication {
                             .flat_map(|c| self.counts(c, hint_for.is_some()))
                             .collect();
                         asked.extend(&counts);
-                        self.answers.push(self.sent.len(), async move {
-                            match pending.answer().await {
-                                Ok(Response::Ack) => Answer::Acked,
-                                Ok(Response::Error {
-                                    code: ErrorCode::HintRefused,
-                                    ..
-                                }) => Answer::Refused,
-                                _ => Answer::Failed,
-                            }
-                        });
+                        self.open.push(self.sent.len(), pending);
                         self.sent.push(Sent {
                             node,
                             hint_for,
@@ -242,38 +249,37 @@ impl Replication {
         quorum::wait(tallies, self, deadline, Until::EachSettled).await;
     }
 
-    /// Hands what is still in flight to a tail task, if anything is:
-    /// it waits for the rest of the replies until `deadline`, sends the
-    /// copies of the replicas that failed or did not answer to fallbacks,
-    /// and keeps here what no fallback took.
+    /// Leaves what is still in flight: the answers already in are
+    /// looked at here (most writes end now); the requests still open are
+    /// handed to their links to watch ([`Replication::watched`]); the
+    /// copies of those that failed, and those kept, go to a tail task.
     pub(super) fn finish(mut self, deadline: Instant) {
-        // The answers already in are looked at here: most writes end now.
-        // A failed one stays for the tail, which hands its copies on.
         let mut failed = Vec::new();
-        for (i, answer) in self.answers.ready() {
+        for (i, answer) in self.open.ready() {
+            let answer = Answer::of(answer);
             if answer == Answer::Acked {
                 self.acked(i);
             } else {
                 failed.push((i, answer));
             }
         }
-        if self.answers.is_empty() && self.kept.is_empty() && failed.is_empty() {
+        for (i, pending) in std::mem::take(&mut self.open).into_open() {
+            let Some(sent) = self.sent.get_mut(i) else {
+                continue;
+            };
+            let sent = Sent {
+                node: sent.node,
+                hint_for: sent.hint_for,
+                copies: std::mem::take(&mut sent.copies),
+                counts: std::mem::take(&mut sent.counts),
+            };
+            let rest = self.rest();
+            pending.watch(Box::new(move |answer| rest.watched(sent, Answer::of(answer))));
+        }
+        if self.kept.is_empty() && failed.is_empty() {
             return;
         }
-        let inner = Arc::clone(&self.inner);
-        let mut tails = inner
-            .write_tails
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while tails.try_join_next().is_some() {}
-        if tails.len() >= WRITE_TAILS_MAX {
-            inner
-                .stats
-                .write_tails_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        tails.spawn(async move {
+        spawn_tail(&Arc::clone(&self.inner), async move {
             for (i, answer) in failed {
                 self.take(i, answer).await;
             }
@@ -281,20 +287,54 @@ impl Replication {
         });
     }
 
-    async fn tail(mut self, deadline: Instant) {
-        // Replies until the deadline; failures go to fallbacks meanwhile.
-        let _ = tokio::time::timeout_at(deadline, async {
-            while let Some((i, answer)) = self.answers.next().await {
-                self.take(i, answer).await;
+    /// A replication of none of this one's requests yet, for one of its
+    /// requests answered later: the same write, and the fallbacks its
+    /// keys used.
+    fn rest(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            placement: Arc::clone(&self.placement),
+            sloppy: self.sloppy,
+            sent: Vec::new(),
+            open: Answers::default(),
+            used: self.used.clone(),
+            kept: BTreeMap::new(),
+            flushes: self.flushes,
+        }
+    }
+
+    /// Takes the late answer to `sent`, on its link's task: an
+    /// acknowledgement is counted; a failure has a tail task send its
+    /// copies to fallbacks (a refusal is final, as in [`Replication::take`]).
+    fn watched(mut self, sent: Sent, answer: Answer) {
+        self.sent.push(sent);
+        match answer {
+            Answer::Acked => {
+                self.acked(0);
             }
-        })
-        .await;
+            Answer::Refused => {}
+            Answer::Failed => {
+                let deadline = Instant::now() + self.inner.transport.request_timeout();
+                spawn_tail(&Arc::clone(&self.inner), async move {
+                    self.take(0, answer).await;
+                    self.tail(deadline).await;
+                });
+            }
+        }
+    }
+
+    /// Waits for the answers still open until `deadline`; the copies of
+    /// requests not answered by then go to fallbacks, whose answers are
+    /// awaited one request timeout more; what they do not answer is kept
+    /// here.
+    async fn tail(mut self, deadline: Instant) {
+        self.take_until(deadline).await;
         // Requests not answered in time: their copies, as hints (a
         // fallback's go to the next one: it may not have kept them).
-        let silent: Vec<(NodeId, Vec<Copy>)> = std::mem::take(&mut self.answers)
-            .into_tags()
+        let silent: Vec<(NodeId, Vec<Copy>)> = std::mem::take(&mut self.open)
+            .into_open()
             .into_iter()
-            .filter_map(|i| {
+            .filter_map(|(i, _)| {
                 let sent = self.sent.get_mut(i)?;
                 let target = sent.hint_for.unwrap_or(sent.node);
                 Some((target, std::mem::take(&mut sent.copies)))
@@ -307,16 +347,11 @@ impl Replication {
             }
         }
         let second = Instant::now() + self.inner.transport.request_timeout();
-        let _ = tokio::time::timeout_at(second, async {
-            while let Some((i, answer)) = self.answers.next().await {
-                self.take(i, answer).await;
-            }
-        })
-        .await;
+        self.take_until(second).await;
         // Fallbacks that did not answer in time either: their copies are
         // kept here, not dropped (the fallback may hold them too; two
         // hints of one record are one merge at the target).
-        for i in std::mem::take(&mut self.answers).into_tags() {
+        for (i, _) in std::mem::take(&mut self.open).into_open() {
             if let Some(sent) = self.sent.get_mut(i) {
                 let target = sent.hint_for.unwrap_or(sent.node);
                 let copies = std::mem::take(&mut sent.copies);
@@ -324,6 +359,17 @@ impl Replication {
             }
         }
         self.keep().await;
+    }
+
+    /// Takes answers as they come until none is open or `deadline`;
+    /// failures go to fallbacks meanwhile.
+    async fn take_until(&mut self, deadline: Instant) {
+        let _ = tokio::time::timeout_at(deadline, async {
+            while let Some((i, answer)) = self.open.next().await {
+                self.take(i, Answer::of(answer)).await;
+            }
+        })
+        .await;
     }
 
     /// Keeps on this node the copies no fallback took, unless a FLUSHALL
@@ -413,9 +459,28 @@ impl Replication {
 
 impl Replies<()> for Replication {
     async fn next(&mut self) -> Option<Vec<(usize, Option<()>)>> {
-        let (i, answer) = self.answers.next().await?;
-        Some(self.take(i, answer).await)
+        let (i, answer) = self.open.next().await?;
+        Some(self.take(i, Answer::of(answer)).await)
     }
+}
+
+/// Runs a write's tail on a task of the node's write tails (joined
+/// before the store closes), unless [`WRITE_TAILS_MAX`] run already:
+/// then its copies are left to read repair, and counted.
+fn spawn_tail(inner: &Inner, tail: impl Future<Output = ()> + Send + 'static) {
+    let mut tails = inner
+        .write_tails
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    while tails.try_join_next().is_some() {}
+    if tails.len() >= WRITE_TAILS_MAX {
+        inner
+            .stats
+            .write_tails_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    tails.spawn(tail);
 }
 
 /// Whether a key's partition moves: its current and target replicas
