@@ -186,6 +186,16 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_READ_REPAIR", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_repair: Option<Toggle>,
+    /// Seconds between anti-entropy rounds; 0 turns anti-entropy off
+    /// [default: 60].
+    #[arg(long, env = "DYNOKV_AAE_INTERVAL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aae_interval: Option<u64>,
+    /// Anti-entropy throttle: KiB per second of records a node fetches
+    /// and sends in exchanges [default: 1024].
+    #[arg(long, env = "DYNOKV_AAE_RATE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aae_rate: Option<u64>,
 }
 
 /// A setting that is on or off.
@@ -260,7 +270,9 @@ impl Settings {
             hint_window,
             hint_max_bytes,
             hint_rate,
-            read_repair
+            read_repair,
+            aae_interval,
+            aae_rate
         )
     }
 }
@@ -300,6 +312,8 @@ impl From<&Config> for Settings {
             hint_max_bytes: Some(c.hint_max_bytes),
             hint_rate: Some(c.hint_rate >> 10),
             read_repair: Some(Toggle::from_bool(c.read_repair)),
+            aae_interval: Some(c.aae_interval_secs),
+            aae_rate: Some(c.aae_rate >> 10),
         }
     }
 }
@@ -370,6 +384,10 @@ pub struct Config {
     pub hint_rate: u64,
     /// Whether reads repair stale replicas. Default on.
     pub read_repair: bool,
+    /// Seconds between anti-entropy rounds; 0: none. Default 60.
+    pub aae_interval_secs: u64,
+    /// Anti-entropy throttle in bytes per second (whole KiB). Default 1 MiB.
+    pub aae_rate: u64,
     /// The TOML file the settings came from, if any (CONFIG REWRITE target).
     pub config_file: Option<PathBuf>,
 }
@@ -490,6 +508,17 @@ impl Config {
                 None => crate::limits::HINT_RATE_KIB_DEFAULT << 10,
             },
             read_repair: settings.read_repair != Some(Toggle::Off),
+            aae_interval_secs: settings
+                .aae_interval
+                .unwrap_or(crate::limits::AAE_INTERVAL_SECS_DEFAULT),
+            aae_rate: match settings.aae_rate {
+                Some(0) => return invalid("aae-rate", "must be at least 1 KiB/s".into()),
+                Some(kib) => kib.checked_mul(1 << 10).ok_or(ConfigError::Invalid {
+                    name: "aae-rate",
+                    reason: format!("{kib} KiB/s is too large"),
+                })?,
+                None => crate::limits::AAE_RATE_KIB_DEFAULT << 10,
+            },
             config_file,
         })
     }

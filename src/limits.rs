@@ -478,3 +478,27 @@ pub const HINT_REPLAY_TICK_MS: u64 = 500;
 /// replicas that fail) kept at once; past it a write gets no tail, and
 /// `write_tails_dropped` counts it.
 pub const WRITE_TAILS_MAX: usize = 4096;
+
+/// Anti-entropy segments per partition (`replica::tree`): Q × this × 8
+/// bytes of memory per node (1 MiB at the default Q), and about
+/// keys ÷ (Q × this) keys listed per differing segment in an exchange.
+pub const AAE_SEGMENTS: usize = 32;
+
+/// Seconds between a node's anti-entropy rounds, by default
+/// (`--aae-interval`; 0 turns anti-entropy off).
+pub const AAE_INTERVAL_SECS_DEFAULT: u64 = 60;
+
+/// Anti-entropy's throttle by default: KiB per second of records a node
+/// sends and fetches in exchanges (`--aae-rate`).
+pub const AAE_RATE_KIB_DEFAULT: u64 = 1024;
+
+/// How long an exchange waits before comparing the roots that differed
+/// a second time: writes in flight land meanwhile, and a difference they
+/// made is not repaired.
+pub const AAE_RECHECK_MS: u64 = 1_000;
+
+/// Most keys one exchange repairs: the rest wait for the next round.
+pub const AAE_KEYS_PER_EXCHANGE_MAX: usize = 10_000;
+
+/// Most partitions one exchange looks into past their roots.
+pub const AAE_PARTITIONS_PER_EXCHANGE_MAX: usize = 256;

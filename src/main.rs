@@ -461,6 +461,49 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                 }
             }
         }
+        // Every member's last exchanges, as that member reports them.
+        (_, AdminView::Aae) => {
+            let members = ask((args.host.as_str(), args.port), &["DYNAMO", "MEMBERS"])?;
+            let OwnedFrame::Array(members) = members else {
+                return Ok(());
+            };
+            println!(
+                "{:<16} {:<16} {:>10} {:>11} {:>10} {:>14}  error",
+                "member", "with", "age s", "partitions", "differing", "keys repaired"
+            );
+            for member in &members {
+                let m: std::collections::HashMap<String, String> =
+                    pairs(member).into_iter().collect();
+                let name = m.get("name").cloned().unwrap_or_default();
+                let client = m.get("client_addr").cloned().unwrap_or_default();
+                let Some((host, port)) = client.rsplit_once(':') else {
+                    continue;
+                };
+                let aae = port
+                    .parse()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|port: u16| ask((host, port), &["DYNAMO", "AAE"]));
+                let Ok(OwnedFrame::Array(peers)) = aae else {
+                    println!("{name:<16} (unreachable)");
+                    continue;
+                };
+                for peer in &peers {
+                    let p: std::collections::HashMap<String, String> =
+                        pairs(peer).into_iter().collect();
+                    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+                    println!(
+                        "{:<16} {:<16} {:>10} {:>11} {:>10} {:>14}  {}",
+                        name,
+                        get("name"),
+                        get("last_age_s"),
+                        get("partitions"),
+                        get("differing"),
+                        get("keys_repaired"),
+                        get("error"),
+                    );
+                }
+            }
+        }
         (OwnedFrame::Array(members), AdminView::Members) => {
             println!(
                 "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",

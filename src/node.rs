@@ -306,6 +306,8 @@ impl Node {
                 },
                 hint_rate: config.hint_rate,
                 handoff_rate: config.handoff_rate,
+                aae_interval: Duration::from_secs(config.aae_interval_secs),
+                aae_rate: config.aae_rate,
             },
         );
         transport.set_handler(Arc::new(coordinator.clone()));
@@ -439,6 +441,12 @@ impl Node {
             let coordinator = coordinator.clone();
             workers.spawn("hints", |status, shutdown| {
                 coordinator.run_hints(status, shutdown)
+            });
+        }
+        {
+            let coordinator = coordinator.clone();
+            workers.spawn("aae", |status, shutdown| {
+                coordinator.run_aae(status, shutdown)
             });
         }
         transport.serve(peer_listener);

@@ -24,6 +24,7 @@
 //!
 //! What this node does for other nodes' requests is in [`serve`].
 
+mod aae;
 mod handoff;
 mod hints;
 mod replicate;
@@ -83,13 +84,17 @@ pub struct Healing {
     pub hint_rate: u64,
     /// Handoff throttle in bytes per second (`--handoff-rate`).
     pub handoff_rate: u64,
+    /// Time between anti-entropy rounds; zero: none (`--aae-interval`).
+    pub aae_interval: std::time::Duration,
+    /// Anti-entropy throttle in bytes per second (`--aae-rate`).
+    pub aae_rate: u64,
 }
 
 impl Default for Healing {
     fn default() -> Self {
         use crate::limits::{
-            HANDOFF_RATE_DEFAULT, HINT_BYTES_MAX_DEFAULT, HINT_RATE_KIB_DEFAULT,
-            HINT_WINDOW_SECS_DEFAULT,
+            AAE_INTERVAL_SECS_DEFAULT, AAE_RATE_KIB_DEFAULT, HANDOFF_RATE_DEFAULT,
+            HINT_BYTES_MAX_DEFAULT, HINT_RATE_KIB_DEFAULT, HINT_WINDOW_SECS_DEFAULT,
         };
         Self {
             sloppy_quorum: true,
@@ -100,6 +105,8 @@ impl Default for Healing {
             },
             hint_rate: HINT_RATE_KIB_DEFAULT << 10,
             handoff_rate: HANDOFF_RATE_DEFAULT,
+            aae_interval: std::time::Duration::from_secs(AAE_INTERVAL_SECS_DEFAULT),
+            aae_rate: AAE_RATE_KIB_DEFAULT << 10,
         }
     }
 }
@@ -172,6 +179,8 @@ struct Inner {
     write_tails: Mutex<JoinSet<()>>,
     /// Hints this node replays to replicas that came back (`hints`).
     hints: hints::Replay,
+    /// Anti-entropy's counters (`aae`).
+    aae: aae::Exchanges,
     stats: Stats,
     /// FLUSHALL/FLUSHDB this node took part in, counted as each begins.
     flushes: AtomicU64,
@@ -281,6 +290,7 @@ impl ClusterCoordinator {
             tails: Mutex::new(JoinSet::new()),
             write_tails: Mutex::new(JoinSet::new()),
             hints: hints::Replay::default(),
+            aae: aae::Exchanges::default(),
             stats: Stats::default(),
             flushes: AtomicU64::new(0),
         };
@@ -1152,6 +1162,7 @@ impl Coordinator for ClusterCoordinator {
             layout: layout_report(&view),
             handoff: inner.handoff.report(),
             hints: inner.hints_report(),
+            aae: inner.aae_report(),
         };
         CoordinatorInfo {
             replica: inner.local.report(),

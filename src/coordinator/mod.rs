@@ -272,6 +272,45 @@ pub struct ClusterReport {
     pub handoff: HandoffReport,
     /// The hints kept here.
     pub hints: HintsReport,
+    /// Anti-entropy.
+    pub aae: AaeReport,
+}
+
+/// Anti-entropy's counters (docs/cluster.md, "Anti-entropy").
+#[derive(Debug, Clone, Default)]
+pub struct AaeReport {
+    /// Whether the worker runs (`--aae-interval` above 0).
+    pub enabled: bool,
+    /// Exchanges begun since start.
+    pub exchanges: u64,
+    /// Keys whose records were exchanged because they differed.
+    pub keys_repaired: u64,
+    /// Record bytes fetched and sent.
+    pub bytes: u64,
+    /// How long ago the last round that reached every peer it meant to
+    /// ended: every shared partition was compared then.
+    pub last_round_age_ms: Option<u64>,
+    /// The last exchange with each peer this node asks.
+    pub peers: Vec<PeerAaeReport>,
+}
+
+/// The last exchange with one peer.
+#[derive(Debug, Clone, Default)]
+pub struct PeerAaeReport {
+    /// Its id.
+    pub id: crate::version::NodeId,
+    /// Its name.
+    pub name: String,
+    /// How long ago it began.
+    pub last_age_ms: Option<u64>,
+    /// Partitions both replicate.
+    pub partitions: usize,
+    /// Of those, partitions whose roots differed twice.
+    pub differing: usize,
+    /// Keys repaired.
+    pub keys_repaired: u64,
+    /// Why it stopped short, if it did.
+    pub error: Option<String>,
 }
 
 /// One key's outcome of [`Coordinator::write_each`].

@@ -37,7 +37,7 @@
 //!
 //! ```text
 //! 4 bytes      magic "DYKV"
-//! u16          protocol version (`PROTOCOL_VERSION`, 7)
+//! u16          protocol version (`PROTOCOL_VERSION`, 8)
 //! string       cluster name
 //! member       the sender
 //! u32          partitions (Q)
@@ -78,6 +78,10 @@
 //!  11 Held        list<u16> partitions (which hold a record here?)
 //!  12 Hint        u64 target node id, list<key, bytes>: records as
 //!                 stored, to keep as hints for the target (version 7)
+//!  13 Roots       list<u16> partitions: their anti-entropy roots (version 8)
+//!  14 Segments    u16 partition: its anti-entropy segments (version 8)
+//!  15 Leaves      u16 partition, list<u16> segments: their keys and
+//!                 leaves (version 8)
 //!
 //! gossip:
 //! u64          layout epoch
@@ -122,6 +126,8 @@
 //!                 varint keys, varint expires>
 //!   9 Probed      byte alive (0 or 1): whether the probed node answered
 //!  10 Held        list<u16> partitions: those asked that hold a record
+//!  11 Hashes      list<u64>: roots or segments, in the order asked
+//!  12 Leaves      list<key, u64 leaf>, in key order
 //! ```
 //!
 //! Tags count from 1, so zeroed bytes are never a message. An unknown kind,
@@ -210,7 +216,8 @@ tags! {
     /// Which [`Request`].
     RequestTag, "request" {
         Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, Flush = 6, Gossip = 7,
-        Count = 8, Probe = 9, Fetch = 10, Held = 11, Hint = 12,
+        Count = 8, Probe = 9, Fetch = 10, Held = 11, Hint = 12, Roots = 13, Segments = 14,
+        Leaves = 15,
     }
 }
 
@@ -218,7 +225,7 @@ tags! {
     /// Which [`Response`].
     ResponseTag, "response" {
         Pong = 1, Records = 2, Ack = 3, Written = 4, Entries = 5, Gossip = 6, Error = 7,
-        Count = 8, Probed = 9, Held = 10,
+        Count = 8, Probed = 9, Held = 10, Hashes = 11, Leaves = 12,
     }
 }
 
@@ -434,6 +441,22 @@ fn put_request(out: &mut BytesMut, request: &Request) {
             out.put_u8(RequestTag::Held as u8);
             put_list(out, partitions, |out, &partition| out.put_u16(partition));
         }
+        Request::Roots { partitions } => {
+            out.put_u8(RequestTag::Roots as u8);
+            put_list(out, partitions, |out, &partition| out.put_u16(partition));
+        }
+        Request::Segments { partition } => {
+            out.put_u8(RequestTag::Segments as u8);
+            out.put_u16(*partition);
+        }
+        Request::Leaves {
+            partition,
+            segments,
+        } => {
+            out.put_u8(RequestTag::Leaves as u8);
+            out.put_u16(*partition);
+            put_list(out, segments, |out, &segment| out.put_u16(segment));
+        }
     }
 }
 
@@ -545,6 +568,17 @@ fn put_response(out: &mut BytesMut, response: &Response) {
         Response::Held { partitions } => {
             out.put_u8(ResponseTag::Held as u8);
             put_list(out, partitions, |out, &partition| out.put_u16(partition));
+        }
+        Response::Hashes { hashes } => {
+            out.put_u8(ResponseTag::Hashes as u8);
+            put_list(out, hashes, |out, &hash| out.put_u64(hash));
+        }
+        Response::Leaves { leaves } => {
+            out.put_u8(ResponseTag::Leaves as u8);
+            put_list(out, leaves, |out, (key, leaf)| {
+                put_bytes(out, key);
+                out.put_u64(*leaf);
+            });
         }
     }
 }
@@ -859,6 +893,16 @@ fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
         RequestTag::Held => Request::Held {
             partitions: get_list(r, "partition", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
         },
+        RequestTag::Roots => Request::Roots {
+            partitions: get_list(r, "partition", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
+        },
+        RequestTag::Segments => Request::Segments {
+            partition: u16::from_be_bytes(fixed(r)?),
+        },
+        RequestTag::Leaves => Request::Leaves {
+            partition: u16::from_be_bytes(fixed(r)?),
+            segments: get_list(r, "segment", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
+        },
     })
 }
 
@@ -953,6 +997,12 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
         },
         ResponseTag::Held => Response::Held {
             partitions: get_list(r, "partition", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
+        },
+        ResponseTag::Hashes => Response::Hashes {
+            hashes: get_list(r, "hash", |r| Ok(u64::from_be_bytes(fixed(r)?)))?,
+        },
+        ResponseTag::Leaves => Response::Leaves {
+            leaves: get_list(r, "leaf", |r| Ok((get_key(r)?, u64::from_be_bytes(fixed(r)?))))?,
         },
     })
 }
@@ -1668,6 +1718,13 @@ mod tests {
                 }
             ),
             vec(any::<u16>(), 0..4).prop_map(|partitions| Request::Held { partitions }),
+            vec(any::<u16>(), 0..4).prop_map(|partitions| Request::Roots { partitions }),
+            any::<u16>().prop_map(|partition| Request::Segments { partition }),
+            (any::<u16>(), vec(any::<u16>(), 0..4))
+                .prop_map(|(partition, segments)| Request::Leaves {
+                    partition,
+                    segments
+                }),
         ]
     }
 
@@ -1713,6 +1770,9 @@ mod tests {
                     .collect()
             }),
             any::<bool>().prop_map(|alive| Response::Probed { alive }),
+            vec(any::<u64>(), 0..4).prop_map(|hashes| Response::Hashes { hashes }),
+            vec((arb_bytes(8), any::<u64>()), 0..4)
+                .prop_map(|leaves| Response::Leaves { leaves }),
         ]
     }
 

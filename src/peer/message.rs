@@ -6,7 +6,7 @@ use crate::version::NodeId;
 use bytes::Bytes;
 
 /// The peer protocol version this build speaks (in the handshake).
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// The first bytes of every handshake.
 pub const MAGIC: [u8; 4] = *b"DYKV";
@@ -174,6 +174,26 @@ pub enum Request {
         /// The suspect.
         target: NodeId,
     },
+    /// The anti-entropy roots of these partitions (docs/cluster.md,
+    /// "Anti-entropy"): answered by Hashes, one per partition.
+    Roots {
+        /// The partitions.
+        partitions: Vec<u16>,
+    },
+    /// The anti-entropy segments of a partition: answered by Hashes, one
+    /// per segment.
+    Segments {
+        /// The partition.
+        partition: u16,
+    },
+    /// The keys of a partition's segments with their anti-entropy leaves:
+    /// answered by Leaves.
+    Leaves {
+        /// The partition.
+        partition: u16,
+        /// The segments.
+        segments: Vec<u16>,
+    },
 }
 
 /// A reply to a [`Request`].
@@ -225,6 +245,16 @@ pub enum Response {
     /// To Gossip: the receiver's summary, and its layout when the
     /// sender's summary differs from it.
     Gossip(Gossip),
+    /// To Roots and Segments.
+    Hashes {
+        /// In the order asked.
+        hashes: Vec<u64>,
+    },
+    /// To Leaves: `(key, leaf)` in key order.
+    Leaves {
+        /// The keys and their leaves.
+        leaves: Vec<(Bytes, u64)>,
+    },
     /// The request failed on the receiver.
     Error {
         /// What kind of failure.

@@ -66,6 +66,8 @@ impl KeyCounts {
 
 /// Meta entry: key counts saved by a clean shutdown.
 const CLEAN_COUNTS_META: &str = "clean_counts";
+/// The meta entry of the trees a clean shutdown saved (`tree`'s format).
+const CLEAN_TREES_META: &str = "clean_aae_trees";
 
 /// Whether a record holds a value sibling, expired or not.
 pub(super) fn has_value(record: &Record) -> bool {
@@ -90,11 +92,14 @@ impl Replica {
         }))
     }
 
-    /// Counts keys with a value and expiry-index entries: one scan of the
-    /// data, for an open after a crash.
+    /// Counts keys with a value and expiry-index entries, and rebuilds
+    /// the anti-entropy trees: one scan of the data, for an open after a
+    /// crash, or after records were removed wholesale. The caller keeps
+    /// writes out (the open, or every key lock held).
     pub(super) fn count_keys(&self) -> Result<KeyCounters, StoreError> {
         let mut from = Vec::new();
         let mut value_keys = PerDb::default();
+        self.trees.clear();
         loop {
             let page = self.scan(&from, None, STORE_WALK_PAGE_RECORDS)?;
             let Some((last, _, _)) = page.last() else {
@@ -103,6 +108,7 @@ impl Replica {
             from = next_key(last);
             for (skey, _, record) in &page {
                 value_keys[db_index(skey)] += i64::from(has_value(record));
+                self.trees.toggle(skey, super::tree::leaf(skey, Some(record)));
             }
         }
         Ok((value_keys, self.count_expiry_entries(u64::MAX)?))
@@ -133,14 +139,26 @@ impl Replica {
         Ok(Some((values, expiring)))
     }
 
-    /// Saves the key counts for the next open, which then need not scan
-    /// (the caller holds every key lock: nothing changes them meanwhile).
+    /// Saves the key counts and the anti-entropy trees for the next
+    /// open, which then need not scan (the caller holds every key lock:
+    /// nothing changes them meanwhile).
     pub(super) fn save_clean_counts(&self) -> Result<(), StoreError> {
         let counts: Vec<u8> = [&self.stats.value_keys, &self.stats.expiring_keys]
             .into_iter()
             .flatten()
             .flat_map(|c| c.load(Ordering::Relaxed).to_be_bytes())
             .collect();
+        self.store.meta_put(CLEAN_TREES_META, &self.trees.encode())?;
         self.store.meta_put(CLEAN_COUNTS_META, &counts)
+    }
+
+    /// Loads the trees a clean shutdown saved, removing them as they are
+    /// read; `false` when there are none (then the open scans).
+    pub(super) fn take_clean_trees(&self) -> Result<bool, StoreError> {
+        let Some(bytes) = self.store.meta_get(CLEAN_TREES_META)? else {
+            return Ok(false);
+        };
+        self.store.meta_put(CLEAN_TREES_META, &[])?;
+        Ok(self.trees.load(&bytes))
     }
 }

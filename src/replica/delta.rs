@@ -3,6 +3,7 @@
 
 use super::counters::{PerDb, db_index, has_value};
 use super::expiry::{expiry_key, live_until};
+use super::tree::{context_hash, leaf_of, place_of};
 use crate::model::record::{Record, encode_record};
 use crate::storage::{BatchOp, Space};
 use bytes::Bytes;
@@ -13,6 +14,8 @@ use bytes::Bytes;
 pub(super) struct Footprint {
     pub(super) has_value: bool,
     pub(super) live_until: Option<u64>,
+    /// Its [`context_hash`], for its anti-entropy leaf; `None`: no record.
+    pub(super) context: Option<u64>,
 }
 
 impl Footprint {
@@ -20,6 +23,7 @@ impl Footprint {
         record.map_or_else(Self::default, |r| Self {
             has_value: has_value(r),
             live_until: live_until(r),
+            context: Some(context_hash(r)),
         })
     }
 }
@@ -31,6 +35,9 @@ pub(super) struct Delta {
     pub(super) value_keys: PerDb<i64>,
     pub(super) expiring_keys: PerDb<i64>,
     pub(super) ops: Vec<BatchOp>,
+    /// Anti-entropy segments to update once the ops are applied: where,
+    /// and the old leaf XOR the new (`tree`).
+    pub(super) leaves: Vec<((u16, u16), u64)>,
 }
 
 impl Delta {
@@ -47,6 +54,12 @@ impl Delta {
         encoded: impl Into<Bytes>,
     ) {
         let after = Footprint::of(Some(current));
+        if before.context != after.context
+            && let Some(place) = place_of(skey)
+        {
+            let xor = leaf_of(skey, before.context) ^ leaf_of(skey, after.context);
+            self.leaves.push((place, xor));
+        }
         let db = db_index(skey);
         self.value_keys[db] += i64::from(after.has_value) - i64::from(before.has_value);
         if before.live_until != after.live_until {

@@ -501,6 +501,20 @@ impl ReplicaService {
             .await
     }
 
+    /// The keys of `partition` in `segments` with their anti-entropy
+    /// leaves ([`Replica::tree_leaves`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn tree_leaves(
+        &self,
+        partition: u16,
+        segments: Vec<u16>,
+    ) -> Result<Vec<(Bytes, u64)>, ServiceError> {
+        self.blocking(move |replica| Ok(replica.tree_leaves(partition, &segments)?))
+            .await
+    }
+
     /// Which of `partitions` this replica holds records of.
     ///
     /// # Errors

@@ -276,6 +276,9 @@ impl Replica {
                 self.cache.put(&op.key, op.value);
             }
         }
+        for (place, xor) in delta.leaves {
+            self.trees.toggle_at(place, xor);
+        }
         self.stats
             .writes
             .fetch_add(records as u64, Ordering::Relaxed);

@@ -516,6 +516,20 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
     for target in &hints.targets {
         fields.push(("hints_target", hint_target_line(target)));
     }
+    let aae = &cluster.aae;
+    fields.extend([
+        ("aae_enabled", u8::from(aae.enabled).to_string()),
+        ("aae_exchanges", aae.exchanges.to_string()),
+        ("aae_keys_repaired", aae.keys_repaired.to_string()),
+        ("aae_bytes", aae.bytes.to_string()),
+        // -1 until a round reached every peer it meant to.
+        (
+            "aae_last_round_age_s",
+            aae.last_round_age_ms
+                .map_or(-1, |ms| (ms / 1000) as i64)
+                .to_string(),
+        ),
+    ]);
     for (name, micros) in &cluster.peer_latency_us {
         fields.push(("peer_latency_us", format!("{name}={micros:.0}")));
     }

@@ -40,7 +40,7 @@ pub(in crate::coordinator) fn error_response(error: &CoordinatorError) -> Respon
 
 /// Replicated records as received, decoded: a request with a record that
 /// does not decode is refused whole, as a bad request.
-fn decode_entries(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Received>, Response> {
+pub(super) fn decode_entries(entries: Vec<(Bytes, Bytes)>) -> Result<Vec<Received>, Response> {
     entries
         .into_iter()
         .map(|(key, bytes)| match decode_record_shared(&bytes) {
@@ -172,6 +172,21 @@ impl Inner {
                 Ok(batch) => inner.keep_hints(target, batch).await,
                 Err(refused) => return refused,
             },
+            Request::Roots { partitions } => Ok(Response::Hashes {
+                hashes: inner.local.replica().tree_roots(&partitions),
+            }),
+            Request::Segments { partition } => Ok(Response::Hashes {
+                hashes: inner.local.replica().tree_segments(partition),
+            }),
+            Request::Leaves {
+                partition,
+                segments,
+            } => inner
+                .local
+                .tree_leaves(partition, segments)
+                .await
+                .map(|leaves| Response::Leaves { leaves })
+                .map_err(CoordinatorError::from),
             Request::Probe { target } => {
                 // Pinged on its link even if this node marked it down:
                 // the question is whether it answers now.

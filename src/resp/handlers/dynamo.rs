@@ -240,6 +240,31 @@ pub async fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                 })
                 .collect(),
         ),
+        // One map per peer this node exchanges with (it asks those of a
+        // larger id): its last exchange.
+        b"aae" => Reply::Array(
+            coordinator
+                .info()
+                .cluster
+                .aae
+                .peers
+                .into_iter()
+                .map(|p| {
+                    pairs(vec![
+                        ("id", format!("{:016x}", p.id)),
+                        ("name", p.name),
+                        (
+                            "last_age_s",
+                            p.last_age_ms.map_or(-1, |ms| (ms / 1000) as i64).to_string(),
+                        ),
+                        ("partitions", p.partitions.to_string()),
+                        ("differing", p.differing.to_string()),
+                        ("keys_repaired", p.keys_repaired.to_string()),
+                        ("error", p.error.unwrap_or_default()),
+                    ])
+                })
+                .collect(),
+        ),
         b"leave" | b"remove" | b"weight" => {
             let command = match layout_command(args) {
                 Ok(command) => command,
@@ -251,8 +276,8 @@ pub async fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
             }
         }
         sub => Reply::error(format!(
-            "ERR DYNAMO {} is not available: anti-entropy is not built yet",
-            String::from_utf8_lossy(sub).to_ascii_uppercase()
+            "ERR unknown subcommand '{}'. Try DYNAMO HELP.",
+            String::from_utf8_lossy(sub)
         )),
     }
 }

@@ -197,6 +197,8 @@ fn parameters(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
         ("hint-max-bytes", c.hint_max_bytes.to_string()),
         ("hint-rate", (c.hint_rate >> 10).to_string()),
         ("handoff-rate", (c.handoff_rate >> 20).to_string()),
+        ("aae-interval", c.aae_interval_secs.to_string()),
+        ("aae-rate", (c.aae_rate >> 10).to_string()),
     ]
 }
 
