@@ -1002,7 +1002,9 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
             hashes: get_list(r, "hash", |r| Ok(u64::from_be_bytes(fixed(r)?)))?,
         },
         ResponseTag::Leaves => Response::Leaves {
-            leaves: get_list(r, "leaf", |r| Ok((get_key(r)?, u64::from_be_bytes(fixed(r)?))))?,
+            leaves: get_list(r, "leaf", |r| {
+                Ok((get_key(r)?, u64::from_be_bytes(fixed(r)?)))
+            })?,
         },
     })
 }
@@ -1720,11 +1722,12 @@ mod tests {
             vec(any::<u16>(), 0..4).prop_map(|partitions| Request::Held { partitions }),
             vec(any::<u16>(), 0..4).prop_map(|partitions| Request::Roots { partitions }),
             any::<u16>().prop_map(|partition| Request::Segments { partition }),
-            (any::<u16>(), vec(any::<u16>(), 0..4))
-                .prop_map(|(partition, segments)| Request::Leaves {
+            (any::<u16>(), vec(any::<u16>(), 0..4)).prop_map(|(partition, segments)| {
+                Request::Leaves {
                     partition,
-                    segments
-                }),
+                    segments,
+                }
+            }),
         ]
     }
 
@@ -1771,8 +1774,7 @@ mod tests {
             }),
             any::<bool>().prop_map(|alive| Response::Probed { alive }),
             vec(any::<u64>(), 0..4).prop_map(|hashes| Response::Hashes { hashes }),
-            vec((arb_bytes(8), any::<u64>()), 0..4)
-                .prop_map(|leaves| Response::Leaves { leaves }),
+            vec((arb_bytes(8), any::<u64>()), 0..4).prop_map(|leaves| Response::Leaves { leaves }),
         ]
     }
 

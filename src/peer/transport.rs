@@ -55,11 +55,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Instant;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// Why a peer request failed.
 #[derive(Debug, Error)]
@@ -1142,8 +1142,7 @@ impl Transport {
             if reader.read_buf(buf).await? == 0 {
                 return Err(PeerError::Closed(conn.peer.id));
             }
-            *conn.heard.lock().unwrap_or_else(PoisonError::into_inner) =
-                Instant::now();
+            *conn.heard.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         }
     }
 }

@@ -108,7 +108,8 @@ impl Replica {
             from = next_key(last);
             for (skey, _, record) in &page {
                 value_keys[db_index(skey)] += i64::from(has_value(record));
-                self.trees.toggle(skey, super::tree::leaf(skey, Some(record)));
+                self.trees
+                    .toggle(skey, super::tree::leaf(skey, Some(record)));
             }
         }
         Ok((value_keys, self.count_expiry_entries(u64::MAX)?))
@@ -148,7 +149,8 @@ impl Replica {
             .flatten()
             .flat_map(|c| c.load(Ordering::Relaxed).to_be_bytes())
             .collect();
-        self.store.meta_put(CLEAN_TREES_META, &self.trees.encode())?;
+        self.store
+            .meta_put(CLEAN_TREES_META, &self.trees.encode())?;
         self.store.meta_put(CLEAN_COUNTS_META, &counts)
     }
 

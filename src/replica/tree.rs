@@ -120,7 +120,11 @@ impl Trees {
     /// The partition's root ([`root_of`]); 0 for a partition past Q.
     pub fn root(&self, partition: u16) -> u64 {
         let segments = self.of(partition);
-        if segments.is_empty() { 0 } else { root_of(segments) }
+        if segments.is_empty() {
+            0
+        } else {
+            root_of(segments)
+        }
     }
 
     /// The partition's segments (none past Q).
@@ -191,7 +195,10 @@ mod tests {
 
     fn record(context: &[(u64, u64)], value: &'static [u8]) -> Record {
         let (node, counter) = context[0];
-        let sibling = (Dot { node, counter }, Sibling::value(Bytes::from_static(value), 1));
+        let sibling = (
+            Dot { node, counter },
+            Sibling::value(Bytes::from_static(value), 1),
+        );
         let context = VersionVector::from_entries(context.iter().copied());
         Record::from_parts(context, std::iter::once(sibling).collect()).expect("covered")
     }

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 pub mod history;
 pub mod proxy;
+pub mod replicas;
 pub mod tmpfs;
 
 /// Sends `signal` (`-STOP`, `-TERM`, ...) to process `pid` with `kill`.

@@ -25,8 +25,7 @@
 use super::{ClusterCoordinator, Inner};
 use crate::coordinator::{AaeReport, PeerAaeReport};
 use crate::limits::{
-    AAE_KEYS_PER_EXCHANGE_MAX, AAE_PARTITIONS_PER_EXCHANGE_MAX, AAE_RECHECK_MS,
-    PEER_BATCH_KEYS_MAX,
+    AAE_KEYS_PER_EXCHANGE_MAX, AAE_PARTITIONS_PER_EXCHANGE_MAX, AAE_RECHECK_MS, PEER_BATCH_KEYS_MAX,
 };
 use crate::peer::message::{Request, Response};
 use crate::replica::tree::differing;
@@ -138,7 +137,9 @@ impl Inner {
             partitions: partitions.to_vec(),
         };
         let Response::Hashes { hashes } = self.ask(peer, request).await? else {
-            return Err(ExchangeError::Peer("Roots answered with another kind".into()));
+            return Err(ExchangeError::Peer(
+                "Roots answered with another kind".into(),
+            ));
         };
         let ours = self.local.replica().tree_roots(partitions);
         Ok(differing(&ours, &hashes))
@@ -152,7 +153,9 @@ impl Inner {
     ) -> Result<Vec<Bytes>, ExchangeError> {
         let Response::Hashes { hashes } = self.ask(peer, Request::Segments { partition }).await?
         else {
-            return Err(ExchangeError::Peer("Segments answered with another kind".into()));
+            return Err(ExchangeError::Peer(
+                "Segments answered with another kind".into(),
+            ));
         };
         let ours = self.local.replica().tree_segments(partition);
         let segments: Vec<u16> = differing(&ours, &hashes)
@@ -167,7 +170,9 @@ impl Inner {
             segments: segments.clone(),
         };
         let Response::Leaves { leaves } = self.ask(peer, request).await? else {
-            return Err(ExchangeError::Peer("Leaves answered with another kind".into()));
+            return Err(ExchangeError::Peer(
+                "Leaves answered with another kind".into(),
+            ));
         };
         let ours = self
             .local
@@ -191,11 +196,12 @@ impl Inner {
         let mut bytes = 0;
         let mut rest = keys;
         while !rest.is_empty() {
-            let Response::Records { records } = self
-                .ask(peer, Request::Read { keys: rest.clone() })
-                .await?
+            let Response::Records { records } =
+                self.ask(peer, Request::Read { keys: rest.clone() }).await?
             else {
-                return Err(ExchangeError::Peer("Read answered with another kind".into()));
+                return Err(ExchangeError::Peer(
+                    "Read answered with another kind".into(),
+                ));
             };
             if records.is_empty() {
                 return Err(ExchangeError::Peer("Read answered no record".into()));
@@ -224,7 +230,10 @@ impl Inner {
                 .zip(merged)
                 .filter_map(|(key, record)| Some((key, record?)))
                 .collect();
-            bytes += entries.iter().map(|(k, r)| k.len() + r.len()).sum::<usize>() as u64;
+            bytes += entries
+                .iter()
+                .map(|(k, r)| k.len() + r.len())
+                .sum::<usize>() as u64;
             if !entries.is_empty() {
                 match self.ask(peer, Request::Replicate { entries }).await? {
                     Response::Ack => {}

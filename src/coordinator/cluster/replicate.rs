@@ -274,7 +274,9 @@ impl Replication {
                 counts: std::mem::take(&mut sent.counts),
             };
             let rest = self.rest();
-            pending.watch(Box::new(move |answer| rest.watched(sent, Answer::of(answer))));
+            pending.watch(Box::new(move |answer| {
+                rest.watched(sent, Answer::of(answer))
+            }));
         }
         if self.kept.is_empty() && failed.is_empty() {
             return;

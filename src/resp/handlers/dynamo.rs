@@ -255,7 +255,9 @@ pub async fn dynamo(ctx: &Ctx<'_>, args: &[Bytes]) -> Reply {
                         ("name", p.name),
                         (
                             "last_age_s",
-                            p.last_age_ms.map_or(-1, |ms| (ms / 1000) as i64).to_string(),
+                            p.last_age_ms
+                                .map_or(-1, |ms| (ms / 1000) as i64)
+                                .to_string(),
                         ),
                         ("partitions", p.partitions.to_string()),
                         ("differing", p.differing.to_string()),
