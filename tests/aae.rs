@@ -7,11 +7,6 @@
 //! What each replica holds is read from its own store once the nodes are
 //! stopped (`common::replicas`), not through a read that could repair it.
 
-#![expect(
-    clippy::expect_used,
-    reason = "test code: a panic is the failure report"
-)]
-
 mod common;
 
 use common::replicas::{Placement, Send, assert_on_every_replica, pairs, terminate_all, write_all};

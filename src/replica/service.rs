@@ -511,7 +511,7 @@ impl ReplicaService {
         partition: u16,
         segments: Vec<u16>,
     ) -> Result<Vec<(Bytes, u64)>, ServiceError> {
-        self.blocking(move |replica| Ok(replica.tree_leaves(partition, &segments)?))
+        self.blocking(move |replica| replica.tree_leaves(partition, &segments))
             .await
     }
 

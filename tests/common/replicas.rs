@@ -4,6 +4,11 @@
 //! for it (the nodes stopped, each data directory opened with
 //! [`FjallStore`]), not through a read that could repair it.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers: a failed expect is the failure report"
+)]
+
 use super::{TestCluster, connect_sync, dynamo_members, eventually};
 use dynokv::model::record::{decode_record, winner_value};
 use dynokv::ring::partition_of;
