@@ -1067,7 +1067,7 @@ mod tests {
         0, 0, 0, 61,                    // length
         1,                              // kind: hello
         b'D', b'Y', b'K', b'V',         // magic
-        0, 7,                           // protocol version 7
+        0, 8,                           // protocol version 8
         1, b'c',                        // cluster "c"
         0, 0, 0, 0, 0, 0, 0, 7,         // node id 7
         2, b'n', b'1',                  // name "n1"

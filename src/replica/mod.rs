@@ -18,11 +18,13 @@
 //! | `hints` | records kept for replicas that were down, until replayed |
 //! | `tree` | anti-entropy trees, kept up to date by every commit |
 //! | `counters` | key counts per database (DBSIZE, INFO keyspace) |
+//! | `dots` | dot counters that never repeat, for any key |
 //! | `locks` | per-key lock stripes |
 //! | `service` | the async front: storage jobs shared by concurrent callers |
 
 mod counters;
 mod delta;
+mod dots;
 mod expiry;
 pub mod hints;
 mod locks;
@@ -139,6 +141,8 @@ pub struct Replica {
     hint_writes: Mutex<()>,
     /// Anti-entropy trees of the records held (`tree`).
     trees: tree::Trees,
+    /// The counters of the dots this node mints (`dots`).
+    dots: dots::DotClock,
 }
 
 impl std::fmt::Debug for Replica {
@@ -158,7 +162,8 @@ impl Replica {
     /// Store errors, and [`StoreError::Corrupt`] for a record that does
     /// not decode.
     pub fn open(store: Arc<dyn Store>, settings: ReplicaSettings) -> Result<Self, StoreError> {
-        let meta = load_or_init_meta(store.as_ref(), settings.partitions)?;
+        let mut meta = load_or_init_meta(store.as_ref(), settings.partitions)?;
+        let dots = dots::DotClock::open(store.as_ref(), &mut meta)?;
         let replica = Self {
             store,
             cache: RecordCache::new(settings.cache_bytes),
@@ -172,6 +177,7 @@ impl Replica {
             hints: hints::HintBook::default(),
             hint_writes: Mutex::new(()),
             trees: tree::Trees::new(meta.partitions),
+            dots,
         };
         // Both are saved by a clean shutdown, and taken (removed) here.
         let trees = replica.take_clean_trees()?;
@@ -866,6 +872,46 @@ mod tests {
                 assert_eq!(stats.complete_shards, RECORD_CACHE_SHARDS, "{stats:?}");
             }
         }
+    }
+
+    // Proves no key amnesia (Riak's kv679): a key whose record is gone
+    // (reaped, or lost with an unsynced write) and written again gets a
+    // dot no old context covers, so an old replica merging the new record
+    // keeps the new write; and a reopen after a crash (no close) mints
+    // past every counter handed out before it, for any key.
+    #[test]
+    fn a_recreated_key_gets_a_dot_no_old_context_covers() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let replica = Replica::open(Arc::clone(&store), settings(0)).expect("open");
+        for _ in 0..3 {
+            put(&replica, b"\0k", None);
+        }
+        let old = replica.read(b"\0k").expect("read").expect("a record");
+        let skey = replica.storage_key(b"\0k");
+        store
+            .apply(&[crate::storage::BatchOp::delete(Space::Data, skey)])
+            .expect("remove the record");
+        put(&replica, b"\0k", None);
+        let new = replica.read(b"\0k").expect("read").expect("a record");
+        let (dot, _) = new.siblings()[0];
+        assert!(
+            !old.context().covers(dot),
+            "{dot:?} reuses a counter of {old:?}"
+        );
+        let mut merged = old.clone();
+        merged.sync(&new);
+        assert_eq!(merged.siblings().len(), 1);
+        assert_eq!(
+            merged.siblings()[0].0,
+            dot,
+            "the old replica keeps the new write"
+        );
+
+        drop(replica);
+        let reopened = Replica::open(Arc::clone(&store), settings(0)).expect("reopen");
+        put(&reopened, b"\0other", None);
+        let other = reopened.read(b"\0other").expect("read").expect("a record");
+        assert!(other.siblings()[0].0.counter > dot.counter);
     }
 
     /// One change to a replica, for the tree property below.

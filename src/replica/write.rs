@@ -140,12 +140,19 @@ impl Replica {
                 Ok(planned) => planned,
                 Err(rejection) => return Ok(Err(rejection)),
             };
-            let current = planned.map(|(supersedes, sibling)| {
-                let mut record = previous.clone().unwrap_or_default();
-                let written = record.supersede(&supersedes, node, sibling);
-                self.bound(&mut record, written);
-                record
-            });
+            let current = match planned {
+                Some((supersedes, sibling)) => {
+                    let mut record = previous.clone().unwrap_or_default();
+                    let floor = self.dots.next(self.store.as_ref())?;
+                    let written = record.supersede_from(&supersedes, node, floor, sibling);
+                    if written.counter > floor {
+                        self.dots.used(self.store.as_ref(), written.counter)?;
+                    }
+                    self.bound(&mut record, written);
+                    Some(record)
+                }
+                None => None,
+            };
             if let Some(record) = &current {
                 staged.set(skey, before, record.clone());
             } else if group.all_or_nothing {

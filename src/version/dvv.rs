@@ -198,14 +198,15 @@ impl<T: Clone> DvvSet<T> {
     /// minted by replicas, docs/cluster.md); `self` must be its local state.
     pub fn update(&mut self, context: &VersionVector, node: NodeId, value: T) -> Dot {
         self.discard(context);
-        self.mint(node, value)
+        self.mint(node, 0, value)
     }
 
     /// Adds `value` under the next dot of `node`: one past every counter
     /// of `node` this set's context has seen (which covers the writer's
-    /// context once it is joined).
-    fn mint(&mut self, node: NodeId, value: T) -> Dot {
-        let counter = self.context.get(node) + 1;
+    /// context once it is joined), and at least `floor` (a node's counter
+    /// for every key: `replica::dots`).
+    fn mint(&mut self, node: NodeId, floor: u64, value: T) -> Dot {
+        let counter = (self.context.get(node) + 1).max(floor);
         let dot = Dot { node, counter };
         self.context.witness(node, counter);
         // The new dot is greater than every dot of `node` present, so it
@@ -223,11 +224,25 @@ impl<T: Clone> DvvSet<T> {
     /// replica that still holds one drops it when it syncs this set, and
     /// one that holds a sibling kept here keeps it.
     pub fn supersede(&mut self, supersedes: &Supersedes, node: NodeId, value: T) -> Dot {
+        self.supersede_from(supersedes, node, 0, value)
+    }
+
+    /// [`DvvSet::supersede`] with the new dot's counter at least `floor`.
+    pub fn supersede_from(
+        &mut self,
+        supersedes: &Supersedes,
+        node: NodeId,
+        floor: u64,
+        value: T,
+    ) -> Dot {
         match supersedes {
-            Supersedes::Context(context) => self.update(context, node, value),
+            Supersedes::Context(context) => {
+                self.discard(context);
+                self.mint(node, floor, value)
+            }
             Supersedes::Dots(dots) => {
                 self.siblings.retain(|s| !dots.contains(&s.0));
-                self.mint(node, value)
+                self.mint(node, floor, value)
             }
         }
     }
