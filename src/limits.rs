@@ -502,3 +502,7 @@ pub const AAE_KEYS_PER_EXCHANGE_MAX: usize = 10_000;
 
 /// Most partitions one exchange looks into past their roots.
 pub const AAE_PARTITIONS_PER_EXCHANGE_MAX: usize = 256;
+
+/// Most dead records a node's reaping round removes: the rest wait for
+/// the next round.
+pub const REAP_KEYS_PER_ROUND_MAX: usize = 100_000;

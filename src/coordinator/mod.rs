@@ -285,6 +285,8 @@ pub struct AaeReport {
     pub exchanges: u64,
     /// Keys whose records were exchanged because they differed.
     pub keys_repaired: u64,
+    /// Dead records (tombstones) removed here.
+    pub reaped: u64,
     /// Record bytes fetched and sent.
     pub bytes: u64,
     /// How long ago the last round that reached every peer it meant to

@@ -82,6 +82,8 @@
 //!  14 Segments    u16 partition: its anti-entropy segments (version 8)
 //!  15 Leaves      u16 partition, list<u16> segments: their keys and
 //!                 leaves (version 8)
+//!  16 Reap        list<key, u64 leaf>: remove those still dead and
+//!                 unchanged, unless holding hints (version 8)
 //!
 //! gossip:
 //! u64          layout epoch
@@ -217,7 +219,7 @@ tags! {
     RequestTag, "request" {
         Ping = 1, Read = 2, Replicate = 3, Coordinate = 4, Scan = 5, Flush = 6, Gossip = 7,
         Count = 8, Probe = 9, Fetch = 10, Held = 11, Hint = 12, Roots = 13, Segments = 14,
-        Leaves = 15,
+        Leaves = 15, Reap = 16,
     }
 }
 
@@ -351,6 +353,19 @@ fn put_list<T>(out: &mut BytesMut, items: &[T], put: impl Fn(&mut BytesMut, &T))
     }
 }
 
+fn put_leaves(out: &mut BytesMut, leaves: &[(Bytes, u64)]) {
+    put_list(out, leaves, |out, (key, leaf)| {
+        put_bytes(out, key);
+        out.put_u64(*leaf);
+    });
+}
+
+fn get_leaves(r: &mut Reader<'_>) -> Result<Vec<(Bytes, u64)>, DecodeError> {
+    get_list(r, "leaf", |r| {
+        Ok((get_key(r)?, u64::from_be_bytes(fixed(r)?)))
+    })
+}
+
 fn put_record(out: &mut BytesMut, record: &Record) {
     put_varint(out, encoded_len(record) as u64);
     encode_record_into(record, out);
@@ -456,6 +471,10 @@ fn put_request(out: &mut BytesMut, request: &Request) {
             out.put_u8(RequestTag::Leaves as u8);
             out.put_u16(*partition);
             put_list(out, segments, |out, &segment| out.put_u16(segment));
+        }
+        Request::Reap { entries } => {
+            out.put_u8(RequestTag::Reap as u8);
+            put_leaves(out, entries);
         }
     }
 }
@@ -575,10 +594,7 @@ fn put_response(out: &mut BytesMut, response: &Response) {
         }
         Response::Leaves { leaves } => {
             out.put_u8(ResponseTag::Leaves as u8);
-            put_list(out, leaves, |out, (key, leaf)| {
-                put_bytes(out, key);
-                out.put_u64(*leaf);
-            });
+            put_leaves(out, leaves);
         }
     }
 }
@@ -903,6 +919,9 @@ fn get_request(r: &mut Reader<'_>) -> Result<Request, DecodeError> {
             partition: u16::from_be_bytes(fixed(r)?),
             segments: get_list(r, "segment", |r| Ok(u16::from_be_bytes(fixed(r)?)))?,
         },
+        RequestTag::Reap => Request::Reap {
+            entries: get_leaves(r)?,
+        },
     })
 }
 
@@ -1002,9 +1021,7 @@ fn get_response(r: &mut Reader<'_>) -> Result<Response, DecodeError> {
             hashes: get_list(r, "hash", |r| Ok(u64::from_be_bytes(fixed(r)?)))?,
         },
         ResponseTag::Leaves => Response::Leaves {
-            leaves: get_list(r, "leaf", |r| {
-                Ok((get_key(r)?, u64::from_be_bytes(fixed(r)?)))
-            })?,
+            leaves: get_leaves(r)?,
         },
     })
 }
@@ -1728,6 +1745,7 @@ mod tests {
                     segments,
                 }
             }),
+            vec((arb_bytes(8), any::<u64>()), 0..4).prop_map(|entries| Request::Reap { entries }),
         ]
     }
 

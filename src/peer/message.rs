@@ -194,6 +194,14 @@ pub enum Request {
         /// The segments.
         segments: Vec<u16>,
     },
+    /// Remove these dead records if still dead and unchanged (their
+    /// leaves), unless this node keeps hints: then refused (Busy) and
+    /// nothing removed. Answered by Hashes, one: how many were removed.
+    /// With no entries, only the question of hints.
+    Reap {
+        /// `(key, leaf)`.
+        entries: Vec<(Bytes, u64)>,
+    },
 }
 
 /// A reply to a [`Request`].

@@ -38,6 +38,9 @@ pub(super) struct Delta {
     /// Anti-entropy segments to update once the ops are applied: where,
     /// and the old leaf XOR the new (`tree`).
     pub(super) leaves: Vec<((u16, u16), u64)>,
+    /// Partitions given a record with no value (tombstones only), which
+    /// the reaper then looks at.
+    pub(super) dead: Vec<u16>,
 }
 
 impl Delta {
@@ -79,5 +82,26 @@ impl Delta {
         }
         self.ops
             .push(BatchOp::put(Space::Data, skey.to_vec(), encoded));
+        if !after.has_value {
+            self.dead.push(
+                skey.first_chunk::<2>()
+                    .map_or(0, |p| u16::from_be_bytes(*p)),
+            );
+        }
+    }
+
+    /// Removes a record (reaped: `Replica::reap`) that counted for `before`.
+    pub(super) fn remove(&mut self, skey: &[u8], before: Footprint) {
+        let db = db_index(skey);
+        self.value_keys[db] -= i64::from(before.has_value);
+        if let Some(until) = before.live_until {
+            self.ops
+                .push(BatchOp::delete(Space::Expiry, expiry_key(until, skey)));
+            self.expiring_keys[db] -= 1;
+        }
+        if let Some(place) = place_of(skey) {
+            self.leaves.push((place, leaf_of(skey, before.context)));
+        }
+        self.ops.push(BatchOp::delete(Space::Data, skey.to_vec()));
     }
 }

@@ -17,6 +17,7 @@
 //! | `expiry` | the expiry index and its reaper |
 //! | `hints` | records kept for replicas that were down, until replayed |
 //! | `tree` | anti-entropy trees, kept up to date by every commit |
+//! | `reap` | dead records, and their removal if unchanged |
 //! | `counters` | key counts per database (DBSIZE, INFO keyspace) |
 //! | `dots` | dot counters that never repeat, for any key |
 //! | `locks` | per-key lock stripes |
@@ -29,6 +30,7 @@ mod expiry;
 pub mod hints;
 mod locks;
 mod reads;
+mod reap;
 mod service;
 pub mod tree;
 mod write;
@@ -143,6 +145,8 @@ pub struct Replica {
     trees: tree::Trees,
     /// The counters of the dots this node mints (`dots`).
     dots: dots::DotClock,
+    /// Partitions that may hold dead records (`reap`).
+    reap_marks: reap::ReapMarks,
 }
 
 impl std::fmt::Debug for Replica {
@@ -178,6 +182,7 @@ impl Replica {
             hint_writes: Mutex::new(()),
             trees: tree::Trees::new(meta.partitions),
             dots,
+            reap_marks: reap::ReapMarks::new(meta.partitions),
         };
         // Both are saved by a clean shutdown, and taken (removed) here.
         let trees = replica.take_clean_trees()?;

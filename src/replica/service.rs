@@ -515,6 +515,28 @@ impl ReplicaService {
             .await
     }
 
+    /// The dead records of `partitions` ([`Replica::dead_records`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn dead_records(
+        &self,
+        partitions: Vec<u16>,
+        limit: usize,
+    ) -> Result<Vec<(u16, super::tree::Leaves)>, ServiceError> {
+        self.blocking(move |replica| replica.dead_records(&partitions, limit))
+            .await
+    }
+
+    /// Removes the records of `entries` still dead and unchanged
+    /// ([`Replica::reap`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn reap(&self, entries: Vec<(Bytes, u64)>) -> Result<usize, ServiceError> {
+        self.blocking(move |replica| replica.reap(&entries)).await
+    }
+
     /// Which of `partitions` this replica holds records of.
     ///
     /// # Errors

@@ -71,6 +71,9 @@ pub fn differing(ours: &[u64], theirs: &[u64]) -> Vec<usize> {
         .collect()
 }
 
+/// Keys with their leaves, as `(key, leaf)`.
+pub type Leaves = Vec<(bytes::Bytes, u64)>;
+
 /// The version byte of [`Trees::encode`].
 const TREES_FORMAT: u8 = 1;
 

@@ -286,6 +286,9 @@ impl Replica {
         for (place, xor) in delta.leaves {
             self.trees.toggle_at(place, xor);
         }
+        for partition in delta.dead {
+            self.reap_marks.mark(partition);
+        }
         self.stats
             .writes
             .fetch_add(records as u64, Ordering::Relaxed);

@@ -521,6 +521,7 @@ pub fn dynamo_fields(info: &crate::coordinator::CoordinatorInfo) -> Vec<(&'stati
         ("aae_enabled", u8::from(aae.enabled).to_string()),
         ("aae_exchanges", aae.exchanges.to_string()),
         ("aae_keys_repaired", aae.keys_repaired.to_string()),
+        ("tombstones_reaped", aae.reaped.to_string()),
         ("aae_bytes", aae.bytes.to_string()),
         // -1 until a round reached every peer it meant to.
         (

@@ -23,16 +23,19 @@
 //! 8 KiB and 32 KiB).
 
 use super::{ClusterCoordinator, Inner};
+use crate::coordinator::CoordinatorError;
 use crate::coordinator::{AaeReport, PeerAaeReport};
 use crate::limits::{
-    AAE_KEYS_PER_EXCHANGE_MAX, AAE_PARTITIONS_PER_EXCHANGE_MAX, AAE_RECHECK_MS, PEER_BATCH_KEYS_MAX,
+    AAE_KEYS_PER_EXCHANGE_MAX, AAE_PARTITIONS_PER_EXCHANGE_MAX, AAE_RECHECK_MS,
+    PEER_BATCH_KEYS_MAX, REAP_KEYS_PER_ROUND_MAX,
 };
-use crate::peer::message::{Request, Response};
+use crate::membership::layout::MemberState;
+use crate::peer::message::{ErrorCode, Request, Response};
 use crate::replica::tree::differing;
 use crate::task::{WorkerStatus, stopped};
 use crate::version::NodeId;
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -60,7 +63,15 @@ pub(super) struct Exchanges {
     peers: Mutex<BTreeMap<NodeId, PeerAae>>,
     /// When the last round that reached every peer it meant to ended.
     last_round: Mutex<Option<Instant>>,
+    /// Dead records removed here.
+    reaped: AtomicU64,
+    /// By partition this node reaps: the dead records its last look
+    /// found, and when (`reap_round`).
+    seen: Mutex<HashMap<u16, Look>>,
 }
+
+/// A look at a partition's dead records: when, and what it found.
+type Look = (Instant, HashSet<(Bytes, u64)>);
 
 /// One peer's last exchange.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +84,33 @@ struct PeerAae {
 }
 
 impl Inner {
+    /// Serves a Reap request: dead records removed if unchanged, unless
+    /// this node keeps hints (one could bring back a value the record's
+    /// tombstone covers, once the record is gone).
+    pub(super) async fn reap_here(
+        &self,
+        entries: Vec<(Bytes, u64)>,
+    ) -> Result<Response, CoordinatorError> {
+        let held: u64 = self.local.hint_report().values().map(|h| h.keys).sum();
+        if held > 0 {
+            return Ok(Response::Error {
+                code: ErrorCode::Busy,
+                message: format!(
+                    "{held} hints kept here: nothing is reaped until they are replayed"
+                ),
+            });
+        }
+        let reaped = if entries.is_empty() {
+            0
+        } else {
+            self.local.reap(entries).await?
+        };
+        self.aae.reaped.fetch_add(reaped as u64, Ordering::Relaxed);
+        Ok(Response::Hashes {
+            hashes: vec![reaped as u64],
+        })
+    }
+
     /// The anti-entropy counters, for INFO, `DYNAMO STATUS` and
     /// `DYNAMO AAE`.
     pub(super) fn aae_report(&self) -> AaeReport {
@@ -99,6 +137,7 @@ impl Inner {
         AaeReport {
             enabled: !self.healing.aae_interval.is_zero(),
             exchanges: self.aae.exchanges.load(Ordering::Relaxed),
+            reaped: self.aae.reaped.load(Ordering::Relaxed),
             keys_repaired: self.aae.keys_repaired.load(Ordering::Relaxed),
             bytes: self.aae.bytes.load(Ordering::Relaxed),
             last_round_age_ms: age(*self
@@ -294,6 +333,11 @@ impl ClusterCoordinator {
                     .last_round
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                match self.reap_round(&mut shutdown).await {
+                    Ok(()) => {}
+                    Err(ExchangeError::Stopped) => return,
+                    Err(e) => status.failed(format_args!("tombstone reaping: {e}")),
+                }
             }
             status.stepped();
         }
@@ -368,6 +412,135 @@ impl ClusterCoordinator {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(peer, outcome);
         result
+    }
+}
+
+impl ClusterCoordinator {
+    /// Removes the dead records of the partitions this node reaps (it is
+    /// the smallest id among their replicas), in a round where every
+    /// member was reached (docs/cluster.md, "Tombstone reaping"). A dead
+    /// record goes only when
+    /// (a) its partition's roots are equal on every replica, so each holds
+    ///     it with the same causal context;
+    /// (b) no member keeps a hint (asked in the same request that removes,
+    ///     on replicas);
+    /// (c) it was dead, unchanged, at a look at least three request
+    ///     timeouts earlier too, so a write's copy in flight then has
+    ///     landed or become a hint;
+    /// and each replica removes it only if it is still dead and unchanged.
+    async fn reap_round(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ExchangeError> {
+        let inner = &self.inner;
+        let me = inner.me();
+        let view = inner.membership.view();
+        let others: Vec<NodeId> = view
+            .layout
+            .members()
+            .filter(|m| m.id != me && m.state() != MemberState::Removed)
+            .map(|m| m.id)
+            .collect();
+        if others.iter().any(|&n| !inner.transport.reachable(n)) {
+            return Ok(());
+        }
+        let placement = inner.placement();
+        let ring = placement.current();
+        let replicas = |p: u16| ring.replicas_of(p).to_vec();
+        let mine: Vec<u16> = (0..ring.partitions())
+            .filter_map(|p| u16::try_from(p).ok())
+            .filter(|&p| ring.replicas_of(p).iter().min() == Some(&me))
+            .collect();
+        let dead = inner
+            .local
+            .dead_records(mine, REAP_KEYS_PER_ROUND_MAX)
+            .await
+            .map_err(|e| ExchangeError::Local(e.to_string()))?;
+        if dead.is_empty() {
+            return Ok(());
+        }
+        // (a) Roots equal on every replica.
+        let mut agreed: HashSet<u16> = dead.iter().map(|(p, _)| *p).collect();
+        let mut asked: BTreeMap<NodeId, Vec<u16>> = BTreeMap::new();
+        for &p in &agreed {
+            for r in replicas(p).into_iter().filter(|&r| r != me) {
+                asked.entry(r).or_default().push(p);
+            }
+        }
+        for (peer, partitions) in &asked {
+            for i in inner.roots(*peer, partitions).await? {
+                agreed.remove(&partitions[i]);
+            }
+        }
+        // (c) Dead and unchanged at the last look, long enough ago.
+        let confirm = inner.transport.request_timeout() * 3;
+        let now = Instant::now();
+        let mut ready: Vec<(u16, Vec<(Bytes, u64)>)> = Vec::new();
+        {
+            let mut seen = inner
+                .aae
+                .seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (p, entries) in dead {
+                if !agreed.contains(&p) {
+                    seen.remove(&p);
+                    continue;
+                }
+                match seen.get(&p) {
+                    Some((at, before)) if now.duration_since(*at) >= confirm => {
+                        let both: Vec<(Bytes, u64)> =
+                            entries.into_iter().filter(|e| before.contains(e)).collect();
+                        seen.remove(&p);
+                        if !both.is_empty() {
+                            ready.push((p, both));
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(p, (now, entries.into_iter().collect()));
+                    }
+                }
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        // (b) No hints anywhere: members that replicate none of these
+        // partitions are asked alone; replicas when they remove.
+        let holders: HashSet<NodeId> = asked.keys().copied().collect();
+        for &peer in others.iter().filter(|n| !holders.contains(n)) {
+            inner
+                .ask(
+                    peer,
+                    Request::Reap {
+                        entries: Vec::new(),
+                    },
+                )
+                .await?;
+        }
+        for (p, entries) in ready {
+            if *shutdown.borrow() {
+                return Err(ExchangeError::Stopped);
+            }
+            let mut everywhere = true;
+            for r in replicas(p).into_iter().filter(|&r| r != me) {
+                let request = Request::Reap {
+                    entries: entries.clone(),
+                };
+                if let Err(e) = inner.ask(r, request).await {
+                    tracing::debug!("partition {p}: {r:016x} reaped nothing: {e}");
+                    everywhere = false;
+                }
+            }
+            // This node's copies go last, and only once every other
+            // replica took the round: what is left anywhere is a
+            // tombstone, never a value it covered.
+            if everywhere {
+                inner
+                    .reap_here(entries)
+                    .await
+                    .map_err(|e| ExchangeError::Local(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 }
 

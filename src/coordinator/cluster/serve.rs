@@ -187,6 +187,7 @@ impl Inner {
                 .await
                 .map(|leaves| Response::Leaves { leaves })
                 .map_err(CoordinatorError::from),
+            Request::Reap { entries } => inner.reap_here(entries).await,
             Request::Probe { target } => {
                 // Pinged on its link even if this node marked it down:
                 // the question is whether it answers now.
