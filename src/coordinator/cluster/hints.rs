@@ -123,8 +123,7 @@ impl super::Inner {
 impl ClusterCoordinator {
     /// The hint replay worker (see the module docs). A step on `status`
     /// is a target whose hints were all handed over; a failure a batch
-    /// that was not. At shutdown it waits for the writes' tails, which
-    /// may still hand copies to fallbacks.
+    /// that was not.
     pub async fn run_hints(self, status: Arc<WorkerStatus>, mut shutdown: watch::Receiver<bool>) {
         let inner = Arc::clone(&self.inner);
         let mut tick = tokio::time::interval(Duration::from_millis(HINT_REPLAY_TICK_MS));
