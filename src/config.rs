@@ -81,6 +81,12 @@ pub struct Settings {
     #[arg(long, env = "DYNOKV_NODE_NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    /// The node id (16 hex digits, as DYNAMO MEMBERS shows it) for a new
+    /// data directory: a member whose directory was lost comes back as
+    /// itself, empty, and anti-entropy refills it [default: random].
+    #[arg(long, env = "DYNOKV_NODE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     /// Capacity weight: a node of weight 2 holds about twice the data [default: 1.0].
     #[arg(long, env = "DYNOKV_WEIGHT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -248,6 +254,7 @@ impl Settings {
             data_dir,
             fsync,
             node_name,
+            node_id,
             weight,
             zone,
             replicas,
@@ -289,6 +296,7 @@ impl From<&Config> for Settings {
             fsync: Some(c.fsync),
             join: c.join.clone(),
             node_name: Some(c.node_name.clone()),
+            node_id: c.node_id.map(|id| format!("{id:016x}")),
             weight: Some(c.weight),
             zone: c.zone.clone(),
             replicas: Some(c.replicas),
@@ -338,6 +346,8 @@ pub struct Config {
     pub join: Vec<String>,
     /// Node name. Default `bind:port`.
     pub node_name: String,
+    /// The node id a new data directory takes. Default `None`: random.
+    pub node_id: Option<u64>,
     /// Capacity weight. Default 1.0.
     pub weight: f64,
     /// Failure zone. Default none.
@@ -452,6 +462,18 @@ impl Config {
             node_name: settings
                 .node_name
                 .unwrap_or_else(|| format!("{bind}:{port}")),
+            node_id: match settings.node_id {
+                Some(hex) => Some(
+                    u64::from_str_radix(&hex, 16)
+                        .ok()
+                        .filter(|&id| id != 0 && hex.len() == 16)
+                        .ok_or(ConfigError::Invalid {
+                            name: "node-id",
+                            reason: format!("{hex:?} is not 16 hex digits (and not all zero)"),
+                        })?,
+                ),
+                None => None,
+            },
             bind,
             port,
             peer_port,

@@ -206,9 +206,15 @@ impl Node {
         };
         // The store's own workers (its ingestion) run on its threads.
         let store_workers = store.workers();
+        let node_id = config.node_id;
         // Opening scans the keys: store work.
         let replica = executor
-            .run(move || Replica::open(store, settings))
+            .run(move || {
+                if let Some(id) = node_id {
+                    crate::storage::claim_node_id(store.as_ref(), id)?;
+                }
+                Replica::open(store, settings)
+            })
             .await
             .map_err(|e| StoreError::Engine(format!("store open: {e}")))??;
         let replica = Arc::new(replica);

@@ -312,7 +312,11 @@ pub fn load_or_init_meta(store: &dyn Store, partitions: u32) -> Result<Meta, Sto
                     "partitions must be a power of two up to {PARTITIONS_MAX}, got {partitions}"
                 )));
             }
-            let node_id = random_node_id();
+            // A node id claimed before the store was made (`claim_node_id`).
+            let node_id = match store.meta_get("node_id")? {
+                Some(bytes) => u64::from_be_bytes(bytes.try_into().map_err(|_| bad("node_id"))?),
+                None => random_node_id(),
+            };
             let meta = Meta {
                 node_id,
                 dot_id: node_id,
@@ -418,6 +422,24 @@ pub fn renew_dot_id(store: &dyn Store, meta: Meta) -> Result<Meta, StoreError> {
     };
     store.meta_put("dot_id", &renewed.dot_id.to_be_bytes())?;
     Ok(renewed)
+}
+
+/// Gives a new store the node id `id` (`--node-id`: a node whose data
+/// directory was lost comes back as the member it was, empty, and
+/// anti-entropy refills it); a store already made must have that id.
+///
+/// # Errors
+/// [`StoreError::Incompatible`] for a store of another node; the store's.
+pub fn claim_node_id(store: &dyn Store, id: NodeId) -> Result<(), StoreError> {
+    match store.meta_get("format")? {
+        None => store.meta_put("node_id", &id.to_be_bytes()),
+        Some(_) => match store.meta_get("node_id")? {
+            Some(bytes) if bytes == id.to_be_bytes() => Ok(()),
+            _ => Err(StoreError::Incompatible(format!(
+                "the data directory belongs to another node than --node-id {id:016x}"
+            ))),
+        },
+    }
 }
 
 fn random_node_id() -> NodeId {

@@ -374,6 +374,11 @@ impl TestNode {
         self.wait_serving();
     }
 
+    /// Adds `args` to those the next start passes.
+    pub fn add_args(&mut self, args: &[&str]) {
+        self.extra_args.extend(args.iter().map(|&a| a.to_owned()));
+    }
+
     /// As [`TestNode::restart`], but returns at the ready line, while the
     /// node may still answer LOADING.
     ///
