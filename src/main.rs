@@ -314,6 +314,70 @@ fn progress_bar(done: usize, total: usize, width: usize) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
+/// The fields of a RESP map sent as a flat array, by name.
+type Row = std::collections::HashMap<String, String>;
+
+/// Asks every member (listed by the node at --host/--port) for
+/// `DYNAMO sub`, and hands each row of its answer to `row` with the
+/// member's name; a member that does not answer is printed as such.
+fn each_member(args: &AdminArgs, sub: &str, mut row: impl FnMut(&str, &Row)) -> anyhow::Result<()> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    let members = ask((args.host.as_str(), args.port), &["DYNAMO", "MEMBERS"])?;
+    let OwnedFrame::Array(members) = members else {
+        return Ok(());
+    };
+    for member in &members {
+        let m = frame_row(member);
+        let name = m.get("name").cloned().unwrap_or_default();
+        let client = m.get("client_addr").cloned().unwrap_or_default();
+        let Some((host, port)) = client.rsplit_once(':') else {
+            continue;
+        };
+        let answer = port
+            .parse()
+            .map_err(anyhow::Error::from)
+            .and_then(|port: u16| ask((host, port), &["DYNAMO", sub]));
+        let Ok(OwnedFrame::Array(rows)) = answer else {
+            println!("{name:<16} (unreachable)");
+            continue;
+        };
+        for r in &rows {
+            row(&name, &frame_row(r));
+        }
+    }
+    Ok(())
+}
+
+/// A RESP2 map (a flat array of names and values) as a [`Row`].
+fn frame_row(frame: &redis_protocol::resp2::types::OwnedFrame) -> Row {
+    frame_pairs(frame).into_iter().collect()
+}
+
+/// A RESP2 map (a flat array of names and values) as its pairs, in order.
+fn frame_pairs(frame: &redis_protocol::resp2::types::OwnedFrame) -> Vec<(String, String)> {
+    use redis_protocol::resp2::types::OwnedFrame;
+    match frame {
+        OwnedFrame::Array(items) => items
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (frame_text(&c[0]), frame_text(&c[1])))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A RESP2 string or integer as text.
+fn frame_text(frame: &redis_protocol::resp2::types::OwnedFrame) -> String {
+    use redis_protocol::resp2::types::OwnedFrame;
+    match frame {
+        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
+            String::from_utf8_lossy(b).into_owned()
+        }
+        OwnedFrame::Integer(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// `dynokv admin`: one DYNAMO command, printed for people.
 fn admin(args: &AdminArgs) -> anyhow::Result<()> {
     let sub = match args.what {
@@ -330,27 +394,10 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
     words.extend(args.args.iter().map(String::as_str));
     let frame = ask((args.host.as_str(), args.port), &words)?;
     use redis_protocol::resp2::types::OwnedFrame;
-    let text = |f: &OwnedFrame| match f {
-        OwnedFrame::BulkString(b) | OwnedFrame::SimpleString(b) => {
-            String::from_utf8_lossy(b).into_owned()
-        }
-        OwnedFrame::Integer(i) => i.to_string(),
-        other => format!("{other:?}"),
-    };
-    let pairs = |f: &OwnedFrame| -> Vec<(String, String)> {
-        match f {
-            OwnedFrame::Array(items) => items
-                .chunks(2)
-                .filter(|c| c.len() == 2)
-                .map(|c| (text(&c[0]), text(&c[1])))
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
     match (&frame, args.what) {
         (OwnedFrame::Error(e), _) => anyhow::bail!("{e}"),
         (_, AdminView::Status) => {
-            for (k, v) in pairs(&frame) {
+            for (k, v) in frame_pairs(&frame) {
                 println!("{k:<32} {v}");
             }
             // Every member's handoff, as that member reports it.
@@ -372,8 +419,7 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                 "dropped"
             );
             for member in &members {
-                let m: std::collections::HashMap<String, String> =
-                    pairs(member).into_iter().collect();
+                let m = frame_row(member);
                 let get = |k: &str| m.get(k).cloned().unwrap_or_default();
                 let client = get("client_addr");
                 let Some((host, port)) = client.rsplit_once(':') else {
@@ -387,8 +433,7 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                     println!("{:<16} {:<8} (unreachable)", get("name"), get("state"));
                     continue;
                 };
-                let h: std::collections::HashMap<String, String> =
-                    pairs(&status).into_iter().collect();
+                let h = frame_row(&status);
                 let num = |k: &str| h.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
                 let (done, total) = (
                     num("handoff_partitions_done") as usize,
@@ -411,98 +456,52 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
         // Every member's hints, as that member reports them: who keeps
         // how much for whom, and a progress bar while it replays.
         (_, AdminView::Hints) => {
-            let members = ask((args.host.as_str(), args.port), &["DYNAMO", "MEMBERS"])?;
-            let OwnedFrame::Array(members) = members else {
-                return Ok(());
-            };
             println!(
                 "{:<16} {:<16} {:>9} {:>12} {:>8} {:>9} {:>8}  replay",
                 "kept by", "for", "keys", "bytes", "age s", "replayed", "dropped"
             );
-            for member in &members {
-                let m: std::collections::HashMap<String, String> =
-                    pairs(member).into_iter().collect();
-                let name = m.get("name").cloned().unwrap_or_default();
-                let client = m.get("client_addr").cloned().unwrap_or_default();
-                let Some((host, port)) = client.rsplit_once(':') else {
-                    continue;
+            each_member(args, "HINTS", |name, t| {
+                let get = |k: &str| t.get(k).cloned().unwrap_or_default();
+                let num = |k: &str| t.get(k).and_then(|v| v.parse::<usize>().ok());
+                let keys = num("keys").unwrap_or(0);
+                let replay = match num("replaying") {
+                    Some(total) if total > 0 => {
+                        let done = total.saturating_sub(keys);
+                        format!("{} {done}/{total}", progress_bar(done, total, 22))
+                    }
+                    _ => String::new(),
                 };
-                let hints = port
-                    .parse()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|port: u16| ask((host, port), &["DYNAMO", "HINTS"]));
-                let Ok(OwnedFrame::Array(targets)) = hints else {
-                    println!("{name:<16} (unreachable)");
-                    continue;
-                };
-                for target in &targets {
-                    let t: std::collections::HashMap<String, String> =
-                        pairs(target).into_iter().collect();
-                    let get = |k: &str| t.get(k).cloned().unwrap_or_default();
-                    let num = |k: &str| t.get(k).and_then(|v| v.parse::<usize>().ok());
-                    let keys = num("keys").unwrap_or(0);
-                    let replay = match num("replaying") {
-                        Some(total) if total > 0 => {
-                            let done = total.saturating_sub(keys);
-                            format!("{} {done}/{total}", progress_bar(done, total, 22))
-                        }
-                        _ => String::new(),
-                    };
-                    println!(
-                        "{:<16} {:<16} {:>9} {:>12} {:>8} {:>9} {:>8}  {replay}",
-                        name,
-                        get("name"),
-                        keys,
-                        get("bytes"),
-                        get("oldest_age_s"),
-                        get("replayed"),
-                        get("dropped"),
-                    );
-                }
-            }
+                println!(
+                    "{:<16} {:<16} {:>9} {:>12} {:>8} {:>9} {:>8}  {replay}",
+                    name,
+                    get("name"),
+                    keys,
+                    get("bytes"),
+                    get("oldest_age_s"),
+                    get("replayed"),
+                    get("dropped"),
+                );
+            })?;
         }
         // Every member's last exchanges, as that member reports them.
         (_, AdminView::Aae) => {
-            let members = ask((args.host.as_str(), args.port), &["DYNAMO", "MEMBERS"])?;
-            let OwnedFrame::Array(members) = members else {
-                return Ok(());
-            };
             println!(
                 "{:<16} {:<16} {:>10} {:>11} {:>10} {:>14}  error",
                 "member", "with", "age s", "partitions", "differing", "keys repaired"
             );
-            for member in &members {
-                let m: std::collections::HashMap<String, String> =
-                    pairs(member).into_iter().collect();
-                let name = m.get("name").cloned().unwrap_or_default();
-                let client = m.get("client_addr").cloned().unwrap_or_default();
-                let Some((host, port)) = client.rsplit_once(':') else {
-                    continue;
-                };
-                let aae = port
-                    .parse()
-                    .map_err(anyhow::Error::from)
-                    .and_then(|port: u16| ask((host, port), &["DYNAMO", "AAE"]));
-                let Ok(OwnedFrame::Array(peers)) = aae else {
-                    println!("{name:<16} (unreachable)");
-                    continue;
-                };
-                for peer in &peers {
-                    let p: std::collections::HashMap<String, String> =
-                        pairs(peer).into_iter().collect();
-                    let get = |k: &str| p.get(k).cloned().unwrap_or_default();
-                    println!(
-                        "{:<16} {:<16} {:>10} {:>11} {:>10} {:>14}  {}",
-                        name,
-                        get("name"),
-                        get("last_age_s"),
-                        get("partitions"),
-                        get("differing"),
-                        get("keys_repaired"),
-                        get("error"),
-                    );
-                }
-            }
+            each_member(args, "AAE", |name, p| {
+                let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+                println!(
+                    "{:<16} {:<16} {:>10} {:>11} {:>10} {:>14}  {}",
+                    name,
+                    get("name"),
+                    get("last_age_s"),
+                    get("partitions"),
+                    get("differing"),
+                    get("keys_repaired"),
+                    get("error"),
+                );
+            })?;
         }
         (OwnedFrame::Array(members), AdminView::Members) => {
             println!(
@@ -521,8 +520,7 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                 "replica"
             );
             for member in members {
-                let m: std::collections::HashMap<String, String> =
-                    pairs(member).into_iter().collect();
+                let m = frame_row(member);
                 let get = |k: &str| m.get(k).cloned().unwrap_or_default();
                 println!(
                     "{:<18} {:<16} {:<22} {:<22} {:>6} {:<8} {:<8} {:<7} {:>6} {:>9} {:>8} {:>8}",
@@ -547,7 +545,7 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
             for row in rows {
                 if let OwnedFrame::Array(cells) = row {
                     for (i, cell) in cells.iter().skip(1).enumerate() {
-                        let entry = per_member.entry(text(cell)).or_default();
+                        let entry = per_member.entry(frame_text(cell)).or_default();
                         entry.1 += 1;
                         if i == 0 {
                             entry.0 += 1;
@@ -561,7 +559,7 @@ fn admin(args: &AdminArgs) -> anyhow::Result<()> {
                 println!("{name:<24} {primary:>8} {replica:>8}");
             }
         }
-        (other, _) => println!("{}", text(other)),
+        (other, _) => println!("{}", frame_text(other)),
     }
     Ok(())
 }
