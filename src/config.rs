@@ -284,6 +284,22 @@ impl Settings {
     }
 }
 
+/// A throttle given in KiB per second (`default` when not given), in
+/// bytes per second: at least 1 KiB/s.
+fn kib_per_s(name: &'static str, given: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    let kib = given.unwrap_or(default);
+    if kib == 0 {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "must be at least 1 KiB/s".into(),
+        });
+    }
+    kib.checked_mul(1 << 10).ok_or(ConfigError::Invalid {
+        name,
+        reason: format!("{kib} KiB/s is too large"),
+    })
+}
+
 impl From<&Config> for Settings {
     /// Every resolved value, explicitly (CONFIG REWRITE writes them all).
     fn from(c: &Config) -> Self {
@@ -521,26 +537,20 @@ impl Config {
             hint_max_bytes: settings
                 .hint_max_bytes
                 .unwrap_or(crate::limits::HINT_BYTES_MAX_DEFAULT),
-            hint_rate: match settings.hint_rate {
-                Some(0) => return invalid("hint-rate", "must be at least 1 KiB/s".into()),
-                Some(kib) => kib.checked_mul(1 << 10).ok_or(ConfigError::Invalid {
-                    name: "hint-rate",
-                    reason: format!("{kib} KiB/s is too large"),
-                })?,
-                None => crate::limits::HINT_RATE_KIB_DEFAULT << 10,
-            },
+            hint_rate: kib_per_s(
+                "hint-rate",
+                settings.hint_rate,
+                crate::limits::HINT_RATE_KIB_DEFAULT,
+            )?,
             read_repair: settings.read_repair != Some(Toggle::Off),
             aae_interval_secs: settings
                 .aae_interval
                 .unwrap_or(crate::limits::AAE_INTERVAL_SECS_DEFAULT),
-            aae_rate: match settings.aae_rate {
-                Some(0) => return invalid("aae-rate", "must be at least 1 KiB/s".into()),
-                Some(kib) => kib.checked_mul(1 << 10).ok_or(ConfigError::Invalid {
-                    name: "aae-rate",
-                    reason: format!("{kib} KiB/s is too large"),
-                })?,
-                None => crate::limits::AAE_RATE_KIB_DEFAULT << 10,
-            },
+            aae_rate: kib_per_s(
+                "aae-rate",
+                settings.aae_rate,
+                crate::limits::AAE_RATE_KIB_DEFAULT,
+            )?,
             config_file,
         })
     }
