@@ -1112,6 +1112,34 @@ mod tests {
         assert!(decode_members(&[2]).is_err());
     }
 
+    // Proves an anti-entropy round between identical replicas sends at
+    // most 64 KiB per pair (issue 22): one Roots request for every
+    // partition at the default Q and its Hashes answer, framed.
+    #[test]
+    fn a_quiet_exchange_round_fits_in_64_kib() {
+        let q = crate::limits::PARTITIONS_DEFAULT;
+        let mut out = BytesMut::new();
+        let request = Frame::Request {
+            id: u64::MAX,
+            request: Request::Roots {
+                partitions: (0..q).map(|p| p as u16).collect(),
+            },
+        };
+        encode_frame(&request, &mut out);
+        let asked = out.len();
+        out.clear();
+        let answer = Frame::Response {
+            id: u64::MAX,
+            response: Response::Hashes {
+                hashes: vec![u64::MAX; q as usize],
+            },
+        };
+        encode_frame(&answer, &mut out);
+        let answered = out.len();
+        assert!(asked + answered <= 64 << 10, "{asked} + {answered} bytes");
+        assert_eq!((asked, answered), (8_208, 32_784));
+    }
+
     #[test]
     fn golden_hello() {
         let mut out = BytesMut::new();
