@@ -292,10 +292,15 @@ fn node_config(i: usize, fsync: FsyncPolicy, read_repair: bool, uncached: bool) 
     let seed = 0;
     let settings = Settings {
         read_repair: Some(if read_repair { Toggle::On } else { Toggle::Off }),
-        // Off: the replica check proves that hints alone bring every
-        // acknowledged write to its replicas, and an exchange would hide
-        // a hint that was never delivered.
-        aae_interval: Some(0),
+        // Off unless anti-entropy is what the run proves: the replica
+        // check proves that hints alone bring every acknowledged write to
+        // its replicas, and an exchange would hide a hint never delivered.
+        aae_interval: Some(if anti_entropy() {
+            AAE_SIM_INTERVAL_SECS
+        } else {
+            0
+        }),
+        hint_max_bytes: anti_entropy().then_some(0),
         cache_mb: uncached.then_some(0),
         bind: Some("0.0.0.0".into()),
         port: Some(PORT),
@@ -349,6 +354,20 @@ impl Switch {
 fn graceful_restarts() -> bool {
     std::env::var("DYNOKV_SIM_GRACEFUL").as_deref() == Ok("1")
 }
+
+/// `DYNOKV_SIM_AAE=1` proves anti-entropy alone (issue 22): the nodes
+/// keep no hints (`--hint-max-bytes 0`) and exchange every
+/// [`AAE_SIM_INTERVAL_SECS`]; read repair stays off until the replica
+/// check, which then waits until every key's replicas hold the same
+/// record (at most [`HINTS_MAX`]) before it looks. Tombstones are reaped
+/// meanwhile, so the checker's resurrection rules see a deleted key that
+/// comes back. Off by default: the replica check then proves hints alone.
+fn anti_entropy() -> bool {
+    std::env::var("DYNOKV_SIM_AAE").as_deref() == Ok("1")
+}
+
+/// Seconds between anti-entropy rounds under [`anti_entropy`].
+const AAE_SIM_INTERVAL_SECS: u64 = 2;
 
 /// How one node's host runs.
 #[derive(Debug, Clone)]
@@ -1764,13 +1783,21 @@ fn wait_replay(
         if now >= quiet {
             let held = hints_held(stores, &replicas.members);
             let misplaced = replicas.misplaced(stores);
-            if held.is_empty() && misplaced.is_empty() {
+            let diverging = if anti_entropy() {
+                replicas.diverging(stores)
+            } else {
+                Vec::new()
+            };
+            if held.is_empty() && misplaced.is_empty() && diverging.is_empty() {
                 return Ok(());
             }
             if now >= until {
                 return Err(format!(
                     "at {now:?}, {HINTS_MAX:?} after every write's tail: hints (node, records) \
-                     still held: {held:?}; records on nodes that are no replica: {misplaced:?}"
+                     still held: {held:?}; records on nodes that are no replica: {misplaced:?}; \
+                     keys whose replicas differ (anti-entropy runs): {} {:?}",
+                    diverging.len(),
+                    &diverging[..diverging.len().min(5)]
                 ));
             }
         }
@@ -1893,6 +1920,29 @@ impl Replicas {
             }
         }
         found
+    }
+
+    /// Keys whose replicas do not all hold the same record, as
+    /// anti-entropy sees them: their leaves (the causal context; no
+    /// record is leaf 0).
+    fn diverging(&self, stores: &[Arc<MemoryStore>]) -> Vec<String> {
+        self.ranked
+            .iter()
+            .filter(|(key, replicas)| {
+                let skey = storage_key(partition_of(key.as_bytes(), PARTITIONS), key.as_bytes());
+                let mut leaves = replicas.iter().map(|&node| {
+                    let record = stores[node]
+                        .get(Space::Data, &skey)
+                        .ok()
+                        .flatten()
+                        .and_then(|bytes| decode_record(&bytes).ok());
+                    dynokv::replica::tree::leaf(&skey, record.as_ref())
+                });
+                let first = leaves.next();
+                leaves.any(|other| Some(other) != first)
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// The replicas' states as the checker's [`Final`], whose "nodes" are
