@@ -290,11 +290,8 @@ impl Pending {
     pub fn watch(mut self, then: Then) {
         let answer = {
             let mut pending = self.conn.pending();
-            match pending.remove(&self.id) {
-                Some(Waiter::Reply(_)) => {
-                    let Some(permit) = self.permit.take() else {
-                        return;
-                    };
+            match (pending.remove(&self.id), self.permit.take()) {
+                (Some(Waiter::Reply(_)), Some(permit)) => {
                     let watch = Watch {
                         deadline: self.sent + self.timeout,
                         timeout: self.timeout,
@@ -302,10 +299,10 @@ impl Pending {
                         _permit: permit,
                     };
                     pending.insert(self.id, Waiter::Watch(watch));
-                    self.reply = None;
                     return;
                 }
-                // Answered already, or the link ended.
+                // Answered already (the reply waits in the channel), or
+                // the link ended.
                 _ => match self.reply.take().map(|mut rx| rx.try_recv()) {
                     Some(Ok(response)) => Ok(response),
                     _ => Err(PeerError::Closed(self.conn.peer.id)),
